@@ -1,0 +1,1 @@
+"""Kernel implementations, one module per backend; chosen by :mod:`fastvae.backend`."""

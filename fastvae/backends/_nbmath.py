@@ -1,0 +1,92 @@
+"""Scalar math for the Numba kernels: fastmath flags chosen once, and vectorisable exp/log1p.
+
+Why hand-written exp and log1p: without Intel's SVML, LLVM cannot vectorise calls to libm,
+and a scalar ``expf`` + ``log1pf`` pair cost about 17 ns per element here, which made the
+Bernoulli loss alone slower than PyTorch's whole step at batch 128.  The float32 versions
+below are plain polynomial arithmetic that LLVM turns into AVX-512 code (about 0.5 ns per
+element), accurate to a few float32 ulp.  float64 keeps the libm functions: that path exists
+for exactness, not speed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+#: LLVM fast-math flags used by every kernel.  No 'nnan'/'ninf': NaN and inf must propagate
+#: so that bad values surface instead of being optimised into garbage.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693145751953125)       # ln 2 split so that n*_LN2_HI is exact
+_LN2_LO = np.float32(1.428606765330187e-06)
+_EXP_MIN = np.float32(-87.0)                  # below this exp(t) would leave normal range
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, i):
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+def exp_nonpos(t):
+    """exp(t) for t <= 0 (pure Python stand-in; Numba uses the overload below)."""
+    return math.exp(t)
+
+
+@overload(exp_nonpos, fastmath=FASTMATH)
+def _exp_nonpos_impl(t):
+    if t == types.float32:
+        def impl(t):
+            # exp(t) = 2^n * exp(r), r = t - n ln2 in [-ln2/2, ln2/2]; degree-6 Taylor on r
+            t = max(t, _EXP_MIN)
+            n = np.floor(t * _LOG2E + np.float32(0.5))  # np.floor stays float32; math.floor gives int64
+            r = t - n * _LN2_HI - n * _LN2_LO
+            p = np.float32(1.0 / 720.0)
+            p = p * r + np.float32(1.0 / 120.0)
+            p = p * r + np.float32(1.0 / 24.0)
+            p = p * r + np.float32(1.0 / 6.0)
+            p = p * r + np.float32(0.5)
+            p = p * r + np.float32(1.0)
+            p = p * r + np.float32(1.0)
+            return p * _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+        return impl
+
+    def impl64(t):
+        return math.exp(t)
+    return impl64
+
+
+def log1p_unit(e):
+    """log(1 + e) for e in [0, 1] (pure Python stand-in; Numba uses the overload below)."""
+    return math.log1p(e)
+
+
+@overload(log1p_unit, fastmath=FASTMATH)
+def _log1p_unit_impl(e):
+    if e == types.float32:
+        def impl(e):
+            # log(1+e) = 2 atanh(s), s = e / (2 + e) in [0, 1/3]; odd series to s^13.
+            # Exact for tiny e (no cancellation): the leading term is 2s.
+            s = e / (np.float32(2.0) + e)
+            s2 = s * s
+            p = np.float32(1.0 / 13.0)
+            p = p * s2 + np.float32(1.0 / 11.0)
+            p = p * s2 + np.float32(1.0 / 9.0)
+            p = p * s2 + np.float32(1.0 / 7.0)
+            p = p * s2 + np.float32(1.0 / 5.0)
+            p = p * s2 + np.float32(1.0 / 3.0)
+            p = p * s2 + np.float32(1.0)
+            return np.float32(2.0) * s * p
+        return impl
+
+    def impl64(e):
+        return math.log1p(e)
+    return impl64

@@ -1,0 +1,224 @@
+"""Plain NumPy kernels: the living definition of every fused step, and the test oracle.
+
+Every kernel here has a twin of the same name and argument order in ``cpu.py`` (Numba)
+and, later, ``cuda.py``.  Conventions, after llm.c:
+
+- outputs first, then inputs, then scalars;
+- gradients are *written*, never accumulated into;
+- shapes use B = batch rows, R = L*B decoder rows (L latent samples per datapoint),
+  N = layer width, Z = latent size, D = data dimension.
+
+Clarity wins over speed in this file: temporaries are allowed here and nowhere else.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
+                     ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
+
+NAME = "numpy"
+xp = np
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+def asarray(a, dtype=None):
+    """Bring ``a`` to this backend's array type (NumPy) without copying when possible."""
+    return np.asarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    return np.asarray(a)
+
+
+def matmul(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) = op(a) @ op(b), op = transpose when the flag is set.
+
+    Transposes are views; NumPy passes them to BLAS as transpose flags.
+    """
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+
+def _act(a, act, alpha):
+    if act == ACT_IDENTITY:
+        return a
+    if act == ACT_RELU:
+        return np.maximum(a, 0)
+    if act == ACT_LEAKY_RELU:
+        return np.where(a > 0, a, alpha * a)
+    if act == ACT_TANH:
+        return np.tanh(a)
+    if act == ACT_SIGMOID:
+        return 0.5 * (1 + np.tanh(0.5 * a))
+    if act == ACT_ELU:
+        return np.where(a > 0, a, alpha * np.expm1(np.minimum(a, 0)))
+    if act == ACT_SOFTPLUS:
+        return np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
+    raise ValueError(f"unknown activation code {act}")
+
+
+def _act_grad_from_output(y, act, alpha):
+    """act'(a) written as a function of y = act(a): forward keeps only y."""
+    if act == ACT_IDENTITY:
+        return np.ones_like(y)
+    if act == ACT_RELU:
+        return (y > 0).astype(y.dtype)
+    if act == ACT_LEAKY_RELU:
+        return np.where(y > 0, 1, alpha).astype(y.dtype)
+    if act == ACT_TANH:
+        return 1 - y * y
+    if act == ACT_SIGMOID:
+        return y * (1 - y)
+    if act == ACT_ELU:
+        return np.where(y > 0, 1, y + alpha).astype(y.dtype)
+    if act == ACT_SOFTPLUS:
+        return -np.expm1(-y)  # sigmoid(a) = 1 - exp(-softplus(a))
+    raise ValueError(f"unknown activation code {act}")
+
+
+def bias_act_fwd(y, b, act, alpha):
+    """y (B, N) <- act(y + b), in place; b (N,)."""
+    y[...] = _act(y + b, act, alpha)
+
+
+def act_bias_bwd(da, db, dy, y, act, alpha):
+    """da (B, N) = dy * act'(.) taken from the saved output y (B, N); db (N,) = sum_rows da.
+
+    ``da`` may be the same array as ``dy``.
+    """
+    da[...] = dy * _act_grad_from_output(y, act, alpha)
+    db[...] = da.sum(axis=0)
+
+
+def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_max):
+    """Sampling step and analytic KL, fused.
+
+    head (B, 2Z)  in: encoder head before bias; out: with bias added (mu | raw logvar).
+                  The raw logvar is kept because the clamp's gradient needs it.
+    hb (2Z,)      head bias.
+    eps (L*B, Z)  standard normal noise, sample l of row b at l*B + b.
+    mu, logvar, sigma (B, Z) out: logvar clamped to [lv_min, lv_max]; sigma = exp(logvar/2).
+    z (L*B, Z)    out: mu + sigma * eps.
+    kl (B,)       out: KL(q(z|x) || N(0, I)) per row, in nats.
+    kl_dim (Z,)   out: batch mean of the per-dimension KL (what free bits compares).
+    """
+    B, Z = mu.shape
+    head += hb
+    mu[...] = head[:, :Z]
+    logvar[...] = np.clip(head[:, Z:], lv_min, lv_max)
+    sigma[...] = np.exp(0.5 * logvar)
+    L = z.shape[0] // B
+    z[...] = (mu[None] + sigma[None] * eps.reshape(L, B, Z)).reshape(L * B, Z)
+    per_dim = 0.5 * (mu * mu + sigma * sigma - 1 - logvar)
+    kl[...] = per_dim.sum(axis=1)
+    kl_dim[...] = per_dim.mean(axis=0)
+
+
+def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free_bits,
+                   lv_min, lv_max):
+    """Gradient through the sample (saved eps) plus the analytic KL gradient.
+
+    dz (L*B, Z)    dLoss/dz, already carrying the reconstruction's 1/(L*B) factor.
+    kl_weight      beta / B: the KL term's weight in the loss, per row.
+    free_bits      per-dimension floor on the batch-mean KL; a dimension whose kl_dim is
+                   not above it contributes a constant, so its KL gradient is zero.
+    dhead (B, 2Z)  out: [dmu | dlogvar], zero for logvar entries the clamp cut off.
+    dhb (2Z,)      out: column sums of dhead.
+    """
+    B, Z = mu.shape
+    L = dz.shape[0] // B
+    dz3 = dz.reshape(L, B, Z)
+    eps3 = eps.reshape(L, B, Z)
+    active = (kl_dim > free_bits) if free_bits > 0 else np.ones(Z, bool)
+    w = kl_weight * active
+    dmu = dz3.sum(axis=0) + w * mu
+    dlv = (dz3 * eps3).sum(axis=0) * 0.5 * sigma + w * 0.5 * (sigma * sigma - 1)
+    raw = head[:, Z:]
+    dlv = np.where((raw >= lv_min) & (raw <= lv_max), dlv, 0)
+    dhead[:, :Z] = dmu
+    dhead[:, Z:] = dlv
+    dhb[...] = dhead.sum(axis=0)
+
+
+def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
+                       learn_scale, grad_scale):
+    """Reconstruction loss per row and its gradient, in one pass.
+
+    out (R, D)      in: decoder output before bias; out: with bias (logits or means).
+    b (D,)          output bias.   x (B, D): data; decoder row r reconstructs x[r % B].
+    logscale (1,) or (D,)  Gaussian log standard deviation (ignored for Bernoulli).
+    loss_rows (R,)  out: -log p(x | z) per row in nats.
+    dout (R, D)     out: grad_scale * d loss_row / d out.
+    db (D,)         out: column sums of dout.
+    dlogscale       out, only when learn_scale: grad_scale * d sum(loss_rows) / d logscale.
+    """
+    out += b
+    B = x.shape[0]
+    xr = np.tile(x, (out.shape[0] // B, 1))
+    if kind == LIK_BERNOULLI:
+        a = out
+        loss_rows[...] = (np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a))) - xr * a).sum(axis=1)
+        dout[...] = grad_scale * (0.5 * (1 + np.tanh(0.5 * a)) - xr)
+    elif kind == LIK_GAUSSIAN:
+        ls = logscale
+        inv_var = np.exp(-2 * ls)
+        r = out - xr
+        loss_rows[...] = (0.5 * r * r * inv_var + ls + 0.5 * LOG_2PI).sum(axis=1)
+        dout[...] = grad_scale * r * inv_var
+        if learn_scale:
+            g = 1 - r * r * inv_var
+            dlogscale[...] = grad_scale * (g.sum() if ls.shape[0] == 1 else g.sum(axis=0))
+    else:
+        raise ValueError(f"unknown likelihood code {kind}")
+    db[...] = dout.sum(axis=0)
+
+
+def check_data(x, lo, hi):
+    """Return (number of non-finite entries, number outside [lo, hi]) of x (B, D)."""
+    finite = np.isfinite(x)
+    n_bad = int(x.size - np.count_nonzero(finite))
+    n_out = int(np.count_nonzero(finite & ((x < lo) | (x > hi))))
+    return n_bad, n_out
+
+
+def sq_norm(g):
+    """Sum of squares of the flat vector g, as a Python float (for clipping by global norm)."""
+    g64 = g.astype(np.float64)
+    return float(g64 @ g64)
+
+
+def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
+    """One Adam / AdamW update over the flat buffers p, m, v, g (all (P,)), in place.
+
+    Matches torch.optim.Adam (L2 weight decay added to the gradient) when ``decoupled`` is
+    False and torch.optim.AdamW (p *= 1 - lr*wd) when True; ``step`` counts from 1;
+    ``grad_scale`` multiplies g first (1.0, or the clipping factor).
+    """
+    gg = g * grad_scale
+    if decoupled:
+        p *= 1 - lr * weight_decay
+    elif weight_decay:
+        gg = gg + weight_decay * p
+    m[...] = beta1 * m + (1 - beta1) * gg
+    v[...] = beta2 * v + (1 - beta2) * gg * gg
+    bc1 = 1 - beta1 ** step
+    bc2 = 1 - beta2 ** step
+    p -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
+
+
+def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
+    """One SGD update (torch.optim.SGD semantics, dampening 0) over flat buffers, in place.
+
+    buf (P,) is the momentum buffer; at step 1 it is set to the gradient.
+    """
+    gg = g * grad_scale
+    if weight_decay:
+        gg = gg + weight_decay * p
+    if momentum:
+        if step == 1:
+            buf[...] = gg
+        else:
+            buf[...] = momentum * buf + gg
+        gg = gg + momentum * buf if nesterov else buf
+    p -= lr * gg

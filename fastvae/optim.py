@@ -1,0 +1,151 @@
+"""Optimizers over the model's flat parameter buffer: one fused kernel call per step.
+
+Semantics follow ``torch.optim`` (Adam, AdamW, SGD with dampening 0) so that training runs
+compare step for step with PyTorch.  Optional clipping by global gradient norm scales the
+gradient inside the same kernel (the norm itself is one extra reduction pass).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class Optimizer:
+    """Base class: holds the model, the step count and the clipping setting."""
+
+    def __init__(self, model, lr, weight_decay, clip_norm):
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a positive number or None, got {clip_norm!r}")
+        self.model = model
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.step_count = 0
+        self.last_grad_norm = None  # set when clipping is on
+
+    def _flat_grads(self, grads):
+        """The flat gradient buffer for ``grads`` (the model's, or packed from a mapping)."""
+        m = self.model
+        if grads is None or getattr(grads, "flat", None) is m.flat_grads:
+            return m.flat_grads
+        names = set(m.parameters())
+        if set(grads) != names:
+            missing, extra = names - set(grads), set(grads) - names
+            raise ValueError(f"grads do not match the model's parameters (missing: "
+                             f"{sorted(missing)}, unexpected: {sorted(extra)})")
+        target = m._grads
+        for k, v in grads.items():
+            if tuple(v.shape) != tuple(target[k].shape):
+                raise ValueError(f"grads[{k!r}] has shape {tuple(v.shape)}, expected "
+                                 f"{tuple(target[k].shape)}")
+            target[k][...] = v
+        return m.flat_grads
+
+    def _grad_scale(self, g):
+        if self.clip_norm is None:
+            return 1.0
+        norm = math.sqrt(self.model._bk.sq_norm(g))
+        self.last_grad_norm = norm
+        if not math.isfinite(norm):
+            raise FloatingPointError(f"gradient norm is {norm} at step {self.step_count + 1}; "
+                                     "parameters left unchanged")
+        return min(1.0, self.clip_norm / (norm + 1e-6))
+
+    def step(self, grads=None):
+        """Apply one update from ``grads`` (what ``model.backward`` returned; None means the
+        model's current gradient buffer)."""
+        g = self._flat_grads(grads)
+        scale = self._grad_scale(g)
+        self.step_count += 1
+        self._update(g, scale)
+
+    def state_dict(self):
+        """Host copies of the optimizer's state (for checkpoints)."""
+        bk = self.model._bk
+        st = {"step_count": self.step_count}
+        for k, v in self._buffers().items():
+            st[k] = bk.to_numpy(v).copy()
+        return st
+
+    def load_state_dict(self, st):
+        self.step_count = int(st["step_count"])
+        for k, v in self._buffers().items():
+            v[...] = self.model._bk.asarray(st[k])
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam.
+
+    ``opt = Adam(model, lr=1e-3)``; ``opt.step(grads)``.
+    """
+
+    decoupled = False
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(model, lr, weight_decay, clip_norm)
+        b1, b2 = map(float, betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
+        self.betas, self.eps = (b1, b2), float(eps)
+        xp, shape, dt = model._bk.xp, model.flat_params.shape, model.dtype
+        self.m = xp.zeros(shape, dtype=dt)
+        self.v = xp.zeros(shape, dtype=dt)
+
+    def _buffers(self):
+        return {"m": self.m, "v": self.v}
+
+    def _update(self, g, scale):
+        m = self.model
+        m._bk.adam_step(m.flat_params, self.m, self.v, g, self.lr, self.betas[0],
+                        self.betas[1], self.eps, self.weight_decay, self.decoupled,
+                        self.step_count, scale)
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter): decoupled weight decay p *= 1 - lr*wd, as torch.optim.AdamW."""
+
+    decoupled = True
+
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 clip_norm=None):
+        super().__init__(model, lr, betas, eps, weight_decay, clip_norm)
+
+
+class SGD(Optimizer):
+    """SGD with optional (Nesterov) momentum and L2 weight decay, as torch.optim.SGD."""
+
+    def __init__(self, model, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 clip_norm=None):
+        super().__init__(model, lr, weight_decay, clip_norm)
+        if not (0 <= momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.buf = model._bk.xp.zeros(model.flat_params.shape, dtype=model.dtype)
+
+    def _buffers(self):
+        return {"buf": self.buf}
+
+    def _update(self, g, scale):
+        m = self.model
+        m._bk.sgd_step(m.flat_params, self.buf, g, self.lr, self.momentum, self.nesterov,
+                       self.weight_decay, self.step_count, scale)
+
+
+OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+
+
+def make_optimizer(name, model, **kw):
+    """Build an optimizer by name ('adam' | 'adamw' | 'sgd')."""
+    try:
+        cls = OPTIMIZERS[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}") from None
+    return cls(model, **kw)

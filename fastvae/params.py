@@ -1,0 +1,71 @@
+"""The flat parameter buffer: its layout, its named views and its initialisation.
+
+Every parameter tensor of a model is a view into one contiguous 1-D buffer, and so is its
+gradient and each optimizer moment.  One buffer means one optimizer kernel per step, one
+copy to save or to move between devices, and no per-tensor bookkeeping in the hot path.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+#: each tensor starts on a 64-byte boundary (16 float32 / 8 float64) so SIMD loads of a row
+#: start aligned; the few padding entries stay zero in params, grads and moments
+_ALIGN_BYTES = 64
+
+
+def build_layout(input_dim, enc_hidden, latent_dim, dec_hidden, logscale_size, itemsize):
+    """Return (entries, total size).
+
+    entries: OrderedDict name -> (offset, shape, fan_in), in the public order
+    ``enc.{i}.W, enc.{i}.b, enc.head.W, enc.head.b, dec.{j}.W, dec.{j}.b, dec.out.W,
+    dec.out.b[, dec.logscale]``.  W has shape (fan_in, fan_out): y = x @ W + b.
+    ``fan_in`` is None for tensors not initialised like a linear layer.
+    """
+    align = max(1, _ALIGN_BYTES // itemsize)
+    shapes = []
+    prev = input_dim
+    for i, n in enumerate(enc_hidden):
+        shapes += [(f"enc.{i}.W", (prev, n), prev), (f"enc.{i}.b", (n,), prev)]
+        prev = n
+    shapes += [("enc.head.W", (prev, 2 * latent_dim), prev),
+               ("enc.head.b", (2 * latent_dim,), prev)]
+    prev = latent_dim
+    for j, n in enumerate(dec_hidden):
+        shapes += [(f"dec.{j}.W", (prev, n), prev), (f"dec.{j}.b", (n,), prev)]
+        prev = n
+    shapes += [("dec.out.W", (prev, input_dim), prev), ("dec.out.b", (input_dim,), prev)]
+    if logscale_size:
+        shapes.append(("dec.logscale", (logscale_size,), None))
+    entries = OrderedDict()
+    offset = 0
+    for name, shape, fan_in in shapes:
+        offset = -(-offset // align) * align
+        entries[name] = (offset, shape, fan_in)
+        offset += math.prod(shape)
+    return entries, offset
+
+
+def views(flat, entries):
+    """OrderedDict name -> view of ``flat`` with the layout's shape (no copies)."""
+    out = OrderedDict()
+    for name, (off, shape, _) in entries.items():
+        out[name] = flat[off:off + math.prod(shape)].reshape(shape)
+    return out
+
+
+def init_linear_(named, entries, rng):
+    """Initialise in place like ``torch.nn.Linear``: W and b ~ U(-1/sqrt(fan_in), +).
+
+    (PyTorch's kaiming_uniform with a=sqrt(5) reduces to exactly this bound.)  Log-scales
+    start at 0, i.e. an observation standard deviation of 1.
+    """
+    for name, (_, shape, fan_in) in entries.items():
+        v = named[name]
+        if fan_in is None:
+            v[...] = 0
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            v[...] = rng.uniform(-bound, bound, size=shape)

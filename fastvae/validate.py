@@ -1,0 +1,89 @@
+"""Input checks that turn bad arguments into errors naming the problem.
+
+They run before any kernel, so a kernel never sees a wrong shape, dtype or value.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .codes import LIK_BERNOULLI
+
+
+def positive_int(v, what):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"{what} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _as_float_array(a, what, dtype, xp):
+    """Bring ``a`` to a C-contiguous array of ``dtype`` on the backend's device.
+
+    Float input of another precision is converted (a copy); integer, bool and complex
+    input is refused rather than guessed at (uint8 images need scaling, not a cast).
+    """
+    if not hasattr(a, "dtype") or not hasattr(a, "shape"):
+        a = np.asarray(a)
+    kind = np.dtype(a.dtype).kind
+    if kind != "f":
+        hint = " (8-bit images: x.astype('float32') / 255)" if kind in "ui" else ""
+        raise TypeError(f"{what} must be a floating-point array, got dtype {a.dtype}{hint}")
+    if xp is np and not isinstance(a, np.ndarray):
+        a = np.asarray(a.get() if hasattr(a, "get") else a)
+    if a.dtype != dtype or not a.flags.c_contiguous or not isinstance(a, xp.ndarray):
+        a = xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
+    return a
+
+
+def check_batch(x, model, validate=True, check_range=True):
+    """x must be (B, D) floats with D = model.input_dim; finite; in [0, 1] for Bernoulli."""
+    xp = model._bk.xp
+    ndim = getattr(x, "ndim", None)
+    if ndim is None:
+        x = np.asarray(x)
+        ndim = x.ndim
+    if ndim != 2:
+        raise ValueError(f"x must be a 2-D array (batch, {model.input_dim}), got shape {tuple(x.shape)}"
+                         + (" (flatten images first: x.reshape(len(x), -1))" if ndim > 2 else ""))
+    if x.shape[1] != model.input_dim:
+        raise ValueError(f"x has {x.shape[1]} columns but the model's input_dim is "
+                         f"{model.input_dim} (x shape {tuple(x.shape)})")
+    if x.shape[0] == 0:
+        raise ValueError("x has no rows")
+    x = _as_float_array(x, "x", model.dtype, xp)
+    if validate:
+        bern = model._lik == LIK_BERNOULLI and check_range
+        lo, hi = (0.0, 1.0) if bern else (-np.inf, np.inf)
+        n_bad, n_out = model._bk.check_data(x, lo, hi)
+        if n_bad:
+            raise ValueError(f"x contains {n_bad} NaN or infinite value(s)")
+        if n_out:
+            raise ValueError(f"x has {n_out} value(s) outside [0, 1], which the Bernoulli "
+                             "likelihood needs (scale the data, or use likelihood='gaussian')")
+    return x
+
+
+def check_eps(eps, L, B, Z, xp):
+    """eps must be (L, B, Z), or (B, Z) when L == 1; returned as (L*B, Z)."""
+    shape = tuple(getattr(eps, "shape", np.shape(eps)))
+    ok = shape == (L, B, Z) or (L == 1 and shape == (B, Z))
+    if not ok:
+        want = f"({L}, {B}, {Z})" + (f" or ({B}, {Z})" if L == 1 else "")
+        raise ValueError(f"eps must have shape {want} for n_samples={L}, batch {B}, "
+                         f"latent_dim {Z}; got {shape}")
+    kind = np.dtype(getattr(eps, "dtype", np.float64)).kind
+    if kind != "f":
+        raise TypeError(f"eps must be a floating-point array, got dtype {eps.dtype}")
+    eps = xp.asarray(eps).reshape(L * B, Z)
+    if not bool(xp.isfinite(eps).all()):
+        raise ValueError("eps contains NaN or infinite values")
+    return eps
+
+
+def check_latent(z, model):
+    """z must be (N, Z) floats with Z = model.latent_dim."""
+    shape = tuple(getattr(z, "shape", np.shape(z)))
+    if len(shape) != 2 or shape[1] != model.latent_dim:
+        raise ValueError(f"z must have shape (N, {model.latent_dim}), got {shape}")
+    return _as_float_array(z, "z", model.dtype, model._bk.xp)

@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+import fastvae
+
+
+def make_model(backend="numpy", dtype="float64", D=7, hidden=(5,), Z=3, **kw):
+    """A small model whose every parameter can be finite-differenced quickly."""
+    return fastvae.VAE(D, hidden=hidden, latent_dim=Z, dtype=dtype, backend=backend, seed=3, **kw)
+
+
+def make_data(model, B=4, seed=0):
+    """Data valid for the model's likelihood: pixels in (0, 1), fractional on purpose so the
+    Bernoulli loss is a proper cross-entropy rather than only 0/1 targets."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.05, 0.95, size=(B, model.input_dim)).astype(model.dtype)
+
+
+def make_eps(model, B, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((model.n_samples, B, model.latent_dim)).astype(model.dtype)
+
+
+@pytest.fixture(autouse=True)
+def _default_backend(monkeypatch):
+    # every test starts from the documented default, whatever the environment says
+    monkeypatch.delenv("FASTVAE_BACKEND", raising=False)
+    fastvae.backend._default = None
+    yield
+    fastvae.backend._default = None

@@ -1,0 +1,167 @@
+"""Every Numba kernel against its NumPy reference on random inputs, awkward sizes included.
+
+Tolerances: float64 rtol 1e-12; float32 rtol 1e-5 / atol 1e-6 for elementwise outputs
+(the float32 exp/log1p polynomials are within a few ulp) and rtol 1e-4 for reductions over
+rows or columns (different summation order).
+"""
+import numpy as np
+import pytest
+
+from fastvae.backends import cpu, reference as ref
+from fastvae.codes import ACTIVATIONS, ACT_IDENTITY, LIK_BERNOULLI, LIK_GAUSSIAN
+
+SHAPES = [(1, 1), (1, 7), (3, 1), (5, 33), (128, 400), (17, 784)]
+DTYPES = ["float32", "float64"]
+ACTS = [(n, c, a) for n, (c, a) in ACTIVATIONS.items()] + [("identity", ACT_IDENTITY, 0.0)]
+
+
+def tol(dtype, reduction=False):
+    if dtype == "float64":
+        return dict(rtol=1e-12, atol=1e-12)
+    return dict(rtol=1e-4, atol=1e-5) if reduction else dict(rtol=1e-5, atol=1e-6)
+
+
+def rnd(rng, shape, dtype, scale=3.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def both(fn_name, outputs, *inputs):
+    """Run a kernel in both backends on copies of the same arrays; return both outputs."""
+    o_ref = [o.copy() for o in outputs]
+    o_cpu = [o.copy() for o in outputs]
+    i_ref = [i.copy() if isinstance(i, np.ndarray) else i for i in inputs]
+    i_cpu = [i.copy() if isinstance(i, np.ndarray) else i for i in inputs]
+    r_ref = getattr(ref, fn_name)(*o_ref, *i_ref)
+    r_cpu = getattr(cpu, fn_name)(*o_cpu, *i_cpu)
+    return (o_ref, i_ref, r_ref), (o_cpu, i_cpu, r_cpu)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: a[0])
+def test_bias_act_fwd(act, shape, dtype):
+    rng = np.random.default_rng(0)
+    y, b = rnd(rng, shape, dtype), rnd(rng, shape[1], dtype)
+    (o_r, _, _), (o_c, _, _) = both("bias_act_fwd", [y], b, act[1], act[2])
+    np.testing.assert_allclose(o_c[0], o_r[0], **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: a[0])
+def test_act_bias_bwd(act, shape, dtype):
+    rng = np.random.default_rng(1)
+    y = rnd(rng, shape, dtype)
+    ref.bias_act_fwd(y, np.zeros(shape[1], dtype), act[1], act[2])  # a valid saved output
+    dy = rnd(rng, shape, dtype)
+    da, db = np.empty(shape, dtype), np.empty(shape[1], dtype)
+    (o_r, _, _), (o_c, _, _) = both("act_bias_bwd", [da, db], dy, y, act[1], act[2])
+    np.testing.assert_allclose(o_c[0], o_r[0], **tol(dtype))
+    np.testing.assert_allclose(o_c[1], o_r[1], **tol(dtype, reduction=True))
+
+
+def test_act_bias_bwd_in_place_is_allowed():
+    rng = np.random.default_rng(2)
+    y = np.maximum(rnd(rng, (6, 9), "float32"), 0)
+    dy = rnd(rng, (6, 9), "float32")
+    want = dy * (y > 0)
+    db = np.empty(9, np.float32)
+    cpu.act_bias_bwd(dy, db, dy, y, ACTIVATIONS["relu"][0], 0.0)
+    np.testing.assert_allclose(dy, want)
+    np.testing.assert_allclose(db, want.sum(0), rtol=1e-5)
+
+
+def _reparam_inputs(rng, B, Z, L, dtype):
+    head = rnd(rng, (B, 2 * Z), dtype, 1.0)
+    head[0, Z] = 50.0  # one logvar above the clamp range, one below
+    if B > 1 or Z > 1:
+        head[-1, 2 * Z - 1] = -50.0
+    return head, rnd(rng, 2 * Z, dtype, 0.5), rnd(rng, (L * B, Z), dtype, 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,Z,L", [(1, 1, 1), (1, 3, 2), (7, 5, 3), (128, 20, 1)])
+def test_reparam_kl_fwd_and_bwd(B, Z, L, dtype):
+    rng = np.random.default_rng(3)
+    head, hb, eps = _reparam_inputs(rng, B, Z, L, dtype)
+    e = lambda *s: np.empty(s, dtype)  # noqa: E731
+    outs = [e(B, Z), e(B, Z), e(B, Z), e(L * B, Z), e(B), e(Z)]
+    (o_r, i_r, _), (o_c, i_c, _) = both("reparam_kl_fwd", outs, head, hb, eps, -30.0, 20.0)
+    for a, b in zip(o_c, o_r):
+        np.testing.assert_allclose(a, b, **tol(dtype, reduction=True))
+    np.testing.assert_allclose(i_c[0], i_r[0], **tol(dtype))  # head with bias added
+    mu, logvar, sigma, z, kl, kl_dim = o_r
+    dz = rnd(rng, (L * B, Z), dtype, 0.1)
+    for free_bits in (0.0, float(np.median(kl_dim))):
+        (g_r, _, _), (g_c, _, _) = both("reparam_kl_bwd", [e(B, 2 * Z), e(2 * Z)], dz, eps, mu,
+                                        sigma, i_r[0], kl_dim, 0.3, free_bits, -30.0, 20.0)
+        np.testing.assert_allclose(g_c[0], g_r[0], **tol(dtype, reduction=True))
+        np.testing.assert_allclose(g_c[1], g_r[1], **tol(dtype, reduction=True))
+        assert g_r[0][0, Z] == 0.0  # clamped from above: no gradient
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("R,B,D", [(1, 1, 1), (3, 1, 5), (6, 3, 33), (256, 128, 784)])
+@pytest.mark.parametrize("kind", ["bernoulli", "gaussian", "learned", "per_pixel"])
+def test_likelihood_fwd_bwd(kind, R, B, D, dtype):
+    rng = np.random.default_rng(4)
+    out, b = rnd(rng, (R, D), dtype, 4.0), rnd(rng, D, dtype)
+    out[0, 0] = 60.0  # saturated logits must stay finite
+    x = rng.uniform(0, 1, (B, D)).astype(dtype)
+    code = LIK_BERNOULLI if kind == "bernoulli" else LIK_GAUSSIAN
+    learn = kind in ("learned", "per_pixel")
+    logscale = rnd(rng, D if kind == "per_pixel" else 1, dtype, 0.3)
+    e = lambda *s: np.full(s, np.nan, dtype)  # noqa: E731  (NaN: unwritten outputs show)
+    dls = e(logscale.shape[0])
+    outs = [e(R, D), e(R), e(D), dls]
+    (o_r, i_r, _), (o_c, i_c, _) = both("likelihood_fwd_bwd", outs, out, b, x, logscale, code,
+                                        learn, 1.0 / R)
+    np.testing.assert_allclose(o_c[0], o_r[0], **tol(dtype))
+    np.testing.assert_allclose(o_c[1], o_r[1], **tol(dtype, reduction=True))
+    np.testing.assert_allclose(o_c[2], o_r[2], **tol(dtype, reduction=True))
+    np.testing.assert_allclose(i_c[0], i_r[0], **tol(dtype))
+    if learn:
+        np.testing.assert_allclose(o_c[3], o_r[3], **tol(dtype, reduction=True))
+    assert np.all(np.isfinite(o_c[0])) and np.all(np.isfinite(o_c[1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_check_data(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (9, 13)).astype(dtype)
+    assert cpu.check_data(x, 0.0, 1.0) == ref.check_data(x, 0.0, 1.0) == (0, 0)
+    x[1, 2], x[3, 4], x[5, 6], x[7, 8] = np.nan, np.inf, -0.5, 1.5
+    assert cpu.check_data(x, 0.0, 1.0) == ref.check_data(x, 0.0, 1.0) == (2, 2)
+    assert cpu.check_data(x, -np.inf, np.inf) == ref.check_data(x, -np.inf, np.inf) == (2, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("decoupled,wd", [(False, 0.0), (False, 0.1), (True, 0.05)])
+def test_adam_step(decoupled, wd, dtype):
+    rng = np.random.default_rng(6)
+    P = 1001
+    p, g = rnd(rng, P, dtype), rnd(rng, P, dtype)
+    m, v = rnd(rng, P, dtype, 0.1), np.abs(rnd(rng, P, dtype, 0.1))
+    args = (g, 1e-3, 0.9, 0.999, 1e-8, wd, decoupled, 7, 0.5)
+    (o_r, _, _), (o_c, _, _) = both("adam_step", [p, m, v], *args)
+    for a, b in zip(o_c, o_r):
+        np.testing.assert_allclose(a, b, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("momentum,nesterov,step", [(0.0, False, 1), (0.9, False, 1),
+                                                    (0.9, False, 4), (0.9, True, 4)])
+def test_sgd_step(momentum, nesterov, step, dtype):
+    rng = np.random.default_rng(7)
+    P = 999
+    p, g, buf = rnd(rng, P, dtype), rnd(rng, P, dtype), rnd(rng, P, dtype)
+    (o_r, _, _), (o_c, _, _) = both("sgd_step", [p, buf], g, 0.01, momentum, nesterov, 1e-4,
+                                    step, 1.0)
+    for a, b in zip(o_c, o_r):
+        np.testing.assert_allclose(a, b, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sq_norm(dtype):
+    g = np.random.default_rng(8).standard_normal(12345).astype(dtype)
+    assert cpu.sq_norm(g) == pytest.approx(ref.sq_norm(g), rel=1e-12)

@@ -1,0 +1,182 @@
+"""Training behaviour: cpu tracks the reference, optimizers match torch.optim, several latent
+samples average correctly, runs are deterministic, and a steady-state step allocates nothing."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastvae
+from fastvae.backends import reference as ref
+
+from conftest import make_data, make_eps, make_model
+
+
+def _train(backend, steps, dtype="float32", opt_cls=fastvae.Adam, **kw):
+    model = fastvae.VAE(64, hidden=(48,), latent_dim=6, dtype=dtype, backend=backend, seed=11, **kw)
+    rng = np.random.default_rng(12)
+    data = (rng.random((256, 64)) < rng.random(64)).astype(dtype)  # binary, structured
+    opt = opt_cls(model)
+    losses = []
+    for s in range(steps):
+        x = data[(s * 32) % 256:(s * 32) % 256 + 32]
+        losses.append(model.train_step(x, opt))
+    return model, np.array(losses)
+
+
+def test_cpu_tracks_reference_over_100_adam_steps():
+    """Same seed, same noise, float32: loss curves agree to 1e-3 relative; float64: 1e-9."""
+    _, ref32 = _train("numpy", 100)
+    _, cpu32 = _train("cpu", 100)
+    np.testing.assert_allclose(cpu32, ref32, rtol=1e-3)
+    assert cpu32[-10:].mean() < cpu32[:10].mean() - 5  # and it learned something
+    _, ref64 = _train("numpy", 100, "float64")
+    _, cpu64 = _train("cpu", 100, "float64")
+    np.testing.assert_allclose(cpu64, ref64, rtol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_deterministic(backend):
+    m1, l1 = _train(backend, 20)
+    m2, l2 = _train(backend, 20)
+    assert np.array_equal(l1, l2)
+    assert np.array_equal(m1.flat_params, m2.flat_params)
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=1e-2, weight_decay=0.01)),
+                                     ("AdamW", dict(lr=1e-2, weight_decay=0.05)),
+                                     ("SGD", dict(lr=0.1, momentum=0.9)),
+                                     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True,
+                                                  weight_decay=1e-3))])
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_optimizers_match_torch(name, kw, backend):
+    """Five steps on fixed gradients: parameters equal torch.optim's to 1e-12 (float64)."""
+    torch = pytest.importorskip("torch")
+    model = make_model(backend=backend)
+    rng = np.random.default_rng(3)
+    tparams = [torch.tensor(v.copy(), requires_grad=True) for v in model.parameters().values()]
+    topt = getattr(torch.optim, name)(tparams, **kw)
+    opt = getattr(fastvae, name)(model, **kw)
+    for _ in range(5):
+        grads = {k: rng.standard_normal(v.shape) for k, v in model.parameters().items()}
+        for t, g in zip(tparams, grads.values()):
+            t.grad = torch.tensor(g)
+        topt.step()
+        opt.step(grads)
+    for t, (k, v) in zip(tparams, model.parameters().items()):
+        np.testing.assert_allclose(v, t.detach().numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_clip_by_global_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    model = make_model()
+    rng = np.random.default_rng(4)
+    grads = {k: 10 * rng.standard_normal(v.shape) for k, v in model.parameters().items()}
+    tg = [torch.tensor(g) for g in grads.values()]
+    norm = torch.nn.utils.get_total_norm(tg).item()
+    opt = fastvae.SGD(model, lr=1.0, clip_norm=1.0)
+    before = model.flat_params.copy()
+    opt.step(grads)
+    assert opt.last_grad_norm == pytest.approx(norm, rel=1e-12)
+    step = before - model.flat_params
+    assert np.sqrt((step ** 2).sum()) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_several_samples_in_one_pass_equal_the_mean_of_separate_passes(backend):
+    """L samples in one pass == the average of L one-sample gradients with the same eps."""
+    many = make_model(backend=backend, n_samples=4, activation="tanh")
+    x = make_data(many, B=5)
+    eps = make_eps(many, 5)
+    loss_many, g_many = many.loss_and_grad(x, eps)
+    g_many = {k: v.copy() for k, v in g_many.items()}
+    one = make_model(backend=backend, n_samples=1, activation="tanh")
+    losses, sums = [], {k: 0 for k in g_many}
+    for l in range(4):
+        loss, g = one.loss_and_grad(x, eps[l])
+        losses.append(loss)
+        for k in sums:
+            sums[k] = sums[k] + g[k]
+    assert loss_many == pytest.approx(np.mean(losses), rel=1e-12)
+    for k in g_many:
+        np.testing.assert_allclose(g_many[k], sums[k] / 4, rtol=1e-10, atol=1e-14, err_msg=k)
+
+
+def test_gradient_reaches_mu_and_sigma_through_saved_eps():
+    """The learner's reference claims, on the kernel itself:
+    dL/dmu = sum_l dL/dz_l + beta/B * mu and dL/dlogvar = 0.5 sigma sum_l dL/dz_l eps_l
+    + beta/B * 0.5 (sigma^2 - 1).  With the KL weight at 0 only the sample path remains,
+    with dz = 0 only the KL gradient."""
+    rng = np.random.default_rng(0)
+    B, Z, L = 3, 4, 2
+    head = rng.standard_normal((B, 2 * Z))
+    mu, lv, sg = np.empty((B, Z)), np.empty((B, Z)), np.empty((B, Z))
+    z, kl, kld = np.empty((L * B, Z)), np.empty(B), np.empty(Z)
+    eps = rng.standard_normal((L * B, Z))
+    ref.reparam_kl_fwd(mu, lv, sg, z, kl, kld, head, np.zeros(2 * Z), eps, -30.0, 20.0)
+    dz = rng.standard_normal((L * B, Z))
+    dhead, dhb = np.empty((B, 2 * Z)), np.empty(2 * Z)
+    ref.reparam_kl_bwd(dhead, dhb, dz, eps, mu, sg, head, kld, 0.0, 0.0, -30.0, 20.0)
+    dz3, eps3 = dz.reshape(L, B, Z), eps.reshape(L, B, Z)
+    np.testing.assert_allclose(dhead[:, :Z], dz3.sum(0))
+    np.testing.assert_allclose(dhead[:, Z:], 0.5 * sg * (dz3 * eps3).sum(0))
+    ref.reparam_kl_bwd(dhead, dhb, 0 * dz, eps, mu, sg, head, kld, 0.25, 0.0, -30.0, 20.0)
+    np.testing.assert_allclose(dhead[:, :Z], 0.25 * mu)
+    np.testing.assert_allclose(dhead[:, Z:], 0.25 * 0.5 * (sg ** 2 - 1))
+
+
+def test_steady_state_step_allocates_nothing(monkeypatch):
+    """After warm-up, a cpu training step allocates no arrays.
+
+    NumPy buffers are traced by tracemalloc.  Numba's runtime counts one meminfo per array
+    argument it unboxes, so each kernel call must show exactly that many and no more: any
+    array a kernel allocated inside would add to the count.
+    """
+    from numba.core.runtime import _nrt_python, rtsys
+    from fastvae.backends import cpu
+    extra = []
+
+    def counting(fn):
+        def call(*args):
+            before = rtsys.get_allocation_stats().alloc
+            result = fn(*args)
+            n_arrays = sum(isinstance(a, np.ndarray) for a in args)
+            extra.append((fn.__name__, rtsys.get_allocation_stats().alloc - before - n_arrays))
+            return result
+        return call
+
+    for name in ("bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd", "reparam_kl_bwd",
+                 "likelihood_fwd_bwd", "check_data", "adam_step"):
+        monkeypatch.setattr(cpu, name, counting(getattr(cpu, name)))
+    model = fastvae.VAE(784, backend="cpu", seed=0)
+    x = np.random.default_rng(0).random((128, 784)).astype(np.float32)
+    opt = fastvae.Adam(model)
+    _nrt_python.memsys_enable_stats()
+    try:
+        for _ in range(3):
+            model.train_step(x, opt)
+        extra.clear()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            model.train_step(x, opt)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+    finally:
+        _nrt_python.memsys_disable_stats()
+    smallest_buffer = 128 * 20 * 4  # the smallest activation array of this model
+    assert peak < smallest_buffer, f"a training step allocated {peak} bytes"
+    assert len(extra) == 5 * 9  # every kernel call of the 9 in a step was seen
+    assert [e for e in extra if e[1] != 0] == []
+
+
+def test_encode_decode_sample_reconstruct_shapes():
+    model = fastvae.VAE(30, hidden=(8,), latent_dim=3, backend="cpu")
+    x = np.random.default_rng(0).random((5, 30)).astype(np.float32)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 3)
+    probs = model.decode(mu)
+    assert probs.shape == (5, 30) and np.all((probs > 0) & (probs < 1))
+    assert model.sample(7).shape == (7, 30)
+    np.testing.assert_allclose(model.reconstruct(x), probs)
+    cache = model.forward(x)
+    np.testing.assert_allclose(cache.mu, mu, rtol=1e-6)
