@@ -22,6 +22,7 @@ from numba import njit
 from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
                      ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
 from . import reference as _ref
+from .reference import MOMENT_FLUSH
 from ._nbmath import FASTMATH, exp_nonpos, log1p_unit
 
 NAME = "cpu"
@@ -348,6 +349,8 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
     wd = T(weight_decay)
     shrink = T(1.0 - lr * weight_decay)
     l2 = (not decoupled) and weight_decay != 0.0
+    tiny = T(MOMENT_FLUSH)
+    zero = T(0.0)
     for i in range(p.shape[0]):
         gi = g[i] * gs
         pi = p[i]
@@ -357,6 +360,8 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
             gi += wd * pi
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
+        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in reference.py
+        vi = vi if vi >= tiny else zero
         m[i] = mi
         v[i] = vi
         p[i] = pi - step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + e)
@@ -370,10 +375,13 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
     mom = T(momentum)
     wd = T(weight_decay)
     gs = T(grad_scale)
+    tiny = T(MOMENT_FLUSH)
+    zero = T(0.0)
     for i in range(p.shape[0]):
         gi = g[i] * gs + wd * p[i]
         if momentum != 0.0:
             bi = gi if step == 1 else mom * buf[i] + gi
+            bi = bi if abs(bi) >= tiny else zero
             buf[i] = bi
             gi = gi + mom * bi if nesterov else bi
         p[i] -= lr_ * gi

@@ -22,6 +22,13 @@ xp = np
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
+#: Optimizer moments smaller than this in magnitude are stored as zero.  A moment whose
+#: gradient stays zero (a dead ReLU unit, say) decays geometrically into the denormal range
+#: within ~800 steps (0.9^n); denormal arithmetic made the Adam step 10x and the whole
+#: training step 3x slower.  Flushed values cannot matter: the update they would make is
+#: below 1e-22 * lr.
+MOMENT_FLUSH = 1e-30
+
 
 def asarray(a, dtype=None):
     """Bring ``a`` to this backend's array type (NumPy) without copying when possible."""
@@ -202,6 +209,8 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
         gg = gg + weight_decay * p
     m[...] = beta1 * m + (1 - beta1) * gg
     v[...] = beta2 * v + (1 - beta2) * gg * gg
+    m[np.abs(m) < MOMENT_FLUSH] = 0
+    v[v < MOMENT_FLUSH] = 0
     bc1 = 1 - beta1 ** step
     bc2 = 1 - beta2 ** step
     p -= (lr / bc1) * m / (np.sqrt(v) / np.sqrt(bc2) + eps)
@@ -220,5 +229,6 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
             buf[...] = gg
         else:
             buf[...] = momentum * buf + gg
+        buf[np.abs(buf) < MOMENT_FLUSH] = 0
         gg = gg + momentum * buf if nesterov else buf
     p -= lr * gg

@@ -1,0 +1,227 @@
+"""One full training step, fastvae (cpu backend) against PyTorch eager, side by side.
+
+The canonical workload is PyTorch's example VAE: 784-400-20-400-784, ReLU, Bernoulli
+likelihood, Adam lr 1e-3.  Both sides start from the same weights (copied from fastvae into
+PyTorch), see the same batch, and run with the same thread count.  They take turns: each
+round times a block of fastvae steps, then a block of PyTorch steps, so that whatever else
+the machine does falls on both alike.  Medians per step are reported, with the ratio.
+
+    python benchmarks/bench_step.py                      # batch 32, 128, 512, 2048
+    python benchmarks/bench_step.py --batch 128 --rounds 30 --json out.json
+
+Cold start (a fresh process: import, build the model, first training step) is measured with
+the Numba cache cold (an empty cache directory) and warm (the same directory again).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from machine import describe  # noqa: E402
+
+FLOP_PER_ROW = 6 * 651_200  # forward + backward of the canonical model, per datapoint
+
+
+def torch_vae_from(model):
+    """A PyTorch VAE (the shape of PyTorch's example) holding a copy of ``model``'s weights."""
+    import torch
+
+    p = {k: torch.tensor(np.array(v)) for k, v in model.parameters().items()}
+    Z = model.latent_dim
+
+    class VAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = torch.nn.Linear(784, 400)
+            self.fc21 = torch.nn.Linear(400, Z)
+            self.fc22 = torch.nn.Linear(400, Z)
+            self.fc3 = torch.nn.Linear(Z, 400)
+            self.fc4 = torch.nn.Linear(400, 784)
+            with torch.no_grad():
+                for lin, W, b in [(self.fc1, p["enc.0.W"], p["enc.0.b"]),
+                                  (self.fc21, p["enc.head.W"][:, :Z], p["enc.head.b"][:Z]),
+                                  (self.fc22, p["enc.head.W"][:, Z:], p["enc.head.b"][Z:]),
+                                  (self.fc3, p["dec.0.W"], p["dec.0.b"]),
+                                  (self.fc4, p["dec.out.W"], p["dec.out.b"])]:
+                    lin.weight.copy_(W.T)
+                    lin.bias.copy_(b)
+
+        def forward(self, x):
+            h = torch.relu(self.fc1(x))
+            mu, logvar = self.fc21(h), self.fc22(h)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            return self.fc4(torch.relu(self.fc3(z))), mu, logvar
+
+    return VAE()
+
+
+def cycling(step, batches):
+    """A no-argument step that feeds ``batches`` in turn."""
+    state = {"i": 0}
+
+    def run():
+        x = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        return step(x)
+
+    return run
+
+
+def torch_step_fn(tmodel):
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+
+    def step(x):
+        xt = torch.from_numpy(x)
+        B = x.shape[0]
+        opt.zero_grad(set_to_none=True)
+        logits, mu, logvar = tmodel(xt)
+        rec = F.binary_cross_entropy_with_logits(logits, xt, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        loss = (rec + kl) / B
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def time_block(fn, n):
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+def bench_batch(B, rounds, threads, compile_=False):
+    import torch
+
+    import fastvae
+
+    # a fixed cycle of 8 distinct batches of structured binary images (per-pixel rates),
+    # the same sequence for every implementation
+    rng = np.random.default_rng(0)
+    rates = rng.random(784) ** 2
+    batches = [(rng.random((B, 784)) < rates).astype(np.float32) for _ in range(8)]
+    model = fastvae.VAE(784, hidden=(400,), latent_dim=20, backend="cpu", seed=0)
+    opt = fastvae.Adam(model, lr=1e-3)
+    impls = {"fastvae-cpu": cycling(lambda x: model.train_step(x, opt), batches),
+             "torch-eager": cycling(torch_step_fn(torch_vae_from(model)), batches)}
+    if compile_:
+        impls["torch-compile"] = cycling(torch.compile(torch_step_fn(torch_vae_from(model))),
+                                         batches)
+    per_block = max(1, int(0.25 / max(1e-4, B * 2e-5)))  # ~0.1-0.3 s per block
+    for fn in impls.values():  # warm-up: compilation, caches, allocator pools
+        time_block(fn, max(3, per_block))
+    times = {k: [] for k in impls}
+    for _ in range(rounds):
+        for k, fn in impls.items():
+            times[k].append(time_block(fn, per_block))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    row = {"batch": B, "threads": threads, "steps_per_block": per_block, "rounds": rounds,
+           "median_ms": {k: 1e3 * v for k, v in med.items()},
+           "gflops": {k: FLOP_PER_ROW * B / v / 1e9 for k, v in med.items()},
+           "speedup_vs_torch_eager": {k: med["torch-eager"] / v for k, v in med.items()}}
+    return row
+
+
+COLD_START = r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+import fastvae
+t1 = time.perf_counter()
+m = fastvae.VAE(784, backend="cpu")
+opt = fastvae.Adam(m)
+x = np.random.default_rng(0).random((128, 784)).astype(np.float32)
+m.train_step(x, opt)
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t0)
+"""
+
+
+def cold_start():
+    """Seconds for a fresh process: (import, import + model + first step), Numba cache cold
+    then warm.  NUMBA_CACHE_DIR points at a new directory so 'cold' really is."""
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        env = dict(os.environ, NUMBA_CACHE_DIR=d)
+        for label in ("cold", "warm"):
+            r = subprocess.run([sys.executable, "-c", COLD_START], env=env, capture_output=True,
+                               text=True, check=True)
+            imp, total = map(float, r.stdout.split())
+            out[label] = {"import_s": imp, "first_step_total_s": total}
+    return out
+
+
+def markdown(rows, cold, machine):
+    impls = list(rows[0]["median_ms"])
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; threads {rows[0]['threads']}; "
+             f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine.get('torch')}; "
+             f"{machine['date']}", "",
+             "| batch | " + " | ".join(f"{k} ms" for k in impls) + " | " +
+             " | ".join(f"{k} / eager" for k in impls if k != "torch-eager") +
+             " | fastvae GFLOP/s |",
+             "|---:|" + "---:|" * (2 * len(impls))]
+    for r in rows:
+        lines.append(f"| {r['batch']} | " + " | ".join(f"{r['median_ms'][k]:.2f}" for k in impls)
+                     + " | " + " | ".join(f"**{r['speedup_vs_torch_eager'][k]:.2f}x**"
+                                          for k in impls if k != "torch-eager")
+                     + f" | {r['gflops']['fastvae-cpu']:.0f} |")
+    if cold:
+        lines += ["", "Cold start (fresh process: import, model, first training step at batch 128):",
+                  "", "| Numba cache | import s | import + first step s |", "|---|---:|---:|"]
+        for k, v in cold.items():
+            lines.append(f"| {k} | {v['import_s']:.2f} | {v['first_step_total_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, nargs="+", default=[32, 128, 512, 2048])
+    ap.add_argument("--rounds", type=int, default=15, help="alternating timing rounds")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="threads for PyTorch (BLAS uses its default: all cores)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--no-cold-start", action="store_true")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--markdown", help="write a markdown table here")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    rows = []
+    for B in a.batch:
+        r = bench_batch(B, a.rounds, a.threads, a.compile)
+        rows.append(r)
+        print(f"batch {B:5d}: " + "  ".join(f"{k} {v:.3f} ms" for k, v in r["median_ms"].items())
+              + "  speedup " + "  ".join(f"{k} {v:.2f}x" for k, v in r["speedup_vs_torch_eager"].items()
+                                         if k != "torch-eager"), flush=True)
+    cold = None if a.no_cold_start else cold_start()
+    machine = describe()
+    md = markdown(rows, cold, machine)
+    print()
+    print(md)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine, "workload": "784-400-20-400-784 relu bernoulli adam 1e-3",
+                       "rows": rows, "cold_start": cold}, f, indent=2)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(md + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""A description of the machine a benchmark ran on, stored beside every result."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu():
+    try:
+        import cupy
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        return props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    except Exception:
+        return None
+
+
+def describe():
+    """dict: CPU model, cores, GPU (or None), Python and library versions, date."""
+    import numba
+    import numpy
+
+    d = {"cpu": _cpu_model(), "cores": os.cpu_count(), "gpu": _gpu(),
+         "python": platform.python_version(), "numpy": numpy.__version__,
+         "numba": numba.__version__, "platform": platform.platform(),
+         "date": datetime.date.today().isoformat()}
+    try:
+        import torch
+        d["torch"] = torch.__version__
+    except ImportError:
+        d["torch"] = None
+    try:
+        import fastvae
+        d["fastvae"] = fastvae.__version__
+    except ImportError:
+        pass
+    try:
+        cfg = numpy.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        d["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:
+        pass
+    return d
