@@ -105,7 +105,7 @@ def time_block(fn, n):
     return (time.perf_counter() - t) / n
 
 
-def bench_batch(B, rounds, threads, compile_=False):
+def bench_batch(B, rounds, threads, compile_=False, block_steps=None):
     import torch
 
     import fastvae
@@ -122,7 +122,8 @@ def bench_batch(B, rounds, threads, compile_=False):
     if compile_:
         impls["torch-compile"] = cycling(torch.compile(torch_step_fn(torch_vae_from(model))),
                                          batches)
-    per_block = max(1, int(0.25 / max(1e-4, B * 2e-5)))  # ~0.1-0.3 s per block
+    # ~0.1-0.3 s of steps per block unless told otherwise
+    per_block = block_steps or max(1, int(0.25 / max(1e-4, B * 2e-5)))
     for fn in impls.values():  # warm-up: compilation, caches, allocator pools
         time_block(fn, max(3, per_block))
     times = {k: [] for k in impls}
@@ -195,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for PyTorch (BLAS uses its default: all cores)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--block-steps", type=int, default=None,
+                    help="steps per timed block (default: about 0.25 s worth)")
     ap.add_argument("--no-cold-start", action="store_true")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write a markdown table here")
@@ -204,7 +207,7 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     rows = []
     for B in a.batch:
-        r = bench_batch(B, a.rounds, a.threads, a.compile)
+        r = bench_batch(B, a.rounds, a.threads, a.compile, a.block_steps)
         rows.append(r)
         print(f"batch {B:5d}: " + "  ".join(f"{k} {v:.3f} ms" for k, v in r["median_ms"].items())
               + "  speedup " + "  ".join(f"{k} {v:.2f}x" for k, v in r["speedup_vs_torch_eager"].items()
