@@ -182,3 +182,24 @@ def test_moments_of_zero_gradients_flush_instead_of_going_denormal(backend):
     for a in (m, v, buf):
         assert not np.any((a != 0) & (np.abs(a) < tiny))
     assert np.all(m == 0) and np.all(buf == 0) and np.all(v > 0)  # v decays slower: still normal
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(R=st.integers(1, 40), D=st.integers(1, 70), L=st.integers(1, 3),
+       kind=st.sampled_from([LIK_BERNOULLI, LIK_GAUSSIAN]), seed=st.integers(0, 2**31))
+def test_likelihood_any_shape(R, D, L, kind, seed):
+    """Random shapes: the fused loss and gradient agree with the reference (float32)."""
+    rng = np.random.default_rng(seed)
+    B = R
+    out = rnd(rng, (L * B, D), "float32", 5.0)
+    b, x = rnd(rng, D, "float32"), rng.uniform(0, 1, (B, D)).astype("float32")
+    ls = rnd(rng, 1, "float32", 0.3)
+    outs = [np.empty((L * B, D), "float32"), np.empty(L * B, "float32"),
+            np.empty(D, "float32"), np.empty(1, "float32")]
+    (o_r, _, _), (o_c, _, _) = both("likelihood_fwd_bwd", outs, out, b, x, ls, kind,
+                                    kind == LIK_GAUSSIAN, 1.0 / (L * B))
+    for a, e in zip(o_c, o_r):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)

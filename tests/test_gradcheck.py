@@ -46,13 +46,16 @@ def _fd_check(model, x, eps):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("lik", LIKELIHOODS, ids=lambda l: f"{l[0]}-{l[1]}")
 @pytest.mark.parametrize("n_samples", [1, 3])
-def test_finite_differences(activation, lik, n_samples):
+@pytest.mark.parametrize("beta,free_bits", [(1.0, 0.0), (2.5, "between")])
+def test_finite_differences(activation, lik, n_samples, beta, free_bits):
     model = make_model(activation=activation, likelihood=lik[0], obs_scale=lik[1],
-                       n_samples=n_samples, hidden=(5, 4))
+                       n_samples=n_samples, hidden=(5, 4), beta=beta)
     x = make_data(model)
     if lik[0] == "gaussian":
         x = x * 3 - 1  # Gaussian data need not lie in [0, 1]
     eps = make_eps(model, len(x))
+    if free_bits == "between":
+        model.free_bits = _free_bits_between(model, x, eps)
     _fd_check(model, x, eps)
 
 
