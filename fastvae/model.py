@@ -190,13 +190,7 @@ class VAE:
         else:
             ws.eps[...] = check_eps(eps, L, B, Z, self._bk.xp)
         p, act, alpha = self._params, self._act, self._alpha
-
-        h = x
-        for (W, b, _, _), hi in zip(self._layers("enc"), ws.h):
-            bk.matmul(hi, h, W)
-            bk.bias_act_fwd(hi, b, act, alpha)  # SAVE hi: act' is read off the output
-            h = hi
-        bk.matmul(ws.head, h, p["enc.head.W"])
+        self._encoder_forward(ws, x)
         # SAVE eps, sigma, mu and the raw logvar (in head): the sample path and the clamp
         bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)
@@ -222,6 +216,15 @@ class VAE:
         if self.free_bits > 0:
             kl_obj = float(self._bk.xp.maximum(ws.kl_dim, self.free_bits, out=ws.kl_floor).sum())
         return Cache(ws, x, recon, recon_mean + self.beta * kl_obj, recon_mean + kl_mean)
+
+    def _encoder_forward(self, ws, x):
+        """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head."""
+        bk, h = self._bk, x
+        for (W, b, _, _), hi in zip(self._layers("enc"), ws.h):
+            bk.matmul(hi, h, W)
+            bk.bias_act_fwd(hi, b, self._act, self._alpha)  # SAVE hi: act' is read off it
+            h = hi
+        bk.matmul(ws.head, h, self._params["enc.head.W"])
 
     def _draw_normal(self, out):
         """Fill ``out`` with standard normal noise from the model's seeded generator."""
@@ -285,16 +288,10 @@ class VAE:
     # ---------------------------------------------------------------- inference
     def encode(self, x):
         """(mu, logvar) of q(z|x), each (B, Z), as new arrays (logvar clamped)."""
-        bk = self._bk
         x = check_batch(x, self, True, check_range=False)
         ws = self._pool.get(x.shape[0], 1)
         ws.generation += 1
-        h = x
-        for (W, b, _, _), hi in zip(self._layers("enc"), ws.h):
-            bk.matmul(hi, h, W)
-            bk.bias_act_fwd(hi, b, self._act, self._alpha)
-            h = hi
-        bk.matmul(ws.head, h, self._params["enc.head.W"])
+        self._encoder_forward(ws, x)
         ws.head += self._params["enc.head.b"]
         Z = self.latent_dim
         return ws.head[:, :Z].copy(), self._bk.xp.clip(ws.head[:, Z:], *LOGVAR_RANGE)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 
 class Optimizer:
     """Base class: holds the model, the step count and the clipping setting."""

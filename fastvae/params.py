@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-import numpy as np
 
 #: each tensor starts on a 64-byte boundary (16 float32 / 8 float64) so SIMD loads of a row
 #: start aligned; the few padding entries stay zero in params, grads and moments

@@ -6,7 +6,6 @@ n_samples in {1, 3}, and beta / free-bits setting.  Tolerance: |fd - analytic| <
 O(h^2 * f''') ~ 1e-12, rounding ~ 1e-16 / h ~ 1e-10, so the bound has ample room yet fails
 on any real mistake, which shows up at the size of the gradient itself).
 """
-import itertools
 
 import numpy as np
 import pytest
