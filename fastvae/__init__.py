@@ -11,6 +11,9 @@ _LAZY = {
     "Adam": ("fastvae.optim", "Adam"),
     "AdamW": ("fastvae.optim", "AdamW"),
     "SGD": ("fastvae.optim", "SGD"),
+    "load": ("fastvae.io", "load"),
+    "Dataset": ("fastvae.data", "Dataset"),
+    "StopTraining": ("fastvae.train", "StopTraining"),
 }
 
 __all__ = ["__version__", "set_backend", "get_backend_name", *_LAZY]

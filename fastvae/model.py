@@ -33,13 +33,14 @@ class Cache:
     out (L, B, D) decoder logits (Bernoulli) or means (Gaussian);
     recon (B,) -log p(x|z) averaged over the L samples; kl (B,) KL(q(z|x) || p(z));
     loss: the training objective (beta, free bits applied), a float;
-    neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float.
+    neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
+    recon_mean, kl_mean: its two terms, floats.
     """
 
     __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "loss",
-                 "neg_elbo", "_ws", "_generation")
+                 "neg_elbo", "recon_mean", "kl_mean", "_ws", "_generation")
 
-    def __init__(self, ws, x, recon, loss, neg_elbo):
+    def __init__(self, ws, x, recon, loss, recon_mean, kl_mean):
         L, B = ws.L, ws.B
         self.x = x
         self.mu, self.logvar, self.sigma = ws.mu, ws.logvar, ws.sigma
@@ -47,7 +48,8 @@ class Cache:
         self.z = ws.z.reshape(L, B, -1)
         self.out = ws.out.reshape(L, B, -1)
         self.recon, self.kl = recon, ws.kl
-        self.loss, self.neg_elbo = loss, neg_elbo
+        self.loss, self.neg_elbo = loss, recon_mean + kl_mean
+        self.recon_mean, self.kl_mean = recon_mean, kl_mean
         self._ws, self._generation = ws, ws.generation
 
     @property
@@ -111,6 +113,7 @@ class VAE:
         self._lik = likelihood_code(likelihood)
         self.beta = float(beta)
         self.free_bits = float(free_bits)
+        self.kl_scale = 1.0  # multiplies beta during KL warm-up (set by fit, then restored)
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
         if not (math.isfinite(self.free_bits) and self.free_bits >= 0):
@@ -141,6 +144,20 @@ class VAE:
         self._dlogscale_sink = xp.zeros(1, dtype=self.dtype)  # unused output when not learned
         self.rng = np.random.Generator(np.random.PCG64(noise_rng))
         self._pool = WorkspacePool(self._new_workspace)
+        # training state that outlives one fit() call and goes into checkpoints
+        self.optimizer = None   # the optimizer fit() uses and continues
+        self.history = []       # one dict per completed epoch (see fastvae.train.fit)
+        self._train_state = None
+        self.metadata = {}      # free-form JSON-able notes saved with checkpoints (data, image shape)
+
+    def config(self):
+        """The constructor arguments that rebuild this model (without its backend)."""
+        return {"input_dim": self.input_dim, "hidden": list(self.enc_hidden),
+                "latent_dim": self.latent_dim, "activation": self.activation,
+                "likelihood": self.likelihood, "n_samples": self.n_samples,
+                "beta": self.beta, "free_bits": self.free_bits, "dtype": self.dtype.name,
+                "seed": self.seed, "decoder_hidden": list(self.dec_hidden),
+                "obs_scale": self.obs_scale, "activation_alpha": self._alpha}
 
     # ----------------------------------------------------------------- structure
     def parameters(self):
@@ -170,23 +187,27 @@ class VAE:
         return self._params["dec.logscale"] if self._learn_scale else self._fixed_logscale
 
     # ------------------------------------------------------------------- forward
-    def forward(self, x, eps=None, *, validate=True):
+    def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
             copies; integer dtypes are refused).  eps : (L, B, Z), or (B, Z) when L = 1,
-            standard normal noise; drawn from the model's generator when None.  Either way
-            it is saved in the cache: it is what carries the gradient through the sample.
+            standard normal noise; drawn from ``rng`` (default: the model's generator,
+            ``model.rng``) when None.  Either way it is saved in the cache: it is what
+            carries the gradient through the sample.  n_samples : L for this pass
+            (default ``model.n_samples``).  validate=False skips the NaN/range scan of x
+            (for data already checked, as ``fit`` does).
         Returns a :class:`Cache`.  The loss gradient with respect to the decoder output is
         computed here too (one fused pass) and kept for :meth:`backward`.
         """
         bk = self._bk
         x = check_batch(x, self, validate)
-        B, L, Z = x.shape[0], self.n_samples, self.latent_dim
+        L = self.n_samples if n_samples is None else positive_int(n_samples, "n_samples")
+        B, Z = x.shape[0], self.latent_dim
         ws = self._pool.get(B, L)
         ws.generation += 1
         if eps is None:
-            self._draw_normal(ws.eps)
+            self._draw_normal(ws.eps, rng)
         else:
             ws.eps[...] = check_eps(eps, L, B, Z, self._bk.xp)
         p, act, alpha = self._params, self._act, self._alpha
@@ -215,7 +236,8 @@ class VAE:
         kl_obj = kl_mean
         if self.free_bits > 0:
             kl_obj = float(self._bk.xp.maximum(ws.kl_dim, self.free_bits, out=ws.kl_floor).sum())
-        return Cache(ws, x, recon, recon_mean + self.beta * kl_obj, recon_mean + kl_mean)
+        loss = recon_mean + self.beta * self.kl_scale * kl_obj
+        return Cache(ws, x, recon, loss, recon_mean, kl_mean)
 
     def _encoder_forward(self, ws, x):
         """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head."""
@@ -226,12 +248,13 @@ class VAE:
             h = hi
         bk.matmul(ws.head, h, self._params["enc.head.W"])
 
-    def _draw_normal(self, out):
-        """Fill ``out`` with standard normal noise from the model's seeded generator."""
+    def _draw_normal(self, out, rng=None):
+        """Fill ``out`` with standard normal noise from ``rng`` (default: the model's)."""
+        rng = self.rng if rng is None else rng
         if isinstance(out, np.ndarray):
-            self.rng.standard_normal(out=out, dtype=out.dtype)
+            rng.standard_normal(out=out, dtype=out.dtype)
         else:  # device array: draw on the host generator so seeds mean the same everywhere
-            out[...] = self._bk.asarray(self.rng.standard_normal(out.shape, dtype=out.dtype))
+            out[...] = self._bk.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
 
     # ------------------------------------------------------------------ backward
     def backward(self, cache):
@@ -259,8 +282,9 @@ class VAE:
             bk.matmul(gW, g_in[j], ws.dg[j], trans_a=True)
             d, Wnext = ws.dg[j], W
         bk.matmul(ws.dz, d, Wnext, trans_b=True)
+        kl_weight = self.beta * self.kl_scale / B
         bk.reparam_kl_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.mu, ws.sigma, ws.head,
-                          ws.kl_dim, self.beta / B, self.free_bits, *LOGVAR_RANGE)
+                          ws.kl_dim, kl_weight, self.free_bits, *LOGVAR_RANGE)
         enc = self._layers("enc")
         h_in = [cache.x] + ws.h
         bk.matmul(gr["enc.head.W"], h_in[-1], ws.dhead, trans_a=True)
@@ -324,6 +348,26 @@ class VAE:
         """Decoder mean at z = mu(x) (no sampling): an (B, D) array."""
         mu, _ = self.encode(x)
         return self.decode(mu)
+
+    # ----------------------------------------------------------- training, files
+    def fit(self, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
+            kl_warmup=0, shuffle=True, callbacks=(), progress=True, checkpoint=None,
+            **kw):
+        """Train on X for ``epochs`` more epochs; see :func:`fastvae.train.fit`."""
+        from .train import fit
+        return fit(self, X, epochs, batch_size, optimizer, lr, val, kl_warmup, shuffle,
+                   callbacks, progress, checkpoint, **kw)
+
+    def elbo(self, X, n_samples=1, batch_size=1000, seed=0):
+        """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint;
+        see :func:`fastvae.train.elbo`."""
+        from .train import elbo
+        return elbo(self, X, n_samples, batch_size, seed)
+
+    def save(self, path):
+        """Write a checkpoint (atomically); see :func:`fastvae.io.save`."""
+        from .io import save
+        return save(self, path)
 
     def __repr__(self):
         sizes = "-".join(map(str, (self.input_dim, *self.enc_hidden, self.latent_dim,

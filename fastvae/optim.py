@@ -62,6 +62,11 @@ class Optimizer:
         self.step_count += 1
         self._update(g, scale)
 
+    def config(self):
+        """{'name': ..., hyperparameters...}: what :func:`make_optimizer` rebuilds it from."""
+        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay,
+                "clip_norm": self.clip_norm, **self._hyper()}
+
     def state_dict(self):
         """Host copies of the optimizer's state (for checkpoints)."""
         bk = self.model._bk
@@ -83,6 +88,7 @@ class Adam(Optimizer):
     """
 
     decoupled = False
+    name = "adam"
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  clip_norm=None):
@@ -98,6 +104,9 @@ class Adam(Optimizer):
     def _buffers(self):
         return {"m": self.m, "v": self.v}
 
+    def _hyper(self):
+        return {"betas": list(self.betas), "eps": self.eps}
+
     def _update(self, g, scale):
         m = self.model
         m._bk.adam_step(m.flat_params, self.m, self.v, g, self.lr, self.betas[0],
@@ -109,6 +118,7 @@ class AdamW(Adam):
     """AdamW (Loshchilov & Hutter): decoupled weight decay p *= 1 - lr*wd, as torch.optim.AdamW."""
 
     decoupled = True
+    name = "adamw"
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  clip_norm=None):
@@ -117,6 +127,8 @@ class AdamW(Adam):
 
 class SGD(Optimizer):
     """SGD with optional (Nesterov) momentum and L2 weight decay, as torch.optim.SGD."""
+
+    name = "sgd"
 
     def __init__(self, model, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0,
                  clip_norm=None):
@@ -131,6 +143,9 @@ class SGD(Optimizer):
     def _buffers(self):
         return {"buf": self.buf}
 
+    def _hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
     def _update(self, g, scale):
         m = self.model
         m._bk.sgd_step(m.flat_params, self.buf, g, self.lr, self.momentum, self.nesterov,
@@ -141,7 +156,9 @@ OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 
 
 def make_optimizer(name, model, **kw):
-    """Build an optimizer by name ('adam' | 'adamw' | 'sgd')."""
+    """Build an optimizer by name ('adam' | 'adamw' | 'sgd'); extra keywords are its
+    hyperparameters (``lr``, ``betas``, ``momentum``, ...)."""
+    kw.pop("name", None)
     try:
         cls = OPTIMIZERS[str(name).lower()]
     except KeyError:

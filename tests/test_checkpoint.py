@@ -1,0 +1,129 @@
+"""Checkpoints: round trip, atomic writes, and clear errors for corrupt or foreign files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastvae
+from fastvae import io
+from fastvae.io import CheckpointError
+
+
+def trained(backend="cpu", **kw):
+    m = fastvae.VAE(12, hidden=(6, 5), latent_dim=3, activation="elu", backend=backend,
+                    seed=2, **kw)
+    x = np.random.default_rng(0).random((40, 12)).astype(m.dtype)
+    m.fit(x, epochs=2, batch_size=16, progress=False, optimizer="adamw", lr=3e-3)
+    return m, x
+
+
+def test_round_trip_keeps_everything(tmp_path):
+    m, x = trained(likelihood="gaussian", obs_scale="learned", beta=0.5, free_bits=0.1)
+    m.metadata = {"image_shape": [3, 4], "note": "hello"}
+    p = m.save(tmp_path / "m.npz")
+    r = fastvae.load(p)
+    assert r.config() == m.config() and r.metadata == m.metadata
+    np.testing.assert_array_equal(r.flat_params, m.flat_params)
+    for k in ("m", "v"):
+        np.testing.assert_array_equal(getattr(r.optimizer, k), getattr(m.optimizer, k))
+    assert r.optimizer.config() == m.optimizer.config() and r.optimizer.name == "adamw"
+    assert r.optimizer.step_count == m.optimizer.step_count == 6
+    assert r.history == m.history and r._train_state == m._train_state
+    assert r.rng.bit_generator.state == m.rng.bit_generator.state
+    np.testing.assert_array_equal(r.encode(x)[0], m.encode(x)[0])
+
+
+def test_cross_backend(tmp_path):
+    m, x = trained(backend="numpy")
+    p = m.save(tmp_path / "m.npz")
+    r = fastvae.load(p, backend="cpu")
+    assert r.backend == "cpu"
+    np.testing.assert_allclose(r.encode(x)[0], m.encode(x)[0], rtol=1e-5, atol=1e-6)
+    with np.load(p) as z:  # readable by plain NumPy, no pickle
+        assert json.loads(z["meta"].tobytes())["format"] == "fastvae-checkpoint"
+
+
+def test_model_without_optimizer_saves(tmp_path):
+    m = fastvae.VAE(5, hidden=(3,), latent_dim=2, backend="numpy")
+    r = fastvae.load(m.save(tmp_path / "fresh.npz"))
+    assert r.optimizer is None and r.history == []
+    np.testing.assert_array_equal(r.flat_params, m.flat_params)
+
+
+def test_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
+    m, _ = trained()
+    p = tmp_path / "m.npz"
+    m.save(p)
+    good = p.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        m.save(p)
+    assert p.read_bytes() == good
+    assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        m.save(tmp_path / "no" / "such" / "dir.npz")
+
+
+def test_corrupt_truncated_and_foreign_files(tmp_path):
+    m, _ = trained()
+    p = tmp_path / "m.npz"
+    m.save(p)
+    raw = p.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="cut.npz: not a readable fastvae checkpoint"):
+        fastvae.load(tmp_path / "cut.npz")
+    # flip one byte inside the stored parameters: zip's CRC or ours must notice
+    with zipfile.ZipFile(p) as z:
+        info = z.getinfo("params.npy")
+    flipped = bytearray(raw)
+    pos = info.header_offset + 30 + len(info.filename) + 200
+    flipped[pos] ^= 0xFF
+    (tmp_path / "flip.npz").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="flip.npz: .*(corrupt|checksum)"):
+        fastvae.load(tmp_path / "flip.npz")
+    np.savez(tmp_path / "foreign.npz", weights=np.zeros(3))
+    with pytest.raises(CheckpointError, match=r"foreign.npz: not a fastvae checkpoint .*'weights'"):
+        fastvae.load(tmp_path / "foreign.npz")
+    np.save(tmp_path / "arr.npy", np.zeros(3))
+    with pytest.raises(CheckpointError, match="arr.npy: not a fastvae checkpoint"):
+        fastvae.load(tmp_path / "arr.npy")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(CheckpointError, match="text.npz"):
+        fastvae.load(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError, match="missing.npz: no such checkpoint"):
+        fastvae.load(tmp_path / "missing.npz")
+
+
+def _rewrite_meta(src, dst, change):
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    change(meta, arrays)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(dst, **arrays)
+
+
+def test_version_and_consistency_checks(tmp_path):
+    m, _ = trained()
+    p = m.save(tmp_path / "m.npz")
+    _rewrite_meta(p, tmp_path / "v9.npz", lambda meta, a: meta.update(format_version=9))
+    with pytest.raises(CheckpointError, match="v9.npz: checkpoint format version 9"):
+        fastvae.load(tmp_path / "v9.npz")
+    _rewrite_meta(p, tmp_path / "crc.npz", lambda meta, a: a.update(params=a["params"] * 2))
+    with pytest.raises(CheckpointError, match="crc.npz: parameter checksum mismatch"):
+        fastvae.load(tmp_path / "crc.npz")
+    _rewrite_meta(p, tmp_path / "cfg.npz",
+                  lambda meta, a: meta["config"].update(activation="swish"))
+    with pytest.raises(CheckpointError, match="cfg.npz: cannot rebuild the model"):
+        fastvae.load(tmp_path / "cfg.npz")
+    _rewrite_meta(p, tmp_path / "shape.npz",
+                  lambda meta, a: meta["config"].update(latent_dim=4))
+    with pytest.raises(CheckpointError, match="shape.npz: parameters have shape"):
+        fastvae.load(tmp_path / "shape.npz")

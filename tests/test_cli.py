@@ -1,0 +1,123 @@
+"""The fastvae command: train, resume, sample, reconstruct, eval, info, and bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastvae
+from fastvae.cli import build_parser, main
+
+SMALL = ["--n-images", "500", "--hidden", "24", "--latent", "3", "--batch-size", "50",
+         "--backend", "cpu", "--quiet"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_train_writes_model_history_and_pictures(workdir, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["train", "--epochs", "2", *SMALL]) == 0
+    run = workdir / "runs" / "shapes28-1"
+    files = set(os.listdir(run))
+    assert {"model.npz", "history.json", "run.json", "samples.png", "reconstructions.png",
+            "interpolation.png", "traversal.png", "latent.png", "loss.png"} <= files
+    for f in files:
+        if f.endswith(".png"):
+            assert (run / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    m = fastvae.load(run / "model.npz")
+    assert len(m.history) == 2 and m.metadata["image_shape"] == [28, 28]
+    out = capsys.readouterr().out
+    assert f"test negative ELBO {m.history[-1]['val_neg_elbo']:.2f} nats" in out
+    # a second run goes to the next directory instead of overwriting
+    assert main(["train", "--epochs", "1", "--no-pictures", *SMALL]) == 0
+    assert (workdir / "runs" / "shapes28-2" / "model.npz").exists()
+
+
+def test_existing_output_is_never_overwritten(workdir, capsys):
+    assert main(["train", "--epochs", "1", "--no-pictures", "--out", "r", *SMALL]) == 0
+    before = (workdir / "r" / "model.npz").read_bytes()
+    assert main(["train", "--epochs", "1", "--out", "r", *SMALL]) == 2
+    assert "r/model.npz already exists; continue it with --resume" in capsys.readouterr().err
+    assert (workdir / "r" / "model.npz").read_bytes() == before
+
+
+def test_resume_equals_straight_run(workdir):
+    args = ["--no-pictures", *SMALL, "--binarize", "dynamic", "--kl-warmup", "1"]
+    assert main(["train", "--epochs", "3", "--out", "a", *args]) == 0
+    assert main(["train", "--epochs", "1", "--out", "b", *args]) == 0
+    assert main(["train", "--epochs", "3", "--out", "b", "--resume", "--quiet",
+                 "--no-pictures"]) == 0
+    a, b = fastvae.load("a/model.npz"), fastvae.load("b/model.npz")
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert [r["val_neg_elbo"] for r in a.history] == [r["val_neg_elbo"] for r in b.history]
+    assert len(json.load(open("b/history.json"))) == 3
+
+
+def test_sample_reconstruct_eval(workdir, capsys):
+    pytest.importorskip("matplotlib")
+    assert main(["train", "--epochs", "1", "--out", "r", "--no-pictures", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["sample", "r/model.npz", "-n", "9", "--out", "s.png", "--npy", "s.npy"]) == 0
+    s = np.load("s.npy")
+    assert s.shape == (9, 784) and 0 <= s.min() and s.max() <= 1
+    assert (workdir / "s.png").stat().st_size > 0
+    assert main(["reconstruct", "r/model.npz", "-n", "5", "--out", "rec.png"]) == 0
+    assert (workdir / "rec.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["eval", "r/model.npz", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    m = fastvae.load("r/model.npz")
+    assert ev["neg_elbo"] == pytest.approx(m.history[-1]["val_neg_elbo"], rel=1e-9)
+    assert ev["n"] == 50 and ev["data"] == "shapes28-test"
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"fastvae {fastvae.__version__}" in out and "numba" in out and "backends:" in out
+
+
+def test_bad_input_is_one_clear_line(workdir, capsys):
+    assert main(["train", "--data", "nowhere.npy", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("fastvae train: error: nowhere.npy: no such file or directory "
+                           "(built-in data: 'shapes')")
+    np.save("wide.npy", np.full((300, 16), 3.0, np.float32))
+    assert main(["train", "--data", "wide.npy", *SMALL]) == 2
+    assert "pass --likelihood gaussian" in capsys.readouterr().err
+    assert main(["train", "--resume", *SMALL]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err
+    assert main(["eval", "nothing.npz"]) == 2
+    assert "nothing.npz: no such checkpoint file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--hidden", "a,b"])
+    assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--latent", "0"])
+    assert "must be > 0" in capsys.readouterr().err
+
+
+def test_help_explains_every_option(capsys):
+    parser = build_parser()
+    for cmd in ("train", "sample", "reconstruct", "eval"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        sub = parser._subparsers._group_actions[0].choices[cmd]
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{cmd} {action.option_strings} has no help text"
+                assert action.option_strings[-1] in text
+
+
+def test_console_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "fastvae", "--help"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "train" in r.stdout and "info" in r.stdout
