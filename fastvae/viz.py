@@ -157,7 +157,8 @@ def plot_latent(model, ds, path, n=5000, color_by=None):
                        label=names[k] if k < len(names) else str(k))
         ax.legend(fontsize=7, markerscale=3, loc="best")
     else:
-        sc = ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6, c=colour, cmap="viridis")
+        sc = ax.scatter(xy[:, 0], xy[:, 1], s=3, alpha=0.6, c=colour,
+                        cmap=None if colour is None else "viridis")
         if colour is not None:
             fig.colorbar(sc, ax=ax, label=what)
     ax.set_xlabel(axes[0])
