@@ -70,6 +70,9 @@ def _atomic_write(path, write):
         raise FileNotFoundError(f"{path}: directory {d} does not exist")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the checkpoint private
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -43,6 +43,7 @@ def image_grid(images, shape, ncols, pad=1, fill=1.0):
 
 def _show(grid, path, title, scale=0.06, row_labels=None, row_height=None):
     h, w = grid.shape
+    scale = min(scale, 12.0 / w, 14.0 / h)  # inches per pixel; large grids stay printable
     fig = _figure(max(2.0, w * scale + (1.0 if row_labels else 0)), h * scale + 0.45)
     ax = fig.add_axes([0.12 if row_labels else 0.01, 0.01, 0.87 if row_labels else 0.98,
                        1 - 0.4 / (h * scale + 0.45)])

@@ -127,3 +127,13 @@ def test_version_and_consistency_checks(tmp_path):
                   lambda meta, a: meta["config"].update(latent_dim=4))
     with pytest.raises(CheckpointError, match="shape.npz: parameters have shape"):
         fastvae.load(tmp_path / "shape.npz")
+
+
+def test_checkpoint_permissions_follow_umask(tmp_path):
+    m = fastvae.VAE(5, hidden=(3,), latent_dim=2, backend="numpy")
+    old = os.umask(0o022)
+    try:
+        p = m.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert oct(os.stat(p).st_mode & 0o777) == oct(0o644)
