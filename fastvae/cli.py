@@ -266,6 +266,9 @@ def cmd_train(args):
         except DataError as e:
             raise DataError(f"{e} (pass --likelihood gaussian for real-valued data)") from None
     t_data = time.perf_counter() - t0
+    if len(train) < opts["batch_size"]:  # before anything is written to the output directory
+        raise UsageError(f"{train.name}: {len(train)} training rows is fewer than one batch; "
+                         f"use a --batch-size of at most {len(train)}")
     if not args.resume:
         model = VAE(train.dim, hidden=opts["hidden"], latent_dim=opts["latent"],
                     activation=opts["activation"], likelihood=opts["likelihood"],

@@ -99,6 +99,11 @@ def read(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise CheckpointError(f"{path}: not a fastvae checkpoint (not an .npz archive; "
+                              f"it starts with {magic!r})")
     try:
         z = np.load(path, allow_pickle=False)
         if not hasattr(z, "files"):  # a bare .npy array

@@ -91,6 +91,9 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
     np.save("wide.npy", np.full((300, 16), 3.0, np.float32))
     assert main(["train", "--data", "wide.npy", *SMALL]) == 2
     assert "pass --likelihood gaussian" in capsys.readouterr().err
+    assert main(["train", "--out", "big", *SMALL, "--batch-size", "5000"]) == 2
+    assert "450 training rows is fewer than one batch" in capsys.readouterr().err
+    assert not os.path.exists("big")  # nothing written for a run that cannot start
     assert main(["train", "--resume", *SMALL]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
     assert main(["eval", "nothing.npz"]) == 2
