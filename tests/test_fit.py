@@ -174,3 +174,34 @@ def test_elbo_batching_and_noise_independence():
     e1 = [m.elbo(x, n_samples=1, seed=s).neg_elbo for s in range(4)]
     assert np.std(e) < np.std(e1)
     assert math.isfinite(whole.recon) and whole.kl >= 0
+
+
+def test_memory_mapped_npy_trains_like_the_array(shapes, tmp_path):
+    x = shapes[0].to_array()
+    np.save(tmp_path / "x.npy", x)
+    mm, _ = data.load(tmp_path / "x.npy")
+    assert isinstance(mm.x, np.memmap)
+    a, b = small_model(), small_model()
+    a.fit(x, epochs=1, batch_size=64, progress=False)
+    b.fit(mm, epochs=1, batch_size=64, progress=False)
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from fastvae.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    s = Tty()
+    p = Progress(s)
+    p.start("epoch 1", total=4, batch=100)
+    for i in range(1, 5):
+        p.update(i, "loss 1.00")
+    p.finish("epoch   1 done")
+    text = s.getvalue()
+    assert "epoch 1 [" in text and "4/4" in text and "samples/s" in text and "ETA" in text
+    assert text.endswith("\r\x1b[Kepoch   1 done\n")  # the bar is cleared, the line stays
