@@ -25,8 +25,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_step import torch_vae_from  # noqa: E402
-from machine import describe  # noqa: E402
+from fastvae.benchmark.impls import torch_vae  # noqa: E402
+from fastvae.benchmark.machine import describe  # noqa: E402
 
 
 def torch_epoch(tmodel, opt, x, batch, gen):
@@ -81,7 +81,7 @@ def run(epochs=10, threads=None, data="fashion-mnist", seed=0, steps=None, quiet
     if steps:
         xtr = xtr[: steps * 128]
     model = fastvae.VAE(784, hidden=(400,), latent_dim=20, backend="cpu", seed=seed)
-    tmodel = torch_vae_from(model)
+    tmodel = torch_vae(model)
     topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
     txtr, txte = torch.from_numpy(xtr), torch.from_numpy(xte)
     gen = torch.Generator().manual_seed(seed)

@@ -27,42 +27,11 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from machine import describe  # noqa: E402
+from fastvae.benchmark.impls import torch_train_step as torch_step_fn  # noqa: E402
+from fastvae.benchmark.impls import torch_vae as torch_vae_from  # noqa: E402
+from fastvae.benchmark.machine import describe  # noqa: E402
 
 FLOP_PER_ROW = 6 * 651_200  # forward + backward of the canonical model, per datapoint
-
-
-def torch_vae_from(model):
-    """A PyTorch VAE (the shape of PyTorch's example) holding a copy of ``model``'s weights."""
-    import torch
-
-    p = {k: torch.tensor(np.array(v)) for k, v in model.parameters().items()}
-    Z = model.latent_dim
-
-    class VAE(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1 = torch.nn.Linear(784, 400)
-            self.fc21 = torch.nn.Linear(400, Z)
-            self.fc22 = torch.nn.Linear(400, Z)
-            self.fc3 = torch.nn.Linear(Z, 400)
-            self.fc4 = torch.nn.Linear(400, 784)
-            with torch.no_grad():
-                for lin, W, b in [(self.fc1, p["enc.0.W"], p["enc.0.b"]),
-                                  (self.fc21, p["enc.head.W"][:, :Z], p["enc.head.b"][:Z]),
-                                  (self.fc22, p["enc.head.W"][:, Z:], p["enc.head.b"][Z:]),
-                                  (self.fc3, p["dec.0.W"], p["dec.0.b"]),
-                                  (self.fc4, p["dec.out.W"], p["dec.out.b"])]:
-                    lin.weight.copy_(W.T)
-                    lin.bias.copy_(b)
-
-        def forward(self, x):
-            h = torch.relu(self.fc1(x))
-            mu, logvar = self.fc21(h), self.fc22(h)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            return self.fc4(torch.relu(self.fc3(z))), mu, logvar
-
-    return VAE()
 
 
 def cycling(step, batches):
@@ -75,27 +44,6 @@ def cycling(step, batches):
         return step(x)
 
     return run
-
-
-def torch_step_fn(tmodel):
-    import torch
-    import torch.nn.functional as F
-
-    opt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
-
-    def step(x):
-        xt = torch.from_numpy(x)
-        B = x.shape[0]
-        opt.zero_grad(set_to_none=True)
-        logits, mu, logvar = tmodel(xt)
-        rec = F.binary_cross_entropy_with_logits(logits, xt, reduction="sum")
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-        loss = (rec + kl) / B
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
 
 
 def time_block(fn, n):

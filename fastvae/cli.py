@@ -162,6 +162,24 @@ def build_parser():
     e.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     e.set_defaults(func=cmd_eval)
 
+    b = sub.add_parser("bench", help="benchmark against PyTorch and write a report",
+                       description="Run the benchmark suite (training step, inference, "
+                       "latency, epoch, cold start, memory) for fastvae and PyTorch side by "
+                       "side; print a markdown table and write JSON, markdown and a PNG plot.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--quick", action="store_true",
+                   help="a short run (under two minutes on two cores)")
+    b.add_argument("--impl", action="append", default=None,
+                   help="an implementation to include (repeatable): fastvae-numpy, "
+                   "fastvae-cpu, fastvae-cuda, torch-eager, torch-compile; default: all "
+                   "that can run here")
+    b.add_argument("--threads", type=_pos(int), default=os.cpu_count(),
+                   help="threads for BLAS and PyTorch alike (the Numba kernels are serial)")
+    b.add_argument("--out", default="fastvae-bench", help="directory for the report files")
+    b.add_argument("--name", default=None,
+                   help="file stem of the report (default: bench-quick or bench-full)")
+    b.set_defaults(func=cmd_bench)
+
     i = sub.add_parser("info", help="versions, backends, threads and GPU")
     i.set_defaults(func=cmd_info)
     return p
@@ -169,6 +187,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command == "bench":  # before NumPy loads BLAS, which reads these once
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     from .data import DataError
     from .io import CheckpointError
     try:
@@ -387,6 +408,37 @@ def cmd_eval(args):
         print(f"{ds.name}: negative ELBO {ev.neg_elbo:.3f} nats per datapoint "
               f"(reconstruction {ev.recon:.3f}, KL {ev.kl:.3f}); {ev.n} rows, "
               f"{ev.n_samples} sample(s) each, {secs:.2f} s")
+    return 0
+
+
+def cmd_bench(args):
+    import sys as _sys
+
+    if "numpy" in _sys.modules and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        print("note: NumPy was loaded before --threads could take effect", file=sys.stderr)
+    from .benchmark import impls, suite
+    from .benchmark.machine import describe
+    bad = [n for n in (args.impl or []) if n not in impls.ALL]
+    if bad:
+        raise UsageError(f"unknown implementation(s) {bad}; choose from {', '.join(impls.ALL)}")
+    for n in args.impl or []:
+        why = impls.available(n)
+        if why:
+            raise UsageError(f"{n} cannot run here: {why}")
+    threads = {"BLAS": args.threads, "Numba kernels": "1 (serial by design)"}
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        threads["PyTorch"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log("threads: " + ", ".join(f"{k} {v}" for k, v in threads.items()))
+    res = suite.run(quick=args.quick, names=args.impl, log=log)
+    res["machine"], res["threads"] = describe(), threads
+    paths = suite.write(res, args.out, args.name or ("bench-quick" if args.quick else "bench-full"))
+    print(suite.markdown(res))
+    log(f"{res['seconds']:.0f} s; wrote " + ", ".join(paths))
     return 0
 
 

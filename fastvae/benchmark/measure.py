@@ -1,0 +1,154 @@
+"""Measurements: alternating timings, the machine's matrix-product limit, cold start and
+peak memory (the last two in fresh processes)."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _block(fn, n):
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t) / n
+
+
+def time_turns(fns, rounds=7, target_s=0.05, warmup=3):
+    """Median seconds per call of each no-argument callable in ``fns`` (name -> fn).
+
+    The callables take turns: every round times one block of each, so load from the rest
+    of the machine falls on all of them alike.  The block length is calibrated per
+    callable to about ``target_s`` seconds.  Returns {name: (median_s, calls_per_block)}.
+    """
+    blocks = {}
+    for k, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        t = _block(fn, 1)
+        blocks[k] = max(1, min(1000, int(target_s / max(t, 1e-7))))
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(_block(fn, blocks[k]))
+    return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
+
+
+def gemm_peak(n=2048, repeats=5):
+    """The machine's float32 matrix-product throughput through NumPy's BLAS, in GFLOP/s
+    (best of ``repeats`` n x n x n products): the ceiling for the training-step rows."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    best = min(_block(lambda: np.matmul(a, b, out=out), 1) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+_COLD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+impl, model = sys.argv[1], sys.argv[2]
+import numpy as np
+if impl.startswith("fastvae"):
+    import fastvae
+    from fastvae.benchmark.impls import MODELS
+    D, hidden, Z = MODELS[model]
+    t1 = time.perf_counter()
+    m = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend=impl.split("-", 1)[1])
+    m.encode(np.zeros((1, D), np.float32))
+else:
+    import torch
+    from fastvae.benchmark.impls import MODELS
+    D, hidden, Z = MODELS[model]
+    t1 = time.perf_counter()
+    layers = []
+    for a, b in zip((D, *hidden), hidden):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    enc = torch.nn.Sequential(*layers, torch.nn.Linear(hidden[-1], 2 * Z))
+    with torch.no_grad():
+        enc(torch.zeros(1, D))
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "total_s": t2 - t0}))
+"""
+
+
+def cold_start(impl, model="canonical", cache_dir=None):
+    """A fresh process: import, build the model, first encode of one row.  For fastvae,
+    ``cache_dir`` is the Numba cache directory (empty: a cold cache).  Returns a dict
+    with import_s, total_s (inside the process) and wall_s (including interpreter start)."""
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _COLD, impl, model], capture_output=True,
+                       text=True, env=env, timeout=600)
+    wall = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(f"cold start of {impl} failed:\n{r.stderr[-2000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["wall_s"] = wall
+    return res
+
+
+def cold_starts(impls, model="canonical"):
+    """{impl: {...}} with fastvae measured twice: Numba cache cold, then warm."""
+    out = {}
+    for impl in impls:
+        if impl.startswith("fastvae") and impl != "fastvae-numpy":
+            with tempfile.TemporaryDirectory() as d:
+                out[f"{impl} (cold cache)"] = cold_start(impl, model, d)
+                out[f"{impl} (warm cache)"] = cold_start(impl, model, d)
+        else:
+            out[impl] = cold_start(impl, model)
+    return out
+
+
+_MEM = r"""
+import json, resource, sys, tracemalloc
+impl, model, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+from fastvae.benchmark.impls import build, make_batches, MODELS
+D = MODELS[model][0]
+batches = make_batches(D, batch)
+m = build(impl, model)
+for i in range(10):
+    m.train_step(batches[i % 8])
+new_bytes = None
+if impl.startswith("fastvae"):
+    # the peak of everything Python and NumPy allocate during the steps, temporaries
+    # included, above what was live before them
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+for i in range(steps):
+    m.train_step(batches[i % 8])
+if impl.startswith("fastvae"):
+    new_bytes = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would report the
+# benchmark process that forked this one
+with open("/proc/self/status") as f:
+    hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), None)
+if hwm is None:
+    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_rss_mb": hwm / 1024,
+                  "steady_state_peak_bytes": new_bytes}))
+"""
+
+
+def peak_memory(impl, model="canonical", batch=128, steps=200):
+    """Peak resident memory (MB) of a fresh process that trains ``steps`` steps; for
+    fastvae also the peak number of bytes allocated (by Python and NumPy, temporaries
+    included) during the steady-state steps: a few hundred bytes of Python objects per
+    step, and no arrays, when the workspace does its job."""
+    r = subprocess.run([sys.executable, "-c", _MEM, impl, model, str(batch), str(steps)],
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode:
+        raise RuntimeError(f"memory run of {impl} failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
