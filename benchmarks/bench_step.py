@@ -31,6 +31,9 @@ from fastvae.benchmark.impls import torch_train_step as torch_step_fn  # noqa: E
 from fastvae.benchmark.impls import torch_vae as torch_vae_from  # noqa: E402
 from fastvae.benchmark.machine import describe  # noqa: E402
 
+# a pause before every timed block: BLAS and OpenMP worker threads spin after their last
+# call and would slow the other implementation's block (see measure.time_turns)
+PAUSE_S = 0.3
 FLOP_PER_ROW = 6 * 651_200  # forward + backward of the canonical model, per datapoint
 
 
@@ -77,6 +80,7 @@ def bench_batch(B, rounds, threads, compile_=False, block_steps=None):
     times = {k: [] for k in impls}
     for _ in range(rounds):
         for k, fn in impls.items():
+            time.sleep(PAUSE_S)  # let the other library's spinning worker threads sleep
             times[k].append(time_block(fn, per_block))
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {"batch": B, "threads": threads, "steps_per_block": per_block, "rounds": rounds,

@@ -147,6 +147,15 @@ class TorchImpl:
         enc = lambda x: self.module.encode(x)  # noqa: E731
         dec = lambda z: torch.sigmoid(self.module.decode_logits(z))  # noqa: E731
         if compiled:
+            # every implementation compiles its own closures; the default limit of 8
+            # recompilations per code object would silently fall back to eager after a
+            # few models and batch sizes in one process
+            cfg = torch._dynamo.config
+            for attr in ("recompile_limit", "cache_size_limit"):
+                if hasattr(cfg, attr):
+                    setattr(cfg, attr, max(getattr(cfg, attr), 256))
+            if hasattr(cfg, "accumulated_recompile_limit"):
+                cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 4096)
             step, enc, dec = torch.compile(step), torch.compile(enc), torch.compile(dec)
         self._step, self._enc, self._dec = step, enc, dec
         self._torch = torch

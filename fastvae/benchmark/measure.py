@@ -20,12 +20,17 @@ def _block(fn, n):
     return (time.perf_counter() - t) / n
 
 
-def time_turns(fns, rounds=7, target_s=0.05, warmup=3):
+def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3):
     """Median seconds per call of each no-argument callable in ``fns`` (name -> fn).
 
     The callables take turns: every round times one block of each, so load from the rest
     of the machine falls on all of them alike.  The block length is calibrated per
-    callable to about ``target_s`` seconds.  Returns {name: (median_s, calls_per_block)}.
+    callable to about ``target_s`` seconds.  Before each block the process sleeps
+    ``pause_s``: BLAS and OpenMP worker threads spin for a while after their last call,
+    and without the pause the spinning threads of one library slow the next block of the
+    other (measured: PyTorch eager at batch 2048 took 121 ms per step in one-step blocks
+    right after fastvae, 43 ms in 0.5 s blocks).
+    Returns {name: (median_s, calls_per_block)}.
     """
     blocks = {}
     for k, fn in fns.items():
@@ -36,6 +41,7 @@ def time_turns(fns, rounds=7, target_s=0.05, warmup=3):
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            time.sleep(pause_s)
             times[k].append(_block(fn, blocks[k]))
     return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
 

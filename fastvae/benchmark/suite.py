@@ -94,7 +94,7 @@ def run(quick=True, names=None, log=print):
                 else:
                     fns[n] = _epoch_fn(impl, data, batch, np.random.default_rng(0))
             timed = measure.time_turns(fns, rounds=p["rounds"] if kind != "epoch" else 3,
-                                       target_s=0.05 if kind != "epoch" else 0.0,
+                                       target_s=0.1 if kind != "epoch" else 0.0,
                                        warmup=3 if kind != "epoch" else 1)
             row = {"workload": kind, "model": model, "batch": batch,
                    "median_ms": {n: 1e3 * t for n, (t, _) in timed.items()},
