@@ -18,15 +18,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-import numpy as np
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from fastvae.benchmark.impls import torch_vae  # noqa: E402
-from fastvae.benchmark.machine import describe  # noqa: E402
+from fastvae.benchmark.impls import torch_vae
+from fastvae.benchmark.machine import describe
 
 
 def torch_epoch(tmodel, opt, x, batch, gen):

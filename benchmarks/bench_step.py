@@ -17,24 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-import numpy as np
+from fastvae.benchmark.impls import build, make_batches, train_flop
+from fastvae.benchmark.machine import describe
+from fastvae.benchmark.measure import time_turns
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from fastvae.benchmark.impls import torch_train_step as torch_step_fn  # noqa: E402
-from fastvae.benchmark.impls import torch_vae as torch_vae_from  # noqa: E402
-from fastvae.benchmark.machine import describe  # noqa: E402
-
-# a pause before every timed block: BLAS and OpenMP worker threads spin after their last
-# call and would slow the other implementation's block (see measure.time_turns)
-PAUSE_S = 0.3
-FLOP_PER_ROW = 6 * 651_200  # forward + backward of the canonical model, per datapoint
+FLOP_PER_ROW = train_flop("canonical", 1)  # forward + backward, per datapoint
 
 
 def cycling(step, batches):
@@ -49,40 +40,13 @@ def cycling(step, batches):
     return run
 
 
-def time_block(fn, n):
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n
-
-
 def bench_batch(B, rounds, threads, compile_=False, block_steps=None):
-    import torch
-
-    import fastvae
-
-    # a fixed cycle of 8 distinct batches of structured binary images (per-pixel rates),
-    # the same sequence for every implementation
-    rng = np.random.default_rng(0)
-    rates = rng.random(784) ** 2
-    batches = [(rng.random((B, 784)) < rates).astype(np.float32) for _ in range(8)]
-    model = fastvae.VAE(784, hidden=(400,), latent_dim=20, backend="cpu", seed=0)
-    opt = fastvae.Adam(model, lr=1e-3)
-    impls = {"fastvae-cpu": cycling(lambda x: model.train_step(x, opt), batches),
-             "torch-eager": cycling(torch_step_fn(torch_vae_from(model)), batches)}
-    if compile_:
-        impls["torch-compile"] = cycling(torch.compile(torch_step_fn(torch_vae_from(model))),
-                                         batches)
-    # ~0.1-0.3 s of steps per block unless told otherwise
-    per_block = block_steps or max(1, int(0.25 / max(1e-4, B * 2e-5)))
-    for fn in impls.values():  # warm-up: compilation, caches, allocator pools
-        time_block(fn, max(3, per_block))
-    times = {k: [] for k in impls}
-    for _ in range(rounds):
-        for k, fn in impls.items():
-            time.sleep(PAUSE_S)  # let the other library's spinning worker threads sleep
-            times[k].append(time_block(fn, per_block))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    names = ["fastvae-cpu", "torch-eager"] + (["torch-compile"] if compile_ else [])
+    batches = make_batches(784, B)  # the same 8 batches, in turn, for every implementation
+    fns = {n: cycling(build(n, "canonical").train_step, batches) for n in names}
+    timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps)
+    med = {k: t for k, (t, _) in timed.items()}
+    per_block = {k: c for k, (_, c) in timed.items()}
     row = {"batch": B, "threads": threads, "steps_per_block": per_block, "rounds": rounds,
            "median_ms": {k: 1e3 * v for k, v in med.items()},
            "gflops": {k: FLOP_PER_ROW * B / v / 1e9 for k, v in med.items()},

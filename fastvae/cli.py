@@ -56,6 +56,12 @@ def _nonneg(text):
     return v
 
 
+def _checkpoint_args(p):
+    """The arguments every command that reads a trained model shares."""
+    p.add_argument("model", help="a checkpoint written by 'fastvae train' (model.npz)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+
+
 def build_parser():
     from . import __version__
     from .codes import ACTIVATIONS
@@ -128,28 +134,26 @@ def build_parser():
 
     s = sub.add_parser("sample", help="draw images from a trained model's prior",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("model", help="a checkpoint written by 'fastvae train' (model.npz)")
+    _checkpoint_args(s)
     s.add_argument("-n", type=_pos(int), default=64, help="number of samples")
     s.add_argument("--out", default="samples.png", help="PNG file to write")
     s.add_argument("--npy", default=None, help="also save the (n, D) pixel array here")
     s.add_argument("--seed", type=int, default=0, help="seed of the latent draws")
-    s.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     s.set_defaults(func=cmd_sample)
 
     c = sub.add_parser("reconstruct", help="inputs beside their reconstructions",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("model", help="a checkpoint written by 'fastvae train'")
+    _checkpoint_args(c)
     c.add_argument("--data", default=None,
                    help="data to reconstruct (default: the data the model was trained on; "
                    "its test split when it has one)")
     c.add_argument("-n", type=_pos(int), default=16, help="number of inputs")
     c.add_argument("--out", default="reconstructions.png", help="PNG file to write")
-    c.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     c.set_defaults(func=cmd_reconstruct)
 
     e = sub.add_parser("eval", help="negative ELBO of a dataset under a trained model",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("model", help="a checkpoint written by 'fastvae train'")
+    _checkpoint_args(e)
     e.add_argument("--data", default=None,
                    help="data to evaluate (default: the data the model was trained on)")
     e.add_argument("--split", choices=("test", "train"), default="test",
@@ -159,7 +163,6 @@ def build_parser():
     e.add_argument("--batch-size", type=_pos(int), default=1000,
                    help="rows per pass (bounds the memory used)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
-    e.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmark against PyTorch and write a report",

@@ -84,9 +84,12 @@ class Dataset:
         if self.x.dtype == out.dtype and self.scale == 1.0:
             np.take(self.x, idx, axis=0, out=out)
         else:
-            rows = self.x[np.sort(idx)] if isinstance(self.x, np.memmap) else self.x[idx]
-            if isinstance(self.x, np.memmap):  # sorted reads: restore the requested order
-                rows = rows[np.argsort(np.argsort(idx))]
+            if isinstance(self.x, np.memmap):  # read the file in order, then put rows back
+                order = np.argsort(idx)
+                rows = np.empty((idx.size, self.dim), dtype=self.x.dtype)
+                rows[order] = self.x[idx[order]]
+            else:
+                rows = self.x[idx]
             np.multiply(rows, out.dtype.type(self.scale), out=out, casting="unsafe")
         return out
 

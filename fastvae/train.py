@@ -57,13 +57,14 @@ def as_dataset(X, name="data"):
     return X if isinstance(X, Dataset) else Dataset(X, name=name)
 
 
-def elbo(model, X, n_samples=1, batch_size=1000, seed=0):
+def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True):
     """Estimate the ELBO of every datapoint of X and average, ``batch_size`` rows at a time
     (memory stays bounded whatever the size of X).
 
     X : (N, D) array or Dataset.  The estimate samples z ~ q(z|x) (``n_samples`` draws per
     datapoint, averaged); the draws come from a generator seeded by (model.seed, seed), so
     the same parameters give the same number and the training noise is not disturbed.
+    validate=False skips the per-batch NaN/range scan (for data already checked).
     Returns an :class:`ElboResult`.
     """
     ds = as_dataset(X)
@@ -78,7 +79,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0):
     for s in range(0, len(ds), bs):
         idx = np.arange(s, min(len(ds), s + bs))
         xb = ds.batch(idx, out=buf[: idx.size])
-        cache = model.forward(xb, n_samples=L, rng=rng)
+        cache = model.forward(xb, n_samples=L, rng=rng, validate=validate)
         recon += cache.recon_mean * idx.size
         kl += cache.kl_mean * idx.size
     n = len(ds)
@@ -238,7 +239,7 @@ def _end_epoch(model, st, valset, val_samples, steps, beta):
            "train_seconds": secs, "samples_per_s": n / secs if secs > 0 else float("nan")}
     t0 = time.perf_counter()
     if valset is not None:
-        ev = elbo(model, valset, n_samples=val_samples)
+        ev = elbo(model, valset, n_samples=val_samples, validate=False)  # checked by fit
         rec.update(val_neg_elbo=ev.neg_elbo, val_recon=ev.recon, val_kl=ev.kl)
     rec["seconds"] = secs + time.perf_counter() - t0
     st.update(batch=0, seconds=0.0, sums=[0.0, 0.0, 0.0, 0])

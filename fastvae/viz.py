@@ -58,13 +58,9 @@ def _show(grid, path, title, scale=0.06, row_labels=None, row_height=None):
     return path
 
 
-def _host(a):
-    return np.asarray(a.get() if hasattr(a, "get") else a)
-
-
 def _pixels(model, z):
     """Decoder means for z, as host float32 (Gaussian means clipped for display later)."""
-    return _host(model.decode(np.asarray(z, dtype=model.dtype))).astype(np.float32)
+    return model._bk.to_numpy(model.decode(np.asarray(z, dtype=model.dtype))).astype(np.float32)
 
 
 def plot_samples(model, path, shape, n=64, seed=0):
@@ -78,7 +74,7 @@ def plot_reconstructions(model, ds, path, n=16):
     """Inputs (odd rows) above their reconstructions at z = mu (even rows)."""
     n = min(n, len(ds))
     x = ds.batch(np.arange(n), dtype=model.dtype)
-    rec = _host(model.reconstruct(x))
+    rec = model._bk.to_numpy(model.reconstruct(x))
     cols = min(8, n)
     rows = []
     for s in range(0, n, cols):
@@ -95,7 +91,7 @@ def plot_interpolation(model, ds, path, pairs=6, steps=10, seed=0):
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ds), size=2 * pairs, replace=len(ds) < 2 * pairs)
     mu, _ = model.encode(ds.batch(idx, dtype=model.dtype))
-    mu = _host(mu)
+    mu = model._bk.to_numpy(mu)
     t = np.linspace(0, 1, steps)[:, None]
     z = np.vstack([(1 - t) * mu[2 * i] + t * mu[2 * i + 1] for i in range(pairs)])
     grid = image_grid(_pixels(model, z), ds.image_shape, steps)
@@ -106,7 +102,7 @@ def kl_per_dim(model, ds, n=2000):
     """Mean KL(q(z_k|x) || N(0,1)) of each latent dimension k over the first n rows: (Z,).
     Dimensions near 0 are unused ("collapsed")."""
     x = ds.batch(np.arange(min(n, len(ds))), dtype=model.dtype)
-    mu, logvar = (_host(a).astype(np.float64) for a in model.encode(x))
+    mu, logvar = (model._bk.to_numpy(a).astype(np.float64) for a in model.encode(x))
     return (0.5 * (mu ** 2 + np.exp(logvar) - 1 - logvar)).mean(axis=0)
 
 
@@ -116,7 +112,7 @@ def plot_traversal(model, ds, path, steps=9, span=3.0, max_dims=16):
     kl = kl_per_dim(model, ds)
     dims = np.argsort(-kl)[:max_dims]
     base, _ = model.encode(ds.batch(np.arange(1), dtype=model.dtype))
-    base = _host(base)[0]
+    base = model._bk.to_numpy(base)[0]
     vals = np.linspace(-span, span, steps)
     z = np.repeat(base[None, :], len(dims) * steps, axis=0)
     for r, d in enumerate(dims):
@@ -133,7 +129,7 @@ def plot_latent(model, ds, path, n=5000, color_by=None):
     the factor ``color_by`` (built-in shapes), when the dataset has one."""
     n = min(n, len(ds))
     mu, _ = model.encode(ds.batch(np.arange(n), dtype=model.dtype))
-    mu = _host(mu).astype(np.float64)
+    mu = model._bk.to_numpy(mu).astype(np.float64)
     if mu.shape[1] == 1:
         xy, axes = np.hstack([mu, np.zeros_like(mu)]), ("z0", "")
     elif mu.shape[1] == 2:

@@ -20,12 +20,12 @@ def _block(fn, n):
     return (time.perf_counter() - t) / n
 
 
-def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3):
+def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None):
     """Median seconds per call of each no-argument callable in ``fns`` (name -> fn).
 
     The callables take turns: every round times one block of each, so load from the rest
     of the machine falls on all of them alike.  The block length is calibrated per
-    callable to about ``target_s`` seconds.  Before each block the process sleeps
+    callable to about ``target_s`` seconds (or fixed at ``calls``).  Before each block the process sleeps
     ``pause_s``: BLAS and OpenMP worker threads spin for a while after their last call,
     and without the pause the spinning threads of one library slow the next block of the
     other (measured: PyTorch eager at batch 2048 took 121 ms per step in one-step blocks
@@ -36,8 +36,11 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3):
     for k, fn in fns.items():
         for _ in range(warmup):
             fn()
-        t = _block(fn, 1)
-        blocks[k] = max(1, min(1000, int(target_s / max(t, 1e-7))))
+        if calls:
+            blocks[k] = int(calls)
+        else:
+            t = _block(fn, 1)
+            blocks[k] = max(1, min(1000, int(target_s / max(t, 1e-7))))
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():

@@ -205,26 +205,31 @@ def markdown(res):
                 lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " |")
         lines.append("")
     if res.get("cold_start"):
-        lines += ["### Cold start (fresh process: import, build the model, first encode)", "",
-                  "| implementation | import s | total s | with interpreter start s |",
-                  "|---|---:|---:|---:|"]
-        for k, v in res["cold_start"].items():
-            lines.append(f"| {k} | {v['import_s']:.2f} | {v['total_s']:.2f} | {v['wall_s']:.2f} |")
-        lines.append("")
+        lines += _table("Cold start (fresh process: import, build the model, first encode)",
+                        ["implementation", "import s", "total s", "with interpreter start s"],
+                        [[k, f"{v['import_s']:.2f}", f"{v['total_s']:.2f}", f"{v['wall_s']:.2f}"]
+                         for k, v in res["cold_start"].items()])
     if res.get("memory"):
-        lines += ["### Peak resident memory of a training run (canonical, batch 128)", "",
-                  "| implementation | peak RSS MB | bytes allocated during steady-state steps |",
-                  "|---|---:|---:|"]
-        for k, v in res["memory"].items():
-            nb = v.get("steady_state_peak_bytes")
-            lines.append(f"| {k} | {v['peak_rss_mb']:.0f} | {'–' if nb is None else nb} |")
-        lines.append("")
+        lines += _table("Peak resident memory of a training run (canonical, batch 128)",
+                        ["implementation", "peak RSS MB",
+                         "bytes allocated during steady-state steps"],
+                        [[k, f"{v['peak_rss_mb']:.0f}",
+                          "–" if v.get("steady_state_peak_bytes") is None
+                          else str(v["steady_state_peak_bytes"])]
+                         for k, v in res["memory"].items()])
     if res.get("targets"):
         lines += ["### Targets", "", "| target | measured | |", "|---|---|---|"]
         for t in res["targets"]:
             lines.append(f"| {t['target']} | {t['measured']} | {'met' if t['met'] else '**MISSED**'} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _table(title, header, rows):
+    """Lines of a markdown section: a title, a table (first column left-aligned), a blank."""
+    return ([f"### {title}", "", "| " + " | ".join(header) + " |",
+             "|---|" + "---:|" * (len(header) - 1)]
+            + ["| " + " | ".join(r) + " |" for r in rows] + [""])
 
 
 def plot(res, path):
