@@ -3,7 +3,7 @@
 Nothing heavy is imported here: Numba and the kernels load when a model first needs them.
 """
 from ._version import __version__
-from .backend import get_backend_name, set_backend
+from .backend import get_backend_name, set_backend, set_tf32
 
 _LAZY = {
     "VAE": ("fastvae.model", "VAE"),
@@ -16,7 +16,7 @@ _LAZY = {
     "StopTraining": ("fastvae.train", "StopTraining"),
 }
 
-__all__ = ["__version__", "set_backend", "get_backend_name", *_LAZY]
+__all__ = ["__version__", "set_backend", "set_tf32", "get_backend_name", *_LAZY]
 
 
 def __getattr__(name):

@@ -52,6 +52,7 @@ def save(model, path):
         "config": model.config(),
         "params_crc32": zlib.crc32(params.tobytes()),
         "noise_rng": model.rng.bit_generator.state,
+        "noise_counter": model._noise_counter,
         "optimizer": opt_meta,
         "train_state": model._train_state,
         "history": model.history,
@@ -157,6 +158,7 @@ def load(path, backend=None):
                               f"{tuple(model.flat_params.shape)} {model.dtype}")
     model.flat_params[...] = model._bk.asarray(params)
     model.rng.bit_generator.state = meta["noise_rng"]
+    model._noise_counter = int(meta.get("noise_counter", 0))  # the GPU's noise position
     if meta.get("optimizer"):
         om = meta["optimizer"]
         conf = dict(om["config"])

@@ -35,12 +35,16 @@ class Cache:
     loss: the training objective (beta, free bits applied), a float;
     neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
     recon_mean, kl_mean: its two terms, floats.
+
+    On the cuda backend the four numbers stay on the GPU until one of them is first read
+    (reading waits for the step to finish); read them before the next forward pass of the
+    same shape.  On the CPU backends they are read at once.
     """
 
-    __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "loss",
-                 "neg_elbo", "recon_mean", "kl_mean", "_ws", "_generation")
+    __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "_stats",
+                 "_values", "_ws", "_generation", "_bk")
 
-    def __init__(self, ws, x, recon, loss, recon_mean, kl_mean):
+    def __init__(self, ws, x, recon, bk):
         L, B = ws.L, ws.B
         self.x = x
         self.mu, self.logvar, self.sigma = ws.mu, ws.logvar, ws.sigma
@@ -48,14 +52,41 @@ class Cache:
         self.z = ws.z.reshape(L, B, -1)
         self.out = ws.out.reshape(L, B, -1)
         self.recon, self.kl = recon, ws.kl
-        self.loss, self.neg_elbo = loss, recon_mean + kl_mean
-        self.recon_mean, self.kl_mean = recon_mean, kl_mean
+        self._stats, self._values, self._bk = ws.stats, None, bk
         self._ws, self._generation = ws, ws.generation
 
     @property
     def stale(self):
         """True once a later forward pass has overwritten this cache's buffers."""
         return self._ws.generation != self._generation
+
+    def _read(self):
+        """(loss, recon_mean, kl_mean) as Python floats, fetched once."""
+        if self._values is None:
+            if self.stale:
+                raise RuntimeError(
+                    "this cache's loss was overwritten by a later forward pass before it was "
+                    "read; read cache.loss (or recon_mean, kl_mean) before the next forward "
+                    "pass of the same batch shape")
+            self._values = tuple(float(v) for v in self._bk.to_numpy(self._stats))
+        return self._values
+
+    @property
+    def loss(self):
+        return self._read()[0]
+
+    @property
+    def recon_mean(self):
+        return self._read()[1]
+
+    @property
+    def kl_mean(self):
+        return self._read()[2]
+
+    @property
+    def neg_elbo(self):
+        v = self._read()
+        return v[1] + v[2]
 
 
 class Grads(dict):
@@ -133,6 +164,9 @@ class VAE:
                                            self.dec_hidden, logscale_size,
                                            self.dtype.itemsize)
         init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
+        # the device's noise: Philox keyed by the seed, one counter value per draw
+        self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
+        self._noise_counter = 0
         host = np.zeros(size, dtype=self.dtype)
         init_linear_(views(host, self._entries), self._entries,
                      np.random.Generator(np.random.PCG64(init_rng)))
@@ -172,8 +206,18 @@ class VAE:
         return sum(v.size for v in self._params.values())
 
     def _new_workspace(self, B, L):
-        return Workspace(self._bk.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
-                         self.dec_hidden, self.input_dim)
+        try:
+            return Workspace(self._bk.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
+                             self.dec_hidden, self.input_dim)
+        except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
+            where = "GPU" if self._bk.DEVICE else "host"
+            per_row = (2 * sum(self.enc_hidden) + 3 * L * sum(self.dec_hidden)
+                       + 3 * L * self.input_dim + 10 * L * self.latent_dim)
+            need = per_row * B * self.dtype.itemsize / 2 ** 20
+            hint = f"; try batch_size={max(1, B // 2)} or smaller" if B > 1 else ""
+            raise MemoryError(
+                f"out of {where} memory for the activations of batch size {B} with "
+                f"n_samples={L} (about {need:,.0f} MiB){hint}") from exc
 
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
@@ -187,7 +231,7 @@ class VAE:
         return self._params["dec.logscale"] if self._learn_scale else self._fixed_logscale
 
     # ------------------------------------------------------------------- forward
-    def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True):
+    def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, _acc=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
@@ -196,7 +240,8 @@ class VAE:
             ``model.rng``) when None.  Either way it is saved in the cache: it is what
             carries the gradient through the sample.  n_samples : L for this pass
             (default ``model.n_samples``).  validate=False skips the NaN/range scan of x
-            (for data already checked, as ``fit`` does).
+            (for data already checked, as ``fit`` does).  ``_acc`` = (acc, weight): fit's
+            running sums, acc (3,) float64 += weight * [loss, recon, kl], on the device.
         Returns a :class:`Cache`.  The loss gradient with respect to the decoder output is
         computed here too (one fused pass) and kept for :meth:`backward`.
         """
@@ -230,14 +275,14 @@ class VAE:
         recon = ws.loss_rows
         if L > 1:
             recon = ws.recon
-            self._bk.xp.mean(ws.loss_rows.reshape(L, B), axis=0, out=recon)
-        recon_mean = float(ws.loss_rows.sum()) / (B * L)
-        kl_mean = float(ws.kl.sum()) / B
-        kl_obj = kl_mean
-        if self.free_bits > 0:
-            kl_obj = float(self._bk.xp.maximum(ws.kl_dim, self.free_bits, out=ws.kl_floor).sum())
-        loss = recon_mean + self.beta * self.kl_scale * kl_obj
-        return Cache(ws, x, recon, loss, recon_mean, kl_mean)
+            bk.xp.mean(ws.loss_rows.reshape(L, B), axis=0, out=recon)
+        acc, weight = (ws.stats, 0.0) if _acc is None else _acc
+        bk.loss_stats(ws.stats, acc, ws.loss_rows, ws.kl, ws.kl_dim, self.free_bits,
+                      self.beta * self.kl_scale, weight)
+        cache = Cache(ws, x, recon, bk)
+        if not bk.DEVICE:
+            cache._read()  # free on the host; on a GPU it would wait for the step
+        return cache
 
     def _encoder_forward(self, ws, x):
         """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head."""
@@ -249,11 +294,21 @@ class VAE:
         bk.matmul(ws.head, h, self._params["enc.head.W"])
 
     def _draw_normal(self, out, rng=None):
-        """Fill ``out`` with standard normal noise from ``rng`` (default: the model's)."""
+        """Fill ``out`` with standard normal noise from ``rng`` (default: the model's own).
+
+        On the CPU backends the model's own noise is ``model.rng`` (NumPy); on the GPU it is
+        drawn on the device (Philox keyed by the seed, ``_noise_counter`` counting draws),
+        so a training step never waits for a host-to-device copy.  An explicit ``rng`` is
+        always a NumPy generator, drawn on the host.
+        """
+        if rng is None and self._bk.DEVICE:
+            self._bk.normal_fill(out, self._noise_key, self._noise_counter)
+            self._noise_counter += 1
+            return
         rng = self.rng if rng is None else rng
         if isinstance(out, np.ndarray):
             rng.standard_normal(out=out, dtype=out.dtype)
-        else:  # device array: draw on the host generator so seeds mean the same everywhere
+        else:
             out[...] = self._bk.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
 
     # ------------------------------------------------------------------ backward

@@ -25,6 +25,8 @@ class Progress:
         self._done0 = done
 
     def update(self, i, extra=""):
+        """Redraw at step i; ``extra`` is a string or a callable that returns one, called
+        only when the bar is actually redrawn (it may be costly to compute)."""
         if not self.live:
             return
         now = time.perf_counter()
@@ -36,6 +38,8 @@ class Progress:
         eta = (self.total - i) / rate if rate > 0 else 0.0
         fill = int(self.width * i / max(1, self.total))
         bar = "#" * fill + "." * (self.width - fill)
+        if callable(extra):
+            extra = extra()
         self._write(f"\r{self.label} [{bar}] {i}/{self.total}  "
                     f"{rate * self.batch:,.0f} samples/s  ETA {_clock(eta)}  {extra}\x1b[K")
         self._drawn = True

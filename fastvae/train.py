@@ -75,15 +75,13 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True):
     bs = positive_int(batch_size, "batch_size")
     rng = np.random.default_rng(np.random.SeedSequence((model.seed, 0x5EED, int(seed))))
     buf = np.empty((min(bs, len(ds)), ds.dim), dtype=model.dtype)
-    recon = kl = 0.0
+    acc = model._bk.asarray(np.zeros(3))  # sums stay where the model computes until the end
     for s in range(0, len(ds), bs):
         idx = np.arange(s, min(len(ds), s + bs))
         xb = ds.batch(idx, out=buf[: idx.size])
-        cache = model.forward(xb, n_samples=L, rng=rng, validate=validate)
-        recon += cache.recon_mean * idx.size
-        kl += cache.kl_mean * idx.size
+        model.forward(xb, n_samples=L, rng=rng, validate=validate, _acc=(acc, float(idx.size)))
     n = len(ds)
-    recon, kl = recon / n, kl / n
+    _, recon, kl = (float(v) / n for v in model._bk.to_numpy(acc))
     return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
                       n_samples=L)
 
@@ -131,48 +129,53 @@ def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
     warm_steps = kl_warmup * steps
     out = Progress(stream or sys.stderr, enabled=bool(progress))
     history = History(model.history)
-    buf = np.empty((B, train.dim), dtype=model.dtype)
+    bk = model._bk
     shuffle_rng = np.random.Generator(np.random.PCG64())
     bin_rng = np.random.Generator(np.random.PCG64())
     bin_rng.bit_generator.state = st["binarize_rng"]
+    batches = _Batches(model, train, B, binarize, bin_rng)
+    # running sums of the epoch (loss, recon, kl) where the model computes: on a GPU
+    # nothing in the loop waits for them (see _sync_sums for when they are read)
+    acc = bk.asarray(np.array(st["sums"][:3], dtype=np.float64))
     guard = _SigintGuard(out)
     try:
         with guard:
             for _ in range(epochs):
                 shuffle_rng.bit_generator.state = st["order_rng"]
                 order = shuffle_rng.permutation(len(train)) if shuffle else np.arange(len(train))
+                batches.start_epoch(order)
                 t0 = time.perf_counter()
                 out.start(f"epoch {st['epoch'] + 1}", steps, B, done=st["batch"])
+                checked = st["batch"]
                 while st["batch"] < steps:
                     if guard.hit:
                         break
-                    idx = order[st["batch"] * B:(st["batch"] + 1) * B]
-                    xb = train.batch(idx, out=buf[: idx.size])
-                    if binarize == "dynamic":
-                        _binarize(xb, bin_rng, out=xb)
+                    start, stop = st["batch"] * B, min(len(train), (st["batch"] + 1) * B)
+                    xb = batches.get(order, start, stop)
                     if warm_steps > 0:
                         model.kl_scale = min(1.0, (st["step"] + 1) / warm_steps)
-                    cache = model.forward(xb, validate=False)
-                    if not math.isfinite(cache.loss):
+                    n = stop - start
+                    cache = model.forward(xb, validate=False, _acc=(acc, float(n)))
+                    if not bk.DEVICE and not math.isfinite(cache.loss):
                         raise FloatingPointError(
                             f"the loss is {cache.loss} at epoch {st['epoch'] + 1}, step "
                             f"{st['batch'] + 1}; parameters are unchanged by this step (try a "
                             f"smaller lr, now {opt.lr})")
                     opt.step(model.backward(cache))
-                    n = idx.size
-                    sums = st["sums"]
-                    sums[0] += n * cache.loss
-                    sums[1] += n * cache.recon_mean
-                    sums[2] += n * cache.kl_mean
-                    sums[3] += n
+                    st["sums"][3] += n
                     st["batch"] += 1
                     st["step"] += 1
-                    out.update(st["batch"], f"loss {sums[0] / sums[3]:.2f}")
+                    if bk.DEVICE and st["batch"] - checked >= DEVICE_CHECK_EVERY:
+                        _sync_sums(bk, acc, st, opt, checked)
+                        checked = st["batch"]
+                    out.update(st["batch"], lambda: _loss_note(bk, acc, st, opt, checked))
+                _sync_sums(bk, acc, st, opt, checked)
                 st["seconds"] += time.perf_counter() - t0
                 if guard.hit:
                     break
                 rec = _end_epoch(model, st, valset, val_samples, steps,
                                  model.beta * model.kl_scale)
+                acc[...] = 0
                 st["order_rng"] = shuffle_rng.bit_generator.state
                 history.append(rec)
                 model.history.append(rec)
@@ -201,6 +204,75 @@ def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
             out.note(f"interrupted at {where} (no checkpoint path given: the state is in "
                      "the model object)")
     return history
+
+
+#: on a GPU the loss is checked for NaN/inf every this many steps (and whenever the
+#: progress bar redraws), not every step: reading it would make the host wait each time
+DEVICE_CHECK_EVERY = 100
+
+
+class _Batches:
+    """The rows of each training step, gathered where the model computes.
+
+    On a GPU an in-memory training set is copied to the device once (uint8 images stay
+    uint8, a quarter of the float32 size) and each batch is gathered and scaled there by
+    one kernel, so a step needs no host-to-device copy.  Memory-mapped data, dynamic
+    binarization (whose draws come from a host generator, for exact resume) and data too
+    large for the GPU use host batches, copied to the device each step.
+    """
+
+    def __init__(self, model, ds, B, binarize, bin_rng):
+        self.ds, self.binarize, self.bin_rng, self.bk = ds, binarize, bin_rng, model._bk
+        self.on_device = False
+        usable = (self.bk.DEVICE and binarize == "none" and not isinstance(ds.x, np.memmap)
+                  and ds.x.dtype in (np.uint8, np.float32, np.float64))
+        if usable:
+            try:
+                X = ds.x if ds.x.dtype == np.uint8 else np.asarray(ds.x, dtype=model.dtype)
+                self.X = self.bk.asarray(np.ascontiguousarray(X))
+                self.out = self.bk.xp.empty((B, ds.dim), dtype=model.dtype)
+                self.on_device = True
+            except MemoryError:
+                self.X = None  # does not fit next to the model: host batches instead
+        if not self.on_device:
+            self.buf = np.empty((B, ds.dim), dtype=model.dtype)
+
+    def start_epoch(self, order):
+        if self.on_device:
+            self.order = self.bk.asarray(order.astype(np.int64))
+
+    def get(self, order, start, stop):
+        """Rows order[start:stop] as a (stop - start, D) batch of the model's dtype."""
+        if self.on_device:
+            xb = self.out[: stop - start]
+            self.bk.gather_rows(xb, self.X, self.order[start:stop], self.ds.scale)
+            return xb
+        idx = order[start:stop]
+        xb = self.ds.batch(idx, out=self.buf[: idx.size])
+        if self.binarize == "dynamic":
+            _binarize(xb, self.bin_rng, out=xb)
+        return xb
+
+
+def _sync_sums(bk, acc, st, opt, since):
+    """Copy the device's running sums into the training state; raise if they stopped
+    being finite (on a GPU the loss is not read every step, so say where it happened)."""
+    vals = [float(v) for v in bk.to_numpy(acc)]
+    if not all(math.isfinite(v) for v in vals):
+        raise FloatingPointError(
+            f"the loss became non-finite at epoch {st['epoch'] + 1}, between steps {since + 1} "
+            f"and {st['batch']}; the model's parameters may no longer be finite: reload the "
+            f"last checkpoint and try a smaller lr (now {opt.lr})")
+    st["sums"][:3] = vals
+
+
+def _loss_note(bk, acc, st, opt, since):
+    """The progress bar's loss (read only when the bar redraws)."""
+    if bk.DEVICE:
+        _sync_sums(bk, acc, st, opt, since)
+    else:
+        st["sums"][:3] = [float(v) for v in acc]
+    return f"loss {st['sums'][0] / max(1, st['sums'][3]):.2f}"
 
 
 def _checked(ds, model):

@@ -17,7 +17,7 @@ class Workspace:
               mu, logvar, sigma (B, Z); eps, z (R, Z); kl (B,); kl_dim (Z,);
               g[j] (R, m_j) decoder activations; out (R, D) logits or means;
               dout (R, D) loss gradient (written by the fused likelihood kernel);
-              loss_rows (R,).
+              loss_rows (R,); stats (3,) float64 [loss, recon mean, kl mean].
     Backward: dg[j] (R, m_j); dz (R, Z); dhead (B, 2Z); dh[i] (B, n_i); scratch.
     """
 
@@ -33,6 +33,8 @@ class Workspace:
         self.recon = e(B)  # per-datapoint reconstruction term, mean over the L samples
         self.g = [e(R, m) for m in dec_hidden]
         self.out, self.dout, self.loss_rows = e(R, D), e(R, D), e(R)
+        # [loss, recon mean, kl mean] in float64, written on the device by loss_stats
+        self.stats = xp.zeros(3, dtype="float64")
         self.dg = [e(R, m) for m in dec_hidden]
         self.dz = e(R, latent)
         self.dhead = e(B, 2 * latent)

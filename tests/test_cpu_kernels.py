@@ -203,3 +203,24 @@ def test_likelihood_any_shape(R, D, L, kind, seed):
                                     kind == LIK_GAUSSIAN, 1.0 / (L * B))
     for a, e in zip(o_c, o_r):
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("free_bits,weight", [(0.0, 0.0), (0.0, 3.0), (0.4, 5.0)])
+def test_loss_stats(dtype, free_bits, weight):
+    rng = np.random.default_rng(12)
+    rows = rng.uniform(50, 150, 256).astype(dtype)
+    kl = rng.uniform(0, 20, 128).astype(dtype)
+    kl_dim = rng.uniform(0, 1, 20).astype(dtype)
+    out = []
+    for backend in (ref, cpu):
+        stats, acc = np.zeros(3), np.array([1.0, -2.0, 0.5])
+        backend.loss_stats(stats, acc, rows, kl, kl_dim, free_bits, 0.7, weight)
+        out.append((stats, acc))
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-13)
+    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-13)
+    recon, klm = rows.astype(np.float64).mean(), kl.astype(np.float64).mean()
+    obj = np.maximum(kl_dim.astype(np.float64), free_bits).sum() if free_bits else klm
+    np.testing.assert_allclose(out[0][0], [recon + 0.7 * obj, recon, klm], rtol=1e-13)
+    np.testing.assert_allclose(out[0][1], np.array([1.0, -2.0, 0.5]) + weight * out[0][0],
+                               rtol=1e-13)

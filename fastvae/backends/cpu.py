@@ -27,10 +27,14 @@ from ._nbmath import FASTMATH, exp_nonpos, log1p_unit
 
 NAME = "cpu"
 xp = np
+DEVICE = False
 
 asarray = _ref.asarray
 to_numpy = _ref.to_numpy
 matmul = _ref.matmul  # BLAS through NumPy: the same call is already the fast path
+# used only by the cuda backend's data path and noise; the reference is the definition
+normal_fill = _ref.normal_fill
+gather_rows = _ref.gather_rows
 
 # error_model="numpy": division by zero yields inf/nan instead of raising; the Python
 # model's zero check is what stopped LLVM from vectorising every loop with a division.
@@ -385,3 +389,27 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
             buf[i] = bi
             gi = gi + mom * bi if nesterov else bi
         p[i] -= lr_ * gi
+
+
+@_jit
+def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
+    """The step's loss statistics in float64 (contract: reference.loss_stats)."""
+    sr = 0.0
+    for i in range(loss_rows.shape[0]):
+        sr += np.float64(loss_rows[i])
+    sk = 0.0
+    for i in range(kl.shape[0]):
+        sk += np.float64(kl[i])
+    recon = sr / loss_rows.shape[0]
+    klm = sk / kl.shape[0]
+    obj = klm
+    if free_bits > 0:
+        obj = 0.0
+        for k in range(kl_dim.shape[0]):
+            obj += max(np.float64(kl_dim[k]), free_bits)
+    stats[0] = recon + kl_coef * obj
+    stats[1] = recon
+    stats[2] = klm
+    if weight != 0:
+        for t in range(3):
+            acc[t] += weight * stats[t]

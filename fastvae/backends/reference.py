@@ -19,6 +19,7 @@ from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOI
 
 NAME = "numpy"
 xp = np
+DEVICE = False  # arrays live in host memory: reading a scalar costs nothing
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -232,3 +233,74 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
         buf[np.abs(buf) < MOMENT_FLUSH] = 0
         gg = gg + momentum * buf if nesterov else buf
     p -= lr * gg
+
+
+def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
+    """The step's loss statistics, summed in float64 where they are computed.
+
+    loss_rows (R,), kl (B,), kl_dim (Z,): from likelihood_fwd_bwd and reparam_kl_fwd.
+    stats (3,) float64 out: [loss, recon mean, kl mean], where recon mean = sum(loss_rows)/R,
+        kl mean = sum(kl)/B and loss = recon mean + kl_coef * kl_obj, kl_obj being
+        sum_k max(kl_dim[k], free_bits) when free_bits > 0, else the kl mean.
+    acc (3,) float64: += weight * stats, unless weight is 0 (a running sum for fit).
+    On a GPU these numbers stay on the device until someone reads them.
+    """
+    recon = float(np.sum(loss_rows, dtype=np.float64)) / loss_rows.shape[0]
+    klm = float(np.sum(kl, dtype=np.float64)) / kl.shape[0]
+    obj = (float(np.maximum(kl_dim.astype(np.float64), free_bits).sum()) if free_bits > 0
+           else klm)
+    stats[0] = recon + kl_coef * obj
+    stats[1] = recon
+    stats[2] = klm
+    if weight != 0:
+        acc += weight * stats
+
+
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 (Salmon et al., SC'11) on uint32 arrays c0..c3 with the key (k0, k1);
+    returns the four output words as uint32 arrays."""
+    c = [np.asarray(v, dtype=np.uint32) for v in (c0, c1, c2, c3)]
+    k0, k1 = int(k0) & 0xFFFFFFFF, int(k1) & 0xFFFFFFFF
+    for _ in range(10):
+        p0 = np.uint64(_PHILOX_M[0]) * c[0].astype(np.uint64)
+        p1 = np.uint64(_PHILOX_M[1]) * c[2].astype(np.uint64)
+        hi0, lo0 = (p0 >> np.uint64(32)).astype(np.uint32), p0.astype(np.uint32)
+        hi1, lo1 = (p1 >> np.uint64(32)).astype(np.uint32), p1.astype(np.uint32)
+        c = [hi1 ^ c[1] ^ np.uint32(k0), lo1, hi0 ^ c[3] ^ np.uint32(k1), lo0]
+        k0 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF
+        k1 = (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
+    return c
+
+
+def normal_fill(out, key, counter):
+    """Fill ``out`` (any shape, contiguous) with standard normal draws, counter-based.
+
+    Element 4q + m takes word m of philox4x32_10((q mod 2^32, q div 2^32, counter mod 2^32,
+    counter div 2^32), key); words (0, 1) and (2, 3) each make a Box-Muller pair in float64
+    (u1 = (w + 1) / 2^32 in (0, 1], u2 = w / 2^32), rounded to out's dtype at the end.  The
+    same (key, counter) gives the same numbers on every backend; a caller that wants fresh
+    numbers uses a new counter.
+    """
+    n = out.size
+    q = np.arange(-(-n // 4), dtype=np.uint64)
+    counter = int(counter)
+    hi_c = np.full(q.shape, (counter >> 32) & 0xFFFFFFFF, dtype=np.uint32)
+    lo_c = np.full(q.shape, counter & 0xFFFFFFFF, dtype=np.uint32)
+    w = np.stack(philox4x32_10(q.astype(np.uint32), (q >> np.uint64(32)).astype(np.uint32),
+                               lo_c, hi_c, key[0], key[1]), axis=1).reshape(-1)
+    u1 = (w[0::2].astype(np.float64) + 1.0) * 2.0 ** -32
+    u2 = w[1::2].astype(np.float64) * 2.0 ** -32
+    rad = np.sqrt(-2.0 * np.log(u1))
+    angle = 2.0 * np.pi * u2
+    z = np.stack((rad * np.cos(angle), rad * np.sin(angle)), axis=1).reshape(-1)
+    out.reshape(-1)[...] = z[:n]
+
+
+def gather_rows(out, X, idx, scale):
+    """out (B, D) = scale * X[idx], converted to out's dtype first; X (N, D) uint8 or float,
+    idx (B,) integer row numbers (a batch gathered where the data lives)."""
+    out[...] = X[idx].astype(out.dtype) * out.dtype.type(scale)

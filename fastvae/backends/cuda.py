@@ -1,0 +1,464 @@
+"""CUDA kernels through CuPy: the same names, argument order and contracts as ``reference.py``.
+
+- The fused kernels are CUDA C in ``kernels/*.cu`` (shipped in the wheel as
+  ``fastvae/kernels``).  Each file is compiled once per process with ``cupy.RawModule``
+  the first time one of its kernels runs (CuPy also caches the binary on disk), and every
+  kernel exists as ``<name>_f32`` and ``<name>_f64``.
+- Matrix products go to cuBLAS through our own handle, with transpose flags and no copies
+  (:func:`gemm_args`).  TF32 tensor cores are used only after ``fastvae.backend.set_tf32(True)``
+  or with ``FASTVAE_TF32=1``: off by default, so float32 results match the CPU backends.
+- Kernels that reduce over rows split the rows into chunks so that the GPU is full at any
+  batch size, write one partial row per chunk, and ``sum_partials`` adds the partials in a
+  fixed order: results are deterministic, so training resumes to the bit on the GPU too.
+- Nothing here waits for the GPU except the functions that return a Python number
+  (``check_data``, ``sq_norm``): a training step queues its kernels and returns.
+
+The device itself (CuPy, the compiled modules, the cuBLAS handle) sits behind a small
+object, :class:`CupyDevice`; tests install an emulated device with the same methods, which
+runs the same ``.cu`` files on the CPU, so the launch logic here is exercised without a GPU.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..codes import LIK_GAUSSIAN
+from .reference import MOMENT_FLUSH  # noqa: F401  (the kernels' MOMENT_FLUSH mirrors it)
+
+NAME = "cuda"
+DEVICE = True
+
+TILE_W, TILE_H = 32, 8      # must match kernels/common.cuh
+BLOCK_1D = 256
+#: blocks per streaming multiprocessor that grid-stride and tiled kernels aim for
+WAVES_1D, WAVES_TILE = 8, 4
+#: a row chunk of a tiled kernel is at least this many rows (4 per warp)
+MIN_CHUNK_ROWS = 4 * TILE_H
+
+_DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+_DATA_SUFFIX = {np.dtype(np.uint8): "u8", np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+# ---------------------------------------------------------------------- kernel sources
+def kernel_dir():
+    """The directory holding the ``.cu`` files: ``fastvae/kernels`` in an installed wheel,
+    else ``kernels/`` at the top of a source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for cand in (here / "kernels", here.parent / "kernels"):
+        if (cand / "common.cuh").is_file():
+            return cand
+    raise FileNotFoundError(
+        f"the CUDA kernel sources were not found (looked in {here / 'kernels'} and "
+        f"{here.parent / 'kernels'}); reinstall fastvae")
+
+
+_SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
+
+
+def kernel_signatures(directory=None):
+    """{kernel name: (file name, [C parameter types])} for every exported kernel."""
+    directory = Path(directory) if directory is not None else kernel_dir()
+    out = {}
+    for path in sorted(directory.glob("*.cu")):
+        for name, params in _SIG.findall(path.read_text()):
+            types = [" ".join(p.split()[:-1]).replace(" *", "*") for p in params.split(",")]
+            out[name] = (path.name, types)
+    return out
+
+
+def kernel_name(base, dtype):
+    """The exported name of kernel ``base`` for arrays of ``dtype`` (float32 or float64)."""
+    try:
+        return f"{base}_{_DTYPE_SUFFIX[np.dtype(dtype)]}"
+    except KeyError:
+        raise TypeError(f"the cuda kernels take float32 or float64 arrays, got {np.dtype(dtype)}") from None
+
+
+# ------------------------------------------------------------------------ launch plans
+def grid_1d(n, sm_count):
+    """Blocks for a grid-stride kernel over n elements: enough to fill the GPU, never more
+    than there is work for."""
+    return max(1, min(-(-int(n) // BLOCK_1D), WAVES_1D * sm_count))
+
+
+def tile_plan(rows, cols, sm_count):
+    """Launch shape of a tiled kernel over a (rows, cols) matrix.
+
+    Returns (grid, block, rows_per_chunk, n_chunks): one block per (32-column tile, row
+    chunk); there are enough chunks to give every SM a few blocks, each at least
+    MIN_CHUNK_ROWS rows, and n_chunks == 1 whenever the rows fit one chunk (then the kernel
+    writes its column sums straight to the output).
+    """
+    rows, cols = int(rows), int(cols)
+    if rows < 1 or cols < 1:
+        raise ValueError(f"tile_plan needs a non-empty matrix, got ({rows}, {cols})")
+    n_tiles = -(-cols // TILE_W)
+    want = max(1, -(-WAVES_TILE * sm_count // n_tiles))
+    n_chunks = max(1, min(want, rows // MIN_CHUNK_ROWS))
+    per = -(-rows // n_chunks)
+    per = -(-per // TILE_H) * TILE_H
+    n_chunks = -(-rows // per)
+    return (n_tiles, n_chunks), (TILE_W, TILE_H), per, n_chunks
+
+
+def gemm_args(out_shape, a_shape, b_shape, trans_a, trans_b):
+    """cuBLAS arguments for the row-major product out (M, N) = op(a) @ op(b).
+
+    cuBLAS is column-major, and a row-major matrix read column-major is its transpose, so
+    out^T = op(b)^T @ op(a)^T is computed instead: b goes first, a second, and each
+    operand's leading dimension is its row length.  Returns
+    (transa, transb, m, n, k, lda, ldb, ldc) for gemm(handle, transa, transb, m, n, k,
+    alpha, b, lda, a, ldb, beta, out, ldc); 0 means no transpose, 1 transpose.
+    """
+    if len(a_shape) != 2 or len(b_shape) != 2 or len(out_shape) != 2:
+        raise ValueError(f"matmul needs 2-D arrays, got {a_shape}, {b_shape} -> {out_shape}")
+    M, K = (a_shape[1], a_shape[0]) if trans_a else a_shape
+    K2, N = (b_shape[1], b_shape[0]) if trans_b else b_shape
+    if K != K2 or tuple(out_shape) != (M, N):
+        raise ValueError(f"matmul shapes do not agree: op(a) {(M, K)} @ op(b) {(K2, N)} -> "
+                         f"out {tuple(out_shape)}")
+    return (int(bool(trans_b)), int(bool(trans_a)), N, M, K,
+            max(1, b_shape[1]), max(1, a_shape[1]), max(1, N))
+
+
+# ----------------------------------------------------------------------------- device
+class CupyDevice:
+    """CuPy, the compiled kernel modules and a cuBLAS handle for the current GPU."""
+
+    def __init__(self):
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+
+        self.xp = cupy
+        self._cublas = cublas
+        self._dir = kernel_dir()
+        self._sigs = kernel_signatures(self._dir)
+        self._modules = {}
+        self._kernels = {}
+        dev = cupy.cuda.Device()
+        self.sm_count = int(dev.attributes["MultiProcessorCount"])
+        self._handle = cublas.create()
+        cublas.setPointerMode(self._handle, 0)  # CUBLAS_POINTER_MODE_HOST
+        self._math_mode = None
+        self._stream = None
+        self._one = {np.dtype(t): np.ones(1, t) for t in (np.float32, np.float64)}
+        self._zero = {np.dtype(t): np.zeros(1, t) for t in (np.float32, np.float64)}
+        self._gemm = {np.dtype(np.float32): cublas.sgemm, np.dtype(np.float64): cublas.dgemm}
+
+    def kernel(self, name):
+        k = self._kernels.get(name)
+        if k is None:
+            try:
+                fname = self._sigs[name][0]
+            except KeyError:
+                raise KeyError(f"no CUDA kernel named {name!r} in {self._dir}") from None
+            mod = self._modules.get(fname)
+            if mod is None:
+                src = (self._dir / fname).read_text()
+                mod = self.xp.RawModule(code=src, options=("-I" + str(self._dir), "--std=c++14"))
+                self._modules[fname] = mod
+            k = self._kernels[name] = mod.get_function(name)
+        return k
+
+    def launch(self, name, grid, block, args):
+        self.kernel(name)(grid, block, args)
+
+    @staticmethod
+    def ptr(a):
+        return a.data.ptr
+
+    def gemm(self, dtype, transa, transb, m, n, k, A, lda, B, ldb, C, ldc, tf32):
+        cb = self._cublas
+        stream = self.xp.cuda.get_current_stream().ptr
+        if stream != self._stream:
+            cb.setStream(self._handle, stream)
+            self._stream = stream
+        mode = 3 if tf32 else 0  # CUBLAS_TF32_TENSOR_OP_MATH / CUBLAS_DEFAULT_MATH
+        if mode != self._math_mode:
+            cb.setMathMode(self._handle, mode)
+            self._math_mode = mode
+        self._gemm[dtype](self._handle, transa, transb, m, n, k, self._one[dtype].ctypes.data,
+                          A.data.ptr, lda, B.data.ptr, ldb, self._zero[dtype].ctypes.data,
+                          C.data.ptr, ldc)
+
+    def to_numpy(self, a):
+        return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.asarray(a)
+
+
+_device = None
+
+
+def device():
+    """The active device object (a :class:`CupyDevice`, created on first use)."""
+    global _device, xp
+    if _device is None:
+        _device = CupyDevice()
+        xp = _device.xp
+    return _device
+
+
+def use_device(dev):
+    """Install ``dev`` as the device (tests use an emulated one); None resets."""
+    global _device, xp, _scratch
+    _device = dev
+    _scratch = {}
+    if dev is not None:
+        xp = dev.xp
+    return dev
+
+
+def __getattr__(name):  # ``xp`` resolves to CuPy on first access (PEP 562)
+    if name == "xp":
+        return device().xp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def tf32_enabled():
+    from ..backend import tf32_enabled as _flag
+    return _flag()
+
+
+# --------------------------------------------------------------------------- helpers
+_scratch = {}
+
+
+def _partials(dtype, *sizes):
+    """Views of one reusable device buffer for the partial sums of a launch (grown when a
+    larger launch needs more; a steady-state step allocates nothing)."""
+    dtype = np.dtype(dtype)
+    need = sum(sizes)
+    buf = _scratch.get(dtype)
+    if buf is None or buf.size < need:
+        buf = _scratch[dtype] = device().xp.empty(max(need, 1024), dtype=dtype)
+    out, off = [], 0
+    for s in sizes:
+        out.append(buf[off:off + s])
+        off += s
+    return out
+
+
+def _s(dtype, v):
+    """A scalar kernel argument of the arrays' precision."""
+    return np.dtype(dtype).type(v)
+
+
+def _finish(dev, out, part, n_parts, n, scale):
+    """out (n,) = scale * sum of the n_parts partial rows of ``part``."""
+    name = kernel_name("sum_partials", out.dtype)
+    dev.launch(name, (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
+               (out, part, np.int32(n_parts), np.int32(n), _s(out.dtype, scale)))
+
+
+def asarray(a, dtype=None):
+    """Bring ``a`` to the device (one copy for host arrays; none for device arrays)."""
+    return device().xp.asarray(a, dtype=dtype)
+
+
+def to_numpy(a):
+    """A host (NumPy) copy of a device array; host arrays pass through."""
+    return device().to_numpy(a)
+
+
+# --------------------------------------------------------------------------- kernels
+def matmul(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) = op(a) @ op(b) through cuBLAS (contract: reference.matmul).
+
+    All three arrays must be C-contiguous and of one float dtype; transposes are flags.
+    """
+    for arr, what in ((out, "out"), (a, "a"), (b, "b")):
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"matmul: {what} must be C-contiguous (shape {arr.shape}, "
+                             f"strides {arr.strides})")
+    if not (a.dtype == b.dtype == out.dtype) or np.dtype(out.dtype) not in _DTYPE_SUFFIX:
+        raise TypeError(f"matmul: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; all must be "
+                        "one of float32, float64")
+    transa, transb, m, n, k, lda, ldb, ldc = gemm_args(out.shape, a.shape, b.shape,
+                                                       trans_a, trans_b)
+    if m == 0 or n == 0:
+        return
+    dev = device()
+    if k == 0:
+        out.fill(0)
+        return
+    dev.gemm(np.dtype(out.dtype), transa, transb, m, n, k, b, lda, a, ldb, out, ldc,
+             tf32_enabled() and out.dtype == np.float32)
+
+
+def bias_act_fwd(y, b, act, alpha):
+    """y (R, N) <- act(y + b), in place; b (N,)."""
+    dev = device()
+    R, N = y.shape
+    dev.launch(kernel_name("bias_act_fwd", y.dtype), (grid_1d(R * N, dev.sm_count),),
+               (BLOCK_1D,), (y, b, np.int64(R), np.int32(N), np.int32(act), _s(y.dtype, alpha)))
+
+
+def act_bias_bwd(da, db, dy, y, act, alpha):
+    """da (R, N) = dy * act'(.) read off y (R, N); db (N,) = column sums of da.
+    ``da`` may be ``dy``."""
+    dev = device()
+    R, N = y.shape
+    grid, block, per, n_chunks = tile_plan(R, N, dev.sm_count)
+    part = db if n_chunks == 1 else _partials(db.dtype, n_chunks * N)[0]
+    dev.launch(kernel_name("act_bias_bwd", y.dtype), grid, block,
+               (da, part, dy, y, np.int32(R), np.int32(N), np.int32(per), np.int32(act),
+                _s(y.dtype, alpha)))
+    if n_chunks > 1:
+        _finish(dev, db, part, n_chunks, N, 1.0)
+
+
+def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_max):
+    """Sampling step and analytic KL, fused (contract and shapes: reference.reparam_kl_fwd)."""
+    dev = device()
+    B, Z = mu.shape
+    L = z.shape[0] // B
+    T = mu.dtype
+    grid, block, per, n_chunks = tile_plan(B, Z, dev.sm_count)
+    n_tiles = grid[0]
+    klpart, kldpart = _partials(T, n_tiles * B if n_tiles > 1 else 0,
+                                n_chunks * Z if n_chunks > 1 else 0)
+    klpart = kl if n_tiles == 1 else klpart
+    kldpart = kl_dim if n_chunks == 1 else kldpart
+    dev.launch(kernel_name("reparam_kl_fwd", T), grid, block,
+               (mu, logvar, sigma, z, klpart, kldpart, head, hb, eps, np.int32(B),
+                np.int32(Z), np.int32(L), np.int32(per), _s(T, lv_min), _s(T, lv_max),
+                _s(T, 1.0 / B if n_chunks == 1 else 1.0)))
+    if n_tiles > 1:
+        _finish(dev, kl, klpart, n_tiles, B, 1.0)
+    if n_chunks > 1:
+        _finish(dev, kl_dim, kldpart, n_chunks, Z, 1.0 / B)
+
+
+def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free_bits,
+                   lv_min, lv_max):
+    """Sample path plus analytic KL gradient (contract: reference.reparam_kl_bwd)."""
+    dev = device()
+    B, Z = mu.shape
+    L = dz.shape[0] // B
+    T = mu.dtype
+    grid, block, per, n_chunks = tile_plan(B, Z, dev.sm_count)
+    part = dhb if n_chunks == 1 else _partials(T, n_chunks * 2 * Z)[0]
+    dev.launch(kernel_name("reparam_kl_bwd", T), grid, block,
+               (dhead, part, dz, eps, mu, sigma, head, kl_dim, np.int32(B), np.int32(Z),
+                np.int32(L), np.int32(per), _s(T, kl_weight), _s(T, free_bits),
+                _s(T, lv_min), _s(T, lv_max)))
+    if n_chunks > 1:
+        _finish(dev, dhb, part, n_chunks, 2 * Z, 1.0)
+
+
+def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
+                       learn_scale, grad_scale):
+    """Reconstruction loss per row and its gradient in one pass (contract: reference)."""
+    dev = device()
+    R, D = out.shape
+    B = x.shape[0]
+    T = out.dtype
+    grid, block, per, n_chunks = tile_plan(R, D, dev.sm_count)
+    n_tiles = grid[0]
+    learn = bool(learn_scale) and kind == LIK_GAUSSIAN
+    shared = logscale.shape[0] == 1
+    rowpart, dbpart, lspart = _partials(
+        T, R * n_tiles if n_tiles > 1 else 0, D * n_chunks if n_chunks > 1 else 0,
+        D * n_chunks if learn and (n_chunks > 1 or shared) else 0)
+    rowpart = loss_rows if n_tiles == 1 else rowpart
+    dbpart = db if n_chunks == 1 else dbpart
+    if learn and not shared and n_chunks == 1:
+        lspart = dlogscale
+    dev.launch(kernel_name("likelihood_fwd_bwd", T), grid, block,
+               (dout, rowpart, dbpart, lspart if learn else dbpart, out, b, x, logscale,
+                np.int32(R), np.int32(B), np.int32(D), np.int32(per), np.int32(kind),
+                np.int32(learn), np.int32(shared), _s(T, grad_scale)))
+    if n_tiles > 1:
+        _finish(dev, loss_rows, rowpart, n_tiles, R, 1.0)
+    if n_chunks > 1:
+        _finish(dev, db, dbpart, n_chunks, D, 1.0)
+    if learn and shared:  # one log-scale: add every row chunk and every column
+        _finish(dev, dlogscale, lspart, n_chunks * D, 1, 1.0)
+    elif learn and n_chunks > 1:
+        _finish(dev, dlogscale, lspart, n_chunks, D, 1.0)
+
+
+def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
+    """stats (3,) float64 = [loss, recon mean, kl mean]; acc (3,) += weight * stats
+    (contract: reference.loss_stats).  Stays on the device: nothing waits."""
+    dev = device()
+    dev.launch(kernel_name("loss_stats", loss_rows.dtype), (1,), (BLOCK_1D,),
+               (stats, acc, loss_rows, kl, kl_dim, np.int32(loss_rows.shape[0]),
+                np.int32(kl.shape[0]), np.int32(kl_dim.shape[0]), np.float64(free_bits),
+                np.float64(kl_coef), np.float64(weight)))
+
+
+def check_data(x, lo, hi):
+    """Return (number of non-finite entries, number of finite entries outside [lo, hi]).
+    Waits for the GPU (the answer is a host number)."""
+    dev = device()
+    counts = dev.xp.zeros(2, dtype=np.uint64)
+    n = x.size
+    dev.launch(kernel_name("check_data", x.dtype), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
+               (counts, x, np.int64(n), _s(x.dtype, max(lo, -np.finfo(x.dtype).max)),
+                _s(x.dtype, min(hi, np.finfo(x.dtype).max))))
+    bad, out = (int(v) for v in dev.to_numpy(counts))
+    return bad, out
+
+
+def sq_norm(g):
+    """Sum of squares of the flat vector g, accumulated in float64; waits for the GPU."""
+    dev = device()
+    n = g.size
+    blocks = grid_1d(n, dev.sm_count)
+    part = _partials(np.float64, blocks)[0]
+    dev.launch(kernel_name("sq_norm_partial", g.dtype), (blocks,), (BLOCK_1D,),
+               (part, g, np.int64(n)))
+    return float(dev.to_numpy(part).sum())
+
+
+def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
+    """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step)."""
+    dev = device()
+    T = p.dtype
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    l2 = 0.0 if decoupled else weight_decay
+    shrink = 1.0 - lr * weight_decay if decoupled else 1.0
+    n = p.size
+    dev.launch(kernel_name("adam_step", T), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
+               (p, m, v, g, np.int64(n), _s(T, lr / bc1), _s(T, 1.0 / math.sqrt(bc2)),
+                _s(T, beta1), _s(T, beta2), _s(T, eps), _s(T, l2), _s(T, shrink),
+                _s(T, grad_scale)))
+
+
+def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
+    """One SGD update (torch.optim.SGD, dampening 0) over flat buffers (contract: reference)."""
+    dev = device()
+    T = p.dtype
+    n = p.size
+    dev.launch(kernel_name("sgd_step", T), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
+               (p, buf, g, np.int64(n), _s(T, lr), _s(T, momentum), _s(T, weight_decay),
+                np.int32(bool(nesterov)), np.int32(step == 1), _s(T, grad_scale)))
+
+
+def normal_fill(out, key, counter):
+    """Fill ``out`` with standard normal draws from Philox4x32-10 (contract:
+    reference.normal_fill); ``key`` is two uint32 words, ``counter`` the call's number."""
+    dev = device()
+    n = out.size
+    dev.launch(kernel_name("normal_fill", out.dtype), (grid_1d(-(-n // 4), dev.sm_count),),
+               (BLOCK_1D,), (out, np.int64(n), np.uint32(key[0]), np.uint32(key[1]),
+                             np.uint64(counter)))
+
+
+def gather_rows(out, X, idx, scale):
+    """out (B, D) = scale * X[idx] converted to out's dtype (contract: reference.gather_rows);
+    X (N, D) uint8, float32 or float64; idx (B,) int64, all on the device."""
+    dev = device()
+    B, D = out.shape
+    try:
+        name = f"gather_rows_{_DTYPE_SUFFIX[np.dtype(out.dtype)]}_{_DATA_SUFFIX[np.dtype(X.dtype)]}"
+    except KeyError:
+        raise TypeError(f"gather_rows: {X.dtype} data into {out.dtype} batches is not "
+                        "supported (uint8, float32 or float64 data)") from None
+    dev.launch(name, (grid_1d(B * D, dev.sm_count),), (BLOCK_1D,),
+               (out, X, idx, np.int32(B), np.int32(D), _s(out.dtype, scale)))

@@ -1,0 +1,77 @@
+// optim.cu: one fused update over the flat parameter buffer per step, and the gradient norm.
+//
+//   adam_step       p, m, v, g (P,): Adam (L2 decay into the gradient) or AdamW (decoupled)
+//   sgd_step        p, buf, g (P,): SGD with optional (Nesterov) momentum, torch semantics
+//   sq_norm_partial part (n_blocks,) float64 = per-block sums of g^2 (the host adds them)
+//
+// Step-dependent scalars (bias corrections, the first-step flag) are computed on the host,
+// where the step count lives.  Moments below MOMENT_FLUSH are stored as zero, as in
+// reference.py: a moment that decays into denormals is worthless and slow.
+#include "common.cuh"
+
+#define MOMENT_FLUSH 1e-30
+
+// Adam: shrink = 1, l2 = weight decay.  AdamW: shrink = 1 - lr * wd, l2 = 0.
+template <class T>
+__device__ void adam_step_impl(T* p, T* m, T* v, const T* g, i64 n, T step_size,
+                               T inv_sqrt_bc2, T beta1, T beta2, T eps, T l2, T shrink,
+                               T grad_scale) {
+    const T tiny = T(MOMENT_FLUSH);
+    for (i64 i = grid_start(); i < n; i += grid_stride()) {
+        T pi = p[i] * shrink;
+        T gi = g[i] * grad_scale + l2 * pi;
+        T mi = beta1 * m[i] + (T(1) - beta1) * gi;
+        T vi = beta2 * v[i] + (T(1) - beta2) * gi * gi;
+        mi = vabs(mi) >= tiny ? mi : T(0);
+        vi = vi >= tiny ? vi : T(0);
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step_size * mi / (vsqrt(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+template <class T>
+__device__ void sgd_step_impl(T* p, T* buf, const T* g, i64 n, T lr, T momentum,
+                              T weight_decay, int nesterov, int first, T grad_scale) {
+    const T tiny = T(MOMENT_FLUSH);
+    for (i64 i = grid_start(); i < n; i += grid_stride()) {
+        T gi = g[i] * grad_scale + weight_decay * p[i];
+        if (momentum != T(0)) {
+            T bi = first ? gi : momentum * buf[i] + gi;
+            bi = vabs(bi) >= tiny ? bi : T(0);
+            buf[i] = bi;
+            gi = nesterov ? gi + momentum * bi : bi;
+        }
+        p[i] -= lr * gi;
+    }
+}
+
+template <class T>
+__device__ void sq_norm_partial_impl(double* part, const T* g, i64 n) {
+    double s = 0;
+    for (i64 i = grid_start(); i < n; i += grid_stride()) {
+        double v = (double)g[i];
+        s += v * v;
+    }
+    s = block_sum(s);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
+}
+
+extern "C" __global__ void adam_step_f32(float* p, float* m, float* v, const float* g, long long n, float step_size, float inv_sqrt_bc2, float beta1, float beta2, float eps, float l2, float shrink, float grad_scale) {
+    adam_step_impl(p, m, v, g, n, step_size, inv_sqrt_bc2, beta1, beta2, eps, l2, shrink, grad_scale);
+}
+extern "C" __global__ void adam_step_f64(double* p, double* m, double* v, const double* g, long long n, double step_size, double inv_sqrt_bc2, double beta1, double beta2, double eps, double l2, double shrink, double grad_scale) {
+    adam_step_impl(p, m, v, g, n, step_size, inv_sqrt_bc2, beta1, beta2, eps, l2, shrink, grad_scale);
+}
+extern "C" __global__ void sgd_step_f32(float* p, float* buf, const float* g, long long n, float lr, float momentum, float weight_decay, int nesterov, int first, float grad_scale) {
+    sgd_step_impl(p, buf, g, n, lr, momentum, weight_decay, nesterov, first, grad_scale);
+}
+extern "C" __global__ void sgd_step_f64(double* p, double* buf, const double* g, long long n, double lr, double momentum, double weight_decay, int nesterov, int first, double grad_scale) {
+    sgd_step_impl(p, buf, g, n, lr, momentum, weight_decay, nesterov, first, grad_scale);
+}
+extern "C" __global__ void sq_norm_partial_f32(double* part, const float* g, long long n) {
+    sq_norm_partial_impl(part, g, n);
+}
+extern "C" __global__ void sq_norm_partial_f64(double* part, const double* g, long long n) {
+    sq_norm_partial_impl(part, g, n);
+}

@@ -1,0 +1,137 @@
+// reparam.cu: the sampling step with its analytic KL, forward and backward, and the noise.
+//
+// Shapes: B rows, Z latent dims, L samples per row, R = L * B; sample l of row i is row
+// l * B + i of eps and z.  head (B, 2Z) = [mu | raw logvar] before the bias.
+//
+//   reparam_kl_fwd   head, hb, eps -> mu, logvar (clamped), sigma, z; KL per row (partial
+//                    over latent tiles) and per dimension (partial over row chunks)
+//   reparam_kl_bwd   dz, saved eps/mu/sigma/raw logvar -> dhead, dhb partial sums
+//   normal_fill      out (n,) <- N(0, 1) from Philox4x32-10 keyed by (key0, key1), counter
+//
+// Launch shape of the first two: grid (ceil(Z / TILE_W), n_chunks), block (TILE_W, TILE_H);
+// rows [c * rows_per_chunk, +rows_per_chunk) go to chunk c.  With one latent tile klpart is
+// kl itself; with one chunk the column partials are the outputs (and col_scale finishes
+// them); otherwise sum_partials (dense.cu) completes them.
+#include "common.cuh"
+
+template <class T>
+__device__ void reparam_kl_fwd_impl(T* mu, T* logvar, T* sigma, T* z, T* klpart, T* kldpart,
+                                    T* head, const T* hb, const T* eps, int B, int Z, int L,
+                                    int rows_per_chunk, T lv_min, T lv_max, T col_scale) {
+    int k = blockIdx.x * TILE_W + threadIdx.x;
+    bool valid = k < Z;
+    int r0 = blockIdx.y * rows_per_chunk;
+    int r1 = min(B, r0 + rows_per_chunk);
+    T col = 0;
+    // the trip count depends on threadIdx.y only, so every lane of a warp takes part in
+    // each warp_sum
+    for (int i = r0 + threadIdx.y; i < r1; i += TILE_H) {
+        T t = 0;
+        if (valid) {
+            i64 h = (i64)i * 2 * Z + k;
+            T m = head[h] + hb[k];
+            T raw = head[h + Z] + hb[Z + k];
+            head[h] = m;
+            head[h + Z] = raw;  // kept unclamped: the clamp's gradient needs it
+            T lv = raw < lv_min ? lv_min : (raw > lv_max ? lv_max : raw);
+            T s = vexp(T(0.5) * lv);
+            i64 o = (i64)i * Z + k;
+            mu[o] = m;
+            logvar[o] = lv;
+            sigma[o] = s;
+            for (int l = 0; l < L; ++l) {
+                i64 q = ((i64)l * B + i) * Z + k;
+                z[q] = m + s * eps[q];
+            }
+            t = T(0.5) * (m * m + s * s - T(1) - lv);
+            col += t;
+        }
+        T row = warp_sum(t);
+        if (threadIdx.x == 0) klpart[(i64)blockIdx.x * B + i] = row;
+    }
+    T s = tile_col_sum(col);
+    if (threadIdx.y == 0 && valid) kldpart[(i64)blockIdx.y * Z + k] = col_scale * s;
+}
+
+// kl_weight = beta / B; a dimension whose batch-mean KL (kl_dim) is not above free_bits
+// (when free_bits > 0) gets no KL gradient.  dhbpart (n_chunks, 2Z).
+template <class T>
+__device__ void reparam_kl_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* eps,
+                                    const T* mu, const T* sigma, const T* head, const T* kl_dim,
+                                    int B, int Z, int L, int rows_per_chunk, T kl_weight,
+                                    T free_bits, T lv_min, T lv_max) {
+    int k = blockIdx.x * TILE_W + threadIdx.x;
+    bool valid = k < Z;
+    int r0 = blockIdx.y * rows_per_chunk;
+    int r1 = min(B, r0 + rows_per_chunk);
+    T acc_mu = 0, acc_lv = 0;
+    if (valid) {
+        T w = (free_bits <= T(0) || kl_dim[k] > free_bits) ? kl_weight : T(0);
+        for (int i = r0 + threadIdx.y; i < r1; i += TILE_H) {
+            T gm = 0, ge = 0;
+            for (int l = 0; l < L; ++l) {
+                i64 q = ((i64)l * B + i) * Z + k;
+                gm += dz[q];
+                ge += dz[q] * eps[q];
+            }
+            i64 o = (i64)i * Z + k;
+            T sg = sigma[o];
+            T dmu = gm + w * mu[o];
+            T dlv = T(0.5) * sg * ge + w * T(0.5) * (sg * sg - T(1));
+            i64 h = (i64)i * 2 * Z + k;
+            T raw = head[h + Z];
+            if (raw < lv_min || raw > lv_max) dlv = T(0);
+            dhead[h] = dmu;
+            dhead[h + Z] = dlv;
+            acc_mu += dmu;
+            acc_lv += dlv;
+        }
+    }
+    T sm = tile_col_sum(acc_mu);
+    T sl = tile_col_sum(acc_lv);
+    if (threadIdx.y == 0 && valid) {
+        dhbpart[(i64)blockIdx.y * 2 * Z + k] = sm;
+        dhbpart[(i64)blockIdx.y * 2 * Z + Z + k] = sl;
+    }
+}
+
+// Element 4q + m (m < 4) comes from word m of philox4x32_10((q_lo, q_hi, ctr_lo, ctr_hi),
+// key): words (0, 1) and (2, 3) each give a Box-Muller pair, computed in double and then
+// rounded, so float32 and float64 draws agree to float32 precision.  One call consumes one
+// counter value; the caller advances it.
+template <class T>
+__device__ void normal_fill_impl(T* out, i64 n, u32 key0, u32 key1, u64 counter) {
+    const double two_pi = 6.283185307179586, inv32 = 2.3283064365386963e-10;  // 2^-32
+    i64 quads = (n + 3) / 4;
+    for (i64 q = grid_start(); q < quads; q += grid_stride()) {
+        u32x4 c = {{(u32)q, (u32)((u64)q >> 32), (u32)counter, (u32)(counter >> 32)}};
+        u32x4 r = philox4x32_10(c, key0, key1);
+        for (int p = 0; p < 2; ++p) {
+            double u1 = ((double)r.v[2 * p] + 1.0) * inv32;  // (0, 1]: log(u1) is finite
+            double u2 = (double)r.v[2 * p + 1] * inv32;
+            double rad = sqrt(-2.0 * log(u1));
+            i64 e = 4 * q + 2 * p;
+            if (e < n) out[e] = (T)(rad * cos(two_pi * u2));
+            if (e + 1 < n) out[e + 1] = (T)(rad * sin(two_pi * u2));
+        }
+    }
+}
+
+extern "C" __global__ void reparam_kl_fwd_f32(float* mu, float* logvar, float* sigma, float* z, float* klpart, float* kldpart, float* head, const float* hb, const float* eps, int B, int Z, int L, int rows_per_chunk, float lv_min, float lv_max, float col_scale) {
+    reparam_kl_fwd_impl(mu, logvar, sigma, z, klpart, kldpart, head, hb, eps, B, Z, L, rows_per_chunk, lv_min, lv_max, col_scale);
+}
+extern "C" __global__ void reparam_kl_fwd_f64(double* mu, double* logvar, double* sigma, double* z, double* klpart, double* kldpart, double* head, const double* hb, const double* eps, int B, int Z, int L, int rows_per_chunk, double lv_min, double lv_max, double col_scale) {
+    reparam_kl_fwd_impl(mu, logvar, sigma, z, klpart, kldpart, head, hb, eps, B, Z, L, rows_per_chunk, lv_min, lv_max, col_scale);
+}
+extern "C" __global__ void reparam_kl_bwd_f32(float* dhead, float* dhbpart, const float* dz, const float* eps, const float* mu, const float* sigma, const float* head, const float* kl_dim, int B, int Z, int L, int rows_per_chunk, float kl_weight, float free_bits, float lv_min, float lv_max) {
+    reparam_kl_bwd_impl(dhead, dhbpart, dz, eps, mu, sigma, head, kl_dim, B, Z, L, rows_per_chunk, kl_weight, free_bits, lv_min, lv_max);
+}
+extern "C" __global__ void reparam_kl_bwd_f64(double* dhead, double* dhbpart, const double* dz, const double* eps, const double* mu, const double* sigma, const double* head, const double* kl_dim, int B, int Z, int L, int rows_per_chunk, double kl_weight, double free_bits, double lv_min, double lv_max) {
+    reparam_kl_bwd_impl(dhead, dhbpart, dz, eps, mu, sigma, head, kl_dim, B, Z, L, rows_per_chunk, kl_weight, free_bits, lv_min, lv_max);
+}
+extern "C" __global__ void normal_fill_f32(float* out, long long n, unsigned int key0, unsigned int key1, unsigned long long counter) {
+    normal_fill_impl(out, n, key0, key1, counter);
+}
+extern "C" __global__ void normal_fill_f64(double* out, long long n, unsigned int key0, unsigned int key1, unsigned long long counter) {
+    normal_fill_impl(out, n, key0, key1, counter);
+}

@@ -1,0 +1,51 @@
+"""Fixtures shared by the cuda backend's tests: an emulated device everywhere, the real GPU
+where there is one (tests marked ``gpu``)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastvae.backend
+from fastvae.backends import cuda as C
+
+import cuda_emu
+
+
+@pytest.fixture(scope="session")
+def emu_library(tmp_path_factory):
+    return cuda_emu.build_library(out_dir=tmp_path_factory.mktemp("cuda_emu"))
+
+
+def _gpu_device():
+    problem = fastvae.backend.cuda_status()
+    if problem:
+        pytest.skip(problem)
+    return C.CupyDevice()
+
+
+@pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
+def dev(request, emu_library, monkeypatch):
+    """The device the cuda backend runs on in this test (installed, then removed)."""
+    if request.param == "gpu":
+        d = _gpu_device()
+    else:
+        d = cuda_emu.EmulatedDevice(*emu_library)
+        monkeypatch.setattr(fastvae.backend, "cuda_status", lambda raise_if_missing=False: None)
+    C.use_device(d)
+    yield d
+    C.use_device(None)
+
+
+@pytest.fixture
+def emu(emu_library, monkeypatch):
+    """The emulated device only (for tests that count launches or patch internals)."""
+    d = cuda_emu.EmulatedDevice(*emu_library)
+    monkeypatch.setattr(fastvae.backend, "cuda_status", lambda raise_if_missing=False: None)
+    C.use_device(d)
+    yield d
+    C.use_device(None)
+
+
+def host(a):
+    """A NumPy copy of a device (or host) array."""
+    return np.array(a.get() if hasattr(a, "get") else a)

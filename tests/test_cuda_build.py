@@ -1,0 +1,126 @@
+"""The cuda backend's sources and CPU-side logic, checked without a GPU: every .cu file
+compiles with nvcc for sm_80 and sm_90, every kernel a launcher names exists in both
+precisions, launch shapes cover any matrix, and the wheel ships the kernels where the
+backend finds them."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from fastvae.backends import cuda as C
+
+ROOT = Path(__file__).resolve().parents[1]
+CU_FILES = sorted((ROOT / "kernels").glob("*.cu"))
+
+
+def test_every_launcher_kernel_exists_in_both_precisions():
+    sigs = C.kernel_signatures(ROOT / "kernels")
+    src = (ROOT / "fastvae" / "backends" / "cuda.py").read_text()
+    bases = set(re.findall(r'kernel_name\("(\w+)"', src))
+    assert {"bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd", "reparam_kl_bwd",
+            "likelihood_fwd_bwd", "adam_step", "sgd_step", "sum_partials"} <= bases
+    for base in bases:
+        assert f"{base}_f32" in sigs and f"{base}_f64" in sigs, base
+    for out in ("f32", "f64"):
+        for data in ("u8", "f32", "f64"):
+            assert f"gather_rows_{out}_{data}" in sigs
+    # the two precisions of a kernel take the same parameters
+    for name, (_, types) in sigs.items():
+        if name.endswith("_f32") and not name.startswith("gather_rows"):
+            other = sigs[name[:-4] + "_f64"][1]
+            assert [t.replace("float", "double") for t in types] == other, name
+
+
+def test_the_same_kernels_as_the_reference():
+    """Each reference kernel has a cuda twin of the same name and parameters."""
+    import inspect
+
+    from fastvae.backends import reference as R
+
+    for name in ("matmul", "bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd", "reparam_kl_bwd",
+                 "likelihood_fwd_bwd", "loss_stats", "check_data", "sq_norm", "adam_step",
+                 "sgd_step", "normal_fill", "gather_rows"):
+        assert (inspect.signature(getattr(C, name)).parameters.keys()
+                == inspect.signature(getattr(R, name)).parameters.keys()), name
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 31, 32, 33, 100, 1000, 65536 * 3])
+@pytest.mark.parametrize("cols", [1, 20, 32, 33, 784])
+@pytest.mark.parametrize("sms", [1, 2, 132])
+def test_tile_plan_covers_every_row_once(rows, cols, sms):
+    grid, block, per, n_chunks = C.tile_plan(rows, cols, sms)
+    assert block == (C.TILE_W, C.TILE_H)
+    assert grid == (-(-cols // 32), n_chunks)
+    assert per % C.TILE_H == 0 and per * n_chunks >= rows > per * (n_chunks - 1)
+    assert n_chunks == 1 or per >= C.MIN_CHUNK_ROWS
+    assert grid[1] <= 65535  # CUDA's limit on gridDim.y
+    if rows <= C.MIN_CHUNK_ROWS:
+        assert n_chunks == 1
+
+
+def test_grid_1d_and_bad_plans():
+    assert C.grid_1d(1, 132) == 1
+    assert C.grid_1d(10 ** 9, 132) == C.WAVES_1D * 132
+    assert C.grid_1d(257, 132) == 2
+    with pytest.raises(ValueError, match="non-empty"):
+        C.tile_plan(0, 5, 2)
+
+
+def test_gemm_args_row_major_to_column_major():
+    # out (M, N) = a (M, K) @ b (K, N): cuBLAS computes out^T = b^T a^T
+    assert C.gemm_args((2, 5), (2, 3), (3, 5), False, False) == (0, 0, 5, 2, 3, 5, 3, 5)
+    # a stored (K, M), b stored (N, K)
+    assert C.gemm_args((2, 5), (3, 2), (5, 3), True, True) == (1, 1, 5, 2, 3, 3, 2, 5)
+    with pytest.raises(ValueError, match="do not agree"):
+        C.gemm_args((2, 5), (2, 3), (4, 5), False, False)
+
+
+def test_kernel_name_refuses_other_dtypes():
+    assert C.kernel_name("adam_step", "float32") == "adam_step_f32"
+    with pytest.raises(TypeError, match="float32 or float64"):
+        C.kernel_name("adam_step", "float16")
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
+def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
+    def compile_one(path):
+        cmd = ["nvcc", "-c", "-std=c++17", "-o", str(tmp_path / (path.stem + ".o")),
+               "-gencode", "arch=compute_80,code=sm_80",
+               "-gencode", "arch=compute_90,code=sm_90",
+               "-Xcompiler", "-Wall", "-Werror", "all-warnings", str(path)]
+        return path.name, subprocess.run(cmd, capture_output=True, text=True)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(compile_one, CU_FILES))
+    assert len(results) == 5
+    for name, r in results:
+        assert r.returncode == 0, f"{name}:\n{r.stdout}\n{r.stderr}"
+        assert "warning" not in (r.stdout + r.stderr).lower(), f"{name}:\n{r.stderr}"
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_kernels_and_the_backend_finds_them(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                        str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (wheel,) = tmp_path.glob("fastvae-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        shipped = {Path(n).name for n in names if n.startswith("fastvae/kernels/")}
+        assert shipped == {p.name for p in CU_FILES} | {"common.cuh"}
+        zf.extractall(tmp_path / "site")
+    probe = ("from fastvae.backends import cuda as C; d = C.kernel_dir(); "
+             "print(d); print(len(C.kernel_signatures(d)))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""})
+    assert r.returncode == 0, r.stderr
+    where, count = r.stdout.split()
+    assert Path(where) == tmp_path / "site" / "fastvae" / "kernels"
+    assert int(count) == len(C.kernel_signatures(ROOT / "kernels"))

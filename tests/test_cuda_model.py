@@ -1,0 +1,191 @@
+"""The VAE on the cuda backend: a whole training step against the reference, training that
+tracks the CPU backend, fit with batches gathered on the device, exact resume, cross-device
+checkpoints, out-of-memory and stale-loss errors, and no host synchronisation in a step.
+
+Runs on the emulated device everywhere and on the GPU where there is one (``-m gpu``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastvae
+from fastvae.backends import cuda as C
+
+from conftest import make_data
+from cuda_helpers import dev, emu, emu_library, host  # noqa: F401  (fixtures)
+
+CONFIGS = [
+    dict(),
+    dict(hidden=(9, 6), activation="tanh", n_samples=3, free_bits=0.05),
+    dict(likelihood="gaussian", obs_scale="learned", activation="elu"),
+    dict(likelihood="gaussian", obs_scale="per_pixel", activation="softplus", beta=0.5),
+]
+
+
+def pair(dtype, B=40, cfg=None, **kw):
+    cfg = dict(cfg or {}, **kw)
+    cfg.setdefault("hidden", (33,))
+    args = dict(input_dim=37, latent_dim=5, dtype=dtype, seed=4, **cfg)
+    return fastvae.VAE(backend="numpy", **args), fastvae.VAE(backend="cuda", **args)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 2e-4)])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["canonical", "deep-L3-freebits", "sigma-vae", "per-pixel"])
+def test_training_step_matches_reference(dev, dtype, rtol, cfg):
+    ref, gpu = pair(dtype, cfg=cfg)
+    x = make_data(ref, B=40)
+    eps = np.random.default_rng(2).standard_normal((ref.n_samples, 40, 5)).astype(dtype)
+    c_ref = ref.forward(x, eps)
+    c_gpu = gpu.forward(x, eps)
+    assert c_gpu.loss == pytest.approx(c_ref.loss, rel=rtol)
+    assert c_gpu.recon_mean == pytest.approx(c_ref.recon_mean, rel=rtol)
+    assert c_gpu.kl_mean == pytest.approx(c_ref.kl_mean, rel=rtol)
+    np.testing.assert_allclose(host(c_gpu.recon), c_ref.recon, rtol=rtol)
+    np.testing.assert_allclose(host(c_gpu.kl), c_ref.kl, rtol=rtol, atol=rtol)
+    g_ref, g_gpu = ref.backward(c_ref), gpu.backward(c_gpu)
+    for name in g_ref:
+        scale = np.abs(g_ref[name]).max() + 1e-30
+        np.testing.assert_allclose(host(g_gpu[name]) / scale, g_ref[name] / scale,
+                                   rtol=0, atol=rtol * 10, err_msg=name)
+
+
+def test_two_hundred_adam_steps_track_the_cpu_backend(dev):
+    cpu = fastvae.VAE(64, hidden=(48,), latent_dim=6, seed=1, backend="cpu")
+    gpu = fastvae.VAE(64, hidden=(48,), latent_dim=6, seed=1, backend="cuda")
+    o_cpu, o_gpu = fastvae.Adam(cpu, lr=2e-3), fastvae.Adam(gpu, lr=2e-3)
+    rng = np.random.default_rng(0)
+    rates = rng.uniform(0.05, 0.95, 64)
+    losses = []
+    for step in range(200):
+        x = (rng.random((32, 64)) < rates).astype(np.float32)
+        eps = rng.standard_normal((32, 6)).astype(np.float32)
+        c1, c2 = cpu.forward(x, eps), gpu.forward(x, eps)
+        losses.append((c1.loss, c2.loss))
+        o_cpu.step(cpu.backward(c1))
+        o_gpu.step(gpu.backward(c2))
+    losses = np.array(losses)
+    # float32 rounding differs (cuBLAS vs OpenBLAS), so the runs drift apart slowly; they
+    # must stay within a small fraction of the loss and learn the same amount
+    assert np.abs(losses[:, 0] - losses[:, 1]).max() < 0.01 * losses[:, 0].max()
+    assert losses[-20:, 1].mean() < losses[:20, 1].mean() - 2
+    np.testing.assert_allclose(host(gpu.flat_params), cpu.flat_params, atol=2e-3)
+
+
+def test_a_training_step_never_waits_for_the_device(emu, monkeypatch):
+    model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda")
+    opt = fastvae.Adam(model)
+    x = emu.xp.asarray(make_data(model, B=16).astype(np.float32))
+    model.train_step(x, opt)  # first step: workspace allocation
+    reads = []
+    monkeypatch.setattr(emu, "to_numpy", lambda a: reads.append(a) or np.array(a))
+    emu.launches.clear()
+    emu.gemms = 0
+    cache = model.forward(x, validate=False)
+    opt.step(model.backward(cache))
+    assert reads == []  # nothing came back to the host ...
+    assert emu.gemms == 11  # 4 products forward, 7 backward
+    assert len(emu.launches) == 10  # noise, 2 bias_act, reparam fwd/bwd, likelihood (+ its row finish), stats, 2 act_bias_bwd, adam
+    assert np.isfinite(cache.loss) and len(reads) == 1  # ... until the loss is read
+
+
+def test_the_loss_is_read_lazily_and_a_stale_read_is_refused(emu):
+    model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda")
+    x = make_data(model, B=8).astype(np.float32)
+    first = model.forward(x)
+    second = model.forward(x)
+    assert np.isfinite(second.loss)
+    with pytest.raises(RuntimeError, match="read cache.loss .* before the next forward pass"):
+        first.loss
+
+
+def test_noise_is_drawn_on_the_device_and_reproducible(emu):
+    a = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=5)
+    b = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=5)
+    x = make_data(a, B=8).astype(np.float32)
+    e1 = host(a.forward(x).eps)
+    e2 = host(a.forward(x).eps)
+    assert "normal_fill_f32" in emu.launches
+    np.testing.assert_array_equal(host(b.forward(x).eps), e1)  # same seed, same draws
+    assert not np.allclose(e1, e2)                              # the counter moved on
+    assert a._noise_counter == 2
+
+
+def test_fit_gathers_batches_on_the_device_and_resumes_exactly(emu, tmp_path):
+    rng = np.random.default_rng(3)
+    X = (rng.random((300, 30)) * 255).astype(np.uint8)
+    kw = dict(batch_size=64, progress=False, kl_warmup=1)
+
+    def fresh():
+        return fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=2)
+
+    straight = fresh()
+    hist = straight.fit(fastvae.Dataset(X), epochs=2, **kw)
+    assert "gather_rows_f32_u8" in emu.launches
+    assert all(np.isfinite(h["train_loss"]) for h in hist)
+    half = fresh()
+    half.fit(fastvae.Dataset(X), epochs=1, checkpoint=tmp_path / "c.npz", **kw)
+    resumed = fastvae.load(tmp_path / "c.npz", backend="cuda")
+    resumed.fit(fastvae.Dataset(X), epochs=1, **kw)
+    np.testing.assert_array_equal(host(resumed.flat_params), host(straight.flat_params))
+    assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
+
+
+def test_fit_on_device_and_on_cpu_see_the_same_data(emu):
+    """The device path (whole set on the device, gathered per batch) yields exactly the
+    batches of the host path, in the same order."""
+    rng = np.random.default_rng(4)
+    X = rng.random((130, 30)).astype(np.float32)
+    seen = {}
+    for backend in ("cpu", "cuda"):
+        model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend=backend, seed=9)
+        batches = []
+        orig = model.forward
+
+        def spy(xb, *a, _orig=orig, _b=batches, **k):
+            _b.append(host(xb).copy())
+            return _orig(xb, *a, **k)
+
+        model.forward = spy
+        model.fit(X, epochs=1, batch_size=50, progress=False)
+        seen[backend] = batches
+    assert [b.shape for b in seen["cpu"]] == [(50, 30), (50, 30), (30, 30)]
+    for a, b in zip(seen["cpu"], seen["cuda"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoints_cross_devices(emu, tmp_path):
+    gpu = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=6)
+    gpu.fit(make_data(gpu, B=128).astype(np.float32), epochs=1, batch_size=32, progress=False)
+    gpu.save(tmp_path / "g.npz")
+    cpu = fastvae.load(tmp_path / "g.npz", backend="cpu")
+    np.testing.assert_array_equal(cpu.flat_params, host(gpu.flat_params))
+    np.testing.assert_array_equal(cpu.optimizer.m, host(gpu.optimizer.m))
+    cpu.save(tmp_path / "c.npz")
+    back = fastvae.load(tmp_path / "c.npz", backend="cuda")
+    np.testing.assert_array_equal(host(back.flat_params), cpu.flat_params)
+    assert back._noise_counter == gpu._noise_counter == 4
+    z = np.zeros((3, 4), np.float32)
+    np.testing.assert_allclose(host(back.decode(z)), cpu.decode(z), rtol=1e-5, atol=1e-6)
+
+
+def test_out_of_memory_names_the_batch_size(emu, monkeypatch):
+    model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda")
+
+    def no_memory(*a, **k):
+        raise MemoryError("Out of memory allocating 123 bytes")
+
+    monkeypatch.setattr("fastvae.model.Workspace", no_memory)
+    with pytest.raises(MemoryError, match=r"batch size 512 .* try batch_size=256 or smaller"):
+        model.forward(np.zeros((512, 30), np.float32))
+
+
+def test_numpy_inputs_are_accepted_and_live_on_the_device(dev):
+    model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda")
+    x = make_data(model, B=8).astype(np.float32)
+    cache = model.forward(x)
+    assert isinstance(cache.x, dev.xp.ndarray)
+    np.testing.assert_array_equal(host(cache.x), x)
+    mu, logvar = model.encode(x)
+    assert isinstance(mu, dev.xp.ndarray) and mu.shape == logvar.shape == (8, 4)
+    assert model.sample(5).shape == (5, 30)
