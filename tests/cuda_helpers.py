@@ -2,6 +2,8 @@
 where there is one (tests marked ``gpu``)."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,8 @@ import cuda_emu
 
 @pytest.fixture(scope="session")
 def emu_library(tmp_path_factory):
+    if shutil.which("g++") is None:
+        pytest.skip("the emulated GPU needs g++ (apt-get install -y g++)")
     return cuda_emu.build_library(out_dir=tmp_path_factory.mktemp("cuda_emu"))
 
 

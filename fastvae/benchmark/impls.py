@@ -120,7 +120,7 @@ def torch_train_step(tmodel, lr=1e-3):
     opt = torch.optim.Adam(tmodel.parameters(), lr=lr)
 
     def step(x):
-        xt = torch.from_numpy(x)
+        xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
         opt.zero_grad(set_to_none=True)
         logits, mu, logvar = tmodel(xt)
         rec = F.binary_cross_entropy_with_logits(logits, xt, reduction="sum")

@@ -13,14 +13,16 @@ import time
 import numpy as np
 
 
-def _block(fn, n):
+def _block(fn, n, sync=None):
     t = time.perf_counter()
     for _ in range(n):
         fn()
+    if sync is not None:
+        sync()  # a GPU block ends when its queued work has finished, not when it was queued
     return (time.perf_counter() - t) / n
 
 
-def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None):
+def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, syncs=None):
     """Median seconds per call of each no-argument callable in ``fns`` (name -> fn).
 
     The callables take turns: every round times one block of each, so load from the rest
@@ -30,22 +32,27 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None):
     and without the pause the spinning threads of one library slow the next block of the
     other (measured: PyTorch eager at batch 2048 took 121 ms per step in one-step blocks
     right after fastvae, 43 ms in 0.5 s blocks).
+    ``syncs`` (name -> callable) waits for a GPU implementation's queued work: after the
+    warm-up, and inside the timing at the end of every block.
     Returns {name: (median_s, calls_per_block)}.
     """
+    syncs = syncs or {}
     blocks = {}
     for k, fn in fns.items():
         for _ in range(warmup):
             fn()
+        if k in syncs:
+            syncs[k]()
         if calls:
             blocks[k] = int(calls)
         else:
-            t = _block(fn, 1)
+            t = _block(fn, 1, syncs.get(k))
             blocks[k] = max(1, min(1000, int(target_s / max(t, 1e-7))))
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             time.sleep(pause_s)
-            times[k].append(_block(fn, blocks[k]))
+            times[k].append(_block(fn, blocks[k], syncs.get(k)))
     return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
 
 
