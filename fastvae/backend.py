@@ -24,6 +24,10 @@ _tf32: bool | None = None
 TF32_ENV_VAR = "FASTVAE_TF32"
 
 
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run here; the message says what is missing."""
+
+
 def _check_name(name, where):
     if not isinstance(name, str) or name.lower() not in CHOICES:
         raise ValueError(
@@ -58,7 +62,8 @@ def get_backend_name() -> str:
 def cuda_status(raise_if_missing: bool = False) -> str | None:
     """Return None when the cuda backend can run, else a sentence saying what is missing.
 
-    With ``raise_if_missing`` the sentence is raised as :class:`RuntimeError`.
+    With ``raise_if_missing`` the sentence is raised as :class:`BackendUnavailable`
+    (a RuntimeError).
     """
     problem = None
     try:
@@ -82,7 +87,7 @@ def cuda_status(raise_if_missing: bool = False) -> str | None:
                 f"{detail}; use backend='cpu' on this machine"
             )
     if problem and raise_if_missing:
-        raise RuntimeError(problem)
+        raise BackendUnavailable(problem)
     return problem
 
 
@@ -105,15 +110,7 @@ def get(name: str | None = None):
 
     Modules are imported on first use, so ``import fastvae`` stays light.
     """
-    concrete = resolve(name)
-    try:
-        return importlib.import_module(_MODULES[concrete])
-    except ModuleNotFoundError as exc:
-        if concrete == "cuda" and exc.name == _MODULES["cuda"]:
-            raise RuntimeError(
-                "this build of fastvae has no cuda backend module yet; use backend='cpu'"
-            ) from exc
-        raise
+    return importlib.import_module(_MODULES[resolve(name)])
 
 
 def set_tf32(enabled: bool) -> None:

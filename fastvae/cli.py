@@ -193,11 +193,13 @@ def main(argv=None):
     if args.command == "bench":  # before NumPy loads BLAS, which reads these once
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
+    from .backend import BackendUnavailable
     from .data import DataError
     from .io import CheckpointError
     try:
         return args.func(args) or 0
-    except (UsageError, DataError, CheckpointError, FileNotFoundError) as e:
+    except (UsageError, DataError, CheckpointError, FileNotFoundError, BackendUnavailable,
+            MemoryError) as e:
         print(f"fastvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:

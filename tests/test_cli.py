@@ -98,6 +98,11 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
     assert "--resume needs --out" in capsys.readouterr().err
     assert main(["eval", "nothing.npz"]) == 2
     assert "nothing.npz: no such checkpoint file" in capsys.readouterr().err
+    if fastvae.backend.cuda_status() is not None:  # no GPU here: one line saying what is missing
+        assert main(["train", "--out", "gpu", *SMALL, "--backend", "cuda"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fastvae train: error: the cuda backend needs ") and "\n" not in err.strip()
+        assert not os.path.exists("gpu")
     with pytest.raises(SystemExit) as e:
         main(["train", "--hidden", "a,b"])
     assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err

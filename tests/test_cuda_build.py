@@ -16,6 +16,8 @@ import pytest
 
 from fastvae.backends import cuda as C
 
+from cuda_helpers import emu_library  # noqa: F401  (fixture)
+
 ROOT = Path(__file__).resolve().parents[1]
 CU_FILES = sorted((ROOT / "kernels").glob("*.cu"))
 
@@ -124,3 +126,13 @@ def test_the_wheel_ships_the_kernels_and_the_backend_finds_them(tmp_path):
     where, count = r.stdout.split()
     assert Path(where) == tmp_path / "site" / "fastvae" / "kernels"
     assert int(count) == len(C.kernel_signatures(ROOT / "kernels"))
+
+
+def test_removing_the_emulated_device_forgets_its_array_module(emu_library):
+    import cuda_emu
+
+    C.use_device(cuda_emu.EmulatedDevice(*emu_library))
+    assert C.xp is __import__("numpy")
+    C.use_device(None)
+    assert "xp" not in vars(C)  # a later model gets CuPy's, not the emulator's
+
