@@ -137,6 +137,12 @@ def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
     # running sums of the epoch (loss, recon, kl) where the model computes: on a GPU
     # nothing in the loop waits for them (see _sync_sums for when they are read)
     acc = bk.asarray(np.array(st["sums"][:3], dtype=np.float64))
+    checked = st["batch"]  # the last step whose loss is known to be finite
+
+    def loss_note():  # the progress bar's loss, read only when the bar redraws
+        _sync_sums(bk, acc, st, opt, checked)
+        return f"loss {st['sums'][0] / max(1, st['sums'][3]):.2f}"
+
     guard = _SigintGuard(out)
     try:
         with guard:
@@ -168,7 +174,7 @@ def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
                     if bk.DEVICE and st["batch"] - checked >= DEVICE_CHECK_EVERY:
                         _sync_sums(bk, acc, st, opt, checked)
                         checked = st["batch"]
-                    out.update(st["batch"], lambda: _loss_note(bk, acc, st, opt, checked))
+                    out.update(st["batch"], loss_note)
                 _sync_sums(bk, acc, st, opt, checked)
                 st["seconds"] += time.perf_counter() - t0
                 if guard.hit:
@@ -264,15 +270,6 @@ def _sync_sums(bk, acc, st, opt, since):
             f"and {st['batch']}; the model's parameters may no longer be finite: reload the "
             f"last checkpoint and try a smaller lr (now {opt.lr})")
     st["sums"][:3] = vals
-
-
-def _loss_note(bk, acc, st, opt, since):
-    """The progress bar's loss (read only when the bar redraws)."""
-    if bk.DEVICE:
-        _sync_sums(bk, acc, st, opt, since)
-    else:
-        st["sums"][:3] = [float(v) for v in acc]
-    return f"loss {st['sums'][0] / max(1, st['sums'][3]):.2f}"
 
 
 def _checked(ds, model):

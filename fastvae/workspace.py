@@ -29,7 +29,7 @@ class Workspace:
         self.head = e(B, 2 * latent)
         self.mu, self.logvar, self.sigma = e(B, latent), e(B, latent), e(B, latent)
         self.eps, self.z = e(R, latent), e(R, latent)
-        self.kl, self.kl_dim, self.kl_floor = e(B), e(latent), e(latent)
+        self.kl, self.kl_dim = e(B), e(latent)
         self.recon = e(B)  # per-datapoint reconstruction term, mean over the L samples
         self.g = [e(R, m) for m in dec_hidden]
         self.out, self.dout, self.loss_rows = e(R, D), e(R, D), e(R)

@@ -9,7 +9,7 @@
 // reference.py: a moment that decays into denormals is worthless and slow.
 #include "common.cuh"
 
-#define MOMENT_FLUSH 1e-30
+#define MOMENT_FLUSH 1e-30  // reference.MOMENT_FLUSH
 
 // Adam: shrink = 1, l2 = weight decay.  AdamW: shrink = 1 - lr * wd, l2 = 0.
 template <class T>

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import tf32_enabled
 from ..codes import LIK_GAUSSIAN
-from .reference import MOMENT_FLUSH  # noqa: F401  (the kernels' MOMENT_FLUSH mirrors it)
 
 NAME = "cuda"
 DEVICE = True
@@ -217,11 +217,6 @@ def __getattr__(name):  # ``xp`` resolves to CuPy on first access (PEP 562)
     if name == "xp":
         return device().xp
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def tf32_enabled():
-    from ..backend import tf32_enabled as _flag
-    return _flag()
 
 
 # --------------------------------------------------------------------------- helpers
