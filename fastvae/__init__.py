@@ -11,9 +11,11 @@ _LAZY = {
     "Adam": ("fastvae.optim", "Adam"),
     "AdamW": ("fastvae.optim", "AdamW"),
     "SGD": ("fastvae.optim", "SGD"),
-    "load": ("fastvae.io", "load"),
+    "load": ("fastvae.model", "load"),
+    "TrainState": ("fastvae.state", "TrainState"),
     "Dataset": ("fastvae.data", "Dataset"),
     "StopTraining": ("fastvae.train", "StopTraining"),
+    "SettingChangedWarning": ("fastvae.train", "SettingChangedWarning"),
 }
 
 __all__ = ["__version__", "set_backend", "set_tf32", "get_backend_name", *_LAZY]

@@ -248,7 +248,7 @@ def _next_run_dir(name):
 
 
 def cmd_train(args):
-    from . import VAE, io
+    from . import VAE, load
     from .data import DataError
 
     if args.epochs < 0:
@@ -265,8 +265,8 @@ def cmd_train(args):
         for k in ("epochs", "backend", "quiet", "no_pictures"):
             saved[k] = opts[k]
         opts = saved
-        model = io.load(ckpt, backend=args.backend)
-        done = model._train_state["epoch"] if model._train_state else 0
+        model = load(ckpt, backend=args.backend)
+        done = model.train_state.epoch if model.train_state else 0
         say = not args.quiet
         if say:
             print(f"resuming {ckpt}: {done} epoch(s) done, training to {args.epochs}",
@@ -311,7 +311,7 @@ def cmd_train(args):
     if not quiet:
         print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
               f"model: {model!r}\noutput: {out}", file=sys.stderr)
-    done = model._train_state["epoch"] if model._train_state else 0
+    done = model.train_state.epoch if model.train_state else 0
     history = model.fit(train, epochs=max(0, opts["epochs"] - done),
                         batch_size=opts["batch_size"], optimizer=opts["optimizer"],
                         lr=opts["lr"], val=test, kl_warmup=opts["kl_warmup"],
@@ -348,8 +348,8 @@ def _pictures(model, ds, out, quiet):
 
 
 def _model_and_data(args, need_data=True):
-    from . import io
-    model = io.load(args.model, backend=args.backend)
+    from . import load
+    model = load(args.model, backend=args.backend)
     if not need_data:
         return model, None
     source = getattr(args, "data", None) or model.metadata.get("data")

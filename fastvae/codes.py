@@ -46,3 +46,13 @@ def likelihood_code(name):
         raise ValueError(
             f"unknown likelihood {name!r}; choose one of: {', '.join(LIKELIHOODS)}"
         ) from None
+
+#: logvar is clamped to this range before exp (sigma from 3e-7 to 2.2e4).  Outside it the
+#: sample path's gradient with respect to logvar is zero, and the KL term continues linearly
+#: with its slope at the edge, so that the KL still pulls logvar back into the range.
+LOGVAR_RANGE = (-30.0, 20.0)
+
+#: learned Gaussian log-scales (obs_scale="learned" | "per_pixel") are softly floored:
+#: log sigma = floor + softplus(raw - floor), as in the sigma-VAE (Rybkin et al. 2021), so a
+#: constant pixel cannot drive sigma to 0 (sigma >= exp(-6) = 0.0025 in the data's units)
+LOGSCALE_FLOOR = -6.0

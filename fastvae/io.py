@@ -1,63 +1,51 @@
-"""Checkpoints: one file with everything needed to continue training exactly.
+"""Checkpoint files: one archive with everything needed to continue training exactly.
 
-The file is a NumPy ``.npz`` archive (readable with ``np.load(path)``, no pickle):
+This module is the file format only; :meth:`fastvae.VAE.save` and :func:`fastvae.load` turn
+a model into its content and back.  The file is a NumPy ``.npz`` archive (readable with
+``np.load(path)``, no pickle):
 
 - ``params``: the flat parameter buffer, as laid out by :mod:`fastvae.params`;
-- ``opt.<name>``: the optimizer's buffers (Adam's ``m``, ``v``; SGD's ``buf``), if any;
+- ``train.opt.<name>``: the optimizer's buffers (Adam's ``m``, ``v``; SGD's ``buf``), if any;
 - ``meta``: UTF-8 JSON holding the format tag and version, fastvae's version, the model's
-  configuration, the optimizer's configuration and step count, the noise generator's state,
-  the training state (epoch, position in the epoch, data-order generator) and the history.
+  configuration and backend, the training noise's position, free-form metadata, and the
+  training state (settings, optimizer configuration and step count, epoch, position in the
+  epoch, generator states, history; see :class:`fastvae.state.TrainState`).
 
 Writes go to a temporary file in the same directory, are flushed to disk, then renamed
 over the target, so a crash leaves either the old checkpoint or the new one, never half of
 one.  Loading checks the tag, the version and a CRC-32 of the parameters, and names the file
-in every error.
+in every error.  Version 1 files (fastvae 0.1) are read too, and upgraded as they load.
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 import zlib
 
 import numpy as np
 
 from ._version import __version__
+from .codes import LOGSCALE_FLOOR
 
 FORMAT = "fastvae-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable fastvae checkpoint, with the reason."""
 
 
-def save(model, path):
-    """Write ``model`` (parameters, configuration, optimizer state, generator states,
-    training state and history) to ``path`` atomically.  Returns the path."""
+def write(path, meta, arrays):
+    """Write a checkpoint of ``meta`` (JSON-able dict) and ``arrays`` (name -> host array,
+    ``params`` among them) to ``path`` atomically.  Returns the path."""
     path = os.fspath(path)
-    bk = model._bk
-    params = np.ascontiguousarray(bk.to_numpy(model.flat_params))
-    arrays = {"params": params}
-    opt_meta = None
-    if model.optimizer is not None:
-        st = model.optimizer.state_dict()
-        opt_meta = {"config": model.optimizer.config(), "step_count": st.pop("step_count")}
-        arrays.update({f"opt.{k}": v for k, v in st.items()})
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "fastvae_version": __version__,
-        "config": model.config(),
-        "params_crc32": zlib.crc32(params.tobytes()),
-        "noise_rng": model.rng.bit_generator.state,
-        "noise_counter": model._noise_counter,
-        "optimizer": opt_meta,
-        "train_state": model._train_state,
-        "history": model.history,
-        "metadata": model.metadata,
-    }
+    arrays = dict(arrays)
+    params = np.ascontiguousarray(arrays["params"])
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastvae_version": __version__,
+            "params_crc32": zlib.crc32(params.tobytes()), **meta}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     _atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
@@ -127,50 +115,60 @@ def read(path):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fastvae checkpoint (format tag "
                               f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in (1, FORMAT_VERSION):
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('format_version')}"
                               f" written by fastvae {meta.get('fastvae_version')}; this "
-                              f"fastvae ({__version__}) reads version {FORMAT_VERSION}")
+                              f"fastvae ({__version__}) reads versions 1 and {FORMAT_VERSION}")
     params = arrays.get("params")
     if params is None or zlib.crc32(np.ascontiguousarray(params).tobytes()) != meta.get("params_crc32"):
         raise CheckpointError(f"{path}: parameter checksum mismatch (the file is corrupt)")
+    if meta["format_version"] == 1:
+        try:
+            meta, arrays = _upgrade_v1(path, meta, arrays)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot read this version 1 checkpoint ({e})") from None
     return meta, arrays
 
 
-def load(path, backend=None):
-    """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
-    with its optimizer (``model.optimizer``), generator states, training state and
-    history, so that ``model.fit`` continues exactly where the saved run stopped."""
-    from .model import VAE
-    from .optim import make_optimizer
+def _upgrade_v1(path, meta, arrays):
+    """A version 1 checkpoint (fastvae 0.1) in the version 2 layout.
 
-    meta, arrays = read(path)
+    Version 1 kept the optimizer and the epoch position but none of fit's settings (they
+    take their defaults), counted the position in batches of an unrecorded size (an
+    interrupted epoch restarts), and stored learned Gaussian log-scales directly (they are
+    now the raw value under a soft floor, converted here)."""
     cfg = dict(meta["config"])
-    try:
-        model = VAE(backend=backend, **cfg)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild the model from its configuration "
-                              f"({e})") from None
-    params = arrays["params"]
-    if params.shape != tuple(model.flat_params.shape) or params.dtype != model.dtype:
-        raise CheckpointError(f"{path}: parameters have shape {params.shape} and dtype "
-                              f"{params.dtype}; the configuration needs "
-                              f"{tuple(model.flat_params.shape)} {model.dtype}")
-    model.flat_params[...] = model._bk.asarray(params)
-    model.rng.bit_generator.state = meta["noise_rng"]
-    model._noise_counter = int(meta.get("noise_counter", 0))  # the GPU's noise position
-    if meta.get("optimizer"):
-        om = meta["optimizer"]
-        conf = dict(om["config"])
-        opt = make_optimizer(conf.pop("name"), model, **conf)
-        st = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-        st["step_count"] = om["step_count"]
-        try:
-            opt.load_state_dict(st)
-        except (KeyError, ValueError) as e:
-            raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
-        model.optimizer = opt
-    model._train_state = meta.get("train_state")
-    model.history = list(meta.get("history") or [])
-    model.metadata = dict(meta.get("metadata") or {})
-    return model
+    if cfg.get("activation") not in ("leaky_relu", "elu"):
+        cfg["activation_alpha"] = None  # version 1 wrote 0.0 for activations without one
+    arrays = dict(arrays)
+    if cfg.get("obs_scale") in ("learned", "per_pixel"):
+        n = 1 if cfg["obs_scale"] == "learned" else int(cfg["input_dim"])
+        params = arrays["params"].copy()
+        old = params[-n:].astype(np.float64)
+        t = np.maximum(old - LOGSCALE_FLOOR, 1e-6)  # at the floor's edge: just above it
+        params[-n:] = LOGSCALE_FLOOR + t + np.log(-np.expm1(-t))  # inverse of the soft floor
+        arrays["params"] = params
+    old_ts, opt = meta.get("train_state"), meta.get("optimizer")
+    ts = None
+    if old_ts is not None or opt is not None:
+        old_ts = old_ts or {}
+        mid = bool(old_ts.get("batch"))
+        if mid:
+            warnings.warn(f"{path}: a version 1 checkpoint taken inside epoch "
+                          f"{old_ts.get('epoch', 0) + 1}: that epoch restarts when training "
+                          "resumes (version 1 did not record the batch size)", stacklevel=3)
+        order = np.random.SeedSequence((int(cfg.get("seed", 0)), 0xDA7A)).spawn(2)
+        ts = {"settings": {}, "optimizer": opt, "epoch": int(old_ts.get("epoch", 0)),
+              "row": 0, "epoch_steps": 0, "n_rows": None, "step": int(old_ts.get("step", 0)),
+              "seconds": 0.0 if mid else float(old_ts.get("seconds", 0.0)),
+              "sums": [0.0, 0.0, 0.0, 0],
+              "order_rng": old_ts.get("order_rng", np.random.PCG64(order[0]).state),
+              "binarize_rng": old_ts.get("binarize_rng", np.random.PCG64(order[1]).state),
+              "history": list(meta.get("history") or [])}
+        for k in [k for k in arrays if k.startswith("opt.")]:
+            arrays["train." + k] = arrays.pop(k)
+    new = {k: meta[k] for k in ("format", "fastvae_version", "params_crc32")}
+    new.update(format_version=FORMAT_VERSION, config=cfg, backend=None,
+               noise={"rng": meta["noise_rng"], "counter": int(meta.get("noise_counter", 0))},
+               metadata=meta.get("metadata") or {}, train_state=ts)
+    return new, arrays

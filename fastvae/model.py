@@ -2,47 +2,55 @@
 
 Read ``forward`` and ``backward`` side by side: backward calls the kernels of forward in
 exactly the reverse order, and every buffer that backward reads was saved by forward for that
-reason (see the comments marked SAVE).
+reason (see the comments marked SAVE).  Only backward writes gradients.
+
+The model is the engine: configuration, parameters, the explicit passes and their
+workspaces.  A training run's optimizer, settings, position and history live in one
+:class:`~fastvae.state.TrainState` (``model.train_state``), which ``fit`` reads and advances and
+a checkpoint saves whole.
 """
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from . import backend as _backend
-from .codes import (ACT_IDENTITY, ACT_SIGMOID, LIK_BERNOULLI, LIK_GAUSSIAN, activation_code,
+from . import io as _io
+from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_SIGMOID, LIK_BERNOULLI,
+                    LIK_GAUSSIAN, LOGSCALE_FLOOR, LOGVAR_RANGE, activation_code,
                     likelihood_code)
 from .params import build_layout, init_linear_, views
-from .validate import check_batch, check_eps, check_latent, positive_int
+from .state import TrainState
+from .validate import (boolean, check_batch, check_eps, check_latent, int_tuple,
+                       nonneg_int, positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
-#: logvar is clamped to this range before exp (sigma from 3e-7 to 2.2e4); outside it the
-#: gradient with respect to logvar is zero
-LOGVAR_RANGE = (-30.0, 20.0)
 
 
 class Cache:
     """What one forward pass saved for backward; returned by :meth:`VAE.forward`.
 
     The arrays live in the model's workspace and are overwritten by the next forward pass
-    on a batch of the same shape: copy what you want to keep.  ``backward`` refuses a
-    stale cache.  Shapes (B batch rows, L samples, Z latent, D data):
+    on a batch of the same shape and kind (training or loss-only): copy what you want to
+    keep.  ``backward`` refuses a stale cache, and one from a loss-only forward
+    (``grad=False``).  Shapes (B batch rows, L samples, Z latent, D data):
 
     x (B, D); mu, logvar, sigma (B, Z) [logvar clamped]; eps, z (L, B, Z);
     out (L, B, D) decoder logits (Bernoulli) or means (Gaussian);
     recon (B,) -log p(x|z) averaged over the L samples; kl (B,) KL(q(z|x) || p(z));
     loss: the training objective (beta, free bits applied), a float;
     neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
-    recon_mean, kl_mean: its two terms, floats.
+    recon_mean, kl_mean: its two terms, floats; grad: whether backward may use it.
 
     On the cuda backend the four numbers stay on the GPU until one of them is first read
     (reading waits for the step to finish); read them before the next forward pass of the
     same shape.  On the CPU backends they are read at once.
     """
 
-    __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "_stats",
-                 "_values", "_ws", "_generation", "_bk")
+    __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "grad",
+                 "_stats", "_values", "_ws", "_generation", "_bk")
 
     def __init__(self, ws, x, recon, bk):
         L, B = ws.L, ws.B
@@ -51,7 +59,7 @@ class Cache:
         self.eps = ws.eps.reshape(L, B, -1)
         self.z = ws.z.reshape(L, B, -1)
         self.out = ws.out.reshape(L, B, -1)
-        self.recon, self.kl = recon, ws.kl
+        self.recon, self.kl, self.grad = recon, ws.kl, ws.train
         self._stats, self._values, self._bk = ws.stats, None, bk
         self._ws, self._generation = ws, ws.generation
 
@@ -104,27 +112,35 @@ class VAE:
     Parameters
     ----------
     input_dim : int        D, the number of pixels / features per datapoint.
-    hidden : tuple of int  encoder hidden widths (the decoder mirrors them unless
-                           ``decoder_hidden`` is given).
+    hidden : int or tuple of int
+                           encoder hidden widths (the decoder mirrors them unless
+                           ``decoder_hidden`` is given); () for none.
     latent_dim : int       Z.
     activation : str       relu | leaky_relu | tanh | sigmoid | elu | softplus.
     likelihood : str       "bernoulli" (decoder outputs logits; data in [0, 1]) or
                            "gaussian" (decoder outputs means).
     n_samples : int        L latent samples per datapoint; the reconstruction term is
                            their mean.
-    beta : float           weight of the KL term.  free_bits : float, per-dimension floor
-                           (in nats) on the batch-mean KL.
+    beta : float >= 0      weight of the KL term.  free_bits : float >= 0, per-dimension
+                           floor (in nats) on the batch-mean KL.
     dtype : str            "float32" or "float64".
-    seed : int             seeds initialisation and the noise eps, reproducibly.
+    seed : int >= 0        seeds initialisation and the training noise eps, reproducibly.
     backend : str or None  "numpy" | "cpu" | "cuda" | "auto"; None uses the default
                            (see :mod:`fastvae.backend`).
-    decoder_hidden : tuple of int or None
-    obs_scale : float | "learned" | "per_pixel"
+    decoder_hidden : int or tuple of int, or None
+    obs_scale : float > 0 | "learned" | "per_pixel"
                            Gaussian only: a fixed observation standard deviation, one
                            learned log-scale shared by all pixels (the sigma-VAE), or one
-                           per pixel.  Learned scales are the parameter ``dec.logscale``.
-    activation_alpha : float or None
-                           leaky_relu slope (default 0.01) or ELU scale (default 1.0).
+                           per pixel.  Learned scales are the parameter ``dec.logscale``
+                           (raw; the log standard deviation is its soft floor at
+                           LOGSCALE_FLOOR, see :meth:`obs_logscale`).
+    activation_alpha : float > 0 or None
+                           leaky_relu slope (default 0.01) or ELU scale (default 1.0); an
+                           error for activations that have none.  It must be positive:
+                           backward reads the derivative off the sign of the output.
+
+    A model pickles and deep-copies (parameters, noise position, training state; the backend
+    by name), and ``pickle`` and :meth:`save` hold the same content.
     """
 
     def __init__(self, input_dim, hidden=(400,), latent_dim=20, activation="relu",
@@ -133,65 +149,74 @@ class VAE:
                  obs_scale=1.0, activation_alpha=None):
         self.input_dim = positive_int(input_dim, "input_dim")
         self.latent_dim = positive_int(latent_dim, "latent_dim")
-        self.enc_hidden = tuple(positive_int(n, "hidden width") for n in _as_tuple(hidden))
-        dec = self.enc_hidden[::-1] if decoder_hidden is None else _as_tuple(decoder_hidden)
-        self.dec_hidden = tuple(positive_int(n, "decoder_hidden width") for n in dec)
+        self.enc_hidden = int_tuple(hidden, "hidden")
+        self.dec_hidden = (self.enc_hidden[::-1] if decoder_hidden is None
+                           else int_tuple(decoder_hidden, "decoder_hidden"))
         self.n_samples = positive_int(n_samples, "n_samples")
         self.activation = activation
-        self._act, alpha = activation_code(activation)
-        self._alpha = float(alpha if activation_alpha is None else activation_alpha)
+        self._act, self._alpha = _activation(activation, activation_alpha)
         self.likelihood = likelihood
         self._lik = likelihood_code(likelihood)
-        self.beta = float(beta)
-        self.free_bits = float(free_bits)
+        self.beta = real(beta, "beta", at_least=0)
+        self.free_bits = real(free_bits, "free_bits", at_least=0)
         self.kl_scale = 1.0  # multiplies beta during KL warm-up (set by fit, then restored)
-        if not (math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-        if not (math.isfinite(self.free_bits) and self.free_bits >= 0):
-            raise ValueError(f"free_bits must be a finite number >= 0, got {free_bits!r}")
-        if str(dtype) not in ("float32", "float64"):
+        if not isinstance(dtype, (str, np.dtype, type)) or \
+                np.dtype(dtype).name not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.dtype = np.dtype(str(dtype))
-        self.seed = int(seed)
+        self.dtype = np.dtype(dtype)
+        self.seed = nonneg_int(seed, "seed")
         self.obs_scale = obs_scale
-        self._learn_scale, logscale_size, fixed = _parse_obs_scale(obs_scale, self._lik,
+        self._learn_scale, self._ls_size, fixed = _parse_obs_scale(obs_scale, self._lik,
                                                                    self.input_dim)
         self.backend = _backend.resolve(backend)
         self._bk = _backend.get(self.backend)
         xp = self._bk.xp
 
         self._entries, size = build_layout(self.input_dim, self.enc_hidden, self.latent_dim,
-                                           self.dec_hidden, logscale_size,
+                                           self.dec_hidden,
+                                           self._ls_size if self._learn_scale else 0,
                                            self.dtype.itemsize)
         init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
         # the device's noise: Philox keyed by the seed, one counter value per draw
         self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
         self._noise_counter = 0
         host = np.zeros(size, dtype=self.dtype)
-        init_linear_(views(host, self._entries), self._entries,
-                     np.random.Generator(np.random.PCG64(init_rng)))
+        named = views(host, self._entries)
+        init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
+        if self._learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
+            named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
         self.flat_params = self._bk.asarray(host)
         self.flat_grads = xp.zeros(size, dtype=self.dtype)
         self._params = views(self.flat_params, self._entries)
         self._grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
         self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
-        self._dlogscale_sink = xp.zeros(1, dtype=self.dtype)  # unused output when not learned
         self.rng = np.random.Generator(np.random.PCG64(noise_rng))
         self._pool = WorkspacePool(self._new_workspace)
-        # training state that outlives one fit() call and goes into checkpoints
-        self.optimizer = None   # the optimizer fit() uses and continues
-        self.history = []       # one dict per completed epoch (see fastvae.train.fit)
-        self._train_state = None
+        #: the training run's state (optimizer, settings, position, history); None until
+        #: the first fit.  See :class:`fastvae.state.TrainState`.
+        self.train_state = None
         self.metadata = {}      # free-form JSON-able notes saved with checkpoints (data, image shape)
 
     def config(self):
         """The constructor arguments that rebuild this model (without its backend)."""
+        has_alpha = self._act in (ACT_LEAKY_RELU, ACT_ELU)
         return {"input_dim": self.input_dim, "hidden": list(self.enc_hidden),
                 "latent_dim": self.latent_dim, "activation": self.activation,
                 "likelihood": self.likelihood, "n_samples": self.n_samples,
                 "beta": self.beta, "free_bits": self.free_bits, "dtype": self.dtype.name,
                 "seed": self.seed, "decoder_hidden": list(self.dec_hidden),
-                "obs_scale": self.obs_scale, "activation_alpha": self._alpha}
+                "obs_scale": self.obs_scale,
+                "activation_alpha": self._alpha if has_alpha else None}
+
+    @property
+    def optimizer(self):
+        """The optimizer of the training run (``train_state.optimizer``), or None."""
+        return None if self.train_state is None else self.train_state.optimizer
+
+    @property
+    def history(self):
+        """One dict per completed epoch of the training run (``train_state.history``)."""
+        return [] if self.train_state is None else self.train_state.history
 
     # ----------------------------------------------------------------- structure
     def parameters(self):
@@ -205,10 +230,10 @@ class VAE:
     def n_parameters(self):
         return sum(v.size for v in self._params.values())
 
-    def _new_workspace(self, B, L):
+    def _new_workspace(self, B, L, train):
         try:
             return Workspace(self._bk.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
-                             self.dec_hidden, self.input_dim)
+                             self.dec_hidden, self.input_dim, self._ls_size, train)
         except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
             where = "GPU" if self._bk.DEVICE else "host"
             per_row = (2 * sum(self.enc_hidden) + 3 * L * sum(self.dec_hidden)
@@ -226,52 +251,63 @@ class VAE:
         return [(p[f"{side}.{i}.W"], p[f"{side}.{i}.b"], g[f"{side}.{i}.W"], g[f"{side}.{i}.b"])
                 for i in range(n)]
 
-    @property
-    def _logscale(self):
-        return self._params["dec.logscale"] if self._learn_scale else self._fixed_logscale
+    def obs_logscale(self):
+        """The Gaussian observation log standard deviation in use, as a host array of shape
+        (1,) (fixed or shared) or (D,) (per pixel): for learned scales the soft floor
+        LOGSCALE_FLOOR + softplus(raw - LOGSCALE_FLOOR) of the parameter ``dec.logscale``."""
+        if not self._learn_scale:
+            return self._bk.to_numpy(self._fixed_logscale).copy()
+        ls = self._bk.xp.empty(self._ls_size, dtype=self.dtype)
+        self._bk.logscale_fwd(ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
+        return self._bk.to_numpy(ls).copy()
 
     # ------------------------------------------------------------------- forward
-    def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, _acc=None):
+    def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, grad=True,
+                _acc=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
             copies; integer dtypes are refused).  eps : (L, B, Z), or (B, Z) when L = 1,
-            standard normal noise; drawn from ``rng`` (default: the model's generator,
+            standard normal noise; drawn from ``rng`` (default: the model's training noise,
             ``model.rng``) when None.  Either way it is saved in the cache: it is what
             carries the gradient through the sample.  n_samples : L for this pass
             (default ``model.n_samples``).  validate=False skips the NaN/range scan of x
-            (for data already checked, as ``fit`` does).  ``_acc`` = (acc, weight): fit's
-            running sums, acc (3,) float64 += weight * [loss, recon, kl], on the device.
-        Returns a :class:`Cache`.  The loss gradient with respect to the decoder output is
-        computed here too (one fused pass) and kept for :meth:`backward`.
+            (for data already checked, as ``fit`` does).
+        grad : True (default) computes, with the loss and in the same fused pass, the loss
+            gradient with respect to the decoder output, held in the workspace for
+            :meth:`backward`; no parameter gradient is written until backward.  False is a
+            loss-only pass for evaluation, in its own workspace: it leaves a training
+            forward's cache (and every gradient) untouched, and its cache cannot go to
+            backward.
+        ``_acc`` = (acc, weight): running sums, acc (3,) float64 += weight * [loss, recon,
+            kl], on the device (fit and elbo).
+        Returns a :class:`Cache`.
         """
         bk = self._bk
         x = check_batch(x, self, validate)
         L = self.n_samples if n_samples is None else positive_int(n_samples, "n_samples")
         B, Z = x.shape[0], self.latent_dim
-        ws = self._pool.get(B, L)
+        ws = self._pool.get(B, L, grad)
         ws.generation += 1
         if eps is None:
             self._draw_normal(ws.eps, rng)
         else:
             ws.eps[...] = check_eps(eps, L, B, Z, self._bk.xp)
-        p, act, alpha = self._params, self._act, self._alpha
+        p = self._params
         self._encoder_forward(ws, x)
         # SAVE eps, sigma, mu and the raw logvar (in head): the sample path and the clamp
         bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)
-        g = ws.z
-        for (W, b, _, _), gj in zip(self._layers("dec"), ws.g):
-            bk.matmul(gj, g, W)
-            bk.bias_act_fwd(gj, b, act, alpha)  # SAVE gj
-            g = gj
-        bk.matmul(ws.out, g, p["dec.out.W"])
-        gr = self._grads
-        dls = gr["dec.logscale"] if self._learn_scale else self._dlogscale_sink
-        # SAVE dout: the loss gradient is computed with the loss, backward starts from it
-        bk.likelihood_fwd_bwd(ws.dout, ws.loss_rows, gr["dec.out.b"], dls, ws.out,
-                              p["dec.out.b"], x, self._logscale, self._lik,
-                              self._learn_scale, 1.0 / (B * L))
+        self._decoder_forward(ws, ws.z)  # SAVE g[j]: act' is read off them
+        ls = self._logscale_forward(ws)
+        if grad:
+            # SAVE dout, dout_b, dls: the loss gradient is computed with the loss (one
+            # pass); backward starts from it and copies the bias and scale gradients out
+            bk.likelihood_fwd_bwd(ws.dout, ws.loss_rows, ws.dout_b, ws.dls, ws.out,
+                                  p["dec.out.b"], x, ls, self._lik, self._learn_scale,
+                                  1.0 / (B * L))
+        else:
+            bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self._lik)
         recon = ws.loss_rows
         if L > 1:
             recon = ws.recon
@@ -289,9 +325,27 @@ class VAE:
         bk, h = self._bk, x
         for (W, b, _, _), hi in zip(self._layers("enc"), ws.h):
             bk.matmul(hi, h, W)
-            bk.bias_act_fwd(hi, b, self._act, self._alpha)  # SAVE hi: act' is read off it
+            bk.bias_act_fwd(hi, b, self._act, self._alpha)
             h = hi
         bk.matmul(ws.head, h, self._params["enc.head.W"])
+
+    def _decoder_forward(self, ws, z):
+        """Hidden layers into ws.g, then the output product (bias not yet added) into
+        ws.out; z (R, Z) with R = ws.R."""
+        bk, g = self._bk, z
+        for (W, b, _, _), gj in zip(self._layers("dec"), ws.g):
+            bk.matmul(gj, g, W)
+            bk.bias_act_fwd(gj, b, self._act, self._alpha)
+            g = gj
+        bk.matmul(ws.out, g, self._params["dec.out.W"])
+
+    def _logscale_forward(self, ws):
+        """The Gaussian log-scale the likelihood uses: the fixed one, or the learned
+        parameter softly floored into ws.ls."""
+        if not self._learn_scale:
+            return self._fixed_logscale
+        self._bk.logscale_fwd(ws.ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
+        return ws.ls
 
     def _draw_normal(self, out, rng=None):
         """Fill ``out`` with standard normal noise from ``rng`` (default: the model's own).
@@ -314,16 +368,24 @@ class VAE:
     # ------------------------------------------------------------------ backward
     def backward(self, cache):
         """Gradients of ``cache.loss`` for every parameter, written into the flat gradient
-        buffer.  Returns :class:`Grads` (views, overwritten by the next backward)."""
+        buffer (every entry is written; nothing accumulates).  Returns :class:`Grads`
+        (views, overwritten by the next backward)."""
         if not isinstance(cache, Cache):
             raise TypeError(f"backward expects the Cache returned by forward, got {type(cache).__name__}")
+        if not cache.grad:
+            raise RuntimeError("this cache comes from a loss-only forward (grad=False), which "
+                               "keeps nothing for backward; call forward(x) for gradients")
         if cache.stale:
             raise RuntimeError("this cache is stale: a later forward pass on a batch of the same "
                                "shape overwrote its buffers; call backward before the next forward")
         bk, ws, p, gr = self._bk, cache._ws, self._params, self._grads
         act, alpha = self._act, self._alpha
         B = ws.B
-        # dec.out.b and dec.logscale gradients were written by likelihood_fwd_bwd in forward
+        # the likelihood's bias and scale gradients were computed with the loss in forward
+        # and held in the workspace: they become parameter gradients here, and only here
+        gr["dec.out.b"][...] = ws.dout_b
+        if self._learn_scale:
+            bk.logscale_bwd(gr["dec.logscale"], ws.dls, p["dec.logscale"], LOGSCALE_FLOOR)
         dec = self._layers("dec")
         g_in = [ws.z] + ws.g  # the input of each decoder product
         bk.matmul(gr["dec.out.W"], g_in[-1], ws.dout, trans_a=True)
@@ -365,39 +427,64 @@ class VAE:
         return cache.loss
 
     # ---------------------------------------------------------------- inference
-    def encode(self, x):
-        """(mu, logvar) of q(z|x), each (B, Z), as new arrays (logvar clamped)."""
+    def encode(self, x, sample=False, seed=None):
+        """The posterior q(z|x) of x (B, D).
+
+        sample=False: (mu, logvar), each (B, Z), as new arrays (logvar clamped to
+        LOGVAR_RANGE).  sample=True: one draw z = mu + sigma * eps, (B, Z), with eps from
+        its own generator (``seed``: None for fresh entropy, an int, or a NumPy Generator),
+        never the training noise.
+        """
         x = check_batch(x, self, True, check_range=False)
-        ws = self._pool.get(x.shape[0], 1)
+        ws = self._pool.get(x.shape[0], 1, False)
         ws.generation += 1
         self._encoder_forward(ws, x)
-        ws.head += self._params["enc.head.b"]
-        Z = self.latent_dim
-        return ws.head[:, :Z].copy(), self._bk.xp.clip(ws.head[:, Z:], *LOGVAR_RANGE)
+        if sample:
+            self._draw_normal(ws.eps, _generator(seed))
+        else:
+            ws.eps.fill(0)
+        # the training pass's own kernel: the same bias, clamp and sigma as training
+        self._bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
+                                self._params["enc.head.b"], ws.eps, *LOGVAR_RANGE)
+        if sample:
+            return ws.z.copy()
+        return ws.mu.copy(), ws.logvar.copy()
 
     def decode(self, z):
         """Decoder mean for latent codes z (N, Z): pixel probabilities (Bernoulli) or means
         (Gaussian), (N, D), as a new array."""
-        bk = self._bk
         z = check_latent(z, self)
-        h = z
-        for W, b, _, _ in self._layers("dec"):
-            y = bk.xp.empty((h.shape[0], W.shape[1]), dtype=self.dtype)
-            bk.matmul(y, h, W)
-            bk.bias_act_fwd(y, b, self._act, self._alpha)
-            h = y
-        out = bk.xp.empty((h.shape[0], self.input_dim), dtype=self.dtype)
-        bk.matmul(out, h, self._params["dec.out.W"])
+        ws = self._pool.get(z.shape[0], 1, False)
+        ws.generation += 1
+        self._decoder_forward(ws, z)
         final = ACT_SIGMOID if self._lik == LIK_BERNOULLI else ACT_IDENTITY
-        bk.bias_act_fwd(out, self._params["dec.out.b"], final, 0.0)
-        return out
+        self._bk.bias_act_fwd(ws.out, self._params["dec.out.b"], final, 0.0)
+        return ws.out.copy()
 
-    def sample(self, n):
-        """n draws of the decoder mean at z ~ N(0, I): an (n, D) array."""
+    def sample(self, n, seed=None, mean=True):
+        """n draws from the model: z ~ N(0, I), then the decoder.
+
+        mean=True returns the decoder mean (pixel probabilities or Gaussian means);
+        mean=False a draw from p(x|z) (0/1 pixels, or mean + sigma * noise with the
+        observation scale).  Returns an (n, D) array.  The noise comes from its own
+        generator (``seed``: None for fresh entropy, an int for a reproducible draw, or a
+        NumPy Generator), never from the training noise, so sampling during training does
+        not change the run.
+        """
         n = positive_int(n, "n")
-        z = self._bk.xp.empty((n, self.latent_dim), dtype=self.dtype)
-        self._draw_normal(z)
-        return self.decode(z)
+        mean = boolean(mean, "mean")
+        rng = _generator(seed)
+        xp = self._bk.xp
+        z = rng.standard_normal((n, self.latent_dim)).astype(self.dtype)
+        m = self.decode(z)
+        if mean:
+            return m
+        if self._lik == LIK_BERNOULLI:
+            u = self._bk.asarray(rng.random((n, self.input_dim), dtype=self.dtype))
+            return (u < m).astype(self.dtype)
+        noise = rng.standard_normal((n, self.input_dim)).astype(self.dtype)
+        scale = np.exp(self.obs_logscale()).astype(self.dtype)
+        return m + xp.asarray(scale * noise)
 
     def reconstruct(self, x):
         """Decoder mean at z = mu(x) (no sampling): an (B, D) array."""
@@ -405,10 +492,11 @@ class VAE:
         return self.decode(mu)
 
     # ----------------------------------------------------------- training, files
-    def fit(self, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
-            kl_warmup=0, shuffle=True, callbacks=(), progress=True, checkpoint=None,
+    def fit(self, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
+            kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None,
             **kw):
-        """Train on X for ``epochs`` more epochs; see :func:`fastvae.train.fit`."""
+        """Train on X for ``epochs`` more epochs, from wherever the training state stands;
+        settings not given keep their saved values.  See :func:`fastvae.train.fit`."""
         from .train import fit
         return fit(self, X, epochs, batch_size, optimizer, lr, val, kl_warmup, shuffle,
                    callbacks, progress, checkpoint, **kw)
@@ -420,9 +508,52 @@ class VAE:
         return elbo(self, X, n_samples, batch_size, seed)
 
     def save(self, path):
-        """Write a checkpoint (atomically); see :func:`fastvae.io.save`."""
-        from .io import save
-        return save(self, path)
+        """Write a checkpoint (atomically): the model and its whole training state, so that
+        :func:`fastvae.load` then ``fit`` continues exactly.  Returns the path."""
+        meta, arrays = self._checkpoint()
+        return _io.write(path, meta, arrays)
+
+    # ------------------------------------------------------- checkpoint and pickle
+    def _checkpoint(self):
+        """(meta, arrays): everything this model holds, as JSON-able metadata and host
+        arrays.  A checkpoint file and a pickle both store exactly this."""
+        meta = {"config": self.config(), "backend": self.backend,
+                "noise": {"rng": self.rng.bit_generator.state,
+                          "counter": self._noise_counter},
+                "metadata": self.metadata, "train_state": None}
+        arrays = {"params": np.ascontiguousarray(self._bk.to_numpy(self.flat_params))}
+        if self.train_state is not None:
+            tmeta, tarrays = self.train_state.to_checkpoint()
+            meta["train_state"] = tmeta
+            arrays.update({f"train.{k}": v for k, v in tarrays.items()})
+        return meta, arrays
+
+    def _restore(self, meta, arrays):
+        """Load parameters, noise position and training state from :meth:`_checkpoint`'s
+        output into this freshly built model (same configuration)."""
+        params = arrays["params"]
+        if params.shape != tuple(self.flat_params.shape) or params.dtype != self.dtype:
+            raise ValueError(f"parameters have shape {params.shape} and dtype {params.dtype}; "
+                             f"the configuration needs {tuple(self.flat_params.shape)} "
+                             f"{self.dtype}")
+        self.flat_params[...] = self._bk.asarray(params)
+        self.rng.bit_generator.state = meta["noise"]["rng"]
+        self._noise_counter = int(meta["noise"]["counter"])
+        self.metadata = dict(meta.get("metadata") or {})
+        if meta.get("train_state") is not None:
+            tarrays = {k[6:]: v for k, v in arrays.items() if k.startswith("train.")}
+            self.train_state = TrainState.from_checkpoint(self, meta["train_state"], tarrays)
+
+    def __getstate__(self):
+        meta, arrays = self._checkpoint()
+        return {"format": _io.FORMAT_VERSION, "meta": meta, "arrays": arrays}
+
+    def __setstate__(self, state):
+        meta = state["meta"]
+        # the backend by name: a CUDA model unpickled where there is no GPU fails here,
+        # saying so (fastvae.load(path, backend="cpu") moves a model between devices)
+        self.__init__(backend=meta["backend"], **meta["config"])
+        self._restore(meta, state["arrays"])
 
     def __repr__(self):
         sizes = "-".join(map(str, (self.input_dim, *self.enc_hidden, self.latent_dim,
@@ -432,27 +563,62 @@ class VAE:
                 f"backend={self.backend!r}, parameters={self.n_parameters})")
 
 
-def _as_tuple(v):
-    if isinstance(v, (int, np.integer)):
-        return (int(v),)
-    return tuple(v)
+def load(path, backend=None):
+    """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
+    with its whole training state (optimizer and moments, settings, generator states,
+    position in the epoch, history), so that ``model.fit(X, epochs=n)`` continues exactly
+    where the saved run stopped.  Raises :class:`fastvae.io.CheckpointError` naming the file
+    for anything that is not a usable checkpoint."""
+    meta, arrays = _io.read(path)
+    cfg = dict(meta["config"])
+    try:
+        model = VAE(backend=backend, **cfg)
+    except (TypeError, ValueError) as e:
+        raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
+                                  f"({e})") from None
+    try:
+        model._restore(meta, arrays)
+    except (KeyError, ValueError, TypeError) as e:
+        raise _io.CheckpointError(f"{path}: {e}") from None
+    return model
+
+
+def _activation(name, alpha):
+    """(code, alpha) for an activation name and the user's alpha (None: the default)."""
+    code, default = activation_code(name)
+    if code not in (ACT_LEAKY_RELU, ACT_ELU):
+        if alpha is not None:
+            raise ValueError(f"activation_alpha applies to leaky_relu and elu only; "
+                             f"activation={name!r} has none, got activation_alpha={alpha!r}")
+        return code, 0.0
+    if alpha is None:
+        return code, default
+    return code, real(alpha, f"activation_alpha (for activation={name!r}; backward reads the "
+                             "derivative off the sign of the output)", above=0)
+
+
+def _generator(seed):
+    """A NumPy Generator from None (fresh entropy), a non-negative int, or a Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None:
+        seed = nonneg_int(seed, "seed")
+    return np.random.default_rng(seed)
 
 
 def _parse_obs_scale(obs_scale, lik, D):
-    """-> (learn_scale, logscale parameter size (0 if none), fixed log-scale value)."""
-    if obs_scale == "learned":
-        learned, size = True, 1
-    elif obs_scale == "per_pixel":
-        learned, size = True, D
-    else:
-        try:
-            s = float(obs_scale)
-        except (TypeError, ValueError):
+    """-> (learn_scale, log-scale size S, fixed log-scale value)."""
+    if isinstance(obs_scale, str):
+        if obs_scale not in ("learned", "per_pixel"):
             raise ValueError("obs_scale must be a positive number, 'learned' or 'per_pixel', "
-                             f"got {obs_scale!r}") from None
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"obs_scale must be a positive finite number, got {obs_scale!r}")
-        return False, 0, math.log(s)
-    if lik != LIK_GAUSSIAN:
-        raise ValueError(f"obs_scale={obs_scale!r} needs likelihood='gaussian'")
-    return learned, size, 0.0
+                             f"got {obs_scale!r}")
+        if lik != LIK_GAUSSIAN:
+            raise ValueError(f"obs_scale={obs_scale!r} needs likelihood='gaussian'")
+        return True, (1 if obs_scale == "learned" else D), 0.0
+    if isinstance(obs_scale, bool) or not isinstance(obs_scale, numbers.Real):
+        raise ValueError("obs_scale must be a positive number, 'learned' or 'per_pixel', "
+                         f"got {obs_scale!r}")
+    s = float(obs_scale)
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"obs_scale must be a positive finite number, got {obs_scale!r}")
+    return False, 1, math.log(s)

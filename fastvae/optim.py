@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import math
 
+from .validate import boolean, real
+
 
 class Optimizer:
     """Base class: holds the model, the step count and the clipping setting."""
 
     def __init__(self, model, lr, weight_decay, clip_norm):
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        if not (math.isfinite(weight_decay) and weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
-            raise ValueError(f"clip_norm must be a positive number or None, got {clip_norm!r}")
         self.model = model
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.lr = real(lr, "lr", above=0)
+        self.weight_decay = real(weight_decay, "weight_decay", at_least=0)
+        self.clip_norm = None if clip_norm is None else real(clip_norm, "clip_norm", above=0)
         self.step_count = 0
         self.last_grad_norm = None  # set when clipping is on
 
@@ -93,10 +89,12 @@ class Adam(Optimizer):
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  clip_norm=None):
         super().__init__(model, lr, weight_decay, clip_norm)
-        b1, b2 = map(float, betas)
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        self.betas, self.eps = (b1, b2), float(eps)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}") from None
+        self.betas = tuple(real(b, f"betas ({betas!r})", at_least=0, below=1) for b in (b1, b2))
+        self.eps = real(eps, "eps", above=0)
         xp, shape, dt = model._bk.xp, model.flat_params.shape, model.dtype
         self.m = xp.zeros(shape, dtype=dt)
         self.v = xp.zeros(shape, dtype=dt)
@@ -133,11 +131,10 @@ class SGD(Optimizer):
     def __init__(self, model, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0,
                  clip_norm=None):
         super().__init__(model, lr, weight_decay, clip_norm)
-        if not (0 <= momentum < 1):
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-        if nesterov and momentum == 0:
+        self.momentum = real(momentum, "momentum", at_least=0, below=1)
+        self.nesterov = boolean(nesterov, "nesterov")
+        if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
         self.buf = model._bk.xp.zeros(model.flat_params.shape, dtype=model.dtype)
 
     def _buffers(self):

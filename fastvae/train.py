@@ -1,14 +1,10 @@
 """The fit loop: epochs of shuffled batches, KL warm-up, validation, progress, checkpoints.
 
-Training state that must survive a save and a load lives on the model, so that a run can be
-stopped anywhere (between two steps) and resumed to the bit:
-
-- ``model.optimizer``: the optimizer and its moments;
-- ``model.rng``: the generator of the noise eps;
-- ``model._train_state``: epochs done, position in the current epoch, the state of the
-  data-order generator at the start of the current epoch (the permutation is redrawn from
-  it on resume), the dynamic-binarization generator, and the running sums of the epoch;
-- ``model.history``: one dict per completed epoch.
+Everything a run adds to the model lives in its :class:`~fastvae.state.TrainState`
+(``model.train_state``): the optimizer and its moments, every fit setting, the generators
+that order and binarize the data, the position inside the current epoch and the history.
+A run can be stopped anywhere between two steps and resumed to the bit: ``fit`` with no
+settings continues with the saved ones.
 
 Ctrl-C during ``fit`` finishes the current step, writes the checkpoint (when one was given)
 and returns the history with ``history.interrupted = True``; a second Ctrl-C aborts at once.
@@ -16,18 +12,23 @@ and returns the history with ``history.interrupted = True``; a second Ctrl-C abo
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
 from .data import Dataset, DataError
-from .data import binarize as _binarize
-from .optim import Optimizer, make_optimizer
 from .progress import Progress
-from .validate import positive_int
+from .state import TrainState, resolve
+from .validate import boolean, nonneg_int, positive_int
+
+
+class SettingChangedWarning(UserWarning):
+    """A fit setting given explicitly differs from the saved run's; it was applied."""
 
 
 class StopTraining(Exception):
@@ -79,112 +80,138 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True):
     for s in range(0, len(ds), bs):
         idx = np.arange(s, min(len(ds), s + bs))
         xb = ds.batch(idx, out=buf[: idx.size])
-        model.forward(xb, n_samples=L, rng=rng, validate=validate, _acc=(acc, float(idx.size)))
+        model.forward(xb, n_samples=L, rng=rng, validate=validate, grad=False,
+                      _acc=(acc, float(idx.size)))
     n = len(ds)
     _, recon, kl = (float(v) / n for v in model._bk.to_numpy(acc))
     return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
                       n_samples=L)
 
 
-def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
-        kl_warmup=0, shuffle=True, callbacks=(), progress=True, checkpoint=None,
-        binarize="none", val_samples=1, drop_last=False, stream=None):
-    """Train ``model`` on X for ``epochs`` more epochs; returns the :class:`History` of
-    every epoch so far (``model.history``).
+def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
+        kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None, *,
+        weight_decay=None, clip_norm=None, momentum=None, binarize=None, val_samples=None,
+        drop_last=None, stream=None):
+    """Train ``model`` on X for ``epochs`` more epochs, from wherever its training state
+    stands (an epoch in progress counts as the first of them); returns the :class:`History`
+    of every epoch so far (``model.history``).
 
     X, val : (N, D) arrays or :class:`~fastvae.data.Dataset` (uint8 and memory-mapped data
         is converted one batch at a time).  Both are scanned for NaN/inf and range before
         the first step.
-    optimizer : "adam" | "adamw" | "sgd" or an Optimizer.  A name reuses ``model.optimizer``
-        when it is of that kind (its moments continue; ``lr`` is updated), else builds one.
-    kl_warmup : epochs over which beta ramps linearly from 0 to ``model.beta`` (counted
-        from the model's first training step).
-    binarize : "none" | "dynamic" (fresh Bernoulli draws of every batch, for the
-        Bernoulli likelihood).
+
+    Settings.  Each is saved in the training state; None (the default) means "the saved
+    value", or the default in brackets for a model's first fit.  A value given explicitly
+    that differs from the saved one is applied and reported in one line (on the progress
+    output, or as a :class:`SettingChangedWarning` when progress is off).
+
+    batch_size [128]; optimizer ["adam"]: "adam" | "adamw" | "sgd" or an Optimizer built
+    for this model (another name starts new moments); lr [1e-3]; weight_decay [the
+    optimizer's: 0, AdamW 0.01]; clip_norm [off]: clip the gradient's global norm
+    (math.inf: off); momentum [0]: SGD only; kl_warmup [0]: epochs over which beta ramps
+    linearly from 0 to ``model.beta``, counted from the run's first step; binarize
+    ["none"]: "dynamic" draws fresh Bernoulli pixels every batch (Bernoulli likelihood);
+    val_samples [1]: draws of z per row for the validation ELBO; shuffle [True];
+    drop_last [False].
+
     callbacks : callables ``cb(model, record)`` run after each epoch; raise
         :class:`StopTraining` to stop.
     progress : True (a bar on a terminal and one line per epoch), False (silent).
-    checkpoint : a path written atomically after every epoch and when Ctrl-C stops the run.
+    checkpoint : a path (in an existing directory) written atomically after every epoch
+        and when Ctrl-C stops the run.
     """
-    epochs = int(epochs)
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    B = positive_int(batch_size, "batch_size")
-    if binarize not in ("none", "dynamic"):
-        raise ValueError(f"binarize must be 'none' or 'dynamic' (static: binarize the data "
-                         f"once before fit), got {binarize!r}")
-    if binarize == "dynamic" and model.likelihood != "bernoulli":
-        raise ValueError("binarize='dynamic' needs likelihood='bernoulli'")
-    if not (math.isfinite(kl_warmup) and kl_warmup >= 0):
-        raise ValueError(f"kl_warmup must be a number of epochs >= 0, got {kl_warmup!r}")
+    epochs = nonneg_int(epochs, "epochs")
+    given = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                 clip_norm=clip_norm, momentum=momentum, kl_warmup=kl_warmup,
+                 binarize=binarize, val_samples=val_samples, shuffle=shuffle,
+                 drop_last=drop_last)
+    # everything is checked before anything changes: a bad argument or bad data leaves the
+    # model and its training state as they were
+    settings, make_optimizer, changes = resolve(model.train_state, model,
+                                                {k: v for k, v in given.items() if v is not None})
+    callbacks = _check_callbacks(callbacks)
+    progress = boolean(progress, "progress")
+    if checkpoint is not None:
+        d = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(d):
+            raise FileNotFoundError(f"checkpoint={os.fspath(checkpoint)!r}: directory {d} "
+                                    "does not exist")
     train = _checked(as_dataset(X, "training data"), model)
     valset = None if val is None else _checked(as_dataset(val, "validation data"), model)
-    if len(train) < B:
-        raise DataError(f"{train.name}: {len(train)} rows is fewer than one batch of "
+    B, N = settings["batch_size"], len(train)
+    if N < B:
+        raise DataError(f"{train.name}: {N} rows is fewer than one batch of "
                         f"{B}; use a smaller batch_size")
-    opt = _optimizer(model, optimizer, lr)
-    st = model._train_state or _new_state(model)
-    model._train_state = st
-    steps = len(train) // B if drop_last else -(-len(train) // B)
-    warm_steps = kl_warmup * steps
-    out = Progress(stream or sys.stderr, enabled=bool(progress))
-    history = History(model.history)
+
+    st = model.train_state
+    if st is None:
+        st = model.train_state = TrainState(model)
+    st.settings = settings
+    st.optimizer = opt = make_optimizer()
+    out = Progress(stream or sys.stderr, enabled=progress)
+    if st.row and st.n_rows != N:
+        changes.append(f"the data has {N} rows where the epoch in progress had {st.n_rows}: "
+                       f"epoch {st.epoch + 1} restarts")
+        st.restart_epoch()
+    if changes:
+        _report(out, "fit: settings changed from the saved run (applied): " + "; ".join(changes))
+    st.n_rows = N
+    drop_last = settings["drop_last"]
+    steps = N // B if drop_last else -(-N // B)  # steps of a whole epoch
+    warm_steps = settings["kl_warmup"] * steps
+    history = History(st.history)
     bk = model._bk
-    shuffle_rng = np.random.Generator(np.random.PCG64())
-    bin_rng = np.random.Generator(np.random.PCG64())
-    bin_rng.bit_generator.state = st["binarize_rng"]
-    batches = _Batches(model, train, B, binarize, bin_rng)
+    batches = _Batches(model, train, B, settings["binarize"], st.binarize_rng)
     # running sums of the epoch (loss, recon, kl) where the model computes: on a GPU
     # nothing in the loop waits for them (see _sync_sums for when they are read)
-    acc = bk.asarray(np.array(st["sums"][:3], dtype=np.float64))
-    checked = st["batch"]  # the last step whose loss is known to be finite
+    acc = bk.asarray(np.array(st.sums[:3], dtype=np.float64))
+    checked = st.epoch_steps  # the last step whose loss is known to be finite
 
     def loss_note():  # the progress bar's loss, read only when the bar redraws
         _sync_sums(bk, acc, st, opt, checked)
-        return f"loss {st['sums'][0] / max(1, st['sums'][3]):.2f}"
+        return f"loss {st.sums[0] / max(1, st.sums[3]):.2f}"
 
     guard = _SigintGuard(out)
     try:
         with guard:
             for _ in range(epochs):
-                shuffle_rng.bit_generator.state = st["order_rng"]
-                order = shuffle_rng.permutation(len(train)) if shuffle else np.arange(len(train))
-                batches.start_epoch(order)
+                order, order_after = st.epoch_order(N, settings["shuffle"])
+                batches.start_epoch(order, st.row)
                 t0 = time.perf_counter()
-                out.start(f"epoch {st['epoch'] + 1}", steps, B, done=st["batch"])
-                checked = st["batch"]
-                while st["batch"] < steps:
+                out.start(f"epoch {st.epoch + 1}", steps, B, done=-(-st.row // B))
+                checked = st.epoch_steps
+                while st.row < N and not (drop_last and N - st.row < B):
                     if guard.hit:
                         break
-                    start, stop = st["batch"] * B, min(len(train), (st["batch"] + 1) * B)
-                    xb = batches.get(order, start, stop)
+                    start, stop = st.row, min(N, st.row + B)
+                    xb = batches.get(start, stop)
                     if warm_steps > 0:
-                        model.kl_scale = min(1.0, (st["step"] + 1) / warm_steps)
+                        model.kl_scale = min(1.0, (st.step + 1) / warm_steps)
                     n = stop - start
                     cache = model.forward(xb, validate=False, _acc=(acc, float(n)))
                     if not bk.DEVICE and not math.isfinite(cache.loss):
                         raise FloatingPointError(
-                            f"the loss is {cache.loss} at epoch {st['epoch'] + 1}, step "
-                            f"{st['batch'] + 1}; parameters are unchanged by this step (try a "
-                            f"smaller lr, now {opt.lr})")
+                            f"the loss is {cache.loss} at epoch {st.epoch + 1}, step "
+                            f"{st.epoch_steps + 1}; parameters are unchanged by this step "
+                            f"(try a smaller lr, now {opt.lr})")
                     opt.step(model.backward(cache))
-                    st["sums"][3] += n
-                    st["batch"] += 1
-                    st["step"] += 1
-                    if bk.DEVICE and st["batch"] - checked >= DEVICE_CHECK_EVERY:
+                    st.sums[3] += n
+                    st.row = stop
+                    st.epoch_steps += 1
+                    st.step += 1
+                    if bk.DEVICE and st.epoch_steps - checked >= DEVICE_CHECK_EVERY:
                         _sync_sums(bk, acc, st, opt, checked)
-                        checked = st["batch"]
-                    out.update(st["batch"], loss_note)
+                        checked = st.epoch_steps
+                    out.update(-(-st.row // B), loss_note)
                 _sync_sums(bk, acc, st, opt, checked)
-                st["seconds"] += time.perf_counter() - t0
+                st.seconds += time.perf_counter() - t0
                 if guard.hit:
                     break
-                rec = _end_epoch(model, st, valset, val_samples, steps,
+                rec = _end_epoch(model, st, valset, settings["val_samples"],
                                  model.beta * model.kl_scale)
                 acc[...] = 0
-                st["order_rng"] = shuffle_rng.bit_generator.state
+                st.order_rng = order_after
                 history.append(rec)
-                model.history.append(rec)
                 out.finish(_summary(rec))
                 stop = False
                 for cb in callbacks:
@@ -193,16 +220,14 @@ def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
                     except StopTraining:
                         stop = True
                 if checkpoint is not None:
-                    st["binarize_rng"] = bin_rng.bit_generator.state
                     model.save(checkpoint)
                 if stop:
                     break
     finally:
         model.kl_scale = 1.0
-        st["binarize_rng"] = bin_rng.bit_generator.state
     if guard.hit:
         history.interrupted = True
-        where = f"epoch {st['epoch'] + 1}, step {st['batch']} of {steps}"
+        where = f"epoch {st.epoch + 1}, step {st.epoch_steps} of {steps}"
         if checkpoint is not None:
             model.save(checkpoint)
             out.note(f"interrupted at {where}; checkpoint written to {checkpoint}")
@@ -212,25 +237,50 @@ def fit(model, X, epochs=1, batch_size=128, optimizer="adam", lr=1e-3, val=None,
     return history
 
 
+def _report(out, line):
+    """One line on the progress output, or a warning when progress is off."""
+    if out.enabled:
+        out.note(line)
+    else:
+        warnings.warn(line, SettingChangedWarning, stacklevel=4)
+
+
+def _check_callbacks(callbacks):
+    if callable(callbacks):
+        return [callbacks]
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise ValueError(f"callbacks must be a list of callables, got {callbacks!r}") from None
+    for cb in callbacks:
+        if not callable(cb):
+            raise ValueError(f"callbacks must be callables cb(model, record), got {cb!r}")
+    return callbacks
+
+
 #: on a GPU the loss is checked for NaN/inf every this many steps (and whenever the
 #: progress bar redraws), not every step: reading it would make the host wait each time
 DEVICE_CHECK_EVERY = 100
 
 
 class _Batches:
-    """The rows of each training step, gathered where the model computes.
+    """The rows of each training step, gathered where the model computes, allocating
+    nothing per step.
 
     On a GPU an in-memory training set is copied to the device once (uint8 images stay
     uint8, a quarter of the float32 size) and each batch is gathered and scaled there by
     one kernel, so a step needs no host-to-device copy.  Memory-mapped data, dynamic
     binarization (whose draws come from a host generator, for exact resume) and data too
-    large for the GPU use host batches, copied to the device each step.
+    large for the GPU use host batches, gathered into one buffer (and, on a GPU, copied
+    into one device buffer).  A memory-mapped file is read in file order within each batch
+    (the order is worked out once per epoch), so a file larger than memory streams.
     """
 
     def __init__(self, model, ds, B, binarize, bin_rng):
         self.ds, self.binarize, self.bin_rng, self.bk = ds, binarize, bin_rng, model._bk
-        self.on_device = False
-        usable = (self.bk.DEVICE and binarize == "none" and not isinstance(ds.x, np.memmap)
+        self.B, self.on_device = B, False
+        self.mapped = isinstance(ds.x, np.memmap)
+        usable = (self.bk.DEVICE and binarize == "none" and not self.mapped
                   and ds.x.dtype in (np.uint8, np.float32, np.float64))
         if usable:
             try:
@@ -240,23 +290,56 @@ class _Batches:
                 self.on_device = True
             except MemoryError:
                 self.X = None  # does not fit next to the model: host batches instead
-        if not self.on_device:
-            self.buf = np.empty((B, ds.dim), dtype=model.dtype)
-
-    def start_epoch(self, order):
         if self.on_device:
-            self.order = self.bk.asarray(order.astype(np.int64))
+            return
+        # host batches: the gather kernel of the cpu backend (the numpy backend's own keeps
+        # that backend free of Numba)
+        if self.bk.NAME == "numpy":
+            from .backends import reference as host
+        else:
+            from .backends import cpu as host
+        self.host = host
+        self.X = np.asarray(ds.x)  # drops the memmap subclass only: a file stays a file
+        self.buf = np.empty((B, ds.dim), dtype=model.dtype)
+        self.u = np.empty((B, ds.dim), dtype=model.dtype) if binarize == "dynamic" else None
+        if self.mapped:  # per batch: rows in file order, and where each goes in the batch
+            self.src, self.dest = np.empty(len(ds), np.int64), np.empty(len(ds), np.int64)
+        if self.bk.DEVICE:
+            self.staged = self.bk.xp.empty((B, ds.dim), dtype=model.dtype)
 
-    def get(self, order, start, stop):
+    def start_epoch(self, order, first_row):
+        """The epoch's row order (N,); batches start at first_row, first_row + B, ..."""
+        self.order = order
+        if self.on_device:
+            self.order_dev = self.bk.asarray(order.astype(np.int64))
+        elif self.mapped:
+            for s in range(first_row, order.size, self.B):
+                seg = order[s:s + self.B]
+                where = np.argsort(seg, kind="stable")
+                self.src[s:s + seg.size] = seg[where]
+                self.dest[s:s + seg.size] = where
+
+    def get(self, start, stop):
         """Rows order[start:stop] as a (stop - start, D) batch of the model's dtype."""
+        n = stop - start
         if self.on_device:
-            xb = self.out[: stop - start]
-            self.bk.gather_rows(xb, self.X, self.order[start:stop], self.ds.scale)
+            xb = self.out[:n]
+            self.bk.gather_rows(xb, self.X, self.order_dev[start:stop], self.ds.scale)
             return xb
-        idx = order[start:stop]
-        xb = self.ds.batch(idx, out=self.buf[: idx.size])
+        xb = self.buf[:n]
+        if self.mapped:
+            self.host.scatter_rows(xb, self.dest[start:stop], self.X, self.src[start:stop],
+                                   self.ds.scale)
+        else:
+            self.host.gather_rows(xb, self.X, self.order[start:stop], self.ds.scale)
         if self.binarize == "dynamic":
-            _binarize(xb, self.bin_rng, out=xb)
+            u = self.u[:n]
+            self.bin_rng.random(out=u, dtype=u.dtype)
+            self.host.binarize_rows(xb, u)
+        if self.bk.DEVICE:
+            staged = self.staged[:n]
+            self.bk.copy_from_host(staged, xb)
+            return staged
         return xb
 
 
@@ -266,10 +349,10 @@ def _sync_sums(bk, acc, st, opt, since):
     vals = [float(v) for v in bk.to_numpy(acc)]
     if not all(math.isfinite(v) for v in vals):
         raise FloatingPointError(
-            f"the loss became non-finite at epoch {st['epoch'] + 1}, between steps {since + 1} "
-            f"and {st['batch']}; the model's parameters may no longer be finite: reload the "
+            f"the loss became non-finite at epoch {st.epoch + 1}, between steps {since + 1} "
+            f"and {st.epoch_steps}; the model's parameters may no longer be finite: reload the "
             f"last checkpoint and try a smaller lr (now {opt.lr})")
-    st["sums"][:3] = vals
+    st.sums[:3] = vals
 
 
 def _checked(ds, model):
@@ -279,39 +362,22 @@ def _checked(ds, model):
     return ds.check(model.likelihood)
 
 
-def _optimizer(model, optimizer, lr):
-    if isinstance(optimizer, Optimizer):
-        if optimizer.model is not model:
-            raise ValueError("the optimizer was built for another model")
-        model.optimizer = optimizer
-    elif model.optimizer is not None and model.optimizer.name == str(optimizer).lower():
-        model.optimizer.lr = float(lr)
-    else:
-        model.optimizer = make_optimizer(optimizer, model, lr=lr)
-    return model.optimizer
-
-
-def _new_state(model):
-    order, binar = np.random.SeedSequence((model.seed, 0xDA7A)).spawn(2)
-    return {"epoch": 0, "batch": 0, "step": 0, "seconds": 0.0, "sums": [0.0, 0.0, 0.0, 0],
-            "order_rng": np.random.PCG64(order).state,
-            "binarize_rng": np.random.PCG64(binar).state}
-
-
-def _end_epoch(model, st, valset, val_samples, steps, beta):
-    """Close the epoch: the record of its averages (and validation), state reset."""
-    loss, recon, kl, n = st["sums"]
-    secs = st["seconds"]
-    st["epoch"] += 1
-    rec = {"epoch": st["epoch"], "train_loss": loss / n, "train_neg_elbo": (recon + kl) / n,
-           "train_recon": recon / n, "train_kl": kl / n, "beta": beta, "steps": steps,
-           "train_seconds": secs, "samples_per_s": n / secs if secs > 0 else float("nan")}
+def _end_epoch(model, st, valset, val_samples, beta):
+    """Close the epoch: the record of its averages (and validation), position reset."""
+    loss, recon, kl, n = st.sums
+    secs = st.seconds
+    st.epoch += 1
+    rec = {"epoch": st.epoch, "train_loss": loss / n, "train_neg_elbo": (recon + kl) / n,
+           "train_recon": recon / n, "train_kl": kl / n, "beta": beta,
+           "steps": st.epoch_steps, "train_seconds": secs,
+           "samples_per_s": n / secs if secs > 0 else float("nan")}
     t0 = time.perf_counter()
     if valset is not None:
         ev = elbo(model, valset, n_samples=val_samples, validate=False)  # checked by fit
         rec.update(val_neg_elbo=ev.neg_elbo, val_recon=ev.recon, val_kl=ev.kl)
     rec["seconds"] = secs + time.perf_counter() - t0
-    st.update(batch=0, seconds=0.0, sums=[0.0, 0.0, 0.0, 0])
+    st.restart_epoch()
+    st.history.append(rec)
     return rec
 
 

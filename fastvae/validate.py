@@ -4,6 +4,7 @@ They run before any kernel, so a kernel never sees a wrong shape, dtype or value
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -12,9 +13,56 @@ from .codes import LIK_BERNOULLI
 
 
 def positive_int(v, what):
+    """v as an int >= 1, else a ValueError naming ``what`` and the value."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
         raise ValueError(f"{what} must be a positive integer, got {v!r}")
     return int(v)
+
+
+def nonneg_int(v, what):
+    """v as an int >= 0, else a ValueError naming ``what`` and the value."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+        raise ValueError(f"{what} must be an integer >= 0, got {v!r}")
+    return int(v)
+
+
+def real(v, what, *, above=None, at_least=None, below=None):
+    """v as a finite float, optionally > ``above``, >= ``at_least``, < ``below``; else a
+    ValueError naming ``what``, the value and the range (NaN and inf are refused)."""
+    ok = (not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+          and (above is None or v > above) and (at_least is None or v >= at_least)
+          and (below is None or v < below))
+    if not ok:
+        bounds = [f"> {above:g}" if above is not None else None,
+                  f">= {at_least:g}" if at_least is not None else None,
+                  f"< {below:g}" if below is not None else None]
+        rng = " and ".join(b for b in bounds if b)
+        raise ValueError(f"{what} must be a finite number{' ' + rng if rng else ''}, got {v!r}")
+    return float(v)
+
+
+def choice(v, what, options):
+    """v if it is one of ``options`` (strings), else a ValueError listing them."""
+    if not isinstance(v, str) or v not in options:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, options))}; got {v!r}")
+    return v
+
+
+def boolean(v, what):
+    """v as a bool; only True, False (and NumPy's bools) are accepted, not 0/1 or strings."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{what} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def int_tuple(v, what):
+    """An int or a sequence of positive ints -> tuple of ints (an empty sequence is allowed:
+    no hidden layer)."""
+    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
+        v = (v,)
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise ValueError(f"{what} must be an integer or a sequence of integers, got {v!r}")
+    return tuple(positive_int(n, f"{what} width") for n in v)
 
 
 def _as_float_array(a, what, dtype, xp):

@@ -1,9 +1,13 @@
-"""Activation workspaces: every buffer one training step touches, allocated once per shape.
+"""Activation workspaces: every buffer one pass touches, allocated once per shape.
 
-A workspace belongs to one (batch rows B, latent samples L) pair.  Forward writes into it,
-backward reads from it and writes gradients into it, so a steady-state step allocates no
-arrays.  The ``generation`` counter lets a :class:`~fastvae.model.Cache` notice that a later
-forward pass has overwritten the buffers it points to.
+A workspace belongs to one (batch rows B, latent samples L, kind) triple.  A *training*
+workspace holds what forward saves for backward and what backward writes; an *evaluation*
+workspace holds only the forward buffers, and serves the loss-only forward, ``encode``,
+``decode`` and the estimators built on them.  Evaluation never touches a training workspace,
+so a validation pass between ``forward`` and ``backward`` leaves the training step intact.
+
+The ``generation`` counter lets a :class:`~fastvae.model.Cache` notice that a later pass has
+overwritten the buffers it points to.
 """
 from __future__ import annotations
 
@@ -11,20 +15,24 @@ from collections import OrderedDict
 
 
 class Workspace:
-    """Buffers for one (B, L).  R = L*B decoder rows, Z latent size, D data size.
+    """Buffers for one (B, L).  R = L*B decoder rows, Z latent size, D data size, S the size of
+    the Gaussian log-scale (1 when shared or fixed, D per pixel).
 
     Forward:  h[i] (B, n_i) encoder activations; head (B, 2Z) = [mu | raw logvar];
-              mu, logvar, sigma (B, Z); eps, z (R, Z); kl (B,); kl_dim (Z,);
+              mu, logvar, sigma (B, Z); eps, z (R, Z); kl (B,); kl_dim (Z,); recon (B,);
               g[j] (R, m_j) decoder activations; out (R, D) logits or means;
-              dout (R, D) loss gradient (written by the fused likelihood kernel);
+              ls (S,) the effective (softly floored) learned log-scale;
               loss_rows (R,); stats (3,) float64 [loss, recon mean, kl mean].
+    Training only, written by the fused likelihood kernel in forward and held until backward:
+              dout (R, D) the loss gradient; dout_b (D,) its column sums (the output bias
+              gradient); dls (S,) the gradient with respect to ls.
     Backward: dg[j] (R, m_j); dz (R, Z); dhead (B, 2Z); dh[i] (B, n_i); scratch.
     """
 
-    def __init__(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D):
+    def __init__(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S=1, train=True):
         R = L * B
         e = lambda *shape: xp.empty(shape, dtype=dtype)  # noqa: E731
-        self.B, self.L, self.R = B, L, R
+        self.B, self.L, self.R, self.train = B, L, R, train
         self.h = [e(B, n) for n in enc_hidden]
         self.head = e(B, 2 * latent)
         self.mu, self.logvar, self.sigma = e(B, latent), e(B, latent), e(B, latent)
@@ -32,9 +40,14 @@ class Workspace:
         self.kl, self.kl_dim = e(B), e(latent)
         self.recon = e(B)  # per-datapoint reconstruction term, mean over the L samples
         self.g = [e(R, m) for m in dec_hidden]
-        self.out, self.dout, self.loss_rows = e(R, D), e(R, D), e(R)
+        self.out, self.loss_rows = e(R, D), e(R)
+        self.ls = e(S)
         # [loss, recon mean, kl mean] in float64, written on the device by loss_stats
         self.stats = xp.zeros(3, dtype="float64")
+        self.generation = 0
+        if not train:
+            return
+        self.dout, self.dout_b, self.dls = e(R, D), e(D), e(S)
         self.dg = [e(R, m) for m in dec_hidden]
         self.dz = e(R, latent)
         self.dhead = e(B, 2 * latent)
@@ -43,7 +56,6 @@ class Workspace:
         # writing da over its own input (in place) defeats LLVM's vectoriser (overlap
         # check fails) and cost 2.5x in act_bias_bwd
         self._scratch = e(max([R * m for m in dec_hidden] + [B * n for n in enc_hidden] + [1]))
-        self.generation = 0
 
     def scratch(self, rows, cols):
         """A (rows, cols) view of the shared scratch buffer."""
@@ -52,18 +64,19 @@ class Workspace:
 
 class WorkspacePool:
     """Keeps the workspaces of the few most recent shapes (an epoch's last, smaller batch
-    must not evict the main one, and a sweep over many sizes must not hoard memory)."""
+    must not evict the main one, validation must not evict training, and a sweep over many
+    sizes must not hoard memory)."""
 
-    def __init__(self, factory, keep=4):
+    def __init__(self, factory, keep=6):
         self._factory = factory
         self._keep = keep
         self._pool = OrderedDict()
 
-    def get(self, B, L):
-        key = (B, L)
+    def get(self, B, L, train=True):
+        key = (B, L, bool(train))
         ws = self._pool.get(key)
         if ws is None:
-            ws = self._factory(B, L)
+            ws = self._factory(B, L, bool(train))
             self._pool[key] = ws
             while len(self._pool) > self._keep:
                 self._pool.popitem(last=False)

@@ -39,7 +39,7 @@ __device__ __forceinline__ T act_bwd(T dy, T y, int act, T alpha) {
     switch (act) {
     case ACT_RELU: return y > T(0) ? dy : T(0);
     case ACT_LEAKY_RELU: return y > T(0) ? dy : alpha * dy;
-    case ACT_TANH: return dy * (T(1) - y * y);
+    case ACT_TANH: return dy * ((T(1) - y) * (T(1) + y));  // 1 - y exact near 1: no cancellation
     case ACT_SIGMOID: return dy * y * (T(1) - y);
     case ACT_ELU: return y > T(0) ? dy : dy * (y + alpha);
     case ACT_SOFTPLUS: return -dy * vexpm1(-y);  // sigmoid(a) = 1 - exp(-softplus(a))

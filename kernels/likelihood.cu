@@ -4,6 +4,9 @@
 //   likelihood_fwd_bwd  out (R, D) logits or means (bias added in place), x (B, D) ->
 //                       loss per row (partial over column tiles), dout (R, D),
 //                       db and dlogscale partial sums over row chunks
+//   likelihood_fwd      the same loss per row, and nothing else (evaluation)
+//   logscale_fwd/bwd    ls (S,) = floor + softplus(raw - floor), a softly floored learned
+//                       log-scale; draw = dls * sigmoid(raw - floor)
 //   loss_stats          loss_rows (R,), kl (B,), kl_dim (Z,) -> stats (3,) =
 //                       [loss, recon mean, kl mean] (float64), acc (3,) += weight * stats
 //
@@ -17,9 +20,11 @@
 #define LIK_GAUSSIAN 1
 
 // rowpart (n_tiles, R); dbpart, lspart (n_chunks, D).  logscale (1,) when shared, else
-// (D,); lspart is written only when learn_scale.  grad_scale is 1 / (L * B).
-template <class T>
-__device__ void likelihood_fwd_bwd_impl(T* dout, T* rowpart, T* dbpart, T* lspart, T* out,
+// (D,); lspart is written only when learn_scale.  grad_scale is 1 / (L * B).  With
+// GRAD false only rowpart (and the bias added to out) is written: dout, dbpart and lspart
+// are not touched and may be null.
+template <class T, bool GRAD>
+__device__ void likelihood_impl(T* dout, T* rowpart, T* dbpart, T* lspart, T* out,
                                         const T* b, const T* x, const T* logscale, int R,
                                         int B, int D, int rows_per_chunk, int kind,
                                         int learn_scale, int shared_scale, T grad_scale) {
@@ -58,12 +63,15 @@ __device__ void likelihood_fwd_bwd_impl(T* dout, T* rowpart, T* dbpart, T* lspar
                 g = grad_scale * d * iv;
                 col_ls += grad_scale * (T(1) - q);
             }
-            dout[k] = g;
-            col += g;
+            if (GRAD) {
+                dout[k] = g;
+                col += g;
+            }
         }
         T row = warp_sum(c);
         if (threadIdx.x == 0) rowpart[(i64)blockIdx.x * R + r] = row;
     }
+    if (!GRAD) return;  // uniform over the grid: no thread is left waiting at a barrier
     T s = tile_col_sum(col);
     if (threadIdx.y == 0 && valid) dbpart[(i64)blockIdx.y * D + j] = s;
     if (learn_scale) {  // uniform over the block, so the barrier inside is safe
@@ -103,11 +111,47 @@ __device__ void loss_stats_impl(double* stats, double* acc, const T* loss_rows, 
     }
 }
 
+// one thread per entry of ls (S = 1 or D): a handful of values, once per step
+template <class T>
+__device__ void logscale_fwd_impl(T* ls, const T* raw, int S, T ls_floor) {
+    for (i64 i = grid_start(); i < S; i += grid_stride()) {
+        T t = raw[i] - ls_floor;
+        ls[i] = ls_floor + (t > T(0) ? t : T(0)) + vlog1p(vexp(-vabs(t)));
+    }
+}
+
+template <class T>
+__device__ void logscale_bwd_impl(T* draw, const T* dls, const T* raw, int S, T ls_floor) {
+    for (i64 i = grid_start(); i < S; i += grid_stride()) {
+        T t = raw[i] - ls_floor;
+        T e = vexp(-vabs(t));
+        draw[i] = dls[i] * (t >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e));
+    }
+}
+
 extern "C" __global__ void likelihood_fwd_bwd_f32(float* dout, float* rowpart, float* dbpart, float* lspart, float* out, const float* b, const float* x, const float* logscale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, float grad_scale) {
-    likelihood_fwd_bwd_impl(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale);
+    likelihood_impl<float, true>(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale);
 }
 extern "C" __global__ void likelihood_fwd_bwd_f64(double* dout, double* rowpart, double* dbpart, double* lspart, double* out, const double* b, const double* x, const double* logscale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, double grad_scale) {
-    likelihood_fwd_bwd_impl(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale);
+    likelihood_impl<double, true>(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale);
+}
+extern "C" __global__ void likelihood_fwd_f32(float* rowpart, float* out, const float* b, const float* x, const float* logscale, int R, int B, int D, int rows_per_chunk, int kind, int shared_scale) {
+    likelihood_impl<float, false>(nullptr, rowpart, nullptr, nullptr, out, b, x, logscale, R, B, D, rows_per_chunk, kind, 0, shared_scale, 0.0f);
+}
+extern "C" __global__ void likelihood_fwd_f64(double* rowpart, double* out, const double* b, const double* x, const double* logscale, int R, int B, int D, int rows_per_chunk, int kind, int shared_scale) {
+    likelihood_impl<double, false>(nullptr, rowpart, nullptr, nullptr, out, b, x, logscale, R, B, D, rows_per_chunk, kind, 0, shared_scale, 0.0);
+}
+extern "C" __global__ void logscale_fwd_f32(float* ls, const float* raw, int S, float ls_floor) {
+    logscale_fwd_impl(ls, raw, S, ls_floor);
+}
+extern "C" __global__ void logscale_fwd_f64(double* ls, const double* raw, int S, double ls_floor) {
+    logscale_fwd_impl(ls, raw, S, ls_floor);
+}
+extern "C" __global__ void logscale_bwd_f32(float* draw, const float* dls, const float* raw, int S, float ls_floor) {
+    logscale_bwd_impl(draw, dls, raw, S, ls_floor);
+}
+extern "C" __global__ void logscale_bwd_f64(double* draw, const double* dls, const double* raw, int S, double ls_floor) {
+    logscale_bwd_impl(draw, dls, raw, S, ls_floor);
 }
 extern "C" __global__ void loss_stats_f32(double* stats, double* acc, const float* loss_rows, const float* kl, const float* kl_dim, int R, int B, int Z, double free_bits, double kl_coef, double weight) {
     loss_stats_impl(stats, acc, loss_rows, kl, kl_dim, R, B, Z, free_bits, kl_coef, weight);

@@ -43,7 +43,10 @@ __device__ void reparam_kl_fwd_impl(T* mu, T* logvar, T* sigma, T* z, T* klpart,
                 i64 q = ((i64)l * B + i) * Z + k;
                 z[q] = m + s * eps[q];
             }
-            t = T(0.5) * (m * m + s * s - T(1) - lv);
+            // both terms >= 0, so nothing cancels near collapse; past the clamp the KL goes
+            // on linearly with its slope at the edge (reference.reparam_kl_fwd)
+            T em1 = vexpm1(lv);
+            t = T(0.5) * (m * m + (em1 - lv)) + T(0.5) * em1 * (raw - lv);
             col += t;
         }
         T row = warp_sum(t);
@@ -54,7 +57,8 @@ __device__ void reparam_kl_fwd_impl(T* mu, T* logvar, T* sigma, T* z, T* klpart,
 }
 
 // kl_weight = beta / B; a dimension whose batch-mean KL (kl_dim) is not above free_bits
-// (when free_bits > 0) gets no KL gradient.  dhbpart (n_chunks, 2Z).
+// (when free_bits > 0) gets no KL gradient.  Outside [lv_min, lv_max] the sample path's
+// logvar gradient is zero and the KL's is its slope at the edge.  dhbpart (n_chunks, 2Z).
 template <class T>
 __device__ void reparam_kl_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* eps,
                                     const T* mu, const T* sigma, const T* head, const T* kl_dim,
@@ -75,12 +79,13 @@ __device__ void reparam_kl_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* 
                 ge += dz[q] * eps[q];
             }
             i64 o = (i64)i * Z + k;
-            T sg = sigma[o];
             T dmu = gm + w * mu[o];
-            T dlv = T(0.5) * sg * ge + w * T(0.5) * (sg * sg - T(1));
             i64 h = (i64)i * 2 * Z + k;
             T raw = head[h + Z];
-            if (raw < lv_min || raw > lv_max) dlv = T(0);
+            // the clamp cuts the sample path, not the KL's pull back into the range
+            bool inside = raw >= lv_min && raw <= lv_max;
+            T lv = raw < lv_min ? lv_min : (raw > lv_max ? lv_max : raw);
+            T dlv = (inside ? T(0.5) * sigma[o] * ge : T(0)) + w * T(0.5) * vexpm1(lv);
             dhead[h] = dmu;
             dhead[h + Z] = dlv;
             acc_mu += dmu;

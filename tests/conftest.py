@@ -21,6 +21,25 @@ def make_eps(model, B, seed=1):
     return rng.standard_normal((model.n_samples, B, model.latent_dim)).astype(model.dtype)
 
 
+def interrupt_at(model, k):
+    """Send this process SIGINT (a Ctrl-C) during the k-th training forward pass of model,
+    as a user pressing Ctrl-C in the middle of a step would."""
+    import signal
+
+    calls = [0]
+    orig = model.forward
+
+    def forward(*args, **kw):
+        if kw.get("grad", True):
+            calls[0] += 1
+            if calls[0] == k:
+                signal.raise_signal(signal.SIGINT)
+        return orig(*args, **kw)
+
+    model.forward = forward
+    return model
+
+
 @pytest.fixture(autouse=True)
 def _default_backend(monkeypatch):
     # every test starts from the documented default, whatever the environment says

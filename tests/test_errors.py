@@ -108,7 +108,7 @@ def test_stale_cache_refused():
 
 def test_optimizer_arguments():
     m = make_model()
-    with pytest.raises(ValueError, match="lr must be a positive"):
+    with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got 0"):
         fastvae.Adam(m, lr=0)
     with pytest.raises(ValueError, match="betas"):
         fastvae.Adam(m, betas=(0.9, 1.0))

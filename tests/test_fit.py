@@ -10,6 +10,8 @@ from fastvae import data
 from fastvae.data import DataError
 from fastvae.train import StopTraining
 
+from conftest import interrupt_at
+
 
 def small_model(**kw):
     kw.setdefault("backend", "cpu")
@@ -77,36 +79,21 @@ def test_resume_is_exact_with_warmup_and_dynamic_binarization(shapes, tmp_path):
     assert a.history[0]["beta"] < 1.0 and a.beta == 1.0  # ramping, and restored after
 
 
-class _InterruptAt(data.Dataset):
-    """Sends this process SIGINT (a Ctrl-C) while the k-th batch is being read."""
-
-    def __init__(self, ds, k):
-        super().__init__(ds.x, ds.image_shape, ds.labels, name=ds.name)
-        self.calls, self.k = 0, k
-
-    def batch(self, idx, out=None, dtype=np.float32):
-        self.calls += 1
-        if self.calls == self.k:
-            signal.raise_signal(signal.SIGINT)
-        return super().batch(idx, out, dtype)
-
-
 @pytest.mark.parametrize("k", [4, 13])
 def test_ctrl_c_saves_and_resume_mid_epoch_is_exact(shapes, tmp_path, k):
     train, test = shapes
     a = small_model()
     a.fit(train, epochs=2, batch_size=64, val=test, progress=False, binarize="dynamic")
-    b = small_model()
+    b = interrupt_at(small_model(), k)
     ck = tmp_path / "ck.npz"
-    h = b.fit(_InterruptAt(train, k), epochs=2, batch_size=64, val=test, progress=False,
+    h = b.fit(train, epochs=2, batch_size=64, val=test, progress=False,
               checkpoint=ck, binarize="dynamic")
     assert h.interrupted and b.optimizer.step_count == k  # the step in flight completed
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     c = fastvae.load(ck, backend="cpu")
     np.testing.assert_array_equal(c.flat_params, b.flat_params)
-    assert c._train_state["batch"] == k % 10
-    c.fit(train, epochs=2 - c._train_state["epoch"], batch_size=64, val=test,
-          progress=False, binarize="dynamic")
+    assert c.train_state.epoch_steps == k % 10 and c.train_state.row == 64 * (k % 10)
+    c.fit(train, epochs=2 - c.train_state.epoch, val=test, progress=False)  # settings saved
     _assert_same_run(a, c)
 
 

@@ -1,7 +1,9 @@
-"""Central finite differences (float64, reference backend) against the hand-written backward.
+"""Central finite differences (float64) against the hand-written backward, on the reference
+and the cpu backend.
 
 Every element of every parameter tensor is perturbed, for every activation, likelihood,
-n_samples in {1, 3}, and beta / free-bits setting.  Tolerance: |fd - analytic| <=
+n_samples in {1, 3}, and beta / free-bits setting, and at the edges: logvar outside the
+clamp range, learned Gaussian scales at their floor.  Tolerance: |fd - analytic| <=
 1e-6 + 1e-5 * |analytic| with step h = 1e-6 (the truncation error of a central difference is
 O(h^2 * f''') ~ 1e-12, rounding ~ 1e-16 / h ~ 1e-10, so the bound has ample room yet fails
 on any real mistake, which shows up at the size of the gradient itself).
@@ -10,7 +12,11 @@ on any real mistake, which shows up at the size of the gradient itself).
 import numpy as np
 import pytest
 
+from fastvae.codes import LOGSCALE_FLOOR, LOGVAR_RANGE
+
 from conftest import make_data, make_eps, make_model
+
+BACKENDS = ["numpy", "cpu"]
 
 ACTIVATIONS = ["relu", "leaky_relu", "tanh", "sigmoid", "elu", "softplus"]
 LIKELIHOODS = [("bernoulli", 1.0), ("gaussian", 0.7), ("gaussian", "learned"),
@@ -25,7 +31,7 @@ def _free_bits_between(model, x, eps):
     return float(0.5 * (kd[0] + kd[1]))
 
 
-def _fd_check(model, x, eps):
+def _fd_check(model, x, eps, atol=1e-6):
     grads = {k: v.copy() for k, v in model.loss_and_grad(x, eps)[1].items()}
     for name, p in model.parameters().items():
         fd = np.empty_like(p)
@@ -38,7 +44,7 @@ def _fd_check(model, x, eps):
             down = model.forward(x, eps).loss
             flat_p[i] = old
             flat_fd[i] = (up - down) / (2 * H)
-        np.testing.assert_allclose(grads[name], fd, rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(grads[name], fd, rtol=1e-5, atol=atol,
                                    err_msg=f"parameter {name}")
 
 
@@ -46,9 +52,10 @@ def _fd_check(model, x, eps):
 @pytest.mark.parametrize("lik", LIKELIHOODS, ids=lambda l: f"{l[0]}-{l[1]}")
 @pytest.mark.parametrize("n_samples", [1, 3])
 @pytest.mark.parametrize("beta,free_bits", [(1.0, 0.0), (2.5, "between")])
-def test_finite_differences(activation, lik, n_samples, beta, free_bits):
-    model = make_model(activation=activation, likelihood=lik[0], obs_scale=lik[1],
-                       n_samples=n_samples, hidden=(5, 4), beta=beta)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_finite_differences(backend, activation, lik, n_samples, beta, free_bits):
+    model = make_model(backend=backend, activation=activation, likelihood=lik[0],
+                       obs_scale=lik[1], n_samples=n_samples, hidden=(5, 4), beta=beta)
     x = make_data(model)
     if lik[0] == "gaussian":
         x = x * 3 - 1  # Gaussian data need not lie in [0, 1]
@@ -61,8 +68,9 @@ def test_finite_differences(activation, lik, n_samples, beta, free_bits):
 @pytest.mark.parametrize("beta,free_bits", [(0.0, 0.0), (2.5, 0.0), (1.0, "between"),
                                             (0.5, "between")])
 @pytest.mark.parametrize("n_samples", [1, 3])
-def test_finite_differences_beta_free_bits(beta, free_bits, n_samples):
-    model = make_model(beta=beta, n_samples=n_samples, activation="tanh")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_finite_differences_beta_free_bits(backend, beta, free_bits, n_samples):
+    model = make_model(backend=backend, beta=beta, n_samples=n_samples, activation="tanh")
     x = make_data(model)
     eps = make_eps(model, len(x))
     if free_bits == "between":
@@ -71,15 +79,49 @@ def test_finite_differences_beta_free_bits(beta, free_bits, n_samples):
     _fd_check(model, x, eps)
 
 
-def test_clamped_logvar_gets_zero_gradient():
-    """Outside the documented logvar range the clamp cuts the gradient (and only there)."""
-    model = make_model(activation="tanh")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logvar_outside_the_clamp_keeps_the_kl_pull(backend):
+    """Outside the logvar range the clamp cuts the sample path; the KL term goes on with its
+    slope at the edge, so its gradient still pulls logvar back.  Finite differences agree."""
+    lo, hi = LOGVAR_RANGE
+    model = make_model(backend=backend, activation="tanh", beta=1.5)
     Z = model.latent_dim
-    model.parameters()["enc.head.b"][Z] = -45.0  # logvar of dimension 0 far below -30
+    hb = model.parameters()["enc.head.b"]
+    hb[Z] = lo - 15.0  # logvar of dimension 0 far below the range, for every row
     x = make_data(model)
     eps = make_eps(model, len(x))
     _, g = model.loss_and_grad(x, eps)
-    assert g["enc.head.b"][Z] == 0.0
-    assert np.all(g["enc.head.W"][:, Z] == 0.0)
+    # the mean over rows of beta * 0.5 expm1(lo): only the KL's pull is left
+    assert g["enc.head.b"][Z] == pytest.approx(1.5 * 0.5 * np.expm1(lo), rel=1e-12)
     assert np.all(g["enc.head.b"][Z + 1:] != 0.0)
     _fd_check(model, x, eps)
+    # above the range the KL is huge (2.4e8 per row at the edge): check its slope alone,
+    # where the loss is linear in the bias (a wide step loses no precision)
+    hb[Z] = 0.0
+    hb[Z + 1] = hi + 0.5
+    _, g = model.loss_and_grad(x, eps)
+    assert g["enc.head.b"][Z + 1] == pytest.approx(1.5 * 0.5 * np.expm1(hi), rel=1e-10)
+    h = 1e-2
+    hb[Z + 1] = hi + 0.5 + h
+    up = model.forward(x, eps).loss
+    hb[Z + 1] = hi + 0.5 - h
+    down = model.forward(x, eps).loss
+    assert (up - down) / (2 * h) == pytest.approx(g["enc.head.b"][Z + 1], rel=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("obs_scale", ["learned", "per_pixel"])
+def test_learned_scale_at_its_floor(backend, obs_scale):
+    """A learned log-scale far below its soft floor: the scale in use sits at the floor, its
+    gradient (through the floor's sigmoid) is small but exact.  The loss is ~1e5 here, so
+    the finite differences carry ~1e-5 of rounding: the tolerance scales with the loss."""
+    model = make_model(backend=backend, activation="tanh", likelihood="gaussian",
+                       obs_scale=obs_scale)
+    model.parameters()["dec.logscale"][...] = LOGSCALE_FLOOR - 3.0
+    ls = model.obs_logscale()
+    assert np.all((ls > LOGSCALE_FLOOR) & (ls < LOGSCALE_FLOOR + 0.05))
+    x = make_data(model) * 3 - 1
+    eps = make_eps(model, len(x))
+    loss = model.forward(x, eps).loss
+    assert loss > 1e4
+    _fd_check(model, x, eps, atol=1e-10 * loss)

@@ -24,9 +24,11 @@ def _act(name, alpha):
     return ACT[name]
 
 
-def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0)):
+def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
     """(loss, {name: grad}) of fastvae's objective computed by torch autograd in the model's
-    dtype.  eps (L, B, Z)."""
+    dtype.  eps (L, B, Z).  The conventions, written out here independently of fastvae's
+    kernels: the KL per dimension is 0.5 (mu^2 + expm1(lv) - lv) with lv the clamped logvar,
+    continued linearly past the clamp; learned log-scales are floor + softplus(raw - floor)."""
     p = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in model.parameters().items()}
     xt = torch.tensor(np.asarray(x))
     et = torch.tensor(np.asarray(eps))
@@ -36,7 +38,8 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0)):
     for i in range(len(model.enc_hidden)):
         h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
     head = h @ p["enc.head.W"] + p["enc.head.b"]
-    mu, logvar = head[:, :Z], torch.clamp(head[:, Z:], *lv_range)
+    raw = head[:, Z:]
+    mu, logvar = head[:, :Z], torch.clamp(raw, *lv_range)
     sigma = torch.exp(0.5 * logvar)
     z = (mu[None] + sigma[None] * et).reshape(L * B, Z)
     g = z
@@ -47,9 +50,13 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0)):
     if model.likelihood == "bernoulli":
         rec = torch.nn.functional.binary_cross_entropy_with_logits(out, xr, reduction="sum")
     else:
-        ls = p["dec.logscale"] if model._learn_scale else torch.tensor(math.log(model.obs_scale), dtype=out.dtype)
+        if model._learn_scale:
+            ls = ls_floor + torch.nn.functional.softplus(p["dec.logscale"] - ls_floor)
+        else:
+            ls = torch.tensor(math.log(model.obs_scale), dtype=out.dtype)
         rec = (0.5 * (xr - out) ** 2 * torch.exp(-2 * ls) + ls + 0.5 * math.log(2 * math.pi)).sum()
-    kl_dim = (0.5 * (mu ** 2 + sigma ** 2 - 1 - logvar)).mean(dim=0)
+    em1 = torch.expm1(logvar)
+    kl_dim = (0.5 * (mu ** 2 + em1 - logvar) + 0.5 * em1 * (raw - logvar)).mean(dim=0)
     if model.free_bits > 0:
         kl = torch.clamp(kl_dim, min=model.free_bits).sum()
     else:

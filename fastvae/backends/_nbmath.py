@@ -90,3 +90,34 @@ def _log1p_unit_impl(e):
     def impl64(e):
         return math.log1p(e)
     return impl64
+
+
+def expm1_nonpos(t):
+    """exp(t) - 1 for t <= 0, without the cancellation of the plain difference near 0
+    (pure Python stand-in; Numba uses the overload below)."""
+    return math.expm1(t)
+
+
+@overload(expm1_nonpos, fastmath=FASTMATH)
+def _expm1_nonpos_impl(t):
+    if t == types.float32:
+        def impl(t):
+            # near 0 a Taylor series in t (no cancellation: its leading term is t itself);
+            # further out exp(t) - 1 is at least 0.29 in magnitude, so the difference keeps
+            # its relative precision.  Both are computed and one selected: this vectorises.
+            p = np.float32(1.0 / 40320.0)
+            p = p * t + np.float32(1.0 / 5040.0)
+            p = p * t + np.float32(1.0 / 720.0)
+            p = p * t + np.float32(1.0 / 120.0)
+            p = p * t + np.float32(1.0 / 24.0)
+            p = p * t + np.float32(1.0 / 6.0)
+            p = p * t + np.float32(0.5)
+            p = p * t + np.float32(1.0)
+            near = p * t
+            far = exp_nonpos(t) - np.float32(1.0)
+            return near if t > np.float32(-0.35) else far
+        return impl
+
+    def impl64(t):
+        return math.expm1(t)
+    return impl64

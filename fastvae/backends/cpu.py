@@ -23,7 +23,7 @@ from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOI
                      ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
 from . import reference as _ref
 from .reference import MOMENT_FLUSH
-from ._nbmath import FASTMATH, exp_nonpos, log1p_unit
+from ._nbmath import FASTMATH, exp_nonpos, expm1_nonpos, log1p_unit
 
 NAME = "cpu"
 xp = np
@@ -32,9 +32,8 @@ DEVICE = False
 asarray = _ref.asarray
 to_numpy = _ref.to_numpy
 matmul = _ref.matmul  # BLAS through NumPy: the same call is already the fast path
-# used only by the cuda backend's data path and noise; the reference is the definition
+# used only by the cuda backend's noise; the reference is the definition
 normal_fill = _ref.normal_fill
-gather_rows = _ref.gather_rows
 
 # error_model="numpy": division by zero yields inf/nan instead of raising; the Python
 # model's zero check is what stopped LLVM from vectorising every loop with a division.
@@ -67,8 +66,10 @@ def bias_act_fwd(y, b, act, alpha):
         for i in range(R):
             for j in range(N):
                 v = y[i, j] + b[j]
-                e = exp_nonpos(-two * abs(v))  # tanh|v| = (1 - e) / (1 + e)
-                t = (one - e) / (one + e)
+                # tanh|v| = -m / (2 + m), m = expm1(-2|v|): no cancellation for small v,
+                # where (1 - e) / (1 + e) would keep only the absolute precision
+                m = expm1_nonpos(-two * abs(v))
+                t = -m / (two + m)
                 y[i, j] = t if v >= zero else -t
     elif act == ACT_SIGMOID:
         for i in range(R):
@@ -97,13 +98,17 @@ def _act_grad(dy, yv, act, al, zero, one):
     if act == ACT_LEAKY_RELU:
         return dy if yv > zero else al * dy
     if act == ACT_TANH:
-        return dy * (one - yv * yv)
+        # (1 - y)(1 + y), not 1 - y^2: 1 - y is exact for y near 1, so the product keeps
+        # its relative precision where the derivative is small (in every backend)
+        return dy * ((one - yv) * (one + yv))
     if act == ACT_SIGMOID:
         return dy * yv * (one - yv)
     if act == ACT_ELU:
         return dy if yv > zero else dy * (yv + al)
     if act == ACT_SOFTPLUS:
-        return dy * (one - exp_nonpos(-yv))  # sigmoid(a) = 1 - exp(-softplus(a))
+        # sigmoid(a) = -expm1(-softplus(a)), as in every backend (1 - exp(-y) would lose
+        # the relative precision of small y to cancellation)
+        return -dy * expm1_nonpos(-yv)
     return dy
 
 
@@ -188,7 +193,10 @@ def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_m
             mu[i, k] = m
             logvar[i, k] = lv
             sigma[i, k] = s
-            t = half * (m * m + s * s - one - lv)
+            em1 = math.expm1(lv)
+            # both terms >= 0: no cancellation near collapse; past the clamp the KL goes
+            # on linearly (reference.reparam_kl_fwd)
+            t = half * (m * m + (em1 - lv)) + half * em1 * (raw - lv)
             acc += t
             kl_dim[k] += t
         kl[i] = acc
@@ -208,7 +216,6 @@ def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free
     B, Z = mu.shape
     L = dz.shape[0] // B
     half = mu.dtype.type(0.5)
-    one = mu.dtype.type(1.0)
     zero = mu.dtype.type(0.0)
     w_all = mu.dtype.type(kl_weight)
     lo = mu.dtype.type(lv_min)
@@ -224,16 +231,55 @@ def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free
                 r = s_ * B + i
                 gm += dz[r, k]
                 ge += dz[r, k] * eps[r, k]
-            sg = sigma[i, k]
             dmu = gm + w * mu[i, k]
-            dlv = half * sg * ge + w * half * (sg * sg - one)
             raw = head[i, Z + k]
-            if raw < lo or raw > hi:
-                dlv = zero
+            # the clamp cuts the sample path, not the KL's pull (reference.reparam_kl_bwd)
+            dlv = half * sigma[i, k] * ge if lo <= raw <= hi else zero
+            dlv += w * half * math.expm1(min(max(raw, lo), hi))
             dhead[i, k] = dmu
             dhead[i, Z + k] = dlv
             dhb[k] += dmu
             dhb[Z + k] += dlv
+
+
+@_jit
+def _bernoulli_terms(a, xv, zero, one):
+    """(softplus(a) - x a, sigmoid(a)): the two share e = exp(-|a|), one exp per pixel."""
+    e = exp_nonpos(-abs(a))
+    inv = one / (one + e)
+    return max(a, zero) + log1p_unit(e) - xv * a, inv if a >= zero else e * inv
+
+
+@_jit
+def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
+    """Reconstruction loss per row only, for evaluation (contract: reference.likelihood_fwd)."""
+    R, D = out.shape
+    B = x.shape[0]
+    zero = out.dtype.type(0.0)
+    one = out.dtype.type(1.0)
+    half = out.dtype.type(0.5)
+    if kind == LIK_BERNOULLI:
+        for r in range(R):
+            xi = r % B
+            acc = zero
+            for j in range(D):
+                a = out[r, j] + b[j]
+                out[r, j] = a
+                acc += _bernoulli_terms(a, x[xi, j], zero, one)[0]
+            loss_rows[r] = acc
+    elif kind == LIK_GAUSSIAN:
+        shared = logscale.shape[0] == 1
+        c = out.dtype.type(0.5 * math.log(2.0 * math.pi))
+        for r in range(R):
+            xi = r % B
+            acc = zero
+            for j in range(D):
+                ls = logscale[0] if shared else logscale[j]
+                a = out[r, j] + b[j]
+                out[r, j] = a
+                d = a - x[xi, j]
+                acc += half * d * d * math.exp(-2.0 * ls) + ls + c
+            loss_rows[r] = acc
 
 
 @_jit
@@ -256,11 +302,8 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
                 a = out[r, j] + b[j]
                 out[r, j] = a
                 xv = x[xi, j]
-                # softplus(a) - x a and sigmoid(a) share e = exp(-|a|): one exp per pixel
-                e = exp_nonpos(-abs(a))
-                acc += max(a, zero) + log1p_unit(e) - xv * a
-                inv = one / (one + e)
-                p = inv if a >= zero else e * inv
+                loss, p = _bernoulli_terms(a, xv, zero, one)
+                acc += loss
                 g = gs * (p - xv)
                 dout[r, j] = g
                 db[j] += g
@@ -294,6 +337,62 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
             loss_rows[r] = acc
         if learn_scale and shared:
             dlogscale[0] = gs * gl
+
+
+@_jit
+def logscale_fwd(ls, raw, floor):
+    """ls (S,) = floor + softplus(raw - floor), a softly floored log-scale (contract: reference)."""
+    f = ls.dtype.type(floor)
+    for i in range(ls.shape[0]):
+        t = raw[i] - f
+        ls[i] = f + max(t, ls.dtype.type(0.0)) + math.log1p(math.exp(-abs(t)))
+
+
+@_jit
+def logscale_bwd(draw, dls, raw, floor):
+    """draw (S,) = dls * sigmoid(raw - floor) (contract: reference.logscale_bwd)."""
+    f = raw.dtype.type(floor)
+    one = raw.dtype.type(1.0)
+    for i in range(raw.shape[0]):
+        t = raw[i] - f
+        e = math.exp(-abs(t))
+        draw[i] = dls[i] * (one / (one + e) if t >= 0 else e / (one + e))
+
+
+@_jit
+def scatter_rows(out, dest, X, idx, scale):
+    """out[dest[k]] = scale * X[idx[k]] (contract: reference.scatter_rows); reads X in the
+    order of idx, allocating nothing."""
+    D = out.shape[1]
+    sc = out.dtype.type(scale)
+    for k in range(idx.shape[0]):
+        i, r = idx[k], dest[k]
+        for j in range(D):
+            out[r, j] = out.dtype.type(X[i, j]) * sc
+
+
+@_jit
+def binarize_rows(x, u):
+    """x (B, D) <- (u < x) as 0/1, in place (contract: reference.binarize_rows)."""
+    one = x.dtype.type(1.0)
+    zero = x.dtype.type(0.0)
+    B, D = x.shape
+    for i in range(B):
+        for j in range(D):
+            x[i, j] = one if u[i, j] < x[i, j] else zero
+
+
+@_jit
+def gather_rows(out, X, idx, scale):
+    """out (B, D) = scale * X[idx] in out's dtype; X (N, D) uint8 or float (may be a
+    memory-mapped file), idx (B,) int64 (contract: reference.gather_rows).  Allocates
+    nothing, unlike NumPy's fancy indexing followed by a cast."""
+    B, D = out.shape
+    sc = out.dtype.type(scale)
+    for r in range(B):
+        i = idx[r]
+        for j in range(D):
+            out[r, j] = out.dtype.type(X[i, j]) * sc
 
 
 @_jit

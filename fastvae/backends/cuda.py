@@ -260,6 +260,15 @@ def to_numpy(a):
     return device().to_numpy(a)
 
 
+def copy_from_host(dst, src):
+    """dst (a device array) <- src (a NumPy array of the same shape and dtype), into dst's
+    memory: no device allocation (a batch staged for the GPU)."""
+    if hasattr(dst, "set"):
+        dst.set(src)
+    else:  # the emulated device's arrays are NumPy arrays
+        dst[...] = src
+
+
 # --------------------------------------------------------------------------- kernels
 def matmul(out, a, b, trans_a=False, trans_b=False):
     """out (M, N) = op(a) @ op(b) through cuBLAS (contract: reference.matmul).
@@ -376,6 +385,37 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
         _finish(dev, dlogscale, lspart, n_chunks * D, 1, 1.0)
     elif learn and n_chunks > 1:
         _finish(dev, dlogscale, lspart, n_chunks, D, 1.0)
+
+
+def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
+    """Reconstruction loss per row only, for evaluation (contract: reference.likelihood_fwd)."""
+    dev = device()
+    R, D = out.shape
+    T = out.dtype
+    grid, block, per, _ = tile_plan(R, D, dev.sm_count)
+    n_tiles = grid[0]
+    rowpart = loss_rows if n_tiles == 1 else _partials(T, R * n_tiles)[0]
+    dev.launch(kernel_name("likelihood_fwd", T), grid, block,
+               (rowpart, out, b, x, logscale, np.int32(R), np.int32(x.shape[0]), np.int32(D),
+                np.int32(per), np.int32(kind), np.int32(logscale.shape[0] == 1)))
+    if n_tiles > 1:
+        _finish(dev, loss_rows, rowpart, n_tiles, R, 1.0)
+
+
+def logscale_fwd(ls, raw, floor):
+    """ls (S,) = floor + softplus(raw - floor) (contract: reference.logscale_fwd)."""
+    dev = device()
+    S = ls.shape[0]
+    dev.launch(kernel_name("logscale_fwd", ls.dtype), (grid_1d(S, dev.sm_count),), (BLOCK_1D,),
+               (ls, raw, np.int32(S), _s(ls.dtype, floor)))
+
+
+def logscale_bwd(draw, dls, raw, floor):
+    """draw (S,) = dls * sigmoid(raw - floor) (contract: reference.logscale_bwd)."""
+    dev = device()
+    S = raw.shape[0]
+    dev.launch(kernel_name("logscale_bwd", raw.dtype), (grid_1d(S, dev.sm_count),),
+               (BLOCK_1D,), (draw, dls, raw, np.int32(S), _s(raw.dtype, floor)))
 
 
 def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):

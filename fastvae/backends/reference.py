@@ -48,6 +48,19 @@ def matmul(out, a, b, trans_a=False, trans_b=False):
     np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
 
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) without cancellation for large |a| (0.5 (1 + tanh(a/2)) loses every
+    digit of sigmoid(-20) to rounding; this form is exact to a few ulp everywhere)."""
+    e = np.exp(-np.abs(a))
+    r = 1 / (1 + e)
+    return np.where(a >= 0, r, e * r)
+
+
+def _softplus(a):
+    """log(1 + exp(a)), stably."""
+    return np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
+
+
 def _act(a, act, alpha):
     if act == ACT_IDENTITY:
         return a
@@ -58,11 +71,11 @@ def _act(a, act, alpha):
     if act == ACT_TANH:
         return np.tanh(a)
     if act == ACT_SIGMOID:
-        return 0.5 * (1 + np.tanh(0.5 * a))
+        return _sigmoid(a)
     if act == ACT_ELU:
         return np.where(a > 0, a, alpha * np.expm1(np.minimum(a, 0)))
     if act == ACT_SOFTPLUS:
-        return np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
+        return _softplus(a)
     raise ValueError(f"unknown activation code {act}")
 
 
@@ -75,13 +88,15 @@ def _act_grad_from_output(y, act, alpha):
     if act == ACT_LEAKY_RELU:
         return np.where(y > 0, 1, alpha).astype(y.dtype)
     if act == ACT_TANH:
-        return 1 - y * y
+        return (1 - y) * (1 + y)  # not 1 - y^2, which cancels where y -> +-1
     if act == ACT_SIGMOID:
         return y * (1 - y)
     if act == ACT_ELU:
         return np.where(y > 0, 1, y + alpha).astype(y.dtype)
     if act == ACT_SOFTPLUS:
-        return -np.expm1(-y)  # sigmoid(a) = 1 - exp(-softplus(a))
+        # sigmoid(a) = 1 - exp(-softplus(a)), written with expm1 in every backend: 1 - exp(-y)
+        # loses the relative precision of small y (a << 0) to cancellation
+        return -np.expm1(-y)
     raise ValueError(f"unknown activation code {act}")
 
 
@@ -110,15 +125,23 @@ def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_m
     z (L*B, Z)    out: mu + sigma * eps.
     kl (B,)       out: KL(q(z|x) || N(0, I)) per row, in nats.
     kl_dim (Z,)   out: batch mean of the per-dimension KL (what free bits compares).
+
+    The KL of one dimension is 0.5 (mu^2 + (expm1(lv) - lv)): both terms are >= 0, so nothing
+    cancels near collapse (mu, lv -> 0), where sigma^2 - 1 - lv would lose every digit in
+    float32.  Outside the clamp range the KL continues linearly with its slope at the edge,
+    0.5 expm1(lv_edge) (raw - lv_edge): the sample path is cut there, the KL's pull back into
+    the range is not.
     """
     B, Z = mu.shape
     head += hb
+    raw = head[:, Z:]
     mu[...] = head[:, :Z]
-    logvar[...] = np.clip(head[:, Z:], lv_min, lv_max)
+    logvar[...] = np.clip(raw, lv_min, lv_max)
     sigma[...] = np.exp(0.5 * logvar)
     L = z.shape[0] // B
     z[...] = (mu[None] + sigma[None] * eps.reshape(L, B, Z)).reshape(L * B, Z)
-    per_dim = 0.5 * (mu * mu + sigma * sigma - 1 - logvar)
+    em1 = np.expm1(logvar)
+    per_dim = 0.5 * (mu * mu + (em1 - logvar)) + 0.5 * em1 * (raw - logvar)
     kl[...] = per_dim.sum(axis=1)
     kl_dim[...] = per_dim.mean(axis=0)
 
@@ -131,7 +154,9 @@ def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free
     kl_weight      beta / B: the KL term's weight in the loss, per row.
     free_bits      per-dimension floor on the batch-mean KL; a dimension whose kl_dim is
                    not above it contributes a constant, so its KL gradient is zero.
-    dhead (B, 2Z)  out: [dmu | dlogvar], zero for logvar entries the clamp cut off.
+    dhead (B, 2Z)  out: [dmu | dlogvar].  The sample path's share of dlogvar is zero where
+                   the clamp cut the raw logvar off; the KL's share, 0.5 expm1(lv) at the
+                   clamped lv, is not (see reparam_kl_fwd).
     dhb (2Z,)      out: column sums of dhead.
     """
     B, Z = mu.shape
@@ -140,46 +165,75 @@ def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free
     eps3 = eps.reshape(L, B, Z)
     active = (kl_dim > free_bits) if free_bits > 0 else np.ones(Z, bool)
     w = kl_weight * active
-    dmu = dz3.sum(axis=0) + w * mu
-    dlv = (dz3 * eps3).sum(axis=0) * 0.5 * sigma + w * 0.5 * (sigma * sigma - 1)
     raw = head[:, Z:]
-    dlv = np.where((raw >= lv_min) & (raw <= lv_max), dlv, 0)
+    lv = np.clip(raw, lv_min, lv_max)
+    dmu = dz3.sum(axis=0) + w * mu
+    sample = (dz3 * eps3).sum(axis=0) * 0.5 * sigma
+    dlv = np.where((raw >= lv_min) & (raw <= lv_max), sample, 0) + w * 0.5 * np.expm1(lv)
     dhead[:, :Z] = dmu
     dhead[:, Z:] = dlv
     dhb[...] = dhead.sum(axis=0)
+
+
+def _recon_terms(out, b, x, logscale, kind):
+    """Add the bias to out (R, D) in place; return (per-element -log p, r, inv_var), where
+    r is x tiled to R rows (Bernoulli) or out - x (Gaussian) and inv_var is exp(-2 logscale)
+    (Gaussian) or None.  Decoder row r reconstructs x[r % B]."""
+    out += b
+    B = x.shape[0]
+    xr = np.tile(x, (out.shape[0] // B, 1))
+    if kind == LIK_BERNOULLI:
+        return _softplus(out) - xr * out, xr, None
+    if kind == LIK_GAUSSIAN:
+        inv_var = np.exp(-2 * logscale)
+        r = out - xr
+        return 0.5 * r * r * inv_var + logscale + 0.5 * LOG_2PI, r, inv_var
+    raise ValueError(f"unknown likelihood code {kind}")
+
+
+def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
+    """Reconstruction loss per row only (evaluation: no gradient is computed or written).
+
+    out (R, D) in: decoder output before bias; out: with bias (logits or means).
+    b (D,) output bias.  x (B, D) data; decoder row r reconstructs x[r % B].
+    logscale (1,) or (D,): Gaussian log standard deviation (ignored for Bernoulli).
+    loss_rows (R,) out: -log p(x | z) per row in nats.
+    """
+    terms, _, _ = _recon_terms(out, b, x, logscale, kind)
+    loss_rows[...] = terms.sum(axis=1)
 
 
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
                        learn_scale, grad_scale):
     """Reconstruction loss per row and its gradient, in one pass.
 
-    out (R, D)      in: decoder output before bias; out: with bias (logits or means).
-    b (D,)          output bias.   x (B, D): data; decoder row r reconstructs x[r % B].
-    logscale (1,) or (D,)  Gaussian log standard deviation (ignored for Bernoulli).
-    loss_rows (R,)  out: -log p(x | z) per row in nats.
+    out, b, x, logscale, loss_rows: as in :func:`likelihood_fwd`.
     dout (R, D)     out: grad_scale * d loss_row / d out.
     db (D,)         out: column sums of dout.
-    dlogscale       out, only when learn_scale: grad_scale * d sum(loss_rows) / d logscale.
+    dlogscale       out, only when learn_scale: grad_scale * d sum(loss_rows) / d logscale,
+                    (1,) or (D,) like logscale.
     """
-    out += b
-    B = x.shape[0]
-    xr = np.tile(x, (out.shape[0] // B, 1))
+    terms, r, inv_var = _recon_terms(out, b, x, logscale, kind)
+    loss_rows[...] = terms.sum(axis=1)
     if kind == LIK_BERNOULLI:
-        a = out
-        loss_rows[...] = (np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a))) - xr * a).sum(axis=1)
-        dout[...] = grad_scale * (0.5 * (1 + np.tanh(0.5 * a)) - xr)
-    elif kind == LIK_GAUSSIAN:
-        ls = logscale
-        inv_var = np.exp(-2 * ls)
-        r = out - xr
-        loss_rows[...] = (0.5 * r * r * inv_var + ls + 0.5 * LOG_2PI).sum(axis=1)
+        dout[...] = grad_scale * (_sigmoid(out) - r)  # r is x here
+    else:
         dout[...] = grad_scale * r * inv_var
         if learn_scale:
             g = 1 - r * r * inv_var
-            dlogscale[...] = grad_scale * (g.sum() if ls.shape[0] == 1 else g.sum(axis=0))
-    else:
-        raise ValueError(f"unknown likelihood code {kind}")
+            dlogscale[...] = grad_scale * (g.sum() if logscale.shape[0] == 1 else g.sum(axis=0))
     db[...] = dout.sum(axis=0)
+
+
+def logscale_fwd(ls, raw, floor):
+    """ls = floor + softplus(raw - floor): a learned log-scale with a soft floor (as the
+    sigma-VAE does), so a constant pixel cannot drive it to -inf.  ls, raw (S,), S = 1 or D."""
+    ls[...] = floor + _softplus(raw - floor)
+
+
+def logscale_bwd(draw, dls, raw, floor):
+    """draw (S,) = dls * d logscale_fwd / d raw = dls * sigmoid(raw - floor)."""
+    draw[...] = dls * _sigmoid(raw - floor)
 
 
 def check_data(x, lo, hi):
@@ -304,3 +358,15 @@ def gather_rows(out, X, idx, scale):
     """out (B, D) = scale * X[idx], converted to out's dtype first; X (N, D) uint8 or float,
     idx (B,) integer row numbers (a batch gathered where the data lives)."""
     out[...] = X[idx].astype(out.dtype) * out.dtype.type(scale)
+
+
+def scatter_rows(out, dest, X, idx, scale):
+    """out[dest[k]] = scale * X[idx[k]] for k < B: a gather whose reads go in the order of
+    idx (the host data path passes idx sorted, so a memory-mapped file is read in order)."""
+    out[dest] = X[idx].astype(out.dtype) * out.dtype.type(scale)
+
+
+def binarize_rows(x, u):
+    """x (B, D) <- 1 where u < x else 0, in place: Bernoulli draws with probabilities x from
+    uniform draws u (B, D) in [0, 1) (dynamic binarization)."""
+    x[...] = (u < x).astype(x.dtype)
