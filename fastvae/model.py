@@ -76,7 +76,8 @@ class Cache:
                     "this cache's loss was overwritten by a later forward pass before it was "
                     "read; read cache.loss (or recon_mean, kl_mean) before the next forward "
                     "pass of the same batch shape")
-            self._values = tuple(float(v) for v in self._bk.to_numpy(self._stats))
+            loss, recon, kl = self._bk.to_numpy(self._stats).tolist()
+            self._values = (loss, recon, kl)
         return self._values
 
     @property
@@ -160,8 +161,11 @@ class VAE:
         self.beta = real(beta, "beta", at_least=0)
         self.free_bits = real(free_bits, "free_bits", at_least=0)
         self.kl_scale = 1.0  # multiplies beta during KL warm-up (set by fit, then restored)
-        if not isinstance(dtype, (str, np.dtype, type)) or \
-                np.dtype(dtype).name not in ("float32", "float64"):
+        try:
+            ok = np.dtype(dtype).name in ("float32", "float64")
+        except TypeError:  # not a dtype at all ('bogus', 3, ...)
+            ok = False
+        if not ok or dtype is None:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(dtype)
         self.seed = nonneg_int(seed, "seed")
@@ -435,12 +439,16 @@ class VAE:
         its own generator (``seed``: None for fresh entropy, an int, or a NumPy Generator),
         never the training noise.
         """
+        sample = boolean(sample, "sample")
+        rng = _generator(seed) if sample else None
+        if not sample and seed is not None:
+            _generator(seed)  # checked all the same: a bad seed is a bad argument
         x = check_batch(x, self, True, check_range=False)
         ws = self._pool.get(x.shape[0], 1, False)
         ws.generation += 1
         self._encoder_forward(ws, x)
         if sample:
-            self._draw_normal(ws.eps, _generator(seed))
+            self._draw_normal(ws.eps, rng)
         else:
             ws.eps.fill(0)
         # the training pass's own kernel: the same bias, clamp and sigma as training

@@ -7,6 +7,7 @@ gradient inside the same kernel (the norm itself is one extra reduction pass).
 from __future__ import annotations
 
 import math
+import numbers
 
 from .validate import boolean, real
 
@@ -15,9 +16,14 @@ class Optimizer:
     """Base class: holds the model, the step count and the clipping setting."""
 
     def __init__(self, model, lr, weight_decay, clip_norm):
+        if not (hasattr(model, "flat_params") and hasattr(model, "_bk")):
+            raise TypeError(f"an optimizer needs the fastvae.VAE it updates, got {model!r}")
         self.model = model
         self.lr = real(lr, "lr", above=0)
         self.weight_decay = real(weight_decay, "weight_decay", at_least=0)
+        if isinstance(clip_norm, numbers.Real) and not isinstance(clip_norm, bool) \
+                and clip_norm == math.inf:
+            clip_norm = None  # as in fit: an infinite norm never clips
         self.clip_norm = None if clip_norm is None else real(clip_norm, "clip_norm", above=0)
         self.step_count = 0
         self.last_grad_norm = None  # set when clipping is on

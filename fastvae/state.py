@@ -11,6 +11,7 @@ that differs from the saved one is applied and reported (see :func:`resolve`).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -142,7 +143,7 @@ def _check(name, v, model):
     if name == "weight_decay":
         return real(v, "weight_decay", at_least=0)
     if name == "clip_norm":
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == math.inf:
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and v == math.inf:
             return None  # no clipping
         return real(v, "clip_norm (math.inf switches clipping off)", above=0)
     if name == "momentum":
@@ -187,7 +188,8 @@ def resolve(state, model, given):
                            f"(lr {opt.lr:g}; new moments)")
         return settings, (lambda: opt), changes
 
-    name = current.name if (opt is None and current is not None) else (opt or "adam")
+    name = current.name if (opt is None and current is not None) else (
+        "adam" if opt is None else opt)
     if not isinstance(name, str) or name.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))} or an "
                          f"Optimizer; got {name!r}")

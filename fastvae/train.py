@@ -132,10 +132,9 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     callbacks = _check_callbacks(callbacks)
     progress = boolean(progress, "progress")
     if checkpoint is not None:
-        d = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
-        if not os.path.isdir(d):
-            raise FileNotFoundError(f"checkpoint={os.fspath(checkpoint)!r}: directory {d} "
-                                    "does not exist")
+        _check_checkpoint_path(checkpoint)
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise ValueError(f"stream must be a writable text stream (with .write), got {stream!r}")
     train = _checked(as_dataset(X, "training data"), model)
     valset = None if val is None else _checked(as_dataset(val, "validation data"), model)
     B, N = settings["batch_size"], len(train)
@@ -245,9 +244,28 @@ def _report(out, line):
         warnings.warn(line, SettingChangedWarning, stacklevel=4)
 
 
+def _check_checkpoint_path(checkpoint):
+    """A checkpoint path must be a file name in an existing directory: found out now, not
+    after an epoch of training."""
+    try:
+        path = os.fspath(checkpoint)
+    except TypeError:
+        raise ValueError(f"checkpoint must be a path (str or os.PathLike), got {checkpoint!r}") from None
+    if not isinstance(path, str) or not path or path.endswith(os.sep):
+        raise ValueError(f"checkpoint must name a file, got {checkpoint!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint={path!r} is a directory; name a file in it, such as "
+                         f"{os.path.join(path, 'model.npz')!r}")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise FileNotFoundError(f"checkpoint={path!r}: directory {d} does not exist")
+
+
 def _check_callbacks(callbacks):
     if callable(callbacks):
         return [callbacks]
+    if isinstance(callbacks, (str, bytes)):
+        raise ValueError(f"callbacks must be a list of callables, got {callbacks!r}")
     try:
         callbacks = list(callbacks)
     except TypeError:

@@ -60,7 +60,7 @@ def int_tuple(v, what):
     no hidden layer)."""
     if isinstance(v, numbers.Integral) and not isinstance(v, bool):
         v = (v,)
-    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+    if isinstance(v, (str, bytes, dict, set, frozenset)) or not hasattr(v, "__iter__"):
         raise ValueError(f"{what} must be an integer or a sequence of integers, got {v!r}")
     return tuple(positive_int(n, f"{what} width") for n in v)
 

@@ -59,6 +59,88 @@ def test_resume_equals_straight_run(workdir):
     assert len(json.load(open("b/history.json"))) == 3
 
 
+NONDEFAULT = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5", "--batch-size", "40",
+              "--kl-warmup", "1", "--binarize", "dynamic", "--clip-norm", "10",
+              "--weight-decay", "1e-4", "--val-samples", "2"]
+
+
+def test_resume_finishes_an_interrupted_run_with_its_saved_settings(workdir, monkeypatch):
+    """Ctrl-C in the middle of epoch 2 of 3, then --resume with no option but --out: the
+    run ends as the uninterrupted one did, bit for bit."""
+    args = ["--no-pictures", *SMALL, *NONDEFAULT]
+    assert main(["train", "--epochs", "3", "--out", "a", *args]) == 0
+    import signal
+    calls, forward = [0], fastvae.VAE.forward
+
+    def interrupting(self, *a, **k):
+        if k.get("grad", True):
+            calls[0] += 1
+            if calls[0] == 15:  # 12 steps per epoch: inside epoch 2
+                signal.raise_signal(signal.SIGINT)
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(fastvae.VAE, "forward", interrupting)
+    assert main(["train", "--epochs", "3", "--out", "b", *args]) == 130
+    monkeypatch.setattr(fastvae.VAE, "forward", forward)
+    b = fastvae.load("b/model.npz")
+    assert b.train_state.epoch == 1 and b.train_state.row == 3 * 40
+    assert main(["train", "--out", "b", "--resume", "--quiet", "--no-pictures"]) == 0
+    a, b = fastvae.load("a/model.npz"), fastvae.load("b/model.npz")
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert b.optimizer.name == "sgd" and b.optimizer.momentum == 0.5
+    assert b.optimizer.clip_norm == 10 and b.train_state.settings["batch_size"] == 40
+    assert [r["val_neg_elbo"] for r in a.history] == [r["val_neg_elbo"] for r in b.history]
+
+
+def test_resume_applies_and_reports_a_changed_option_and_refuses_a_model_change(workdir,
+                                                                                capsys):
+    args = ["--no-pictures", *SMALL, *NONDEFAULT]
+    assert main(["train", "--epochs", "1", "--out", "r", *args]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", "r", "--resume", "--epochs", "2", "--lr", "0.01",
+                 "--quiet", "--no-pictures"]) == 0
+    err = capsys.readouterr().err
+    assert "settings changed from the saved run (applied): lr 0.05 -> 0.01" in err
+    m = fastvae.load("r/model.npz")
+    assert m.optimizer.lr == 0.01 and len(m.history) == 2
+    assert json.load(open("r/run.json"))["epochs"] == 2  # the run's new total
+    assert main(["train", "--out", "r", "--resume", "--latent", "5", "--hidden", "24",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change on --resume: --latent 5 (the model has 3)" in err
+    assert "--hidden" not in err  # the same value is no change
+
+
+def test_model_and_training_options_reach_the_model(workdir):
+    assert main(["train", "--epochs", "1", "--out", "g", "--no-pictures", *SMALL,
+                 "--likelihood", "gaussian", "--obs-scale", "learned", "--decoder-hidden",
+                 "12,10", "--activation", "leaky_relu", "--activation-alpha", "0.2",
+                 "--optimizer", "adamw", "--weight-decay", "0.02", "--clip-norm", "3"]) == 0
+    m = fastvae.load("g/model.npz")
+    cfg = m.config()
+    assert cfg["obs_scale"] == "learned" and cfg["decoder_hidden"] == [12, 10]
+    assert cfg["activation_alpha"] == 0.2 and cfg["hidden"] == [24]
+    assert m.optimizer.name == "adamw" and m.optimizer.weight_decay == 0.02
+    assert m.optimizer.clip_norm == 3.0
+
+
+def test_bad_option_combinations_write_nothing(workdir, capsys):
+    assert main(["train", "--out", "x", *SMALL, "--momentum", "0.9"]) == 2
+    assert "momentum applies to optimizer='sgd' only" in capsys.readouterr().err
+    assert main(["train", "--out", "x", *SMALL, "--activation-alpha", "0.1"]) == 2
+    assert "activation='relu' has none" in capsys.readouterr().err
+    assert main(["train", "--out", "x", *SMALL, "--obs-scale", "learned"]) == 2
+    assert "needs likelihood='gaussian'" in capsys.readouterr().err
+    assert not os.path.exists("x")
+
+
+def test_epochs_help_says_total_and_fit_says_more():
+    from fastvae.train import fit
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "the run's total number of epochs" in " ".join(text.split())
+    assert "for ``epochs`` more epochs" in " ".join(fit.__doc__.split())
+
+
 def test_sample_reconstruct_eval(workdir, capsys):
     pytest.importorskip("matplotlib")
     assert main(["train", "--epochs", "1", "--out", "r", "--no-pictures", *SMALL]) == 0
@@ -108,7 +190,7 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
     assert e.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--latent", "0"])
-    assert "must be > 0" in capsys.readouterr().err
+    assert "argument --latent: must be an integer > 0, got 0" in capsys.readouterr().err
 
 
 def test_help_explains_every_option(capsys):

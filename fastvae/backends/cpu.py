@@ -176,7 +176,6 @@ def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_m
     B, Z = mu.shape
     L = z.shape[0] // B
     half = mu.dtype.type(0.5)
-    one = mu.dtype.type(1.0)
     lo = mu.dtype.type(lv_min)
     hi = mu.dtype.type(lv_max)
     for k in range(Z):

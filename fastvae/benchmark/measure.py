@@ -129,6 +129,7 @@ def cold_starts(impls, model="canonical"):
 
 _MEM = r"""
 import json, resource, sys, tracemalloc
+import numpy as np
 impl, model, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 from fastvae.benchmark.impls import build, make_batches, MODELS
 D = MODELS[model][0]
@@ -136,7 +137,7 @@ batches = make_batches(D, batch)
 m = build(impl, model)
 for i in range(10):
     m.train_step(batches[i % 8])
-new_bytes = None
+new_bytes = fit_bytes = None
 if impl.startswith("fastvae"):
     # the peak of everything Python and NumPy allocate during the steps, temporaries
     # included, above what was live before them
@@ -153,16 +154,35 @@ with open("/proc/self/status") as f:
     hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), None)
 if hwm is None:
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_rss_mb": hwm / 1024,
-                  "steady_state_peak_bytes": new_bytes}))
+if impl.startswith("fastvae"):
+    # the same through fit, data path included: uint8 images gathered and scaled per batch
+    # and binarized afresh each step; measured from step 10 to step 10 + steps of one epoch
+    vae = m.model
+    X = (np.random.default_rng(1).random((batch * (steps + 20), D)) * 255).astype(np.uint8)
+    calls, mark, forward = [0], [], vae.forward
+    def measured(*a, **k):
+        calls[0] += 1
+        if calls[0] == 10:
+            tracemalloc.start()
+            mark.append(tracemalloc.get_traced_memory()[0])
+        elif calls[0] == 10 + steps:
+            mark.append(tracemalloc.get_traced_memory()[1] - mark[0])
+            tracemalloc.stop()
+        return forward(*a, **k)
+    vae.forward = measured
+    vae.fit(X, epochs=1, batch_size=batch, progress=False, binarize="dynamic")
+    fit_bytes = mark[1]
+print(json.dumps({"peak_rss_mb": hwm / 1024, "steady_state_peak_bytes": new_bytes,
+                  "fit_steady_state_peak_bytes": fit_bytes}))
 """
 
 
 def peak_memory(impl, model="canonical", batch=128, steps=200):
     """Peak resident memory (MB) of a fresh process that trains ``steps`` steps; for
     fastvae also the peak number of bytes allocated (by Python and NumPy, temporaries
-    included) during the steady-state steps: a few hundred bytes of Python objects per
-    step, and no arrays, when the workspace does its job."""
+    included) during the steady-state steps, of ``train_step`` and of ``fit`` (uint8 data,
+    dynamic binarization): a few hundred bytes of Python objects in all, and no arrays,
+    when the workspaces and the data path's buffers do their job."""
     r = subprocess.run([sys.executable, "-c", _MEM, impl, model, str(batch), str(steps)],
                        capture_output=True, text=True, timeout=900)
     if r.returncode:

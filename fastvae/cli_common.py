@@ -1,0 +1,89 @@
+"""What the ``fastvae`` commands share: argument types, the error that means bad input, the
+files of a run, and the data of a run loaded back from its options."""
+from __future__ import annotations
+
+import argparse
+
+RUN_FILE = "run.json"     # the data and model options of a run, read back by --resume
+MODEL_FILE = "model.npz"
+
+BACKENDS = ("auto", "cpu", "numpy", "cuda")
+BACKEND_HELP = ("cpu (Numba), numpy (the reference), cuda (CuPy, NVIDIA GPU) or auto "
+                "(cuda when available, else cpu)")
+
+
+class UsageError(Exception):
+    """Bad input from the command line: printed as one line, exit status 2."""
+
+
+def ints(text):
+    """'400,200' -> (400, 200); positive integers."""
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def positive(kind):
+    """An argument type: ``kind`` (int or float) > 0, finite."""
+    what = "an integer" if kind is int else "a finite number"
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not 0 < v < float("inf"):
+            raise argparse.ArgumentTypeError(f"must be {what} > 0, got {text}")
+        return v
+    return parse
+
+
+def nonneg(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def checkpoint_args(p):
+    """The arguments every command that reads a trained model shares."""
+    p.add_argument("model", help="a checkpoint written by 'fastvae train' (model.npz)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+
+
+def load_data(source, opts, seed):
+    """(train, test) for a run's data options; test is held out when the data has none."""
+    import numpy as np
+
+    from . import data
+
+    train, test = data.load(source, shapes_n=opts.get("n_images", 20000),
+                            shapes_size=opts.get("image_size", 28), seed=seed)
+    if test is None:
+        frac = opts.get("val_fraction", 0.1)
+        if not 0 < frac < 1:
+            raise UsageError(f"--val-fraction must lie in (0, 1), got {frac}")
+        perm = np.random.default_rng(seed).permutation(len(train))
+        n_val = max(1, int(round(frac * len(train))))
+        test = train.subset(np.sort(perm[:n_val]), f"{train.name}-val")
+        train = train.subset(np.sort(perm[n_val:]), f"{train.name}-train")
+    return train, test
+
+
+def binarized(ds, mode, seed):
+    """Static binarization (one seeded Bernoulli draw, kept) of a Dataset; the evaluation
+    data of a dynamically binarized run is binarized statically too."""
+    import numpy as np
+
+    from .data import Dataset, binarize
+    if mode == "none":
+        return ds
+    x = binarize(ds.to_array(), np.random.default_rng(seed)).astype(np.uint8)
+    return Dataset(x, ds.image_shape, ds.labels, ds.label_names, ds.factors, ds.name, 1.0)

@@ -1,0 +1,281 @@
+"""``fastvae train``: a training run in a directory, started or resumed.
+
+A run directory holds ``model.npz`` (the checkpoint: model and whole training state, written
+after every epoch), ``run.json`` (the data and model options and the run's total number of
+epochs), ``history.json`` and the pictures.  ``--resume`` continues from the checkpoint with
+its saved training settings; a training option given with ``--resume`` that differs from the
+saved one is applied and reported; a data or model option cannot change.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+
+from .cli_common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
+                         ints, load_data, nonneg, positive)
+
+#: the defaults of a new run; on --resume an option not given keeps the run's value
+DEFAULTS = {
+    # data
+    "data": "shapes", "image_size": 28, "n_images": 20000, "val_fraction": 0.1,
+    "binarize": "none",
+    # model
+    "hidden": (400,), "decoder_hidden": None, "latent": 20, "activation": "relu",
+    "activation_alpha": None, "likelihood": "bernoulli", "obs_scale": 1.0, "n_samples": 1,
+    "beta": 1.0, "free_bits": 0.0, "dtype": "float32", "seed": 0,
+    # optimisation (saved in the checkpoint's training state)
+    "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": None,
+    "clip_norm": None, "momentum": None, "kl_warmup": 0.0, "val_samples": 1,
+}
+DATA_OPTIONS = ("data", "image_size", "n_images", "val_fraction", "binarize", "seed")
+#: command-line option -> VAE constructor argument
+MODEL_OPTIONS = {"hidden": "hidden", "decoder_hidden": "decoder_hidden", "latent": "latent_dim",
+                 "activation": "activation", "activation_alpha": "activation_alpha",
+                 "likelihood": "likelihood", "obs_scale": "obs_scale",
+                 "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
+                 "dtype": "dtype", "seed": "seed"}
+FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
+               "kl_warmup", "val_samples")
+
+
+def _obs_scale(text):
+    if text in ("learned", "per_pixel"):
+        return text
+    return positive(float)(text)
+
+
+def _flag(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def add_parser(sub):
+    """The ``train`` subcommand's parser."""
+    from .codes import ACTIVATIONS
+
+    t = sub.add_parser(
+        "train", help="train a VAE and write the model and pictures",
+        description="Train a VAE; writes OUT/model.npz (a checkpoint after every epoch, with "
+        "the whole training state), OUT/history.json, OUT/run.json and pictures (PNG).  "
+        "--resume continues the run in OUT: its saved settings are used; a training option "
+        "given with --resume is applied (and reported) if it differs; data and model "
+        "options cannot change.")
+
+    def add(group, dest, help, **kw):
+        default = DEFAULTS[dest]
+        shown = kw.pop("shown", default)
+        group.add_argument(_flag(dest), dest=dest, default=None,
+                           help=f"{help} (default: {shown})", **kw)
+
+    d = t.add_argument_group("data")
+    add(d, "data", "'shapes' (built-in, no download), 'fashion-mnist' (Debian's "
+        "dataset-fashion-mnist package), a directory of MNIST-style IDX files, an IDX file, a "
+        ".npy file (memory-mapped) or a .npz file")
+    add(d, "image_size", "side of the built-in shapes images (28 or 64, ...)", type=positive(int))
+    add(d, "n_images", "number of built-in shapes images (10%% are held out as test)",
+        type=positive(int))
+    add(d, "val_fraction", "share of the training data held out for validation when the data "
+        "has no test split", type=float)
+    add(d, "binarize", "Bernoulli draws of the pixels: once (static) or every batch (dynamic)",
+        choices=("none", "static", "dynamic"))
+    m = t.add_argument_group("model")
+    add(m, "hidden", "encoder hidden widths, comma-separated", type=ints, shown="400")
+    add(m, "decoder_hidden", "decoder hidden widths, comma-separated", type=ints,
+        shown="the encoder's, mirrored")
+    add(m, "latent", "latent dimensions", type=positive(int))
+    add(m, "activation", "activation of every hidden layer", choices=tuple(ACTIVATIONS))
+    add(m, "activation_alpha", "slope of leaky_relu or scale of elu, > 0", type=positive(float),
+        shown="0.01 for leaky_relu, 1.0 for elu")
+    add(m, "likelihood", "p(x|z): bernoulli for pixels in [0, 1], gaussian for real values",
+        choices=("bernoulli", "gaussian"))
+    add(m, "obs_scale", "gaussian only: the observation standard deviation, 'learned' (one "
+        "learned scale, the sigma-VAE) or 'per_pixel' (one per pixel)", type=_obs_scale)
+    add(m, "n_samples", "latent samples per datapoint in each step", type=positive(int))
+    add(m, "beta", "weight of the KL term", type=nonneg)
+    add(m, "free_bits", "per-dimension KL floor in nats", type=nonneg)
+    add(m, "dtype", "floating-point precision of parameters and activations",
+        choices=("float32", "float64"))
+    o = t.add_argument_group("optimisation (saved in the checkpoint; --resume keeps them)")
+    add(o, "epochs", "the run's total number of epochs: a new run trains this many; --resume "
+        "trains until the run has this many (so --resume finishes an interrupted run)",
+        type=int, shown="10; with --resume the run's total")
+    add(o, "batch_size", "rows per step", type=positive(int))
+    add(o, "optimizer", "adam (as torch.optim.Adam), adamw (decoupled weight decay) or sgd",
+        choices=("adam", "adamw", "sgd"))
+    add(o, "lr", "learning rate", type=positive(float))
+    add(o, "weight_decay", "weight decay", type=nonneg, shown="0; 0.01 for adamw")
+    add(o, "clip_norm", "clip the gradient to this global norm", type=positive(float),
+        shown="no clipping")
+    add(o, "momentum", "sgd momentum, in [0, 1)", type=nonneg, shown="0")
+    add(o, "kl_warmup", "epochs over which beta ramps up from 0", type=nonneg)
+    add(o, "val_samples", "draws of z per row for the validation ELBO", type=positive(int))
+    r = t.add_argument_group("run")
+    r.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    add(r, "seed", "seeds the data, the initial weights and the noise: same seed, same run",
+        type=int)
+    r.add_argument("--out", default=None,
+                   help="output directory (default: runs/<data>-<n>, the next free n)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with its saved "
+                   "settings, until it has --epochs epochs in all")
+    r.add_argument("--no-pictures", action="store_true", help="do not write PNG pictures")
+    r.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    t.set_defaults(func=cmd_train)
+    return t
+
+
+def _given(args):
+    """The options given on the command line (argparse defaults are None for all of them)."""
+    return {k: getattr(args, k) for k in DEFAULTS if getattr(args, k, None) is not None}
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _resume(args, given):
+    """(opts, model, checkpoint) of the run in --out, with the options given checked."""
+    from . import load
+
+    if args.out is None:
+        raise UsageError("--resume needs --out, the directory of the run to continue")
+    ckpt = os.path.join(args.out, MODEL_FILE)
+    if not os.path.isfile(ckpt):
+        raise UsageError(f"--resume: no checkpoint {ckpt} to continue")
+    try:
+        with open(os.path.join(args.out, RUN_FILE)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--resume: cannot read {os.path.join(args.out, RUN_FILE)} ({e})") from None
+    model = load(ckpt, backend=args.backend)
+    config = model.config()
+    fixed = []
+    for k in DATA_OPTIONS:
+        if k in given and _norm(given[k]) != _norm(saved.get(k, DEFAULTS[k])):
+            fixed.append(f"{_flag(k)} {given[k]!r} (the run has {saved.get(k, DEFAULTS[k])!r})")
+    for k, ck in MODEL_OPTIONS.items():
+        if k in given and k not in DATA_OPTIONS and _norm(given[k]) != _norm(config[ck]):
+            fixed.append(f"{_flag(k)} {given[k]!r} (the model has {config[ck]!r})")
+    if fixed:
+        raise UsageError("a run's data and model cannot change on --resume: "
+                         + "; ".join(fixed) + "; start a new run with another --out")
+    opts = {**DEFAULTS, **saved}
+    opts["epochs"] = given.get("epochs", saved.get("epochs", DEFAULTS["epochs"]))
+    return opts, model, ckpt
+
+
+def cmd_train(args):
+    from . import VAE
+    from .data import DataError
+    from .state import resolve
+    from .train import SettingChangedWarning
+
+    given = _given(args)
+    if given.get("epochs", 0) < 0:
+        raise UsageError(f"--epochs must be >= 0, got {given['epochs']}")
+    if args.resume:
+        opts, model, ckpt = _resume(args, given)
+        out = args.out
+        done = model.train_state.epoch if model.train_state else 0
+        if not args.quiet:
+            print(f"resuming {ckpt}: {done} epoch(s) done, training to {opts['epochs']}",
+                  file=sys.stderr)
+        fit_kw = {k: given[k] for k in FIT_OPTIONS if k in given}
+    else:
+        opts = {**DEFAULTS, **given}
+        out = args.out
+        if out is None:
+            name = ("shapes%d" % opts["image_size"] if opts["data"] == "shapes" else
+                    os.path.basename(os.path.normpath(opts["data"])) or "data")
+            out = _next_run_dir(name)
+        ckpt = os.path.join(out, MODEL_FILE)
+        if os.path.exists(ckpt):
+            raise UsageError(f"{ckpt} already exists; continue it with --resume or choose "
+                             "another --out (nothing was overwritten)")
+        fit_kw = {k: opts[k] for k in FIT_OPTIONS if opts[k] is not None}
+        fit_kw["binarize"] = "dynamic" if opts["binarize"] == "dynamic" else "none"
+
+    t0 = time.perf_counter()
+    train, test = load_data(opts["data"], opts, opts["seed"])
+    if opts["binarize"] == "static":
+        train = binarized(train, "static", opts["seed"])
+    test = binarized(test, opts["binarize"], opts["seed"] + 1)
+    if opts["likelihood"] == "bernoulli":
+        try:
+            train.check("bernoulli")
+        except DataError as e:
+            raise DataError(f"{e} (pass --likelihood gaussian for real-valued data)") from None
+    t_data = time.perf_counter() - t0
+    batch = fit_kw.get("batch_size") or (model.train_state.settings["batch_size"]
+                                         if args.resume and model.train_state else 128)
+    if len(train) < batch:  # before anything is written to the output directory
+        raise UsageError(f"{train.name}: {len(train)} training rows is fewer than one batch; "
+                         f"use a --batch-size of at most {len(train)}")
+    if not args.resume:
+        try:
+            model = VAE(train.dim, backend=args.backend,
+                        **{ck: opts[k] for k, ck in MODEL_OPTIONS.items()})
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        model.metadata = {"data": opts["data"], "image_shape": train.image_shape,
+                          "binarize": opts["binarize"], "label_names": train.label_names}
+    try:  # the settings are checked before anything is written
+        resolve(model.train_state, model, fit_kw)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    os.makedirs(out, exist_ok=True)
+    opts["out"] = out
+    with open(os.path.join(out, RUN_FILE), "w") as f:
+        json.dump({k: _norm(v) for k, v in opts.items()}, f, indent=1)
+    quiet = args.quiet
+    if not quiet:
+        print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
+              f"model: {model!r}\noutput: {out}", file=sys.stderr)
+    done = model.train_state.epoch if model.train_state else 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingChangedWarning)
+        history = model.fit(train, epochs=max(0, opts["epochs"] - done), val=test,
+                            progress=not quiet, checkpoint=ckpt, **fit_kw)
+    for w in caught:  # --quiet: the one line fit would have printed
+        if issubclass(w.category, SettingChangedWarning):
+            print(str(w.message), file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if not os.path.exists(ckpt):  # zero epochs asked: still leave a model behind
+        model.save(ckpt)
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump(list(model.history), f, indent=1)
+    if history.interrupted:
+        print(f"stopped; continue with: fastvae train --out {out} --resume", file=sys.stderr)
+        return 130
+    written = []
+    if not args.no_pictures:
+        written = _pictures(model, test, out, quiet)
+    ev = model.elbo(test)
+    print(f"test negative ELBO {ev.neg_elbo:.2f} nats (recon {ev.recon:.2f}, kl {ev.kl:.2f}) "
+          f"on {ev.n} rows; model: {ckpt}" + (f"; {len(written)} pictures in {out}"
+                                               if written else ""))
+    return 0
+
+
+def _next_run_dir(name):
+    base = os.path.join("runs", name)
+    n = 1
+    while os.path.exists(f"{base}-{n}"):
+        n += 1
+    return f"{base}-{n}"
+
+
+def _pictures(model, ds, out, quiet):
+    try:
+        from . import viz
+        paths = viz.write_all(model, ds, out, model.history)
+    except ImportError as e:
+        print(f"pictures skipped: {e}", file=sys.stderr)
+        return []
+    if not quiet:
+        print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
+    return paths
+

@@ -1,0 +1,269 @@
+"""The training state: exact resume of every setting, changed settings applied and reported,
+gradients that only backward writes, pickling, and noise that evaluation never consumes."""
+import copy
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import fastvae
+from fastvae.train import SettingChangedWarning
+
+from conftest import interrupt_at
+
+BACKENDS = ["numpy", "cpu"]
+
+#: optimizer settings x loop settings, none of them the defaults
+RUNS = {
+    "sgd-momentum": dict(optimizer="sgd", lr=0.02, momentum=0.9, batch_size=32,
+                         kl_warmup=1.5, binarize="dynamic"),
+    "adam": dict(optimizer="adam", lr=3e-3, weight_decay=1e-4, clip_norm=5.0, batch_size=48,
+                 kl_warmup=0.5, binarize="dynamic", val_samples=2),
+    "adamw": dict(optimizer="adamw", lr=2e-3, weight_decay=0.05, batch_size=40, kl_warmup=1,
+                  binarize="dynamic", drop_last=True),
+}
+
+
+def _data(n=200, D=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, D)) < rng.random(D)).astype(np.float32) * 0.9 + 0.05
+
+
+def _model(backend, **kw):
+    return fastvae.VAE(30, hidden=(16,), latent_dim=4, backend=backend, seed=5, **kw)
+
+
+def _same_run(a, b):
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    ma, aa = a.train_state.to_checkpoint()
+    mb, ab = b.train_state.to_checkpoint()
+    assert set(aa) == set(ab)
+    for k in aa:
+        np.testing.assert_array_equal(aa[k], ab[k], err_msg=k)
+    drop = ("seconds", "train_seconds", "samples_per_s")
+    for m in (ma, mb):
+        m["seconds"] = 0.0
+        m["history"] = [{k: v for k, v in r.items() if k not in drop} for r in m["history"]]
+    assert ma == mb
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("run", list(RUNS))
+def test_resume_from_a_checkpoint_needs_no_settings(backend, run, tmp_path):
+    """3 epochs straight == 1 epoch, save, load, fit(X, epochs=2) with no settings repeated:
+    bit for bit, with non-default optimizer, lr, batch size, warm-up and binarization."""
+    X, V = _data(), _data(60, seed=1)
+    straight = _model(backend)
+    straight.fit(X, epochs=3, val=V, progress=False, **RUNS[run])
+    first = _model(backend)
+    first.fit(X, epochs=1, val=V, progress=False, checkpoint=tmp_path / "c.npz", **RUNS[run])
+    resumed = fastvae.load(tmp_path / "c.npz", backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing changed: nothing to report
+        resumed.fit(X, epochs=2, val=V, progress=False)
+    _same_run(straight, resumed)
+    assert resumed.optimizer.name == RUNS[run]["optimizer"]
+    assert resumed.optimizer.lr == RUNS[run]["lr"]
+    assert resumed.train_state.settings["batch_size"] == RUNS[run]["batch_size"]
+    # the warm-up was in effect: beta at the end of epoch 1 is 1 / kl_warmup (at most 1)
+    assert straight.history[0]["beta"] == pytest.approx(min(1.0, 1 / RUNS[run]["kl_warmup"]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("run", list(RUNS))
+@pytest.mark.parametrize("k", [3, 9])
+def test_resume_after_ctrl_c_mid_epoch(backend, run, k, tmp_path):
+    """Interrupted inside an epoch (step k), saved, loaded, continued with no settings:
+    identical to the run that was never interrupted."""
+    X = _data()
+    straight = _model(backend)
+    straight.fit(X, epochs=2, progress=False, **RUNS[run])
+    b = interrupt_at(_model(backend), k)
+    h = b.fit(X, epochs=2, progress=False, checkpoint=tmp_path / "c.npz", **RUNS[run])
+    assert h.interrupted and b.train_state.step == k
+    c = fastvae.load(tmp_path / "c.npz", backend=backend)
+    assert c.train_state.row > 0 or c.train_state.epoch > 0
+    c.fit(X, epochs=2 - c.train_state.epoch, progress=False)
+    _same_run(straight, c)
+
+
+def test_a_second_fit_in_memory_keeps_the_settings():
+    X = _data()
+    a, b = _model("cpu"), _model("cpu")
+    a.fit(X, epochs=2, progress=False, **RUNS["sgd-momentum"])
+    b.fit(X, epochs=1, progress=False, **RUNS["sgd-momentum"])
+    b.fit(X, epochs=1, progress=False)
+    _same_run(a, b)
+
+
+def test_a_changed_setting_is_applied_and_reported(tmp_path):
+    X = _data()
+    m = _model("cpu")
+    m.fit(X, epochs=1, progress=False, optimizer="sgd", lr=0.02, momentum=0.9, batch_size=32)
+    m.save(tmp_path / "c.npz")
+    r = fastvae.load(tmp_path / "c.npz", backend="cpu")
+    with pytest.warns(SettingChangedWarning, match=r"lr 0\.02 -> 0\.01; .*batch_size 32 -> 50"
+                      r"|batch_size 32 -> 50.*lr 0\.02 -> 0\.01") as w:
+        r.fit(X, epochs=1, progress=False, lr=0.01, batch_size=50)
+    assert len(w) == 1  # one line for all changes
+    assert r.optimizer.lr == 0.01 and r.optimizer.name == "sgd" and r.optimizer.momentum == 0.9
+    assert r.train_state.settings["batch_size"] == 50 and r.history[-1]["steps"] == 4
+    # the same value again is no change; on a progress stream the report is one line there
+    import io
+    s = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r.fit(X, epochs=1, lr=0.01, stream=s)
+        r.fit(X, epochs=1, optimizer="adam", stream=s)
+    lines = s.getvalue().splitlines()
+    notes = [ln for ln in lines if ln.startswith("fit: settings changed")]
+    assert notes == ["fit: settings changed from the saved run (applied): "
+                     "optimizer 'sgd' -> 'adam' (new moments)"]
+    assert r.optimizer.name == "adam" and r.optimizer.lr == 0.01  # lr carried over
+
+
+def test_batch_size_changed_mid_epoch_continues_from_the_same_row(tmp_path):
+    X = _data()
+    m = interrupt_at(_model("cpu"), 3)
+    m.fit(X, epochs=1, progress=False, batch_size=32)
+    assert m.train_state.row == 96
+    m.forward = fastvae.VAE.forward.__get__(m)  # stop interrupting
+    with pytest.warns(SettingChangedWarning, match="batch_size 32 -> 52"):
+        h = m.fit(X, epochs=1, progress=False, batch_size=52)
+    # 96 rows were done; 104 remain in two steps of 52
+    assert h[-1]["steps"] == 3 + 2 and m.train_state.step == 5 and m.train_state.row == 0
+
+
+def test_other_data_mid_epoch_restarts_the_epoch_and_says_so():
+    m = interrupt_at(_model("cpu"), 2)
+    m.fit(_data(), epochs=1, progress=False, batch_size=32)
+    m.forward = fastvae.VAE.forward.__get__(m)
+    with pytest.warns(SettingChangedWarning, match="the data has 150 rows where the epoch in "
+                      "progress had 200: epoch 1 restarts"):
+        m.fit(_data(150), epochs=1, progress=False)
+    assert m.history[-1]["steps"] == 5 and m.train_state.epoch == 1
+
+
+def test_backward_then_other_passes_then_step_equals_the_plain_step():
+    """Only backward writes gradients: a forward on another batch and an ELBO between
+    backward and the optimizer step change nothing."""
+    for cfg in (dict(), dict(likelihood="gaussian", obs_scale="per_pixel"),
+                dict(likelihood="gaussian", obs_scale="learned", n_samples=2)):
+        X = _data()
+        a, b = _model("cpu", dtype="float64", **cfg), _model("cpu", dtype="float64", **cfg)
+        oa, ob = fastvae.Adam(a, lr=1e-2), fastvae.Adam(b, lr=1e-2)
+        eps = np.random.default_rng(3).standard_normal((a.n_samples, 32, 4))
+        ga = a.backward(a.forward(X[:32], eps))
+        gb = b.backward(b.forward(X[:32], eps))
+        before = b.flat_grads.copy()
+        b.forward(X[32:64])                # a training forward of the same shape, other data
+        b.forward(X[64:100], grad=False)   # a loss-only forward
+        b.elbo(X)
+        b.encode(X[:5]), b.decode(np.zeros((3, 4))), b.sample(4, seed=1)
+        np.testing.assert_array_equal(b.flat_grads, before)
+        oa.step(ga)
+        ob.step(gb)
+        np.testing.assert_array_equal(a.flat_params, b.flat_params)
+
+
+def test_a_loss_only_forward_is_not_a_training_pass():
+    m = _model("cpu")
+    X = _data()
+    eps = np.random.default_rng(0).standard_normal((32, 4))
+    train = m.forward(X[:32], eps)
+    ev = m.forward(X[:32], eps, grad=False)
+    assert not train.stale  # evaluation has its own workspace
+    assert ev.loss == pytest.approx(train.loss, rel=1e-5) and ev.grad is False
+    with pytest.raises(RuntimeError, match="loss-only forward"):
+        m.backward(ev)
+    m.backward(train)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pickle_deepcopy_and_checkpoint_give_the_same_model(backend, tmp_path):
+    X = _data()
+    m = _model(backend, likelihood="gaussian", obs_scale="learned", activation="leaky_relu",
+               activation_alpha=0.2)
+    m.fit(X, epochs=1, progress=False, **{**RUNS["adam"], "binarize": "none"})
+    m.metadata = {"note": "x"}
+    m.save(tmp_path / "m.npz")
+    copies = [pickle.loads(pickle.dumps(m)), copy.deepcopy(m),
+              fastvae.load(tmp_path / "m.npz", backend=backend)]
+    for c in copies:
+        assert c.config() == m.config() and c.backend == m.backend and c.metadata == m.metadata
+        _same_run(m, c)
+    m.fit(X, epochs=1, progress=False)
+    for c in copies:  # each continues exactly as the original, independently of it
+        c.fit(X, epochs=1, progress=False)
+        _same_run(m, c)
+
+
+def test_pickle_of_an_untrained_model():
+    m = _model("numpy")
+    c = pickle.loads(pickle.dumps(m))
+    assert c.train_state is None and c.optimizer is None and c.history == []
+    np.testing.assert_array_equal(c.flat_params, m.flat_params)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sample_and_encode_draws_leave_training_unchanged(backend):
+    X = _data()
+    plain, sampled = _model(backend), _model(backend)
+    plain.fit(X, epochs=2, progress=False)
+    draws = []
+
+    def cb(model, rec):
+        draws.append(model.sample(5, seed=11))
+        model.sample(3)                 # fresh entropy: still not the training noise
+        model.encode(X[:4], sample=True)
+        model.encode(X[:4], sample=True, seed=2)
+
+    sampled.fit(X, epochs=2, progress=False, callbacks=[cb])
+    _same_run(plain, sampled)
+    np.testing.assert_array_equal(sampled.sample(5, seed=11), plain.sample(5, seed=11))
+    assert not np.array_equal(draws[0], draws[1])  # the model changed between the epochs
+
+
+def test_sample_and_encode_conventions():
+    m = _model("cpu", dtype="float64")
+    a, b = m.sample(6, seed=3), m.sample(6, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (6, 30) and np.all((a > 0) & (a < 1))
+    draws = m.sample(4000, seed=1, mean=False)
+    assert set(np.unique(draws)) <= {0.0, 1.0}
+    # the mean of Bernoulli draws is the mean of the probabilities (same z: same seed)
+    probs = m.sample(4000, seed=1)
+    assert abs(draws.mean() - probs.mean()) < 0.01
+    mu, logvar = m.encode(_data()[:7])
+    z1 = m.encode(_data()[:7], sample=True, seed=5)
+    z2 = m.encode(_data()[:7], sample=True, seed=5)
+    np.testing.assert_array_equal(z1, z2)
+    eps = np.random.default_rng(5).standard_normal((7, 4))
+    np.testing.assert_allclose(z1, mu + np.exp(0.5 * logvar) * eps, rtol=1e-12)
+    g = fastvae.VAE(30, hidden=(8,), latent_dim=2, likelihood="gaussian", obs_scale=0.5,
+                    backend="cpu", dtype="float64")
+    m_, x_ = g.sample(20000, seed=2), g.sample(20000, seed=2, mean=False)
+    assert np.std(x_ - m_) == pytest.approx(0.5, rel=0.02)
+
+
+def test_fit_epochs_zero_and_the_state_repr():
+    m = _model("cpu")
+    assert m.fit(_data(), epochs=0, progress=False) == []
+    assert "epoch 0 done" in repr(m.train_state) and m.optimizer.step_count == 0
+
+
+def test_constant_pixel_with_a_learned_scale_stays_finite():
+    """A pixel that never changes would drive an unfloored log-scale to -inf (and float32
+    to overflow); with the soft floor training stays finite and the scale settles at it."""
+    rng = np.random.default_rng(0)
+    X = rng.random((256, 30)).astype(np.float32)
+    X[:, 0] = 0.25
+    m = fastvae.VAE(30, hidden=(16,), latent_dim=4, likelihood="gaussian",
+                    obs_scale="per_pixel", backend="cpu")
+    h = m.fit(X, epochs=150, batch_size=32, lr=2e-2, progress=False)
+    ls = m.obs_logscale()
+    assert all(math.isfinite(r["train_loss"]) for r in h)
+    assert ls[0] == min(ls) and fastvae.model.LOGSCALE_FLOOR <= ls[0] < -5.5
