@@ -131,6 +131,55 @@ def test_fit_gathers_batches_on_the_device_and_resumes_exactly(emu, tmp_path):
     assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
 
 
+@pytest.mark.parametrize("data_kind", ["device", "memmap", "dynamic"])
+def test_fit_resumes_with_its_saved_settings_on_every_data_path(emu, tmp_path, data_kind):
+    """Non-default settings, 1 epoch + Ctrl-C inside epoch 2, load, fit with no settings:
+    identical to the uninterrupted run, whether batches are gathered on the device or
+    staged from the host (memory-mapped data, dynamic binarization)."""
+    from conftest import interrupt_at
+    from fastvae import data
+    rng = np.random.default_rng(3)
+    X = (rng.random((300, 30)) * 255).astype(np.uint8)
+    if data_kind == "memmap":
+        np.save(tmp_path / "x.npy", X)
+        X, _ = data.load(tmp_path / "x.npy")
+    kw = dict(optimizer="sgd", lr=0.05, momentum=0.8, batch_size=48, kl_warmup=1.5,
+              clip_norm=20.0, binarize="dynamic" if data_kind == "dynamic" else "none")
+
+    def fresh():
+        return fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=2)
+
+    straight = fresh()
+    straight.fit(X, epochs=2, progress=False, **kw)
+    staged = "gather_rows_f32_u8" not in emu.launches
+    assert staged == (data_kind != "device")
+    half = interrupt_at(fresh(), 9)
+    assert half.fit(X, epochs=2, progress=False, checkpoint=tmp_path / "c.npz", **kw).interrupted
+    resumed = fastvae.load(tmp_path / "c.npz", backend="cuda")
+    assert resumed.train_state.epoch == 1 and resumed.train_state.row == 2 * 48
+    resumed.fit(X, epochs=1, progress=False)
+    np.testing.assert_array_equal(host(resumed.flat_params), host(straight.flat_params))
+    np.testing.assert_array_equal(host(resumed.optimizer.buf), host(straight.optimizer.buf))
+    assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
+
+
+def test_only_backward_writes_gradients_and_models_pickle_on_the_device(emu):
+    import pickle
+    cfg = dict(likelihood="gaussian", obs_scale="per_pixel", n_samples=2)
+    a = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", dtype="float64", **cfg)
+    b = pickle.loads(pickle.dumps(a))
+    assert b.backend == "cuda" and isinstance(b.flat_params, emu.xp.ndarray)
+    x = make_data(a, B=16).astype(np.float64) * 2 - 0.5
+    eps = np.random.default_rng(1).standard_normal((2, 16, 4))
+    ga = host(a.backward(a.forward(x, eps)).flat).copy()
+    b.backward(b.forward(x, eps))
+    b.forward(x[:8])
+    b.forward(x, grad=False)
+    b.elbo(x)
+    b.sample(3, seed=0, mean=False)
+    np.testing.assert_array_equal(host(b.flat_grads), ga)
+
+
 def test_fit_on_device_and_on_cpu_see_the_same_data(emu):
     """The device path (whole set on the device, gathered per batch) yields exactly the
     batches of the host path, in the same order."""
