@@ -226,9 +226,12 @@ def cmd_train(args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     os.makedirs(out, exist_ok=True)
-    opts["out"] = out
+    # run.json: what the checkpoint does not hold (the data to load again, the run's total);
+    # the training settings live in the checkpoint's training state only, so that the two
+    # can never disagree
+    keep = (*DATA_OPTIONS, *MODEL_OPTIONS, "epochs")
     with open(os.path.join(out, RUN_FILE), "w") as f:
-        json.dump({k: _norm(v) for k, v in opts.items()}, f, indent=1)
+        json.dump({k: _norm(opts[k]) for k in dict.fromkeys(keep)}, f, indent=1)
     quiet = args.quiet
     if not quiet:
         print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
