@@ -149,7 +149,19 @@ def _resume(args, given):
             saved = json.load(f)
     except (OSError, ValueError) as e:
         raise UsageError(f"--resume: cannot read {os.path.join(args.out, RUN_FILE)} ({e})") from None
-    model = load(ckpt, backend=args.backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load(ckpt, backend=args.backend)
+    st = model.train_state
+    if st is not None and not st.settings_saved:
+        # a version 1 checkpoint: its run.json kept the fit settings the checkpoint did not
+        st.settings.update({k: saved[k] for k in ("batch_size", "kl_warmup", "val_samples")
+                            if saved.get(k) is not None})
+        st.settings["binarize"] = "dynamic" if saved.get("binarize") == "dynamic" else "none"
+        st.settings_saved = True
+        caught = [w for w in caught if "did not record fit's settings" not in str(w.message)]
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     config = model.config()
     fixed = []
     for k in DATA_OPTIONS:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ._version import __version__
 from .codes import LOGSCALE_FLOOR
+from .state import default_generator_states
 
 FORMAT = "fastvae-checkpoint"
 FORMAT_VERSION = 2
@@ -94,15 +95,17 @@ def read(path):
         raise CheckpointError(f"{path}: not a fastvae checkpoint (not an .npz archive; "
                               f"it starts with {magic!r})")
     try:
-        z = np.load(path, allow_pickle=False)
-        if not hasattr(z, "files"):  # a bare .npy array
-            raise CheckpointError(f"{path}: not a fastvae checkpoint (a single array, "
-                                  f"shape {getattr(z, 'shape', None)})")
-        with z:
-            if "meta" not in z.files:
-                raise CheckpointError(f"{path}: not a fastvae checkpoint (an .npz archive "
-                                      f"without 'meta'; it holds {z.files})")
-            arrays = {k: z[k] for k in z.files}
+        # our own handle, closed whatever happens (np.load leaves a corrupt zip's open)
+        with open(path, "rb") as fh:
+            z = np.load(fh, allow_pickle=False)
+            if not hasattr(z, "files"):  # a bare .npy array
+                raise CheckpointError(f"{path}: not a fastvae checkpoint (a single array, "
+                                      f"shape {getattr(z, 'shape', None)})")
+            with z:
+                if "meta" not in z.files:
+                    raise CheckpointError(f"{path}: not a fastvae checkpoint (an .npz "
+                                          f"archive without 'meta'; it holds {z.files})")
+                arrays = {k: z[k] for k in z.files}
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
@@ -140,6 +143,10 @@ def _upgrade_v1(path, meta, arrays):
     cfg = dict(meta["config"])
     if cfg.get("activation") not in ("leaky_relu", "elu"):
         cfg["activation_alpha"] = None  # version 1 wrote 0.0 for activations without one
+    elif cfg.get("activation_alpha") == 0:
+        # accepted by version 1: leaky_relu and elu with alpha 0 are exactly relu, forward
+        # and backward, and this version asks for alpha > 0
+        cfg.update(activation="relu", activation_alpha=None)
     arrays = dict(arrays)
     if cfg.get("obs_scale") in ("learned", "per_pixel"):
         n = 1 if cfg["obs_scale"] == "learned" else int(cfg["input_dim"])
@@ -153,17 +160,22 @@ def _upgrade_v1(path, meta, arrays):
     if old_ts is not None or opt is not None:
         old_ts = old_ts or {}
         mid = bool(old_ts.get("batch"))
+        warnings.warn(f"{path}: a version 1 checkpoint, which did not record fit's settings: "
+                      "a fit without settings uses the defaults (batch_size 128, no KL "
+                      "warm-up, no binarization); pass the run's own", UserWarning,
+                      stacklevel=3)
         if mid:
             warnings.warn(f"{path}: a version 1 checkpoint taken inside epoch "
                           f"{old_ts.get('epoch', 0) + 1}: that epoch restarts when training "
-                          "resumes (version 1 did not record the batch size)", stacklevel=3)
-        order = np.random.SeedSequence((int(cfg.get("seed", 0)), 0xDA7A)).spawn(2)
-        ts = {"settings": {}, "optimizer": opt, "epoch": int(old_ts.get("epoch", 0)),
+                          "resumes (version 1 did not record the batch size)", UserWarning,
+                          stacklevel=3)
+        order, binar = default_generator_states(int(cfg.get("seed", 0)))
+        ts = {"settings": None, "optimizer": opt, "epoch": int(old_ts.get("epoch", 0)),
               "row": 0, "epoch_steps": 0, "n_rows": None, "step": int(old_ts.get("step", 0)),
               "seconds": 0.0 if mid else float(old_ts.get("seconds", 0.0)),
               "sums": [0.0, 0.0, 0.0, 0],
-              "order_rng": old_ts.get("order_rng", np.random.PCG64(order[0]).state),
-              "binarize_rng": old_ts.get("binarize_rng", np.random.PCG64(order[1]).state),
+              "order_rng": old_ts.get("order_rng", order),
+              "binarize_rng": old_ts.get("binarize_rng", binar),
               "history": list(meta.get("history") or [])}
         for k in [k for k in arrays if k.startswith("opt.")]:
             arrays["train." + k] = arrays.pop(k)

@@ -313,9 +313,10 @@ class VAE:
         else:
             bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self._lik)
         recon = ws.loss_rows
-        if L > 1:
+        if L > 1:  # the mean over the L samples (np.mean(out=) would allocate: sum, scale)
             recon = ws.recon
-            bk.xp.mean(ws.loss_rows.reshape(L, B), axis=0, out=recon)
+            bk.xp.sum(ws.loss_rows.reshape(L, B), axis=0, out=recon)
+            recon *= recon.dtype.type(1.0 / L)
         acc, weight = (ws.stats, 0.0) if _acc is None else _acc
         bk.loss_stats(ws.stats, acc, ws.loss_rows, ws.kl, ws.kl_dim, self.free_bits,
                       self.beta * self.kl_scale, weight)
@@ -440,9 +441,7 @@ class VAE:
         never the training noise.
         """
         sample = boolean(sample, "sample")
-        rng = _generator(seed) if sample else None
-        if not sample and seed is not None:
-            _generator(seed)  # checked all the same: a bad seed is a bad argument
+        rng = _generator(seed) if sample else _check_seed(seed)
         x = check_batch(x, self, True, check_range=False)
         ws = self._pool.get(x.shape[0], 1, False)
         ws.generation += 1
@@ -605,13 +604,17 @@ def _activation(name, alpha):
                              "derivative off the sign of the output)", above=0)
 
 
+def _check_seed(seed):
+    """None, a non-negative int or a NumPy Generator (else a ValueError); returned as is."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    return nonneg_int(seed, "seed")
+
+
 def _generator(seed):
     """A NumPy Generator from None (fresh entropy), a non-negative int, or a Generator."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None:
-        seed = nonneg_int(seed, "seed")
-    return np.random.default_rng(seed)
+    seed = _check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def _parse_obs_scale(obs_scale, lik, D):

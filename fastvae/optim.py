@@ -6,6 +6,7 @@ gradient inside the same kernel (the norm itself is one extra reduction pass).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -13,20 +14,43 @@ from .validate import boolean, real
 
 
 class Optimizer:
-    """Base class: holds the model, the step count and the clipping setting."""
+    """Base class: holds the model, the step count and the hyperparameters.
 
-    def __init__(self, model, lr, weight_decay, clip_norm):
+    Subclasses declare their hyperparameters with defaults in ``__init__``'s signature and
+    validate them in :meth:`checked`, which needs no model: ``fit`` uses it to check a
+    configuration before anything changes.
+    """
+
+    def __init__(self, model, **hyper):
         if not (hasattr(model, "flat_params") and hasattr(model, "_bk")):
             raise TypeError(f"an optimizer needs the fastvae.VAE it updates, got {model!r}")
         self.model = model
-        self.lr = real(lr, "lr", above=0)
-        self.weight_decay = real(weight_decay, "weight_decay", at_least=0)
+        for k, v in self.checked(**hyper).items():
+            setattr(self, k, v)
+        self.step_count = 0
+        self.last_grad_norm = None  # set when clipping is on
+
+    @classmethod
+    def defaults(cls):
+        """{hyperparameter: default} from the constructor's signature."""
+        sig = inspect.signature(cls.__init__)
+        return {k: p.default for k, p in sig.parameters.items() if k not in ("self", "model")}
+
+    @classmethod
+    def checked(cls, lr, weight_decay, clip_norm, **rest):
+        """The hyperparameters, validated and normalised (ValueError naming the bad one)."""
         if isinstance(clip_norm, numbers.Real) and not isinstance(clip_norm, bool) \
                 and clip_norm == math.inf:
             clip_norm = None  # as in fit: an infinite norm never clips
-        self.clip_norm = None if clip_norm is None else real(clip_norm, "clip_norm", above=0)
-        self.step_count = 0
-        self.last_grad_norm = None  # set when clipping is on
+        return {"lr": real(lr, "lr", above=0),
+                "weight_decay": real(weight_decay, "weight_decay", at_least=0),
+                "clip_norm": None if clip_norm is None else real(clip_norm, "clip_norm",
+                                                                 above=0),
+                **cls._checked_rest(**rest)}
+
+    @classmethod
+    def _checked_rest(cls):
+        return {}
 
     def _flat_grads(self, grads):
         """The flat gradient buffer for ``grads`` (the model's, or packed from a mapping)."""
@@ -66,8 +90,7 @@ class Optimizer:
 
     def config(self):
         """{'name': ..., hyperparameters...}: what :func:`make_optimizer` rebuilds it from."""
-        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay,
-                "clip_norm": self.clip_norm, **self._hyper()}
+        return {"name": self.name, **{k: getattr(self, k) for k in self.defaults()}}
 
     def state_dict(self):
         """Host copies of the optimizer's state (for checkpoints)."""
@@ -94,22 +117,24 @@ class Adam(Optimizer):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  clip_norm=None):
-        super().__init__(model, lr, weight_decay, clip_norm)
-        try:
-            b1, b2 = betas
-        except (TypeError, ValueError):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}") from None
-        self.betas = tuple(real(b, f"betas ({betas!r})", at_least=0, below=1) for b in (b1, b2))
-        self.eps = real(eps, "eps", above=0)
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm)
         xp, shape, dt = model._bk.xp, model.flat_params.shape, model.dtype
         self.m = xp.zeros(shape, dtype=dt)
         self.v = xp.zeros(shape, dtype=dt)
 
+    @classmethod
+    def _checked_rest(cls, betas, eps):
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}") from None
+        return {"betas": tuple(real(b, f"betas ({betas!r})", at_least=0, below=1)
+                               for b in (b1, b2)),
+                "eps": real(eps, "eps", above=0)}
+
     def _buffers(self):
         return {"m": self.m, "v": self.v}
-
-    def _hyper(self):
-        return {"betas": list(self.betas), "eps": self.eps}
 
     def _update(self, g, scale):
         m = self.model
@@ -126,7 +151,8 @@ class AdamW(Adam):
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  clip_norm=None):
-        super().__init__(model, lr, betas, eps, weight_decay, clip_norm)
+        super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm)
 
 
 class SGD(Optimizer):
@@ -136,18 +162,20 @@ class SGD(Optimizer):
 
     def __init__(self, model, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0,
                  clip_norm=None):
-        super().__init__(model, lr, weight_decay, clip_norm)
-        self.momentum = real(momentum, "momentum", at_least=0, below=1)
-        self.nesterov = boolean(nesterov, "nesterov")
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
+        super().__init__(model, lr=lr, momentum=momentum, nesterov=nesterov,
+                         weight_decay=weight_decay, clip_norm=clip_norm)
         self.buf = model._bk.xp.zeros(model.flat_params.shape, dtype=model.dtype)
+
+    @classmethod
+    def _checked_rest(cls, momentum, nesterov):
+        momentum = real(momentum, "momentum", at_least=0, below=1)
+        nesterov = boolean(nesterov, "nesterov")
+        if nesterov and momentum == 0:
+            raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum!r}")
+        return {"momentum": momentum, "nesterov": nesterov}
 
     def _buffers(self):
         return {"buf": self.buf}
-
-    def _hyper(self):
-        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def _update(self, g, scale):
         m = self.model

@@ -41,21 +41,26 @@ class TrainState:
     seconds, sums training seconds, and [loss, recon, kl] summed over rows with the row
                   count, of the current epoch so far.
     order_rng     the data-order generator's state at the start of the current epoch (the
-                  epoch's permutation is drawn again from it on resume).
+                  epoch's permutation is drawn again from it on resume); epoch_shuffle,
+                  whether that epoch's order is shuffled (a change of ``shuffle`` applies
+                  from the next epoch).
     binarize_rng  the dynamic-binarization generator (a NumPy Generator).
     history       one dict per completed epoch.
     """
 
     def __init__(self, model):
-        order, binar = np.random.SeedSequence((model.seed, 0xDA7A)).spawn(2)
+        order, binar = default_generator_states(model.seed)
         self.settings = dict(DEFAULTS)
         self.optimizer = None
         self.epoch = self.row = self.epoch_steps = self.step = 0
         self.n_rows = None
         self.seconds = 0.0
         self.sums = [0.0, 0.0, 0.0, 0]
-        self.order_rng = np.random.PCG64(order).state
-        self.binarize_rng = np.random.Generator(np.random.PCG64(binar))
+        self.order_rng = order
+        self.binarize_rng = np.random.Generator(np.random.PCG64())
+        self.binarize_rng.bit_generator.state = binar
+        self.epoch_shuffle = self.settings["shuffle"]  # how the current epoch's order was made
+        self.settings_saved = True  # False for a version 1 checkpoint, which kept none
         self.history = []
 
     def __repr__(self):
@@ -93,7 +98,7 @@ class TrainState:
         meta = {"settings": dict(self.settings), "optimizer": opt_meta, "epoch": self.epoch,
                 "row": self.row, "epoch_steps": self.epoch_steps, "n_rows": self.n_rows,
                 "step": self.step, "seconds": self.seconds, "sums": list(self.sums),
-                "order_rng": self.order_rng,
+                "order_rng": self.order_rng, "epoch_shuffle": self.epoch_shuffle,
                 "binarize_rng": self.binarize_rng.bit_generator.state,
                 "history": list(self.history)}
         return meta, arrays
@@ -102,7 +107,9 @@ class TrainState:
     def from_checkpoint(cls, model, meta, arrays):
         """The state :meth:`to_checkpoint` described, bound to ``model``."""
         st = cls(model)
-        st.settings = {**DEFAULTS, **meta["settings"]}
+        st.settings_saved = meta["settings"] is not None
+        st.settings = {**DEFAULTS, **(meta["settings"] or {})}
+        st.epoch_shuffle = bool(meta.get("epoch_shuffle", st.settings["shuffle"]))
         for k in ("epoch", "row", "epoch_steps", "step"):
             setattr(st, k, int(meta[k]))
         st.n_rows = None if meta["n_rows"] is None else int(meta["n_rows"])
@@ -119,6 +126,12 @@ class TrainState:
             opt.load_state_dict(state)
             st.optimizer = opt
         return st
+
+
+def default_generator_states(seed):
+    """(data-order, binarization) generator states of a run of a model seeded ``seed``."""
+    order, binar = np.random.SeedSequence((int(seed), 0xDA7A)).spawn(2)
+    return np.random.PCG64(order).state, np.random.PCG64(binar).state
 
 
 # ------------------------------------------------------------------ settings
@@ -163,12 +176,13 @@ def resolve(state, model, given):
     given explicitly that differs from the saved one ("lr 0.02 -> 0.01").
     """
     given = dict(given)
+    # (a version 1 checkpoint saved no settings: what is given then is no change)
     saved = dict(DEFAULTS) if state is None else dict(state.settings)
     settings, changes = dict(saved), []
     for k in DEFAULTS:
         if k in given:
             settings[k] = _check(k, given.pop(k), model)
-            if state is not None and settings[k] != saved[k]:
+            if state is not None and state.settings_saved and settings[k] != saved[k]:
                 changes.append(f"{k} {saved[k]!r} -> {settings[k]!r}")
     current = None if state is None else state.optimizer
     opt = given.pop("optimizer", None)
@@ -180,6 +194,9 @@ def resolve(state, model, given):
     if isinstance(opt, Optimizer):
         if opt.model is not model:
             raise ValueError("the optimizer was built for another model")
+        if type(opt) not in OPTIMIZERS.values():
+            raise ValueError(f"optimizer: a {type(opt).__name__} cannot be saved with the "
+                             f"run; use one of {', '.join(c.__name__ for c in OPTIMIZERS.values())}")
         if hyper:
             raise ValueError(f"{', '.join(sorted(hyper))}: set these on the optimizer "
                              f"instance itself when passing one (optimizer={opt.name!r})")
@@ -194,29 +211,28 @@ def resolve(state, model, given):
         raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))} or an "
                          f"Optimizer; got {name!r}")
     name = name.lower()
+    cls = OPTIMIZERS[name]
     if "momentum" in hyper and name != "sgd":
         raise ValueError(f"momentum applies to optimizer='sgd' only, not {name!r}")
+    # the configuration to train with: the current one when the optimizer stays, else the
+    # new class's defaults with what the two share carried over (weight decay is not
+    # shared: L2 for adam and sgd, decoupled for adamw); then what was given
+    old = {} if current is None else {k: v for k, v in current.config().items() if k != "name"}
     keep = current is not None and current.name == name
+    if keep:
+        base = dict(old)
+    else:
+        base = {**cls.defaults(), "lr": DEFAULT_LR}
+        base.update({k: old[k] for k in ("lr", "clip_norm", "betas", "eps")
+                     if k in old and k in base})
+    cfg = cls.checked(**{**base, **hyper})
     if current is not None and not keep:
         changes.append(f"optimizer {current.name!r} -> {name!r} (new moments)")
+    changes += [f"{k} {old[k]!r} -> {v!r}" for k, v in cfg.items() if k in old and v != old[k]]
     if keep:
-        for k, v in hyper.items():
-            old = getattr(current, k)
-            if v != old:
-                changes.append(f"{k} {old!r} -> {v!r}")
-
         def make():
-            for k, v in hyper.items():
+            for k, v in cfg.items():
                 setattr(current, k, v)
             return current
         return settings, make, changes
-
-    kw = dict(hyper)
-    kw.setdefault("lr", DEFAULT_LR if current is None else current.lr)
-    if current is not None:
-        kw.setdefault("clip_norm", current.clip_norm)
-    if current is not None and state is not None:
-        for k in ("lr", "clip_norm"):
-            if k in hyper and hyper[k] != getattr(current, k):
-                changes.append(f"{k} {getattr(current, k)!r} -> {hyper[k]!r}")
-    return settings, (lambda: make_optimizer(name, model, **kw)), changes
+    return settings, (lambda: cls(model, **cfg)), changes

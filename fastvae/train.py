@@ -145,36 +145,50 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     st = model.train_state
     if st is None:
         st = model.train_state = TrainState(model)
-    st.settings = settings
+    if st.row and settings["shuffle"] != st.settings["shuffle"]:
+        changes = [c + " (from the next epoch: this one keeps its order)"
+                   if c.startswith("shuffle ") else c for c in changes]
+    st.settings, st.settings_saved = settings, True
     st.optimizer = opt = make_optimizer()
     out = Progress(stream or sys.stderr, enabled=progress)
-    if st.row and st.n_rows != N:
+    if st.row and st.n_rows != N and epochs > 0:
         changes.append(f"the data has {N} rows where the epoch in progress had {st.n_rows}: "
                        f"epoch {st.epoch + 1} restarts")
         st.restart_epoch()
     if changes:
         _report(out, "fit: settings changed from the saved run (applied): " + "; ".join(changes))
+    if epochs == 0:
+        return History(st.history)
     st.n_rows = N
     drop_last = settings["drop_last"]
     steps = N // B if drop_last else -(-N // B)  # steps of a whole epoch
     warm_steps = settings["kl_warmup"] * steps
-    history = History(st.history)
     bk = model._bk
     batches = _Batches(model, train, B, settings["binarize"], st.binarize_rng)
-    # running sums of the epoch (loss, recon, kl) where the model computes: on a GPU
-    # nothing in the loop waits for them (see _sync_sums for when they are read)
-    acc = bk.asarray(np.array(st.sums[:3], dtype=np.float64))
+    # On a GPU the epoch's running sums (loss, recon, kl) stay where the model computes and
+    # nothing in the loop waits for them (see _sync_sums for when they are read).  On the
+    # host each step's loss is already read, checked, and added here.
+    acc = bk.asarray(np.array(st.sums[:3], dtype=np.float64)) if bk.DEVICE else None
     checked = st.epoch_steps  # the last step whose loss is known to be finite
+    # opt.step_count - st.step is fixed while the position keeps up with the optimizer; a
+    # second Ctrl-C between the two is caught up with in the finally clause below
+    lag = opt.step_count - st.step
+    pending = None
 
     def loss_note():  # the progress bar's loss, read only when the bar redraws
-        _sync_sums(bk, acc, st, opt, checked)
+        if bk.DEVICE:
+            _sync_sums(bk, acc, st, opt, checked)
         return f"loss {st.sums[0] / max(1, st.sums[3]):.2f}"
 
     guard = _SigintGuard(out)
+    finished = False
     try:
         with guard:
             for _ in range(epochs):
-                order, order_after = st.epoch_order(N, settings["shuffle"])
+                # an epoch in progress keeps the order it started with
+                shuffled = st.epoch_shuffle if st.row else settings["shuffle"]
+                order, order_after = st.epoch_order(N, shuffled)
+                st.epoch_shuffle = shuffled
                 batches.start_epoch(order, st.row)
                 t0 = time.perf_counter()
                 out.start(f"epoch {st.epoch + 1}", steps, B, done=-(-st.row // B))
@@ -185,32 +199,39 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
                     start, stop = st.row, min(N, st.row + B)
                     xb = batches.get(start, stop)
                     if warm_steps > 0:
-                        model.kl_scale = min(1.0, (st.step + 1) / warm_steps)
+                        model.kl_scale = _kl_scale(st.step + 1, warm_steps)
                     n = stop - start
-                    cache = model.forward(xb, validate=False, _acc=(acc, float(n)))
-                    if not bk.DEVICE and not math.isfinite(cache.loss):
-                        raise FloatingPointError(
-                            f"the loss is {cache.loss} at epoch {st.epoch + 1}, step "
-                            f"{st.epoch_steps + 1}; parameters are unchanged by this step "
-                            f"(try a smaller lr, now {opt.lr})")
+                    cache = model.forward(xb, validate=False,
+                                          _acc=None if acc is None else (acc, float(n)))
+                    if acc is None:
+                        loss, recon, kl = cache._read()
+                        if not math.isfinite(loss):
+                            raise FloatingPointError(
+                                f"the loss is {loss} at epoch {st.epoch + 1}, step "
+                                f"{st.epoch_steps + 1}; parameters are unchanged by this step "
+                                f"(try a smaller lr, now {opt.lr})")
+                    pending = (stop, n)
                     opt.step(model.backward(cache))
-                    st.sums[3] += n
-                    st.row = stop
-                    st.epoch_steps += 1
-                    st.step += 1
-                    if bk.DEVICE and st.epoch_steps - checked >= DEVICE_CHECK_EVERY:
+                    _advance(st, stop, n)
+                    pending = None
+                    if acc is None:
+                        st.sums[0] += n * loss
+                        st.sums[1] += n * recon
+                        st.sums[2] += n * kl
+                    elif st.epoch_steps - checked >= DEVICE_CHECK_EVERY:
                         _sync_sums(bk, acc, st, opt, checked)
                         checked = st.epoch_steps
                     out.update(-(-st.row // B), loss_note)
-                _sync_sums(bk, acc, st, opt, checked)
+                if acc is not None:
+                    _sync_sums(bk, acc, st, opt, checked)
                 st.seconds += time.perf_counter() - t0
                 if guard.hit:
                     break
-                rec = _end_epoch(model, st, valset, settings["val_samples"],
-                                 model.beta * model.kl_scale)
-                acc[...] = 0
+                beta = model.beta * (_kl_scale(st.step, warm_steps) if warm_steps > 0 else 1.0)
+                rec = _end_epoch(model, st, valset, settings["val_samples"], beta)
+                if acc is not None:
+                    acc[...] = 0
                 st.order_rng = order_after
-                history.append(rec)
                 out.finish(_summary(rec))
                 stop = False
                 for cb in callbacks:
@@ -222,9 +243,19 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
                     model.save(checkpoint)
                 if stop:
                     break
+            else:
+                finished = True
     finally:
         model.kl_scale = 1.0
-    if guard.hit:
+        if pending is not None and opt.step_count - st.step == lag + 1:
+            _advance(st, *pending)  # the optimizer stepped; keep the position with it
+        if acc is not None:
+            try:
+                _sync_sums(bk, acc, st, opt, checked, check=False)
+            except Exception:  # noqa: BLE001  (the error in flight is the one to report)
+                pass
+    history = History(st.history)
+    if guard.hit and not finished:  # an epoch was cut short (or never started)
         history.interrupted = True
         where = f"epoch {st.epoch + 1}, step {st.epoch_steps} of {steps}"
         if checkpoint is not None:
@@ -234,6 +265,20 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
             out.note(f"interrupted at {where} (no checkpoint path given: the state is in "
                      "the model object)")
     return history
+
+
+def _advance(st, stop, n):
+    """Record one step done: the position in the epoch and the step counts."""
+    st.row = stop
+    st.sums[3] += n
+    st.epoch_steps += 1
+    st.step += 1
+
+
+def _kl_scale(step, warm_steps):
+    """The KL weight's share at training step ``step`` (counted from 1) of a warm-up over
+    ``warm_steps`` steps."""
+    return min(1.0, step / warm_steps)
 
 
 def _report(out, line):
@@ -318,6 +363,10 @@ class _Batches:
             from .backends import cpu as host
         self.host = host
         self.X = np.asarray(ds.x)  # drops the memmap subclass only: a file stays a file
+        # the kernels read native integers and float32/64; other data (big-endian IDX
+        # floats, float16) goes through Dataset.batch, which converts with a temporary
+        self.kernel_ok = (self.X.dtype.isnative and self.X.dtype.kind in "uif"
+                          and self.X.dtype != np.float16)
         self.buf = np.empty((B, ds.dim), dtype=model.dtype)
         self.u = np.empty((B, ds.dim), dtype=model.dtype) if binarize == "dynamic" else None
         if self.mapped:  # per batch: rows in file order, and where each goes in the batch
@@ -330,7 +379,7 @@ class _Batches:
         self.order = order
         if self.on_device:
             self.order_dev = self.bk.asarray(order.astype(np.int64))
-        elif self.mapped:
+        elif self.mapped and self.kernel_ok:
             for s in range(first_row, order.size, self.B):
                 seg = order[s:s + self.B]
                 where = np.argsort(seg, kind="stable")
@@ -345,7 +394,9 @@ class _Batches:
             self.bk.gather_rows(xb, self.X, self.order_dev[start:stop], self.ds.scale)
             return xb
         xb = self.buf[:n]
-        if self.mapped:
+        if not self.kernel_ok:
+            self.ds.batch(self.order[start:stop], out=xb)
+        elif self.mapped:
             self.host.scatter_rows(xb, self.dest[start:stop], self.X, self.src[start:stop],
                                    self.ds.scale)
         else:
@@ -361,11 +412,11 @@ class _Batches:
         return xb
 
 
-def _sync_sums(bk, acc, st, opt, since):
+def _sync_sums(bk, acc, st, opt, since, check=True):
     """Copy the device's running sums into the training state; raise if they stopped
     being finite (on a GPU the loss is not read every step, so say where it happened)."""
     vals = [float(v) for v in bk.to_numpy(acc)]
-    if not all(math.isfinite(v) for v in vals):
+    if check and not all(math.isfinite(v) for v in vals):
         raise FloatingPointError(
             f"the loss became non-finite at epoch {st.epoch + 1}, between steps {since + 1} "
             f"and {st.epoch_steps}; the model's parameters may no longer be finite: reload the "

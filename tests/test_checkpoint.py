@@ -2,6 +2,7 @@
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -138,3 +139,65 @@ def test_checkpoint_permissions_follow_umask(tmp_path):
     finally:
         os.umask(old)
     assert oct(os.stat(p).st_mode & 0o777) == oct(0o644)
+
+
+def to_version_1(src, dst, batch_index=0):
+    """Rewrite a checkpoint in the layout fastvae 0.1 wrote (format version 1): learned
+    log-scales stored as the log-scale itself, no fit settings, the position in batches."""
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    m = fastvae.load(src, backend="numpy")
+    params = arrays["params"].copy()
+    if m._learn_scale:
+        params[-m._ls_size:] = m.obs_logscale()
+    ts = meta["train_state"]
+    old = {"format": "fastvae-checkpoint", "format_version": 1, "fastvae_version": "0.1.0",
+           "config": {**meta["config"], "activation_alpha": m._alpha},
+           "params_crc32": zlib.crc32(params.tobytes()), "noise_rng": meta["noise"]["rng"],
+           "noise_counter": meta["noise"]["counter"], "metadata": meta["metadata"],
+           "optimizer": None if ts is None else ts["optimizer"],
+           "train_state": None if ts is None else {
+               "epoch": ts["epoch"], "batch": batch_index, "step": ts["step"],
+               "seconds": ts["seconds"], "sums": ts["sums"], "order_rng": ts["order_rng"],
+               "binarize_rng": ts["binarize_rng"]},
+           "history": [] if ts is None else ts["history"]}
+    out = {"params": params, "meta": np.frombuffer(json.dumps(old).encode(), np.uint8)}
+    out.update({k[6:]: v for k, v in arrays.items() if k.startswith("train.")})
+    np.savez(dst, **out)
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(likelihood="gaussian", obs_scale="per_pixel")])
+def test_version_1_checkpoints_load(tmp_path, cfg):
+    m, x = trained(**cfg)
+    p = m.save(tmp_path / "v2.npz")
+    to_version_1(p, tmp_path / "v1.npz")
+    with pytest.warns(UserWarning, match="version 1 checkpoint, which did not record fit's "
+                      "settings"):
+        r = fastvae.load(tmp_path / "v1.npz", backend="numpy")
+    np.testing.assert_allclose(r.obs_logscale(), m.obs_logscale(), atol=2e-6)  # float32 of ~6
+    np.testing.assert_array_equal(r.encode(x)[0], m.encode(x)[0])
+    assert r.history == m.history and r.optimizer.step_count == m.optimizer.step_count
+    np.testing.assert_array_equal(r.optimizer.m, m.optimizer.m)
+    assert not r.train_state.settings_saved
+    r.fit(x, epochs=1, batch_size=16, progress=False)  # trains on
+    r.save(tmp_path / "again.npz")
+    assert fastvae.load(tmp_path / "again.npz").train_state.settings_saved
+
+
+def test_a_version_1_checkpoint_of_leaky_relu_with_alpha_0_loads_as_relu(tmp_path):
+    m = fastvae.VAE(12, hidden=(6,), latent_dim=3, backend="numpy", seed=2)
+    x = np.random.default_rng(0).random((40, 12)).astype(m.dtype)
+    m.fit(x, epochs=1, batch_size=16, progress=False)
+    p = m.save(tmp_path / "v2.npz")
+    to_version_1(p, tmp_path / "v1.npz")
+    with np.load(tmp_path / "v1.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["meta"].tobytes())
+    meta["config"].update(activation="leaky_relu", activation_alpha=0.0)  # 0.1 accepted this
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "v1a.npz", **arrays)
+    with pytest.warns(UserWarning):
+        r = fastvae.load(tmp_path / "v1a.npz", backend="numpy")
+    assert r.activation == "relu"
+    np.testing.assert_array_equal(r.encode(x)[0], m.encode(x)[0])

@@ -111,6 +111,25 @@ def test_resume_applies_and_reports_a_changed_option_and_refuses_a_model_change(
     assert "--hidden" not in err  # the same value is no change
 
 
+def test_resume_of_a_run_from_fastvae_0_1_takes_its_settings_from_run_json(workdir, capsys):
+    """fastvae 0.1 kept fit's settings in run.json only; --resume reads them from there."""
+    from test_checkpoint import to_version_1
+    args = ["--no-pictures", *SMALL, "--kl-warmup", "3"]
+    assert main(["train", "--epochs", "1", "--out", "old", *args]) == 0
+    to_version_1("old/model.npz", "old/model.npz")
+    run = json.load(open("old/run.json"))
+    run.update(batch_size=50, kl_warmup=3.0, optimizer="adam", lr=0.001)  # as 0.1 wrote it
+    json.dump(run, open("old/run.json", "w"))
+    capsys.readouterr()
+    assert main(["train", "--out", "old", "--resume", "--epochs", "2", "--quiet",
+                 "--no-pictures"]) == 0
+    err = capsys.readouterr().err
+    assert "settings changed" not in err and "did not record" not in err
+    m = fastvae.load("old/model.npz")
+    assert m.train_state.settings["batch_size"] == 50 and m.train_state.settings_saved
+    assert m.history[1]["beta"] == pytest.approx(2 / 3) and m.history[1]["steps"] == 9
+
+
 def test_model_and_training_options_reach_the_model(workdir):
     assert main(["train", "--epochs", "1", "--out", "g", "--no-pictures", *SMALL,
                  "--likelihood", "gaussian", "--obs-scale", "learned", "--decoder-hidden",

@@ -267,3 +267,124 @@ def test_constant_pixel_with_a_learned_scale_stays_finite():
     ls = m.obs_logscale()
     assert all(math.isfinite(r["train_loss"]) for r in h)
     assert ls[0] == min(ls) and fastvae.model.LOGSCALE_FLOOR <= ls[0] < -5.5
+
+
+# ------------------------------------------------------------ edges found in review
+def _tiny(backend="numpy"):
+    return fastvae.VAE(20, hidden=(8,), latent_dim=3, backend=backend, seed=5)
+
+
+def _bits(n=200):
+    return (np.random.default_rng(0).random((n, 20)) > 0.5).astype(np.float32)
+
+
+def test_warmup_beta_in_history_survives_a_ctrl_c_on_the_epochs_last_step():
+    X = _bits()
+    a = _tiny()
+    a.fit(X, epochs=2, batch_size=50, kl_warmup=3, progress=False)
+    b = interrupt_at(_tiny(), 4)  # the 4th step is the last of epoch 1
+    b.fit(X, epochs=2, batch_size=50, kl_warmup=3, progress=False)
+    assert b.train_state.row == 200 and b.train_state.epoch == 0
+    b.forward = fastvae.VAE.forward.__get__(b)
+    b.fit(X, epochs=2, progress=False)
+    assert [r["beta"] for r in b.history] == [r["beta"] for r in a.history]
+    assert a.history[0]["beta"] == pytest.approx(1 / 3)
+
+
+def test_an_error_mid_epoch_keeps_the_epochs_sums_consistent():
+    """A step that fails (here before its forward pass) leaves the position and the loss
+    sums of the epoch in step: fit again finishes the epoch with the right averages."""
+    X = _bits()
+    a = _tiny()
+    a.fit(X, epochs=1, batch_size=50, progress=False)
+    b = _tiny()
+    forward, calls = b.forward, [0]
+
+    def failing(*args, **kw):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise FloatingPointError("injected")
+        return forward(*args, **kw)
+
+    b.forward = failing
+    with pytest.raises(FloatingPointError, match="injected"):
+        b.fit(X, epochs=1, batch_size=50, progress=False)
+    b.forward = forward
+    b.fit(X, epochs=1, progress=False)
+    _same_run(a, b)
+
+
+def test_nesterov_keeps_its_momentum():
+    m = _tiny()
+    m.fit(_bits(), batch_size=50, progress=False,
+          optimizer=fastvae.SGD(m, lr=0.01, momentum=0.9, nesterov=True))
+    before = m.train_state.to_checkpoint()[0]
+    with pytest.raises(ValueError, match="nesterov=True needs momentum > 0, got momentum=0.0"):
+        m.fit(_bits(), momentum=0.0, progress=False)
+    assert m.train_state.to_checkpoint()[0] == before
+
+
+def test_a_user_optimizer_subclass_is_refused_because_it_could_not_be_saved():
+    class MyAdam(fastvae.Adam):
+        pass
+
+    m = _tiny()
+    with pytest.raises(ValueError, match="a MyAdam cannot be saved with the run"):
+        m.fit(_bits(), optimizer=MyAdam(m), progress=False)
+    assert m.train_state is None
+
+
+def test_switching_optimizer_reports_every_setting_that_changes():
+    m = _tiny()
+    m.fit(_bits(), progress=False, weight_decay=1e-3, lr=2e-3, clip_norm=4.0)
+    with pytest.warns(SettingChangedWarning, match=r"optimizer 'adam' -> 'adamw' \(new "
+                      r"moments\); weight_decay 0\.001 -> 0\.01$"):
+        m.fit(_bits(), progress=False, optimizer="adamw")
+    assert (m.optimizer.lr, m.optimizer.clip_norm, m.optimizer.weight_decay) == (2e-3, 4.0, 0.01)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [">f4", "float16", "<f8", "int64"])
+def test_data_of_any_numeric_dtype_trains_like_float32(backend, dtype):
+    """Big-endian IDX floats, float16, float64, integer images: the same batches as the
+    float32 array (the gather kernels take native types, the rest converts per batch)."""
+    X = _bits()
+    ref, other = _tiny(backend), _tiny(backend)
+    ref.fit(X, epochs=1, batch_size=64, progress=False)
+    Y = (X * 255).astype(dtype) if dtype == "int64" else X.astype(dtype)
+    other.fit(Y, epochs=1, batch_size=64, progress=False)
+    np.testing.assert_array_equal(other.flat_params, ref.flat_params)
+
+
+def test_ctrl_c_after_the_last_epoch_is_not_an_interruption():
+    import io
+    import signal
+
+    def cb(model, rec):
+        if rec["epoch"] == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    s = io.StringIO()
+    h = _tiny().fit(_bits(), epochs=2, batch_size=50, callbacks=[cb], stream=s)
+    assert not h.interrupted and len(h) == 2 and "interrupted" not in s.getvalue()
+    h = _tiny().fit(_bits(), epochs=3, batch_size=50, callbacks=[cb], stream=io.StringIO())
+    assert h.interrupted and len(h) == 2  # epoch 3 never ran: that is an interruption
+
+
+def test_shuffle_changed_mid_epoch_applies_from_the_next_epoch():
+    X = _bits()
+    a = _tiny()
+    a.fit(X, epochs=1, batch_size=50, progress=False)
+    b = interrupt_at(_tiny(), 2)
+    b.fit(X, epochs=1, batch_size=50, progress=False)
+    b.forward = fastvae.VAE.forward.__get__(b)
+    with pytest.warns(SettingChangedWarning, match=r"shuffle True -> False \(from the next "
+                      r"epoch: this one keeps its order\)"):
+        b.fit(X, epochs=1, progress=False, shuffle=False)
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)  # epoch 1 as it began
+    c = _tiny()
+    c.fit(X, epochs=1, batch_size=50, progress=False)
+    b.fit(X, epochs=1, progress=False)
+    with pytest.warns(SettingChangedWarning, match=r"shuffle True -> False$"):
+        c.fit(X, epochs=1, progress=False, shuffle=False)  # at a boundary: no "next epoch"
+    np.testing.assert_array_equal(c.flat_params, b.flat_params)

@@ -189,15 +189,17 @@ def test_steady_state_step_allocates_nothing(monkeypatch):
     assert extra.offenders == []
 
 
-@pytest.mark.parametrize("data_kind", ["uint8", "memmap", "dynamic"])
+@pytest.mark.parametrize("data_kind", ["uint8", "memmap", "dynamic", "samples"])
 def test_steady_state_fit_step_allocates_nothing(data_kind, monkeypatch, tmp_path):
     """fit itself, data path included: uint8 images gathered and scaled per batch, a
-    memory-mapped .npy read in file order, dynamic binarization's draws.  Steps 10 to 30 of
+    memory-mapped .npy read in file order, dynamic binarization's draws; and with several
+    latent samples per row (their mean).  Steps 10 to 30 of
     one epoch are measured (no epoch boundary, no validation inside)."""
     from numba.core.runtime import _nrt_python
     from fastvae import data
     rng = np.random.default_rng(0)
-    B, N = 64, 64 * 40
+    B = 1024 if data_kind == "samples" else 64  # big enough for a (B,) temporary to show
+    N = B * 40
     X = (rng.random((N, 784)) * 255).astype(np.uint8)
     fit_kw = {}
     if data_kind == "memmap":
@@ -206,11 +208,12 @@ def test_steady_state_fit_step_allocates_nothing(data_kind, monkeypatch, tmp_pat
         assert isinstance(X.x, np.memmap)
     elif data_kind == "dynamic":
         fit_kw["binarize"] = "dynamic"
-    kernels = STEP_KERNELS[:-2] + ("adam_step", {"uint8": "gather_rows", "memmap": "scatter_rows",
-                                                 "dynamic": "gather_rows"}[data_kind])
+    kernels = STEP_KERNELS[:-2] + ("adam_step", {"memmap": "scatter_rows"}.get(data_kind,
+                                                                               "gather_rows"))
     extra = _KernelAllocations(monkeypatch, kernels + (("binarize_rows",) if
                                                        data_kind == "dynamic" else ()))
-    model = fastvae.VAE(784, hidden=(64,), latent_dim=8, backend="cpu", seed=0)
+    model = fastvae.VAE(784, hidden=(64,), latent_dim=8, backend="cpu", seed=0,
+                        n_samples=3 if data_kind == "samples" else 1)
     calls, peak = [0], []
     forward = model.forward
 
