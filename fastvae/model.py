@@ -302,7 +302,7 @@ class VAE:
         # SAVE eps, sigma, mu and the raw logvar (in head): the sample path and the clamp
         bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)
-        self._decoder_forward(ws, ws.z)  # SAVE g[j]: act' is read off them
+        self._decoder_forward(ws, ws.z)
         ls = self._logscale_forward(ws)
         if grad:
             # SAVE dout, dout_b, dls: the loss gradient is computed with the loss (one
@@ -327,22 +327,22 @@ class VAE:
 
     def _encoder_forward(self, ws, x):
         """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head."""
-        bk, h = self._bk, x
-        for (W, b, _, _), hi in zip(self._layers("enc"), ws.h):
-            bk.matmul(hi, h, W)
-            bk.bias_act_fwd(hi, b, self._act, self._alpha)
-            h = hi
-        bk.matmul(ws.head, h, self._params["enc.head.W"])
+        self._stack_forward("enc", x, ws.h, ws.head, "enc.head.W")
 
     def _decoder_forward(self, ws, z):
         """Hidden layers into ws.g, then the output product (bias not yet added) into
         ws.out; z (R, Z) with R = ws.R."""
-        bk, g = self._bk, z
-        for (W, b, _, _), gj in zip(self._layers("dec"), ws.g):
-            bk.matmul(gj, g, W)
-            bk.bias_act_fwd(gj, b, self._act, self._alpha)
-            g = gj
-        bk.matmul(ws.out, g, self._params["dec.out.W"])
+        self._stack_forward("dec", z, ws.g, ws.out, "dec.out.W")
+
+    def _stack_forward(self, side, x, hidden, out, last_W):
+        """x through the hidden layers of ``side`` into the buffers ``hidden`` (SAVE: act'
+        is read off them), then out = last hidden @ params[last_W]."""
+        bk, h = self._bk, x
+        for (W, b, _, _), hi in zip(self._layers(side), hidden):
+            bk.matmul(hi, h, W)
+            bk.bias_act_fwd(hi, b, self._act, self._alpha)
+            h = hi
+        bk.matmul(out, h, self._params[last_W])
 
     def _logscale_forward(self, ws):
         """The Gaussian log-scale the likelihood uses: the fixed one, or the learned
