@@ -7,7 +7,7 @@ from .backend import get_backend_name, set_backend, set_tf32
 
 _LAZY = {
     "VAE": ("fastvae.model", "VAE"),
-    "Cache": ("fastvae.model", "Cache"),
+    "Cache": ("fastvae.cache", "Cache"),
     "Adam": ("fastvae.optim", "Adam"),
     "AdamW": ("fastvae.optim", "AdamW"),
     "SGD": ("fastvae.optim", "SGD"),

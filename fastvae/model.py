@@ -12,99 +12,21 @@ a checkpoint saves whole.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from . import backend as _backend
 from . import io as _io
+from .cache import Cache, Grads
 from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_SIGMOID, LIK_BERNOULLI,
-                    LIK_GAUSSIAN, LOGSCALE_FLOOR, LOGVAR_RANGE, activation_code,
-                    likelihood_code)
+                    LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code)
 from .params import build_layout, init_linear_, views
 from .state import TrainState
-from .validate import (boolean, check_batch, check_eps, check_latent, int_tuple,
-                       nonneg_int, positive_int, real)
+from .validate import (activation_config, boolean, check_batch, check_eps, check_latent,
+                       check_seed, generator, int_tuple, nonneg_int, obs_scale_config,
+                       positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
-
-
-class Cache:
-    """What one forward pass saved for backward; returned by :meth:`VAE.forward`.
-
-    The arrays live in the model's workspace and are overwritten by the next forward pass
-    on a batch of the same shape and kind (training or loss-only): copy what you want to
-    keep.  ``backward`` refuses a stale cache, and one from a loss-only forward
-    (``grad=False``).  Shapes (B batch rows, L samples, Z latent, D data):
-
-    x (B, D); mu, logvar, sigma (B, Z) [logvar clamped]; eps, z (L, B, Z);
-    out (L, B, D) decoder logits (Bernoulli) or means (Gaussian);
-    recon (B,) -log p(x|z) averaged over the L samples; kl (B,) KL(q(z|x) || p(z));
-    loss: the training objective (beta, free bits applied), a float;
-    neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
-    recon_mean, kl_mean: its two terms, floats; grad: whether backward may use it.
-
-    On the cuda backend the four numbers stay on the GPU until one of them is first read
-    (reading waits for the step to finish); read them before the next forward pass of the
-    same shape.  On the CPU backends they are read at once.
-    """
-
-    __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "grad",
-                 "_stats", "_values", "_ws", "_generation", "_bk")
-
-    def __init__(self, ws, x, recon, bk):
-        L, B = ws.L, ws.B
-        self.x = x
-        self.mu, self.logvar, self.sigma = ws.mu, ws.logvar, ws.sigma
-        self.eps = ws.eps.reshape(L, B, -1)
-        self.z = ws.z.reshape(L, B, -1)
-        self.out = ws.out.reshape(L, B, -1)
-        self.recon, self.kl, self.grad = recon, ws.kl, ws.train
-        self._stats, self._values, self._bk = ws.stats, None, bk
-        self._ws, self._generation = ws, ws.generation
-
-    @property
-    def stale(self):
-        """True once a later forward pass has overwritten this cache's buffers."""
-        return self._ws.generation != self._generation
-
-    def _read(self):
-        """(loss, recon_mean, kl_mean) as Python floats, fetched once."""
-        if self._values is None:
-            if self.stale:
-                raise RuntimeError(
-                    "this cache's loss was overwritten by a later forward pass before it was "
-                    "read; read cache.loss (or recon_mean, kl_mean) before the next forward "
-                    "pass of the same batch shape")
-            loss, recon, kl = self._bk.to_numpy(self._stats).tolist()
-            self._values = (loss, recon, kl)
-        return self._values
-
-    @property
-    def loss(self):
-        return self._read()[0]
-
-    @property
-    def recon_mean(self):
-        return self._read()[1]
-
-    @property
-    def kl_mean(self):
-        return self._read()[2]
-
-    @property
-    def neg_elbo(self):
-        v = self._read()
-        return v[1] + v[2]
-
-
-class Grads(dict):
-    """Gradient tensors by parameter name (views into ``flat``, overwritten by the next
-    backward pass).  ``flat`` is the whole gradient buffer, laid out like the parameters."""
-
-    def __init__(self, named, flat):
-        super().__init__(named)
-        self.flat = flat
 
 
 class VAE:
@@ -155,7 +77,7 @@ class VAE:
                            else int_tuple(decoder_hidden, "decoder_hidden"))
         self.n_samples = positive_int(n_samples, "n_samples")
         self.activation = activation
-        self._act, self._alpha = _activation(activation, activation_alpha)
+        self._act, self._alpha = activation_config(activation, activation_alpha)
         self.likelihood = likelihood
         self._lik = likelihood_code(likelihood)
         self.beta = real(beta, "beta", at_least=0)
@@ -170,7 +92,7 @@ class VAE:
         self.dtype = np.dtype(dtype)
         self.seed = nonneg_int(seed, "seed")
         self.obs_scale = obs_scale
-        self._learn_scale, self._ls_size, fixed = _parse_obs_scale(obs_scale, self._lik,
+        self._learn_scale, self._ls_size, fixed = obs_scale_config(obs_scale, self._lik,
                                                                    self.input_dim)
         self.backend = _backend.resolve(backend)
         self._bk = _backend.get(self.backend)
@@ -441,7 +363,7 @@ class VAE:
         never the training noise.
         """
         sample = boolean(sample, "sample")
-        rng = _generator(seed) if sample else _check_seed(seed)
+        rng = generator(seed) if sample else check_seed(seed)
         x = check_batch(x, self, True, check_range=False)
         ws = self._pool.get(x.shape[0], 1, False)
         ws.generation += 1
@@ -480,7 +402,7 @@ class VAE:
         """
         n = positive_int(n, "n")
         mean = boolean(mean, "mean")
-        rng = _generator(seed)
+        rng = generator(seed)
         xp = self._bk.xp
         z = rng.standard_normal((n, self.latent_dim)).astype(self.dtype)
         m = self.decode(z)
@@ -588,48 +510,3 @@ def load(path, backend=None):
     except (KeyError, ValueError, TypeError) as e:
         raise _io.CheckpointError(f"{path}: {e}") from None
     return model
-
-
-def _activation(name, alpha):
-    """(code, alpha) for an activation name and the user's alpha (None: the default)."""
-    code, default = activation_code(name)
-    if code not in (ACT_LEAKY_RELU, ACT_ELU):
-        if alpha is not None:
-            raise ValueError(f"activation_alpha applies to leaky_relu and elu only; "
-                             f"activation={name!r} has none, got activation_alpha={alpha!r}")
-        return code, 0.0
-    if alpha is None:
-        return code, default
-    return code, real(alpha, f"activation_alpha (for activation={name!r}; backward reads the "
-                             "derivative off the sign of the output)", above=0)
-
-
-def _check_seed(seed):
-    """None, a non-negative int or a NumPy Generator (else a ValueError); returned as is."""
-    if seed is None or isinstance(seed, np.random.Generator):
-        return seed
-    return nonneg_int(seed, "seed")
-
-
-def _generator(seed):
-    """A NumPy Generator from None (fresh entropy), a non-negative int, or a Generator."""
-    seed = _check_seed(seed)
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def _parse_obs_scale(obs_scale, lik, D):
-    """-> (learn_scale, log-scale size S, fixed log-scale value)."""
-    if isinstance(obs_scale, str):
-        if obs_scale not in ("learned", "per_pixel"):
-            raise ValueError("obs_scale must be a positive number, 'learned' or 'per_pixel', "
-                             f"got {obs_scale!r}")
-        if lik != LIK_GAUSSIAN:
-            raise ValueError(f"obs_scale={obs_scale!r} needs likelihood='gaussian'")
-        return True, (1 if obs_scale == "learned" else D), 0.0
-    if isinstance(obs_scale, bool) or not isinstance(obs_scale, numbers.Real):
-        raise ValueError("obs_scale must be a positive number, 'learned' or 'per_pixel', "
-                         f"got {obs_scale!r}")
-    s = float(obs_scale)
-    if not (math.isfinite(s) and s > 0):
-        raise ValueError(f"obs_scale must be a positive finite number, got {obs_scale!r}")
-    return False, 1, math.log(s)

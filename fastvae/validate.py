@@ -9,7 +9,8 @@ import numbers
 
 import numpy as np
 
-from .codes import LIK_BERNOULLI
+from .codes import (ACT_ELU, ACT_LEAKY_RELU, LIK_BERNOULLI, LIK_GAUSSIAN,
+                    activation_code)
 
 
 def positive_int(v, what):
@@ -135,3 +136,49 @@ def check_latent(z, model):
     if len(shape) != 2 or shape[1] != model.latent_dim:
         raise ValueError(f"z must have shape (N, {model.latent_dim}), got {shape}")
     return _as_float_array(z, "z", model.dtype, model._bk.xp)
+
+
+# ------------------------------------------------------------ the model's arguments
+def activation_config(name, alpha):
+    """(code, alpha) for an activation name and the user's alpha (None: the default)."""
+    code, default = activation_code(name)
+    if code not in (ACT_LEAKY_RELU, ACT_ELU):
+        if alpha is not None:
+            raise ValueError(f"activation_alpha applies to leaky_relu and elu only; "
+                             f"activation={name!r} has none, got activation_alpha={alpha!r}")
+        return code, 0.0
+    if alpha is None:
+        return code, default
+    return code, real(alpha, f"activation_alpha (for activation={name!r}; backward reads the "
+                             "derivative off the sign of the output)", above=0)
+
+
+def check_seed(seed):
+    """None, a non-negative int or a NumPy Generator (else a ValueError); returned as is."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return seed
+    return nonneg_int(seed, "seed")
+
+
+def generator(seed):
+    """A NumPy Generator from None (fresh entropy), a non-negative int, or a Generator."""
+    seed = check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def obs_scale_config(obs_scale, lik, D):
+    """-> (learn_scale, log-scale size S, fixed log-scale value)."""
+    if isinstance(obs_scale, str):
+        if obs_scale not in ("learned", "per_pixel"):
+            raise ValueError("obs_scale must be a positive number, 'learned' or 'per_pixel', "
+                             f"got {obs_scale!r}")
+        if lik != LIK_GAUSSIAN:
+            raise ValueError(f"obs_scale={obs_scale!r} needs likelihood='gaussian'")
+        return True, (1 if obs_scale == "learned" else D), 0.0
+    if isinstance(obs_scale, bool) or not isinstance(obs_scale, numbers.Real):
+        raise ValueError("obs_scale must be a positive number, 'learned' or 'per_pixel', "
+                         f"got {obs_scale!r}")
+    s = float(obs_scale)
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"obs_scale must be a positive finite number, got {obs_scale!r}")
+    return False, 1, math.log(s)

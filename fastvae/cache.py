@@ -1,0 +1,81 @@
+"""What a forward pass hands to backward: the :class:`Cache`, and the gradients backward
+returns (:class:`Grads`)."""
+from __future__ import annotations
+
+
+class Cache:
+    """What one forward pass saved for backward; returned by :meth:`VAE.forward`.
+
+    The arrays live in the model's workspace and are overwritten by the next forward pass
+    on a batch of the same shape and kind (training or loss-only): copy what you want to
+    keep.  ``backward`` refuses a stale cache, and one from a loss-only forward
+    (``grad=False``).  Shapes (B batch rows, L samples, Z latent, D data):
+
+    x (B, D); mu, logvar, sigma (B, Z) [logvar clamped]; eps, z (L, B, Z);
+    out (L, B, D) decoder logits (Bernoulli) or means (Gaussian);
+    recon (B,) -log p(x|z) averaged over the L samples; kl (B,) KL(q(z|x) || p(z));
+    loss: the training objective (beta, free bits applied), a float;
+    neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
+    recon_mean, kl_mean: its two terms, floats; grad: whether backward may use it.
+
+    On the cuda backend the four numbers stay on the GPU until one of them is first read
+    (reading waits for the step to finish); read them before the next forward pass of the
+    same shape.  On the CPU backends they are read at once.
+    """
+
+    __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "grad",
+                 "_stats", "_values", "_ws", "_generation", "_bk")
+
+    def __init__(self, ws, x, recon, bk):
+        L, B = ws.L, ws.B
+        self.x = x
+        self.mu, self.logvar, self.sigma = ws.mu, ws.logvar, ws.sigma
+        self.eps = ws.eps.reshape(L, B, -1)
+        self.z = ws.z.reshape(L, B, -1)
+        self.out = ws.out.reshape(L, B, -1)
+        self.recon, self.kl, self.grad = recon, ws.kl, ws.train
+        self._stats, self._values, self._bk = ws.stats, None, bk
+        self._ws, self._generation = ws, ws.generation
+
+    @property
+    def stale(self):
+        """True once a later forward pass has overwritten this cache's buffers."""
+        return self._ws.generation != self._generation
+
+    def _read(self):
+        """(loss, recon_mean, kl_mean) as Python floats, fetched once."""
+        if self._values is None:
+            if self.stale:
+                raise RuntimeError(
+                    "this cache's loss was overwritten by a later forward pass before it was "
+                    "read; read cache.loss (or recon_mean, kl_mean) before the next forward "
+                    "pass of the same batch shape")
+            loss, recon, kl = self._bk.to_numpy(self._stats).tolist()
+            self._values = (loss, recon, kl)
+        return self._values
+
+    @property
+    def loss(self):
+        return self._read()[0]
+
+    @property
+    def recon_mean(self):
+        return self._read()[1]
+
+    @property
+    def kl_mean(self):
+        return self._read()[2]
+
+    @property
+    def neg_elbo(self):
+        v = self._read()
+        return v[1] + v[2]
+
+
+class Grads(dict):
+    """Gradient tensors by parameter name (views into ``flat``, overwritten by the next
+    backward pass).  ``flat`` is the whole gradient buffer, laid out like the parameters."""
+
+    def __init__(self, named, flat):
+        super().__init__(named)
+        self.flat = flat
