@@ -14,7 +14,8 @@ class Cache:
     x (B, D); mu, logvar, sigma (B, Z) [logvar clamped]; eps, z (L, B, Z);
     out (L, B, D) decoder logits (Bernoulli) or means (Gaussian);
     recon (B,) -log p(x|z) averaged over the L samples; kl (B,) KL(q(z|x) || p(z));
-    loss: the training objective (beta, free bits applied), a float;
+    loss: the training objective (beta, free bits applied; or the IWAE bound, for the
+    importance-weighted objectives), a float; objective: which one;
     neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
     recon_mean, kl_mean: its two terms, floats; grad: whether backward may use it.
 
@@ -24,6 +25,7 @@ class Cache:
     """
 
     __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "grad",
+                 "objective",
                  "_stats", "_values", "_ws", "_generation", "_bk")
 
     def __init__(self, ws, x, recon, bk):
@@ -34,6 +36,7 @@ class Cache:
         self.z = ws.z.reshape(L, B, -1)
         self.out = ws.out.reshape(L, B, -1)
         self.recon, self.kl, self.grad = recon, ws.kl, ws.train
+        self.objective = ws.objective
         self._stats, self._values, self._bk = ws.stats, None, bk
         self._ws, self._generation = ws, ws.generation
 

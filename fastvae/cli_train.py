@@ -25,7 +25,7 @@ DEFAULTS = {
     # model
     "hidden": (400,), "decoder_hidden": None, "latent": 20, "activation": "relu",
     "activation_alpha": None, "likelihood": "bernoulli", "obs_scale": 1.0, "n_samples": 1,
-    "beta": 1.0, "free_bits": 0.0, "dtype": "float32", "seed": 0,
+    "beta": 1.0, "free_bits": 0.0, "dtype": "float32", "seed": 0, "objective": "elbo",
     # optimisation (saved in the checkpoint's training state)
     "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": None,
     "clip_norm": None, "momentum": None, "kl_warmup": 0.0, "val_samples": 1,
@@ -36,7 +36,7 @@ MODEL_OPTIONS = {"hidden": "hidden", "decoder_hidden": "decoder_hidden", "latent
                  "activation": "activation", "activation_alpha": "activation_alpha",
                  "likelihood": "likelihood", "obs_scale": "obs_scale",
                  "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
-                 "dtype": "dtype", "seed": "seed"}
+                 "dtype": "dtype", "seed": "seed", "objective": "objective"}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
                "kl_warmup", "val_samples")
 
@@ -92,7 +92,11 @@ def add_parser(sub):
         choices=("bernoulli", "gaussian"))
     add(m, "obs_scale", "gaussian only: the observation standard deviation, 'learned' (one "
         "learned scale, the sigma-VAE) or 'per_pixel' (one per pixel)", type=_obs_scale)
-    add(m, "n_samples", "latent samples per datapoint in each step", type=positive(int))
+    add(m, "objective", "the training objective: the ELBO, the importance-weighted bound "
+        "(iwae, with --n-samples importance samples) or iwae with the doubly reparameterised "
+        "encoder gradient (iwae-dreg)", choices=("elbo", "iwae", "iwae-dreg"))
+    add(m, "n_samples", "latent samples per datapoint in each step (the K of iwae)",
+        type=positive(int))
     add(m, "beta", "weight of the KL term", type=nonneg)
     add(m, "free_bits", "per-dimension KL floor in nats", type=nonneg)
     add(m, "dtype", "floating-point precision of parameters and activations",

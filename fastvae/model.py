@@ -22,9 +22,9 @@ from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_SIGMOID, LIK_BERN
                     LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code)
 from .params import build_layout, init_linear_, views
 from .state import TrainState
-from .validate import (activation_config, boolean, check_batch, check_eps, check_latent,
-                       check_seed, generator, int_tuple, nonneg_int, obs_scale_config,
-                       positive_int, real)
+from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
+                       check_latent, check_seed, choice, generator, int_tuple, nonneg_int,
+                       objective_config, obs_scale_config, positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
 
@@ -69,7 +69,7 @@ class VAE:
     def __init__(self, input_dim, hidden=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", n_samples=1, beta=1.0, free_bits=0.0,
                  dtype="float32", seed=0, backend=None, *, decoder_hidden=None,
-                 obs_scale=1.0, activation_alpha=None):
+                 obs_scale=1.0, activation_alpha=None, objective="elbo"):
         self.input_dim = positive_int(input_dim, "input_dim")
         self.latent_dim = positive_int(latent_dim, "latent_dim")
         self.enc_hidden = int_tuple(hidden, "hidden")
@@ -82,6 +82,7 @@ class VAE:
         self._lik = likelihood_code(likelihood)
         self.beta = real(beta, "beta", at_least=0)
         self.free_bits = real(free_bits, "free_bits", at_least=0)
+        self.objective = objective_config(objective, self.beta, self.free_bits)
         self.kl_scale = 1.0  # multiplies beta during KL warm-up (set by fit, then restored)
         try:
             ok = np.dtype(dtype).name in ("float32", "float64")
@@ -132,7 +133,8 @@ class VAE:
                 "beta": self.beta, "free_bits": self.free_bits, "dtype": self.dtype.name,
                 "seed": self.seed, "decoder_hidden": list(self.dec_hidden),
                 "obs_scale": self.obs_scale,
-                "activation_alpha": self._alpha if has_alpha else None}
+                "activation_alpha": self._alpha if has_alpha else None,
+                "objective": self.objective}
 
     @property
     def optimizer(self):
@@ -189,7 +191,7 @@ class VAE:
 
     # ------------------------------------------------------------------- forward
     def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, grad=True,
-                _acc=None):
+                objective=None, _acc=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
@@ -205,11 +207,18 @@ class VAE:
             loss-only pass for evaluation, in its own workspace: it leaves a training
             forward's cache (and every gradient) untouched, and its cache cannot go to
             backward.
+        objective : "elbo" | "iwae" | "iwae-dreg" for this pass (default: the model's).
+            With an importance-weighted objective the L samples of a row are its K
+            importance samples: the loss is the IWAE bound, and the likelihood's gradient
+            (computed after every row's loss, since each row is weighted by its normalised
+            importance weight) is held for backward like the ELBO's.
         ``_acc`` = (acc, weight): running sums, acc (3,) float64 += weight * [loss, recon,
             kl], on the device (fit and elbo).
         Returns a :class:`Cache`.
         """
         bk = self._bk
+        obj = self.objective if objective is None else choice(objective, "objective",
+                                                                 OBJECTIVES)
         x = check_batch(x, self, validate)
         L = self.n_samples if n_samples is None else positive_int(n_samples, "n_samples")
         B, Z = x.shape[0], self.latent_dim
@@ -226,7 +235,18 @@ class VAE:
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)
         self._decoder_forward(ws, ws.z)
         ls = self._logscale_forward(ws)
-        if grad:
+        ws.objective = obj
+        obj_rows = ws.no_rows
+        if obj != "elbo":
+            # the weights need every sample's loss first: loss pass, weights, then the
+            # gradient pass with each row weighted (SAVE wnorm, dout, dout_b, dls)
+            bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self._lik)
+            bk.iwae_fwd(ws.logw, ws.wnorm, ws.loss_b, ws.loss_rows, ws.z, ws.eps, ws.logvar)
+            if grad:
+                bk.likelihood_bwd(ws.dout, ws.dout_b, ws.dls, ws.out, x, ls, self._lik,
+                                  self._learn_scale, ws.wnorm, 1.0 / B)
+            obj_rows = ws.loss_b
+        elif grad:
             # SAVE dout, dout_b, dls: the loss gradient is computed with the loss (one
             # pass); backward starts from it and copies the bias and scale gradients out
             bk.likelihood_fwd_bwd(ws.dout, ws.loss_rows, ws.dout_b, ws.dls, ws.out,
@@ -241,7 +261,7 @@ class VAE:
             recon *= recon.dtype.type(1.0 / L)
         acc, weight = (ws.stats, 0.0) if _acc is None else _acc
         bk.loss_stats(ws.stats, acc, ws.loss_rows, ws.kl, ws.kl_dim, self.free_bits,
-                      self.beta * self.kl_scale, weight)
+                      self.beta * self.kl_scale, weight, obj_rows)
         cache = Cache(ws, x, recon, bk)
         if not bk.DEVICE:
             cache._read()  # free on the host; on a GPU it would wait for the step
@@ -326,9 +346,14 @@ class VAE:
             bk.matmul(gW, g_in[j], ws.dg[j], trans_a=True)
             d, Wnext = ws.dg[j], W
         bk.matmul(ws.dz, d, Wnext, trans_b=True)
-        kl_weight = self.beta * self.kl_scale / B
-        bk.reparam_kl_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.mu, ws.sigma, ws.head,
-                          ws.kl_dim, kl_weight, self.free_bits, *LOGVAR_RANGE)
+        if ws.objective == "elbo":
+            kl_weight = self.beta * self.kl_scale / B
+            bk.reparam_kl_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.mu, ws.sigma,
+                              ws.head, ws.kl_dim, kl_weight, self.free_bits, *LOGVAR_RANGE)
+        else:
+            bk.reparam_iw_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.z, ws.sigma,
+                              ws.head, ws.wnorm, 1.0 / B, ws.objective == "iwae-dreg",
+                              *LOGVAR_RANGE)
         enc = self._layers("enc")
         h_in = [cache.x] + ws.h
         bk.matmul(gr["enc.head.W"], h_in[-1], ws.dhead, trans_a=True)
@@ -432,9 +457,21 @@ class VAE:
 
     def elbo(self, X, n_samples=1, batch_size=1000, seed=0):
         """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint;
-        see :func:`fastvae.train.elbo`."""
-        from .train import elbo
+        see :func:`fastvae.evaluate.elbo`."""
+        from .evaluate import elbo
         return elbo(self, X, n_samples, batch_size, seed)
+
+    def log_likelihood(self, X, k=5000, batch_size=None, seed=0):
+        """The importance-weighted estimate of log p(x) per row of X with k samples (per_row,
+        mean, nll, stderr); see :func:`fastvae.evaluate.log_likelihood`."""
+        from .evaluate import log_likelihood
+        return log_likelihood(self, X, k, batch_size, seed)
+
+    def diagnostics(self, X, batch_size=1000):
+        """Active units, KL and mean sigma per latent dimension over X; see
+        :func:`fastvae.evaluate.diagnostics`."""
+        from .evaluate import diagnostics
+        return diagnostics(self, X, batch_size)
 
     def save(self, path):
         """Write a checkpoint (atomically): the model and its whole training state, so that

@@ -140,7 +140,12 @@ def _check(name, v, model):
     if name == "batch_size":
         return positive_int(v, "batch_size")
     if name == "kl_warmup":
-        return real(v, "kl_warmup (epochs)", at_least=0)
+        v = real(v, "kl_warmup (epochs)", at_least=0)
+        if v > 0 and model.objective != "elbo":
+            raise ValueError(f"kl_warmup={v!r} with objective={model.objective!r}: the warm-up "
+                             "ramps the ELBO's KL term, which the importance-weighted bound "
+                             "does not have")
+        return v
     if name == "binarize":
         v = choice(v, "binarize (static: binarize the data once before fit)",
                    ("none", "dynamic"))

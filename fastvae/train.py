@@ -21,10 +21,11 @@ import warnings
 
 import numpy as np
 
-from .data import Dataset, DataError
+from .data import DataError
+from .evaluate import as_dataset, elbo
 from .progress import Progress
 from .state import TrainState, resolve
-from .validate import boolean, nonneg_int, positive_int
+from .validate import boolean, nonneg_int
 
 
 class SettingChangedWarning(UserWarning):
@@ -44,48 +45,6 @@ class History(list):
 
     def last(self, key):
         return self[-1][key] if self else None
-
-
-class ElboResult(dict):
-    """Dataset-level ELBO estimate: ``elbo`` (the bound, <= log p(x)), ``neg_elbo`` (nats
-    per datapoint), ``recon`` and ``kl`` (its two terms), ``n`` datapoints, ``n_samples``."""
-
-    __getattr__ = dict.__getitem__
-
-
-def as_dataset(X, name="data"):
-    """A :class:`Dataset` for X (an array is wrapped, a Dataset passes through)."""
-    return X if isinstance(X, Dataset) else Dataset(X, name=name)
-
-
-def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True):
-    """Estimate the ELBO of every datapoint of X and average, ``batch_size`` rows at a time
-    (memory stays bounded whatever the size of X).
-
-    X : (N, D) array or Dataset.  The estimate samples z ~ q(z|x) (``n_samples`` draws per
-    datapoint, averaged); the draws come from a generator seeded by (model.seed, seed), so
-    the same parameters give the same number and the training noise is not disturbed.
-    validate=False skips the per-batch NaN/range scan (for data already checked).
-    Returns an :class:`ElboResult`.
-    """
-    ds = as_dataset(X)
-    if ds.dim != model.input_dim:
-        raise DataError(f"{ds.name}: rows have {ds.dim} values, the model expects "
-                        f"{model.input_dim}")
-    L = positive_int(n_samples, "n_samples")
-    bs = positive_int(batch_size, "batch_size")
-    rng = np.random.default_rng(np.random.SeedSequence((model.seed, 0x5EED, int(seed))))
-    buf = np.empty((min(bs, len(ds)), ds.dim), dtype=model.dtype)
-    acc = model._bk.asarray(np.zeros(3))  # sums stay where the model computes until the end
-    for s in range(0, len(ds), bs):
-        idx = np.arange(s, min(len(ds), s + bs))
-        xb = ds.batch(idx, out=buf[: idx.size])
-        model.forward(xb, n_samples=L, rng=rng, validate=validate, grad=False,
-                      _acc=(acc, float(idx.size)))
-    n = len(ds)
-    _, recon, kl = (float(v) / n for v in model._bk.to_numpy(acc))
-    return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
-                      n_samples=L)
 
 
 def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,

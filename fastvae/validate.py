@@ -182,3 +182,18 @@ def obs_scale_config(obs_scale, lik, D):
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"obs_scale must be a positive finite number, got {obs_scale!r}")
     return False, 1, math.log(s)
+
+
+#: the training objectives a model can have
+OBJECTIVES = ("elbo", "iwae", "iwae-dreg")
+
+
+def objective_config(objective, beta, free_bits):
+    """The objective's name, checked; beta and free bits are defined for the ELBO only."""
+    objective = choice(objective, "objective", OBJECTIVES)
+    if objective != "elbo" and (beta != 1.0 or free_bits != 0.0):
+        what = f"beta={beta!r}" if beta != 1.0 else f"free_bits={free_bits!r}"
+        raise ValueError(f"{what} with objective={objective!r}: beta and free bits weight the "
+                         "ELBO's KL term, which the importance-weighted bound does not have "
+                         "(use objective='elbo', or beta=1 and free_bits=0)")
+    return objective

@@ -98,19 +98,12 @@ def plot_interpolation(model, ds, path, pairs=6, steps=10, seed=0):
     return _show(grid, path, "interpolation between two encoded inputs (ends: decoded mu)")
 
 
-def kl_per_dim(model, ds, n=2000):
-    """Mean KL(q(z_k|x) || N(0,1)) of each latent dimension k over the first n rows: (Z,).
-    Dimensions near 0 are unused ("collapsed")."""
-    x = ds.batch(np.arange(min(n, len(ds))), dtype=model.dtype)
-    mu, logvar = (model._bk.to_numpy(a).astype(np.float64) for a in model.encode(x))
-    return (0.5 * (mu ** 2 + np.exp(logvar) - 1 - logvar)).mean(axis=0)
-
-
 def plot_traversal(model, ds, path, steps=9, span=3.0, max_dims=16):
     """One row per latent dimension (most informative first, by KL): the decoded image as
     that coordinate moves from -span to +span around the encoding of one input."""
-    kl = kl_per_dim(model, ds)
-    dims = np.argsort(-kl)[:max_dims]
+    diag = model.diagnostics(ds.subset(np.arange(min(2000, len(ds)))))
+    kl = diag.kl_per_dim
+    dims = diag.order[:max_dims]
     base, _ = model.encode(ds.batch(np.arange(1), dtype=model.dtype))
     base = model._bk.to_numpy(base)[0]
     vals = np.linspace(-span, span, steps)

@@ -22,7 +22,8 @@ class Workspace:
               mu, logvar, sigma (B, Z); eps, z (R, Z); kl (B,); kl_dim (Z,); recon (B,);
               g[j] (R, m_j) decoder activations; out (R, D) logits or means;
               ls (S,) the effective (softly floored) learned log-scale;
-              loss_rows (R,); stats (3,) float64 [loss, recon mean, kl mean].
+              loss_rows (R,); stats (3,) float64 [loss, recon mean, kl mean];
+              logw, wnorm (R,), loss_b (B,) for the importance-weighted objectives.
     Training only, written by the fused likelihood kernel in forward and held until backward:
               dout (R, D) the loss gradient; dout_b (D,) its column sums (the output bias
               gradient); dls (S,) the gradient with respect to ls.
@@ -42,6 +43,10 @@ class Workspace:
         self.g = [e(R, m) for m in dec_hidden]
         self.out, self.loss_rows = e(R, D), e(R)
         self.ls = e(S)
+        # the importance-weighted objectives: log weights and normalised weights per sample
+        # row, the loss per datapoint (no_rows: the ELBO's empty stand-in)
+        self.logw, self.wnorm, self.loss_b, self.no_rows = e(R), e(R), e(B), e(0)
+        self.objective = "elbo"  # of the last forward pass (backward follows it)
         # [loss, recon mean, kl mean] in float64, written on the device by loss_stats
         self.stats = xp.zeros(3, dtype="float64")
         self.generation = 0

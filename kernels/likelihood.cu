@@ -7,8 +7,11 @@
 //   likelihood_fwd      the same loss per row, and nothing else (evaluation)
 //   logscale_fwd/bwd    ls (S,) = floor + softplus(raw - floor), a softly floored learned
 //                       log-scale; draw = dls * sigmoid(raw - floor)
-//   loss_stats          loss_rows (R,), kl (B,), kl_dim (Z,) -> stats (3,) =
-//                       [loss, recon mean, kl mean] (float64), acc (3,) += weight * stats
+//   loss_stats          loss_rows (R,), kl (B,), kl_dim (Z,), obj_rows (B,) or none ->
+//                       stats (3,) = [loss, recon mean, kl mean] (float64),
+//                       acc (3,) += weight * stats
+//   likelihood_bwd      the gradient alone of biased logits/means, each row weighted
+//                       (importance-weighted objectives: the weights come after the loss)
 //
 // Decoder row r reconstructs x[r % B].  Launch shape of likelihood_fwd_bwd: grid
 // (ceil(D / TILE_W), n_chunks), block (TILE_W, TILE_H): each warp handles one row of a
@@ -85,10 +88,11 @@ __device__ void likelihood_impl(T* dout, T* rowpart, T* dbpart, T* lspart, T* ou
 // loss = recon + kl_coef * kl_obj.  weight 0 leaves acc alone (0 * NaN would not).
 template <class T>
 __device__ void loss_stats_impl(double* stats, double* acc, const T* loss_rows, const T* kl,
-                                const T* kl_dim, int R, int B, int Z, double free_bits,
-                                double kl_coef, double weight) {
-    double sr = 0, sk = 0, sf = 0;
+                                const T* kl_dim, const T* obj_rows, int R, int B, int Z,
+                                int n_obj, double free_bits, double kl_coef, double weight) {
+    double sr = 0, sk = 0, sf = 0, so = 0;
     for (int i = threadIdx.x; i < R; i += blockDim.x) sr += (double)loss_rows[i];
+    for (int i = threadIdx.x; i < n_obj; i += blockDim.x) so += (double)obj_rows[i];
     for (int i = threadIdx.x; i < B; i += blockDim.x) sk += (double)kl[i];
     for (int i = threadIdx.x; i < Z; i += blockDim.x) {
         double v = (double)kl_dim[i];
@@ -97,9 +101,10 @@ __device__ void loss_stats_impl(double* stats, double* acc, const T* loss_rows, 
     sr = block_sum(sr);
     sk = block_sum(sk);
     sf = block_sum(sf);
+    so = block_sum(so);
     if (threadIdx.x == 0) {
         double recon = sr / R, klm = sk / B;
-        double loss = recon + kl_coef * (free_bits > 0 ? sf : klm);
+        double loss = n_obj > 0 ? so / n_obj : recon + kl_coef * (free_bits > 0 ? sf : klm);
         stats[0] = loss;
         stats[1] = recon;
         stats[2] = klm;
@@ -108,6 +113,45 @@ __device__ void loss_stats_impl(double* stats, double* acc, const T* loss_rows, 
             acc[1] += weight * recon;
             acc[2] += weight * klm;
         }
+    }
+}
+
+// dout = scale * row_scale[r] * d loss_r / d out for out with its bias already added; the
+// column sums go to dbpart (n_chunks, D), the log-scale gradient to lspart like
+// likelihood_impl.  Launch shape as likelihood_fwd_bwd.
+template <class T>
+__device__ void likelihood_bwd_impl(T* dout, T* dbpart, T* lspart, const T* out, const T* x,
+                                    const T* logscale, const T* row_scale, int R, int B,
+                                    int D, int rows_per_chunk, int kind, int learn_scale,
+                                    int shared_scale, T scale) {
+    int j = blockIdx.x * TILE_W + threadIdx.x;
+    bool valid = j < D;
+    int r0 = blockIdx.y * rows_per_chunk;
+    int r1 = min(R, r0 + rows_per_chunk);
+    T iv = 0;
+    if (valid && kind == LIK_GAUSSIAN) iv = vexp(T(-2) * logscale[shared_scale ? 0 : j]);
+    T col = 0, col_ls = 0;
+    for (int r = r0 + threadIdx.y; r < r1; r += TILE_H) {
+        if (!valid) continue;
+        i64 k = (i64)r * D + j;
+        T a = out[k], xv = x[(i64)(r % B) * D + j], w = scale * row_scale[r], g;
+        if (kind == LIK_BERNOULLI) {
+            T e = vexp(-vabs(a));
+            T inv = T(1) / (T(1) + e);
+            g = w * ((a >= T(0) ? inv : e * inv) - xv);
+        } else {
+            T d = a - xv;
+            g = w * d * iv;
+            col_ls += w * (T(1) - d * d * iv);
+        }
+        dout[k] = g;
+        col += g;
+    }
+    T s = tile_col_sum(col);
+    if (threadIdx.y == 0 && valid) dbpart[(i64)blockIdx.y * D + j] = s;
+    if (learn_scale) {  // uniform over the block, so the barrier inside is safe
+        T sl = tile_col_sum(col_ls);
+        if (threadIdx.y == 0 && valid) lspart[(i64)blockIdx.y * D + j] = sl;
     }
 }
 
@@ -153,9 +197,15 @@ extern "C" __global__ void logscale_bwd_f32(float* draw, const float* dls, const
 extern "C" __global__ void logscale_bwd_f64(double* draw, const double* dls, const double* raw, int S, double ls_floor) {
     logscale_bwd_impl(draw, dls, raw, S, ls_floor);
 }
-extern "C" __global__ void loss_stats_f32(double* stats, double* acc, const float* loss_rows, const float* kl, const float* kl_dim, int R, int B, int Z, double free_bits, double kl_coef, double weight) {
-    loss_stats_impl(stats, acc, loss_rows, kl, kl_dim, R, B, Z, free_bits, kl_coef, weight);
+extern "C" __global__ void loss_stats_f32(double* stats, double* acc, const float* loss_rows, const float* kl, const float* kl_dim, const float* obj_rows, int R, int B, int Z, int n_obj, double free_bits, double kl_coef, double weight) {
+    loss_stats_impl(stats, acc, loss_rows, kl, kl_dim, obj_rows, R, B, Z, n_obj, free_bits, kl_coef, weight);
 }
-extern "C" __global__ void loss_stats_f64(double* stats, double* acc, const double* loss_rows, const double* kl, const double* kl_dim, int R, int B, int Z, double free_bits, double kl_coef, double weight) {
-    loss_stats_impl(stats, acc, loss_rows, kl, kl_dim, R, B, Z, free_bits, kl_coef, weight);
+extern "C" __global__ void loss_stats_f64(double* stats, double* acc, const double* loss_rows, const double* kl, const double* kl_dim, const double* obj_rows, int R, int B, int Z, int n_obj, double free_bits, double kl_coef, double weight) {
+    loss_stats_impl(stats, acc, loss_rows, kl, kl_dim, obj_rows, R, B, Z, n_obj, free_bits, kl_coef, weight);
+}
+extern "C" __global__ void likelihood_bwd_f32(float* dout, float* dbpart, float* lspart, const float* out, const float* x, const float* logscale, const float* row_scale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, float scale) {
+    likelihood_bwd_impl(dout, dbpart, lspart, out, x, logscale, row_scale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, scale);
+}
+extern "C" __global__ void likelihood_bwd_f64(double* dout, double* dbpart, double* lspart, const double* out, const double* x, const double* logscale, const double* row_scale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, double scale) {
+    likelihood_bwd_impl(dout, dbpart, lspart, out, x, logscale, row_scale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, scale);
 }

@@ -7,6 +7,11 @@
 //                    over latent tiles) and per dimension (partial over row chunks)
 //   reparam_kl_bwd   dz, saved eps/mu/sigma/raw logvar -> dhead, dhb partial sums
 //   normal_fill      out (n,) <- N(0, 1) from Philox4x32-10 keyed by (key0, key1), counter
+//   normal_rows      out (B, n) <- elements first.. of the stream of counter rows[b]
+//   iwae_fwd         loss rows, z, eps, logvar -> log weights, normalised weights, IWAE
+//                    loss per datapoint (one thread per datapoint; logsumexp in double)
+//   reparam_iw_bwd   dz, eps, z, sigma, raw logvar, weights -> dhead, dhb partial sums
+//                    under IWAE or DReG (launch shape of reparam_kl_bwd)
 //
 // Launch shape of the first two: grid (ceil(Z / TILE_W), n_chunks), block (TILE_W, TILE_H);
 // rows [c * rows_per_chunk, +rows_per_chunk) go to chunk c.  With one latent tile klpart is
@@ -122,6 +127,105 @@ __device__ void normal_fill_impl(T* out, i64 n, u32 key0, u32 key1, u64 counter)
     }
 }
 
+// Element e of row b takes word e % 4 of philox4x32_10((e/4 lo, e/4 hi, rows[b] lo,
+// rows[b] hi), key): exactly normal_fill's element e for counter rows[b].  One thread per
+// (row, quad) that overlaps [first, first + n).
+template <class T>
+__device__ void normal_rows_impl(T* out, const i64* rows, int B, i64 n, i64 first, u32 key0,
+                                 u32 key1) {
+    const double two_pi = 6.283185307179586, inv32 = 2.3283064365386963e-10;
+    i64 q0 = first / 4, nq = (first + n + 3) / 4 - q0;
+    for (i64 t = grid_start(); t < (i64)B * nq; t += grid_stride()) {
+        i64 b = t / nq, q = q0 + t % nq;
+        u64 c = (u64)rows[b];
+        u32x4 ctr = {{(u32)q, (u32)((u64)q >> 32), (u32)c, (u32)(c >> 32)}};
+        u32x4 r = philox4x32_10(ctr, key0, key1);
+        for (int p = 0; p < 2; ++p) {
+            double u1 = ((double)r.v[2 * p] + 1.0) * inv32;
+            double u2 = (double)r.v[2 * p + 1] * inv32;
+            double rad = sqrt(-2.0 * log(u1));
+            i64 e = 4 * q + 2 * p;
+            if (e >= first && e < first + n) out[b * n + e - first] = (T)(rad * cos(two_pi * u2));
+            if (e + 1 >= first && e + 1 < first + n) out[b * n + e + 1 - first] = (T)(rad * sin(two_pi * u2));
+        }
+    }
+}
+
+// One thread per datapoint i: log w of its K rows (l * B + i), then the logsumexp with the
+// maximum subtracted, in double.
+template <class T>
+__device__ void iwae_fwd_impl(T* logw, T* wnorm, T* loss_b, const T* loss_rows, const T* z,
+                              const T* eps, const T* logvar, int B, int Z, int K) {
+    for (i64 i = grid_start(); i < B; i += grid_stride()) {
+        T slv = 0;
+        for (int k = 0; k < Z; ++k) slv += logvar[i * Z + k];
+        double m = -HUGE_VAL;
+        for (int l = 0; l < K; ++l) {
+            i64 r = (i64)l * B + i;
+            T acc = T(0.5) * slv - loss_rows[r];
+            for (int k = 0; k < Z; ++k) {
+                T e = eps[r * Z + k], zz = z[r * Z + k];
+                acc += T(0.5) * (e * e - zz * zz);
+            }
+            logw[r] = acc;
+            m = (double)acc > m ? (double)acc : m;
+        }
+        double tot = 0;
+        for (int l = 0; l < K; ++l) tot += exp((double)logw[(i64)l * B + i] - m);
+        double lse = m + log(tot);
+        for (int l = 0; l < K; ++l) {
+            i64 r = (i64)l * B + i;
+            wnorm[r] = (T)exp((double)logw[r] - lse);
+        }
+        loss_b[i] = (T)(-(lse - log((double)K)));
+    }
+}
+
+// reference.reparam_iw_bwd, tiled like reparam_kl_bwd; dhbpart (n_chunks, 2Z).
+template <class T>
+__device__ void reparam_iw_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* eps,
+                                    const T* z, const T* sigma, const T* head,
+                                    const T* wnorm, int B, int Z, int K, int rows_per_chunk,
+                                    T inv_b, int dreg, T lv_min, T lv_max) {
+    int k = blockIdx.x * TILE_W + threadIdx.x;
+    bool valid = k < Z;
+    int r0 = blockIdx.y * rows_per_chunk;
+    int r1 = min(B, r0 + rows_per_chunk);
+    T acc_mu = 0, acc_lv = 0;
+    if (valid) {
+        for (int i = r0 + threadIdx.y; i < r1; i += TILE_H) {
+            T sg = sigma[(i64)i * Z + k], dmu = 0, dlv = 0;
+            for (int l = 0; l < K; ++l) {
+                i64 r = (i64)l * B + i, q = r * Z + k;
+                T w = wnorm[r], e = eps[q];
+                if (dreg) {
+                    T ww = w * w * inv_b;
+                    dmu += w * dz[q] + ww * (z[q] - e / sg);
+                    dlv += w * dz[q] * e * T(0.5) * sg + ww * T(0.5) * (z[q] * e * sg - e * e);
+                } else {
+                    T g = dz[q] + w * z[q] * inv_b;
+                    dmu += g;
+                    dlv += g * e * T(0.5) * sg;
+                }
+            }
+            if (!dreg) dlv -= T(0.5) * inv_b;  // log q's own logvar / 2
+            i64 h = (i64)i * 2 * Z + k;
+            T raw = head[h + Z];
+            if (raw < lv_min || raw > lv_max) dlv = T(0);
+            dhead[h] = dmu;
+            dhead[h + Z] = dlv;
+            acc_mu += dmu;
+            acc_lv += dlv;
+        }
+    }
+    T sm = tile_col_sum(acc_mu);
+    T sl = tile_col_sum(acc_lv);
+    if (threadIdx.y == 0 && valid) {
+        dhbpart[(i64)blockIdx.y * 2 * Z + k] = sm;
+        dhbpart[(i64)blockIdx.y * 2 * Z + Z + k] = sl;
+    }
+}
+
 extern "C" __global__ void reparam_kl_fwd_f32(float* mu, float* logvar, float* sigma, float* z, float* klpart, float* kldpart, float* head, const float* hb, const float* eps, int B, int Z, int L, int rows_per_chunk, float lv_min, float lv_max, float col_scale) {
     reparam_kl_fwd_impl(mu, logvar, sigma, z, klpart, kldpart, head, hb, eps, B, Z, L, rows_per_chunk, lv_min, lv_max, col_scale);
 }
@@ -139,4 +243,22 @@ extern "C" __global__ void normal_fill_f32(float* out, long long n, unsigned int
 }
 extern "C" __global__ void normal_fill_f64(double* out, long long n, unsigned int key0, unsigned int key1, unsigned long long counter) {
     normal_fill_impl(out, n, key0, key1, counter);
+}
+extern "C" __global__ void normal_rows_f32(float* out, const long long* rows, int B, long long n, long long first, unsigned int key0, unsigned int key1) {
+    normal_rows_impl(out, rows, B, n, first, key0, key1);
+}
+extern "C" __global__ void iwae_fwd_f32(float* logw, float* wnorm, float* loss_b, const float* loss_rows, const float* z, const float* eps, const float* logvar, int B, int Z, int K) {
+    iwae_fwd_impl(logw, wnorm, loss_b, loss_rows, z, eps, logvar, B, Z, K);
+}
+extern "C" __global__ void reparam_iw_bwd_f32(float* dhead, float* dhbpart, const float* dz, const float* eps, const float* z, const float* sigma, const float* head, const float* wnorm, int B, int Z, int K, int rows_per_chunk, float inv_b, int dreg, float lv_min, float lv_max) {
+    reparam_iw_bwd_impl(dhead, dhbpart, dz, eps, z, sigma, head, wnorm, B, Z, K, rows_per_chunk, inv_b, dreg, lv_min, lv_max);
+}
+extern "C" __global__ void normal_rows_f64(double* out, const long long* rows, int B, long long n, long long first, unsigned int key0, unsigned int key1) {
+    normal_rows_impl(out, rows, B, n, first, key0, key1);
+}
+extern "C" __global__ void iwae_fwd_f64(double* logw, double* wnorm, double* loss_b, const double* loss_rows, const double* z, const double* eps, const double* logvar, int B, int Z, int K) {
+    iwae_fwd_impl(logw, wnorm, loss_b, loss_rows, z, eps, logvar, B, Z, K);
+}
+extern "C" __global__ void reparam_iw_bwd_f64(double* dhead, double* dhbpart, const double* dz, const double* eps, const double* z, const double* sigma, const double* head, const double* wnorm, int B, int Z, int K, int rows_per_chunk, double inv_b, int dreg, double lv_min, double lv_max) {
+    reparam_iw_bwd_impl(dhead, dhbpart, dz, eps, z, sigma, head, wnorm, B, Z, K, rows_per_chunk, inv_b, dreg, lv_min, lv_max);
 }

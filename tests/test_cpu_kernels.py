@@ -317,7 +317,8 @@ def test_loss_stats(dtype, free_bits, weight):
     out = []
     for backend in (ref, cpu):
         stats, acc = np.zeros(3), np.array([1.0, -2.0, 0.5])
-        backend.loss_stats(stats, acc, rows, kl, kl_dim, free_bits, 0.7, weight)
+        backend.loss_stats(stats, acc, rows, kl, kl_dim, free_bits, 0.7, weight,
+                           np.empty(0, dtype))
         out.append((stats, acc))
     np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-13)
     np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-13)

@@ -209,15 +209,18 @@ def test_loss_stats(dev, dtype, free_bits):
     kl = rng.uniform(0, 20, 300).astype(dtype)
     kl_dim = rng.uniform(0, 1, 40).astype(dtype)
     ref_s, ref_acc = np.zeros(3), np.array([1.0, 2.0, 3.0])
-    R.loss_stats(ref_s, ref_acc, rows, kl, kl_dim, free_bits, 0.8, 7.0)
+    none = np.empty(0, dtype)
+    R.loss_stats(ref_s, ref_acc, rows, kl, kl_dim, free_bits, 0.8, 7.0, none)
     s, acc = dev.xp.zeros(3), put(dev, np.array([1.0, 2.0, 3.0]))
-    C.loss_stats(s, acc, put(dev, rows), put(dev, kl), put(dev, kl_dim), free_bits, 0.8, 7.0)
+    C.loss_stats(s, acc, put(dev, rows), put(dev, kl), put(dev, kl_dim), free_bits, 0.8, 7.0,
+                 put(dev, none))
     np.testing.assert_allclose(host(s), ref_s, rtol=1e-12)
     np.testing.assert_allclose(host(acc), ref_acc, rtol=1e-12)
     # weight 0 leaves the accumulator alone, even when the stats are not finite
     acc = put(dev, np.zeros(3))
     rows[3] = np.nan
-    C.loss_stats(s, acc, put(dev, rows), put(dev, kl), put(dev, kl_dim), free_bits, 0.8, 0.0)
+    C.loss_stats(s, acc, put(dev, rows), put(dev, kl), put(dev, kl_dim), free_bits, 0.8, 0.0,
+                 put(dev, none))
     assert np.isnan(host(s)[0]) and (host(acc) == 0).all()
 
 

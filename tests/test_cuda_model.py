@@ -20,6 +20,8 @@ CONFIGS = [
     dict(hidden=(9, 6), activation="tanh", n_samples=3, free_bits=0.05),
     dict(likelihood="gaussian", obs_scale="learned", activation="elu"),
     dict(likelihood="gaussian", obs_scale="per_pixel", activation="softplus", beta=0.5),
+    dict(objective="iwae", n_samples=3, hidden=(9, 6)),
+    dict(objective="iwae-dreg", n_samples=2, likelihood="gaussian", obs_scale="learned"),
 ]
 
 
@@ -31,7 +33,8 @@ def pair(dtype, B=40, cfg=None, **kw):
 
 
 @pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 2e-4)])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["canonical", "deep-L3-freebits", "sigma-vae", "per-pixel"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["canonical", "deep-L3-freebits", "sigma-vae", "per-pixel",
+                                         "iwae-K3", "dreg-K2-sigma"])
 def test_training_step_matches_reference(dev, dtype, rtol, cfg):
     ref, gpu = pair(dtype, cfg=cfg)
     x = make_data(ref, B=40)
@@ -48,6 +51,14 @@ def test_training_step_matches_reference(dev, dtype, rtol, cfg):
         scale = np.abs(g_ref[name]).max() + 1e-30
         np.testing.assert_allclose(host(g_gpu[name]) / scale, g_ref[name] / scale,
                                    rtol=0, atol=rtol * 10, err_msg=name)
+
+
+def test_log_likelihood_on_the_device_matches_the_cpu(dev):
+    args = dict(input_dim=30, hidden=(20,), latent_dim=4, dtype="float64", seed=3)
+    cpu, gpu = fastvae.VAE(backend="cpu", **args), fastvae.VAE(backend="cuda", **args)
+    x = make_data(cpu, B=11)
+    np.testing.assert_allclose(gpu.log_likelihood(x, k=40, batch_size=5).per_row,
+                               cpu.log_likelihood(x, k=40).per_row, rtol=1e-10)
 
 
 def test_two_hundred_adam_steps_track_the_cpu_backend(dev):

@@ -16,15 +16,20 @@ def test_image_grid_layout():
     assert (g[0] == -1).all() and (g[:, 4] == -1).all()
 
 
-def test_kl_per_dim_matches_the_formula():
+def test_diagnostics_kl_per_dim_matches_the_formula():
     m = fastvae.VAE(16, hidden=(8,), latent_dim=3, dtype="float64", backend="numpy")
     ds = data.Dataset(np.random.default_rng(0).random((30, 16)))
     mu, lv = m.encode(ds.x)
     want = np.mean(0.5 * (mu ** 2 + np.exp(lv) - 1 - lv), axis=0)
-    np.testing.assert_allclose(viz.kl_per_dim(m, ds), want, rtol=1e-12)
+    d = m.diagnostics(ds, batch_size=7)
+    np.testing.assert_allclose(d.kl_per_dim, want, rtol=1e-12)
     # the per-dimension terms add up to the KL of the loss
     cache = m.forward(ds.x)
-    assert viz.kl_per_dim(m, ds).sum() == pytest.approx(cache.kl_mean, rel=1e-12)
+    assert d.kl_per_dim.sum() == pytest.approx(cache.kl_mean, rel=1e-12)
+    np.testing.assert_allclose(d.activity, mu.var(axis=0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(d.mean_sigma, np.exp(0.5 * lv).mean(0), rtol=1e-12)
+    assert d.active_units == int((mu.var(axis=0, ddof=1) > 0.01).sum())
+    assert list(d.order) == list(np.argsort(-want))
 
 
 def test_write_all(tmp_path):

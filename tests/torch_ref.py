@@ -64,3 +64,60 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
     loss = rec / (L * B) + model.beta * kl
     loss.backward()
     return loss.item(), {k: v.grad.numpy() for k, v in p.items()}
+
+
+def _decoder_logp(model, p, z, xt):
+    """log p(x|z) per row of z (R, Z) for data xt (B, D) tiled to R rows."""
+    act = _act(model.activation, model._alpha)
+    g = z
+    for j in range(len(model.dec_hidden)):
+        g = act(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
+    out = g @ p["dec.out.W"] + p["dec.out.b"]
+    xr = xt.repeat(z.shape[0] // xt.shape[0], 1)
+    if model.likelihood == "bernoulli":
+        return -torch.nn.functional.binary_cross_entropy_with_logits(out, xr, reduction="none").sum(1)
+    if model._learn_scale:
+        ls = -6.0 + torch.nn.functional.softplus(p["dec.logscale"] + 6.0)
+    else:
+        ls = torch.tensor(math.log(model.obs_scale), dtype=out.dtype)
+    return -(0.5 * (xr - out) ** 2 * torch.exp(-2 * ls) + ls + 0.5 * math.log(2 * math.pi)).sum(1)
+
+
+def iwae_loss_and_grads(model, x, eps, dreg=False, lv_range=(-30.0, 20.0)):
+    """(loss, {name: grad}) of the IWAE bound with K = eps.shape[0] samples, by autograd:
+    log w = log p(x|z) + log N(z; 0, I) - log N(z; mu, sigma), written with torch's own
+    densities of z (not fastvae's eps form).  dreg: the encoder's gradients from the DReG
+    surrogate (Tucker et al. 2019: -sum_k stopgrad(w~_k)^2 log w_k with q's parameters
+    detached inside log q), the decoder's from the IWAE loss."""
+    p = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in model.parameters().items()}
+    xt = torch.tensor(np.asarray(x))
+    et = torch.tensor(np.asarray(eps))
+    K, B, Z = et.shape
+    act = _act(model.activation, model._alpha)
+    h = xt
+    for i in range(len(model.enc_hidden)):
+        h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
+    head = h @ p["enc.head.W"] + p["enc.head.b"]
+    mu, logvar = head[:, :Z], torch.clamp(head[:, Z:], *lv_range)
+    sigma = torch.exp(0.5 * logvar)
+    z = mu[None] + sigma[None] * et                     # (K, B, Z)
+    normal = torch.distributions.Normal
+    log_pz = normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_px = _decoder_logp(model, p, z.reshape(K * B, Z), xt).reshape(K, B)
+
+    def log_w(m, s):
+        return log_px + log_pz - normal(m[None], s[None]).log_prob(z).sum(-1)
+
+    lw = log_w(mu, sigma)
+    loss = -(torch.logsumexp(lw, 0) - math.log(K)).mean()
+    enc = [k for k in p if k.startswith("enc.")]
+    dec = [k for k in p if not k.startswith("enc.")]
+    grads = dict(zip(dec, torch.autograd.grad(loss, [p[k] for k in dec], retain_graph=True)))
+    if dreg:
+        lw_stop = log_w(mu.detach(), sigma.detach())
+        wt = torch.softmax(lw_stop, 0).detach()
+        surrogate = -(wt ** 2 * lw_stop).sum(0).mean()
+        grads.update(zip(enc, torch.autograd.grad(surrogate, [p[k] for k in enc])))
+    else:
+        grads.update(zip(enc, torch.autograd.grad(loss, [p[k] for k in enc])))
+    return loss.item(), {k: v.numpy() for k, v in grads.items()}

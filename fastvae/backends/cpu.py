@@ -499,7 +499,7 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
 
 
 @_jit
-def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
+def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, obj_rows):
     """The step's loss statistics in float64 (contract: reference.loss_stats)."""
     sr = 0.0
     for i in range(loss_rows.shape[0]):
@@ -514,9 +514,170 @@ def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
         obj = 0.0
         for k in range(kl_dim.shape[0]):
             obj += max(np.float64(kl_dim[k]), free_bits)
-    stats[0] = recon + kl_coef * obj
+    if obj_rows.shape[0] > 0:
+        so = 0.0
+        for i in range(obj_rows.shape[0]):
+            so += np.float64(obj_rows[i])
+        stats[0] = so / obj_rows.shape[0]
+    else:
+        stats[0] = recon + kl_coef * obj
     stats[1] = recon
     stats[2] = klm
     if weight != 0:
         for t in range(3):
             acc[t] += weight * stats[t]
+
+
+# ------------------------------------------------------------ importance weighting
+@_jit
+def likelihood_bwd(dout, db, dlogscale, out, x, logscale, kind, learn_scale, row_scale,
+                   scale):
+    """Row-weighted loss gradient of biased logits/means (contract: reference.likelihood_bwd)."""
+    R, D = out.shape
+    B = x.shape[0]
+    zero = out.dtype.type(0.0)
+    one = out.dtype.type(1.0)
+    for j in range(D):
+        db[j] = zero
+    if kind == LIK_BERNOULLI:
+        for r in range(R):
+            xi = r % B
+            w = out.dtype.type(scale * row_scale[r])
+            for j in range(D):
+                g = w * (_bernoulli_terms(out[r, j], x[xi, j], zero, one)[1] - x[xi, j])
+                dout[r, j] = g
+                db[j] += g
+    elif kind == LIK_GAUSSIAN:
+        shared = logscale.shape[0] == 1
+        if learn_scale:
+            for j in range(dlogscale.shape[0]):
+                dlogscale[j] = zero
+        for r in range(R):
+            xi = r % B
+            w = out.dtype.type(scale * row_scale[r])
+            for j in range(D):
+                iv = math.exp(-2.0 * (logscale[0] if shared else logscale[j]))
+                d = out[r, j] - x[xi, j]
+                g = w * d * iv
+                dout[r, j] = g
+                db[j] += g
+                if learn_scale:
+                    dlogscale[0 if shared else j] += w * (one - d * d * iv)
+
+
+@_jit
+def iwae_fwd(logw, wnorm, loss_b, loss_rows, z, eps, logvar):
+    """Importance weights and the IWAE loss per datapoint (contract: reference.iwae_fwd)."""
+    B, Z = logvar.shape
+    K = loss_rows.shape[0] // B
+    half = logw.dtype.type(0.5)
+    for i in range(B):
+        slv = logw.dtype.type(0.0)
+        for k in range(Z):
+            slv += logvar[i, k]
+        m = -np.inf
+        for l in range(K):
+            r = l * B + i
+            acc = half * slv - loss_rows[r]
+            for k in range(Z):
+                acc += half * (eps[r, k] * eps[r, k] - z[r, k] * z[r, k])
+            logw[r] = acc
+            m = max(m, acc)
+        tot = 0.0  # the sum of exp(log w - max) in float64
+        for l in range(K):
+            tot += math.exp(np.float64(logw[l * B + i]) - m)
+        lse = m + math.log(tot)
+        for l in range(K):
+            r = l * B + i
+            wnorm[r] = math.exp(np.float64(logw[r]) - lse)
+        loss_b[i] = -(lse - math.log(K))
+
+
+@_jit
+def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_min, lv_max):
+    """Head gradient under IWAE or DReG (contract: reference.reparam_iw_bwd)."""
+    B, Z = sigma.shape
+    K = dz.shape[0] // B
+    half = sigma.dtype.type(0.5)
+    zero = sigma.dtype.type(0.0)
+    ib = sigma.dtype.type(inv_b)
+    lo = sigma.dtype.type(lv_min)
+    hi = sigma.dtype.type(lv_max)
+    for k in range(2 * Z):
+        dhb[k] = zero
+    for i in range(B):
+        for k in range(2 * Z):
+            dhead[i, k] = zero
+        for l in range(K):
+            r = l * B + i
+            w = wnorm[r]
+            for k in range(Z):
+                sg = sigma[i, k]
+                e = eps[r, k]
+                if dreg:
+                    ww = w * w * ib
+                    dhead[i, k] += w * dz[r, k] + ww * (z[r, k] - e / sg)
+                    dhead[i, Z + k] += w * dz[r, k] * e * half * sg + ww * half * (
+                        z[r, k] * e * sg - e * e)
+                else:
+                    g = dz[r, k] + w * z[r, k] * ib
+                    dhead[i, k] += g
+                    dhead[i, Z + k] += g * e * half * sg
+        for k in range(Z):
+            raw = head[i, Z + k]
+            inside = lo <= raw <= hi
+            if not dreg:
+                dhead[i, Z + k] -= half * ib  # log q's own logvar / 2
+            if not inside:
+                dhead[i, Z + k] = zero
+        for k in range(2 * Z):
+            dhb[k] += dhead[i, k]
+
+
+# ------------------------------------------------------------ counter-based noise
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_MASK = np.uint64(0xFFFFFFFF)
+
+
+@_jit
+def _philox(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on uint64 values holding 32-bit words (contract: reference.philox4x32_10)."""
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = (p1 >> np.uint64(32)) ^ c1 ^ k0
+        n2 = (p0 >> np.uint64(32)) ^ c3 ^ k1
+        c0, c1, c2, c3 = n0 & _MASK, p1 & _MASK, n2 & _MASK, p0 & _MASK
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+@_jit
+def normal_rows(out, key, rows, first):
+    """out (B, n): elements first.. of the normal stream of counter rows[b] (contract:
+    reference.normal_rows; Box-Muller in float64, rounded to out's dtype)."""
+    B, n = out.shape
+    k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
+    two_pi = 6.283185307179586
+    inv32 = 2.3283064365386963e-10
+    for b in range(B):
+        cnt = np.uint64(rows[b])
+        c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
+        e = first
+        while e < first + n:
+            q = np.uint64(e // 4)
+            w0, w1, w2, w3 = _philox(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
+            base = (e // 4) * 4
+            for p in range(2):
+                wa, wb = (w0, w1) if p == 0 else (w2, w3)
+                u1 = (np.float64(wa) + 1.0) * inv32
+                u2 = np.float64(wb) * inv32
+                rad = math.sqrt(-2.0 * math.log(u1))
+                for t in range(2):
+                    idx = base + 2 * p + t
+                    if first <= idx < first + n:
+                        v = rad * (math.cos(two_pi * u2) if t == 0 else math.sin(two_pi * u2))
+                        out[b, idx - first] = v
+            e = base + 4

@@ -418,14 +418,75 @@ def logscale_bwd(draw, dls, raw, floor):
                (BLOCK_1D,), (draw, dls, raw, np.int32(S), _s(raw.dtype, floor)))
 
 
-def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
+def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, obj_rows):
     """stats (3,) float64 = [loss, recon mean, kl mean]; acc (3,) += weight * stats
     (contract: reference.loss_stats).  Stays on the device: nothing waits."""
     dev = device()
     dev.launch(kernel_name("loss_stats", loss_rows.dtype), (1,), (BLOCK_1D,),
-               (stats, acc, loss_rows, kl, kl_dim, np.int32(loss_rows.shape[0]),
-                np.int32(kl.shape[0]), np.int32(kl_dim.shape[0]), np.float64(free_bits),
-                np.float64(kl_coef), np.float64(weight)))
+               (stats, acc, loss_rows, kl, kl_dim, obj_rows, np.int32(loss_rows.shape[0]),
+                np.int32(kl.shape[0]), np.int32(kl_dim.shape[0]), np.int32(obj_rows.shape[0]),
+                np.float64(free_bits), np.float64(kl_coef), np.float64(weight)))
+
+
+def likelihood_bwd(dout, db, dlogscale, out, x, logscale, kind, learn_scale, row_scale,
+                   scale):
+    """Row-weighted loss gradient of biased logits/means (contract: reference.likelihood_bwd)."""
+    dev = device()
+    R, D = out.shape
+    T = out.dtype
+    grid, block, per, n_chunks = tile_plan(R, D, dev.sm_count)
+    learn = bool(learn_scale) and kind == LIK_GAUSSIAN
+    shared = logscale.shape[0] == 1
+    dbpart, lspart = _partials(T, D * n_chunks if n_chunks > 1 else 0,
+                               D * n_chunks if learn and (n_chunks > 1 or shared) else 0)
+    dbpart = db if n_chunks == 1 else dbpart
+    if learn and not shared and n_chunks == 1:
+        lspart = dlogscale
+    dev.launch(kernel_name("likelihood_bwd", T), grid, block,
+               (dout, dbpart, lspart if learn else dbpart, out, x, logscale, row_scale,
+                np.int32(R), np.int32(x.shape[0]), np.int32(D), np.int32(per), np.int32(kind),
+                np.int32(learn), np.int32(shared), _s(T, scale)))
+    if n_chunks > 1:
+        _finish(dev, db, dbpart, n_chunks, D, 1.0)
+    if learn and shared:
+        _finish(dev, dlogscale, lspart, n_chunks * D, 1, 1.0)
+    elif learn and n_chunks > 1:
+        _finish(dev, dlogscale, lspart, n_chunks, D, 1.0)
+
+
+def iwae_fwd(logw, wnorm, loss_b, loss_rows, z, eps, logvar):
+    """Importance weights and the IWAE loss per datapoint (contract: reference.iwae_fwd)."""
+    dev = device()
+    B, Z = logvar.shape
+    dev.launch(kernel_name("iwae_fwd", logw.dtype), (grid_1d(B, dev.sm_count),), (BLOCK_1D,),
+               (logw, wnorm, loss_b, loss_rows, z, eps, logvar, np.int32(B), np.int32(Z),
+                np.int32(loss_rows.shape[0] // B)))
+
+
+def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_min, lv_max):
+    """Head gradient under IWAE or DReG (contract: reference.reparam_iw_bwd)."""
+    dev = device()
+    B, Z = sigma.shape
+    T = sigma.dtype
+    grid, block, per, n_chunks = tile_plan(B, Z, dev.sm_count)
+    part = dhb if n_chunks == 1 else _partials(T, n_chunks * 2 * Z)[0]
+    dev.launch(kernel_name("reparam_iw_bwd", T), grid, block,
+               (dhead, part, dz, eps, z, sigma, head, wnorm, np.int32(B), np.int32(Z),
+                np.int32(dz.shape[0] // B), np.int32(per), _s(T, inv_b), np.int32(bool(dreg)),
+                _s(T, lv_min), _s(T, lv_max)))
+    if n_chunks > 1:
+        _finish(dev, dhb, part, n_chunks, 2 * Z, 1.0)
+
+
+def normal_rows(out, key, rows, first):
+    """out (B, n) <- elements first.. of the normal stream of counter rows[b] (contract:
+    reference.normal_rows); rows (B,) int64 on the device."""
+    dev = device()
+    B, n = out.shape
+    nq = (int(first) + n + 3) // 4 - int(first) // 4
+    dev.launch(kernel_name("normal_rows", out.dtype), (grid_1d(B * nq, dev.sm_count),),
+               (BLOCK_1D,), (out, rows, np.int32(B), np.int64(n), np.int64(first),
+                             np.uint32(key[0]), np.uint32(key[1])))
 
 
 def check_data(x, lo, hi):

@@ -225,6 +225,112 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
     db[...] = dout.sum(axis=0)
 
 
+def likelihood_bwd(dout, db, dlogscale, out, x, logscale, kind, learn_scale, row_scale,
+                   scale):
+    """The reconstruction loss's gradient alone, each row weighted: for the importance-
+    weighted objectives, whose weights are known only once every row's loss is.
+
+    out (R, D)     decoder output with its bias already added (by :func:`likelihood_fwd`).
+    row_scale (R,) weight of each row's gradient; scale a scalar factor on all of them.
+    dout (R, D)    out: scale * row_scale[r] * d loss_row / d out.
+    db (D,)        out: column sums of dout.
+    dlogscale      out, only when learn_scale: sum over rows of scale * row_scale[r] *
+                   d loss_row / d logscale, (1,) or (D,) like logscale.
+    """
+    B = x.shape[0]
+    xr = np.tile(x, (out.shape[0] // B, 1))
+    w = (scale * row_scale)[:, None]
+    if kind == LIK_BERNOULLI:
+        dout[...] = w * (_sigmoid(out) - xr)
+    else:
+        inv_var = np.exp(-2 * logscale)
+        r = out - xr
+        dout[...] = w * r * inv_var
+        if learn_scale:
+            g = w * (1 - r * r * inv_var)
+            dlogscale[...] = g.sum() if logscale.shape[0] == 1 else g.sum(axis=0)
+    db[...] = dout.sum(axis=0)
+
+
+def iwae_fwd(logw, wnorm, loss_b, loss_rows, z, eps, logvar):
+    """The importance weights of K = R / B samples per datapoint, and the IWAE loss.
+
+    loss_rows (R,) -log p(x|z) per sample row (row l*B + i is sample l of datapoint i);
+    z, eps (R, Z) the samples and their noise; logvar (B, Z) clamped.
+    logw (R,)   out: log w = log p(x|z) + log p(z) - log q(z|x)
+                     = -loss_row - |z|^2/2 + |eps|^2/2 + sum(logvar)/2 (the 2 pi terms
+                     cancel);
+    wnorm (R,)  out: the normalised weights softmax over each datapoint's K samples;
+    loss_b (B,) out: -(logsumexp_k log w_k - log K), the logsumexp taken with its maximum
+                subtracted, so that log weights of -1e4 stay finite.
+    """
+    B = logvar.shape[0]
+    K = loss_rows.shape[0] // B
+    logw[...] = (-loss_rows - 0.5 * (z * z).sum(axis=1) + 0.5 * (eps * eps).sum(axis=1)
+                 + np.tile(0.5 * logvar.sum(axis=1), K))
+    lw = logw.reshape(K, B)
+    m = lw.max(axis=0)
+    lse = m + np.log(np.exp(lw - m).sum(axis=0))
+    wnorm.reshape(K, B)[...] = np.exp(lw - lse)
+    loss_b[...] = -(lse - np.log(K))
+
+
+def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_min, lv_max):
+    """The head's gradient under an importance-weighted objective (no analytic KL).
+
+    dz (R, Z)     dLoss/dz through the decoder, each row already weighted by wnorm / B.
+    wnorm (R,)    the normalised importance weights; inv_b = 1 / B.
+    IWAE (dreg False): the total derivative of -(1/B) sum_i logsumexp_k log w_ik:
+        per sample g = dz + wnorm z / B (log p(z) = -|z|^2/2), then dmu = sum_k g,
+        dlogvar = sum_k g eps sigma / 2 - 1 / (2B) (log q's own 0.5 logvar; the weights
+        sum to 1).
+    DReG (dreg True, Tucker et al. 2019): q's parameters held fixed inside log q, and each
+        sample weighted by wnorm^2: g = wnorm dz + wnorm^2 (z - eps / sigma) / B,
+        dmu = sum_k g, dlogvar = sum_k g eps sigma / 2 (computed as wnorm dz eps sigma/2
+        + wnorm^2 (z eps sigma - eps^2) / (2B), without dividing by sigma).
+    Outside the logvar clamp every logvar term is zero (log q takes the clamped logvar).
+    dhead (B, 2Z), dhb (2Z,) out as in reparam_kl_bwd.
+    """
+    B, Z = sigma.shape
+    K = dz.shape[0] // B
+    dz3, e3, z3 = (a.reshape(K, B, Z) for a in (dz, eps, z))
+    w = wnorm.reshape(K, B, 1)
+    if dreg:
+        g = w * dz3 + w * w * inv_b * (z3 - e3 / sigma)
+        dlv = (w * dz3 * e3 * 0.5 * sigma + w * w * inv_b * 0.5 * (z3 * e3 * sigma - e3 * e3)).sum(0)
+    else:
+        g = dz3 + w * z3 * inv_b
+        dlv = (g * e3).sum(0) * 0.5 * sigma - 0.5 * inv_b
+    raw = head[:, Z:]
+    dhead[:, :Z] = g.sum(axis=0)
+    dhead[:, Z:] = np.where((raw >= lv_min) & (raw <= lv_max), dlv, 0)
+    dhb[...] = dhead.sum(axis=0)
+
+
+def normal_rows(out, key, rows, first):
+    """out (B, n): row b holds elements first .. first + n - 1 of the standard normal stream
+    of counter rows[b] under ``key``: exactly what :func:`normal_fill` puts at those places
+    of an array filled with that counter.  So a row's draws do not depend on how the rows
+    are batched or the elements chunked (the importance-weighted estimate draws eps for
+    (datapoint, sample) this way)."""
+    B, n = out.shape
+    first = int(first)
+    q0, q1 = first // 4, -(-(first + n) // 4)
+    q = np.arange(q0, q1, dtype=np.uint64)
+    rows = np.asarray(rows, dtype=np.uint64)
+    c = [np.broadcast_to(v, (B, q.size)) for v in (q.astype(np.uint32)[None],
+                                                   (q >> np.uint64(32)).astype(np.uint32)[None],
+                                                   rows.astype(np.uint32)[:, None],
+                                                   (rows >> np.uint64(32)).astype(np.uint32)[:, None])]
+    w = np.stack(philox4x32_10(*c, key[0], key[1]), axis=2).reshape(B, -1)
+    u1 = (w[:, 0::2].astype(np.float64) + 1.0) * 2.0 ** -32
+    u2 = w[:, 1::2].astype(np.float64) * 2.0 ** -32
+    rad = np.sqrt(-2.0 * np.log(u1))
+    angle = 2.0 * np.pi * u2
+    zz = np.stack((rad * np.cos(angle), rad * np.sin(angle)), axis=2).reshape(B, -1)
+    out[...] = zz[:, first - 4 * q0: first - 4 * q0 + n]
+
+
 def logscale_fwd(ls, raw, floor):
     """ls = floor + softplus(raw - floor): a learned log-scale with a soft floor (as the
     sigma-VAE does), so a constant pixel cannot drive it to -inf.  ls, raw (S,), S = 1 or D."""
@@ -289,13 +395,16 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
     p -= lr * gg
 
 
-def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
+def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, obj_rows):
     """The step's loss statistics, summed in float64 where they are computed.
 
-    loss_rows (R,), kl (B,), kl_dim (Z,): from likelihood_fwd_bwd and reparam_kl_fwd.
+    loss_rows (R,), kl (B,), kl_dim (Z,): from the likelihood and reparam_kl_fwd.
+    obj_rows (B,) or (0,): the objective per datapoint when it is not the ELBO (the IWAE
+        loss of iwae_fwd); empty for the ELBO.
     stats (3,) float64 out: [loss, recon mean, kl mean], where recon mean = sum(loss_rows)/R,
-        kl mean = sum(kl)/B and loss = recon mean + kl_coef * kl_obj, kl_obj being
-        sum_k max(kl_dim[k], free_bits) when free_bits > 0, else the kl mean.
+        kl mean = sum(kl)/B and loss = the mean of obj_rows when given, else recon mean +
+        kl_coef * kl_obj, kl_obj being sum_k max(kl_dim[k], free_bits) when free_bits > 0,
+        else the kl mean.
     acc (3,) float64: += weight * stats, unless weight is 0 (a running sum for fit).
     On a GPU these numbers stay on the device until someone reads them.
     """
@@ -303,7 +412,10 @@ def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight):
     klm = float(np.sum(kl, dtype=np.float64)) / kl.shape[0]
     obj = (float(np.maximum(kl_dim.astype(np.float64), free_bits).sum()) if free_bits > 0
            else klm)
-    stats[0] = recon + kl_coef * obj
+    if obj_rows.shape[0]:
+        stats[0] = float(np.sum(obj_rows, dtype=np.float64)) / obj_rows.shape[0]
+    else:
+        stats[0] = recon + kl_coef * obj
     stats[1] = recon
     stats[2] = klm
     if weight != 0:

@@ -1,0 +1,166 @@
+"""Estimators over a dataset: the ELBO, the importance-weighted log-likelihood, and the
+collapse diagnostics.  All run the model's loss-only forward (its own workspace, no
+gradient), draw their noise from their own seeded generators, never the training noise, and
+go through the data in batches, so memory stays bounded whatever the size of X.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .data import Dataset, DataError
+from .validate import positive_int
+
+#: the most decoder rows (samples x data rows) one pass of the log-likelihood estimate
+#: holds: its memory is this many rows of the decoder's activations, D + sum(decoder widths)
+#: values each, plus as many rows of noise (Z values), whatever k is
+CHUNK_ROWS = 8192
+#: Burda et al.'s threshold on Cov_x(E_q[z_j]) for an active unit
+ACTIVE_THRESHOLD = 0.01
+
+
+class ElboResult(dict):
+    """Dataset-level ELBO estimate: ``elbo`` (the bound, <= log p(x)), ``neg_elbo`` (nats
+    per datapoint), ``recon`` and ``kl`` (its two terms), ``n`` datapoints, ``n_samples``."""
+
+    __getattr__ = dict.__getitem__
+
+
+class LogLikelihood(dict):
+    """The importance-weighted estimate of log p(x): ``per_row`` (N,) in nats, ``mean``,
+    ``nll`` (= -mean), ``stderr`` (of the mean, over rows), ``k`` samples, ``n`` rows."""
+
+    __getattr__ = dict.__getitem__
+
+
+class Diagnostics(dict):
+    """Posterior collapse diagnostics over a dataset: ``active_units`` (dimensions whose
+    ``activity`` Cov_x(E_q[z_j]) is above ``threshold``, Burda et al. 2016), ``activity``
+    (Z,), ``kl_per_dim`` (Z,) the mean KL of each dimension in nats, ``mean_sigma`` (Z,)
+    the mean posterior standard deviation, ``order`` the dimensions by decreasing KL."""
+
+    __getattr__ = dict.__getitem__
+
+
+def as_dataset(X, name="data"):
+    """A :class:`Dataset` for X (an array is wrapped, a Dataset passes through)."""
+    return X if isinstance(X, Dataset) else Dataset(X, name=name)
+
+
+def _dataset_for(model, X):
+    ds = as_dataset(X)
+    if ds.dim != model.input_dim:
+        raise DataError(f"{ds.name}: rows have {ds.dim} values, the model expects "
+                        f"{model.input_dim}")
+    return ds
+
+
+def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True):
+    """Estimate the ELBO of every datapoint of X and average, ``batch_size`` rows at a time.
+
+    X : (N, D) array or Dataset.  The estimate samples z ~ q(z|x) (``n_samples`` draws per
+    datapoint, averaged: more draws lower the estimate's variance, they do not tighten the
+    bound; :func:`log_likelihood` does); the draws come from a generator seeded by
+    (model.seed, seed), so the same parameters give the same number and the training noise
+    is not disturbed.  validate=False skips the per-batch NaN/range scan (for data already
+    checked).  Returns an :class:`ElboResult`.
+    """
+    ds = _dataset_for(model, X)
+    L = positive_int(n_samples, "n_samples")
+    bs = positive_int(batch_size, "batch_size")
+    rng = np.random.default_rng(np.random.SeedSequence((model.seed, 0x5EED, int(seed))))
+    buf = np.empty((min(bs, len(ds)), ds.dim), dtype=model.dtype)
+    acc = model._bk.asarray(np.zeros(3))  # sums stay where the model computes until the end
+    for s in range(0, len(ds), bs):
+        idx = np.arange(s, min(len(ds), s + bs))
+        xb = ds.batch(idx, out=buf[: idx.size])
+        model.forward(xb, n_samples=L, rng=rng, validate=validate, grad=False,
+                      objective="elbo", _acc=(acc, float(idx.size)))
+    n = len(ds)
+    _, recon, kl = (float(v) / n for v in model._bk.to_numpy(acc))
+    return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
+                      n_samples=L)
+
+
+def noise_key(model, seed):
+    """The Philox key of the log-likelihood estimate's noise for (model.seed, seed)."""
+    ss = np.random.SeedSequence((model.seed, 0x11CE, int(seed)))
+    return tuple(int(k) for k in ss.generate_state(2, np.uint32))
+
+
+def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True):
+    """The importance-weighted estimate of log p(x) of every row of X (Burda et al. 2016).
+
+    Per row, with k samples z_j ~ q(z|x): log w_j = log p(x|z_j) + log p(z_j) - log q(z_j|x)
+    and the estimate is logsumexp_j log w_j - log k, a lower bound on log p(x) that tightens
+    as k grows (k = 1 is the ELBO with a sampled KL).  The samples are streamed in chunks
+    (a running logsumexp in float64 with its maximum subtracted), so memory is bounded by
+    CHUNK_ROWS decoder rows whatever k is.  The noise of sample j of row i is element j of
+    a counter-based stream keyed by (model.seed, seed) with counter i: the estimate does not
+    depend on ``batch_size`` or on the chunking, and never touches the training noise.
+
+    X : (N, D) array or Dataset; k : samples per row; batch_size : rows per pass (default:
+    as many as fit CHUNK_ROWS with at least one sample each, at most 100).
+    Returns a :class:`LogLikelihood`.
+    """
+    ds = _dataset_for(model, X)
+    k = positive_int(k, "k")
+    bs = (min(100, CHUNK_ROWS) if batch_size is None else positive_int(batch_size, "batch_size"))
+    bs = min(bs, len(ds))
+    c = max(1, min(k, CHUNK_ROWS // bs))  # samples per chunk
+    bk, Z = model._bk, model.latent_dim
+    key = noise_key(model, seed)
+    xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
+    noise = bk.xp.empty((bs, c * Z), dtype=model.dtype)
+    per_row = np.empty(len(ds))
+    for s in range(0, len(ds), bs):
+        idx = np.arange(s, min(len(ds), s + bs))
+        n = idx.size
+        xb = ds.batch(idx, out=xbuf[:n])
+        rows = bk.asarray(idx.astype(np.int64))
+        top = np.full(n, -np.inf)   # running max of the log weights
+        tot = np.zeros(n)          # running sum of exp(log w - top)
+        for j0 in range(0, k, c):
+            cj = min(c, k - j0)
+            e = noise[:n, : cj * Z]
+            bk.normal_rows(e, key, rows, j0 * Z)
+            eps = e.reshape(n, cj, Z).transpose(1, 0, 2)  # sample l of row b at (l, b)
+            cache = model.forward(xb, eps, n_samples=cj, grad=False, objective="iwae",
+                                  validate=validate and j0 == 0)
+            lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)
+            new_top = np.maximum(top, lw.max(axis=0))
+            tot = tot * np.exp(top - new_top) + np.exp(lw - new_top).sum(axis=0)
+            top = new_top
+        per_row[s:s + n] = top + np.log(tot) - math.log(k)
+    mean = float(per_row.mean())
+    stderr = float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1 else float("nan")
+    return LogLikelihood(per_row=per_row, mean=mean, nll=-mean, stderr=stderr, k=k,
+                         n=len(per_row))
+
+
+def diagnostics(model, X, batch_size=1000, threshold=ACTIVE_THRESHOLD):
+    """Collapse diagnostics of the posterior over the rows of X (see :class:`Diagnostics`):
+    the variance over X of each posterior mean, the number of dimensions where it exceeds
+    ``threshold`` (the active units), the mean KL per dimension and the mean posterior
+    sigma per dimension, in float64."""
+    ds = _dataset_for(model, X)
+    bs = positive_int(batch_size, "batch_size")
+    Z = model.latent_dim
+    s1, s2, kl, sig = (np.zeros(Z) for _ in range(4))
+    buf = np.empty((min(bs, len(ds)), ds.dim), dtype=model.dtype)
+    for s in range(0, len(ds), bs):
+        idx = np.arange(s, min(len(ds), s + bs))
+        mu, lv = (model._bk.to_numpy(a).astype(np.float64)
+                  for a in model.encode(ds.batch(idx, out=buf[: idx.size])))
+        s1 += mu.sum(0)
+        s2 += (mu * mu).sum(0)
+        kl += (0.5 * (mu * mu + (np.expm1(lv) - lv))).sum(0)
+        sig += np.exp(0.5 * lv).sum(0)
+    n = len(ds)
+    mean = s1 / n
+    activity = np.maximum(s2 / n - mean * mean, 0.0) * (n / max(1, n - 1))  # sample variance
+    kl /= n
+    return Diagnostics(active_units=int((activity > threshold).sum()), activity=activity,
+                       kl_per_dim=kl, mean_sigma=sig / n, order=np.argsort(-kl),
+                       threshold=threshold, n=n)
