@@ -1,9 +1,10 @@
-"""The ``fastvae`` command: train, sample, reconstruct, eval, info.
+"""The ``fastvae`` command: train, sample, reconstruct, eval, export, bench, info.
 
     fastvae train                         # built-in shapes, writes runs/shapes28-1/
     fastvae train --data /usr/share/datasets/fashion-mnist --epochs 10
     fastvae sample runs/shapes28-1/model.npz -n 64
     fastvae eval runs/shapes28-1/model.npz
+    fastvae export runs/shapes28-1/model.npz --onnx encoder.onnx --part encoder
 
 Errors in the user's input (paths, data, options) print one line naming the problem and
 exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -66,6 +67,24 @@ def build_parser():
                    help="rows per pass (bounds the memory used)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)
+
+    # defaults are written into the help: ArgumentDefaultsHelpFormatter would print
+    # "(default: None)" for the required --onnx, and fastvae.export (NumPy) must not be
+    # imported here, before 'bench' sets the BLAS thread count
+    x = sub.add_parser("export", help="write a trained model as an ONNX graph",
+                       description="Write the encoder, the decoder or the whole model (noise "
+                       "as an input) as an ONNX graph; see fastvae.export for the names. "
+                       "Needs the onnx package: pip install 'fastvae[onnx]'.")
+    # no --backend: export only reads the parameters, on the numpy backend (no Numba, no GPU)
+    x.add_argument("model", help="a checkpoint written by 'fastvae train' (model.npz)")
+    x.add_argument("--onnx", required=True, metavar="PATH", help="the ONNX file to write")
+    x.add_argument("--part", choices=("encoder", "decoder", "vae"), default="vae",
+                   help="encoder: x -> mu, logvar; decoder: z -> x_hat; vae: x, eps -> "
+                   "x_hat, mu, logvar, z (default: vae)")
+    x.add_argument("--opset", type=positive(int), default=None,
+                   help="the ONNX opset to write, from 13 to the newest the installed onnx "
+                   "knows (default: 17, fastvae.export.DEFAULT_OPSET)")
+    x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmark against PyTorch and write a report",
                        description="Run the benchmark suite (training step, inference, "
@@ -177,6 +196,23 @@ def cmd_eval(args):
               f"(reconstruction {ev.recon:.3f}, KL {ev.kl:.3f}); {ev.n} rows, "
               f"{ev.n_samples} sample(s) each, {secs:.2f} s")
     return 0
+
+
+def cmd_export(args):
+    from . import load
+    from .export import DEFAULT_OPSET, export_onnx
+    model = load(args.model, backend="numpy")
+    try:
+        path = export_onnx(model, args.onnx, part=args.part, opset=args.opset)
+    except ValueError as e:  # an opset out of range, a feature with no ONNX form
+        raise UsageError(str(e)) from None
+    print(f"wrote {path} ({args.part}, opset {args.opset or DEFAULT_OPSET}, "
+          f"{model.dtype.name}, inputs/outputs: {_EXPORT_IO[args.part]})")
+    return 0
+
+
+_EXPORT_IO = {"encoder": "x -> mu, logvar", "decoder": "z -> x_hat",
+              "vae": "x, eps -> x_hat, mu, logvar, z"}
 
 
 def cmd_bench(args):

@@ -116,7 +116,8 @@ class Dataset:
             raise DataError(f"{self.name}: {bad} NaN or infinite value(s)")
         lo, hi = lo * self.scale, hi * self.scale
         if likelihood == "bernoulli" and (lo < 0 or hi > 1):
-            raise DataError(f"{self.name}: values lie in [{lo:.4g}, {hi:.4g}], but the Bernoulli "
+            show = lambda v: np.format_float_positional(v, trim="-")  # noqa: E731  (shortest exact)
+            raise DataError(f"{self.name}: values lie in [{show(lo)}, {show(hi)}], but the Bernoulli "
                             "likelihood needs [0, 1]; rescale the data or use "
                             "likelihood='gaussian'")
         return self

@@ -521,6 +521,13 @@ class VAE:
         self.__init__(backend=meta["backend"], **meta["config"])
         self._restore(meta, state["arrays"])
 
+    def export_onnx(self, path, part="vae", opset=None):
+        """Write ``part`` ("encoder" | "decoder" | "vae") of this model to ``path`` as an
+        ONNX graph (needs ``pip install 'fastvae[onnx]'``); see :mod:`fastvae.export` for
+        the names, the opset and what the graph computes.  Returns the path."""
+        from .export import export_onnx
+        return export_onnx(self, path, part, opset)
+
     def __repr__(self):
         sizes = "-".join(map(str, (self.input_dim, *self.enc_hidden, self.latent_dim,
                                    *self.dec_hidden, self.input_dim)))

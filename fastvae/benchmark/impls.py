@@ -70,8 +70,10 @@ def torch_vae(model):
 
     p = {k: torch.tensor(np.array(v)) for k, v in model.parameters().items()}
     Z = model.latent_dim
+    F = torch.nn.functional
     act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-           "elu": torch.nn.functional.elu, "softplus": torch.nn.functional.softplus}[model.activation]
+           "leaky_relu": lambda a: F.leaky_relu(a, model._alpha),
+           "elu": lambda a: F.elu(a, model._alpha), "softplus": F.softplus}[model.activation]
 
     def linear(W, b):
         lin = torch.nn.Linear(W.shape[0], W.shape[1])

@@ -1,0 +1,336 @@
+"""ONNX export: a trained model as a graph that runs without fastvae (``fastvae[onnx]``).
+
+    model.export_onnx("vae.onnx")                     # or fastvae export MODEL --onnx PATH
+    sess = onnxruntime.InferenceSession("vae.onnx")
+    x_hat, mu, logvar, z = sess.run(None, {"x": x, "eps": eps})
+
+Three parts, with fixed names (B, the batch dimension, is dynamic: ``"batch"``):
+
+=========  ============================  ==============================================
+part       inputs                        outputs
+=========  ============================  ==============================================
+encoder    ``x`` (B, D)                  ``mu`` (B, Z), ``logvar`` (B, Z)
+decoder    ``z`` (B, Z)                  ``x_hat`` (B, D)
+vae        ``x`` (B, D), ``eps`` (B, Z)  ``x_hat``, ``mu``, ``logvar``, ``z``
+=========  ============================  ==============================================
+
+- ``logvar`` is clamped to :data:`fastvae.codes.LOGVAR_RANGE` (a ``Clip``), as the model does;
+- ``x_hat`` is what :meth:`VAE.decode` returns: pixel probabilities (the sigmoid of the
+  logits) for the Bernoulli likelihood, means for the Gaussian one;
+- ``vae`` takes the noise as an input: ``z = mu + exp(0.5 * logvar) * eps`` and
+  ``x_hat = decoder(z)``.  Nothing in the graph is random, so a given ``eps`` gives the
+  same numbers as fastvae (draw ``eps ~ N(0, I)`` in the app for a sample; zeros give the
+  reconstruction at the posterior mean).  One sample per row: for L samples, repeat rows.
+
+The graph's element type is the model's dtype (float32 or float64); parameters are stored
+as initializers under the model's own names (``enc.0.W``, ``enc.head.b``, ...).  The model's
+configuration, fastvae's version and, for the Gaussian likelihood, the observation
+log-scale (what a draw from p(x|z) needs) are in the model's ``metadata_props``.
+
+**Opset.**  :data:`DEFAULT_OPSET` is 17; any opset from :data:`MIN_OPSET` (13) to the newest
+the installed ``onnx`` knows can be asked for, and the graph is the same in all of them.
+13 is the floor because ``Split`` takes its sizes as an input from 13 on (onnxruntime runs
+13 from 1.6, 2020).  Nothing the graph uses changed meaning after 13 (later versions of
+these ops add bfloat16/float16 types), so a newer default would only shut out older
+runtimes; 17 (onnx 1.12, run by onnxruntime from 1.13, late 2022) is a widely supported
+middle.  The installed onnxruntime (1.31) runs opsets up to 26; the tests run the exported
+graphs at 13, 17 and the newest opset it runs, and pass the newest onnx knows (28) through
+the checker.
+
+**Exactness.**  Activations are the native ONNX op where onnxruntime's kernel for the
+model's dtype is as accurate as fastvae's own, else the reference formula of
+``fastvae/backends/reference.py`` written out in elementary ops.  Measured on onnxruntime
+1.31, relative error element by element:
+
+- ``Relu`` is exact and ``Tanh`` within 4 ulp in both precisions; ``LeakyRelu`` (exact)
+  and ``Softplus`` (3 ulp) are used in float32, but onnxruntime has no float64 kernel for
+  them (LeakyRelu: none at opsets 13 and 21-26; at 17 one that is off by 2e-8), so
+  float64 graphs write them out (``Where``; softplus with an exact log1p);
+- ``Sigmoid`` loses relative precision for negative inputs (1e-5 in float32 on [-5, 0],
+  5e-8 in float64 on [-20, -10]), and the Bernoulli output ``x_hat`` is a sigmoid, so
+  sigmoid is always written out as fastvae computes it: e = exp(-|a|), r = 1 / (1 + e),
+  where(a >= 0, r, e r);
+- ``Elu`` loses relative precision near 0 (7e-5 in float32, as exp(a) - 1 would) and has
+  no float64 kernel, so ELU is written out with an exact expm1 for a <= 0: 2 t / (1 - t),
+  t = tanh(a / 2) (nothing cancels: 1 - t lies in [1, 2]).
+
+The written-out forms are within 3 ulp of fastvae's in both precisions from 1e-20 to 300 in
+magnitude (a test holds them to 8 ulp).
+
+The graph is checked with ``onnx.checker.check_model(proto, full_check=True)`` before it is
+written; the file is written atomically.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .codes import ACTIVATIONS, LIKELIHOODS, LOGVAR_RANGE
+
+PARTS = ("encoder", "decoder", "vae")
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+INSTALL_HINT = "pip install 'fastvae[onnx]'"
+
+
+def _import_onnx():
+    """The onnx package, or an ImportError that says how to install it."""
+    try:
+        import onnx
+        import onnx.checker  # noqa: F401
+        import onnx.helper  # noqa: F401
+        import onnx.numpy_helper  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"ONNX export needs the onnx package ({e}): {INSTALL_HINT}") from None
+    return onnx
+
+
+def check_part(part):
+    """``part`` if it is one of PARTS, else a ValueError listing them."""
+    if not isinstance(part, str) or part not in PARTS:
+        raise ValueError(f"part must be one of {', '.join(map(repr, PARTS))}; got {part!r}")
+    return part
+
+
+def check_opset(opset, newest):
+    """The opset to write: DEFAULT_OPSET for None, else an int in [MIN_OPSET, newest]."""
+    if opset is None:
+        return DEFAULT_OPSET
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise ValueError(f"opset must be an integer, got {opset!r}")
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(f"opset {opset} cannot be exported: this exporter writes opsets "
+                         f"{MIN_OPSET} to {newest} (the newest the installed onnx knows); "
+                         f"the default is {DEFAULT_OPSET}")
+    return int(opset)
+
+
+def check_exportable(model):
+    """Raise a ValueError naming the first feature of ``model`` that has no ONNX form here.
+
+    Everything fastvae's VAE offers today is exportable; this guards the exporter against a
+    model configured with something it does not know (a new activation or likelihood)."""
+    from .model import VAE
+    if not isinstance(model, VAE):
+        raise ValueError(f"export_onnx exports a fastvae.VAE, got {type(model).__name__}")
+    known = ACTIVATIONS.get(model.activation, (None,))[0]
+    if model.activation not in _ACTIVATIONS or known != model._act:
+        raise ValueError(f"cannot export to ONNX: activation {model.activation!r} (code "
+                         f"{model._act}) has no ONNX form here; exportable: "
+                         f"{', '.join(_ACTIVATIONS)}")
+    if model.likelihood not in LIKELIHOODS or LIKELIHOODS[model.likelihood] != model._lik:
+        raise ValueError(f"cannot export to ONNX: likelihood {model.likelihood!r} has no ONNX "
+                         f"form here; exportable: {', '.join(LIKELIHOODS)}")
+    if np.dtype(model.dtype).name not in ("float32", "float64"):
+        raise ValueError(f"cannot export to ONNX: dtype {model.dtype} (float32 and float64 "
+                         "export)")
+
+
+# ------------------------------------------------------------------- graph building
+class _Graph:
+    """Nodes and initializers of one ONNX graph, built op by op in the model's dtype.
+
+    ``op`` returns its output's name, so the graph reads like the NumPy it mirrors."""
+
+    def __init__(self, onnx, dtype):
+        self.onnx, self.dtype = onnx, np.dtype(dtype)
+        self.elem = onnx.helper.np_dtype_to_tensor_dtype(self.dtype)
+        self.nodes, self.inits, self._consts, self._n = [], [], {}, 0
+
+    def op(self, kind, *inputs, out=None, **attrs):
+        if out is None:
+            self._n += 1
+            out = f"{kind.lower()}_{self._n}"
+        self.nodes.append(self.onnx.helper.make_node(kind, list(inputs), [out],
+                                                     name=f"{kind}_{len(self.nodes)}", **attrs))
+        return out
+
+    def param(self, name, value):
+        """An initializer holding a copy of a parameter (host array), in the model's dtype."""
+        self.inits.append(self.onnx.numpy_helper.from_array(
+            np.ascontiguousarray(value, dtype=self.dtype), name))
+        return name
+
+    def const(self, value, dtype=None):
+        """A scalar initializer (shared between uses), in the model's dtype by default."""
+        dtype = np.dtype(dtype or self.dtype)
+        key = (float(value), dtype.name)
+        if key not in self._consts:
+            name = f"const_{dtype.name}_{len(self._consts)}"
+            self.inits.append(self.onnx.numpy_helper.from_array(np.array(value, dtype), name))
+            self._consts[key] = name
+        return self._consts[key]
+
+
+def _sigmoid(g, a, out=None):
+    """fastvae's sigmoid: e = exp(-|a|), r = 1/(1+e), where(a >= 0, r, e*r) (exact to a few
+    ulp everywhere; onnxruntime's Sigmoid is not for a < 0)."""
+    e = g.op("Exp", g.op("Neg", g.op("Abs", a)))
+    r = g.op("Div", g.const(1), g.op("Add", g.const(1), e))
+    return g.op("Where", g.op("GreaterOrEqual", a, g.const(0)), r, g.op("Mul", e, r), out=out)
+
+
+def _expm1_nonpos(g, m):
+    """expm1(m) for m <= 0 as 2t / (1 - t), t = tanh(m/2): exact to a few ulp (1 - t is in
+    [1, 2], nothing cancels), where exp(m) - 1 loses every digit as m -> 0."""
+    t = g.op("Tanh", g.op("Mul", m, g.const(0.5)))
+    return g.op("Div", g.op("Add", t, t), g.op("Sub", g.const(1), t))
+
+
+def _log1p_unit(g, e):
+    """log1p(e) for e in [0, 1] (Goldberg): u = 1 + e; where(u == 1, e, log(u) e / (u - 1)).
+    u - 1 is exact, and the ratio e / (u - 1) corrects the rounding of 1 + e."""
+    u = g.op("Add", g.const(1), e)
+    um1 = g.op("Sub", u, g.const(1))
+    ratio = g.op("Mul", g.op("Log", u), g.op("Div", e, um1))
+    return g.op("Where", g.op("Equal", u, g.const(1)), e, ratio)
+
+
+def _relu(g, a, alpha):
+    return g.op("Relu", a)
+
+
+def _tanh(g, a, alpha):
+    return g.op("Tanh", a)
+
+
+def _leaky_relu(g, a, alpha):
+    if g.dtype == np.float32:
+        return g.op("LeakyRelu", a, alpha=float(alpha))
+    # onnxruntime has no float64 LeakyRelu: the reference's where(a > 0, a, alpha a)
+    return g.op("Where", g.op("Greater", a, g.const(0)), a, g.op("Mul", a, g.const(alpha)))
+
+
+def _elu(g, a, alpha):
+    neg = _expm1_nonpos(g, g.op("Min", a, g.const(0)))
+    return g.op("Where", g.op("Greater", a, g.const(0)), a, g.op("Mul", neg, g.const(alpha)))
+
+
+def _softplus(g, a, alpha):
+    if g.dtype == np.float32:
+        return g.op("Softplus", a)
+    # onnxruntime has no float64 Softplus: the reference's max(a, 0) + log1p(exp(-|a|))
+    e = g.op("Exp", g.op("Neg", g.op("Abs", a)))
+    return g.op("Add", g.op("Max", a, g.const(0)), _log1p_unit(g, e))
+
+
+def _sigmoid_act(g, a, alpha):
+    return _sigmoid(g, a)
+
+
+#: activation name -> builder(graph, input, alpha) -> output name
+_ACTIVATIONS = {"relu": _relu, "leaky_relu": _leaky_relu, "tanh": _tanh,
+                "sigmoid": _sigmoid_act, "elu": _elu, "softplus": _softplus}
+
+
+def _stack(g, model, params, side, h, last_W, last_b, out=None):
+    """h through the hidden layers of ``side`` ('enc' or 'dec'), then the last product:
+    Gemm(h, W, b) = h @ W + b per layer, the activation after each hidden one."""
+    act = _ACTIVATIONS[model.activation]
+    n = len(model.enc_hidden if side == "enc" else model.dec_hidden)
+    for i in range(n):
+        h = g.op("Gemm", h, g.param(f"{side}.{i}.W", params[f"{side}.{i}.W"]),
+                 g.param(f"{side}.{i}.b", params[f"{side}.{i}.b"]))
+        h = act(g, h, model._alpha)
+    return g.op("Gemm", h, g.param(last_W, params[last_W]), g.param(last_b, params[last_b]),
+                out=out)
+
+
+def _encoder(g, model, params, x):
+    """x -> (mu, logvar): the head's product split in two, logvar clipped to LOGVAR_RANGE."""
+    Z = model.latent_dim
+    head = _stack(g, model, params, "enc", x, "enc.head.W", "enc.head.b")
+    split = g.onnx.numpy_helper.from_array(np.array([Z, Z], np.int64), "head_split")
+    g.inits.append(split)
+    g.nodes.append(g.onnx.helper.make_node("Split", [head, "head_split"], ["mu", "logvar_raw"],
+                                           axis=1, name="Split_head"))
+    lo, hi = LOGVAR_RANGE
+    return "mu", g.op("Clip", "logvar_raw", g.const(lo), g.const(hi), out="logvar")
+
+
+def _decoder(g, model, params, z):
+    """z -> x_hat: probabilities (the sigmoid of the logits, Bernoulli) or means."""
+    bern = model.likelihood == "bernoulli"
+    out = _stack(g, model, params, "dec", z, "dec.out.W", "dec.out.b",
+                 out="logits" if bern else "x_hat")
+    if bern:
+        _sigmoid(g, out, out="x_hat")
+    return "x_hat"
+
+
+_DOCS = {
+    "x": "data, (batch, D)",
+    "z": "latent codes, (batch, Z)",
+    "eps": "standard normal noise, (batch, Z): z = mu + exp(0.5 logvar) * eps",
+    "mu": "posterior mean, (batch, Z)",
+    "logvar": "posterior log-variance, clamped to [%g, %g], (batch, Z)" % LOGVAR_RANGE,
+    "x_hat": "decoder output, (batch, D)",
+}
+
+
+def to_onnx(model, part="vae", opset=None):
+    """The ONNX ModelProto of ``part`` of ``model`` (see the module docstring), checked with
+    ``onnx.checker.check_model(..., full_check=True)``.  Parameters are copied to the host."""
+    part = check_part(part)
+    onnx = _import_onnx()
+    opset = check_opset(opset, onnx.defs.onnx_opset_version())
+    check_exportable(model)
+    from ._version import __version__
+    helper = onnx.helper
+
+    params = {k: np.array(model._bk.to_numpy(v)) for k, v in model.parameters().items()}
+    g = _Graph(onnx, model.dtype)
+    D, Z = model.input_dim, model.latent_dim
+    dims = {"x": D, "eps": Z, "z": Z, "mu": Z, "logvar": Z, "x_hat": D}
+    if part == "encoder":
+        inputs, outputs = ["x"], ["mu", "logvar"]
+        _encoder(g, model, params, "x")
+    elif part == "decoder":
+        inputs, outputs = ["z"], ["x_hat"]
+        _decoder(g, model, params, "z")
+    else:
+        inputs, outputs = ["x", "eps"], ["x_hat", "mu", "logvar", "z"]
+        mu, logvar = _encoder(g, model, params, "x")
+        # the model's reparam_kl_fwd: sigma = exp(0.5 logvar), z = mu + sigma * eps
+        sigma = g.op("Exp", g.op("Mul", logvar, g.const(0.5)), out="sigma")
+        g.op("Add", mu, g.op("Mul", sigma, "eps"), out="z")
+        _decoder(g, model, params, "z")
+
+    def info(name):
+        return helper.make_tensor_value_info(name, g.elem, ["batch", dims[name]], _DOCS[name])
+
+    graph = helper.make_graph(g.nodes, f"fastvae_{part}", [info(n) for n in inputs],
+                              [info(n) for n in outputs], g.inits)
+    opsets = [helper.make_opsetid("", opset)]
+    # the oldest IR version that carries this opset: a newer one would shut out runtimes
+    # that run the opset but not the newer file format
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastvae",
+                              producer_version=__version__,
+                              ir_version=helper.find_min_ir_version_for(opsets, True),
+                              doc_string=f"fastvae {part}: {model!r}")
+    meta = {"fastvae_version": __version__, "part": part,
+            "config": json.dumps(model.config()),
+            "logvar_range": json.dumps(list(LOGVAR_RANGE))}
+    if model.likelihood == "gaussian":
+        meta["obs_logscale"] = json.dumps(model.obs_logscale().tolist())
+    helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_onnx(model, path, part="vae", opset=None):
+    """Write ``part`` ("encoder" | "decoder" | "vae") of ``model`` to ``path`` as an ONNX
+    file (atomically), for opset ``opset`` (None: DEFAULT_OPSET).  Returns the path.
+
+    Errors: an unknown part (the message lists them), an opset outside [MIN_OPSET, the
+    newest onnx knows], a model feature with no ONNX form (named), a missing onnx package
+    (an ImportError saying ``pip install 'fastvae[onnx]'``), a missing directory."""
+    import os
+
+    from .io import _atomic_write
+    proto = to_onnx(model, part, opset)
+    data = proto.SerializeToString()
+    path = os.fspath(path)
+    _atomic_write(path, lambda f: f.write(data))
+    return path

@@ -1,0 +1,114 @@
+"""fastvae.sklearn.VAETransformer: scikit-learn's own estimator checks, Pipeline, clone,
+GridSearchCV, and the errors that tell a user what to do."""
+import pickle
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
+
+from fastvae.sklearn import VAETransformer  # noqa: E402
+
+SMALL = dict(hidden=(16,), epochs=30, batch_size=32)
+
+
+def curve(n=240, seed=0):
+    """Points near a closed curve in 6-D, with columns in very different units (so the
+    Bernoulli likelihood needs a scaler): a one-dimensional structure a VAE can learn."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 2 * np.pi, n)
+    X = np.stack([np.cos(t), np.sin(t), np.cos(2 * t), np.sin(2 * t), t / 3, np.cos(t) ** 2], 1)
+    X += 0.05 * rng.standard_normal(X.shape)
+    return X * np.array([1, 10, 100, 0.1, 5, 2]) + np.array([0, -5, 300, 1, 0, 7])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.SkipTestWarning")  # array-API check
+@pytest.mark.parametrize("est", [VAETransformer(),
+                                 VAETransformer(backend="numpy", dtype="float32", epochs=20)],
+                         ids=["default", "numpy-float32"])
+def test_check_estimator(est):
+    check_estimator(est)  # raises on the first failed check
+
+
+def test_pipeline_with_a_scaler():
+    X = curve()
+    pipe = make_pipeline(MinMaxScaler(), VAETransformer(likelihood="bernoulli",
+                                                        latent_dim=2, **SMALL))
+    Z = pipe.fit_transform(X)
+    assert Z.shape == (len(X), 2) and Z.dtype == np.float64 and np.isfinite(Z).all()
+    # the pipeline's transform is the scaler's, then the VAE's posterior means
+    scaler, vae = pipe[0], pipe[-1]
+    np.testing.assert_array_equal(pipe.transform(X), vae.model_.encode(scaler.transform(X))[0])
+    back = pipe.inverse_transform(Z)  # through the decoder, then the scaler's inverse
+    assert back.shape == X.shape
+    np.testing.assert_allclose(back, scaler.inverse_transform(vae.model_.decode(Z)))
+    assert list(pipe.get_feature_names_out()) == ["vaetransformer0", "vaetransformer1"]
+    assert pipe.get_params()["vaetransformer__latent_dim"] == 2
+    # training raised the ELBO above the untrained model's: by 0.07 nats here (-4.23 ->
+    # -4.16), as the Bernoulli bound on fractional data cannot pass the targets' own
+    # entropy (-2.73) and this tiny run gets little of the way
+    untrained = make_pipeline(MinMaxScaler(), clone(vae).set_params(epochs=0)).fit(X)
+    assert pipe.score(X) > untrained.score(X) + 0.05
+
+
+def test_clone_refit_and_pickle_are_reproducible():
+    X = StandardScaler().fit_transform(curve())
+    est = VAETransformer(latent_dim=1, **SMALL).fit(X)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params() and not hasattr(twin, "model_")
+    np.testing.assert_array_equal(twin.fit(X).transform(X), est.transform(X))  # same seed
+    other = clone(est).set_params(seed=1).fit(X)
+    assert not np.array_equal(other.transform(X), est.transform(X))
+    back = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(back.transform(X), est.transform(X))
+    s1, s2 = est.sample(5, seed=3), est.sample(5, seed=3)
+    assert s1.shape == (5, X.shape[1]) and np.array_equal(s1, s2)
+    assert len(est.history_) == SMALL["epochs"]
+
+
+def test_grid_search_prefers_the_trained_model():
+    """score is an ELBO, higher is better: a grid search must pick training over none."""
+    X = StandardScaler().fit_transform(curve())
+    grid = GridSearchCV(VAETransformer(backend="numpy", latent_dim=1, hidden=(16,),
+                                       batch_size=32),
+                        {"epochs": [0, 40]}, cv=2).fit(X)
+    assert grid.best_params_ == {"epochs": 40}
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+    assert grid.best_estimator_.transform(X).shape == (len(X), 1)
+
+
+def test_bernoulli_data_outside_unit_interval_suggests_a_scaler():
+    X = curve()
+    est = VAETransformer(likelihood="bernoulli", **SMALL)
+    with pytest.raises(ValueError, match=r"needs X in \[0, 1\].*MinMaxScaler.*"
+                                         r"likelihood='gaussian'"):
+        est.fit(X)
+    assert not hasattr(est, "model_")
+    est.fit(MinMaxScaler().fit_transform(X))
+    with pytest.raises(ValueError, match="MinMaxScaler"):
+        est.score(X)  # the ELBO of unscaled data would be meaningless
+    est.transform(X)  # encoding is defined for any input, as in fastvae.VAE.encode
+
+
+def test_hyper_parameters_are_checked_in_fit_not_init():
+    X = curve(20)
+    est = VAETransformer(latent_dim=0, dtype="int8", lr=-1.0)  # stored as given
+    assert est.get_params()["latent_dim"] == 0
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'int8'"):
+        est.fit(X)
+    with pytest.raises(ValueError, match="latent_dim must be a positive integer, got 0"):
+        est.set_params(dtype="float64").fit(X)
+    with pytest.raises(ValueError, match="lr"):
+        est.set_params(latent_dim=2, epochs=1).fit(X)
+
+
+def test_inverse_transform_checks_the_latent_width():
+    X = StandardScaler().fit_transform(curve(64))
+    est = VAETransformer(latent_dim=2, backend="numpy", epochs=1).fit(X)
+    with pytest.raises(ValueError, match="3 features.*latent_dim=2"):
+        est.inverse_transform(np.zeros((4, 3)))
