@@ -176,6 +176,13 @@ def test_sample_reconstruct_eval(workdir, capsys):
     m = fastvae.load("r/model.npz")
     assert ev["neg_elbo"] == pytest.approx(m.history[-1]["val_neg_elbo"], rel=1e-9)
     assert ev["n"] == 50 and ev["data"] == "shapes28-test"
+    assert 0 <= ev["active_units"] <= 3 and len(ev["kl_per_dim"]) == 3
+    assert main(["eval", "r/model.npz", "--iwae", "20"]) == 0
+    out = capsys.readouterr().out
+    from fastvae import data
+    ll = m.log_likelihood(data.load("shapes", shapes_n=500)[1], k=20)
+    assert f"negative log-likelihood {ll.nll:.3f} +- {ll.stderr:.3f}" in out
+    assert "(importance-weighted bound, k=20)" in out and "active units" in out
 
 
 def test_info(capsys):

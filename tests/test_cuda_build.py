@@ -40,17 +40,30 @@ def test_every_launcher_kernel_exists_in_both_precisions():
             assert [t.replace("float", "double") for t in types] == other, name
 
 
+DEVICE_KERNELS = ("matmul", "bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd",
+                  "reparam_kl_bwd", "likelihood_fwd_bwd", "likelihood_fwd", "likelihood_bwd",
+                  "logscale_fwd", "logscale_bwd", "iwae_fwd", "reparam_iw_bwd", "loss_stats",
+                  "check_data", "sq_norm", "adam_step", "sgd_step", "normal_fill",
+                  "normal_rows", "gather_rows")
+#: the host data path's kernels: on the cpu backend (and the reference) only
+HOST_KERNELS = ("scatter_rows", "binarize_rows")
+
+
 def test_the_same_kernels_as_the_reference():
-    """Each reference kernel has a cuda twin of the same name and parameters."""
+    """Each reference kernel has a cpu twin and, where it runs on the device, a cuda twin,
+    of the same name and parameters."""
     import inspect
 
+    from fastvae.backends import cpu
     from fastvae.backends import reference as R
 
-    for name in ("matmul", "bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd", "reparam_kl_bwd",
-                 "likelihood_fwd_bwd", "loss_stats", "check_data", "sq_norm", "adam_step",
-                 "sgd_step", "normal_fill", "gather_rows"):
-        assert (inspect.signature(getattr(C, name)).parameters.keys()
-                == inspect.signature(getattr(R, name)).parameters.keys()), name
+    def params(f):
+        return list(inspect.signature(getattr(f, "py_func", f)).parameters)
+
+    for name in DEVICE_KERNELS + HOST_KERNELS:
+        assert params(getattr(cpu, name)) == params(getattr(R, name)), name
+        if name in DEVICE_KERNELS:
+            assert params(getattr(C, name)) == params(getattr(R, name)), name
 
 
 @pytest.mark.parametrize("rows", [1, 7, 8, 31, 32, 33, 100, 1000, 65536 * 3])
