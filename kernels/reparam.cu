@@ -159,7 +159,8 @@ __device__ void iwae_fwd_impl(T* logw, T* wnorm, T* loss_b, const T* loss_rows, 
     for (i64 i = grid_start(); i < B; i += grid_stride()) {
         T slv = 0;
         for (int k = 0; k < Z; ++k) slv += logvar[i * Z + k];
-        double m = -HUGE_VAL;
+        double m = 0;  // the largest log weight, set by the first sample (no inf constant:
+                       // NVRTC has no math.h)
         for (int l = 0; l < K; ++l) {
             i64 r = (i64)l * B + i;
             T acc = T(0.5) * slv - loss_rows[r];
@@ -168,7 +169,7 @@ __device__ void iwae_fwd_impl(T* logw, T* wnorm, T* loss_b, const T* loss_rows, 
                 acc += T(0.5) * (e * e - zz * zz);
             }
             logw[r] = acc;
-            m = (double)acc > m ? (double)acc : m;
+            m = (l == 0 || (double)acc > m) ? (double)acc : m;
         }
         double tot = 0;
         for (int l = 0; l < K; ++l) tot += exp((double)logw[(i64)l * B + i] - m);

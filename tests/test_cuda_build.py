@@ -149,3 +149,30 @@ def test_removing_the_emulated_device_forgets_its_array_module(emu_library):
     C.use_device(None)
     assert "xp" not in vars(C)  # a later model gets CuPy's, not the emulator's
 
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: p.name)
+def test_every_cu_file_compiles_with_nvrtc(cu, arch):
+    """NVRTC, the compiler cupy.RawModule uses (its own headers, options and limits, unlike
+    nvcc's), through CuPy's binding, which runs without a GPU, with the very options the
+    backend passes; every kernel of the file must be an entry of the PTX."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+    except Exception as e:  # noqa: BLE001  (not installed, or no NVRTC library)
+        pytest.skip(f"NVRTC through CuPy is not available ({type(e).__name__}: {e}); "
+                    "pip install cupy-cuda13x nvidia-cuda-nvrtc")
+    prog = nvrtc.createProgram(cu.read_text(), cu.name, [], [])
+    try:
+        nvrtc.compileProgram(prog, [*C.compile_options(cu.parent),
+                                    f"--gpu-architecture=compute_{arch}"])
+    except nvrtc.NVRTCError:
+        pytest.fail(f"{cu.name} does not compile with NVRTC for compute_{arch}:\n"
+                    + nvrtc.getProgramLog(prog))
+    ptx = nvrtc.getPTX(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    names = [n for n, (f, _) in C.kernel_signatures(cu.parent).items() if f == cu.name]
+    assert names
+    for name in names:
+        assert re.search(rf"\.entry {name}\(", ptx), f"{name} is not in the PTX of {cu.name}"

@@ -56,6 +56,13 @@ def kernel_dir():
         f"{here.parent / 'kernels'}); reinstall fastvae")
 
 
+def compile_options(directory=None):
+    """The compiler options of every kernel file: what :class:`CupyDevice` hands to
+    ``cupy.RawModule`` (which compiles with NVRTC and adds the GPU's architecture), and what
+    the tests compile with, through NVRTC, without a GPU."""
+    return ("-I" + str(directory if directory is not None else kernel_dir()), "--std=c++14")
+
+
 _SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
 
@@ -159,7 +166,7 @@ class CupyDevice:
             mod = self._modules.get(fname)
             if mod is None:
                 src = (self._dir / fname).read_text()
-                mod = self.xp.RawModule(code=src, options=("-I" + str(self._dir), "--std=c++14"))
+                mod = self.xp.RawModule(code=src, options=compile_options(self._dir))
                 self._modules[fname] = mod
             k = self._kernels[name] = mod.get_function(name)
         return k
