@@ -1,12 +1,23 @@
-"""An emulated GPU for the cuda backend: the real ``kernels/*.cu`` compiled for the CPU.
+"""An emulated GPU for the cuda backend: the real ``kernels/*.cu`` compiled for the CPU,
+behind a CuPy-shaped surface, so that the backend's own :class:`CupyDevice` runs on it.
 
-``EmulatedDevice`` has the methods of ``fastvae.backends.cuda.CupyDevice`` (``xp``,
-``sm_count``, ``launch``, ``gemm``, ``to_numpy``), with NumPy arrays standing in for device
-arrays.  Kernels run through ``cuda_emu.h`` (one fiber per CUDA thread, real barriers and
-warp shuffles), cuBLAS is replaced by a column-major GEMM written against raw leading
-dimensions, and every launch is checked against the kernel's C signature: a scalar of the
-wrong width or an array of the wrong dtype is an error here, where CuPy would silently pass
-the wrong bits.
+:func:`emulated_device` builds ``CupyDevice(cupy=FakeCupy, cublas=FakeCublas)``: every
+``RawModule``, ``get_function``, launch, cuBLAS call (handle, stream, math mode, scalar and
+device pointers), allocation and host copy of the backend goes through the code a GPU would
+run, and only these two objects stand in for CuPy:
+
+- :class:`FakeCupy`: ``RawModule(code=..., options=...)`` (the options must be the backend's
+  :func:`compile_options`, the code one of its kernel files) whose ``get_function(name)``
+  launches the kernel through ``cuda_emu.h`` (one fiber per CUDA thread, real barriers and
+  warp shuffles), each launch checked against the kernel's C signature (a scalar of the
+  wrong width or an array of the wrong dtype is an error here, where CuPy would silently
+  pass the wrong bits); arrays are :class:`EmuArray` (NumPy arrays with ``.data.ptr``,
+  ``.get()`` and ``.set()``); ``cuda.Device``, ``cuda.get_current_stream``, ``asnumpy``;
+  every other attribute is NumPy's.  It counts launches and host reads (``asnumpy``,
+  ``get``).
+- :class:`FakeCublas`: ``create``, ``setPointerMode``, ``setStream``, ``setMathMode``,
+  ``sgemm``/``dgemm`` on raw device pointers (checked to lie inside an array this device
+  allocated) and host scalar pointers, column-major with leading dimensions, as cuBLAS.
 """
 from __future__ import annotations
 
@@ -69,32 +80,29 @@ def build_library(kernel_dir=None, out_dir=None):
     return lib, sigs
 
 
-class EmulatedDevice:
-    """A CPU stand-in for ``CupyDevice`` (see the module docstring)."""
+class _Launcher:
+    """Runs the compiled kernels: the emulator library and the kernels' C signatures."""
 
-    xp = np
-
-    def __init__(self, lib_path, sigs, sm_count=2):
+    def __init__(self, lib_path, sigs):
         self._lib = ctypes.CDLL(str(lib_path))
         self._lib.emu_launch.restype = ctypes.c_int
-        self._sigs = sigs
-        self.sm_count = sm_count
+        self.sigs = sigs
         self.launches = []   # kernel names, in launch order
-        self.gemms = 0
 
     def launch(self, name, grid, block, args):
-        if name not in self._sigs:
+        if name not in self.sigs:
             raise KeyError(f"no CUDA kernel named {name!r}")
-        types = self._sigs[name][1]
+        types = self.sigs[name][1]
         if len(args) != len(types):
             raise TypeError(f"{name}: {len(args)} arguments for {len(types)} parameters")
         keep, ptrs = [], []
         for i, (a, ctype) in enumerate(zip(args, types)):
             kind = _param_kind(ctype)
             if kind[0] == "array":
-                if not isinstance(a, np.ndarray) or a.dtype != kind[1]:
-                    raise TypeError(f"{name} argument {i} ({ctype}): expected a {kind[1]} array, "
-                                    f"got {type(a).__name__} {getattr(a, 'dtype', '')}")
+                if not isinstance(a, EmuArray) or a.dtype != kind[1]:
+                    raise TypeError(f"{name} argument {i} ({ctype}): expected a {kind[1]} "
+                                    f"device array, got {type(a).__name__} "
+                                    f"{getattr(a, 'dtype', '')}")
                 if a.size and not a.flags.c_contiguous:
                     raise ValueError(f"{name} argument {i}: array is not C-contiguous")
                 v = ctypes.c_void_p(a.ctypes.data)
@@ -117,23 +125,218 @@ class EmulatedDevice:
             raise ValueError(f"{name}: block {block} is not a whole number of warps (<= 1024)")
         self.launches.append(name)
 
-    def gemm(self, dtype, transa, transb, m, n, k, A, lda, B, ldb, C, ldc, tf32):
-        """C (m, n) = op(A) @ op(B), all column-major with leading dimensions, as cuBLAS."""
+
+class _MemoryPointer:
+    """CuPy's ``ndarray.data``: here only its address, ``ptr``."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
+class EmuArray(np.ndarray):
+    """A device array of the emulated GPU: a NumPy array in host memory with CuPy's
+    ``data.ptr`` (its address), ``get()`` (a host copy, counted as a read) and ``set()``."""
+
+    _reads = None  # the owning FakeCupy's read counter (a one-element list)
+
+    def __array_finalize__(self, obj):
+        self._reads = getattr(obj, "_reads", None)
+
+    @property
+    def data(self):
+        return _MemoryPointer(self.ctypes.data)
+
+    def get(self):
+        if self._reads is not None:
+            self._reads[0] += 1
+        return np.array(self, copy=True).view(np.ndarray)
+
+    def set(self, host):
+        host = np.asarray(host)
+        if host.shape != self.shape:
+            raise ValueError(f"set: shape {host.shape} into an array of shape {self.shape}")
+        np.ndarray.__setitem__(self, Ellipsis, host)
+
+
+class _Stream:
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+
+class _DeviceObj:
+    """``cupy.cuda.Device(i)``: its attributes, and a context that makes it current."""
+
+    def __init__(self, cuda, i):
+        self._cuda, self.id = cuda, cuda.current if i is None else int(i)
+        self.attributes = {"MultiProcessorCount": cuda.sm_count}
+
+    def use(self):
+        self._cuda.current = self.id
+
+    def synchronize(self):
+        """The emulator runs every launch to completion: nothing is ever pending."""
+
+    def __enter__(self):
+        self._prev = self._cuda.current
+        self.use()
+        return self
+
+    def __exit__(self, *exc):
+        self._cuda.current = self._prev
+        return False
+
+
+class _CudaNamespace:
+    """``cupy.cuda``: devices, the current stream, the runtime's device count."""
+
+    def __init__(self, sm_count, n_devices=2):
+        self.sm_count, self.current, self.n_devices = sm_count, 0, n_devices
+        self.runtime = type("runtime", (), {"getDeviceCount": staticmethod(lambda: n_devices)})
+
+    def Device(self, i=None):  # noqa: N802  (CuPy's name)
+        return _DeviceObj(self, i)
+
+    def get_current_stream(self):
+        return _Stream(1000 + self.current)  # one (default) stream per device
+
+
+class FakeCupy:
+    """The parts of ``cupy`` the backend uses, on the emulated GPU (see the module docstring)."""
+
+    ndarray = EmuArray
+    _CREATE = ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "asarray",
+               "ascontiguousarray", "array", "arange")
+
+    def __init__(self, launcher, sm_count=2):
+        self._launcher = launcher
+        self.cuda = _CudaNamespace(sm_count)
+        self.reads = [0]
+        self.allocations = {}  # address -> nbytes of every array this device made
+        self.modules = []      # (file name, options) of every RawModule compiled
+
+    @property
+    def launches(self):
+        return self._launcher.launches
+
+    def _device_array(self, a):
+        a = np.ascontiguousarray(a) if not a.flags.c_contiguous else a
+        out = a.view(EmuArray)
+        out._reads = self.reads
+        base = out
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        self.allocations[base.ctypes.data] = base.nbytes
+        return out
+
+    def __getattr__(self, name):
+        fn = getattr(np, name)
+        if name not in self._CREATE:
+            return fn
+
+        def create(*args, **kw):
+            if name in ("asarray", "ascontiguousarray", "array") and args:
+                src = args[0]
+                if isinstance(src, EmuArray) and kw.get("dtype") in (None, src.dtype):
+                    return src if name != "array" else self._device_array(np.array(src))
+                args = (np.array(src, copy=True) if not isinstance(src, np.ndarray)
+                        else np.array(src),) + args[1:]
+            return self._device_array(fn(*args, **kw))
+        return create
+
+    def asnumpy(self, a):
+        self.reads[0] += 1
+        return np.array(a, copy=True).view(np.ndarray)
+
+    def RawModule(self, code, options):  # noqa: N802  (CuPy's name)
+        src_dir = cuda_backend.kernel_dir()
+        if tuple(options) != tuple(cuda_backend.compile_options(src_dir)):
+            raise ValueError(f"RawModule options {options} are not the backend's "
+                             f"{cuda_backend.compile_options(src_dir)}")
+        fname = next((f.name for f in src_dir.glob("*.cu") if f.read_text() == code), None)
+        if fname is None:
+            raise ValueError("RawModule: the code is none of the kernel files")
+        self.modules.append((fname, tuple(options)))
+        launcher, sigs = self._launcher, self._launcher.sigs
+
+        class _Module:
+            def get_function(self, name):
+                if sigs.get(name, (None,))[0] != fname:
+                    raise KeyError(f"{name} is not a kernel of {fname}")
+                return lambda grid, block, args: launcher.launch(name, grid, block, args)
+        return _Module()
+
+
+class FakeCublas:
+    """The cuBLAS calls the backend makes (``cupy_backends.cuda.libs.cublas``), on the
+    emulated GPU: GEMM on raw pointers, column-major, as cuBLAS."""
+
+    def __init__(self, cupy):
+        self._cupy = cupy
+        self.handles = {}  # handle -> {"pointer_mode", "stream", "math_mode"}
+        self.gemms = 0
+
+    def create(self):
+        h = 1 + len(self.handles)
+        self.handles[h] = {"pointer_mode": None, "stream": None, "math_mode": 0,
+                           "device": self._cupy.cuda.current}
+        return h
+
+    def setPointerMode(self, handle, mode):  # noqa: N802
+        self.handles[handle]["pointer_mode"] = mode
+
+    def setStream(self, handle, stream):  # noqa: N802
+        self.handles[handle]["stream"] = stream
+
+    def setMathMode(self, handle, mode):  # noqa: N802
+        self.handles[handle]["math_mode"] = mode
+
+    def _operand(self, ptr, ctype, rows, cols, ld):
+        if ld < max(1, rows):
+            raise ValueError(f"gemm: leading dimension {ld} < {rows} rows")
+        n = ld * (cols - 1) + rows
+        itemsize = ctypes.sizeof(ctype)
+        if not any(base <= ptr and ptr + n * itemsize <= base + size
+                   for base, size in self._cupy.allocations.items()):
+            raise ValueError(f"gemm: a {rows}x{cols} operand (ld {ld}) at {ptr:#x} does not "
+                             "lie inside an array of this device")
+        flat = np.ctypeslib.as_array((ctype * n).from_address(ptr))
+        return np.lib.stride_tricks.as_strided(
+            flat, shape=(rows, cols), strides=(itemsize, ld * itemsize))
+
+    def _gemm(self, ctype, handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C,
+              ldc):
+        st = self.handles[handle]
+        if st["pointer_mode"] != 0:
+            raise ValueError("gemm: the scalars are host pointers: pointer mode must be HOST (0)")
+        if st["device"] != self._cupy.cuda.current:
+            raise ValueError(f"gemm: handle {handle} belongs to device {st['device']}, the "
+                             f"current device is {self._cupy.cuda.current}")
         self.gemms += 1
+        a = ctype.from_address(alpha).value
+        b = ctype.from_address(beta).value
+        opA = (self._operand(A, ctype, k, m, lda).T if transa
+               else self._operand(A, ctype, m, k, lda))
+        opB = (self._operand(B, ctype, n, k, ldb).T if transb
+               else self._operand(B, ctype, k, n, ldb))
+        out = self._operand(C, ctype, m, n, ldc)
+        res = a * (opA.astype(np.float64) @ opB.astype(np.float64))
+        if b:
+            res += b * out
+        out[...] = res
 
-        def colmajor(arr, rows, cols, ld):
-            flat = arr.reshape(-1)
-            if ld < rows or flat.size < ld * (cols - 1) + rows:
-                raise ValueError(f"gemm: leading dimension {ld} does not fit a {rows}x{cols} "
-                                 f"operand in {flat.size} elements")
-            return np.lib.stride_tricks.as_strided(
-                flat, shape=(rows, cols), strides=(flat.itemsize, ld * flat.itemsize))
+    def sgemm(self, *args):
+        self._gemm(ctypes.c_float, *args)
 
-        opA = colmajor(A, k, m, lda).T if transa else colmajor(A, m, k, lda)
-        opB = colmajor(B, n, k, ldb).T if transb else colmajor(B, k, n, ldb)
-        res = opA.astype(np.float64) @ opB.astype(np.float64)
-        colmajor(C, m, n, ldc)[...] = res.astype(dtype)
+    def dgemm(self, *args):
+        self._gemm(ctypes.c_double, *args)
 
-    @staticmethod
-    def to_numpy(a):
-        return np.array(a)
+
+def emulated_device(lib_path, sigs, sm_count=2):
+    """The backend's real ``CupyDevice`` on the emulated GPU; the fakes are its ``xp`` and
+    ``fake_cublas`` (for the counters)."""
+    launcher = _Launcher(lib_path, sigs)
+    fake = FakeCupy(launcher, sm_count)
+    blas = FakeCublas(fake)
+    dev = cuda_backend.CupyDevice(cupy=fake, cublas=blas)
+    dev.fake_cublas = blas
+    return dev

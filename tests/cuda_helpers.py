@@ -33,7 +33,7 @@ def dev(request, emu_library, monkeypatch):
     if request.param == "gpu":
         d = _gpu_device()
     else:
-        d = cuda_emu.EmulatedDevice(*emu_library)
+        d = cuda_emu.emulated_device(*emu_library)
         monkeypatch.setattr(fastvae.backend, "cuda_status", lambda raise_if_missing=False: None)
     C.use_device(d)
     yield d
@@ -42,8 +42,9 @@ def dev(request, emu_library, monkeypatch):
 
 @pytest.fixture
 def emu(emu_library, monkeypatch):
-    """The emulated device only (for tests that count launches or patch internals)."""
-    d = cuda_emu.EmulatedDevice(*emu_library)
+    """The emulated device only (for tests that count launches, reads or GEMMs): the real
+    CupyDevice on the emulator; ``.xp`` is the fake CuPy, ``.fake_cublas`` the fake cuBLAS."""
+    d = cuda_emu.emulated_device(*emu_library)
     monkeypatch.setattr(fastvae.backend, "cuda_status", lambda raise_if_missing=False: None)
     C.use_device(d)
     yield d

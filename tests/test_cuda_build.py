@@ -144,8 +144,9 @@ def test_the_wheel_ships_the_kernels_and_the_backend_finds_them(tmp_path):
 def test_removing_the_emulated_device_forgets_its_array_module(emu_library):
     import cuda_emu
 
-    C.use_device(cuda_emu.EmulatedDevice(*emu_library))
-    assert C.xp is __import__("numpy")
+    dev = cuda_emu.emulated_device(*emu_library)
+    C.use_device(dev)
+    assert C.xp is dev.xp and isinstance(dev.xp, cuda_emu.FakeCupy)
     C.use_device(None)
     assert "xp" not in vars(C)  # a later model gets CuPy's, not the emulator's
 

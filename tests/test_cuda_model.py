@@ -88,16 +88,15 @@ def test_a_training_step_never_waits_for_the_device(emu, monkeypatch):
     opt = fastvae.Adam(model)
     x = emu.xp.asarray(make_data(model, B=16).astype(np.float32))
     model.train_step(x, opt)  # first step: workspace allocation
-    reads = []
-    monkeypatch.setattr(emu, "to_numpy", lambda a: reads.append(a) or np.array(a))
-    emu.launches.clear()
-    emu.gemms = 0
+    emu.xp.reads[0] = 0
+    emu.xp.launches.clear()
+    emu.fake_cublas.gemms = 0
     cache = model.forward(x, validate=False)
     opt.step(model.backward(cache))
-    assert reads == []  # nothing came back to the host ...
-    assert emu.gemms == 11  # 4 products forward, 7 backward
-    assert len(emu.launches) == 10  # noise, 2 bias_act, reparam fwd/bwd, likelihood (+ its row finish), stats, 2 act_bias_bwd, adam
-    assert np.isfinite(cache.loss) and len(reads) == 1  # ... until the loss is read
+    assert emu.xp.reads[0] == 0  # nothing came back to the host ...
+    assert emu.fake_cublas.gemms == 11  # 4 products forward, 7 backward
+    assert len(emu.xp.launches) == 10  # noise, 2 bias_act, reparam fwd/bwd, likelihood (+ its row finish), stats, 2 act_bias_bwd, adam
+    assert np.isfinite(cache.loss) and emu.xp.reads[0] == 1  # ... until the loss is read
 
 
 def test_the_loss_is_read_lazily_and_a_stale_read_is_refused(emu):
@@ -116,7 +115,7 @@ def test_noise_is_drawn_on_the_device_and_reproducible(emu):
     x = make_data(a, B=8).astype(np.float32)
     e1 = host(a.forward(x).eps)
     e2 = host(a.forward(x).eps)
-    assert "normal_fill_f32" in emu.launches
+    assert "normal_fill_f32" in emu.xp.launches
     np.testing.assert_array_equal(host(b.forward(x).eps), e1)  # same seed, same draws
     assert not np.allclose(e1, e2)                              # the counter moved on
     assert a._noise_counter == 2
@@ -132,7 +131,7 @@ def test_fit_gathers_batches_on_the_device_and_resumes_exactly(emu, tmp_path):
 
     straight = fresh()
     hist = straight.fit(fastvae.Dataset(X), epochs=2, **kw)
-    assert "gather_rows_f32_u8" in emu.launches
+    assert "gather_rows_f32_u8" in emu.xp.launches
     assert all(np.isfinite(h["train_loss"]) for h in hist)
     half = fresh()
     half.fit(fastvae.Dataset(X), epochs=1, checkpoint=tmp_path / "c.npz", **kw)
@@ -162,7 +161,7 @@ def test_fit_resumes_with_its_saved_settings_on_every_data_path(emu, tmp_path, d
 
     straight = fresh()
     straight.fit(X, epochs=2, progress=False, **kw)
-    staged = "gather_rows_f32_u8" not in emu.launches
+    staged = "gather_rows_f32_u8" not in emu.xp.launches
     assert staged == (data_kind != "device")
     half = interrupt_at(fresh(), 9)
     assert half.fit(X, epochs=2, progress=False, checkpoint=tmp_path / "c.npz", **kw).interrupted

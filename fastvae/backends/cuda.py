@@ -134,11 +134,17 @@ def gemm_args(out_shape, a_shape, b_shape, trans_a, trans_b):
 
 # ----------------------------------------------------------------------------- device
 class CupyDevice:
-    """CuPy, the compiled kernel modules and a cuBLAS handle for the current GPU."""
+    """CuPy, the compiled kernel modules and a cuBLAS handle for the current GPU.
 
-    def __init__(self):
-        import cupy
-        from cupy_backends.cuda.libs import cublas
+    ``cupy`` and ``cublas`` default to CuPy and its cuBLAS binding; the tests pass a
+    CuPy-shaped emulator instead, so that this class runs unchanged without a GPU.
+    """
+
+    def __init__(self, cupy=None, cublas=None):
+        if cupy is None:
+            import cupy
+        if cublas is None:
+            from cupy_backends.cuda.libs import cublas
 
         self.xp = cupy
         self._cublas = cublas
@@ -270,10 +276,7 @@ def to_numpy(a):
 def copy_from_host(dst, src):
     """dst (a device array) <- src (a NumPy array of the same shape and dtype), into dst's
     memory: no device allocation (a batch staged for the GPU)."""
-    if hasattr(dst, "set"):
-        dst.set(src)
-    else:  # the emulated device's arrays are NumPy arrays
-        dst[...] = src
+    dst.set(src)
 
 
 # --------------------------------------------------------------------------- kernels
