@@ -46,13 +46,17 @@ class Cache:
         return self._ws.generation != self._generation
 
     def _read(self):
-        """(loss, recon_mean, kl_mean) as Python floats, fetched once."""
+        """(loss, recon_mean, kl_mean) as Python floats, fetched once; on a GPU the input
+        check of the pass is read with them (and a bad input raises here)."""
         if self._values is None:
             if self.stale:
                 raise RuntimeError(
                     "this cache's loss was overwritten by a later forward pass before it was "
                     "read; read cache.loss (or recon_mean, kl_mean) before the next forward "
                     "pass of the same batch shape")
+            if self._ws.checking:
+                from .validate import raise_bad_data
+                raise_bad_data(*(int(v) for v in self._bk.to_numpy(self._ws.bad)))
             loss, recon, kl = self._bk.to_numpy(self._stats).tolist()
             self._values = (loss, recon, kl)
         return self._values
@@ -82,3 +86,60 @@ class Grads(dict):
     def __init__(self, named, flat):
         super().__init__(named)
         self.flat = flat
+
+
+class DeviceFloat:
+    """A number still on the device: read (once) the first time it is used as a number.
+
+    ``float(v)``, formatting, comparisons and arithmetic read it; until then nothing waits
+    for the GPU.  What :meth:`fastvae.VAE.train_step` returns on the cuda backend, and an
+    optimizer's ``last_grad_norm`` there."""
+
+    __slots__ = ("_fetch", "_value")
+
+    def __init__(self, fetch):
+        self._fetch, self._value = fetch, None
+
+    def __float__(self):
+        if self._value is None:
+            self._value = float(self._fetch())
+        return self._value
+
+    def __repr__(self):
+        return repr(float(self))
+
+    def __format__(self, spec):
+        return format(float(self), spec)
+
+    def __bool__(self):
+        return bool(float(self))
+
+    def __hash__(self):
+        return hash(float(self))
+
+    def __index__(self):
+        raise TypeError("a DeviceFloat is not an integer")
+
+
+def _binary(op):
+    def method(self, other):
+        return op(float(self), float(other))
+    return method
+
+
+def _reflected(op):
+    def method(self, other):
+        return op(float(other), float(self))
+    return method
+
+
+import operator as _op  # noqa: E402
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "lt", "le", "eq",
+              "ne", "gt", "ge"):
+    setattr(DeviceFloat, f"__{_name}__", _binary(getattr(_op, _name)))
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow"):
+    setattr(DeviceFloat, f"__r{_name}__", _reflected(getattr(_op, _name)))
+DeviceFloat.__neg__ = lambda self: -float(self)
+DeviceFloat.__abs__ = lambda self: abs(float(self))
+DeviceFloat.__round__ = lambda self, n=None: round(float(self), n)

@@ -17,14 +17,14 @@ import numpy as np
 
 from . import backend as _backend
 from . import io as _io
-from .cache import Cache, Grads
+from .cache import Cache, DeviceFloat, Grads
 from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_SIGMOID, LIK_BERNOULLI,
                     LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code)
 from .params import build_layout, init_linear_, views
 from .state import TrainState
 from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
-                       check_latent, check_seed, choice, generator, int_tuple, nonneg_int,
-                       objective_config, obs_scale_config, positive_int, real)
+                       check_latent, check_seed, choice, data_bounds, generator, int_tuple,
+                       nonneg_int, objective_config, obs_scale_config, positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
 
@@ -219,11 +219,16 @@ class VAE:
         bk = self._bk
         obj = self.objective if objective is None else choice(objective, "objective",
                                                                  OBJECTIVES)
-        x = check_batch(x, self, validate)
+        # on a GPU the values are checked on the device and the counts read with the loss:
+        # a step does not wait for its input check (fit checks its data once, up front)
+        x = check_batch(x, self, validate and not bk.DEVICE)
         L = self.n_samples if n_samples is None else positive_int(n_samples, "n_samples")
         B, Z = x.shape[0], self.latent_dim
         ws = self._pool.get(B, L, grad)
         ws.generation += 1
+        ws.checking = bool(validate and bk.DEVICE)
+        if ws.checking:
+            bk.check_data_into(ws.bad, x, *data_bounds(self))
         if eps is None:
             self._draw_normal(ws.eps, rng)
         else:
@@ -373,9 +378,15 @@ class VAE:
         return cache.loss, self.backward(cache)
 
     def train_step(self, x, opt):
-        """One optimisation step on batch x (B, D) with optimizer ``opt``; returns the loss."""
+        """One optimisation step on batch x (B, D) with optimizer ``opt``; returns the loss.
+
+        On the cuda backend the step does not wait for the GPU: the loss is returned as a
+        :class:`~fastvae.cache.DeviceFloat`, read (and x's check against NaN and range
+        reported) the first time it is used as a number.  On the CPU it is a float."""
         cache = self.forward(x)
         opt.step(self.backward(cache))
+        if self._bk.DEVICE:
+            return DeviceFloat(lambda: cache.loss)
         return cache.loss
 
     # ---------------------------------------------------------------- inference

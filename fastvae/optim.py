@@ -10,6 +10,7 @@ import inspect
 import math
 import numbers
 
+from .cache import DeviceFloat
 from .validate import boolean, real
 
 
@@ -73,7 +74,17 @@ class Optimizer:
     def _grad_scale(self, g):
         if self.clip_norm is None:
             return 1.0
-        norm = math.sqrt(self.model._bk.sq_norm(g))
+        bk = self.model._bk
+        if bk.DEVICE:
+            # the norm and the scale stay on the device: nothing waits.  A non-finite norm
+            # makes the scale NaN, and the update kernel then changes nothing.
+            if getattr(self, "_clip_bufs", None) is None:
+                self._clip_bufs = (bk.xp.ones(1, dtype="float64"), bk.xp.zeros(1, dtype="float64"))
+            scale, norm = self._clip_bufs
+            bk.clip_scale(scale, norm, g, self.clip_norm)
+            self.last_grad_norm = DeviceFloat(lambda: bk.to_numpy(norm)[0])
+            return scale
+        norm = math.sqrt(bk.sq_norm(g))
         self.last_grad_norm = norm
         if not math.isfinite(norm):
             raise FloatingPointError(f"gradient norm is {norm} at step {self.step_count + 1}; "

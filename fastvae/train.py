@@ -375,6 +375,12 @@ def _sync_sums(bk, acc, st, opt, since, check=True):
     """Copy the device's running sums into the training state; raise if they stopped
     being finite (on a GPU the loss is not read every step, so say where it happened)."""
     vals = [float(v) for v in bk.to_numpy(acc)]
+    if check and opt.clip_norm is not None and opt.last_grad_norm is not None \
+            and not math.isfinite(float(opt.last_grad_norm)):
+        raise FloatingPointError(
+            f"the gradient norm became non-finite at epoch {st.epoch + 1}, between steps "
+            f"{since + 1} and {st.epoch_steps}: those steps left the parameters unchanged; "
+            f"try a smaller lr (now {opt.lr})")
     if check and not all(math.isfinite(v) for v in vals):
         raise FloatingPointError(
             f"the loss became non-finite at epoch {st.epoch + 1}, between steps {since + 1} "

@@ -102,15 +102,23 @@ def check_batch(x, model, validate=True, check_range=True):
         raise ValueError("x has no rows")
     x = _as_float_array(x, "x", model.dtype, xp)
     if validate:
-        bern = model._lik == LIK_BERNOULLI and check_range
-        lo, hi = (0.0, 1.0) if bern else (-np.inf, np.inf)
-        n_bad, n_out = model._bk.check_data(x, lo, hi)
-        if n_bad:
-            raise ValueError(f"x contains {n_bad} NaN or infinite value(s)")
-        if n_out:
-            raise ValueError(f"x has {n_out} value(s) outside [0, 1], which the Bernoulli "
-                             "likelihood needs (scale the data, or use likelihood='gaussian')")
+        raise_bad_data(*model._bk.check_data(x, *data_bounds(model, check_range)))
     return x
+
+
+def data_bounds(model, check_range=True):
+    """(lo, hi) the data must lie in: [0, 1] for the Bernoulli likelihood, else anything."""
+    bern = model._lik == LIK_BERNOULLI and check_range
+    return (0.0, 1.0) if bern else (-np.inf, np.inf)
+
+
+def raise_bad_data(n_bad, n_out):
+    """The error for check_data's counts (nothing when both are 0)."""
+    if n_bad:
+        raise ValueError(f"x contains {n_bad} NaN or infinite value(s)")
+    if n_out:
+        raise ValueError(f"x has {n_out} value(s) outside [0, 1], which the Bernoulli "
+                         "likelihood needs (scale the data, or use likelihood='gaussian')")
 
 
 def check_eps(eps, L, B, Z, xp):

@@ -47,6 +47,10 @@ class Workspace:
         # row, the loss per datapoint (no_rows: the ELBO's empty stand-in)
         self.logw, self.wnorm, self.loss_b, self.no_rows = e(R), e(R), e(B), e(0)
         self.objective = "elbo"  # of the last forward pass (backward follows it)
+        # on a GPU the input check of a pass is counted here, on the device, and read with
+        # the pass's loss (checking is True while those counts are the pass's)
+        self.bad = xp.zeros(2, dtype="uint64")
+        self.checking = False
         # [loss, recon mean, kl mean] in float64, written on the device by loss_stats
         self.stats = xp.zeros(3, dtype="float64")
         self.generation = 0

@@ -269,3 +269,57 @@ def test_gpu_benchmark_script_runs_end_to_end_on_the_emulated_device(emu):
     md = mod.markdown(res)
     assert "| 8 |" in md and "must: >= 5x" not in md  # batch 128 was not measured
     assert "no slower than torch eager" in md
+
+
+def test_no_step_waits_for_the_device_unless_a_number_is_read(emu):
+    """Host reads per step: none for train_step (its loss is read when used), none with
+    clipping (the norm stays on the device), none inside fit between its checks."""
+    model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda")
+    opt = fastvae.Adam(model, clip_norm=0.5)
+    x = emu.xp.asarray(make_data(model, B=16).astype(np.float32))
+    model.train_step(x, opt)
+    emu.xp.reads[0] = 0
+    losses = [model.train_step(x, opt) for _ in range(5)]
+    assert emu.xp.reads[0] == 0
+    assert isinstance(losses[-1], fastvae.cache.DeviceFloat)
+    assert np.isfinite(float(losses[-1])) and emu.xp.reads[0] == 2  # stats + input check
+    norm = float(opt.last_grad_norm)
+    assert norm > 0.5  # clipping was in force
+    # fit: the data checked once up front, the sums read every DEVICE_CHECK_EVERY steps
+    X = (np.random.default_rng(0).random((64 * 12, 30)) * 255).astype(np.uint8)
+    counts = []
+    orig = model.forward
+
+    def counting(*a, **k):
+        counts.append(emu.xp.reads[0])
+        return orig(*a, **k)
+
+    model.forward = counting
+    model.fit(X, epochs=1, batch_size=64, progress=False, clip_norm=0.5)
+    steady = np.diff(counts[2:])
+    assert len(steady) == 9 and steady.max() == 0
+
+
+def test_the_input_check_and_clipping_on_the_device_are_exact_and_deferred(emu):
+    """The values are still checked (read with the loss), clipping gives the CPU's numbers,
+    and a non-finite gradient norm leaves the parameters as they were."""
+    cpu = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cpu", dtype="float64")
+    gpu = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", dtype="float64")
+    oc, og = fastvae.SGD(cpu, lr=0.1, clip_norm=0.3), fastvae.SGD(gpu, lr=0.1, clip_norm=0.3)
+    x = make_data(cpu, B=8)
+    eps = np.random.default_rng(1).standard_normal((8, 4))
+    oc.step(cpu.backward(cpu.forward(x, eps)))
+    og.step(gpu.backward(gpu.forward(x, eps)))
+    np.testing.assert_allclose(host(gpu.flat_params), cpu.flat_params, rtol=1e-12, atol=1e-14)
+    assert float(og.last_grad_norm) == pytest.approx(oc.last_grad_norm, rel=1e-12)
+    bad = x.copy()
+    bad[2, 3] = np.nan
+    loss = gpu.train_step(bad, og)  # the step runs: the GPU did not stop to look
+    with pytest.raises(ValueError, match="x contains 1 NaN or infinite value"):
+        float(loss)
+    before = host(gpu.flat_params).copy()
+    g = gpu.backward(gpu.forward(x, eps))
+    g.flat[3] = np.inf
+    og.step(g)
+    assert np.isinf(float(og.last_grad_norm))
+    np.testing.assert_array_equal(host(gpu.flat_params), before)

@@ -502,14 +502,21 @@ def normal_rows(out, key, rows, first):
 def check_data(x, lo, hi):
     """Return (number of non-finite entries, number of finite entries outside [lo, hi]).
     Waits for the GPU (the answer is a host number)."""
+    counts = device().xp.zeros(2, dtype=np.uint64)
+    check_data_into(counts, x, lo, hi)
+    bad, out = (int(v) for v in device().to_numpy(counts))
+    return bad, out
+
+
+def check_data_into(counts, x, lo, hi):
+    """counts (2,) uint64 <- [non-finite entries, finite entries outside [lo, hi]] of x, on
+    the device: the check of a training step, read with its loss, not before."""
     dev = device()
-    counts = dev.xp.zeros(2, dtype=np.uint64)
+    counts.fill(0)
     n = x.size
     dev.launch(kernel_name("check_data", x.dtype), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
                (counts, x, np.int64(n), _s(x.dtype, max(lo, -np.finfo(x.dtype).max)),
                 _s(x.dtype, min(hi, np.finfo(x.dtype).max))))
-    bad, out = (int(v) for v in dev.to_numpy(counts))
-    return bad, out
 
 
 def sq_norm(g):
@@ -523,8 +530,39 @@ def sq_norm(g):
     return float(dev.to_numpy(part).sum())
 
 
+def _scale_args(T, grad_scale):
+    """(scalar, device pointer) of an update's gradient scale: a float (times a constant 1
+    on the device), or a device array of one float64 written by clip_scale (times 1)."""
+    if isinstance(grad_scale, device().xp.ndarray):
+        return _s(T, 1.0), grad_scale
+    return _s(T, grad_scale), _unit()
+
+
+def _unit():
+    """A device array holding 1.0 (float64), made once per device."""
+    dev = device()
+    if getattr(dev, "_unit", None) is None:
+        dev._unit = dev.xp.ones(1, dtype=np.float64)
+    return dev._unit
+
+
+def clip_scale(scale, norm, g, clip_norm):
+    """norm (1,) float64 <- |g| and scale (1,) float64 <- min(1, clip_norm / (|g| + 1e-6)),
+    or NaN when |g| is not finite (then adam_step and sgd_step leave everything as it was),
+    all on the device: clipping by global norm without waiting for the GPU."""
+    dev = device()
+    n = g.size
+    blocks = grid_1d(n, dev.sm_count)
+    part = _partials(np.float64, blocks)[0]
+    dev.launch(kernel_name("sq_norm_partial", g.dtype), (blocks,), (BLOCK_1D,),
+               (part, g, np.int64(n)))
+    dev.launch("clip_scale_f64", (1,), (32,), (scale, norm, part, np.int32(blocks),
+                                              np.float64(clip_norm)))
+
+
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
-    """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step)."""
+    """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step;
+    ``grad_scale`` may also be clip_scale's device array)."""
     dev = device()
     T = p.dtype
     bc1 = 1.0 - beta1 ** step
@@ -535,17 +573,18 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
     dev.launch(kernel_name("adam_step", T), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
                (p, m, v, g, np.int64(n), _s(T, lr / bc1), _s(T, 1.0 / math.sqrt(bc2)),
                 _s(T, beta1), _s(T, beta2), _s(T, eps), _s(T, l2), _s(T, shrink),
-                _s(T, grad_scale)))
+                *_scale_args(T, grad_scale)))
 
 
 def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
-    """One SGD update (torch.optim.SGD, dampening 0) over flat buffers (contract: reference)."""
+    """One SGD update (torch.optim.SGD, dampening 0) over flat buffers (contract: reference;
+    ``grad_scale`` may also be clip_scale's device array)."""
     dev = device()
     T = p.dtype
     n = p.size
     dev.launch(kernel_name("sgd_step", T), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
                (p, buf, g, np.int64(n), _s(T, lr), _s(T, momentum), _s(T, weight_decay),
-                np.int32(bool(nesterov)), np.int32(step == 1), _s(T, grad_scale)))
+                np.int32(bool(nesterov)), np.int32(step == 1), *_scale_args(T, grad_scale)))
 
 
 def normal_fill(out, key, counter):
