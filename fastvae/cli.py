@@ -109,6 +109,17 @@ def build_parser():
                    help="file stem of the report (default: bench-quick or bench-full)")
     b.set_defaults(func=cmd_bench)
 
+    st = sub.add_parser("selftest", help="check the cuda backend on this GPU and print a "
+                        "report to paste into an issue",
+                        description="Run the GPU checks that ship with fastvae (every kernel "
+                        "and a training step against the reference, 200 steps against the "
+                        "cpu backend, exact resume, cross-device checkpoints) and, with "
+                        "PyTorch, a short speed comparison; print one report.  Without a GPU "
+                        "it says why the GPU part was skipped and checks the cpu backend.")
+    st.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
+    st.add_argument("--json", action="store_true", help="print only the JSON report")
+    st.set_defaults(func=cmd_selftest)
+
     i = sub.add_parser("info", help="versions, backends, threads and GPU")
     i.set_defaults(func=cmd_info)
     return p
@@ -266,6 +277,12 @@ def cmd_bench(args):
     print(suite.markdown(res))
     log(f"{res['seconds']:.0f} s; wrote " + ", ".join(paths))
     return 0
+
+
+def cmd_selftest(args):
+    from . import selftest
+    return selftest.main((["--no-speed"] if args.no_speed else [])
+                         + (["--json"] if args.json else []))
 
 
 def cmd_info(args):

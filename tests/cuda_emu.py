@@ -191,7 +191,12 @@ class _CudaNamespace:
 
     def __init__(self, sm_count, n_devices=2):
         self.sm_count, self.current, self.n_devices = sm_count, 0, n_devices
-        self.runtime = type("runtime", (), {"getDeviceCount": staticmethod(lambda: n_devices)})
+        props = {"name": b"emulated GPU (tests/cuda_emu.h)", "major": 0, "minor": 0}
+        self.runtime = type("runtime", (), {
+            "getDeviceCount": staticmethod(lambda: n_devices),
+            "getDeviceProperties": staticmethod(lambda i: dict(props)),
+            "driverGetVersion": staticmethod(lambda: 0),
+            "runtimeGetVersion": staticmethod(lambda: 0)})
 
     def Device(self, i=None):  # noqa: N802  (CuPy's name)
         return _DeviceObj(self, i)
@@ -204,6 +209,7 @@ class FakeCupy:
     """The parts of ``cupy`` the backend uses, on the emulated GPU (see the module docstring)."""
 
     ndarray = EmuArray
+    __version__ = "emulated"
     _CREATE = ("empty", "zeros", "ones", "full", "empty_like", "zeros_like", "asarray",
                "ascontiguousarray", "array", "arange")
 
