@@ -29,11 +29,22 @@ class BackendUnavailable(RuntimeError):
 
 
 def _check_name(name, where):
-    if not isinstance(name, str) or name.lower() not in CHOICES:
+    ok = isinstance(name, str) and (name.lower() in CHOICES or split(name)[1] is not None)
+    if not ok:
         raise ValueError(
-            f"unknown backend {name!r} ({where}); choose one of: {', '.join(CHOICES)}"
+            f"unknown backend {name!r} ({where}); choose one of: {', '.join(CHOICES)} "
+            "(cuda:N for GPU N)"
         )
     return name.lower()
+
+
+def split(name):
+    """'cuda:1' -> ('cuda', 1); any other name -> (name, None)."""
+    if isinstance(name, str) and name.lower().startswith("cuda:"):
+        rest = name[5:]
+        if rest.isdigit():
+            return "cuda", int(rest)
+    return name, None
 
 
 def set_backend(name: str) -> None:
@@ -96,8 +107,15 @@ def resolve(name: str | None = None) -> str:
     name = get_backend_name() if name is None else _check_name(name, "backend=")
     if name == "auto":
         return "cuda" if cuda_status() is None else "cpu"
-    if name == "cuda":
+    base, index = split(name)
+    if base == "cuda":
         cuda_status(raise_if_missing=True)
+        if index is not None:
+            from .backends import cuda
+            n = cuda.device().xp.cuda.runtime.getDeviceCount()
+            if index >= n:
+                raise BackendUnavailable(f"backend {name!r}: this machine has {n} GPU(s), "
+                                         f"numbered 0 to {n - 1}")
     return name
 
 
@@ -110,7 +128,7 @@ def get(name: str | None = None):
 
     Modules are imported on first use, so ``import fastvae`` stays light.
     """
-    return importlib.import_module(_MODULES[resolve(name)])
+    return importlib.import_module(_MODULES[split(resolve(name))[0]])
 
 
 def set_tf32(enabled: bool) -> None:

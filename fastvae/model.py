@@ -11,6 +11,8 @@ a checkpoint saves whole.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import numpy as np
@@ -27,6 +29,18 @@ from .validate import (OBJECTIVES, activation_config, boolean, check_batch, chec
                        nonneg_int, objective_config, obs_scale_config, positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
+
+
+def _on_device(method):
+    """Run ``method`` with the model's GPU current (see :meth:`VAE.on_device`); on the CPU
+    backends it costs one attribute test."""
+    @functools.wraps(method)
+    def run(self, *args, **kw):
+        if self.device_id is None:
+            return method(self, *args, **kw)
+        with self._bk.xp.cuda.Device(self.device_id):
+            return method(self, *args, **kw)
+    return run
 
 
 class VAE:
@@ -95,34 +109,47 @@ class VAE:
         self.obs_scale = obs_scale
         self._learn_scale, self._ls_size, fixed = obs_scale_config(obs_scale, self._lik,
                                                                    self.input_dim)
-        self.backend = _backend.resolve(backend)
+        self.backend, device_id = _backend.split(_backend.resolve(backend))
         self._bk = _backend.get(self.backend)
         xp = self._bk.xp
-
-        self._entries, size = build_layout(self.input_dim, self.enc_hidden, self.latent_dim,
-                                           self.dec_hidden,
-                                           self._ls_size if self._learn_scale else 0,
-                                           self.dtype.itemsize)
-        init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
-        # the device's noise: Philox keyed by the seed, one counter value per draw
-        self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
-        self._noise_counter = 0
-        host = np.zeros(size, dtype=self.dtype)
-        named = views(host, self._entries)
-        init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
-        if self._learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
-            named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
-        self.flat_params = self._bk.asarray(host)
-        self.flat_grads = xp.zeros(size, dtype=self.dtype)
-        self._params = views(self.flat_params, self._entries)
-        self._grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
-        self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
-        self.rng = np.random.Generator(np.random.PCG64(noise_rng))
-        self._pool = WorkspacePool(self._new_workspace)
+        #: the GPU this model lives on (cuda backend; "cuda:N" picks it, "cuda" takes the
+        #: current one); None elsewhere.  Every pass makes it current (:meth:`on_device`).
+        self.device_id = None
+        if self._bk.DEVICE:
+            self.device_id = xp.cuda.Device().id if device_id is None else device_id
+        with self.on_device():  # the parameters live on the model's GPU
+            self._entries, size = build_layout(self.input_dim, self.enc_hidden, self.latent_dim,
+                                               self.dec_hidden,
+                                               self._ls_size if self._learn_scale else 0,
+                                               self.dtype.itemsize)
+            init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
+            # the device's noise: Philox keyed by the seed, one counter value per draw
+            self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
+            self._noise_counter = 0
+            host = np.zeros(size, dtype=self.dtype)
+            named = views(host, self._entries)
+            init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
+            if self._learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
+                named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
+            self.flat_params = self._bk.asarray(host)
+            self.flat_grads = xp.zeros(size, dtype=self.dtype)
+            self._params = views(self.flat_params, self._entries)
+            self._grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
+            self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
+            self.rng = np.random.Generator(np.random.PCG64(noise_rng))
+            self._pool = WorkspacePool(self._new_workspace)
         #: the training run's state (optimizer, settings, position, history); None until
         #: the first fit.  See :class:`fastvae.state.TrainState`.
         self.train_state = None
         self.metadata = {}      # free-form JSON-able notes saved with checkpoints (data, image shape)
+
+    def on_device(self):
+        """A context in which this model's GPU is CuPy's current one (cuda backend; on the
+        CPU it does nothing).  Every pass enters it, so models on different GPUs can be used
+        side by side; code that launches its own CuPy work on the model's arrays can too."""
+        if self.device_id is None:
+            return contextlib.nullcontext()
+        return self._bk.xp.cuda.Device(self.device_id)
 
     def config(self):
         """The constructor arguments that rebuild this model (without its backend)."""
@@ -179,6 +206,7 @@ class VAE:
         return [(p[f"{side}.{i}.W"], p[f"{side}.{i}.b"], g[f"{side}.{i}.W"], g[f"{side}.{i}.b"])
                 for i in range(n)]
 
+    @_on_device
     def obs_logscale(self):
         """The Gaussian observation log standard deviation in use, as a host array of shape
         (1,) (fixed or shared) or (D,) (per pixel): for learned scales the soft floor
@@ -190,6 +218,7 @@ class VAE:
         return self._bk.to_numpy(ls).copy()
 
     # ------------------------------------------------------------------- forward
+    @_on_device
     def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, grad=True,
                 objective=None, _acc=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
@@ -318,6 +347,7 @@ class VAE:
             out[...] = self._bk.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
 
     # ------------------------------------------------------------------ backward
+    @_on_device
     def backward(self, cache):
         """Gradients of ``cache.loss`` for every parameter, written into the flat gradient
         buffer (every entry is written; nothing accumulates).  Returns :class:`Grads`
@@ -390,6 +420,7 @@ class VAE:
         return cache.loss
 
     # ---------------------------------------------------------------- inference
+    @_on_device
     def encode(self, x, sample=False, seed=None):
         """The posterior q(z|x) of x (B, D).
 
@@ -415,6 +446,7 @@ class VAE:
             return ws.z.copy()
         return ws.mu.copy(), ws.logvar.copy()
 
+    @_on_device
     def decode(self, z):
         """Decoder mean for latent codes z (N, Z): pixel probabilities (Bernoulli) or means
         (Gaussian), (N, D), as a new array."""
@@ -426,6 +458,7 @@ class VAE:
         self._bk.bias_act_fwd(ws.out, self._params["dec.out.b"], final, 0.0)
         return ws.out.copy()
 
+    @_on_device
     def sample(self, n, seed=None, mean=True):
         """n draws from the model: z ~ N(0, I), then the decoder.
 
@@ -457,6 +490,7 @@ class VAE:
         return self.decode(mu)
 
     # ----------------------------------------------------------- training, files
+    @_on_device
     def fit(self, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
             kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None,
             **kw):
@@ -466,24 +500,28 @@ class VAE:
         return fit(self, X, epochs, batch_size, optimizer, lr, val, kl_warmup, shuffle,
                    callbacks, progress, checkpoint, **kw)
 
+    @_on_device
     def elbo(self, X, n_samples=1, batch_size=1000, seed=0):
         """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint;
         see :func:`fastvae.evaluate.elbo`."""
         from .evaluate import elbo
         return elbo(self, X, n_samples, batch_size, seed)
 
+    @_on_device
     def log_likelihood(self, X, k=5000, batch_size=None, seed=0):
         """The importance-weighted estimate of log p(x) per row of X with k samples (per_row,
         mean, nll, stderr); see :func:`fastvae.evaluate.log_likelihood`."""
         from .evaluate import log_likelihood
         return log_likelihood(self, X, k, batch_size, seed)
 
+    @_on_device
     def diagnostics(self, X, batch_size=1000):
         """Active units, KL and mean sigma per latent dimension over X; see
         :func:`fastvae.evaluate.diagnostics`."""
         from .evaluate import diagnostics
         return diagnostics(self, X, batch_size)
 
+    @_on_device
     def save(self, path):
         """Write a checkpoint (atomically): the model and its whole training state, so that
         :func:`fastvae.load` then ``fit`` continues exactly.  Returns the path."""
@@ -494,7 +532,8 @@ class VAE:
     def _checkpoint(self):
         """(meta, arrays): everything this model holds, as JSON-able metadata and host
         arrays.  A checkpoint file and a pickle both store exactly this."""
-        meta = {"config": self.config(), "backend": self.backend,
+        backend = self.backend if self.device_id is None else f"cuda:{self.device_id}"
+        meta = {"config": self.config(), "backend": backend,
                 "noise": {"rng": self.rng.bit_generator.state,
                           "counter": self._noise_counter},
                 "metadata": self.metadata, "train_state": None}
@@ -505,6 +544,7 @@ class VAE:
             arrays.update({f"train.{k}": v for k, v in tarrays.items()})
         return meta, arrays
 
+    @_on_device
     def _restore(self, meta, arrays):
         """Load parameters, noise position and training state from :meth:`_checkpoint`'s
         output into this freshly built model (same configuration)."""
@@ -522,7 +562,8 @@ class VAE:
             self.train_state = TrainState.from_checkpoint(self, meta["train_state"], tarrays)
 
     def __getstate__(self):
-        meta, arrays = self._checkpoint()
+        with self.on_device():
+            meta, arrays = self._checkpoint()
         return {"format": _io.FORMAT_VERSION, "meta": meta, "arrays": arrays}
 
     def __setstate__(self, state):
@@ -532,6 +573,7 @@ class VAE:
         self.__init__(backend=meta["backend"], **meta["config"])
         self._restore(meta, state["arrays"])
 
+    @_on_device
     def export_onnx(self, path, part="vae", opset=None):
         """Write ``part`` ("encoder" | "decoder" | "vae") of this model to ``path`` as an
         ONNX graph (needs ``pip install 'fastvae[onnx]'``); see :mod:`fastvae.export` for

@@ -78,7 +78,7 @@ class Optimizer:
         if bk.DEVICE:
             # the norm and the scale stay on the device: nothing waits.  A non-finite norm
             # makes the scale NaN, and the update kernel then changes nothing.
-            if getattr(self, "_clip_bufs", None) is None:
+            if getattr(self, "_clip_bufs", None) is None:  # (made on the model's GPU: step)
                 self._clip_bufs = (bk.xp.ones(1, dtype="float64"), bk.xp.zeros(1, dtype="float64"))
             scale, norm = self._clip_bufs
             bk.clip_scale(scale, norm, g, self.clip_norm)
@@ -94,10 +94,11 @@ class Optimizer:
     def step(self, grads=None):
         """Apply one update from ``grads`` (what ``model.backward`` returned; None means the
         model's current gradient buffer)."""
-        g = self._flat_grads(grads)
-        scale = self._grad_scale(g)
-        self.step_count += 1
-        self._update(g, scale)
+        with self.model.on_device():
+            g = self._flat_grads(grads)
+            scale = self._grad_scale(g)
+            self.step_count += 1
+            self._update(g, scale)
 
     def config(self):
         """{'name': ..., hyperparameters...}: what :func:`make_optimizer` rebuilds it from."""
@@ -113,8 +114,9 @@ class Optimizer:
 
     def load_state_dict(self, st):
         self.step_count = int(st["step_count"])
-        for k, v in self._buffers().items():
-            v[...] = self.model._bk.asarray(st[k])
+        with self.model.on_device():
+            for k, v in self._buffers().items():
+                v[...] = self.model._bk.asarray(st[k])
 
 
 class Adam(Optimizer):
@@ -131,8 +133,9 @@ class Adam(Optimizer):
         super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          clip_norm=clip_norm)
         xp, shape, dt = model._bk.xp, model.flat_params.shape, model.dtype
-        self.m = xp.zeros(shape, dtype=dt)
-        self.v = xp.zeros(shape, dtype=dt)
+        with model.on_device():
+            self.m = xp.zeros(shape, dtype=dt)
+            self.v = xp.zeros(shape, dtype=dt)
 
     @classmethod
     def _checked_rest(cls, betas, eps):
@@ -175,7 +178,8 @@ class SGD(Optimizer):
                  clip_norm=None):
         super().__init__(model, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, clip_norm=clip_norm)
-        self.buf = model._bk.xp.zeros(model.flat_params.shape, dtype=model.dtype)
+        with model.on_device():
+            self.buf = model._bk.xp.zeros(model.flat_params.shape, dtype=model.dtype)
 
     @classmethod
     def _checked_rest(cls, momentum, nesterov):

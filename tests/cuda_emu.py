@@ -88,6 +88,7 @@ class _Launcher:
         self._lib.emu_launch.restype = ctypes.c_int
         self.sigs = sigs
         self.launches = []   # kernel names, in launch order
+        self.cuda = None     # the fake cupy.cuda: launches go to its current device
 
     def launch(self, name, grid, block, args):
         if name not in self.sigs:
@@ -105,6 +106,9 @@ class _Launcher:
                                     f"{getattr(a, 'dtype', '')}")
                 if a.size and not a.flags.c_contiguous:
                     raise ValueError(f"{name} argument {i}: array is not C-contiguous")
+                if self.cuda is not None and a._device != self.cuda.current:
+                    raise ValueError(f"{name} argument {i}: an array of GPU {a._device} in a "
+                                     f"launch on GPU {self.cuda.current}")
                 v = ctypes.c_void_p(a.ctypes.data)
             else:
                 if type(a) is not kind[1]:
@@ -138,9 +142,11 @@ class EmuArray(np.ndarray):
     ``data.ptr`` (its address), ``get()`` (a host copy, counted as a read) and ``set()``."""
 
     _reads = None  # the owning FakeCupy's read counter (a one-element list)
+    _device = 0    # the GPU it lives on
 
     def __array_finalize__(self, obj):
         self._reads = getattr(obj, "_reads", None)
+        self._device = getattr(obj, "_device", 0)
 
     @property
     def data(self):
@@ -216,6 +222,7 @@ class FakeCupy:
     def __init__(self, launcher, sm_count=2):
         self._launcher = launcher
         self.cuda = _CudaNamespace(sm_count)
+        launcher.cuda = self.cuda
         self.reads = [0]
         self.allocations = {}  # address -> nbytes of every array this device made
         self.modules = []      # (file name, options) of every RawModule compiled
@@ -228,6 +235,7 @@ class FakeCupy:
         a = np.ascontiguousarray(a) if not a.flags.c_contiguous else a
         out = a.view(EmuArray)
         out._reads = self.reads
+        out._device = self.cuda.current
         base = out
         while isinstance(base.base, np.ndarray):
             base = base.base

@@ -129,7 +129,7 @@ def test_the_wheel_ships_the_kernels_and_the_backend_finds_them(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         shipped = {Path(n).name for n in names if n.startswith("fastvae/kernels/")}
-        assert shipped == {p.name for p in CU_FILES} | {"common.cuh"}
+        assert shipped == {p.name for p in CU_FILES} | {"common.cuh", "README.md"}
         zf.extractall(tmp_path / "site")
     probe = ("from fastvae.backends import cuda as C; d = C.kernel_dir(); "
              "print(d); print(len(C.kernel_signatures(d)))")

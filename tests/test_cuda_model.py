@@ -323,3 +323,33 @@ def test_the_input_check_and_clipping_on_the_device_are_exact_and_deferred(emu):
     og.step(g)
     assert np.isinf(float(og.last_grad_norm))
     np.testing.assert_array_equal(host(gpu.flat_params), before)
+
+
+def test_models_on_two_gpus_and_on_one_used_alternately_match_each_alone(emu):
+    """State is per GPU (modules, scratch, cuBLAS handles per thread): two models used in
+    turn, on GPUs 0 and 1 or both on one, give exactly what each gives alone.  The emulator
+    refuses a launch that mixes arrays of two GPUs and a cuBLAS handle of another GPU."""
+    rng = np.random.default_rng(0)
+    xs = [rng.uniform(0.05, 0.95, (16, 30)).astype(np.float32) for _ in range(8)]
+
+    def run(models):
+        opts = [fastvae.Adam(m, lr=1e-2, clip_norm=1.0) for m in models]
+        for x in xs:
+            for m, o in zip(models, opts):
+                m.train_step(x, o)
+        return [host(m.flat_params) for m in models]
+
+    def make(backend, seed):
+        return fastvae.VAE(30, hidden=(20,), latent_dim=4, backend=backend, seed=seed)
+
+    alone = [run([make(f"cuda:{i}", i)])[0] for i in (0, 1)]
+    together = run([make("cuda:0", 0), make("cuda:1", 1)])
+    same_gpu = run([make("cuda:1", 0), make("cuda:1", 1)])
+    for a, t, s in zip(alone, together, same_gpu):
+        np.testing.assert_array_equal(t, a)
+        np.testing.assert_array_equal(s, a)
+    m = make("cuda:1", 0)
+    assert m.device_id == 1 and m.flat_params._device == 1 and emu.xp.cuda.current == 0
+    assert {h["device"] for h in emu.fake_cublas.handles.values()} == {0, 1}
+    with pytest.raises(fastvae.backend.BackendUnavailable, match="has 2 GPU"):
+        make("cuda:2", 0)

@@ -200,7 +200,7 @@ VAE_BAD = [
                               r"gaussian$")
       for v in ["poisson", None, 3]],
     *[case({"backend": v}, rf"backend {re.escape(repr(v))} \(backend=\); choose one of: "
-                           r"numpy, cpu, cuda, auto$")
+                           r"numpy, cpu, cuda, auto \(cuda:N for GPU N\)$")
       for v in ["gpu", "", 3]],
 ]
 

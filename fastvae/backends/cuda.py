@@ -20,8 +20,8 @@ runs the same ``.cu`` files on the CPU, so the launch logic here is exercised wi
 from __future__ import annotations
 
 import math
-import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,9 @@ def gemm_args(out_shape, a_shape, b_shape, trans_a, trans_b):
 
 # ----------------------------------------------------------------------------- device
 class CupyDevice:
-    """CuPy, the compiled kernel modules and a cuBLAS handle for the current GPU.
+    """One GPU: CuPy, the compiled kernel modules, the partial-sum scratch and cuBLAS
+    handles (one per thread: a handle carries a stream and a math mode).  One instance per
+    GPU (:func:`device` returns the current GPU's); it is made while its GPU is current.
 
     ``cupy`` and ``cublas`` default to CuPy and its cuBLAS binding; the tests pass a
     CuPy-shaped emulator instead, so that this class runs unchanged without a GPU.
@@ -153,11 +155,11 @@ class CupyDevice:
         self._modules = {}
         self._kernels = {}
         dev = cupy.cuda.Device()
+        self.id = int(dev.id)
         self.sm_count = int(dev.attributes["MultiProcessorCount"])
-        self._handle = cublas.create()
-        cublas.setPointerMode(self._handle, 0)  # CUBLAS_POINTER_MODE_HOST
-        self._math_mode = None
-        self._stream = None
+        self._local = threading.local()  # this thread's cuBLAS handle, stream, math mode
+        self.scratch = {}  # dtype -> the partial-sum buffer of this GPU (see _partials)
+        self._unit = None
         self._one = {np.dtype(t): np.ones(1, t) for t in (np.float32, np.float64)}
         self._zero = {np.dtype(t): np.zeros(1, t) for t in (np.float32, np.float64)}
         self._gemm = {np.dtype(np.float32): cublas.sgemm, np.dtype(np.float64): cublas.dgemm}
@@ -184,17 +186,27 @@ class CupyDevice:
     def ptr(a):
         return a.data.ptr
 
+    def _blas(self):
+        """This thread's cuBLAS state on this GPU, the handle made on first use."""
+        st = self._local
+        if getattr(st, "handle", None) is None:
+            with self.xp.cuda.Device(self.id):  # a handle belongs to the GPU it is made on
+                st.handle = self._cublas.create()
+                self._cublas.setPointerMode(st.handle, 0)  # CUBLAS_POINTER_MODE_HOST
+            st.stream, st.math_mode = None, None
+        return st
+
     def gemm(self, dtype, transa, transb, m, n, k, A, lda, B, ldb, C, ldc, tf32):
-        cb = self._cublas
+        cb, st = self._cublas, self._blas()
         stream = self.xp.cuda.get_current_stream().ptr
-        if stream != self._stream:
-            cb.setStream(self._handle, stream)
-            self._stream = stream
+        if stream != st.stream:
+            cb.setStream(st.handle, stream)
+            st.stream = stream
         mode = 3 if tf32 else 0  # CUBLAS_TF32_TENSOR_OP_MATH / CUBLAS_DEFAULT_MATH
-        if mode != self._math_mode:
-            cb.setMathMode(self._handle, mode)
-            self._math_mode = mode
-        self._gemm[dtype](self._handle, transa, transb, m, n, k, self._one[dtype].ctypes.data,
+        if mode != st.math_mode:
+            cb.setMathMode(st.handle, mode)
+            st.math_mode = mode
+        self._gemm[dtype](st.handle, transa, transb, m, n, k, self._one[dtype].ctypes.data,
                           A.data.ptr, lda, B.data.ptr, ldb, self._zero[dtype].ctypes.data,
                           C.data.ptr, ldc)
 
@@ -202,26 +214,41 @@ class CupyDevice:
         return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.asarray(a)
 
 
-_device = None
+_devices = {}        # GPU id -> its CupyDevice
+_modules = None      # (cupy, cublas) the devices are made with: CuPy's, or the tests'
+_lock = threading.Lock()
 
 
 def device():
-    """The active device object (a :class:`CupyDevice`, created on first use)."""
-    global _device, xp
-    if _device is None:
-        _device = CupyDevice()
-        xp = _device.xp
-    return _device
+    """The :class:`CupyDevice` of CuPy's current GPU (made on first use).  Every launcher
+    works on the current GPU: a model on ``backend="cuda:1"`` makes GPU 1 current around
+    its passes (:meth:`fastvae.VAE.on_device`)."""
+    global _modules, xp
+    if _modules is None:
+        import cupy
+        from cupy_backends.cuda.libs import cublas
+        _modules = (cupy, cublas)
+        xp = cupy
+    cp, blas = _modules
+    i = int(cp.cuda.Device().id)
+    dev = _devices.get(i)
+    if dev is None:
+        with _lock:
+            dev = _devices.get(i) or _devices.setdefault(i, CupyDevice(cp, blas))
+    return dev
 
 
 def use_device(dev):
-    """Install ``dev`` as the device (tests use an emulated one); None resets."""
-    global _device, xp, _scratch
-    _device = dev
-    _scratch = {}
+    """Install ``dev`` (a CupyDevice over an emulated CuPy, in the tests) as its GPU's
+    device; other GPU ids get devices made from the same modules.  None resets to CuPy."""
+    global _modules, xp
+    _devices.clear()
     if dev is not None:
+        _modules = (dev.xp, dev._cublas)
+        _devices[dev.id] = dev
         xp = dev.xp
     else:
+        _modules = None
         globals().pop("xp", None)  # the next access creates the real device again
     return dev
 
@@ -233,17 +260,17 @@ def __getattr__(name):  # ``xp`` resolves to CuPy on first access (PEP 562)
 
 
 # --------------------------------------------------------------------------- helpers
-_scratch = {}
-
-
 def _partials(dtype, *sizes):
-    """Views of one reusable device buffer for the partial sums of a launch (grown when a
-    larger launch needs more; a steady-state step allocates nothing)."""
+    """Views of the current GPU's reusable buffer for the partial sums of a launch (grown
+    when a larger launch needs more; a steady-state step allocates nothing).  The partials
+    are written and consumed within one launcher, on one stream, so models on the same GPU
+    share the buffer safely."""
     dtype = np.dtype(dtype)
     need = sum(sizes)
-    buf = _scratch.get(dtype)
+    dev = device()
+    buf = dev.scratch.get(dtype)
     if buf is None or buf.size < need:
-        buf = _scratch[dtype] = device().xp.empty(max(need, 1024), dtype=dtype)
+        buf = dev.scratch[dtype] = dev.xp.empty(max(need, 1024), dtype=dtype)
     out, off = [], 0
     for s in sizes:
         out.append(buf[off:off + s])
@@ -539,9 +566,9 @@ def _scale_args(T, grad_scale):
 
 
 def _unit():
-    """A device array holding 1.0 (float64), made once per device."""
+    """A device array holding 1.0 (float64), made once per GPU."""
     dev = device()
-    if getattr(dev, "_unit", None) is None:
+    if dev._unit is None:
         dev._unit = dev.xp.ones(1, dtype=np.float64)
     return dev._unit
 
