@@ -112,20 +112,18 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True):
     bk, Z = model._bk, model.latent_dim
     key = noise_key(model, seed)
     xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
-    noise = bk.xp.empty((bs, c * Z), dtype=model.dtype)
+    noise = bk.xp.empty(c * bs * Z, dtype=model.dtype)
     per_row = np.empty(len(ds))
     for s in range(0, len(ds), bs):
         idx = np.arange(s, min(len(ds), s + bs))
         n = idx.size
         xb = ds.batch(idx, out=xbuf[:n])
-        rows = bk.asarray(idx.astype(np.int64))
         top = np.full(n, -np.inf)   # running max of the log weights
         tot = np.zeros(n)          # running sum of exp(log w - top)
         for j0 in range(0, k, c):
             cj = min(c, k - j0)
-            e = noise[:n, : cj * Z]
-            bk.normal_rows(e, key, rows, j0 * Z)
-            eps = e.reshape(n, cj, Z).transpose(1, 0, 2)  # sample l of row b at (l, b)
+            eps = noise[: cj * n * Z].reshape(cj, n, Z)  # sample l of row b at (l, b)
+            bk.normal_eps(eps, key, s, j0 * Z)  # counter: the row's index in X
             cache = model.forward(xb, eps, n_samples=cj, grad=False, objective="iwae",
                                   validate=validate and j0 == 0)
             lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)

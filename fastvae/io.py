@@ -139,7 +139,9 @@ def _upgrade_v1(path, meta, arrays):
     Version 1 kept the optimizer and the epoch position but none of fit's settings (they
     take their defaults), counted the position in batches of an unrecorded size (an
     interrupted epoch restarts), and stored learned Gaussian log-scales directly (they are
-    now the raw value under a soft floor, converted here)."""
+    now the raw value under a soft floor, converted here).  Its CPU noise came from a
+    NumPy generator, now from a counter-based stream: a resumed 0.1 run draws other noise
+    than it would have (the GPU's step count carries over)."""
     cfg = dict(meta["config"])
     if cfg.get("activation") not in ("leaky_relu", "elu"):
         cfg["activation_alpha"] = None  # version 1 wrote 0.0 for activations without one
@@ -181,6 +183,6 @@ def _upgrade_v1(path, meta, arrays):
             arrays["train." + k] = arrays.pop(k)
     new = {k: meta[k] for k in ("format", "fastvae_version", "params_crc32")}
     new.update(format_version=FORMAT_VERSION, config=cfg, backend=None,
-               noise={"rng": meta["noise_rng"], "counter": int(meta.get("noise_counter", 0))},
+               noise={"counter": int(meta.get("noise_counter", 0))},
                metadata=meta.get("metadata") or {}, train_state=ts)
     return new, arrays

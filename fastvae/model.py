@@ -123,7 +123,8 @@ class VAE:
                                                self._ls_size if self._learn_scale else 0,
                                                self.dtype.itemsize)
             init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
-            # the device's noise: Philox keyed by the seed, one counter value per draw
+            # the training noise: Philox keyed by the seed, eps of (step, row, sample, dim)
+            # counter-based (see _draw_normal); _noise_counter counts the steps drawn
             self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
             self._noise_counter = 0
             host = np.zeros(size, dtype=self.dtype)
@@ -136,7 +137,6 @@ class VAE:
             self._params = views(self.flat_params, self._entries)
             self._grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
             self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
-            self.rng = np.random.Generator(np.random.PCG64(noise_rng))
             self._pool = WorkspacePool(self._new_workspace)
         #: the training run's state (optimizer, settings, position, history); None until
         #: the first fit.  See :class:`fastvae.state.TrainState`.
@@ -220,13 +220,13 @@ class VAE:
     # ------------------------------------------------------------------- forward
     @_on_device
     def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, grad=True,
-                objective=None, _acc=None):
+                objective=None, _acc=None, _row0=0, _batch=None, _reduce_kl=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
             copies; integer dtypes are refused).  eps : (L, B, Z), or (B, Z) when L = 1,
             standard normal noise; drawn from ``rng`` (default: the model's training noise,
-            ``model.rng``) when None.  Either way it is saved in the cache: it is what
+            see :meth:`_draw_normal`) when None.  Either way it is saved in the cache: it is what
             carries the gradient through the sample.  n_samples : L for this pass
             (default ``model.n_samples``).  validate=False skips the NaN/range scan of x
             (for data already checked, as ``fit`` does).
@@ -259,7 +259,7 @@ class VAE:
         if ws.checking:
             bk.check_data_into(ws.bad, x, *data_bounds(self))
         if eps is None:
-            self._draw_normal(ws.eps, rng)
+            self._draw_normal(ws.eps.reshape(L, B, Z), rng, _row0)
         else:
             ws.eps[...] = check_eps(eps, L, B, Z, self._bk.xp)
         p = self._params
@@ -328,23 +328,24 @@ class VAE:
         self._bk.logscale_fwd(ws.ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
         return ws.ls
 
-    def _draw_normal(self, out, rng=None):
-        """Fill ``out`` with standard normal noise from ``rng`` (default: the model's own).
+    def _draw_normal(self, eps, rng=None, row0=0):
+        """Fill ``eps`` (L, B, Z) with standard normal noise.
 
-        On the CPU backends the model's own noise is ``model.rng`` (NumPy); on the GPU it is
-        drawn on the device (Philox keyed by the seed, ``_noise_counter`` counting draws),
-        so a training step never waits for a host-to-device copy.  An explicit ``rng`` is
-        always a NumPy generator, drawn on the host.
+        The model's own (training) noise, when ``rng`` is None: eps of (step t, row b,
+        sample l, dimension d) is element t * 2^34 + l*Z + d of the counter-based stream of
+        row row0 + b, keyed by the seed (:func:`reference.normal_eps`), t counting the draws
+        (``_noise_counter``).  It is drawn where the model computes (a GPU step never waits
+        for a copy), is the same on every backend, and does not depend on how a batch is
+        split (``row0``: the first row's place in the global batch, for data-parallel
+        training).  An explicit ``rng`` (a NumPy Generator) draws on the host instead.
         """
-        if rng is None and self._bk.DEVICE:
-            self._bk.normal_fill(out, self._noise_key, self._noise_counter)
+        if rng is None:
+            self._bk.normal_eps(eps, self._noise_key, row0, self._noise_counter << 34)
             self._noise_counter += 1
-            return
-        rng = self.rng if rng is None else rng
-        if isinstance(out, np.ndarray):
-            rng.standard_normal(out=out, dtype=out.dtype)
+        elif isinstance(eps, np.ndarray):
+            rng.standard_normal(out=eps, dtype=eps.dtype)
         else:
-            out[...] = self._bk.asarray(rng.standard_normal(out.shape, dtype=out.dtype))
+            eps[...] = self._bk.asarray(rng.standard_normal(eps.shape, dtype=eps.dtype))
 
     # ------------------------------------------------------------------ backward
     @_on_device
@@ -436,7 +437,7 @@ class VAE:
         ws.generation += 1
         self._encoder_forward(ws, x)
         if sample:
-            self._draw_normal(ws.eps, rng)
+            self._draw_normal(ws.eps.reshape(1, *ws.eps.shape), rng)
         else:
             ws.eps.fill(0)
         # the training pass's own kernel: the same bias, clamp and sigma as training
@@ -534,8 +535,7 @@ class VAE:
         arrays.  A checkpoint file and a pickle both store exactly this."""
         backend = self.backend if self.device_id is None else f"cuda:{self.device_id}"
         meta = {"config": self.config(), "backend": backend,
-                "noise": {"rng": self.rng.bit_generator.state,
-                          "counter": self._noise_counter},
+                "noise": {"counter": self._noise_counter},
                 "metadata": self.metadata, "train_state": None}
         arrays = {"params": np.ascontiguousarray(self._bk.to_numpy(self.flat_params))}
         if self.train_state is not None:
@@ -554,7 +554,6 @@ class VAE:
                              f"the configuration needs {tuple(self.flat_params.shape)} "
                              f"{self.dtype}")
         self.flat_params[...] = self._bk.asarray(params)
-        self.rng.bit_generator.state = meta["noise"]["rng"]
         self._noise_counter = int(meta["noise"]["counter"])
         self.metadata = dict(meta.get("metadata") or {})
         if meta.get("train_state") is not None:

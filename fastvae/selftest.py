@@ -111,11 +111,11 @@ def check_kernels(backend):
         bk.adam_step(*dev, 1e-3, 0.9, 0.999, 1e-8, 0.01, True, 7, 0.5)
         for a, w, n in zip(dev, (p, m, v), "pmv"):
             _close(host(a), w, dt, f"adam_step {n}")
-        noise = np.empty(1001, dt)
-        R.normal_fill(noise, (3, 4), 2 ** 33 + 1)
-        nd = bk.xp.empty(1001, dtype=dt)
-        bk.normal_fill(nd, (3, 4), 2 ** 33 + 1)
-        np.testing.assert_allclose(host(nd), noise, rtol=1e-6, atol=1e-6, err_msg="normal_fill")
+        noise = np.empty((3, 37, 7), dt)
+        R.normal_eps(noise, (3, 4), 2 ** 33 + 1, 5 << 34)
+        nd = bk.xp.empty((3, 37, 7), dtype=dt)
+        bk.normal_eps(nd, (3, 4), 2 ** 33 + 1, 5 << 34)
+        np.testing.assert_allclose(host(nd), noise, rtol=1e-6, atol=1e-6, err_msg="normal_eps")
 
 
 def check_training_step(backend):

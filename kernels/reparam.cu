@@ -6,8 +6,8 @@
 //   reparam_kl_fwd   head, hb, eps -> mu, logvar (clamped), sigma, z; KL per row (partial
 //                    over latent tiles) and per dimension (partial over row chunks)
 //   reparam_kl_bwd   dz, saved eps/mu/sigma/raw logvar -> dhead, dhb partial sums
-//   normal_fill      out (n,) <- N(0, 1) from Philox4x32-10 keyed by (key0, key1), counter
-//   normal_rows      out (B, n) <- elements first.. of the stream of counter rows[b]
+//   normal_eps       eps (L, B, Z) <- N(0, 1), counter-based (Philox4x32-10, Box-Muller):
+//                    element first + l*Z + d of the stream of counter row0 + b
 //   iwae_fwd         loss rows, z, eps, logvar -> log weights, normalised weights, IWAE
 //                    loss per datapoint (one thread per datapoint; logsumexp in double)
 //   reparam_iw_bwd   dz, eps, z, sigma, raw logvar, weights -> dhead, dhb partial sums
@@ -105,48 +105,28 @@ __device__ void reparam_kl_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* 
     }
 }
 
-// Element 4q + m (m < 4) comes from word m of philox4x32_10((q_lo, q_hi, ctr_lo, ctr_hi),
-// key): words (0, 1) and (2, 3) each give a Box-Muller pair, computed in double and then
-// rounded, so float32 and float64 draws agree to float32 precision.  One call consumes one
-// counter value; the caller advances it.
+// eps (L, B, Z): eps[l, b, d] is element first + l*Z + d of the stream of counter row0 + b:
+// word e % 4 of philox4x32_10((e/4 lo, e/4 hi, c lo, c hi), key), words (0, 1) and (2, 3)
+// each a Box-Muller pair in double, then rounded (reference.normal_eps).  One thread per
+// (row, quad of elements).
 template <class T>
-__device__ void normal_fill_impl(T* out, i64 n, u32 key0, u32 key1, u64 counter) {
-    const double two_pi = 6.283185307179586, inv32 = 2.3283064365386963e-10;  // 2^-32
-    i64 quads = (n + 3) / 4;
-    for (i64 q = grid_start(); q < quads; q += grid_stride()) {
-        u32x4 c = {{(u32)q, (u32)((u64)q >> 32), (u32)counter, (u32)(counter >> 32)}};
-        u32x4 r = philox4x32_10(c, key0, key1);
-        for (int p = 0; p < 2; ++p) {
-            double u1 = ((double)r.v[2 * p] + 1.0) * inv32;  // (0, 1]: log(u1) is finite
-            double u2 = (double)r.v[2 * p + 1] * inv32;
-            double rad = sqrt(-2.0 * log(u1));
-            i64 e = 4 * q + 2 * p;
-            if (e < n) out[e] = (T)(rad * cos(two_pi * u2));
-            if (e + 1 < n) out[e + 1] = (T)(rad * sin(two_pi * u2));
-        }
-    }
-}
-
-// Element e of row b takes word e % 4 of philox4x32_10((e/4 lo, e/4 hi, rows[b] lo,
-// rows[b] hi), key): exactly normal_fill's element e for counter rows[b].  One thread per
-// (row, quad) that overlaps [first, first + n).
-template <class T>
-__device__ void normal_rows_impl(T* out, const i64* rows, int B, i64 n, i64 first, u32 key0,
-                                 u32 key1) {
+__device__ void normal_eps_impl(T* eps, int L, int B, int Z, i64 row0, i64 first, u32 key0,
+                                u32 key1) {
     const double two_pi = 6.283185307179586, inv32 = 2.3283064365386963e-10;
-    i64 q0 = first / 4, nq = (first + n + 3) / 4 - q0;
+    i64 n = (i64)L * Z, q0 = first / 4, nq = (first + n + 3) / 4 - q0;
     for (i64 t = grid_start(); t < (i64)B * nq; t += grid_stride()) {
         i64 b = t / nq, q = q0 + t % nq;
-        u64 c = (u64)rows[b];
+        u64 c = (u64)(row0 + b);
         u32x4 ctr = {{(u32)q, (u32)((u64)q >> 32), (u32)c, (u32)(c >> 32)}};
         u32x4 r = philox4x32_10(ctr, key0, key1);
         for (int p = 0; p < 2; ++p) {
-            double u1 = ((double)r.v[2 * p] + 1.0) * inv32;
-            double u2 = (double)r.v[2 * p + 1] * inv32;
-            double rad = sqrt(-2.0 * log(u1));
-            i64 e = 4 * q + 2 * p;
-            if (e >= first && e < first + n) out[b * n + e - first] = (T)(rad * cos(two_pi * u2));
-            if (e + 1 >= first && e + 1 < first + n) out[b * n + e + 1 - first] = (T)(rad * sin(two_pi * u2));
+            double rad = sqrt(-2.0 * log(((double)r.v[2 * p] + 1.0) * inv32));
+            double ang = two_pi * (double)r.v[2 * p + 1] * inv32;
+            for (int s = 0; s < 2; ++s) {
+                i64 j = 4 * q + 2 * p + s - first;  // l * Z + d
+                if (j >= 0 && j < n)
+                    eps[((j / Z) * B + b) * Z + j % Z] = (T)(rad * (s == 0 ? cos(ang) : sin(ang)));
+            }
         }
     }
 }
@@ -239,27 +219,21 @@ extern "C" __global__ void reparam_kl_bwd_f32(float* dhead, float* dhbpart, cons
 extern "C" __global__ void reparam_kl_bwd_f64(double* dhead, double* dhbpart, const double* dz, const double* eps, const double* mu, const double* sigma, const double* head, const double* kl_dim, int B, int Z, int L, int rows_per_chunk, double kl_weight, double free_bits, double lv_min, double lv_max) {
     reparam_kl_bwd_impl(dhead, dhbpart, dz, eps, mu, sigma, head, kl_dim, B, Z, L, rows_per_chunk, kl_weight, free_bits, lv_min, lv_max);
 }
-extern "C" __global__ void normal_fill_f32(float* out, long long n, unsigned int key0, unsigned int key1, unsigned long long counter) {
-    normal_fill_impl(out, n, key0, key1, counter);
-}
-extern "C" __global__ void normal_fill_f64(double* out, long long n, unsigned int key0, unsigned int key1, unsigned long long counter) {
-    normal_fill_impl(out, n, key0, key1, counter);
-}
-extern "C" __global__ void normal_rows_f32(float* out, const long long* rows, int B, long long n, long long first, unsigned int key0, unsigned int key1) {
-    normal_rows_impl(out, rows, B, n, first, key0, key1);
-}
 extern "C" __global__ void iwae_fwd_f32(float* logw, float* wnorm, float* loss_b, const float* loss_rows, const float* z, const float* eps, const float* logvar, int B, int Z, int K) {
     iwae_fwd_impl(logw, wnorm, loss_b, loss_rows, z, eps, logvar, B, Z, K);
 }
 extern "C" __global__ void reparam_iw_bwd_f32(float* dhead, float* dhbpart, const float* dz, const float* eps, const float* z, const float* sigma, const float* head, const float* wnorm, int B, int Z, int K, int rows_per_chunk, float inv_b, int dreg, float lv_min, float lv_max) {
     reparam_iw_bwd_impl(dhead, dhbpart, dz, eps, z, sigma, head, wnorm, B, Z, K, rows_per_chunk, inv_b, dreg, lv_min, lv_max);
 }
-extern "C" __global__ void normal_rows_f64(double* out, const long long* rows, int B, long long n, long long first, unsigned int key0, unsigned int key1) {
-    normal_rows_impl(out, rows, B, n, first, key0, key1);
-}
 extern "C" __global__ void iwae_fwd_f64(double* logw, double* wnorm, double* loss_b, const double* loss_rows, const double* z, const double* eps, const double* logvar, int B, int Z, int K) {
     iwae_fwd_impl(logw, wnorm, loss_b, loss_rows, z, eps, logvar, B, Z, K);
 }
 extern "C" __global__ void reparam_iw_bwd_f64(double* dhead, double* dhbpart, const double* dz, const double* eps, const double* z, const double* sigma, const double* head, const double* wnorm, int B, int Z, int K, int rows_per_chunk, double inv_b, int dreg, double lv_min, double lv_max) {
     reparam_iw_bwd_impl(dhead, dhbpart, dz, eps, z, sigma, head, wnorm, B, Z, K, rows_per_chunk, inv_b, dreg, lv_min, lv_max);
+}
+extern "C" __global__ void normal_eps_f32(float* eps, int L, int B, int Z, long long row0, long long first, unsigned int key0, unsigned int key1) {
+    normal_eps_impl(eps, L, B, Z, row0, first, key0, key1);
+}
+extern "C" __global__ void normal_eps_f64(double* eps, int L, int B, int Z, long long row0, long long first, unsigned int key0, unsigned int key1) {
+    normal_eps_impl(eps, L, B, Z, row0, first, key0, key1);
 }

@@ -43,8 +43,8 @@ def test_every_launcher_kernel_exists_in_both_precisions():
 DEVICE_KERNELS = ("matmul", "bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd",
                   "reparam_kl_bwd", "likelihood_fwd_bwd", "likelihood_fwd", "likelihood_bwd",
                   "logscale_fwd", "logscale_bwd", "iwae_fwd", "reparam_iw_bwd", "loss_stats",
-                  "check_data", "sq_norm", "adam_step", "sgd_step", "normal_fill",
-                  "normal_rows", "gather_rows")
+                  "check_data", "sq_norm", "adam_step", "sgd_step", "normal_eps",
+                  "gather_rows")
 #: the host data path's kernels: on the cpu backend (and the reference) only
 HOST_KERNELS = ("scatter_rows", "binarize_rows")
 

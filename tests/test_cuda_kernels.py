@@ -270,28 +270,32 @@ def test_check_data_and_sq_norm(dev, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 3, 4, 1001])
-def test_normal_fill_matches_reference(dev, dtype, n):
-    key, counter = (0x1234, 0xABCDEF), 2 ** 33 + 5
-    ref = np.empty(n, dtype)
-    R.normal_fill(ref, key, counter)
-    got = dev.xp.empty(n, dtype=dtype)
-    C.normal_fill(got, key, counter)
+@pytest.mark.parametrize("L,B,Z,first", [(1, 1, 1, 0), (1, 5, 3, 7), (3, 37, 20, 5 << 34)])
+def test_normal_eps_matches_reference(dev, dtype, L, B, Z, first):
+    key, row0 = (0x1234, 0xABCDEF), 2 ** 33 + 5
+    ref = np.empty((L, B, Z), dtype)
+    R.normal_eps(ref, key, row0, first)
+    got = dev.xp.empty((L, B, Z), dtype=dtype)
+    C.normal_eps(got, key, row0, first)
     np.testing.assert_allclose(host(got), ref, rtol=1e-6 if dtype == np.float32 else 1e-12,
                                atol=1e-6 if dtype == np.float32 else 1e-12)
 
 
-def test_normal_fill_is_standard_normal_and_counter_based():
-    a, b = np.empty(200_000), np.empty(200_000)
-    R.normal_fill(a, (1, 2), 0)
-    R.normal_fill(b, (1, 2), 1)
-    for v in (a, b):
+def test_normal_eps_is_standard_normal_and_counter_based():
+    a = np.empty((1, 100, 2000))
+    R.normal_eps(a, (1, 2), 0, 0)
+    b = np.empty((1, 100, 2000))
+    R.normal_eps(b, (1, 2), 100, 0)  # the next 100 rows
+    c = np.empty((1, 100, 2000))
+    R.normal_eps(c, (1, 2), 0, 1 << 34)  # the same rows, the next step
+    for v in (a, b, c):
         assert abs(v.mean()) < 0.01 and abs(v.std() - 1) < 0.01
         assert abs((v > 1.96).mean() - 0.025) < 0.002  # the tail, not just two moments
-    assert abs(np.corrcoef(a, b)[0, 1]) < 0.01
-    c = np.empty(7)
-    R.normal_fill(c, (1, 2), 0)
-    np.testing.assert_array_equal(c, a[:7])  # a prefix: the counter, not the length, decides
+    assert abs(np.corrcoef(a.ravel(), c.ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+    d = np.empty((1, 7, 2000))
+    R.normal_eps(d, (1, 2), 3, 0)
+    np.testing.assert_array_equal(d, a[:, 3:10])  # a row's noise is its own, however batched
 
 
 @pytest.mark.parametrize("out_dtype", DTYPES)

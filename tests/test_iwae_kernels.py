@@ -109,16 +109,19 @@ def test_reparam_iw_bwd(dtype, dreg, B, K, Z):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_normal_rows_is_the_stream_of_normal_fill(dtype):
-    key, rows = (7, 9), np.array([0, 3, 2 ** 33 + 5], np.int64)
-    full = np.empty((3, 50), dtype)
-    for i, r in enumerate(rows):
-        ref.normal_fill(full[i], key, int(r))
-    for first, n in ((0, 50), (9, 13), (17, 1)):
-        for mod in (ref, cpu):
-            out = np.empty((3, n), dtype)
-            mod.normal_rows(out, key, rows, first)
-            np.testing.assert_array_equal(out, full[:, first:first + n])
+def test_normal_eps_is_addressed_by_row_and_element(dtype):
+    """A block of rows and samples drawn on its own equals the same block of a larger draw:
+    what makes batching, chunking and sharding invisible in the noise."""
+    key, Z = (7, 9), 3
+    big = np.empty((10, 8, Z), dtype)
+    ref.normal_eps(big, key, 0, 0)
+    for mod in (ref, cpu):
+        small = np.empty((4, 3, Z), dtype)
+        mod.normal_eps(small, key, 2, 3 * Z)  # rows 2..4, samples 3..6
+        np.testing.assert_array_equal(small, big[3:7, 2:5])
+        whole = np.empty((10, 8, Z), dtype)
+        mod.normal_eps(whole, key, 0, 0)
+        np.testing.assert_array_equal(whole, big)
 
 
 # ------------------------------------------------------------------- cuda, emulated
@@ -160,10 +163,9 @@ def test_cuda_iwae_kernels_match_the_reference(dev, dtype):
         for a, b in zip(c[:3 if learn else 2], r):  # dlogscale is written only when learned
             np.testing.assert_allclose(host(a), b, rtol=1e-4 if dtype == np.float32 else 1e-11,
                                        atol=1e-5 if dtype == np.float32 else 1e-12)
-    rows = np.array([4, 0, 2 ** 33 + 1], np.int64)
-    want = np.empty((3, 21), dtype)
-    ref.normal_rows(want, (5, 6), rows, 7)
-    got = dev.xp.empty((3, 21), dtype=dtype)
-    C.normal_rows(got, (5, 6), put(rows), 7)
+    want = np.empty((3, 4, 7), dtype)
+    ref.normal_eps(want, (5, 6), 2 ** 33 + 1, 7 + (3 << 34))
+    got = dev.xp.empty((3, 4, 7), dtype=dtype)
+    C.normal_eps(got, (5, 6), 2 ** 33 + 1, 7 + (3 << 34))
     np.testing.assert_allclose(host(got), want, rtol=1e-6 if dtype == np.float32 else 1e-12,
                                atol=1e-6 if dtype == np.float32 else 1e-12)

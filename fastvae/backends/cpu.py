@@ -32,8 +32,6 @@ DEVICE = False
 asarray = _ref.asarray
 to_numpy = _ref.to_numpy
 matmul = _ref.matmul  # BLAS through NumPy: the same call is already the fast path
-# used only by the cuda backend's noise; the reference is the definition
-normal_fill = _ref.normal_fill
 
 # error_model="numpy": division by zero yields inf/nan instead of raising; the Python
 # model's zero check is what stopped LLVM from vectorising every loop with a division.
@@ -655,15 +653,16 @@ def _philox(c0, c1, c2, c3, k0, k1):
 
 
 @_jit
-def normal_rows(out, key, rows, first):
-    """out (B, n): elements first.. of the normal stream of counter rows[b] (contract:
-    reference.normal_rows; Box-Muller in float64, rounded to out's dtype)."""
-    B, n = out.shape
+def normal_eps(eps, key, row0, first):
+    """eps (L, B, Z) <- counter-based standard normal noise (contract: reference.normal_eps;
+    Philox4x32-10 and Box-Muller in float64, rounded to eps's dtype)."""
+    L, B, Z = eps.shape
+    n = L * Z
     k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
     two_pi = 6.283185307179586
     inv32 = 2.3283064365386963e-10
     for b in range(B):
-        cnt = np.uint64(rows[b])
+        cnt = np.uint64(row0 + b)
         c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
         e = first
         while e < first + n:
@@ -672,12 +671,10 @@ def normal_rows(out, key, rows, first):
             base = (e // 4) * 4
             for p in range(2):
                 wa, wb = (w0, w1) if p == 0 else (w2, w3)
-                u1 = (np.float64(wa) + 1.0) * inv32
-                u2 = np.float64(wb) * inv32
-                rad = math.sqrt(-2.0 * math.log(u1))
+                rad = math.sqrt(-2.0 * math.log((np.float64(wa) + 1.0) * inv32))
+                ang = two_pi * np.float64(wb) * inv32
                 for t in range(2):
-                    idx = base + 2 * p + t
-                    if first <= idx < first + n:
-                        v = rad * (math.cos(two_pi * u2) if t == 0 else math.sin(two_pi * u2))
-                        out[b, idx - first] = v
+                    j = base + 2 * p + t - first  # = l * Z + d
+                    if 0 <= j < n:
+                        eps[j // Z, b, j % Z] = rad * (math.cos(ang) if t == 0 else math.sin(ang))
             e = base + 4

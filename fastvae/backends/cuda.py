@@ -515,17 +515,6 @@ def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_m
         _finish(dev, dhb, part, n_chunks, 2 * Z, 1.0)
 
 
-def normal_rows(out, key, rows, first):
-    """out (B, n) <- elements first.. of the normal stream of counter rows[b] (contract:
-    reference.normal_rows); rows (B,) int64 on the device."""
-    dev = device()
-    B, n = out.shape
-    nq = (int(first) + n + 3) // 4 - int(first) // 4
-    dev.launch(kernel_name("normal_rows", out.dtype), (grid_1d(B * nq, dev.sm_count),),
-               (BLOCK_1D,), (out, rows, np.int32(B), np.int64(n), np.int64(first),
-                             np.uint32(key[0]), np.uint32(key[1])))
-
-
 def check_data(x, lo, hi):
     """Return (number of non-finite entries, number of finite entries outside [lo, hi]).
     Waits for the GPU (the answer is a host number)."""
@@ -614,14 +603,15 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
                 np.int32(bool(nesterov)), np.int32(step == 1), *_scale_args(T, grad_scale)))
 
 
-def normal_fill(out, key, counter):
-    """Fill ``out`` with standard normal draws from Philox4x32-10 (contract:
-    reference.normal_fill); ``key`` is two uint32 words, ``counter`` the call's number."""
+def normal_eps(eps, key, row0, first):
+    """eps (L, B, Z) <- counter-based standard normal noise (contract: reference.normal_eps)."""
     dev = device()
-    n = out.size
-    dev.launch(kernel_name("normal_fill", out.dtype), (grid_1d(-(-n // 4), dev.sm_count),),
-               (BLOCK_1D,), (out, np.int64(n), np.uint32(key[0]), np.uint32(key[1]),
-                             np.uint64(counter)))
+    L, B, Z = eps.shape
+    n = L * Z
+    nq = (int(first) + n + 3) // 4 - int(first) // 4
+    dev.launch(kernel_name("normal_eps", eps.dtype), (grid_1d(B * nq, dev.sm_count),),
+               (BLOCK_1D,), (eps, np.int32(L), np.int32(B), np.int32(Z), np.int64(row0),
+                             np.int64(first), np.uint32(key[0]), np.uint32(key[1])))
 
 
 def gather_rows(out, X, idx, scale):

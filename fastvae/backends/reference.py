@@ -307,30 +307,6 @@ def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_m
     dhb[...] = dhead.sum(axis=0)
 
 
-def normal_rows(out, key, rows, first):
-    """out (B, n): row b holds elements first .. first + n - 1 of the standard normal stream
-    of counter rows[b] under ``key``: exactly what :func:`normal_fill` puts at those places
-    of an array filled with that counter.  So a row's draws do not depend on how the rows
-    are batched or the elements chunked (the importance-weighted estimate draws eps for
-    (datapoint, sample) this way)."""
-    B, n = out.shape
-    first = int(first)
-    q0, q1 = first // 4, -(-(first + n) // 4)
-    q = np.arange(q0, q1, dtype=np.uint64)
-    rows = np.asarray(rows, dtype=np.uint64)
-    c = [np.broadcast_to(v, (B, q.size)) for v in (q.astype(np.uint32)[None],
-                                                   (q >> np.uint64(32)).astype(np.uint32)[None],
-                                                   rows.astype(np.uint32)[:, None],
-                                                   (rows >> np.uint64(32)).astype(np.uint32)[:, None])]
-    w = np.stack(philox4x32_10(*c, key[0], key[1]), axis=2).reshape(B, -1)
-    u1 = (w[:, 0::2].astype(np.float64) + 1.0) * 2.0 ** -32
-    u2 = w[:, 1::2].astype(np.float64) * 2.0 ** -32
-    rad = np.sqrt(-2.0 * np.log(u1))
-    angle = 2.0 * np.pi * u2
-    zz = np.stack((rad * np.cos(angle), rad * np.sin(angle)), axis=2).reshape(B, -1)
-    out[...] = zz[:, first - 4 * q0: first - 4 * q0 + n]
-
-
 def logscale_fwd(ls, raw, floor):
     """ls = floor + softplus(raw - floor): a learned log-scale with a soft floor (as the
     sigma-VAE does), so a constant pixel cannot drive it to -inf.  ls, raw (S,), S = 1 or D."""
@@ -442,28 +418,34 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c
 
 
-def normal_fill(out, key, counter):
-    """Fill ``out`` (any shape, contiguous) with standard normal draws, counter-based.
+def normal_eps(eps, key, row0, first):
+    """eps (L, B, Z) <- standard normal noise, counter-based: eps[l, b, d] is element
+    first + l*Z + d of the stream of counter row0 + b under ``key`` (two uint32 words).
 
-    Element 4q + m takes word m of philox4x32_10((q mod 2^32, q div 2^32, counter mod 2^32,
-    counter div 2^32), key); words (0, 1) and (2, 3) each make a Box-Muller pair in float64
-    (u1 = (w + 1) / 2^32 in (0, 1], u2 = w / 2^32), rounded to out's dtype at the end.  The
-    same (key, counter) gives the same numbers on every backend; a caller that wants fresh
-    numbers uses a new counter.
+    Element e of the stream of counter c is word e % 4 of philox4x32_10((e//4 mod 2^32,
+    e//4 div 2^32, c mod 2^32, c div 2^32), key); words (0, 1) and (2, 3) each make a
+    Box-Muller pair in float64 (u1 = (w + 1) / 2^32 in (0, 1], u2 = w / 2^32), rounded to
+    eps's dtype at the end.  So a row's noise depends on its counter (the row's place in the
+    global batch, or in the dataset) and its element index alone, never on how rows are
+    batched, split over processes or chunked; training puts the step in the high word of
+    the element index (first = step * 2^34).  The same on every backend.
     """
-    n = out.size
-    q = np.arange(-(-n // 4), dtype=np.uint64)
-    counter = int(counter)
-    hi_c = np.full(q.shape, (counter >> 32) & 0xFFFFFFFF, dtype=np.uint32)
-    lo_c = np.full(q.shape, counter & 0xFFFFFFFF, dtype=np.uint32)
-    w = np.stack(philox4x32_10(q.astype(np.uint32), (q >> np.uint64(32)).astype(np.uint32),
-                               lo_c, hi_c, key[0], key[1]), axis=1).reshape(-1)
-    u1 = (w[0::2].astype(np.float64) + 1.0) * 2.0 ** -32
-    u2 = w[1::2].astype(np.float64) * 2.0 ** -32
+    L, B, Z = eps.shape
+    first, n = int(first), L * Z
+    q0, q1 = first // 4, -(-(first + n) // 4)
+    q = np.arange(q0, q1, dtype=np.uint64)
+    rows = np.arange(B, dtype=np.uint64) + np.uint64(row0)
+    c = [np.broadcast_to(v, (B, q.size)) for v in (q.astype(np.uint32)[None],
+                                                   (q >> np.uint64(32)).astype(np.uint32)[None],
+                                                   rows.astype(np.uint32)[:, None],
+                                                   (rows >> np.uint64(32)).astype(np.uint32)[:, None])]
+    w = np.stack(philox4x32_10(*c, key[0], key[1]), axis=2).reshape(B, -1)
+    u1 = (w[:, 0::2].astype(np.float64) + 1.0) * 2.0 ** -32
+    u2 = w[:, 1::2].astype(np.float64) * 2.0 ** -32
     rad = np.sqrt(-2.0 * np.log(u1))
     angle = 2.0 * np.pi * u2
-    z = np.stack((rad * np.cos(angle), rad * np.sin(angle)), axis=1).reshape(-1)
-    out.reshape(-1)[...] = z[:n]
+    zz = np.stack((rad * np.cos(angle), rad * np.sin(angle)), axis=2).reshape(B, -1)
+    eps[...] = zz[:, first - 4 * q0: first - 4 * q0 + n].reshape(B, L, Z).transpose(1, 0, 2)
 
 
 def gather_rows(out, X, idx, scale):
