@@ -105,19 +105,23 @@ class Dataset:
         return Dataset(np.asarray(self.x[idx]), self.image_shape, pick(self.labels),
                        self.label_names, factors, name or self.name, self.scale)
 
-    def check(self, likelihood="bernoulli"):
+    def check(self, likelihood="bernoulli", rows=None):
         """Scan every value (in chunks, so memory-mapped data stays on disk) and raise
         :class:`DataError` on NaN/inf, or on values outside [0, 1] for the Bernoulli
-        likelihood.  Returns self."""
+        likelihood.  ``rows``: (start, stop) scans only those rows (data-parallel ranks
+        share the scan).  Returns self."""
         if self.x.dtype.kind == "u" and self.scale * np.iinfo(self.x.dtype).max <= 1.0 + 1e-6:
             return self  # unsigned ints scaled into [0, 1]: nothing can be wrong
-        lo, hi, bad = _scan(self.x)
+        start, stop = (0, len(self)) if rows is None else rows
+        lo, hi, bad = _scan(self.x, start, stop)
+        where = "" if rows is None else f" in rows {start}..{stop - 1}"
         if bad:
-            raise DataError(f"{self.name}: {bad} NaN or infinite value(s)")
+            raise DataError(f"{self.name}: {bad} NaN or infinite value(s){where}")
         lo, hi = lo * self.scale, hi * self.scale
         if likelihood == "bernoulli" and (lo < 0 or hi > 1):
             show = lambda v: np.format_float_positional(v, trim="-")  # noqa: E731  (shortest exact)
-            raise DataError(f"{self.name}: values lie in [{show(lo)}, {show(hi)}], but the Bernoulli "
+            raise DataError(f"{self.name}: values{where} lie in [{show(lo)}, {show(hi)}], "
+                            "but the Bernoulli "
                             "likelihood needs [0, 1]; rescale the data or use "
                             "likelihood='gaussian'")
         return self
@@ -399,11 +403,12 @@ def _default_scale(x, name):
     return 1.0 / 255.0
 
 
-def _scan(x):
-    """(min, max, number of non-finite values) of x, chunk by chunk."""
+def _scan(x, start=0, stop=None):
+    """(min, max, number of non-finite values) of rows [start, stop) of x, chunk by chunk."""
     lo, hi, bad = np.inf, -np.inf, 0
-    for s in range(0, x.shape[0], _CHUNK_ROWS):
-        c = np.asarray(x[s:s + _CHUNK_ROWS])
+    stop = x.shape[0] if stop is None else stop
+    for s in range(start, stop, _CHUNK_ROWS):
+        c = np.asarray(x[s:min(stop, s + _CHUNK_ROWS)])
         if c.dtype.kind == "f":
             fin = np.isfinite(c)
             nb = c.size - int(np.count_nonzero(fin))

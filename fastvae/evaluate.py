@@ -56,40 +56,62 @@ def _dataset_for(model, X):
     return ds
 
 
-def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True):
+def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=None, _dist=None):
     """Estimate the ELBO of every datapoint of X and average, ``batch_size`` rows at a time.
 
     X : (N, D) array or Dataset.  The estimate samples z ~ q(z|x) (``n_samples`` draws per
     datapoint, averaged: more draws lower the estimate's variance, they do not tighten the
-    bound; :func:`log_likelihood` does); the draws come from a generator seeded by
-    (model.seed, seed), so the same parameters give the same number and the training noise
-    is not disturbed.  validate=False skips the per-batch NaN/range scan (for data already
-    checked).  Returns an :class:`ElboResult`.
+    bound; :func:`log_likelihood` does).  Sample l of row i is drawn from a counter-based
+    stream keyed by (model.seed, seed) with counter i, so the same parameters give the same
+    number whatever ``batch_size`` or the number of MPI ranks sharing the rows, and the
+    training noise is not touched.  validate=False skips the per-batch NaN/range scan (for
+    data already checked).  comm : an mpi4py communicator: every rank passes the same X and
+    estimates its share of the rows; every rank returns the whole result.  Returns an
+    :class:`ElboResult`.
     """
     ds = _dataset_for(model, X)
     L = positive_int(n_samples, "n_samples")
     bs = positive_int(batch_size, "batch_size")
-    rng = np.random.default_rng(np.random.SeedSequence((model.seed, 0x5EED, int(seed))))
-    buf = np.empty((min(bs, len(ds)), ds.dim), dtype=model.dtype)
-    acc = model._bk.asarray(np.zeros(3))  # sums stay where the model computes until the end
-    for s in range(0, len(ds), bs):
-        idx = np.arange(s, min(len(ds), s + bs))
-        xb = ds.batch(idx, out=buf[: idx.size])
-        model.forward(xb, n_samples=L, rng=rng, validate=validate, grad=False,
-                      objective="elbo", _acc=(acc, float(idx.size)))
+    bk, Z = model._bk, model.latent_dim
+    key = noise_key(model, seed, stream=0x5EED)
+    dist = _dist if _dist is not None else _distributed(comm, model)
+    lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+
+    def rows():  # the sums [loss, recon, kl] over rows [lo, hi)
+        buf = np.empty((max(1, min(bs, hi - lo)), ds.dim), dtype=model.dtype)
+        noise = bk.xp.empty(L * buf.shape[0] * Z, dtype=model.dtype)
+        acc = bk.xp.zeros(3, dtype=np.float64)  # sums stay on the model's device until the end
+        for s in range(lo, hi, bs):
+            idx = np.arange(s, min(hi, s + bs))
+            n = idx.size
+            xb = ds.batch(idx, out=buf[:n])
+            eps = noise[: L * n * Z].reshape(L, n, Z)
+            bk.normal_eps(eps, key, s, 0)  # counter: the row's index in X
+            model.forward(xb, eps, n_samples=L, validate=validate, grad=False,
+                          objective="elbo", _acc=(acc, float(n)))
+        return bk.to_numpy(acc).astype(np.float64)
+    sums = rows() if dist is None else np.sum(dist.gather(None, rows, "elbo failed"), axis=0)
     n = len(ds)
-    _, recon, kl = (float(v) / n for v in model._bk.to_numpy(acc))
+    _, recon, kl = (float(v) / n for v in sums)
     return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
                       n_samples=L)
 
 
-def noise_key(model, seed):
-    """The Philox key of the log-likelihood estimate's noise for (model.seed, seed)."""
-    ss = np.random.SeedSequence((model.seed, 0x11CE, int(seed)))
+def noise_key(model, seed, stream=0x11CE):
+    """The Philox key of an estimate's noise for (model.seed, seed); ``stream`` tells the
+    estimates apart (the log-likelihood's, the ELBO's)."""
+    ss = np.random.SeedSequence((model.seed, stream, int(seed)))
     return tuple(int(k) for k in ss.generate_state(2, np.uint32))
 
 
-def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True):
+def _distributed(comm, model):
+    if comm is None:
+        return None
+    from .distributed import Distributed
+    return Distributed(comm, model)
+
+
+def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, comm=None):
     """The importance-weighted estimate of log p(x) of every row of X (Burda et al. 2016).
 
     Per row, with k samples z_j ~ q(z|x): log w_j = log p(x|z_j) + log p(z_j) - log q(z_j|x)
@@ -101,7 +123,9 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True):
     depend on ``batch_size`` or on the chunking, and never touches the training noise.
 
     X : (N, D) array or Dataset; k : samples per row; batch_size : rows per pass (default:
-    as many as fit CHUNK_ROWS with at least one sample each, at most 100).
+    as many as fit CHUNK_ROWS with at least one sample each, at most 100); comm : an mpi4py
+    communicator: every rank passes the same X, estimates its share of the rows, and
+    returns the whole result (the same numbers as one process).
     Returns a :class:`LogLikelihood`.
     """
     ds = _dataset_for(model, X)
@@ -111,26 +135,33 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True):
     c = max(1, min(k, CHUNK_ROWS // bs))  # samples per chunk
     bk, Z = model._bk, model.latent_dim
     key = noise_key(model, seed)
-    xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
-    noise = bk.xp.empty(c * bs * Z, dtype=model.dtype)
-    per_row = np.empty(len(ds))
-    for s in range(0, len(ds), bs):
-        idx = np.arange(s, min(len(ds), s + bs))
-        n = idx.size
-        xb = ds.batch(idx, out=xbuf[:n])
-        top = np.full(n, -np.inf)   # running max of the log weights
-        tot = np.zeros(n)          # running sum of exp(log w - top)
-        for j0 in range(0, k, c):
-            cj = min(c, k - j0)
-            eps = noise[: cj * n * Z].reshape(cj, n, Z)  # sample l of row b at (l, b)
-            bk.normal_eps(eps, key, s, j0 * Z)  # counter: the row's index in X
-            cache = model.forward(xb, eps, n_samples=cj, grad=False, objective="iwae",
-                                  validate=validate and j0 == 0)
-            lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)
-            new_top = np.maximum(top, lw.max(axis=0))
-            tot = tot * np.exp(top - new_top) + np.exp(lw - new_top).sum(axis=0)
-            top = new_top
-        per_row[s:s + n] = top + np.log(tot) - math.log(k)
+    dist = _distributed(comm, model)
+    lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+
+    def rows():  # the estimates of rows [lo, hi)
+        xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
+        noise = bk.xp.empty(c * bs * Z, dtype=model.dtype)
+        per_row = np.empty(hi - lo)
+        for s in range(lo, hi, bs):
+            idx = np.arange(s, min(hi, s + bs))
+            n = idx.size
+            xb = ds.batch(idx, out=xbuf[:n])
+            top = np.full(n, -np.inf)   # running max of the log weights
+            tot = np.zeros(n)          # running sum of exp(log w - top)
+            for j0 in range(0, k, c):
+                cj = min(c, k - j0)
+                eps = noise[: cj * n * Z].reshape(cj, n, Z)  # sample l of row b at (l, b)
+                bk.normal_eps(eps, key, s, j0 * Z)  # counter: the row's index in X
+                cache = model.forward(xb, eps, n_samples=cj, grad=False, objective="iwae",
+                                      validate=validate and j0 == 0)
+                lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)
+                new_top = np.maximum(top, lw.max(axis=0))
+                tot = tot * np.exp(top - new_top) + np.exp(lw - new_top).sum(axis=0)
+                top = new_top
+            per_row[s - lo:s - lo + n] = top + np.log(tot) - math.log(k)
+        return per_row
+    per_row = rows() if dist is None else np.concatenate(
+        dist.gather(None, rows, "log_likelihood failed"))
     mean = float(per_row.mean())
     stderr = float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1 else float("nan")
     return LogLikelihood(per_row=per_row, mean=mean, nll=-mean, stderr=stderr, k=k,

@@ -267,6 +267,12 @@ class VAE:
         # SAVE eps, sigma, mu and the raw logvar (in head): the sample path and the clamp
         bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)
+        # a shard of a data-parallel step: gradients of the global batch's mean loss, and
+        # free bits gated on the global batch's per-dimension KL
+        ws.batch = B if _batch is None else _batch
+        if _reduce_kl is not None and self.free_bits > 0:
+            _reduce_kl(ws.kl_dim, B)
+        Bg = ws.batch
         self._decoder_forward(ws, ws.z)
         ls = self._logscale_forward(ws)
         ws.objective = obj
@@ -278,14 +284,14 @@ class VAE:
             bk.iwae_fwd(ws.logw, ws.wnorm, ws.loss_b, ws.loss_rows, ws.z, ws.eps, ws.logvar)
             if grad:
                 bk.likelihood_bwd(ws.dout, ws.dout_b, ws.dls, ws.out, x, ls, self._lik,
-                                  self._learn_scale, ws.wnorm, 1.0 / B)
+                                  self._learn_scale, ws.wnorm, 1.0 / Bg)
             obj_rows = ws.loss_b
         elif grad:
             # SAVE dout, dout_b, dls: the loss gradient is computed with the loss (one
             # pass); backward starts from it and copies the bias and scale gradients out
             bk.likelihood_fwd_bwd(ws.dout, ws.loss_rows, ws.dout_b, ws.dls, ws.out,
                                   p["dec.out.b"], x, ls, self._lik, self._learn_scale,
-                                  1.0 / (B * L))
+                                  1.0 / (Bg * L))
         else:
             bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self._lik)
         recon = ws.loss_rows
@@ -363,7 +369,7 @@ class VAE:
                                "shape overwrote its buffers; call backward before the next forward")
         bk, ws, p, gr = self._bk, cache._ws, self._params, self._grads
         act, alpha = self._act, self._alpha
-        B = ws.B
+        Bg = ws.batch  # the global batch: the gradient of its mean loss
         # the likelihood's bias and scale gradients were computed with the loss in forward
         # and held in the workspace: they become parameter gradients here, and only here
         gr["dec.out.b"][...] = ws.dout_b
@@ -383,12 +389,12 @@ class VAE:
             d, Wnext = ws.dg[j], W
         bk.matmul(ws.dz, d, Wnext, trans_b=True)
         if ws.objective == "elbo":
-            kl_weight = self.beta * self.kl_scale / B
+            kl_weight = self.beta * self.kl_scale / Bg
             bk.reparam_kl_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.mu, ws.sigma,
                               ws.head, ws.kl_dim, kl_weight, self.free_bits, *LOGVAR_RANGE)
         else:
             bk.reparam_iw_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.z, ws.sigma,
-                              ws.head, ws.wnorm, 1.0 / B, ws.objective == "iwae-dreg",
+                              ws.head, ws.wnorm, 1.0 / Bg, ws.objective == "iwae-dreg",
                               *LOGVAR_RANGE)
         enc = self._layers("enc")
         h_in = [cache.x] + ws.h
@@ -502,18 +508,19 @@ class VAE:
                    callbacks, progress, checkpoint, **kw)
 
     @_on_device
-    def elbo(self, X, n_samples=1, batch_size=1000, seed=0):
-        """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint;
-        see :func:`fastvae.evaluate.elbo`."""
+    def elbo(self, X, n_samples=1, batch_size=1000, seed=0, comm=None):
+        """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint
+        (shared between MPI ranks with ``comm``); see :func:`fastvae.evaluate.elbo`."""
         from .evaluate import elbo
-        return elbo(self, X, n_samples, batch_size, seed)
+        return elbo(self, X, n_samples, batch_size, seed, comm=comm)
 
     @_on_device
-    def log_likelihood(self, X, k=5000, batch_size=None, seed=0):
+    def log_likelihood(self, X, k=5000, batch_size=None, seed=0, comm=None):
         """The importance-weighted estimate of log p(x) per row of X with k samples (per_row,
-        mean, nll, stderr); see :func:`fastvae.evaluate.log_likelihood`."""
+        mean, nll, stderr; rows shared between MPI ranks with ``comm``); see
+        :func:`fastvae.evaluate.log_likelihood`."""
         from .evaluate import log_likelihood
-        return log_likelihood(self, X, k, batch_size, seed)
+        return log_likelihood(self, X, k, batch_size, seed, comm=comm)
 
     @_on_device
     def diagnostics(self, X, batch_size=1000):

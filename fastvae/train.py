@@ -22,6 +22,8 @@ import warnings
 import numpy as np
 
 from .data import DataError
+from .batches import Batches
+from .distributed import DistributedError
 from .evaluate import as_dataset, elbo
 from .progress import Progress
 from .state import TrainState, resolve
@@ -50,7 +52,7 @@ class History(list):
 def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None, *,
         weight_decay=None, clip_norm=None, momentum=None, binarize=None, val_samples=None,
-        drop_last=None, stream=None):
+        drop_last=None, stream=None, comm=None):
     """Train ``model`` on X for ``epochs`` more epochs, from wherever its training state
     stands (an epoch in progress counts as the first of them); returns the :class:`History`
     of every epoch so far (``model.history``).
@@ -78,24 +80,45 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     progress : True (a bar on a terminal and one line per epoch), False (silent).
     checkpoint : a path (in an existing directory) written atomically after every epoch
         and when Ctrl-C stops the run.
+    comm : an mpi4py communicator for data-parallel training (:mod:`fastvae.distributed`):
+        every rank calls fit with the same data and settings; each computes its shard of
+        every global batch, the gradients are summed with one Allreduce, and every rank
+        takes the same step.  Only rank 0 shows progress and writes the checkpoint; every
+        rank returns the same history.  An error on any rank stops every rank.
     """
-    epochs = nonneg_int(epochs, "epochs")
-    given = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-                 clip_norm=clip_norm, momentum=momentum, kl_warmup=kl_warmup,
-                 binarize=binarize, val_samples=val_samples, shuffle=shuffle,
-                 drop_last=drop_last)
+    dist = None
+    if comm is not None:
+        from .distributed import Distributed
+        dist = Distributed(comm, model)
     # everything is checked before anything changes: a bad argument or bad data leaves the
-    # model and its training state as they were
-    settings, make_optimizer, changes = resolve(model.train_state, model,
-                                                {k: v for k, v in given.items() if v is not None})
-    callbacks = _check_callbacks(callbacks)
-    progress = boolean(progress, "progress")
-    if checkpoint is not None:
-        _check_checkpoint_path(checkpoint)
-    if stream is not None and not callable(getattr(stream, "write", None)):
-        raise ValueError(f"stream must be a writable text stream (with .write), got {stream!r}")
-    train = _checked(as_dataset(X, "training data"), model)
-    valset = None if val is None else _checked(as_dataset(val, "validation data"), model)
+    # model and its training state as they were (with ranks: on every rank, each told why)
+    failure = None
+    try:
+        epochs = nonneg_int(epochs, "epochs")
+        given = {k: v for k, v in dict(
+            batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+            clip_norm=clip_norm, momentum=momentum, kl_warmup=kl_warmup, binarize=binarize,
+            val_samples=val_samples, shuffle=shuffle, drop_last=drop_last).items()
+            if v is not None}
+        settings, make_optimizer, changes = resolve(model.train_state, model, dict(given))
+        callbacks = _check_callbacks(callbacks)
+        progress = boolean(progress, "progress")
+        if dist is not None and dist.rank != 0:  # one rank speaks and writes
+            progress, checkpoint = False, None
+        if checkpoint is not None:
+            _check_checkpoint_path(checkpoint)
+        if stream is not None and not callable(getattr(stream, "write", None)):
+            raise ValueError(f"stream must be a writable text stream (with .write), got "
+                             f"{stream!r}")
+        train = _checked(as_dataset(X, "training data"), model, dist)
+        valset = None if val is None else _checked(as_dataset(val, "validation data"), model,
+                                                   dist)
+    except Exception as e:  # noqa: BLE001
+        if dist is None:
+            raise
+        failure = e
+    if dist is not None:
+        dist.check_same_start(failure, lambda: (model, settings, given, epochs, train, valset))
     B, N = settings["batch_size"], len(train)
     if N < B:
         raise DataError(f"{train.name}: {N} rows is fewer than one batch of "
@@ -114,7 +137,7 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         changes.append(f"the data has {N} rows where the epoch in progress had {st.n_rows}: "
                        f"epoch {st.epoch + 1} restarts")
         st.restart_epoch()
-    if changes:
+    if changes and (dist is None or dist.rank == 0):
         _report(out, "fit: settings changed from the saved run (applied): " + "; ".join(changes))
     if epochs == 0:
         return History(st.history)
@@ -123,23 +146,37 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     steps = N // B if drop_last else -(-N // B)  # steps of a whole epoch
     warm_steps = settings["kl_warmup"] * steps
     bk = model._bk
-    batches = _Batches(model, train, B, settings["binarize"], st.binarize_rng)
+    batches = Batches(model, train, B, settings["binarize"], st.binarize_rng,
+                      None if dist is None else dist.shard)
+    reduce_kl = None if dist is None else dist.kl_dim_reducer
     # On a GPU the epoch's running sums (loss, recon, kl) stay where the model computes and
-    # nothing in the loop waits for them (see _sync_sums for when they are read).  On the
-    # host each step's loss is already read, checked, and added here.
-    acc = bk.asarray(np.array(st.sums[:3], dtype=np.float64)) if bk.DEVICE else None
+    # nothing in the loop waits for them (see _sync_sums for when they are read: the sums
+    # so far, base, plus what acc gathered since).  On the host each step's loss is already
+    # read, checked, and added here.
+    acc = bk.xp.zeros(3, dtype=np.float64) if bk.DEVICE else None
+    base = [list(st.sums[:3])]
     checked = st.epoch_steps  # the last step whose loss is known to be finite
     # opt.step_count - st.step is fixed while the position keeps up with the optimizer; a
     # second Ctrl-C between the two is caught up with in the finally clause below
     lag = opt.step_count - st.step
     pending = None
 
+    def sync(check=True):  # the device's sums into the state (every rank at once)
+        _sync_sums(bk, acc, base[0], st, opt, checked, check, dist)
+
     def loss_note():  # the progress bar's loss, read only when the bar redraws
-        if bk.DEVICE:
-            _sync_sums(bk, acc, st, opt, checked)
+        if bk.DEVICE and dist is None:  # (with ranks: the last sums all ranks agreed on)
+            sync()
         return f"loss {st.sums[0] / max(1, st.sums[3]):.2f}"
 
     guard = _SigintGuard(out)
+    # with ranks, a Ctrl-C seen by one rank stops them all after the same step: the loop
+    # obeys only the stop every rank agreed on (agree's flag), never a rank's own
+    agreed = [False]
+
+    def stopping():
+        return guard.hit if dist is None else agreed[0]
+
     finished = False
     try:
         with guard:
@@ -153,53 +190,69 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
                 out.start(f"epoch {st.epoch + 1}", steps, B, done=-(-st.row // B))
                 checked = st.epoch_steps
                 while st.row < N and not (drop_last and N - st.row < B):
-                    if guard.hit:
+                    if stopping():
                         break
                     start, stop = st.row, min(N, st.row + B)
-                    xb = batches.get(start, stop)
+                    lo, hi = (start, stop) if dist is None else dist.shard(start, stop)
+                    n = stop - start
                     if warm_steps > 0:
                         model.kl_scale = _kl_scale(st.step + 1, warm_steps)
-                    n = stop - start
-                    cache = model.forward(xb, validate=False,
-                                          _acc=None if acc is None else (acc, float(n)))
-                    if acc is None:
-                        loss, recon, kl = cache._read()
-                        if not math.isfinite(loss):
-                            raise FloatingPointError(
-                                f"the loss is {loss} at epoch {st.epoch + 1}, step "
-                                f"{st.epoch_steps + 1}; parameters are unchanged by this step "
-                                f"(try a smaller lr, now {opt.lr})")
+                    failure, sums = None, (0.0, 0.0, 0.0, hi - lo)
+                    if dist is not None:
+                        dist.begin_step(model.free_bits)
+                    try:
+                        sums = _local_step(model, batches, lo, hi, start, stop, acc,
+                                           reduce_kl, st, opt)
+                    except DistributedError:
+                        raise  # another rank failed, and every rank knows it already
+                    except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
+                        if dist is None:
+                            raise
+                        failure = f"{type(e).__name__}: {e}"
+                    if dist is not None:
+                        agreed[0], sums = dist.agree(failure, guard.hit, sums)
+                        dist.allreduce_(model.flat_grads)
                     pending = (stop, n)
-                    opt.step(model.backward(cache))
+                    opt.step()  # the gradient buffer backward (and the Allreduce) filled
                     _advance(st, stop, n)
                     pending = None
                     if acc is None:
-                        st.sums[0] += n * loss
-                        st.sums[1] += n * recon
-                        st.sums[2] += n * kl
+                        st.sums[0] += sums[0]
+                        st.sums[1] += sums[1]
+                        st.sums[2] += sums[2]
                     elif st.epoch_steps - checked >= DEVICE_CHECK_EVERY:
-                        _sync_sums(bk, acc, st, opt, checked)
+                        sync()
                         checked = st.epoch_steps
                     out.update(-(-st.row // B), loss_note)
                 if acc is not None:
-                    _sync_sums(bk, acc, st, opt, checked)
+                    sync()
                 st.seconds += time.perf_counter() - t0
-                if guard.hit:
+                if stopping():
                     break
                 beta = model.beta * (_kl_scale(st.step, warm_steps) if warm_steps > 0 else 1.0)
-                rec = _end_epoch(model, st, valset, settings["val_samples"], beta)
+                rec = _end_epoch(model, st, valset, settings["val_samples"], beta, dist)
                 if acc is not None:
                     acc[...] = 0
+                    base[0] = [0.0, 0.0, 0.0]
                 st.order_rng = order_after
                 out.finish(_summary(rec))
-                stop = False
-                for cb in callbacks:
-                    try:
-                        cb(model, rec)
-                    except StopTraining:
-                        stop = True
-                if checkpoint is not None:
-                    model.save(checkpoint)
+                stop, failure = False, None
+                try:
+                    for cb in callbacks:
+                        try:
+                            cb(model, rec)
+                        except StopTraining:
+                            stop = True
+                    if checkpoint is not None:
+                        model.save(checkpoint)
+                except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
+                    if dist is None:
+                        raise
+                    failure = f"{type(e).__name__}: {e}"
+                if dist is not None:  # a callback's stop or a Ctrl-C on one rank: on all
+                    # (the loss sums' slot carries the callbacks' stop here)
+                    agreed[0], s = dist.agree(failure, guard.hit, (float(stop), 0.0, 0.0, 0))
+                    stop = s[0] > 0
                 if stop:
                     break
             else:
@@ -208,13 +261,13 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         model.kl_scale = 1.0
         if pending is not None and opt.step_count - st.step == lag + 1:
             _advance(st, *pending)  # the optimizer stepped; keep the position with it
-        if acc is not None:
+        if acc is not None and dist is None:  # (with ranks: a collective; done at each stop)
             try:
-                _sync_sums(bk, acc, st, opt, checked, check=False)
+                sync(check=False)
             except Exception:  # noqa: BLE001  (the error in flight is the one to report)
                 pass
     history = History(st.history)
-    if guard.hit and not finished:  # an epoch was cut short (or never started)
+    if stopping() and not finished:  # an epoch was cut short (or never started)
         history.interrupted = True
         where = f"epoch {st.epoch + 1}, step {st.epoch_steps} of {steps}"
         if checkpoint is not None:
@@ -224,6 +277,35 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
             out.note(f"interrupted at {where} (no checkpoint path given: the state is in "
                      "the model object)")
     return history
+
+
+def _local_step(model, batches, lo, hi, start, stop, acc, reduce_kl, st, opt):
+    """This process's part of one step: forward and backward on rows [lo, hi) of the global
+    batch [start, stop) (all of it without ranks), gradients of the global batch's mean loss
+    left in the model's buffer.  Returns the rows' [loss, recon, kl] sums and their count
+    (on a GPU the sums stay on the device, in acc: zeros here)."""
+    m = hi - lo
+    if m == 0:  # more ranks than rows in this batch: take part with a zero gradient
+        batches.skip(start, stop)
+        model._noise_counter += 1  # every rank draws one step of noise per step
+        if reduce_kl is not None and model.free_bits > 0:
+            reduce_kl(stop - start)(model._bk.xp.zeros(model.latent_dim, dtype=model.dtype), 0)
+        model.flat_grads.fill(0)
+        return 0.0, 0.0, 0.0, 0
+    xb = batches.get(lo, hi, start, stop)
+    cache = model.forward(xb, validate=False, _acc=None if acc is None else (acc, float(m)),
+                          _row0=lo - start, _batch=stop - start,
+                          _reduce_kl=None if reduce_kl is None else reduce_kl(stop - start))
+    sums = (0.0, 0.0, 0.0, m)
+    if acc is None:
+        loss, recon, kl = cache._read()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss is {loss} at epoch {st.epoch + 1}, step {st.epoch_steps + 1}; "
+                f"parameters are unchanged by this step (try a smaller lr, now {opt.lr})")
+        sums = (m * loss, m * recon, m * kl, m)
+    model.backward(cache)
+    return sums
 
 
 def _advance(st, stop, n):
@@ -285,96 +367,14 @@ def _check_callbacks(callbacks):
 DEVICE_CHECK_EVERY = 100
 
 
-class _Batches:
-    """The rows of each training step, gathered where the model computes, allocating
-    nothing per step.
-
-    On a GPU an in-memory training set is copied to the device once (uint8 images stay
-    uint8, a quarter of the float32 size) and each batch is gathered and scaled there by
-    one kernel, so a step needs no host-to-device copy.  Memory-mapped data, dynamic
-    binarization (whose draws come from a host generator, for exact resume) and data too
-    large for the GPU use host batches, gathered into one buffer (and, on a GPU, copied
-    into one device buffer).  A memory-mapped file is read in file order within each batch
-    (the order is worked out once per epoch), so a file larger than memory streams.
-    """
-
-    def __init__(self, model, ds, B, binarize, bin_rng):
-        self.ds, self.binarize, self.bin_rng, self.bk = ds, binarize, bin_rng, model._bk
-        self.B, self.on_device = B, False
-        self.mapped = isinstance(ds.x, np.memmap)
-        usable = (self.bk.DEVICE and binarize == "none" and not self.mapped
-                  and ds.x.dtype in (np.uint8, np.float32, np.float64))
-        if usable:
-            try:
-                X = ds.x if ds.x.dtype == np.uint8 else np.asarray(ds.x, dtype=model.dtype)
-                self.X = self.bk.asarray(np.ascontiguousarray(X))
-                self.out = self.bk.xp.empty((B, ds.dim), dtype=model.dtype)
-                self.on_device = True
-            except MemoryError:
-                self.X = None  # does not fit next to the model: host batches instead
-        if self.on_device:
-            return
-        # host batches: the gather kernel of the cpu backend (the numpy backend's own keeps
-        # that backend free of Numba)
-        if self.bk.NAME == "numpy":
-            from .backends import reference as host
-        else:
-            from .backends import cpu as host
-        self.host = host
-        self.X = np.asarray(ds.x)  # drops the memmap subclass only: a file stays a file
-        # the kernels read native integers and float32/64; other data (big-endian IDX
-        # floats, float16) goes through Dataset.batch, which converts with a temporary
-        self.kernel_ok = (self.X.dtype.isnative and self.X.dtype.kind in "uif"
-                          and self.X.dtype != np.float16)
-        self.buf = np.empty((B, ds.dim), dtype=model.dtype)
-        self.u = np.empty((B, ds.dim), dtype=model.dtype) if binarize == "dynamic" else None
-        if self.mapped:  # per batch: rows in file order, and where each goes in the batch
-            self.src, self.dest = np.empty(len(ds), np.int64), np.empty(len(ds), np.int64)
-        if self.bk.DEVICE:
-            self.staged = self.bk.xp.empty((B, ds.dim), dtype=model.dtype)
-
-    def start_epoch(self, order, first_row):
-        """The epoch's row order (N,); batches start at first_row, first_row + B, ..."""
-        self.order = order
-        if self.on_device:
-            self.order_dev = self.bk.asarray(order.astype(np.int64))
-        elif self.mapped and self.kernel_ok:
-            for s in range(first_row, order.size, self.B):
-                seg = order[s:s + self.B]
-                where = np.argsort(seg, kind="stable")
-                self.src[s:s + seg.size] = seg[where]
-                self.dest[s:s + seg.size] = where
-
-    def get(self, start, stop):
-        """Rows order[start:stop] as a (stop - start, D) batch of the model's dtype."""
-        n = stop - start
-        if self.on_device:
-            xb = self.out[:n]
-            self.bk.gather_rows(xb, self.X, self.order_dev[start:stop], self.ds.scale)
-            return xb
-        xb = self.buf[:n]
-        if not self.kernel_ok:
-            self.ds.batch(self.order[start:stop], out=xb)
-        elif self.mapped:
-            self.host.scatter_rows(xb, self.dest[start:stop], self.X, self.src[start:stop],
-                                   self.ds.scale)
-        else:
-            self.host.gather_rows(xb, self.X, self.order[start:stop], self.ds.scale)
-        if self.binarize == "dynamic":
-            u = self.u[:n]
-            self.bin_rng.random(out=u, dtype=u.dtype)
-            self.host.binarize_rows(xb, u)
-        if self.bk.DEVICE:
-            staged = self.staged[:n]
-            self.bk.copy_from_host(staged, xb)
-            return staged
-        return xb
-
-
-def _sync_sums(bk, acc, st, opt, since, check=True):
-    """Copy the device's running sums into the training state; raise if they stopped
-    being finite (on a GPU the loss is not read every step, so say where it happened)."""
-    vals = [float(v) for v in bk.to_numpy(acc)]
+def _sync_sums(bk, acc, base, st, opt, since, check=True, dist=None):
+    """The state's sums = base + the device's running sums (summed over the ranks); raise
+    if they stopped being finite (on a GPU the loss is not read every step, so say where
+    it happened)."""
+    vals = bk.to_numpy(acc).astype(np.float64)
+    if dist is not None:
+        vals = dist.sum(vals)
+    vals = [b + float(v) for b, v in zip(base, vals)]
     if check and opt.clip_norm is not None and opt.last_grad_norm is not None \
             and not math.isfinite(float(opt.last_grad_norm)):
         raise FloatingPointError(
@@ -389,14 +389,15 @@ def _sync_sums(bk, acc, st, opt, since, check=True):
     st.sums[:3] = vals
 
 
-def _checked(ds, model):
+def _checked(ds, model, dist=None):
+    """ds, its width and values checked (with ranks: each scans its share of the rows)."""
     if ds.dim != model.input_dim:
         raise DataError(f"{ds.name}: rows have {ds.dim} values, the model expects "
                         f"{model.input_dim}")
-    return ds.check(model.likelihood)
+    return ds.check(model.likelihood, None if dist is None else dist.shard(0, len(ds)))
 
 
-def _end_epoch(model, st, valset, val_samples, beta):
+def _end_epoch(model, st, valset, val_samples, beta, dist=None):
     """Close the epoch: the record of its averages (and validation), position reset."""
     loss, recon, kl, n = st.sums
     secs = st.seconds
@@ -407,7 +408,8 @@ def _end_epoch(model, st, valset, val_samples, beta):
            "samples_per_s": n / secs if secs > 0 else float("nan")}
     t0 = time.perf_counter()
     if valset is not None:
-        ev = elbo(model, valset, n_samples=val_samples, validate=False)  # checked by fit
+        ev = elbo(model, valset, n_samples=val_samples, validate=False,  # checked by fit
+                  _dist=dist)
         rec.update(val_neg_elbo=ev.neg_elbo, val_recon=ev.recon, val_kl=ev.kl)
     rec["seconds"] = secs + time.perf_counter() - t0
     st.restart_epoch()

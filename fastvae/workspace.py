@@ -47,6 +47,7 @@ class Workspace:
         # row, the loss per datapoint (no_rows: the ELBO's empty stand-in)
         self.logw, self.wnorm, self.loss_b, self.no_rows = e(R), e(R), e(B), e(0)
         self.objective = "elbo"  # of the last forward pass (backward follows it)
+        self.batch = B  # the batch the gradients are the mean over (more rows when sharded)
         # on a GPU the input check of a pass is counted here, on the device, and read with
         # the pass's loss (checking is True while those counts are the pass's)
         self.bad = xp.zeros(2, dtype="uint64")

@@ -152,9 +152,12 @@ class EmuArray(np.ndarray):
     def data(self):
         return _MemoryPointer(self.ctypes.data)
 
-    def get(self):
+    def get(self, out=None):
         if self._reads is not None:
             self._reads[0] += 1
+        if out is not None:
+            out[...] = self.view(np.ndarray)
+            return out
         return np.array(self, copy=True).view(np.ndarray)
 
     def set(self, host):
@@ -167,6 +170,9 @@ class EmuArray(np.ndarray):
 class _Stream:
     def __init__(self, ptr):
         self.ptr = ptr
+
+    def synchronize(self):
+        """The emulator runs every launch to completion: nothing is ever pending."""
 
 
 class _DeviceObj:
@@ -209,6 +215,10 @@ class _CudaNamespace:
 
     def get_current_stream(self):
         return _Stream(1000 + self.current)  # one (default) stream per device
+
+    def alloc_pinned_memory(self, nbytes):
+        """Page-locked host memory: here plain host memory."""
+        return bytearray(nbytes)
 
 
 class FakeCupy:

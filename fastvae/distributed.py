@@ -1,0 +1,251 @@
+"""Data-parallel training over MPI (``pip install 'fastvae[mpi]'``; mpi4py imported only here).
+
+Every rank runs the same script on the same data.  Each step's global batch (``batch_size``
+rows) is split into one contiguous shard per rank; a rank reads and computes only its
+shard, with its gradients scaled by the *global* batch size, so that one ``Allreduce`` (a
+sum) of the flat gradient buffer gives every rank the gradient of the whole batch, and every
+rank takes the same optimizer step.  The noise of a row depends on (seed, step, its place in
+the global batch) only (:meth:`fastvae.VAE._draw_normal`), dynamic binarization draws the
+whole global batch on every rank, and with free bits the per-dimension KL is reduced before
+the gate: N ranks give what one process gives with the same global batch, to the rounding
+of the sums.
+
+Besides the gradient, each step reduces one small vector: the step's loss sums and two
+flags.  A rank whose step raised (or whose loss is not finite) still takes part with its
+failure flag set, so no rank is left waiting; then every rank learns who failed and why (one
+allgather, on that path only) and raises :class:`DistributedError` naming the rank and the
+cause, before any optimizer step: the parameters are the same on every rank.  A Ctrl-C seen
+by any rank sets the other flag: every rank stops after the same step, and rank 0 writes the
+checkpoint.
+
+On the cuda backend the gradient buffer is a CuPy array: it goes to MPI as it is when the
+MPI library is CUDA-aware (``MPI.Query_cuda_support()``, or ``FASTVAE_MPI_CUDA_AWARE=1``),
+else it is staged through one pinned host buffer (a device-host copy each way per step).
+Neither path has run on a GPU here.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from .data import DataError
+
+#: the flags of a step, summed over ranks
+_FAIL, _STOP = 0, 1
+
+
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def shard(start, stop, rank, size):
+    """Rank ``rank``'s rows [lo, hi) of rows [start, stop) shared by ``size`` ranks:
+    contiguous, sizes differing by at most one, earlier ranks taking the extra rows."""
+    base, extra = divmod(stop - start, size)
+    lo = start + rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+class DistributedError(RuntimeError):
+    """A rank failed; raised on every rank, with the failing rank and its error."""
+
+
+def detected_size():
+    """The number of processes an MPI launcher started this one among (1 when none):
+    read from the launchers' environment (MPICH and Intel MPI: PMI_SIZE; Open MPI:
+    OMPI_COMM_WORLD_SIZE; MVAPICH: MV2_COMM_WORLD_SIZE; PMIx: PMIX_SIZE), without importing
+    MPI."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        v = os.environ.get(var, "")
+        if v.isdigit():
+            return int(v)
+    return 1
+
+
+def _mpi():
+    """mpi4py's MPI module, or an ImportError saying how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise ImportError(f"data-parallel training needs mpi4py ({e}): pip install "
+                          "'fastvae[mpi]'") from None
+    return MPI
+
+
+def world():
+    """mpi4py's COMM_WORLD (ImportError saying how to install mpi4py without it)."""
+    return _mpi().COMM_WORLD
+
+
+class Distributed:
+    """The ranks of ``comm`` (an mpi4py communicator) training one model together."""
+
+    def __init__(self, comm, model):
+        if not all(callable(getattr(comm, m, None)) for m in ("Get_rank", "Get_size",
+                                                              "Allreduce", "allgather")):
+            raise TypeError(f"comm must be an mpi4py communicator (e.g. MPI.COMM_WORLD), got "
+                            f"{comm!r}")
+        MPI = _mpi()
+        self.MPI, self.comm = MPI, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.bk = model._bk
+        # every collective of a step is one Allreduce of this vector, so that a rank that
+        # failed can always take part in whatever the others are in: [fail, stop, loss sum,
+        # recon sum, kl sum, rows, the rows' per-dimension KL sums (free bits)]
+        self._small = np.zeros(6 + model.latent_dim)
+        self.kl_pending = False  # this step's KL exchange (free bits) is still to come
+        self._host = None          # the pinned staging buffer (cuda, not CUDA-aware MPI)
+        env = os.environ.get("FASTVAE_MPI_CUDA_AWARE")
+        if env is not None:
+            self.cuda_aware = env not in ("", "0")
+        else:
+            query = getattr(MPI, "Query_cuda_support", None)
+            self.cuda_aware = bool(query()) if query is not None else False
+
+    # ---------------------------------------------------------------- sharding
+    def shard(self, start, stop):
+        """This rank's rows [lo, hi) of the global batch [start, stop) (see :func:`shard`)."""
+        return shard(start, stop, self.rank, self.size)
+
+    def check_same_start(self, failure, inputs):
+        """Before a fit changes anything: raise on every rank when a rank's arguments or
+        data were refused (``failure``: that exception, raised again on its rank;
+        DistributedError naming it on the others), or, naming what differs, unless every
+        rank starts with the same model (configuration, parameters, position in training),
+        the same settings and the same data (lengths, widths, and 64 sampled rows of each):
+        ranks that differ would silently train different things.  ``inputs()`` gives
+        (model, resolved settings, the settings given, epochs, train, val).  One allgather."""
+        every = self.gather(failure, lambda: self._fingerprint(*inputs()), "fit refused")
+        mine = every[self.rank]
+        differ = [k for k in mine if any(e[k] != every[0][k] for e in every)]
+        if not differ:
+            return
+        lines = []
+        for k in differ:
+            if k.endswith("data"):  # say how, when it is the shape
+                shapes = [e[k] and e[k][:2] for e in every]
+                if len(set(shapes)) > 1:
+                    k += " (" + ", ".join(f"rank {r}: " + ("none" if s is None else
+                                                           f"{s[0]} rows of {s[1]}")
+                                          for r, s in enumerate(shapes)) + ")"
+                else:
+                    k += " (same shape, different values)"
+            lines.append(k)
+        err = DataError if all(k.startswith("the training data") or
+                               k.startswith("the validation data") for k in lines) \
+            else ValueError
+        raise err(f"the MPI ranks differ in {', '.join(lines)}; every rank must run the same "
+                  "script on the same data, with the same model and settings")
+
+    def gather(self, failure, compute, what):
+        """Every rank's ``compute()`` (a list, by rank), unless a rank failed: ``failure``
+        is this rank's exception so far (or None; compute is then called, and an exception
+        it raises counts too).  When any rank failed, that rank raises its own exception
+        again and the others a DistributedError "<what> on rank r: <cause>", so no rank is
+        left waiting.  One allgather."""
+        value = None
+        if failure is None:
+            try:
+                value = compute()
+            except Exception as e:  # noqa: BLE001  (told to every rank below)
+                failure = e
+        msg = None if failure is None else f"{type(failure).__name__}: {failure}"
+        every = self.comm.allgather((msg, value))
+        failed = [(r, m) for r, (m, _) in enumerate(every) if m is not None]
+        if failed:
+            if failure is not None:
+                raise failure
+            raise DistributedError(f"{what} on " + "; ".join(f"rank {r}: {m}" for r, m in failed))
+        return [v for _, v in every]
+
+    def _fingerprint(self, model, settings, given, epochs, train, valset):
+        """What must be the same on every rank, each part small (digests of arrays)."""
+        def rows_digest(ds):
+            if ds is None:
+                return None
+            idx = np.unique(np.linspace(0, len(ds) - 1, 64).astype(np.int64))
+            return (len(ds), ds.dim, _digest(ds.batch(idx, dtype=np.float64)))
+
+        def plain(v):  # an Optimizer instance by its class and configuration
+            return repr(v) if not hasattr(v, "config") else (type(v).__name__, v.config())
+        st = model.train_state
+        opt = None if st is None or st.optimizer is None else st.optimizer.config()
+        return {"the training data": rows_digest(train),
+                "the validation data": rows_digest(valset),
+                "the model": repr(sorted(model.config().items())),
+                "the parameters": _digest(self.bk.to_numpy(model.flat_params)),
+                "the training state": None if st is None else (st.step, st.epoch, st.row),
+                "the settings": repr((sorted(settings.items()), epochs, opt,
+                                      sorted((k, plain(v)) for k, v in given.items())))}
+
+    # ------------------------------------------------------------------ a step
+    def begin_step(self, free_bits):
+        """A step starts: with free bits it holds a KL exchange before the final one."""
+        self.kl_pending = free_bits > 0
+
+    def _exchange(self, failure, stop, sums, kl=None):
+        s = self._small
+        s[_FAIL], s[_STOP] = float(failure is not None), float(bool(stop))
+        s[2:6] = sums
+        s[6:] = 0.0 if kl is None else kl
+        self.comm.Allreduce(self.MPI.IN_PLACE, s, op=self.MPI.SUM)
+        if s[_FAIL] > 0:
+            reports = self.comm.allgather(failure)
+            msg = "; ".join(f"rank {r}: {m}" for r, m in enumerate(reports) if m is not None)
+            raise DistributedError(f"training stopped on every rank: {msg}")
+        return s.copy()
+
+    def agree(self, failure, stop, sums=(0.0, 0.0, 0.0, 0)):
+        """The step's closing reduction: flags and loss sums (the rows' [loss, recon, kl]
+        sums and their count).  Raises DistributedError on every rank when any rank's step
+        failed (``failure``: its error message, else None).  Returns (stop requested by
+        any rank, the global sums)."""
+        if self.kl_pending:  # this rank failed before the KL exchange: join it, failing
+            self.kl_pending = False
+            self._exchange(failure, stop, sums)
+        s = self._exchange(failure, stop, sums)
+        return s[_STOP] > 0, s[2:6].copy()
+
+    def allreduce_(self, buf):
+        """buf <- the sum of every rank's buf, in place (a NumPy array, or a CuPy array:
+        passed to a CUDA-aware MPI as it is, else staged through pinned host memory)."""
+        MPI = self.MPI
+        if not self.bk.DEVICE:
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            return buf
+        xp = self.bk.xp
+        xp.cuda.get_current_stream().synchronize()  # MPI reads memory, not the stream
+        if self.cuda_aware:
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            return buf
+        host = self._staging(buf)
+        buf.get(out=host)
+        self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
+        buf.set(host)
+        return buf
+
+    def _staging(self, buf):
+        """One page-locked host buffer of buf's shape and dtype, made on first use."""
+        if self._host is None or self._host.shape != buf.shape or self._host.dtype != buf.dtype:
+            mem = self.bk.xp.cuda.alloc_pinned_memory(buf.nbytes)
+            self._host = np.frombuffer(mem, buf.dtype, buf.size).reshape(buf.shape)
+        return self._host
+
+    def sum(self, values):
+        """The sum over ranks of a small float64 vector (evaluation)."""
+        v = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, v, op=self.MPI.SUM)
+        return v
+
+    def kl_dim_reducer(self, batch):
+        """For free bits: the gate compares the batch mean of each dimension's KL, so the
+        ranks' shard means are reduced to the global batch's before it is used (the step's
+        KL exchange)."""
+        def reduce(kl_dim, rows):
+            self.kl_pending = False
+            host = self.bk.to_numpy(kl_dim).astype(np.float64) * rows
+            s = self._exchange(None, False, (0.0, 0.0, 0.0, 0), kl=host)
+            kl_dim[...] = self.bk.asarray((s[6:] / batch).astype(kl_dim.dtype))
+        return reduce
