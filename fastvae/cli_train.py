@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import traceback
 import warnings
 
 from .cli_common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
@@ -61,7 +62,10 @@ def add_parser(sub):
         "the whole training state), OUT/history.json, OUT/run.json and pictures (PNG).  "
         "--resume continues the run in OUT: its saved settings are used; a training option "
         "given with --resume is applied (and reported) if it differs; data and model "
-        "options cannot change.")
+        "options cannot change.  Launched as 'mpiexec -n N fastvae train ...' (pip install "
+        "'fastvae[mpi]') it trains data parallel: each of the N processes computes its share "
+        "of every batch, and rank 0 prints and writes the run; a run resumes on any number "
+        "of processes.")
 
     def add(group, dest, help, **kw):
         default = DEFAULTS[dest]
@@ -126,6 +130,10 @@ def add_parser(sub):
                    "settings, until it has --epochs epochs in all")
     r.add_argument("--no-pictures", action="store_true", help="do not write PNG pictures")
     r.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    r.add_argument("--no-distributed", action="store_true",
+                   help="under mpiexec with more than one process (seen from the launcher's "
+                   "variables, PMI_SIZE or OMPI_COMM_WORLD_SIZE), do not train data parallel: "
+                   "every process trains alone (give each its own --out)")
     t.set_defaults(func=cmd_train)
     return t
 
@@ -139,7 +147,7 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def _resume(args, given):
+def _resume(args, given, lead=True):
     """(opts, model, checkpoint) of the run in --out, with the options given checked."""
     from . import load
 
@@ -164,7 +172,7 @@ def _resume(args, given):
         st.settings["binarize"] = "dynamic" if saved.get("binarize") == "dynamic" else "none"
         st.settings_saved = True
         caught = [w for w in caught if "did not record fit's settings" not in str(w.message)]
-    for w in caught:
+    for w in caught if lead else ():
         print(f"warning: {w.message}", file=sys.stderr)
     config = model.config()
     fixed = []
@@ -183,29 +191,89 @@ def _resume(args, given):
 
 
 def cmd_train(args):
+    """Train (``args`` from :func:`add_parser`).  Launched by mpiexec with more than one rank
+    (and no --no-distributed), every rank runs this and trains its share of each batch;
+    rank 0 alone prints and writes the run directory."""
+    from .distributed import detected_size, world
+
+    comm = None
+    if detected_size() > 1 and not args.no_distributed:
+        comm = world()
+        if comm.Get_size() == 1:  # a launcher's variables, but MPI saw one process
+            comm = None
+    if comm is None:
+        return _run(args, *_prepare(args, None))
+    return _run_distributed(args, comm)
+
+
+def _run_distributed(args, comm):
+    """cmd_train on every rank of ``comm``: an error anywhere reaches every rank (rank 0
+    prints it) and no rank is left waiting in a collective; an unexpected one (or a second
+    Ctrl-C) aborts the whole job."""
+    from .data import DataError
+    from .distributed import DistributedError
+    from .io import CheckpointError
+    rank = comm.Get_rank()
+    if args.out is None and not args.resume:  # rank 0 picks the run directory for all
+        args.out = comm.bcast(_next_run_dir(_run_name(_given(args))) if rank == 0 else None)
+    failure, prepared = None, None
+    try:
+        prepared = _prepare(args, comm)
+    except Exception as e:  # noqa: BLE001  (every rank must learn of it: no rank waits)
+        failure = e
+    reports = comm.allgather(None if failure is None else str(failure))
+    failed = [(r, m) for r, m in enumerate(reports) if m is not None]
+    if failed:
+        if rank != 0:
+            return 2  # rank 0 says why
+        if failure is not None:
+            raise failure
+        r, m = failed[0]
+        raise UsageError(f"rank {r} of {comm.Get_size()}: {m}")
+    try:
+        return _run(args, *prepared)
+    except DistributedError as e:  # raised on every rank
+        if rank == 0:
+            print(f"fastvae train: error: {e}", file=sys.stderr)
+        return 1
+    except (UsageError, DataError, CheckpointError, FloatingPointError, ValueError):
+        if rank == 0:  # fit's own errors reach every rank (the others: DistributedError)
+            raise
+        return 2
+    except BaseException:  # noqa: BLE001  (a bug, or Ctrl-C twice: stop every rank now)
+        traceback.print_exc()
+        comm.Abort(1)
+
+
+def _run_name(opts):
+    opts = {**DEFAULTS, **opts}
+    return ("shapes%d" % opts["image_size"] if opts["data"] == "shapes" else
+            os.path.basename(os.path.normpath(opts["data"])) or "data")
+
+
+def _prepare(args, comm):
+    """Everything before training, checked before anything is written: (model, opts,
+    out, ckpt, fit_kw, train, test, comm).  Only rank 0 (or a run without MPI) writes."""
     from . import VAE
     from .data import DataError
+    from .distributed import shard
     from .state import resolve
-    from .train import SettingChangedWarning
 
+    lead = comm is None or comm.Get_rank() == 0
     given = _given(args)
     if given.get("epochs", 0) < 0:
         raise UsageError(f"--epochs must be >= 0, got {given['epochs']}")
     if args.resume:
-        opts, model, ckpt = _resume(args, given)
+        opts, model, ckpt = _resume(args, given, lead)
         out = args.out
         done = model.train_state.epoch if model.train_state else 0
-        if not args.quiet:
+        if not args.quiet and lead:
             print(f"resuming {ckpt}: {done} epoch(s) done, training to {opts['epochs']}",
                   file=sys.stderr)
         fit_kw = {k: given[k] for k in FIT_OPTIONS if k in given}
     else:
         opts = {**DEFAULTS, **given}
-        out = args.out
-        if out is None:
-            name = ("shapes%d" % opts["image_size"] if opts["data"] == "shapes" else
-                    os.path.basename(os.path.normpath(opts["data"])) or "data")
-            out = _next_run_dir(name)
+        out = args.out if args.out is not None else _next_run_dir(_run_name(opts))
         ckpt = os.path.join(out, MODEL_FILE)
         if os.path.exists(ckpt):
             raise UsageError(f"{ckpt} already exists; continue it with --resume or choose "
@@ -219,8 +287,9 @@ def cmd_train(args):
         train = binarized(train, "static", opts["seed"])
     test = binarized(test, opts["binarize"], opts["seed"] + 1)
     if opts["likelihood"] == "bernoulli":
-        try:
-            train.check("bernoulli")
+        try:  # (with ranks: each scans its share of the rows)
+            train.check("bernoulli", None if comm is None else
+                        shard(0, len(train), comm.Get_rank(), comm.Get_size()))
         except DataError as e:
             raise DataError(f"{e} (pass --likelihood gaussian for real-valued data)") from None
     t_data = time.perf_counter() - t0
@@ -238,25 +307,37 @@ def cmd_train(args):
         model.metadata = {"data": opts["data"], "image_shape": train.image_shape,
                           "binarize": opts["binarize"], "label_names": train.label_names}
     try:  # the settings are checked before anything is written
-        resolve(model.train_state, model, fit_kw)
+        resolve(model.train_state, model, dict(fit_kw))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    os.makedirs(out, exist_ok=True)
-    # run.json: what the checkpoint does not hold (the data to load again, the run's total);
-    # the training settings live in the checkpoint's training state only, so that the two
-    # can never disagree
-    keep = (*DATA_OPTIONS, *MODEL_OPTIONS, "epochs")
-    with open(os.path.join(out, RUN_FILE), "w") as f:
-        json.dump({k: _norm(opts[k]) for k in dict.fromkeys(keep)}, f, indent=1)
-    quiet = args.quiet
-    if not quiet:
-        print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
-              f"model: {model!r}\noutput: {out}", file=sys.stderr)
+    if lead:
+        os.makedirs(out, exist_ok=True)
+        # run.json: what the checkpoint does not hold (the data to load again, the run's
+        # total); the training settings live in the checkpoint's training state only, so
+        # that the two can never disagree
+        keep = (*DATA_OPTIONS, *MODEL_OPTIONS, "epochs")
+        with open(os.path.join(out, RUN_FILE), "w") as f:
+            json.dump({k: _norm(opts[k]) for k in dict.fromkeys(keep)}, f, indent=1)
+        if not args.quiet:
+            ranks = "" if comm is None else f"; data parallel on {comm.Get_size()} MPI ranks"
+            print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
+                  f"model: {model!r}{ranks}\noutput: {out}", file=sys.stderr)
+    return model, opts, out, ckpt, fit_kw, train, test, comm
+
+
+def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm):
+    """Train, then (rank 0 only) write the history and pictures and print the test ELBO."""
+    from .train import SettingChangedWarning
+
+    lead = comm is None or comm.Get_rank() == 0
+    quiet = args.quiet or not lead
     done = model.train_state.epoch if model.train_state else 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SettingChangedWarning)
         history = model.fit(train, epochs=max(0, opts["epochs"] - done), val=test,
-                            progress=not quiet, checkpoint=ckpt, **fit_kw)
+                            progress=not quiet, checkpoint=ckpt, comm=comm, **fit_kw)
+    if not lead:
+        return 130 if history.interrupted else 0
     for w in caught:  # --quiet: the one line fit would have printed
         if issubclass(w.category, SettingChangedWarning):
             print(str(w.message), file=sys.stderr)
@@ -271,7 +352,7 @@ def cmd_train(args):
         return 130
     written = []
     if not args.no_pictures:
-        written = _pictures(model, test, out, quiet)
+        written = _pictures(model, test, out, args.quiet)
     ev = model.elbo(test)
     print(f"test negative ELBO {ev.neg_elbo:.2f} nats (recon {ev.recon:.2f}, kl {ev.kl:.2f}) "
           f"on {ev.n} rows; model: {ckpt}" + (f"; {len(written)} pictures in {out}"
@@ -297,4 +378,3 @@ def _pictures(model, ds, out, quiet):
     if not quiet:
         print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
     return paths
-
