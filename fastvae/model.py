@@ -12,7 +12,6 @@ a checkpoint saves whole.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 
 import numpy as np
@@ -20,30 +19,17 @@ import numpy as np
 from . import backend as _backend
 from . import io as _io
 from .cache import Cache, DeviceFloat, Grads
-from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_SIGMOID, LIK_BERNOULLI,
-                    LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code)
+from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code
+from .inference import Inference, on_device as _on_device
 from .params import build_layout, init_linear_, views
 from .state import TrainState
-from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
-                       check_latent, check_seed, choice, data_bounds, generator, int_tuple,
-                       nonneg_int, objective_config, obs_scale_config, positive_int, real)
+from .validate import (OBJECTIVES, activation_config, check_batch, check_eps, choice,
+                       data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
+                       positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
 
-
-def _on_device(method):
-    """Run ``method`` with the model's GPU current (see :meth:`VAE.on_device`); on the CPU
-    backends it costs one attribute test."""
-    @functools.wraps(method)
-    def run(self, *args, **kw):
-        if self.device_id is None:
-            return method(self, *args, **kw)
-        with self._bk.xp.cuda.Device(self.device_id):
-            return method(self, *args, **kw)
-    return run
-
-
-class VAE:
+class VAE(Inference):
     """A fully connected VAE with explicit, hand-written forward and backward passes.
 
     Parameters
@@ -425,76 +411,6 @@ class VAE:
         if self._bk.DEVICE:
             return DeviceFloat(lambda: cache.loss)
         return cache.loss
-
-    # ---------------------------------------------------------------- inference
-    @_on_device
-    def encode(self, x, sample=False, seed=None):
-        """The posterior q(z|x) of x (B, D).
-
-        sample=False: (mu, logvar), each (B, Z), as new arrays (logvar clamped to
-        LOGVAR_RANGE).  sample=True: one draw z = mu + sigma * eps, (B, Z), with eps from
-        its own generator (``seed``: None for fresh entropy, an int, or a NumPy Generator),
-        never the training noise.
-        """
-        sample = boolean(sample, "sample")
-        rng = generator(seed) if sample else check_seed(seed)
-        x = check_batch(x, self, True, check_range=False)
-        ws = self._pool.get(x.shape[0], 1, False)
-        ws.generation += 1
-        self._encoder_forward(ws, x)
-        if sample:
-            self._draw_normal(ws.eps.reshape(1, *ws.eps.shape), rng)
-        else:
-            ws.eps.fill(0)
-        # the training pass's own kernel: the same bias, clamp and sigma as training
-        self._bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
-                                self._params["enc.head.b"], ws.eps, *LOGVAR_RANGE)
-        if sample:
-            return ws.z.copy()
-        return ws.mu.copy(), ws.logvar.copy()
-
-    @_on_device
-    def decode(self, z):
-        """Decoder mean for latent codes z (N, Z): pixel probabilities (Bernoulli) or means
-        (Gaussian), (N, D), as a new array."""
-        z = check_latent(z, self)
-        ws = self._pool.get(z.shape[0], 1, False)
-        ws.generation += 1
-        self._decoder_forward(ws, z)
-        final = ACT_SIGMOID if self._lik == LIK_BERNOULLI else ACT_IDENTITY
-        self._bk.bias_act_fwd(ws.out, self._params["dec.out.b"], final, 0.0)
-        return ws.out.copy()
-
-    @_on_device
-    def sample(self, n, seed=None, mean=True):
-        """n draws from the model: z ~ N(0, I), then the decoder.
-
-        mean=True returns the decoder mean (pixel probabilities or Gaussian means);
-        mean=False a draw from p(x|z) (0/1 pixels, or mean + sigma * noise with the
-        observation scale).  Returns an (n, D) array.  The noise comes from its own
-        generator (``seed``: None for fresh entropy, an int for a reproducible draw, or a
-        NumPy Generator), never from the training noise, so sampling during training does
-        not change the run.
-        """
-        n = positive_int(n, "n")
-        mean = boolean(mean, "mean")
-        rng = generator(seed)
-        xp = self._bk.xp
-        z = rng.standard_normal((n, self.latent_dim)).astype(self.dtype)
-        m = self.decode(z)
-        if mean:
-            return m
-        if self._lik == LIK_BERNOULLI:
-            u = self._bk.asarray(rng.random((n, self.input_dim), dtype=self.dtype))
-            return (u < m).astype(self.dtype)
-        noise = rng.standard_normal((n, self.input_dim)).astype(self.dtype)
-        scale = np.exp(self.obs_logscale()).astype(self.dtype)
-        return m + xp.asarray(scale * noise)
-
-    def reconstruct(self, x):
-        """Decoder mean at z = mu(x) (no sampling): an (B, D) array."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
 
     # ----------------------------------------------------------- training, files
     @_on_device

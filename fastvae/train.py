@@ -155,6 +155,12 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     # read, checked, and added here.
     acc = bk.xp.zeros(3, dtype=np.float64) if bk.DEVICE else None
     base = [list(st.sums[:3])]
+    if acc is not None and dist is None:
+        # one process: the device's sums continue from the saved ones, so that a resumed
+        # epoch adds in the order of an uninterrupted one (its loss is the same to the bit);
+        # with ranks each rank's acc holds its own rows only, and base the agreed sums
+        acc[...] = bk.asarray(np.array(base[0], dtype=np.float64))
+        base[0] = [0.0, 0.0, 0.0]
     checked = st.epoch_steps  # the last step whose loss is known to be finite
     # opt.step_count - st.step is fixed while the position keeps up with the optimizer; a
     # second Ctrl-C between the two is caught up with in the finally clause below

@@ -259,7 +259,8 @@ def plot(res, path):
     ax.set_title(f"canonical VAE training step — {m.get('cpu')}, {m.get('cores')} cores",
                  fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # (a report without canonical training rows)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return path
