@@ -202,27 +202,37 @@ def cmd_train(args):
         if comm.Get_size() == 1:  # a launcher's variables, but MPI saw one process
             comm = None
     if comm is None:
-        return _run(args, *_prepare(args, None))
+        prepared = _prepare(args, None)
+        _start_run(args, prepared)
+        return _run(args, *prepared)
     return _run_distributed(args, comm)
 
 
 def _run_distributed(args, comm):
     """cmd_train on every rank of ``comm``: an error anywhere reaches every rank (rank 0
-    prints it) and no rank is left waiting in a collective; an unexpected one (or a second
-    Ctrl-C) aborts the whole job."""
+    prints it) and no rank is left waiting in a collective; a Ctrl-C before training stops
+    every rank with nothing written; an unexpected error (or a second Ctrl-C during
+    training) aborts the whole job."""
     from .data import DataError
-    from .distributed import DistributedError
+    from .distributed import DistributedError, local_rank, rank_backend
     from .io import CheckpointError
+    from .train import _SigintGuard
+
     rank = comm.Get_rank()
-    if args.out is None and not args.resume:  # rank 0 picks the run directory for all
-        args.out = comm.bcast(_next_run_dir(_run_name(_given(args))) if rank == 0 else None)
-    failure, prepared = None, None
-    try:
-        prepared = _prepare(args, comm)
-    except Exception as e:  # noqa: BLE001  (every rank must learn of it: no rank waits)
-        failure = e
-    reports = comm.allgather(None if failure is None else str(failure))
-    failed = [(r, m) for r, m in enumerate(reports) if m is not None]
+    with _SigintGuard() as guard:  # a Ctrl-C now only sets a flag, told to every rank
+        local = local_rank(comm)
+        if args.out is None and not args.resume:  # rank 0 picks the run directory for all
+            args.out = comm.bcast(_next_run_dir(_run_name(_given(args))) if rank == 0
+                                  else None)
+        failure, prepared = None, None
+        try:
+            # the ranks of a machine take its GPUs in turn
+            args.backend = rank_backend(args.backend, local)
+            prepared = _prepare(args, comm)
+        except Exception as e:  # noqa: BLE001  (every rank must learn of it: no rank waits)
+            failure = e
+        reports = comm.allgather((None if failure is None else str(failure), guard.hit))
+    failed = [(r, m) for r, (m, _) in enumerate(reports) if m is not None]
     if failed:
         if rank != 0:
             return 2  # rank 0 says why
@@ -230,7 +240,14 @@ def _run_distributed(args, comm):
             raise failure
         r, m = failed[0]
         raise UsageError(f"rank {r} of {comm.Get_size()}: {m}")
+    if any(hit for _, hit in reports):
+        if rank == 0:
+            print("interrupted before training started; nothing was written",
+                  file=sys.stderr)
+        return 130
     try:
+        if rank == 0:
+            _start_run(args, prepared)
         return _run(args, *prepared)
     except DistributedError as e:  # raised on every rank
         if rank == 0:
@@ -253,7 +270,7 @@ def _run_name(opts):
 
 def _prepare(args, comm):
     """Everything before training, checked before anything is written: (model, opts,
-    out, ckpt, fit_kw, train, test, comm).  Only rank 0 (or a run without MPI) writes."""
+    out, ckpt, fit_kw, train, test, comm, seconds spent loading the data)."""
     from . import VAE
     from .data import DataError
     from .distributed import shard
@@ -310,22 +327,26 @@ def _prepare(args, comm):
         resolve(model.train_state, model, dict(fit_kw))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if lead:
-        os.makedirs(out, exist_ok=True)
-        # run.json: what the checkpoint does not hold (the data to load again, the run's
-        # total); the training settings live in the checkpoint's training state only, so
-        # that the two can never disagree
-        keep = (*DATA_OPTIONS, *MODEL_OPTIONS, "epochs")
-        with open(os.path.join(out, RUN_FILE), "w") as f:
-            json.dump({k: _norm(opts[k]) for k in dict.fromkeys(keep)}, f, indent=1)
-        if not args.quiet:
-            ranks = "" if comm is None else f"; data parallel on {comm.Get_size()} MPI ranks"
-            print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
-                  f"model: {model!r}{ranks}\noutput: {out}", file=sys.stderr)
-    return model, opts, out, ckpt, fit_kw, train, test, comm
+    return model, opts, out, ckpt, fit_kw, train, test, comm, t_data
 
 
-def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm):
+def _start_run(args, prepared):
+    """The run directory and its run.json, and the run's first lines (rank 0 only)."""
+    model, opts, out, _, _, train, test, comm, t_data = prepared
+    os.makedirs(out, exist_ok=True)
+    # run.json: what the checkpoint does not hold (the data to load again, the run's
+    # total); the training settings live in the checkpoint's training state only, so
+    # that the two can never disagree
+    keep = (*DATA_OPTIONS, *MODEL_OPTIONS, "epochs")
+    with open(os.path.join(out, RUN_FILE), "w") as f:
+        json.dump({k: _norm(opts[k]) for k in dict.fromkeys(keep)}, f, indent=1)
+    if not args.quiet:
+        ranks = "" if comm is None else f"; data parallel on {comm.Get_size()} MPI ranks"
+        print(f"data: {train!r} ({t_data:.2f} s), test {len(test)} rows\n"
+              f"model: {model!r}{ranks}\noutput: {out}", file=sys.stderr)
+
+
+def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm, t_data):
     """Train, then (rank 0 only) write the history and pictures and print the test ELBO."""
     from .train import SettingChangedWarning
 

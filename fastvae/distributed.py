@@ -1,22 +1,29 @@
 """Data-parallel training over MPI (``pip install 'fastvae[mpi]'``; mpi4py imported only here).
 
 Every rank runs the same script on the same data.  Each step's global batch (``batch_size``
-rows) is split into one contiguous shard per rank; a rank reads and computes only its
-shard, with its gradients scaled by the *global* batch size, so that one ``Allreduce`` (a
-sum) of the flat gradient buffer gives every rank the gradient of the whole batch, and every
-rank takes the same optimizer step.  The noise of a row depends on (seed, step, its place in
-the global batch) only (:meth:`fastvae.VAE._draw_normal`), dynamic binarization draws the
-whole global batch on every rank, and with free bits the per-dimension KL is reduced before
-the gate: N ranks give what one process gives with the same global batch, to the rounding
-of the sums.
+rows) is split into one contiguous shard per rank (:func:`shard`); a rank reads and
+computes only its shard, with its gradients scaled by the *global* batch size, so that one
+``Allreduce`` (a sum) of the flat gradient buffer gives every rank the gradient of the
+whole batch, and every rank takes the same optimizer step.  The noise of a row depends on
+(seed, step, its place in the global batch) only (:meth:`fastvae.VAE._draw_normal`),
+dynamic binarization draws the whole global batch's uniforms on every rank, and with free
+bits the per-dimension KL is reduced before the gate: N ranks give what one process gives
+with the same global batch, to the rounding of the sums.
+
+Before the first step one allgather compares what must be equal (:meth:`check_same_start`):
+the data (lengths, widths and 64 sampled rows; the rest is not read twice), the model, its
+parameters, noise counter and position, and the settings; it also carries any rank's
+refusal of its arguments or data (each rank scans its share of the rows).
 
 Besides the gradient, each step reduces one small vector: the step's loss sums and two
-flags.  A rank whose step raised (or whose loss is not finite) still takes part with its
-failure flag set, so no rank is left waiting; then every rank learns who failed and why (one
+flags.  A rank whose step raised (or whose loss is not finite; on a GPU the step's work is
+waited for first, so a kernel's fault surfaces there) still takes part with its failure
+flag set, so no rank is left waiting; then every rank learns who failed and why (one
 allgather, on that path only) and raises :class:`DistributedError` naming the rank and the
-cause, before any optimizer step: the parameters are the same on every rank.  A Ctrl-C seen
-by any rank sets the other flag: every rank stops after the same step, and rank 0 writes the
-checkpoint.
+cause, before any optimizer step: the parameters are the same on every rank.  A Ctrl-C
+seen by any rank sets the other flag: every rank stops after the same step, and rank 0
+writes the checkpoint.  Rank 0's own output (progress, callbacks, the checkpoint) fails
+into the next agreement the same way.
 
 On the cuda backend the gradient buffer is a CuPy array: it goes to MPI as it is when the
 MPI library is CUDA-aware (``MPI.Query_cuda_support()``, or ``FASTVAE_MPI_CUDA_AWARE=1``),
@@ -38,6 +45,30 @@ _FAIL, _STOP = 0, 1
 
 def _digest(a):
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def local_rank(comm):
+    """This rank's index among the ranks of ``comm`` on its machine (a collective: every
+    rank calls it)."""
+    MPI = _mpi()
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_rank()
+    finally:
+        node.Free()
+
+
+def rank_backend(backend, local):
+    """The backend for the rank with machine-local index ``local``: "cuda" (or "auto" where
+    CuPy sees a GPU) becomes "cuda:<local mod the machine's GPU count>", so the ranks of a
+    machine take its GPUs in turn; anything else (cpu, numpy, an explicit "cuda:N") is
+    returned as it is resolved."""
+    from . import backend as _backend
+    name = _backend.resolve(backend)
+    if name != "cuda":
+        return name
+    from .backends import cuda
+    return f"cuda:{local % cuda.device().xp.cuda.runtime.getDeviceCount()}"
 
 
 def shard(start, stop, rank, size):
@@ -176,7 +207,8 @@ class Distributed:
                 "the validation data": rows_digest(valset),
                 "the model": repr(sorted(model.config().items())),
                 "the parameters": _digest(self.bk.to_numpy(model.flat_params)),
-                "the training state": None if st is None else (st.step, st.epoch, st.row),
+                "the training state": (model._noise_counter, None if st is None else
+                                       (st.step, st.epoch, st.row)),
                 "the settings": repr((sorted(settings.items()), epochs, opt,
                                       sorted((k, plain(v)) for k, v in given.items())))}
 
@@ -208,6 +240,13 @@ class Distributed:
         s = self._exchange(failure, stop, sums)
         return s[_STOP] > 0, s[2:6].copy()
 
+    def ready(self):
+        """Wait for this rank's GPU work of the step (nothing on the host backends): its
+        errors then surface before the step's agreement, where every rank learns of them,
+        and never inside the gradient's Allreduce."""
+        if self.bk.DEVICE:
+            self.bk.xp.cuda.get_current_stream().synchronize()
+
     def allreduce_(self, buf):
         """buf <- the sum of every rank's buf, in place (a NumPy array, or a CuPy array:
         passed to a CUDA-aware MPI as it is, else staged through pinned host memory)."""
@@ -232,12 +271,6 @@ class Distributed:
             mem = self.bk.xp.cuda.alloc_pinned_memory(buf.nbytes)
             self._host = np.frombuffer(mem, buf.dtype, buf.size).reshape(buf.shape)
         return self._host
-
-    def sum(self, values):
-        """The sum over ranks of a small float64 vector (evaluation)."""
-        v = np.array(values, dtype=np.float64)
-        self.comm.Allreduce(self.MPI.IN_PLACE, v, op=self.MPI.SUM)
-        return v
 
     def kl_dim_reducer(self, batch):
         """For free bits: the gate compares the batch mean of each dimension's KL, so the

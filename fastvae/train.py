@@ -81,30 +81,53 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     checkpoint : a path (in an existing directory) written atomically after every epoch
         and when Ctrl-C stops the run.
     comm : an mpi4py communicator for data-parallel training (:mod:`fastvae.distributed`):
-        every rank calls fit with the same data and settings; each computes its shard of
-        every global batch, the gradients are summed with one Allreduce, and every rank
-        takes the same step.  Only rank 0 shows progress and writes the checkpoint; every
-        rank returns the same history.  An error on any rank stops every rank.
+        every rank calls fit with the same model, data and settings (checked before the
+        first step); each computes its shard of every global batch, the gradients are
+        summed with one Allreduce, and every rank takes the same step: N ranks give what
+        one process gives, to the rounding of the sums.  Only rank 0 shows progress and
+        writes the checkpoint; every rank returns the same history.  An error on any rank
+        raises DistributedError on every rank, naming the rank and the cause; a Ctrl-C on
+        any rank stops every rank after the same step (twice: aborts every rank).  On GPUs,
+        build each rank's model with ``backend=distributed.rank_backend("cuda",
+        distributed.local_rank(comm))`` to give the ranks of a machine its GPUs in turn.
     """
     dist = None
     if comm is not None:
         from .distributed import Distributed
         dist = Distributed(comm, model)
+    # A Ctrl-C from here on only sets guard.hit (see _SigintGuard); with ranks a rank's
+    # own flag is never obeyed alone: the stop is agreed (see _Loop.agree)
+    with _SigintGuard() as guard:
+        try:
+            return _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, dist,
+                        guard, dict(batch_size=batch_size, optimizer=optimizer, lr=lr,
+                                    weight_decay=weight_decay, clip_norm=clip_norm,
+                                    momentum=momentum, kl_warmup=kl_warmup, binarize=binarize,
+                                    val_samples=val_samples, shuffle=shuffle,
+                                    drop_last=drop_last))
+        except KeyboardInterrupt:
+            if dist is not None and dist.size > 1:
+                # a second Ctrl-C means "abort now": on every rank, or the others would
+                # wait for this one in their next collective for ever
+                print(f"fastvae: Ctrl-C twice on MPI rank {dist.rank}: aborting every rank",
+                      file=sys.stderr, flush=True)
+                dist.comm.Abort(130)
+            raise
+
+
+def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, dist, guard, given):
+    lead = dist is None or dist.rank == 0  # the one process that speaks and writes
     # everything is checked before anything changes: a bad argument or bad data leaves the
     # model and its training state as they were (with ranks: on every rank, each told why)
     failure = None
     try:
         epochs = nonneg_int(epochs, "epochs")
-        given = {k: v for k, v in dict(
-            batch_size=batch_size, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-            clip_norm=clip_norm, momentum=momentum, kl_warmup=kl_warmup, binarize=binarize,
-            val_samples=val_samples, shuffle=shuffle, drop_last=drop_last).items()
-            if v is not None}
+        given = {k: v for k, v in given.items() if v is not None}
         settings, make_optimizer, changes = resolve(model.train_state, model, dict(given))
         callbacks = _check_callbacks(callbacks)
-        progress = boolean(progress, "progress")
-        if dist is not None and dist.rank != 0:  # one rank speaks and writes
-            progress, checkpoint = False, None
+        progress = boolean(progress, "progress") and lead
+        if not lead:
+            checkpoint = None
         if checkpoint is not None:
             _check_checkpoint_path(checkpoint)
         if stream is not None and not callable(getattr(stream, "write", None)):
@@ -113,169 +136,49 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         train = _checked(as_dataset(X, "training data"), model, dist)
         valset = None if val is None else _checked(as_dataset(val, "validation data"), model,
                                                    dist)
+        B, N = settings["batch_size"], len(train)
+        if N < B:
+            raise DataError(f"{train.name}: {N} rows is fewer than one batch of "
+                            f"{B}; use a smaller batch_size")
+        st = model.train_state
+        if st is not None and st.row and settings["shuffle"] != st.settings["shuffle"]:
+            changes = [c + " (from the next epoch: this one keeps its order)"
+                       if c.startswith("shuffle ") else c for c in changes]
+        restart = st is not None and st.row and st.n_rows != N and epochs > 0
+        if restart:
+            changes.append(f"the data has {N} rows where the epoch in progress had "
+                           f"{st.n_rows}: epoch {st.epoch + 1} restarts")
+        out = Progress(stream or sys.stderr, enabled=progress)
+        guard.out = out
+        if changes and lead:  # (a warning that is an error stops every rank, here)
+            _report(out, "fit: settings changed from the saved run (applied): "
+                    + "; ".join(changes))
     except Exception as e:  # noqa: BLE001
         if dist is None:
             raise
         failure = e
+    stopped = False
     if dist is not None:
         dist.check_same_start(failure, lambda: (model, settings, given, epochs, train, valset))
-    B, N = settings["batch_size"], len(train)
-    if N < B:
-        raise DataError(f"{train.name}: {N} rows is fewer than one batch of "
-                        f"{B}; use a smaller batch_size")
+        stopped = dist.agree(None, guard.hit)[0]  # a Ctrl-C during the checks, anywhere
 
     st = model.train_state
     if st is None:
         st = model.train_state = TrainState(model)
-    if st.row and settings["shuffle"] != st.settings["shuffle"]:
-        changes = [c + " (from the next epoch: this one keeps its order)"
-                   if c.startswith("shuffle ") else c for c in changes]
     st.settings, st.settings_saved = settings, True
-    st.optimizer = opt = make_optimizer()
-    out = Progress(stream or sys.stderr, enabled=progress)
-    if st.row and st.n_rows != N and epochs > 0:
-        changes.append(f"the data has {N} rows where the epoch in progress had {st.n_rows}: "
-                       f"epoch {st.epoch + 1} restarts")
+    st.optimizer = make_optimizer()
+    if restart:
         st.restart_epoch()
-    if changes and (dist is None or dist.rank == 0):
-        _report(out, "fit: settings changed from the saved run (applied): " + "; ".join(changes))
     if epochs == 0:
         return History(st.history)
     st.n_rows = N
-    drop_last = settings["drop_last"]
-    steps = N // B if drop_last else -(-N // B)  # steps of a whole epoch
-    warm_steps = settings["kl_warmup"] * steps
-    bk = model._bk
-    batches = Batches(model, train, B, settings["binarize"], st.binarize_rng,
-                      None if dist is None else dist.shard)
-    reduce_kl = None if dist is None else dist.kl_dim_reducer
-    # On a GPU the epoch's running sums (loss, recon, kl) stay where the model computes and
-    # nothing in the loop waits for them (see _sync_sums for when they are read: the sums
-    # so far, base, plus what acc gathered since).  On the host each step's loss is already
-    # read, checked, and added here.
-    acc = bk.xp.zeros(3, dtype=np.float64) if bk.DEVICE else None
-    base = [list(st.sums[:3])]
-    if acc is not None and dist is None:
-        # one process: the device's sums continue from the saved ones, so that a resumed
-        # epoch adds in the order of an uninterrupted one (its loss is the same to the bit);
-        # with ranks each rank's acc holds its own rows only, and base the agreed sums
-        acc[...] = bk.asarray(np.array(base[0], dtype=np.float64))
-        base[0] = [0.0, 0.0, 0.0]
-    checked = st.epoch_steps  # the last step whose loss is known to be finite
-    # opt.step_count - st.step is fixed while the position keeps up with the optimizer; a
-    # second Ctrl-C between the two is caught up with in the finally clause below
-    lag = opt.step_count - st.step
-    pending = None
-
-    def sync(check=True):  # the device's sums into the state (every rank at once)
-        _sync_sums(bk, acc, base[0], st, opt, checked, check, dist)
-
-    def loss_note():  # the progress bar's loss, read only when the bar redraws
-        if bk.DEVICE and dist is None:  # (with ranks: the last sums all ranks agreed on)
-            sync()
-        return f"loss {st.sums[0] / max(1, st.sums[3]):.2f}"
-
-    guard = _SigintGuard(out)
-    # with ranks, a Ctrl-C seen by one rank stops them all after the same step: the loop
-    # obeys only the stop every rank agreed on (agree's flag), never a rank's own
-    agreed = [False]
-
-    def stopping():
-        return guard.hit if dist is None else agreed[0]
-
-    finished = False
-    try:
-        with guard:
-            for _ in range(epochs):
-                # an epoch in progress keeps the order it started with
-                shuffled = st.epoch_shuffle if st.row else settings["shuffle"]
-                order, order_after = st.epoch_order(N, shuffled)
-                st.epoch_shuffle = shuffled
-                batches.start_epoch(order, st.row)
-                t0 = time.perf_counter()
-                out.start(f"epoch {st.epoch + 1}", steps, B, done=-(-st.row // B))
-                checked = st.epoch_steps
-                while st.row < N and not (drop_last and N - st.row < B):
-                    if stopping():
-                        break
-                    start, stop = st.row, min(N, st.row + B)
-                    lo, hi = (start, stop) if dist is None else dist.shard(start, stop)
-                    n = stop - start
-                    if warm_steps > 0:
-                        model.kl_scale = _kl_scale(st.step + 1, warm_steps)
-                    failure, sums = None, (0.0, 0.0, 0.0, hi - lo)
-                    if dist is not None:
-                        dist.begin_step(model.free_bits)
-                    try:
-                        sums = _local_step(model, batches, lo, hi, start, stop, acc,
-                                           reduce_kl, st, opt)
-                    except DistributedError:
-                        raise  # another rank failed, and every rank knows it already
-                    except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
-                        if dist is None:
-                            raise
-                        failure = f"{type(e).__name__}: {e}"
-                    if dist is not None:
-                        agreed[0], sums = dist.agree(failure, guard.hit, sums)
-                        dist.allreduce_(model.flat_grads)
-                    pending = (stop, n)
-                    opt.step()  # the gradient buffer backward (and the Allreduce) filled
-                    _advance(st, stop, n)
-                    pending = None
-                    if acc is None:
-                        st.sums[0] += sums[0]
-                        st.sums[1] += sums[1]
-                        st.sums[2] += sums[2]
-                    elif st.epoch_steps - checked >= DEVICE_CHECK_EVERY:
-                        sync()
-                        checked = st.epoch_steps
-                    out.update(-(-st.row // B), loss_note)
-                if acc is not None:
-                    sync()
-                st.seconds += time.perf_counter() - t0
-                if stopping():
-                    break
-                beta = model.beta * (_kl_scale(st.step, warm_steps) if warm_steps > 0 else 1.0)
-                rec = _end_epoch(model, st, valset, settings["val_samples"], beta, dist)
-                if acc is not None:
-                    acc[...] = 0
-                    base[0] = [0.0, 0.0, 0.0]
-                st.order_rng = order_after
-                out.finish(_summary(rec))
-                stop, failure = False, None
-                try:
-                    for cb in callbacks:
-                        try:
-                            cb(model, rec)
-                        except StopTraining:
-                            stop = True
-                    if checkpoint is not None:
-                        model.save(checkpoint)
-                except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
-                    if dist is None:
-                        raise
-                    failure = f"{type(e).__name__}: {e}"
-                if dist is not None:  # a callback's stop or a Ctrl-C on one rank: on all
-                    # (the loss sums' slot carries the callbacks' stop here)
-                    agreed[0], s = dist.agree(failure, guard.hit, (float(stop), 0.0, 0.0, 0))
-                    stop = s[0] > 0
-                if stop:
-                    break
-            else:
-                finished = True
-    finally:
-        model.kl_scale = 1.0
-        if pending is not None and opt.step_count - st.step == lag + 1:
-            _advance(st, *pending)  # the optimizer stepped; keep the position with it
-        if acc is not None and dist is None:  # (with ranks: a collective; done at each stop)
-            try:
-                sync(check=False)
-            except Exception:  # noqa: BLE001  (the error in flight is the one to report)
-                pass
+    loop = _Loop(model, st, train, valset, settings, callbacks, checkpoint, out, dist, guard)
+    loop.agreed = stopped
+    finished = loop.run(epochs)
     history = History(st.history)
-    if stopping() and not finished:  # an epoch was cut short (or never started)
+    if loop.stopping() and not finished:  # an epoch was cut short (or never started)
         history.interrupted = True
-        where = f"epoch {st.epoch + 1}, step {st.epoch_steps} of {steps}"
+        where = f"epoch {st.epoch + 1}, step {st.epoch_steps} of {loop.steps}"
         if checkpoint is not None:
             model.save(checkpoint)
             out.note(f"interrupted at {where}; checkpoint written to {checkpoint}")
@@ -283,6 +186,177 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
             out.note(f"interrupted at {where} (no checkpoint path given: the state is in "
                      "the model object)")
     return history
+
+
+class _Loop:
+    """The epochs of one fit: steps, epoch ends, and (with ranks) their agreements."""
+
+    def __init__(self, model, st, train, valset, settings, callbacks, checkpoint, out, dist,
+                 guard):
+        self.model, self.st, self.train, self.valset = model, st, train, valset
+        self.settings, self.callbacks, self.checkpoint = settings, callbacks, checkpoint
+        self.out, self.dist, self.guard = out, dist, guard
+        self.opt = st.optimizer
+        B, N = settings["batch_size"], len(train)
+        self.B, self.N = B, N
+        self.steps = N // B if settings["drop_last"] else -(-N // B)  # of a whole epoch
+        self.warm_steps = settings["kl_warmup"] * self.steps
+        self.batches = Batches(model, train, B, settings["binarize"], st.binarize_rng,
+                               None if dist is None else dist.shard)
+        self.reduce_kl = None if dist is None else dist.kl_dim_reducer
+        bk = self.bk = model._bk
+        # One process on a GPU: the epoch's running sums (loss, recon, kl) stay on the
+        # device and nothing in the loop waits for them (see _sync_sums: they are read
+        # every DEVICE_CHECK_EVERY steps); they continue from the saved ones, so that a
+        # resumed epoch adds in the order of an uninterrupted one.  On the host, and with
+        # ranks (whose steps wait for the Allreduce anyway), each step's loss is read,
+        # checked and added here, so a non-finite loss stops the step that made it.
+        self.acc = None
+        if bk.DEVICE and dist is None:
+            self.acc = bk.xp.asarray(np.array(st.sums[:3], dtype=np.float64))
+        self.checked = st.epoch_steps  # the last step whose loss is known to be finite
+        self.agreed = False  # with ranks: the stop every rank agreed on
+        self.deferred = None  # with ranks: rank 0's error in output, told at the next agree
+        # opt.step_count - st.step is fixed while the position keeps up with the optimizer;
+        # a second Ctrl-C between the two is caught up with in run's finally clause
+        self.lag = self.opt.step_count - st.step
+        self.pending = None
+
+    def stopping(self):
+        return self.guard.hit if self.dist is None else self.agreed
+
+    def agree(self, failure, sums):
+        """With ranks: the agreement closing a step or an epoch (failures anywhere raise
+        DistributedError everywhere; a Ctrl-C anywhere stops everywhere)."""
+        if failure is None and self.deferred is not None:
+            failure = self.deferred
+        self.agreed, sums = self.dist.agree(failure, self.guard.hit, sums)
+        return sums
+
+    def side(self, fn, *args):
+        """Rank 0's output (progress): with ranks an error in it must not take rank 0 out
+        of the next collective; it is told to every rank at the next agreement."""
+        if self.dist is None:
+            return fn(*args)
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self.deferred = self.deferred or f"{type(e).__name__}: {e}"
+
+    def sync(self, check=True):  # one process on a GPU: the device's sums into the state
+        _sync_sums(self.bk, self.acc, self.st, self.opt, self.checked, check)
+
+    def loss_note(self):  # the progress bar's loss, read only when the bar redraws
+        if self.acc is not None:
+            self.sync()
+        return f"loss {self.st.sums[0] / max(1, self.st.sums[3]):.2f}"
+
+    def run(self, epochs):
+        """Train ``epochs`` epochs (or until stopped); True when all of them finished."""
+        st = self.st
+        try:
+            for _ in range(epochs):
+                self.epoch()
+                if self.stopping():
+                    return False
+                if self.end_epoch():
+                    return False
+            return True
+        finally:
+            self.model.kl_scale = 1.0
+            if self.pending is not None and self.opt.step_count - st.step == self.lag + 1:
+                _advance(st, *self.pending)  # the optimizer stepped; keep the position
+            if self.acc is not None:
+                try:
+                    self.sync(check=False)
+                except Exception:  # noqa: BLE001  (the error in flight is the one to report)
+                    pass
+
+    def epoch(self):
+        """The steps of one epoch (the rest of the one in progress), until stopped."""
+        st, B, N, out = self.st, self.B, self.N, self.out
+        # an epoch in progress keeps the order it started with
+        shuffled = st.epoch_shuffle if st.row else self.settings["shuffle"]
+        order, self.order_after = st.epoch_order(N, shuffled)
+        st.epoch_shuffle = shuffled
+        self.batches.start_epoch(order, st.row)
+        t0 = time.perf_counter()
+        self.side(out.start, f"epoch {st.epoch + 1}", self.steps, B, -(-st.row // B))
+        self.checked = st.epoch_steps
+        while st.row < N and not (self.settings["drop_last"] and N - st.row < B):
+            if self.stopping():
+                break
+            self.step()
+            self.side(out.update, -(-st.row // B), self.loss_note)
+        if self.acc is not None:
+            self.sync()
+        st.seconds += time.perf_counter() - t0
+
+    def step(self):
+        model, st, opt, dist = self.model, self.st, self.opt, self.dist
+        start, stop = st.row, min(self.N, st.row + self.B)
+        lo, hi = (start, stop) if dist is None else dist.shard(start, stop)
+        n = stop - start
+        if self.warm_steps > 0:
+            model.kl_scale = _kl_scale(st.step + 1, self.warm_steps)
+        failure, sums = None, (0.0, 0.0, 0.0, hi - lo)
+        if dist is not None:
+            dist.begin_step(model.free_bits)
+        try:
+            sums = _local_step(model, self.batches, lo, hi, start, stop, self.acc,
+                               self.reduce_kl, st, opt)
+            if dist is not None:
+                dist.ready()  # the GPU's errors surface here, inside the agreement
+        except DistributedError:
+            raise  # another rank failed, and every rank knows it already
+        except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
+            if dist is None:
+                raise
+            failure = f"{type(e).__name__}: {e}"
+        if dist is not None:
+            sums = self.agree(failure, sums)
+            dist.allreduce_(model.flat_grads)
+        self.pending = (stop, n)
+        opt.step()  # the gradient buffer backward (and the Allreduce) filled
+        if dist is not None and self.bk.DEVICE and opt.clip_norm is not None:
+            _check_norm(opt, st)  # (every rank reads the same reduced gradient's norm)
+        _advance(st, stop, n)
+        self.pending = None
+        if self.acc is None:
+            st.sums[0] += sums[0]
+            st.sums[1] += sums[1]
+            st.sums[2] += sums[2]
+        elif st.epoch_steps - self.checked >= DEVICE_CHECK_EVERY:
+            self.sync()
+            self.checked = st.epoch_steps
+
+    def end_epoch(self):
+        """Validation, the record, callbacks and the checkpoint; True to stop."""
+        model, st, warm = self.model, self.st, self.warm_steps
+        beta = model.beta * (_kl_scale(st.step, warm) if warm > 0 else 1.0)
+        rec = _end_epoch(model, st, self.valset, self.settings["val_samples"], beta,
+                         self.dist)
+        if self.acc is not None:
+            self.acc[...] = 0
+        st.order_rng = self.order_after
+        self.side(self.out.finish, _summary(rec))
+        stop, failure = False, None
+        try:
+            for cb in self.callbacks:
+                try:
+                    cb(model, rec)
+                except StopTraining:
+                    stop = True
+            if self.checkpoint is not None:
+                model.save(self.checkpoint)
+        except BaseException as e:  # noqa: BLE001  (on one rank, even sys.exit: tell all)
+            if self.dist is None:
+                raise
+            failure = f"{type(e).__name__}: {e}"
+        if self.dist is not None:  # a callback's stop or a Ctrl-C on one rank: on all
+            # (the loss sums' slot carries the callbacks' stop here)
+            stop = self.agree(failure, (float(stop), 0.0, 0.0, 0))[0] > 0
+        return stop
 
 
 def _local_step(model, batches, lo, hi, start, stop, acc, reduce_kl, st, opt):
@@ -373,14 +447,11 @@ def _check_callbacks(callbacks):
 DEVICE_CHECK_EVERY = 100
 
 
-def _sync_sums(bk, acc, base, st, opt, since, check=True, dist=None):
-    """The state's sums = base + the device's running sums (summed over the ranks); raise
-    if they stopped being finite (on a GPU the loss is not read every step, so say where
-    it happened)."""
-    vals = bk.to_numpy(acc).astype(np.float64)
-    if dist is not None:
-        vals = dist.sum(vals)
-    vals = [b + float(v) for b, v in zip(base, vals)]
+def _sync_sums(bk, acc, st, opt, since, check=True):
+    """One process on a GPU: the state's sums = the device's running sums; raise if they
+    stopped being finite (the loss is not read every step there, so say where it
+    happened)."""
+    vals = [float(v) for v in bk.to_numpy(acc).astype(np.float64)]
     if check and opt.clip_norm is not None and opt.last_grad_norm is not None \
             and not math.isfinite(float(opt.last_grad_norm)):
         raise FloatingPointError(
@@ -393,6 +464,15 @@ def _sync_sums(bk, acc, base, st, opt, since, check=True, dist=None):
             f"and {st.epoch_steps}; the model's parameters may no longer be finite: reload the "
             f"last checkpoint and try a smaller lr (now {opt.lr})")
     st.sums[:3] = vals
+
+
+def _check_norm(opt, st):
+    """Raise when the step just taken on the GPU had a non-finite gradient norm (its
+    update kernel then changed nothing)."""
+    norm = float(opt.last_grad_norm)
+    if not math.isfinite(norm):
+        raise FloatingPointError(f"gradient norm is {norm} at step {st.step + 1}; "
+                                 "parameters left unchanged")
 
 
 def _checked(ds, model, dist=None):
@@ -433,18 +513,23 @@ def _summary(rec):
 
 class _SigintGuard:
     """Turns the first Ctrl-C into a flag the loop checks between steps (so a step is never
-    cut in half); a second Ctrl-C raises KeyboardInterrupt as usual."""
+    cut in half); a second Ctrl-C raises KeyboardInterrupt as usual.  ``out`` (a Progress,
+    set when there is one) gets a note; an error writing it is not the handler's to raise."""
 
-    def __init__(self, out):
+    def __init__(self):
         self.hit = False
-        self._out = out
+        self.out = None
         self._old = None
 
     def _handle(self, signum, frame):
         if self.hit:
             raise KeyboardInterrupt
         self.hit = True
-        self._out.note("Ctrl-C: stopping after this step (press again to abort now)")
+        try:
+            if self.out is not None:
+                self.out.note("Ctrl-C: stopping after this step (press again to abort now)")
+        except Exception:  # noqa: BLE001  (a closed stream must not raise mid-step)
+            pass
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

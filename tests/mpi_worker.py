@@ -2,11 +2,17 @@
 
 SPEC: {"out": dir, "backend", "dtype", "fit": {fit's settings}, "epochs", "rows", "val_rows",
 "model": {VAE arguments}, "checkpoint": path or null, "resume": path or null,
-"fail": {"rank", "step", "kind": "raise" | "nan" | "sigint"} or null (at that forward call
-of that rank: raise, a NaN input, or a Ctrl-C), "stop": {"rank", "epoch"} or null (a callback
+"fail": {"rank", "step", "kind": "raise" | "nan" | "sigint" | "sigint2"} or null (at that
+forward call of that rank: raise, a NaN input, a Ctrl-C, or two), "stop": {"rank", "epoch"} or null (a callback
 raising StopTraining after that epoch, on that rank only), "of_rank": {rank: {"rows": n,
 "fit": {...}, "model": {...}, "data": ...}} (what differs on that rank), "data": "shift" (the
-last row halved) | {"nan_row": i} (a NaN in row i)}.
+last row halved) | {"nan_row": i} (a NaN in row i), "emu_dir": dir (run the cuda backend on
+the emulated GPU built there, tests/cuda_emu.py), and faults on one rank: "sync_error":
+{"rank", "call"} (that stream synchronize raises, as CuPy reports a kernel's fault),
+"warnings_error": rank (warnings are errors there), "stream_fail": rank (progress on a
+stream whose writes fail), "exit": {"rank", "epoch"} (a callback calls sys.exit),
+"extra_forward": rank (one forward pass before fit), "sigint_prepare": rank (Ctrl-C while
+fit checks its data)}.
 Every rank writes OUT/rank<r>.npz (its parameters) and OUT/rank<r>.json (history or error).
 """
 import json
@@ -14,6 +20,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 
 import numpy as np
 from mpi4py import MPI
@@ -30,6 +37,20 @@ def main(spec_path):
     spec = json.load(open(spec_path))
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
+    if spec.get("emu_dir"):
+        emulate_gpu(spec, rank)
+    if spec.get("warnings_error") == rank:
+        warnings.simplefilter("error")
+    if spec.get("sigint_prepare") == rank:
+        from fastvae import train as fit_module
+        checked = fit_module._checked
+
+        def interrupted(*a, **k):
+            if fit_module._checked is interrupted:  # (once: a second Ctrl-C aborts)
+                fit_module._checked = checked
+                os.kill(os.getpid(), signal.SIGINT)
+            return checked(*a, **k)
+        fit_module._checked = interrupted
     mine = spec.get("of_rank", {}).get(str(rank), {})
     X = data(mine.get("rows", spec["rows"])).astype(spec["dtype"])
     change = mine.get("data", spec.get("data"))
@@ -54,8 +75,13 @@ def main(spec_path):
                     raise RuntimeError("injected failure")
                 if fail["kind"] == "sigint":
                     os.kill(os.getpid(), signal.SIGINT)
-                else:
-                    x = x * np.nan
+                elif fail["kind"] == "sigint2":  # Ctrl-C twice: abort now
+                    os.kill(os.getpid(), signal.SIGINT)
+                    os.kill(os.getpid(), signal.SIGINT)
+                else:  # (a new array of the model's device: x * NaN)
+                    y = model._bk.xp.empty(x.shape, dtype=x.dtype)
+                    y[...] = np.nan
+                    x = y
             return forward(x, *a, **k)
         model.forward = failing
     callbacks = []
@@ -65,9 +91,21 @@ def main(spec_path):
             if rec["epoch"] == stop["epoch"]:
                 raise fastvae.StopTraining
         callbacks.append(stop_after)
+    exit_ = spec.get("exit")
+    if exit_ and exit_["rank"] == rank:
+        def leave(model, rec):
+            if rec["epoch"] == exit_["epoch"]:
+                sys.exit(3)
+        callbacks.append(leave)
+    kw = {}
+    if spec.get("stream_fail") == rank:
+        kw = dict(progress=True, stream=FailingStream())
+    if spec.get("extra_forward") == rank:
+        model.forward(X[:5])
     out = {"rank": rank}
     try:
-        h = model.fit(X, epochs=spec["epochs"], val=V, progress=False, callbacks=callbacks,
+        h = model.fit(X, epochs=spec["epochs"], val=V, callbacks=callbacks,
+                      **{"progress": False, **kw},
                       checkpoint=spec.get("checkpoint"), comm=comm,
                       **{**spec["fit"], **mine.get("fit", {})})
         out.update(history=[{k: v for k, v in r.items() if "seconds" not in k
@@ -83,6 +121,40 @@ def main(spec_path):
     with open(f"{spec['out']}/rank{rank}.json", "w") as f:
         json.dump(out, f)
     return 1 if "error" in out else 0
+
+
+class FailingStream:
+    """A progress stream whose writes fail (a closed pipe)."""
+
+    def isatty(self):
+        return False
+
+    def write(self, text):
+        raise BrokenPipeError("[Errno 32] Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def emulate_gpu(spec, rank):
+    """The cuda backend on the emulated GPU (the library the test built in emu_dir)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import cuda_emu
+    import fastvae.backend
+    from fastvae.backends import cuda as C
+    lib, sigs = cuda_emu.build_library(out_dir=spec["emu_dir"])
+    fastvae.backend.cuda_status = lambda raise_if_missing=False: None
+    C.use_device(cuda_emu.emulated_device(lib, sigs))
+    err = spec.get("sync_error")
+    if err and err["rank"] == rank:
+        calls = [0]
+
+        def synchronize(self):
+            calls[0] += 1
+            if calls[0] == err["call"]:
+                raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was "
+                                   "encountered")
+        cuda_emu._Stream.synchronize = synchronize
 
 
 if __name__ == "__main__":

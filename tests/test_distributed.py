@@ -42,8 +42,11 @@ def run_mpi(n, tmp_path, name, **spec):
     path.write_text(json.dumps(spec))
     r = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, WORKER, str(path)],
                        capture_output=True, text=True, timeout=180)
-    ranks = [json.loads((out / f"rank{i}.json").read_text()) for i in range(n)]
-    params = [np.load(out / f"rank{i}.npz")["params"] for i in range(n)]
+    # (None for a rank that wrote nothing: the job was aborted)
+    ranks = [json.loads((out / f"rank{i}.json").read_text())
+             if (out / f"rank{i}.json").exists() else None for i in range(n)]
+    params = [np.load(out / f"rank{i}.npz")["params"]
+              if (out / f"rank{i}.npz").exists() else None for i in range(n)]
     return r, ranks, params
 
 
@@ -175,6 +178,15 @@ def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
 
 
 @needs_mpi
+def test_ctrl_c_twice_on_one_rank_aborts_every_rank_at_once(tmp_path):
+    r, ranks, _ = run_mpi(3, tmp_path, "abort", epochs=50,
+                          fail={"rank": 1, "step": 4, "kind": "sigint2"})
+    assert r.returncode != 0
+    assert "Ctrl-C twice on MPI rank 1: aborting every rank" in r.stderr
+    assert ranks == [None, None, None]  # nobody finished (and nobody was left waiting)
+
+
+@needs_mpi
 def test_a_callback_stopping_one_rank_stops_them_all(tmp_path):
     r, ranks, params = run_mpi(2, tmp_path, "stop", epochs=3, stop={"rank": 1, "epoch": 1})
     assert r.returncode == 0, r.stderr + str(ranks)
@@ -237,6 +249,131 @@ def test_nan_data_on_one_rank_only_stops_every_rank_when_it_reaches_the_loss(tmp
     fresh = fastvae.VAE(30, backend="cpu", dtype="float64", **MODEL)
     for p in params:
         np.testing.assert_array_equal(p, fresh.flat_params)
+
+
+@needs_mpi
+def test_rank_0_failing_in_its_output_stops_every_rank(tmp_path):
+    """Only rank 0 writes progress: an error there (a closed pipe: after epoch 1's line)
+    is told to every rank at the next agreement instead of leaving rank 0 out of it."""
+    r, ranks, params = run_mpi(2, tmp_path, "stream", stream_fail=0)
+    assert r.returncode != 0
+    for rep in ranks:
+        assert rep["error"].startswith("DistributedError: training stopped on every rank: "
+                                       "rank 0: BrokenPipeError"), rep
+    np.testing.assert_array_equal(params[0], params[1])
+
+
+@needs_mpi
+def test_a_warning_that_is_an_error_on_rank_0_only_refuses_the_fit_on_every_rank(tmp_path):
+    """Rank 0 alone reports a changed setting (a SettingChangedWarning without progress);
+    where warnings are errors it raises before anything changes, and the others learn."""
+    ck = str(tmp_path / "ck.npz")
+    one_process(epochs=1)[0].save(ck)
+    r, ranks, params = run_mpi(2, tmp_path, "warn", resume=ck, fit={"lr": 1e-2},
+                               warnings_error=0)
+    assert r.returncode != 0
+    assert ranks[0]["error"].startswith("SettingChangedWarning: fit: settings changed"), ranks
+    assert ranks[1]["error"].startswith("DistributedError: fit refused on rank 0: "
+                                        "SettingChangedWarning"), ranks
+    saved = fastvae.load(ck)
+    for p in params:
+        np.testing.assert_array_equal(p, saved.flat_params)
+
+
+@needs_mpi
+def test_sys_exit_in_a_callback_on_one_rank_stops_every_rank(tmp_path):
+    r, ranks, params = run_mpi(2, tmp_path, "exit", exit={"rank": 1, "epoch": 1})
+    assert r.returncode != 0
+    for rep in ranks:
+        assert rep["error"] == ("DistributedError: training stopped on every rank: rank 1: "
+                                "SystemExit: 3"), rep
+    np.testing.assert_array_equal(params[0], params[1])
+
+
+@needs_mpi
+def test_ranks_that_drew_different_noise_are_refused(tmp_path):
+    """A forward pass before fit on rank 1 alone moves its noise counter: the ranks would
+    draw different noise for one step, so the fit is refused."""
+    r, ranks, _ = run_mpi(2, tmp_path, "noise", extra_forward=1)
+    assert r.returncode != 0
+    for rep in ranks:
+        assert "ValueError: the MPI ranks differ in the training state;" in rep["error"]
+
+
+@needs_mpi
+def test_ctrl_c_while_fit_checks_the_data_stops_every_rank_before_the_first_step(tmp_path):
+    ck = str(tmp_path / "ck.npz")
+    r, ranks, params = run_mpi(3, tmp_path, "early", sigint_prepare=2, checkpoint=ck)
+    assert r.returncode == 0, r.stderr + str(ranks)
+    fresh = fastvae.VAE(30, backend="cpu", dtype="float64", **MODEL)
+    for rep, p in zip(ranks, params):
+        assert rep["interrupted"] and rep["history"] == [], rep
+        np.testing.assert_array_equal(p, fresh.flat_params)
+    st = fastvae.load(ck).train_state
+    assert st.step == 0 and st.row == 0
+
+
+def emu_spec(emu_library):
+    return {"backend": "cuda", "emu_dir": os.path.dirname(emu_library[0])}
+
+
+@needs_mpi
+def test_on_the_emulated_gpu_two_ranks_train_as_one_process(emu_library, tmp_path):
+    """The cuda path: gradients staged through (emulated) pinned memory, each step's loss
+    read with the step (the Allreduce waits anyway)."""
+    r, ranks, params = run_mpi(2, tmp_path, "gpu", **emu_spec(emu_library))
+    assert r.returncode == 0, r.stderr + str(ranks)
+    m, h = one_process()  # (the cpu backend: the same noise, float64 round-off apart)
+    np.testing.assert_array_equal(params[0], params[1])
+    np.testing.assert_allclose(params[0], m.flat_params, rtol=1e-9, atol=1e-12)
+    for a, b in zip(ranks[0]["history"], h):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-9)
+
+
+@needs_mpi
+def test_on_the_emulated_gpu_a_nan_loss_on_one_rank_is_named_at_its_step(emu_library,
+                                                                          tmp_path):
+    r, ranks, params = run_mpi(2, tmp_path, "gpunan", fail={"rank": 1, "step": 3,
+                                                            "kind": "nan"},
+                               **emu_spec(emu_library))
+    assert r.returncode != 0
+    for rep in ranks:
+        assert "rank 1: FloatingPointError: the loss is nan at epoch 1, step 3;" \
+            in rep["error"], rep
+    np.testing.assert_array_equal(params[0], params[1])
+
+
+@needs_mpi
+def test_on_the_emulated_gpu_a_kernel_fault_on_one_rank_stops_every_rank(emu_library,
+                                                                         tmp_path):
+    """CuPy reports a kernel's fault at the next synchronizing call: the step waits for
+    its GPU work before the agreement, so the fault is told to every rank there."""
+    r, ranks, params = run_mpi(2, tmp_path, "gpufault", sync_error={"rank": 1, "call": 3},
+                               **emu_spec(emu_library))
+    assert r.returncode != 0
+    for rep in ranks:
+        assert "rank 1: RuntimeError: cudaErrorIllegalAddress" in rep["error"], rep
+    np.testing.assert_array_equal(params[0], params[1])
+
+
+@pytest.mark.parametrize("backend,local,expected", [
+    ("cuda", 0, "cuda:0"), ("cuda", 1, "cuda:1"), ("cuda", 3, "cuda:1"), ("auto", 2, "cuda:0"),
+    ("cuda:1", 0, "cuda:1"), ("cpu", 1, "cpu"), ("numpy", 5, "numpy")])
+def test_the_ranks_of_a_machine_take_its_gpus_in_turn(backend, local, expected, emu):
+    from fastvae.distributed import rank_backend
+    assert emu.xp.cuda.runtime.getDeviceCount() == 2  # (the emulator has two GPUs)
+    assert rank_backend(backend, local) == expected
+
+
+@needs_mpi
+def test_local_rank_counts_the_ranks_on_this_machine():
+    code = ("from mpi4py import MPI; from fastvae.distributed import local_rank; "
+            "c = MPI.COMM_WORLD; pairs = c.gather((c.Get_rank(), local_rank(c))); "
+            "print(pairs if c.Get_rank() == 0 else '', end='')")
+    p = subprocess.run([MPIEXEC, "-n", "3", sys.executable, "-c", code], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[(0, 0), (1, 1), (2, 2)]"  # (one machine: local = rank)
 
 
 @pytest.mark.parametrize("comm", [True, "MPI.COMM_WORLD", 2])
