@@ -21,3 +21,35 @@ def test_bench_step_smoke(tmp_path, capsys):
     assert row["speedup_vs_torch_eager"]["torch-eager"] == pytest.approx(1.0)
     assert data["machine"]["cores"] >= 1
     assert "| 8 |" in capsys.readouterr().out
+
+
+def test_bench_distributed_smoke(tmp_path, capsys):
+    """One round at one small batch, 1 process x 2 threads against mpiexec -n 2."""
+    pytest.importorskip("mpi4py")
+    import bench_distributed
+    assert bench_distributed.main(["--batches", "32", "--rows", "256", "--rounds", "1",
+                                   "--threads", "2", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / f"distributed_{os.cpu_count()}core.json").read_text())
+    (row,) = data["results"]
+    assert row["single_step_s"] > 0 and row["mpi_step_s"] > 0 and row["allreduce_s"] > 0
+    assert row["runs"]["mpi"][0]["ranks"] == 2 and row["runs"]["single"][0]["ranks"] == 1
+    assert row["runs"]["mpi"][0]["allreduce_calls"] == 256 // 32  # one per step
+    assert data["bytes_per_step"] == 4 * data["parameters"]
+    assert "| 32 |" in capsys.readouterr().out
+
+
+def test_bench_iwae_smoke(tmp_path, capsys):
+    """Every objective trains two short epochs on both sides and is evaluated."""
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install -y "
+                    "dataset-fashion-mnist)")
+    import bench_iwae
+    out = tmp_path / "i.json"
+    bench_iwae.main(["--epochs", "2", "--steps", "2", "--nll-rows", "4", "--k", "8",
+                     "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert [(r["objective"], r["K"]) for r in res["rows"]] == bench_iwae.CONFIGS
+    for r in res["rows"]:
+        for side in ("fastvae", "torch"):
+            assert r[side]["median_epoch_s"] > 0 and 0 < r[side]["nll"] < 2000
+    assert "| iwae-dreg | 50 |" in capsys.readouterr().out
