@@ -168,7 +168,7 @@ def main(argv=None):
     ap.add_argument("--name", default=None, help="file stem (default distributed_<n>core)")
     a = ap.parse_args(argv)
     from fastvae.benchmark.impls import MODELS
-    from fastvae.benchmark.machine import describe
+    from fastvae.benchmark.machine import describe, save
 
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     t0, load0 = time.perf_counter(), os.getloadavg()
@@ -204,12 +204,8 @@ def main(argv=None):
            "loadavg_after": os.getloadavg(), "seconds": time.perf_counter() - t0}
     md = markdown(res)
     print(md)
-    os.makedirs(a.out, exist_ok=True)
     stem = os.path.join(a.out, a.name or f"distributed_{os.cpu_count()}core")
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(md)
+    save(res, md, stem + ".json", stem + ".md")
     return 0
 
 

@@ -228,7 +228,7 @@ def main(argv=None):
 
     import fastvae
     from fastvae.benchmark.impls import MODELS
-    from fastvae.benchmark.machine import describe
+    from fastvae.benchmark.machine import describe, save
     from fastvae.export import DEFAULT_OPSET
 
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
@@ -252,12 +252,8 @@ def main(argv=None):
            "seconds": time.perf_counter() - t0}
     md = markdown(res)
     print(md)
-    os.makedirs(a.out, exist_ok=True)
     stem = os.path.join(a.out, a.name or f"embed_{os.cpu_count()}core")
-    with open(stem + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(md)
+    save(res, md, stem + ".json", stem + ".md")
     log(f"{res['seconds']:.0f} s; wrote {stem}.json and {stem}.md")
 
 

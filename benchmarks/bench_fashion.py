@@ -15,13 +15,12 @@ gathering included), and after it both report the test negative ELBO, z sampled,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 
 from fastvae.benchmark.impls import torch_vae
-from fastvae.benchmark.machine import describe
+from fastvae.benchmark.machine import describe, save
 
 
 def torch_epoch(tmodel, opt, x, batch, gen):
@@ -137,12 +136,7 @@ def main(argv=None):
     res = run(a.epochs, a.threads, a.data, a.seed)
     md = markdown(res)
     print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md)
+    save(res, md, a.json, a.markdown)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,9 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from fastvae.benchmark import impls as I
 from fastvae.benchmark import measure
-from fastvae.benchmark.machine import describe
+from fastvae.benchmark.machine import describe, save
 
 BATCHES = (128, 512, 2048, 8192, 32768, 65536)
 
@@ -125,11 +123,9 @@ def main(argv=None):
     res = {"machine": describe(), "rows": rows}
     res["targets"] = targets(rows)
     gpu = re.sub(r"[^a-z0-9]+", "_", str(res["machine"].get("gpu", "gpu")).lower()).strip("_")
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"bench_gpu_{gpu}.json").write_text(json.dumps(res, indent=1))
-    (out / f"bench_gpu_{gpu}.md").write_text(markdown(res))
-    print(markdown(res))
+    md = markdown(res)
+    save(res, md, Path(a.out) / f"bench_gpu_{gpu}.json", Path(a.out) / f"bench_gpu_{gpu}.md")
+    print(md)
 
 
 if __name__ == "__main__":

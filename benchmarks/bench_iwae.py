@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from fastvae.benchmark.impls import torch_vae
-from fastvae.benchmark.machine import describe
+from fastvae.benchmark.machine import describe, save
 
 CONFIGS = [("elbo", 1), ("iwae", 5), ("iwae", 50), ("iwae-dreg", 5), ("iwae-dreg", 50)]
 LOG_2PI = math.log(2 * math.pi)
@@ -235,12 +235,7 @@ def main(argv=None):
     res = run(a.epochs, a.steps, a.nll_rows, a.k, threads=a.threads, seed=a.seed)
     md = markdown(res)
     print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md)
+    save(res, md, a.json, a.markdown)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ the Numba cache cold (an empty cache directory) and warm (the same directory aga
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
 from fastvae.benchmark.impls import build, make_batches, train_flop
-from fastvae.benchmark.machine import describe
+from fastvae.benchmark.machine import describe, save
 from fastvae.benchmark.measure import time_turns
 
 FLOP_PER_ROW = train_flop("canonical", 1)  # forward + backward, per datapoint
@@ -133,13 +132,8 @@ def main(argv=None):
     md = markdown(rows, cold, machine)
     print()
     print(md)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"machine": machine, "workload": "784-400-20-400-784 relu bernoulli adam 1e-3",
-                       "rows": rows, "cold_start": cold}, f, indent=2)
-    if a.markdown:
-        with open(a.markdown, "w") as f:
-            f.write(md + "\n")
+    save({"machine": machine, "workload": "784-400-20-400-784 relu bernoulli adam 1e-3",
+          "rows": rows, "cold_start": cold}, md, a.json, a.markdown)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ import bench_step  # noqa: E402
 
 
 def test_bench_step_smoke(tmp_path, capsys):
-    out = tmp_path / "r.json"
-    bench_step.main(["--batch", "8", "--rounds", "1", "--block-steps", "2", "--no-cold-start", "--json", str(out)])
+    out, md = tmp_path / "r.json", tmp_path / "sub" / "r.md"
+    bench_step.main(["--batch", "8", "--rounds", "1", "--block-steps", "2", "--no-cold-start",
+                     "--json", str(out), "--markdown", str(md)])
+    assert "| 8 |" in md.read_text() and md.read_text().endswith("|\n")  # folder made
     data = json.loads(out.read_text())
     (row,) = data["rows"]
     assert set(row["median_ms"]) == {"fastvae-cpu", "torch-eager"}

@@ -535,15 +535,19 @@ def check_data_into(counts, x, lo, hi):
                 _s(x.dtype, min(hi, np.finfo(x.dtype).max))))
 
 
-def sq_norm(g):
-    """Sum of squares of the flat vector g, accumulated in float64; waits for the GPU."""
+def _sq_norm_partials(g):
+    """(part, blocks): float64 sums of squares of the flat vector g, one per block, queued."""
     dev = device()
-    n = g.size
-    blocks = grid_1d(n, dev.sm_count)
+    blocks = grid_1d(g.size, dev.sm_count)
     part = _partials(np.float64, blocks)[0]
     dev.launch(kernel_name("sq_norm_partial", g.dtype), (blocks,), (BLOCK_1D,),
-               (part, g, np.int64(n)))
-    return float(dev.to_numpy(part).sum())
+               (part, g, np.int64(g.size)))
+    return part, blocks
+
+
+def sq_norm(g):
+    """Sum of squares of the flat vector g, accumulated in float64; waits for the GPU."""
+    return float(device().to_numpy(_sq_norm_partials(g)[0]).sum())
 
 
 def _scale_args(T, grad_scale):
@@ -566,14 +570,9 @@ def clip_scale(scale, norm, g, clip_norm):
     """norm (1,) float64 <- |g| and scale (1,) float64 <- min(1, clip_norm / (|g| + 1e-6)),
     or NaN when |g| is not finite (then adam_step and sgd_step leave everything as it was),
     all on the device: clipping by global norm without waiting for the GPU."""
-    dev = device()
-    n = g.size
-    blocks = grid_1d(n, dev.sm_count)
-    part = _partials(np.float64, blocks)[0]
-    dev.launch(kernel_name("sq_norm_partial", g.dtype), (blocks,), (BLOCK_1D,),
-               (part, g, np.int64(n)))
-    dev.launch("clip_scale_f64", (1,), (32,), (scale, norm, part, np.int32(blocks),
-                                              np.float64(clip_norm)))
+    part, blocks = _sq_norm_partials(g)
+    device().launch("clip_scale_f64", (1,), (32,), (scale, norm, part, np.int32(blocks),
+                                                   np.float64(clip_norm)))
 
 
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):

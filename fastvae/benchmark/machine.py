@@ -1,7 +1,9 @@
-"""A description of the machine a benchmark ran on, stored beside every result."""
+"""A description of the machine a benchmark ran on, stored beside every result, and the
+writing of a result (JSON for machines, markdown for people)."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 
@@ -52,3 +54,17 @@ def describe():
     except Exception:
         pass
     return d
+
+
+def save(res, md, json_path=None, md_path=None):
+    """Write the result dict res to json_path and its markdown report md to md_path (each
+    skipped when None; folders are made).  Returns the paths written."""
+    paths = []
+    for path, text in ((json_path, lambda: json.dumps(res, indent=1)),
+                       (md_path, lambda: md.rstrip("\n") + "\n")):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text())
+            paths.append(str(path))
+    return paths

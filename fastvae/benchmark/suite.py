@@ -8,7 +8,6 @@ matrix-product throughput, measured in the same run.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from . import impls as I
 from . import measure
+from .machine import save
 
 
 def plan(quick):
@@ -268,13 +268,8 @@ def plot(res, path):
 
 def write(res, out_dir, stem):
     """Write <stem>.json, <stem>.md and <stem>.png (when matplotlib is there) to out_dir."""
-    os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, stem)
-    with open(base + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(base + ".md", "w") as f:
-        f.write(markdown(res) + "\n")
-    paths = [base + ".json", base + ".md"]
+    paths = save(res, markdown(res), base + ".json", base + ".md")
     try:
         paths.append(plot(res, base + ".png"))
     except ImportError:
