@@ -23,9 +23,9 @@ from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likeli
 from .inference import Inference, on_device as _on_device
 from .params import build_layout, init_linear_, views
 from .state import TrainState
-from .validate import (OBJECTIVES, activation_config, check_batch, check_eps, choice,
-                       data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
-                       positive_int, real)
+from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
+                       choice, data_bounds, int_tuple, nonneg_int, objective_config,
+                       obs_scale_config, positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
 
@@ -92,9 +92,10 @@ class VAE(Inference):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(dtype)
         self.seed = nonneg_int(seed, "seed")
-        self.obs_scale = obs_scale
         self._learn_scale, self._ls_size, fixed = obs_scale_config(obs_scale, self._lik,
                                                                    self.input_dim)
+        # (a plain float, so that the config is JSON whatever number type was given)
+        self.obs_scale = obs_scale if isinstance(obs_scale, str) else float(obs_scale)
         self.backend, device_id = _backend.split(_backend.resolve(backend))
         self._bk = _backend.get(self.backend)
         xp = self._bk.xp
@@ -113,6 +114,11 @@ class VAE(Inference):
             # counter-based (see _draw_normal); _noise_counter counts the steps drawn
             self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
             self._noise_counter = 0
+            # a loss-only pass given neither eps nor rng draws from a stream of its own, so
+            # evaluating never changes what training draws (not saved: not the run's state)
+            self._eval_key = tuple(int(k) for k in np.random.SeedSequence(
+                (self.seed, 0xE7A1)).generate_state(2, np.uint32))
+            self._eval_counter = 0
             host = np.zeros(size, dtype=self.dtype)
             named = views(host, self._entries)
             init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
@@ -211,8 +217,9 @@ class VAE(Inference):
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
             copies; integer dtypes are refused).  eps : (L, B, Z), or (B, Z) when L = 1,
-            standard normal noise; drawn from ``rng`` (default: the model's training noise,
-            see :meth:`_draw_normal`) when None.  Either way it is saved in the cache: it is what
+            standard normal noise; drawn from ``rng`` when None (default: the model's
+            training noise, or with grad=False a stream of its own that training never
+            sees; see :meth:`_draw_normal`).  Either way it is saved in the cache: it is what
             carries the gradient through the sample.  n_samples : L for this pass
             (default ``model.n_samples``).  validate=False skips the NaN/range scan of x
             (for data already checked, as ``fit`` does).
@@ -232,6 +239,7 @@ class VAE(Inference):
         Returns a :class:`Cache`.
         """
         bk = self._bk
+        grad, validate = boolean(grad, "grad"), boolean(validate, "validate")
         obj = self.objective if objective is None else choice(objective, "objective",
                                                                  OBJECTIVES)
         # on a GPU the values are checked on the device and the counts read with the loss:
@@ -245,7 +253,7 @@ class VAE(Inference):
         if ws.checking:
             bk.check_data_into(ws.bad, x, *data_bounds(self))
         if eps is None:
-            self._draw_normal(ws.eps.reshape(L, B, Z), rng, _row0)
+            self._draw_normal(ws.eps.reshape(L, B, Z), rng, _row0, training=grad)
         else:
             ws.eps[...] = check_eps(eps, L, B, Z, self._bk.xp)
         p = self._params
@@ -320,7 +328,7 @@ class VAE(Inference):
         self._bk.logscale_fwd(ws.ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
         return ws.ls
 
-    def _draw_normal(self, eps, rng=None, row0=0):
+    def _draw_normal(self, eps, rng=None, row0=0, training=True):
         """Fill ``eps`` (L, B, Z) with standard normal noise.
 
         The model's own (training) noise, when ``rng`` is None: eps of (step t, row b,
@@ -329,9 +337,14 @@ class VAE(Inference):
         (``_noise_counter``).  It is drawn where the model computes (a GPU step never waits
         for a copy), is the same on every backend, and does not depend on how a batch is
         split (``row0``: the first row's place in the global batch, for data-parallel
-        training).  An explicit ``rng`` (a NumPy Generator) draws on the host instead.
+        training).  training=False (a loss-only pass) draws the same way from a stream of
+        its own, which training never sees.  An explicit ``rng`` (a NumPy Generator) draws
+        on the host instead.
         """
-        if rng is None:
+        if rng is None and not training:
+            self._bk.normal_eps(eps, self._eval_key, row0, self._eval_counter << 34)
+            self._eval_counter += 1
+        elif rng is None:
             self._bk.normal_eps(eps, self._noise_key, row0, self._noise_counter << 34)
             self._noise_counter += 1
         elif isinstance(eps, np.ndarray):
@@ -406,6 +419,10 @@ class VAE(Inference):
         On the cuda backend the step does not wait for the GPU: the loss is returned as a
         :class:`~fastvae.cache.DeviceFloat`, read (and x's check against NaN and range
         reported) the first time it is used as a number.  On the CPU it is a float."""
+        if getattr(opt, "model", None) is not self:
+            raise ValueError(f"opt must be an optimizer built for this model (fastvae.Adam("
+                             f"model), ...), got {opt!r}" if not hasattr(opt, "model") else
+                             "opt was built for another model: its step would update that one")
         cache = self.forward(x)
         opt.step(self.backward(cache))
         if self._bk.DEVICE:

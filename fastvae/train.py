@@ -214,13 +214,10 @@ class _Loop:
         self.acc = None
         if bk.DEVICE and dist is None:
             self.acc = bk.xp.asarray(np.array(st.sums[:3], dtype=np.float64))
+            self.acc_mark = bk.xp.empty_like(self.acc)  # the sums before the step in flight
         self.checked = st.epoch_steps  # the last step whose loss is known to be finite
         self.agreed = False  # with ranks: the stop every rank agreed on
         self.deferred = None  # with ranks: rank 0's error in output, told at the next agree
-        # opt.step_count - st.step is fixed while the position keeps up with the optimizer;
-        # a second Ctrl-C between the two is caught up with in run's finally clause
-        self.lag = self.opt.step_count - st.step
-        self.pending = None
 
     def stopping(self):
         return self.guard.hit if self.dist is None else self.agreed
@@ -253,7 +250,6 @@ class _Loop:
 
     def run(self, epochs):
         """Train ``epochs`` epochs (or until stopped); True when all of them finished."""
-        st = self.st
         try:
             for _ in range(epochs):
                 self.epoch()
@@ -264,8 +260,6 @@ class _Loop:
             return True
         finally:
             self.model.kl_scale = 1.0
-            if self.pending is not None and self.opt.step_count - st.step == self.lag + 1:
-                _advance(st, *self.pending)  # the optimizer stepped; keep the position
             if self.acc is not None:
                 try:
                     self.sync(check=False)
@@ -300,35 +294,76 @@ class _Loop:
         if self.warm_steps > 0:
             model.kl_scale = _kl_scale(st.step + 1, self.warm_steps)
         failure, sums = None, (0.0, 0.0, 0.0, hi - lo)
-        if dist is not None:
-            dist.begin_step(model.free_bits)
+        # A step happens whole or not at all: until the optimizer steps, any error (or a
+        # second Ctrl-C) gives back what the step drew (its noise, its binarization draws,
+        # on a GPU its share of the loss sums), so that the run goes on from this step
+        # exactly as if it had never started; the update and its record are one.
+        mark = self.mark()
         try:
-            sums = _local_step(model, self.batches, lo, hi, start, stop, self.acc,
-                               self.reduce_kl, st, opt)
             if dist is not None:
-                dist.ready()  # the GPU's errors surface here, inside the agreement
-        except DistributedError:
-            raise  # another rank failed, and every rank knows it already
-        except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
-            if dist is None:
-                raise
-            failure = f"{type(e).__name__}: {e}"
-        if dist is not None:
-            sums = self.agree(failure, sums)
-            dist.allreduce_(model.flat_grads)
-        self.pending = (stop, n)
-        opt.step()  # the gradient buffer backward (and the Allreduce) filled
+                dist.begin_step(model.free_bits)
+            try:
+                sums = _local_step(model, self.batches, lo, hi, start, stop, self.acc,
+                                   self.reduce_kl, st, opt)
+                if dist is not None:
+                    dist.ready()  # the GPU's errors surface here, inside the agreement
+            except DistributedError:
+                raise  # another rank failed, and every rank knows it already
+            except Exception as e:  # noqa: BLE001  (on one rank: tell them all)
+                if dist is None:
+                    raise
+                failure = f"{type(e).__name__}: {e}"
+            if dist is not None:
+                sums = self.agree(failure, sums)
+                dist.allreduce_(model.flat_grads)
+        except BaseException:
+            self.rollback(mark)
+            raise
+        count = opt.step_count
+        self.guard.hold()  # a second Ctrl-C now lands after the record
+        try:
+            opt.step()  # the gradient buffer backward (and the Allreduce) filled
+        except BaseException:
+            if opt.step_count == count:
+                self.rollback(mark)
+            else:
+                self.record(stop, n, sums)
+            raise
+        else:
+            self.record(stop, n, sums)
+        finally:
+            self.guard.release()
         if dist is not None and self.bk.DEVICE and opt.clip_norm is not None:
             _check_norm(opt, st)  # (every rank reads the same reduced gradient's norm)
+        if self.acc is not None and st.epoch_steps - self.checked >= DEVICE_CHECK_EVERY:
+            self.sync()
+            self.checked = st.epoch_steps
+
+    def mark(self):
+        """What a step draws or adds before its update: (noise counter, binarization
+        generator state); on a GPU the device's loss sums are copied aside too."""
+        if self.acc is not None:
+            self.acc_mark[...] = self.acc
+        bits = (self.st.binarize_rng.bit_generator.state
+                if self.settings["binarize"] == "dynamic" else None)
+        return self.model._noise_counter, bits
+
+    def rollback(self, mark):
+        """Give back a step that did not happen (see :meth:`mark`)."""
+        self.model._noise_counter = mark[0]
+        if mark[1] is not None:
+            self.st.binarize_rng.bit_generator.state = mark[1]
+        if self.acc is not None:
+            self.acc[...] = self.acc_mark
+
+    def record(self, stop, n, sums):
+        """The step is done: the position moves on and its loss sums are added."""
+        st = self.st
         _advance(st, stop, n)
-        self.pending = None
         if self.acc is None:
             st.sums[0] += sums[0]
             st.sums[1] += sums[1]
             st.sums[2] += sums[2]
-        elif st.epoch_steps - self.checked >= DEVICE_CHECK_EVERY:
-            self.sync()
-            self.checked = st.epoch_steps
 
     def end_epoch(self):
         """Validation, the record, callbacks and the checkpoint; True to stop."""
@@ -520,9 +555,23 @@ class _SigintGuard:
         self.hit = False
         self.out = None
         self._old = None
+        self.held = self.late = False
+
+    def hold(self):
+        """Until :meth:`release`, a second Ctrl-C waits (an update and its record are one)."""
+        self.held = True
+
+    def release(self):
+        self.held = False
+        if self.late:
+            self.late = False
+            raise KeyboardInterrupt
 
     def _handle(self, signum, frame):
         if self.hit:
+            if self.held:
+                self.late = True
+                return
             raise KeyboardInterrupt
         self.hit = True
         try:

@@ -139,11 +139,17 @@ def check_eps(eps, L, B, Z, xp):
 
 
 def check_latent(z, model):
-    """z must be (N, Z) floats with Z = model.latent_dim."""
+    """z must be (N, Z) floats with Z = model.latent_dim, finite (host arrays are scanned;
+    arrays already on a GPU are taken as they are: scanning them would wait for it)."""
     shape = tuple(getattr(z, "shape", np.shape(z)))
     if len(shape) != 2 or shape[1] != model.latent_dim:
         raise ValueError(f"z must have shape (N, {model.latent_dim}), got {shape}")
-    return _as_float_array(z, "z", model.dtype, model._bk.xp)
+    z = _as_float_array(z, "z", model.dtype, model._bk.xp)
+    if isinstance(z, np.ndarray) and not np.isfinite(z).all():
+        bad = np.argwhere(~np.isfinite(z))[0]
+        raise ValueError(f"z has a non-finite value ({z[tuple(bad)]}) at row {bad[0]}, "
+                         f"column {bad[1]}")
+    return z
 
 
 # ------------------------------------------------------------ the model's arguments
@@ -189,6 +195,9 @@ def obs_scale_config(obs_scale, lik, D):
     s = float(obs_scale)
     if not (math.isfinite(s) and s > 0):
         raise ValueError(f"obs_scale must be a positive finite number, got {obs_scale!r}")
+    if lik != LIK_GAUSSIAN and s != 1.0:
+        raise ValueError(f"obs_scale applies to likelihood='gaussian' only (the Bernoulli "
+                         f"likelihood has no scale), got obs_scale={obs_scale!r}")
     return False, 1, math.log(s)
 
 

@@ -353,3 +353,36 @@ def test_models_on_two_gpus_and_on_one_used_alternately_match_each_alone(emu):
     assert {h["device"] for h in emu.fake_cublas.handles.values()} == {0, 1}
     with pytest.raises(fastvae.backend.BackendUnavailable, match="has 2 GPU"):
         make("cuda:2", 0)
+
+
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_a_step_that_fails_after_its_forward_is_given_back_on_the_device(emu, binarize):
+    """A failure between forward (which added the step's loss to the device's running sums)
+    and the update: the sums, the noise and the binarization draws are given back, so fit
+    again goes on as the uninterrupted run, loss averages included."""
+    X = (np.random.default_rng(3).random((300, 30)) * 255).astype(np.uint8)
+    kw = dict(batch_size=64, progress=False, binarize=binarize)
+
+    def fresh():
+        return fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=2)
+
+    straight = fresh()
+    straight.fit(X, epochs=2, **kw)
+    half, calls = fresh(), [0]
+    backward = half.backward
+
+    def failing(cache):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return backward(cache)
+
+    half.backward = failing
+    with pytest.raises(KeyboardInterrupt):
+        half.fit(X, epochs=2, **kw)
+    del half.backward
+    assert (half.train_state.step, half._noise_counter) == (2, 2)
+    half.fit(X, epochs=2, progress=False)
+    np.testing.assert_array_equal(host(half.flat_params), host(straight.flat_params))
+    assert [h["train_loss"] for h in half.history] == [h["train_loss"] for h in
+                                                       straight.history]

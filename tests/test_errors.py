@@ -190,6 +190,9 @@ VAE_BAD = [
       for v in [0, -1.0, math.nan, math.inf, "fixed", True, None]],
     *[case(dict(obs_scale=v), names("obs_scale", v) + ".*needs likelihood='gaussian'")
       for v in ["learned", "per_pixel"]],
+    # a number of the Bernoulli likelihood's would be silently unused
+    *[case(dict(obs_scale=v), r"obs_scale applies to likelihood='gaussian' only.*"
+           + names("obs_scale", v)) for v in [0.5, 2, np.float32(0.3)]],
     *[case({"seed": v}, names("seed", v)) for v in [-1, 1.5, "x", True, None]],
     *[case({"dtype": v}, names("dtype", v))
       for v in ["float16", "int32", np.int32, None, "bogus"]],
@@ -225,6 +228,10 @@ def test_vae_argument_refused(kw, match, exc):
     (dict(likelihood="gaussian", obs_scale="learned"), lambda m: m._learn_scale),
     (dict(likelihood="gaussian", obs_scale="per_pixel"), lambda m: m._ls_size == 7),
     (dict(likelihood="gaussian", obs_scale=0.5), lambda m: not m._learn_scale),
+    (dict(obs_scale=1), lambda m: m.obs_scale == 1.0),  # the default, as an int: fine
+    # NumPy numbers are stored as plain floats: the model's config stays JSON
+    (dict(likelihood="gaussian", obs_scale=np.float32(0.5)),
+     lambda m: type(m.obs_scale) is float and json.dumps(m.config())),
     (dict(seed=0, dtype=np.float64), lambda m: m.dtype == np.float64),
     (dict(input_dim=np.int64(7), latent_dim=np.int32(2)), lambda m: m.latent_dim == 2),
 ])
@@ -481,3 +488,48 @@ def test_encode_argument_refused(kw, match, exc):
     """encode(x, sample, seed): sample is a bool like sample()'s mean, seed as for sample."""
     with pytest.raises(exc, match=match):
         small().encode(X40[:4], **kw)
+
+
+EVAL_BAD = [
+    *[case({"seed": v}, names("seed", v)) for v in [-1, 1.5, "1", True, None]],
+    case({"seed": Lazy(lambda: np.random.default_rng(0), "Generator")},
+         r"seed must be an integer >= 0, got Generator"),
+]
+
+
+@pytest.mark.parametrize("method", ["elbo", "log_likelihood"])
+@pytest.mark.parametrize("kw,match,exc", EVAL_BAD)
+def test_estimate_seed_refused(method, kw, match, exc):
+    """An estimate's seed keys its own noise stream: an int >= 0, nothing else (1.5 or "1"
+    would silently give seed 1's estimate)."""
+    kw = {k: (v.make() if isinstance(v, Lazy) else v) for k, v in kw.items()}
+    with pytest.raises(exc, match=match):
+        getattr(small(), method)(X40, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(grad=1), dict(grad=None), dict(validate="no"),
+                                dict(validate=0)])
+def test_forward_flags_are_booleans(kw):
+    (k, v), = kw.items()
+    with pytest.raises(ValueError, match=names(k, v)):
+        small().forward(X40[:4], **kw)
+
+
+def test_train_step_refuses_another_models_optimizer():
+    a, b = small(), small()
+    before = b.flat_params.copy()
+    with pytest.raises(ValueError, match="opt was built for another model"):
+        a.train_step(X40[:8], fastvae.Adam(b))
+    np.testing.assert_array_equal(b.flat_params, before)
+    with pytest.raises(ValueError, match="opt must be an optimizer built for this model.*"
+                                         "'adam'"):
+        a.train_step(X40[:8], "adam")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_decode_refuses_non_finite_codes(bad):
+    z = np.zeros((3, 3), np.float32)
+    z[1, 1] = bad
+    with pytest.raises(ValueError, match=r"z has a non-finite value \((nan|inf)\) at row 1, "
+                                         r"column 1"):
+        small().decode(z)

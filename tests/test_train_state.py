@@ -169,6 +169,28 @@ def test_backward_then_other_passes_then_step_equals_the_plain_step():
         np.testing.assert_array_equal(a.flat_params, b.flat_params)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluating_between_steps_never_changes_the_training_run(backend):
+    """Loss-only forwards (no eps, no rng), ELBO, log-likelihood, encode and sample between
+    training steps: the run's later steps draw the same noise and land on the same
+    parameters as without them."""
+    X = _data()
+    a, b = _model(backend), _model(backend)
+    oa, ob = fastvae.Adam(a), fastvae.Adam(b)
+    for i in range(4):
+        xb = X[32 * i:32 * i + 32]
+        a.train_step(xb, oa)
+        b.train_step(xb, ob)
+        b.forward(X[:20], grad=False)
+        b.forward(X[:20], grad=False, objective="iwae", n_samples=3)
+        b.elbo(X[:40]), b.log_likelihood(X[:8], k=4), b.encode(X[:3], sample=True)
+        b.sample(2, seed=i)
+    assert b._noise_counter == a._noise_counter == 4
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    # the loss-only stream moves on: two passes draw different noise
+    assert b.forward(X[:20], grad=False).loss != b.forward(X[:20], grad=False).loss
+
+
 def test_a_loss_only_forward_is_not_a_training_pass():
     m = _model("cpu")
     X = _data()
@@ -388,3 +410,87 @@ def test_shuffle_changed_mid_epoch_applies_from_the_next_epoch():
     with pytest.warns(SettingChangedWarning, match=r"shuffle True -> False$"):
         c.fit(X, epochs=1, progress=False, shuffle=False)  # at a boundary: no "next epoch"
     np.testing.assert_array_equal(c.flat_params, b.flat_params)
+
+
+def _fail_at(model, where, k, exc):
+    """Make the k-th training step fail at ``where``: "forward" / "backward" (raise before
+    them), "update" (in the optimizer, before the parameters change), "recorded" (in the
+    optimizer, after they changed)."""
+    calls = [0]
+    if where in ("forward", "backward"):
+        orig = getattr(model, where)
+
+        def wrapped(*a, **kw):
+            if where == "backward" or kw.get("grad", True):
+                calls[0] += 1
+                if calls[0] == k:
+                    raise exc
+            return orig(*a, **kw)
+        setattr(model, where, wrapped)
+        return lambda: delattr(model, where)
+    return calls
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("where", ["forward", "backward", "update", "recorded"])
+@pytest.mark.parametrize("exc", [FloatingPointError("injected"), KeyboardInterrupt()])
+@pytest.mark.parametrize("binarize", ["none", "dynamic"])
+def test_a_step_that_fails_anywhere_happens_whole_or_not_at_all(backend, where, exc,
+                                                                  binarize, monkeypatch):
+    """An error or an abort (a second Ctrl-C) at any point of a step: before the update,
+    the step's draws (noise, binarization) are given back and it did not happen; after
+    it, the step is recorded with its loss.  Either way fit again continues exactly as the
+    uninterrupted run (parameters, moments, generators, position, history's losses)."""
+    X = _bits()
+    kw = dict(batch_size=50, binarize=binarize, kl_warmup=1)
+    a = _tiny(backend)
+    a.fit(X, epochs=2, progress=False, **kw)
+    b = _tiny(backend)
+    if where in ("forward", "backward"):
+        undo = _fail_at(b, where, 3, exc)
+    else:
+        calls, step = [0], fastvae.optim.Optimizer.step
+
+        def failing(self, *args):
+            calls[0] += 1
+            if calls[0] == 3 and where == "update":
+                raise exc
+            step(self, *args)
+            if calls[0] == 3:
+                raise exc
+        monkeypatch.setattr(fastvae.optim.Optimizer, "step", failing)
+        undo = lambda: monkeypatch.undo()  # noqa: E731
+    with pytest.raises(type(exc)):
+        b.fit(X, epochs=2, progress=False, **kw)
+    undo()
+    st = b.train_state
+    done = 3 if where == "recorded" else 2
+    assert (st.step, st.row, b._noise_counter, b.optimizer.step_count) == (done, 50 * done,
+                                                                          done, done)
+    b.fit(X, epochs=2, progress=False)
+    _same_run(a, b)
+
+
+def test_a_second_ctrl_c_during_the_update_lands_after_its_record(monkeypatch):
+    """The guard holds a second Ctrl-C while the optimizer steps and the step is recorded:
+    the abort comes right after, with the position and the loss sums in step."""
+    import signal
+    X = _bits()
+    a = _tiny()
+    a.fit(X, epochs=1, batch_size=50, progress=False)
+    b = _tiny()
+    calls, step = [0], fastvae.optim.Optimizer.step
+
+    def twice(self, *args):
+        calls[0] += 1
+        if calls[0] == 3:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # "abort now", inside the update
+        step(self, *args)
+    monkeypatch.setattr(fastvae.optim.Optimizer, "step", twice)
+    with pytest.raises(KeyboardInterrupt):
+        b.fit(X, epochs=1, batch_size=50, progress=False)
+    monkeypatch.undo()
+    assert (b.train_state.step, b.train_state.row, b.optimizer.step_count) == (3, 150, 3)
+    b.fit(X, epochs=1, progress=False)
+    _same_run(a, b)
