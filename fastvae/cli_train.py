@@ -303,12 +303,15 @@ def _prepare(args, comm):
     if opts["binarize"] == "static":
         train = binarized(train, "static", opts["seed"])
     test = binarized(test, opts["binarize"], opts["seed"] + 1)
-    if opts["likelihood"] == "bernoulli":
-        try:  # (with ranks: each scans its share of the rows)
-            train.check("bernoulli", None if comm is None else
-                        shard(0, len(train), comm.Get_rank(), comm.Get_size()))
+    for ds in (train, test):  # (with ranks: each scans its share of the rows)
+        try:
+            ds.check(opts["likelihood"], None if comm is None else
+                     shard(0, len(ds), comm.Get_rank(), comm.Get_size()))
         except DataError as e:
-            raise DataError(f"{e} (pass --likelihood gaussian for real-valued data)") from None
+            if getattr(e, "out_of_range", False):
+                raise DataError(f"{e} (pass --likelihood gaussian for real-valued data)") \
+                    from None
+            raise
     t_data = time.perf_counter() - t0
     batch = fit_kw.get("batch_size") or (model.train_state.settings["batch_size"]
                                          if args.resume and model.train_state else 128)

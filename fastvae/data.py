@@ -120,10 +120,11 @@ class Dataset:
         lo, hi = lo * self.scale, hi * self.scale
         if likelihood == "bernoulli" and (lo < 0 or hi > 1):
             show = lambda v: np.format_float_positional(v, trim="-")  # noqa: E731  (shortest exact)
-            raise DataError(f"{self.name}: values{where} lie in [{show(lo)}, {show(hi)}], "
-                            "but the Bernoulli "
-                            "likelihood needs [0, 1]; rescale the data or use "
-                            "likelihood='gaussian'")
+            err = DataError(f"{self.name}: values{where} lie in [{show(lo)}, {show(hi)}], "
+                            "but the Bernoulli likelihood needs [0, 1]; rescale the data or "
+                            "use likelihood='gaussian'")
+            err.out_of_range = True  # (the CLI names its own option for the remedy)
+            raise err
         return self
 
 

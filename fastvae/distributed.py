@@ -47,6 +47,23 @@ def _digest(a):
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def _rows_digest(ds):
+    """(rows, width, digest of 64 rows spread over the data) of a Dataset, or None."""
+    if ds is None:
+        return None
+    idx = np.unique(np.linspace(0, len(ds) - 1, 64).astype(np.int64))
+    return (len(ds), ds.dim, _digest(ds.batch(idx, dtype=np.float64)))
+
+
+def estimate_fingerprint(model, ds, args):
+    """What must be the same on every rank for an estimate over shared rows (the ELBO, the
+    log-likelihood): the data, the model, its parameters and backend, the arguments that
+    change the result."""
+    return {"the data": _rows_digest(ds), "the model": repr(sorted(model.config().items())),
+            "the parameters": _digest(model._bk.to_numpy(model.flat_params)),
+            "the backend": model._bk.NAME, "the arguments": repr(args)}
+
+
 def local_rank(comm):
     """This rank's index among the ranks of ``comm`` on its machine (a collective: every
     rank calls it)."""
@@ -148,9 +165,21 @@ class Distributed:
         the same settings and the same data (lengths, widths, and 64 sampled rows of each):
         ranks that differ would silently train different things.  ``inputs()`` gives
         (model, resolved settings, the settings given, epochs, train, val).  One allgather."""
-        every = self.gather(failure, lambda: self._fingerprint(*inputs()), "fit refused")
-        mine = every[self.rank]
-        differ = [k for k in mine if any(e[k] != every[0][k] for e in every)]
+        self._refuse_differences(self.gather(failure, lambda: self._fingerprint(*inputs()),
+                                             "fit refused"))
+
+    def gather_same(self, failure, fingerprint, compute, what):
+        """:meth:`gather` of ``compute()``, each rank's value sent with its
+        ``fingerprint()`` (a dict of what must be equal on every rank, see
+        :func:`estimate_fingerprint`): where they differ every rank raises, naming what
+        differs.  Still one allgather."""
+        every = self.gather(failure, lambda: (fingerprint(), compute()), what)
+        self._refuse_differences([e[0] for e in every])
+        return [e[1] for e in every]
+
+    def _refuse_differences(self, every):
+        """Raise on every rank (each has the same list) unless the fingerprints agree."""
+        differ = [k for k in every[0] if any(e[k] != every[0][k] for e in every)]
         if not differ:
             return
         lines = []
@@ -164,9 +193,7 @@ class Distributed:
                 else:
                     k += " (same shape, different values)"
             lines.append(k)
-        err = DataError if all(k.startswith("the training data") or
-                               k.startswith("the validation data") for k in lines) \
-            else ValueError
+        err = DataError if all(k.split(" (")[0].endswith("data") for k in lines) else ValueError
         raise err(f"the MPI ranks differ in {', '.join(lines)}; every rank must run the same "
                   "script on the same data, with the same model and settings")
 
@@ -193,19 +220,14 @@ class Distributed:
 
     def _fingerprint(self, model, settings, given, epochs, train, valset):
         """What must be the same on every rank, each part small (digests of arrays)."""
-        def rows_digest(ds):
-            if ds is None:
-                return None
-            idx = np.unique(np.linspace(0, len(ds) - 1, 64).astype(np.int64))
-            return (len(ds), ds.dim, _digest(ds.batch(idx, dtype=np.float64)))
-
         def plain(v):  # an Optimizer instance by its class and configuration
             return repr(v) if not hasattr(v, "config") else (type(v).__name__, v.config())
         st = model.train_state
         opt = None if st is None or st.optimizer is None else st.optimizer.config()
-        return {"the training data": rows_digest(train),
-                "the validation data": rows_digest(valset),
+        return {"the training data": _rows_digest(train),
+                "the validation data": _rows_digest(valset),
                 "the model": repr(sorted(model.config().items())),
+                "the backend": model._bk.NAME,
                 "the parameters": _digest(self.bk.to_numpy(model.flat_params)),
                 "the training state": (model._noise_counter, None if st is None else
                                        (st.step, st.epoch, st.row)),

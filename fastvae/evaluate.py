@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .data import Dataset, DataError
-from .validate import positive_int
+from .validate import boolean, nonneg_int, positive_int
 
 #: the most decoder rows (samples x data rows) one pass of the log-likelihood estimate
 #: holds: its memory is this many rows of the decoder's activations, D + sum(decoder widths)
@@ -66,16 +66,24 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
     number whatever ``batch_size`` or the number of MPI ranks sharing the rows, and the
     training noise is not touched.  validate=False skips the per-batch NaN/range scan (for
     data already checked).  comm : an mpi4py communicator: every rank passes the same X and
-    estimates its share of the rows; every rank returns the whole result.  Returns an
-    :class:`ElboResult`.
+    arguments (checked: ranks that differ, or a rank whose arguments are refused, raise on
+    every rank) and estimates its share of the rows; every rank returns the whole result.
+    Returns an :class:`ElboResult`.
     """
-    ds = _dataset_for(model, X)
-    L = positive_int(n_samples, "n_samples")
-    bs = positive_int(batch_size, "batch_size")
-    bk, Z = model._bk, model.latent_dim
-    key = noise_key(model, seed, stream=0x5EED)
     dist = _dist if _dist is not None else _distributed(comm, model)
-    lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+    failure = None
+    try:
+        ds = _dataset_for(model, X)
+        L = positive_int(n_samples, "n_samples")
+        bs = positive_int(batch_size, "batch_size")
+        key = noise_key(model, seed, stream=0x5EED)
+        validate = boolean(validate, "validate")
+        lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+    except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
+        if dist is None:
+            raise
+        failure = e
+    bk, Z = model._bk, model.latent_dim
 
     def rows():  # the sums [loss, recon, kl] over rows [lo, hi)
         buf = np.empty((max(1, min(bs, hi - lo)), ds.dim), dtype=model.dtype)
@@ -90,7 +98,14 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
             model.forward(xb, eps, n_samples=L, validate=validate, grad=False,
                           objective="elbo", _acc=(acc, float(n)))
         return bk.to_numpy(acc).astype(np.float64)
-    sums = rows() if dist is None else np.sum(dist.gather(None, rows, "elbo failed"), axis=0)
+    if dist is None:
+        sums = rows()
+    elif _dist is not None:  # fit's validation: the ranks were compared before training
+        sums = np.sum(dist.gather(failure, rows, "elbo failed"), axis=0)
+    else:
+        from .distributed import estimate_fingerprint
+        sums = np.sum(dist.gather_same(failure, lambda: estimate_fingerprint(
+            model, ds, ("elbo", L, int(seed), validate)), rows, "elbo failed"), axis=0)
     n = len(ds)
     _, recon, kl = (float(v) / n for v in sums)
     return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
@@ -100,7 +115,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
 def noise_key(model, seed, stream=0x11CE):
     """The Philox key of an estimate's noise for (model.seed, seed); ``stream`` tells the
     estimates apart (the log-likelihood's, the ELBO's)."""
-    ss = np.random.SeedSequence((model.seed, stream, int(seed)))
+    ss = np.random.SeedSequence((model.seed, stream, nonneg_int(seed, "seed")))
     return tuple(int(k) for k in ss.generate_state(2, np.uint32))
 
 
@@ -125,18 +140,27 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
     X : (N, D) array or Dataset; k : samples per row; batch_size : rows per pass (default:
     as many as fit CHUNK_ROWS with at least one sample each, at most 100); comm : an mpi4py
     communicator: every rank passes the same X, estimates its share of the rows, and
-    returns the whole result (the same numbers as one process).
+    returns the whole result (the same numbers as one process; ranks whose data or
+    arguments differ, or a rank whose arguments are refused, raise on every rank).
     Returns a :class:`LogLikelihood`.
     """
-    ds = _dataset_for(model, X)
-    k = positive_int(k, "k")
-    bs = (min(100, CHUNK_ROWS) if batch_size is None else positive_int(batch_size, "batch_size"))
-    bs = min(bs, len(ds))
-    c = max(1, min(k, CHUNK_ROWS // bs))  # samples per chunk
-    bk, Z = model._bk, model.latent_dim
-    key = noise_key(model, seed)
     dist = _distributed(comm, model)
-    lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+    failure = None
+    try:
+        ds = _dataset_for(model, X)
+        k = positive_int(k, "k")
+        bs = (min(100, CHUNK_ROWS) if batch_size is None
+              else positive_int(batch_size, "batch_size"))
+        bs = min(bs, len(ds))
+        c = max(1, min(k, CHUNK_ROWS // bs))  # samples per chunk
+        key = noise_key(model, seed)
+        validate = boolean(validate, "validate")
+        lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+    except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
+        if dist is None:
+            raise
+        failure = e
+    bk, Z = model._bk, model.latent_dim
 
     def rows():  # the estimates of rows [lo, hi)
         xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
@@ -160,10 +184,15 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
                 top = new_top
             per_row[s - lo:s - lo + n] = top + np.log(tot) - math.log(k)
         return per_row
-    per_row = rows() if dist is None else np.concatenate(
-        dist.gather(None, rows, "log_likelihood failed"))
+    if dist is not None:
+        from .distributed import estimate_fingerprint
+    per_row = rows() if dist is None else np.concatenate(dist.gather_same(
+        failure, lambda: estimate_fingerprint(model, ds, ("log_likelihood", k, int(seed),
+                                                          validate)),
+        rows, "log_likelihood failed"))
     mean = float(per_row.mean())
-    stderr = float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1 else float("nan")
+    stderr = (float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1
+              else float("nan"))
     return LogLikelihood(per_row=per_row, mean=mean, nll=-mean, stderr=stderr, k=k,
                          n=len(per_row))
 

@@ -164,7 +164,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     # ---------------------------------------------------------------- inference
     def transform(self, X):
         """Posterior means mu(x), (N, latent_dim)."""
-        mu, _ = self.model_.encode(self._input(X))
+        X = self._input(X)  # (first: before fit, NotFittedError rather than model_ missing)
+        mu, _ = self.model_.encode(X)
         return self._host(mu)
 
     def inverse_transform(self, X):
@@ -181,7 +182,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         """Mean ELBO per datapoint of X in nats (higher is better): a lower bound on the
         mean log-likelihood, estimated with one draw of z per row from a fixed seed, so the
         same model and data give the same number.  y is ignored."""
-        return float(self.model_.elbo(self._check_range(self._input(X))).elbo)
+        X = self._check_range(self._input(X))
+        return float(self.model_.elbo(X).elbo)
 
     def sample(self, n, seed=None, mean=True):
         """n new points: z ~ N(0, I) decoded; mean=False draws from p(x|z) too.

@@ -12,7 +12,10 @@ the emulated GPU built there, tests/cuda_emu.py), and faults on one rank: "sync_
 "warnings_error": rank (warnings are errors there), "stream_fail": rank (progress on a
 stream whose writes fail), "exit": {"rank", "epoch"} (a callback calls sys.exit),
 "extra_forward": rank (one forward pass before fit), "sigint_prepare": rank (Ctrl-C while
-fit checks its data)}.
+fit checks its data)}.  "eval": true estimates the ELBO and log-likelihood of the validation
+rows with comm after fit; of_rank's "eval": {"rows": n, "width": w, "elbo": {...},
+"log_likelihood": {...}} changes that rank's estimate data or arguments (their errors are
+reported as elbo_error / log_likelihood_error); of_rank's "backend" that rank's backend.
 Every rank writes OUT/rank<r>.npz (its parameters) and OUT/rank<r>.json (history or error).
 """
 import json
@@ -62,7 +65,8 @@ def main(spec_path):
     if spec.get("resume"):
         model = fastvae.load(spec["resume"], backend=spec["backend"])
     else:
-        model = fastvae.VAE(30, backend=spec["backend"], dtype=spec["dtype"],
+        model = fastvae.VAE(30, backend=mine.get("backend", spec["backend"]),
+                            dtype=spec["dtype"],
                             **{**spec["model"], **mine.get("model", {})})
     fail = spec.get("fail")
     if fail and fail["rank"] == rank:
@@ -111,12 +115,24 @@ def main(spec_path):
         out.update(history=[{k: v for k, v in r.items() if "seconds" not in k
                              and k != "samples_per_s"} for r in h],
                    interrupted=h.interrupted)
-        if spec.get("eval"):  # the estimates, sharded over the ranks
-            ev = model.elbo(V, n_samples=3, batch_size=7, comm=comm)
-            ll = model.log_likelihood(V, k=20, batch_size=6, comm=comm)
-            out.update(elbo=[ev.recon, ev.kl], log_likelihood=ll.per_row.tolist())
     except Exception as e:  # noqa: BLE001  (reported to the test)
         out.update(error=f"{type(e).__name__}: {e}", where=traceback.format_exc())
+    if spec.get("eval") and "error" not in out:  # the estimates, sharded over the ranks
+        ev_kw = mine.get("eval", {})
+        W = data(ev_kw["rows"], seed=1).astype(spec["dtype"]) if "rows" in ev_kw else V
+        W = W[:, :ev_kw.get("width", W.shape[1])]
+        try:
+            ev = model.elbo(W, **{"n_samples": 3, "batch_size": 7, **ev_kw.get("elbo", {})},
+                            comm=comm)
+            out.update(elbo=[ev.recon, ev.kl])
+        except Exception as e:  # noqa: BLE001
+            out.update(elbo_error=f"{type(e).__name__}: {e}")
+        try:
+            ll = model.log_likelihood(W, **{"k": 20, "batch_size": 6,
+                                            **ev_kw.get("log_likelihood", {})}, comm=comm)
+            out.update(log_likelihood=ll.per_row.tolist())
+        except Exception as e:  # noqa: BLE001
+            out.update(log_likelihood_error=f"{type(e).__name__}: {e}")
     np.savez(f"{spec['out']}/rank{rank}.npz", params=model._bk.to_numpy(model.flat_params))
     with open(f"{spec['out']}/rank{rank}.json", "w") as f:
         json.dump(out, f)

@@ -199,6 +199,15 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
     np.save("wide.npy", np.full((300, 16), 3.0, np.float32))
     assert main(["train", "--data", "wide.npy", *SMALL]) == 2
     assert "pass --likelihood gaussian" in capsys.readouterr().err
+    nan = np.full((300, 16), 0.5, np.float32)
+    nan[7, 3] = np.nan
+    np.save("nan.npy", nan)
+    for lik in ("bernoulli", "gaussian"):  # NaN: no likelihood helps, none is suggested
+        assert main(["train", "--data", "nan.npy", "--out", "nan", *SMALL,
+                     "--likelihood", lik]) == 2
+        err = capsys.readouterr().err
+        assert "1 NaN or infinite value(s)" in err and "gaussian" not in err, err
+        assert not os.path.exists("nan")  # found before the run directory is written
     assert main(["train", "--out", "big", *SMALL, "--batch-size", "5000"]) == 2
     assert "450 training rows is fewer than one batch" in capsys.readouterr().err
     assert not os.path.exists("big")  # nothing written for a run that cannot start

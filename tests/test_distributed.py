@@ -203,7 +203,9 @@ def test_a_callback_stopping_one_rank_stops_them_all(tmp_path):
                         "different values)"),
     ({"fit": {"lr": 1e-3}}, "ValueError: the MPI ranks differ in the settings;"),
     ({"model": {"seed": 4}}, "ValueError: the MPI ranks differ in the model, the parameters;"),
-    ({"model": {"beta": 2.0}}, "ValueError: the MPI ranks differ in the model;")])
+    ({"model": {"beta": 2.0}}, "ValueError: the MPI ranks differ in the model;"),
+    # (the backends round differently: the ranks' parameters would drift apart)
+    ({"backend": "numpy"}, "ValueError: the MPI ranks differ in the backend;")])
 def test_ranks_that_differ_are_refused_before_training(differ, message, tmp_path):
     r, ranks, params = run_mpi(2, tmp_path, "differ", of_rank={"1": differ})
     assert r.returncode != 0
@@ -213,6 +215,29 @@ def test_ranks_that_differ_are_refused_before_training(differ, message, tmp_path
         fresh = fastvae.VAE(30, backend="cpu", dtype="float64", **MODEL)
         if differ.get("model") is None:
             np.testing.assert_array_equal(p, fresh.flat_params)
+
+
+@needs_mpi
+@pytest.mark.parametrize("differ,elbo_msg,ll_msg", [
+    ({"width": 20}, "data: rows have 20 values, the model expects 30",
+     "data: rows have 20 values, the model expects 30"),
+    ({"rows": 30}, "DataError: the MPI ranks differ in the data (rank 0: 40 rows of 30, "
+                   "rank 1: 30 rows of 30)", "DataError: the MPI ranks differ in the data"),
+    ({"elbo": {"n_samples": 0}, "log_likelihood": {"seed": 1}},
+     "n_samples must be a positive integer, got 0",
+     "ValueError: the MPI ranks differ in the arguments;"),
+])
+def test_estimates_with_ranks_refuse_bad_or_differing_input_on_every_rank(differ, elbo_msg,
+                                                                          ll_msg, tmp_path):
+    """elbo and log_likelihood with comm: a rank whose data or arguments are refused, or
+    ranks whose data or arguments differ, raise on every rank (none is left waiting in the
+    gather, none returns a number that mixes two inputs)."""
+    r, ranks, _ = run_mpi(2, tmp_path, "est", epochs=0, eval=True,
+                          of_rank={"1": {"eval": differ}})
+    for rep in ranks:
+        assert "error" not in rep, rep
+        assert elbo_msg in rep["elbo_error"], rep
+        assert ll_msg in rep["log_likelihood_error"], rep
 
 
 @needs_mpi

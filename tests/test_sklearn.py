@@ -112,3 +112,13 @@ def test_inverse_transform_checks_the_latent_width():
     est = VAETransformer(latent_dim=2, backend="numpy", epochs=1).fit(X)
     with pytest.raises(ValueError, match="3 features.*latent_dim=2"):
         est.inverse_transform(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("method", ["transform", "score", "inverse_transform", "sample"])
+def test_every_method_before_fit_raises_not_fitted(method):
+    """Not an AttributeError about model_: the error scikit-learn users catch."""
+    from sklearn.exceptions import NotFittedError
+    args = {"transform": (curve(5),), "score": (curve(5),),
+            "inverse_transform": (np.zeros((3, 2)),), "sample": (3,)}[method]
+    with pytest.raises(NotFittedError):
+        getattr(VAETransformer(latent_dim=2), method)(*args)
