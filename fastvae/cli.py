@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 
 from .cli_common import (RUN_FILE, UsageError, binarized, checkpoint_args, load_data,
-                         positive)
+                         positive, seed)
 from .cli_train import add_parser as add_train_parser
 
 
@@ -41,7 +42,7 @@ def build_parser():
     s.add_argument("-n", type=positive(int), default=64, help="number of samples")
     s.add_argument("--out", default="samples.png", help="PNG file to write")
     s.add_argument("--npy", default=None, help="also save the (n, D) pixel array here")
-    s.add_argument("--seed", type=int, default=0, help="seed of the latent draws")
+    s.add_argument("--seed", type=seed, default=0, help="seed of the latent draws")
     s.set_defaults(func=cmd_sample)
 
     c = sub.add_parser("reconstruct", help="inputs beside their reconstructions",
@@ -67,7 +68,7 @@ def build_parser():
     e.add_argument("--iwae", type=positive(int), default=None, metavar="K",
                    help="also estimate log p(x) with the importance-weighted bound, K samples "
                    "per datapoint (papers use 5000), with its standard error")
-    e.add_argument("--seed", type=int, default=0, help="seed of the estimates' noise")
+    e.add_argument("--seed", type=seed, default=0, help="seed of the estimates' noise")
     e.add_argument("--batch-size", type=positive(int), default=1000,
                    help="rows per pass (bounds the memory used)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -166,7 +167,7 @@ def _model_and_data(args, need_data=True):
     if ds.dim != model.input_dim:
         raise UsageError(f"{source}: rows have {ds.dim} values, the model expects "
                          f"{model.input_dim}")
-    return model, ds
+    return model, ds.check(model.likelihood)  # (a DataError names the data and the problem)
 
 
 def cmd_sample(args):
@@ -215,9 +216,10 @@ def cmd_eval(args):
         out = {**ev, "data": ds.name, "seconds": secs,
                "active_units": diag.active_units, "kl_per_dim": diag.kl_per_dim.tolist(),
                "mean_sigma": diag.mean_sigma.tolist()}
-        if ll is not None:
-            out.update(nll=ll.nll, nll_stderr=ll.stderr, iwae_k=ll.k, nll_seconds=ll_secs)
-        print(json.dumps(out))
+        if ll is not None:  # (one row has no standard error: null, as strict JSON wants)
+            out.update(nll=ll.nll, nll_stderr=ll.stderr if math.isfinite(ll.stderr) else None,
+                       iwae_k=ll.k, nll_seconds=ll_secs)
+        print(json.dumps(out, allow_nan=False))
         return 0
     print(f"{ds.name}: negative ELBO {ev.neg_elbo:.3f} nats per datapoint "
           f"(reconstruction {ev.recon:.3f}, KL {ev.kl:.3f}); {ev.n} rows, "

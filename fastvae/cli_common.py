@@ -42,6 +42,17 @@ def positive(kind):
     return parse
 
 
+def seed(text):
+    """An argument type: a seed, an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return v
+
+
 def nonneg(text):
     try:
         v = float(text)

@@ -16,7 +16,7 @@ import traceback
 import warnings
 
 from .cli_common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
-                         ints, load_data, nonneg, positive)
+                         ints, load_data, nonneg, positive, seed)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -122,7 +122,7 @@ def add_parser(sub):
     r = t.add_argument_group("run")
     r.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     add(r, "seed", "seeds the data, the initial weights and the noise: same seed, same run",
-        type=int)
+        type=seed)
     r.add_argument("--out", default=None,
                    help="output directory (default: runs/<data>-<n>, the next free n)")
     r.add_argument("--resume", action="store_true",

@@ -108,12 +108,16 @@ def read(path):
                 arrays = {k: z[k] for k in z.files}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError,
+            RuntimeError) as e:  # (the last two: a damaged zip header, an encrypted member)
         raise CheckpointError(f"{path}: not a readable fastvae checkpoint (truncated or "
                               f"corrupt: {e})") from None
     try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = arrays.pop("meta")
+        if not isinstance(raw, np.ndarray):  # (a member without the .npy header)
+            raise ValueError(f"'meta' is not an array but {type(raw).__name__}")
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:  # (json.JSONDecodeError is a ValueError)
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a fastvae checkpoint (format tag "

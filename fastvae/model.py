@@ -535,10 +535,10 @@ def load(path, backend=None):
     where the saved run stopped.  Raises :class:`fastvae.io.CheckpointError` naming the file
     for anything that is not a usable checkpoint."""
     meta, arrays = _io.read(path)
-    cfg = dict(meta["config"])
     try:
+        cfg = dict(meta["config"])
         model = VAE(backend=backend, **cfg)
-    except (TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
                                   f"({e})") from None
     try:

@@ -131,6 +131,38 @@ def test_version_and_consistency_checks(tmp_path):
         fastvae.load(tmp_path / "shape.npz")
 
 
+def test_any_damaged_byte_of_the_zip_directory_is_a_checkpoint_error(tmp_path):
+    """Every byte of the archive's central directory, flipped in turn: the file loads (a
+    byte nobody reads) or raises CheckpointError naming it, never a raw zipfile/NumPy
+    exception (a damaged compression-method field raised NotImplementedError)."""
+    m = fastvae.VAE(10, hidden=(6,), latent_dim=2, backend="numpy")
+    raw = open(m.save(tmp_path / "m.npz"), "rb").read()
+    start = raw.index(b"PK\x01\x02")
+    bad = tmp_path / "bad.npz"
+    for pos in range(start, len(raw)):
+        flipped = bytearray(raw)
+        flipped[pos] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+        try:
+            fastvae.load(bad)
+        except CheckpointError as e:
+            assert "bad.npz" in str(e)
+
+
+def test_foreign_metadata_is_a_checkpoint_error(tmp_path):
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as z:
+        z.writestr("meta.npy", b"not an npy")  # np.load hands back bytes
+    with pytest.raises(CheckpointError, match="raw.npz: corrupt checkpoint metadata .'meta' "
+                                              "is not an array"):
+        fastvae.load(tmp_path / "raw.npz")
+    p = fastvae.VAE(10, hidden=(6,), latent_dim=2, backend="numpy").save(tmp_path / "m.npz")
+    _rewrite_meta(p, tmp_path / "none.npz", lambda meta, a: meta.pop("config"))
+    _rewrite_meta(p, tmp_path / "null.npz", lambda meta, a: meta.update(config=None))
+    for name in ("none", "null"):
+        with pytest.raises(CheckpointError, match=f"{name}.npz: cannot rebuild the model"):
+            fastvae.load(tmp_path / f"{name}.npz")
+
+
 def test_checkpoint_permissions_follow_umask(tmp_path):
     m = fastvae.VAE(5, hidden=(3,), latent_dim=2, backend="numpy")
     old = os.umask(0o022)

@@ -183,6 +183,16 @@ def test_sample_reconstruct_eval(workdir, capsys):
     ll = m.log_likelihood(data.load("shapes", shapes_n=500)[1], k=20)
     assert f"negative log-likelihood {ll.nll:.3f} +- {ll.stderr:.3f}" in out
     assert "(importance-weighted bound, k=20)" in out and "active units" in out
+    # evaluation data is checked like training data; one row has no standard error: null
+    bad = np.full((3, 784), 0.5, np.float32)
+    bad[1, 5] = np.nan
+    np.save("bad.npy", bad)
+    assert main(["eval", "r/model.npz", "--data", "bad.npy", "--split", "train"]) == 2
+    assert "error: bad.npy-train: 1 NaN or infinite value(s)" in capsys.readouterr().err
+    np.save("one.npy", np.full((2, 784), 0.5, np.float32))  # 1 train row, 1 held out
+    assert main(["eval", "r/model.npz", "--data", "one.npy", "--iwae", "3", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["n"] == 1 and one["nll_stderr"] is None and one["nll"] > 0
 
 
 def test_info(capsys):
@@ -213,6 +223,12 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
     assert not os.path.exists("big")  # nothing written for a run that cannot start
     assert main(["train", "--resume", *SMALL]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
+    for cmd in (["train", "--out", "neg", *SMALL], ["eval", "nothing.npz"],
+                ["sample", "nothing.npz"]):
+        with pytest.raises(SystemExit) as e:  # argparse's own one line, exit 2
+            main([*cmd, "--seed", "-1"])
+        assert e.value.code == 2
+        assert "--seed: must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", "nothing.npz"]) == 2
     assert "nothing.npz: no such checkpoint file" in capsys.readouterr().err
     if fastvae.backend.cuda_status() is not None:  # no GPU here: one line saying what is missing
