@@ -64,7 +64,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
     bound; :func:`log_likelihood` does).  Sample l of row i is drawn from a counter-based
     stream keyed by (model.seed, seed) with counter i, so the same parameters give the same
     number whatever ``batch_size`` or the number of MPI ranks sharing the rows, and the
-    training noise is not touched.  validate=False skips the per-batch NaN/range scan (for
+    training noise is not touched.  validate=False skips the up-front NaN/range scan (for
     data already checked).  comm : an mpi4py communicator: every rank passes the same X and
     arguments (checked: ranks that differ, or a rank whose arguments are refused, raise on
     every rank) and estimates its share of the rows; every rank returns the whole result.
@@ -79,6 +79,8 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
         key = noise_key(model, seed, stream=0x5EED)
         validate = boolean(validate, "validate")
         lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+        if validate:  # on the host, once (a GPU pass would only report it with its loss)
+            ds.check(model.likelihood, None if dist is None else (lo, hi))
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
         if dist is None:
             raise
@@ -95,7 +97,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
             xb = ds.batch(idx, out=buf[:n])
             eps = noise[: L * n * Z].reshape(L, n, Z)
             bk.normal_eps(eps, key, s, 0)  # counter: the row's index in X
-            model.forward(xb, eps, n_samples=L, validate=validate, grad=False,
+            model.forward(xb, eps, n_samples=L, validate=False, grad=False,
                           objective="elbo", _acc=(acc, float(n)))
         return bk.to_numpy(acc).astype(np.float64)
     if dist is None:
@@ -132,8 +134,10 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
     Per row, with k samples z_j ~ q(z|x): log w_j = log p(x|z_j) + log p(z_j) - log q(z_j|x)
     and the estimate is logsumexp_j log w_j - log k, a lower bound on log p(x) that tightens
     as k grows (k = 1 is the ELBO with a sampled KL).  The samples are streamed in chunks
-    (a running logsumexp in float64 with its maximum subtracted), so memory is bounded by
-    CHUNK_ROWS decoder rows whatever k is.  The noise of sample j of row i is element j of
+    (a running logsumexp in float64 with its maximum subtracted), so memory does not grow
+    with k: a pass holds at most max(CHUNK_ROWS, batch_size) decoder rows (and their
+    activations), and up to four pass shapes are alive at once (the full and the last
+    chunk of samples, for the full and the last batch of rows), all let go of on return.  The noise of sample j of row i is element j of
     a counter-based stream keyed by (model.seed, seed) with counter i: the estimate does not
     depend on ``batch_size`` or on the chunking, and never touches the training noise.
 
@@ -156,6 +160,8 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
         key = noise_key(model, seed)
         validate = boolean(validate, "validate")
         lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+        if validate:  # on the host, once (a GPU pass would only report it with its loss)
+            ds.check(model.likelihood, None if dist is None else (lo, hi))
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
         if dist is None:
             raise
@@ -166,23 +172,29 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
         xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
         noise = bk.xp.empty(c * bs * Z, dtype=model.dtype)
         per_row = np.empty(hi - lo)
-        for s in range(lo, hi, bs):
-            idx = np.arange(s, min(hi, s + bs))
-            n = idx.size
-            xb = ds.batch(idx, out=xbuf[:n])
-            top = np.full(n, -np.inf)   # running max of the log weights
-            tot = np.zeros(n)          # running sum of exp(log w - top)
-            for j0 in range(0, k, c):
-                cj = min(c, k - j0)
-                eps = noise[: cj * n * Z].reshape(cj, n, Z)  # sample l of row b at (l, b)
-                bk.normal_eps(eps, key, s, j0 * Z)  # counter: the row's index in X
-                cache = model.forward(xb, eps, n_samples=cj, grad=False, objective="iwae",
-                                      validate=validate and j0 == 0)
-                lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)
-                new_top = np.maximum(top, lw.max(axis=0))
-                tot = tot * np.exp(top - new_top) + np.exp(lw - new_top).sum(axis=0)
-                top = new_top
-            per_row[s - lo:s - lo + n] = top + np.log(tot) - math.log(k)
+        shapes = set()  # the workspaces made here: let go of at the end
+        try:
+            for s in range(lo, hi, bs):
+                idx = np.arange(s, min(hi, s + bs))
+                n = idx.size
+                xb = ds.batch(idx, out=xbuf[:n])
+                top = np.full(n, -np.inf)   # running max of the log weights
+                tot = np.zeros(n)          # running sum of exp(log w - top)
+                for j0 in range(0, k, c):
+                    cj = min(c, k - j0)
+                    eps = noise[: cj * n * Z].reshape(cj, n, Z)  # sample l of row b: (l, b)
+                    bk.normal_eps(eps, key, s, j0 * Z)  # counter: the row's index in X
+                    shapes.add((n, cj))
+                    cache = model.forward(xb, eps, n_samples=cj, grad=False,
+                                          objective="iwae", validate=False)
+                    lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)
+                    new_top = np.maximum(top, lw.max(axis=0))
+                    tot = tot * np.exp(top - new_top) + np.exp(lw - new_top).sum(axis=0)
+                    top = new_top
+                per_row[s - lo:s - lo + n] = top + np.log(tot) - math.log(k)
+        finally:
+            for n, cj in shapes:
+                model._pool.discard(n, cj, False)
         return per_row
     if dist is not None:
         from .distributed import estimate_fingerprint

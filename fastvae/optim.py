@@ -79,10 +79,21 @@ class Optimizer:
             # the norm and the scale stay on the device: nothing waits.  A non-finite norm
             # makes the scale NaN, and the update kernel then changes nothing.
             if getattr(self, "_clip_bufs", None) is None:  # (made on the model's GPU: step)
-                self._clip_bufs = (bk.xp.ones(1, dtype="float64"), bk.xp.zeros(1, dtype="float64"))
+                # norm: [this step's norm, how many updates a non-finite norm skipped]
+                self._clip_bufs = (bk.xp.ones(1, dtype="float64"), bk.xp.zeros(2, dtype="float64"))
+                self._skipped_seen = 0
             scale, norm = self._clip_bufs
             bk.clip_scale(scale, norm, g, self.clip_norm)
-            self.last_grad_norm = DeviceFloat(lambda: bk.to_numpy(norm)[0])
+            step = self.step_count + 1
+
+            def read():  # the buffer is the next step's too: a late read would lie
+                if self.step_count != step:
+                    raise RuntimeError(
+                        f"last_grad_norm of step {step} was not read before step "
+                        f"{self.step_count} overwrote it on the GPU; read it (float(...)) "
+                        "before the next step")
+                return bk.to_numpy(norm)[0]
+            self.last_grad_norm = DeviceFloat(read)
             return scale
         norm = math.sqrt(bk.sq_norm(g))
         self.last_grad_norm = norm
@@ -90,6 +101,16 @@ class Optimizer:
             raise FloatingPointError(f"gradient norm is {norm} at step {self.step_count + 1}; "
                                      "parameters left unchanged")
         return min(1.0, self.clip_norm / (norm + 1e-6))
+
+    def skipped_updates(self):
+        """On a GPU with clipping: how many updates a non-finite gradient norm skipped since
+        the last call (reads the device; 0 elsewhere, where such a step raises at once)."""
+        bufs = getattr(self, "_clip_bufs", None)
+        if bufs is None:
+            return 0
+        total = int(self.model._bk.to_numpy(bufs[1])[1])
+        new, self._skipped_seen = total - self._skipped_seen, total
+        return new
 
     def step(self, grads=None):
         """Apply one update from ``grads`` (what ``model.backward`` returned; None means the

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import tempfile
@@ -140,15 +141,16 @@ def check_training_step(backend):
 
 
 def check_training_run(backend):
-    """200 Adam steps against the cpu backend; exact resume; checkpoints across devices."""
+    """200 Adam steps (clipped by global norm: the norm kernels too) against the cpu
+    backend; exact resume; checkpoints across devices."""
     import fastvae
     a = fastvae.VAE(64, hidden=(48,), latent_dim=6, seed=1, backend="cpu")
     b = fastvae.VAE(64, hidden=(48,), latent_dim=6, seed=1, backend=backend)
-    oa, ob = fastvae.Adam(a, lr=2e-3), fastvae.Adam(b, lr=2e-3)
+    oa, ob = fastvae.Adam(a, lr=2e-3, clip_norm=2.0), fastvae.Adam(b, lr=2e-3, clip_norm=2.0)
     rng = np.random.default_rng(0)
     rates = rng.uniform(0.05, 0.95, 64)
-    diffs, first = [], None
-    for _ in range(200):
+    diffs, first, clipped = [], None, False
+    for i in range(200):
         x = (rng.random((32, 64)) < rates).astype(np.float32)
         eps = rng.standard_normal((32, 6)).astype(np.float32)
         ca, cb = a.forward(x, eps), b.forward(x, eps)
@@ -156,6 +158,12 @@ def check_training_run(backend):
         first = first or cb.loss
         oa.step(a.backward(ca))
         ob.step(b.backward(cb))
+        clipped = clipped or oa.last_grad_norm > 2.0
+        if i < 20:  # (before float32 rounding has moved the two runs apart)
+            assert math.isclose(float(ob.last_grad_norm), oa.last_grad_norm, rel_tol=1e-4), \
+                f"step {i + 1}: gradient norm {float(ob.last_grad_norm)} on the device, " \
+                f"{oa.last_grad_norm} on the cpu"
+    assert clipped, "200 steps: clipping was never in force"
     assert max(diffs) < 0.01, f"200 steps: the losses drifted apart by {max(diffs):.2%}"
     assert cb.loss < first - 2, "200 steps: the device did not learn"
     X = (np.random.default_rng(3).random((300, 30)) * 255).astype(np.uint8)
@@ -222,8 +230,8 @@ def environment(backend_ok):
             "numpy": np.__version__, "machine": platform.machine()}
     if backend_ok:
         from .backends import cuda
-        xp = cuda.device().xp  # CuPy (or, in the tests, the emulator standing in for it)
-        try:
+        try:  # (a broken install fails here: the report says so, the checks show where)
+            xp = cuda.device().xp  # CuPy (or, in the tests, the emulator standing in for it)
             rt = xp.cuda.runtime
             props = rt.getDeviceProperties(xp.cuda.Device().id)
             name = props["name"]

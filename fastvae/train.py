@@ -487,12 +487,12 @@ def _sync_sums(bk, acc, st, opt, since, check=True):
     stopped being finite (the loss is not read every step there, so say where it
     happened)."""
     vals = [float(v) for v in bk.to_numpy(acc).astype(np.float64)]
-    if check and opt.clip_norm is not None and opt.last_grad_norm is not None \
-            and not math.isfinite(float(opt.last_grad_norm)):
+    skipped = opt.skipped_updates() if check and opt.clip_norm is not None else 0
+    if skipped:
         raise FloatingPointError(
-            f"the gradient norm became non-finite at epoch {st.epoch + 1}, between steps "
-            f"{since + 1} and {st.epoch_steps}: those steps left the parameters unchanged; "
-            f"try a smaller lr (now {opt.lr})")
+            f"the gradient norm became non-finite at epoch {st.epoch + 1}, in {skipped} of "
+            f"steps {since + 1} to {st.epoch_steps}: those steps left the parameters "
+            f"unchanged; try a smaller lr (now {opt.lr})")
     if check and not all(math.isfinite(v) for v in vals):
         raise FloatingPointError(
             f"the loss became non-finite at epoch {st.epoch + 1}, between steps {since + 1} "

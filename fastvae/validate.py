@@ -144,12 +144,15 @@ def check_latent(z, model):
     shape = tuple(getattr(z, "shape", np.shape(z)))
     if len(shape) != 2 or shape[1] != model.latent_dim:
         raise ValueError(f"z must have shape (N, {model.latent_dim}), got {shape}")
-    z = _as_float_array(z, "z", model.dtype, model._bk.xp)
-    if isinstance(z, np.ndarray) and not np.isfinite(z).all():
-        bad = np.argwhere(~np.isfinite(z))[0]
+    xp = model._bk.xp
+    if not hasattr(z, "dtype"):
+        z = np.asarray(z)
+    on_device = xp is not np and isinstance(z, xp.ndarray)
+    if not on_device and z.dtype.kind == "f" and not np.isfinite(z).all():
+        bad = np.argwhere(~np.isfinite(z))[0]  # (scanned here, before it goes to a GPU)
         raise ValueError(f"z has a non-finite value ({z[tuple(bad)]}) at row {bad[0]}, "
                          f"column {bad[1]}")
-    return z
+    return _as_float_array(z, "z", model.dtype, xp)
 
 
 # ------------------------------------------------------------ the model's arguments

@@ -94,5 +94,9 @@ class WorkspacePool:
             self._pool.move_to_end(key)
         return ws
 
+    def discard(self, B, L, train=True):
+        """Forget the workspace of this shape (its memory goes when nothing else holds it)."""
+        self._pool.pop((B, L, bool(train)), None)
+
     def clear(self):
         self._pool.clear()

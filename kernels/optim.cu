@@ -3,8 +3,9 @@
 //   adam_step       p, m, v, g (P,): Adam (L2 decay into the gradient) or AdamW (decoupled)
 //   sgd_step        p, buf, g (P,): SGD with optional (Nesterov) momentum, torch semantics
 //   sq_norm_partial part (n_blocks,) float64 = per-block sums of g^2
-//   clip_scale      part -> norm (1,) = sqrt(sum), scale (1,) = min(1, clip / (norm + 1e-6)),
-//                   or NaN when the norm is not finite; stays on the device
+//   clip_scale      part -> norm[0] = sqrt(sum), scale (1,) = min(1, clip / (norm + 1e-6)),
+//                   or NaN when the norm is not finite, then also norm[1] += 1 (a count of
+//                   skipped updates that the host reads when it checks); stays on the device
 //
 // The updates multiply the gradient by grad_scale * scale[0]; a NaN scale[0] (a non-finite
 // gradient norm under clipping) skips the update: parameters and moments stay as they
@@ -81,6 +82,7 @@ __device__ void clip_scale_impl(double* scale, double* norm, const double* part,
         scale[0] = r < 1 ? r : 1;
     } else {
         scale[0] = nrm - nrm;  // NaN
+        norm[1] += 1;
     }
 }
 

@@ -143,10 +143,16 @@ class EmuArray(np.ndarray):
 
     _reads = None  # the owning FakeCupy's read counter (a one-element list)
     _device = 0    # the GPU it lives on
+    _owner = None  # the FakeCupy that made it
 
     def __array_finalize__(self, obj):
         self._reads = getattr(obj, "_reads", None)
         self._device = getattr(obj, "_device", 0)
+        self._owner = getattr(obj, "_owner", None)
+        if self._owner is not None and self.base is None:
+            # new memory made from a device array (copy(), arithmetic): on a GPU that is a
+            # device allocation too, which kernels and GEMMs may be given
+            self._owner.allocations[self.ctypes.data] = self.nbytes
 
     @property
     def data(self):
@@ -246,6 +252,7 @@ class FakeCupy:
         out = a.view(EmuArray)
         out._reads = self.reads
         out._device = self.cuda.current
+        out._owner = self
         base = out
         while isinstance(base.base, np.ndarray):
             base = base.base

@@ -177,3 +177,19 @@ def test_every_cu_file_compiles_with_nvrtc(cu, arch):
     assert names
     for name in names:
         assert re.search(rf"\.entry {name}\(", ptx), f"{name} is not in the PTX of {cu.name}"
+
+
+def test_the_compile_options_change_with_the_shared_header(tmp_path):
+    """CuPy's disk cache is keyed by source and options, not by included files: the options
+    carry a digest of common.cuh, so a changed header builds new kernels."""
+    import shutil
+    from fastvae.backends import cuda as C
+    kdir = tmp_path / "k"
+    shutil.copytree(C.kernel_dir(), kdir)
+    before = C.compile_options(kdir)
+    assert before[1:] == C.compile_options(C.kernel_dir())[1:]  # same header, same digest
+    with open(kdir / "common.cuh", "a") as f:
+        f.write("\n// a new version\n")
+    after = C.compile_options(kdir)
+    assert after[:2] == before[:2] and after[2] != before[2]
+    assert after[2].startswith("-DFASTVAE_COMMON_CUH=")

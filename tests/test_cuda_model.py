@@ -386,3 +386,61 @@ def test_a_step_that_fails_after_its_forward_is_given_back_on_the_device(emu, bi
     np.testing.assert_array_equal(host(half.flat_params), host(straight.flat_params))
     assert [h["train_loss"] for h in half.history] == [h["train_loss"] for h in
                                                        straight.history]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+@pytest.mark.parametrize("bad", [np.nan, 1.7])
+def test_estimates_refuse_bad_data_on_every_backend(emu, backend, bad):
+    """The input check of a GPU pass is only read with its loss, which the estimates never
+    read: they check their data on the host, once, like fit."""
+    m = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend=backend, seed=1)
+    X = np.random.default_rng(0).uniform(0, 1, (20, 30)).astype(np.float32)
+    X[3, 4] = bad
+    for estimate in (lambda: m.elbo(X), lambda: m.log_likelihood(X, k=4)):
+        with pytest.raises(ValueError, match="NaN or infinite|needs \\[0, 1\\]"):
+            estimate()
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_fit_reports_any_non_finite_gradient_norm_between_its_checks(emu, backend):
+    """One step of ten gets an infinite gradient (its loss stays finite): on the cpu fit
+    raises at that step; on a GPU the update is skipped on the device, counted there, and
+    the next check reports it (it looked only at the latest norm before)."""
+    X = np.random.default_rng(0).uniform(0, 1, (320, 30))
+    m = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend=backend, dtype="float64", seed=1)
+    calls, backward = [0], m.backward
+
+    def bad(cache):
+        g = backward(cache)
+        calls[0] += 1
+        if calls[0] == 3:
+            g.flat[5] = np.inf
+        return g
+
+    m.backward = bad
+    with pytest.raises(FloatingPointError, match="gradient norm"):
+        m.fit(X, epochs=1, batch_size=32, progress=False, clip_norm=1.0)
+
+
+def test_a_gradient_norm_read_after_the_next_step_is_refused(emu):
+    """On a GPU last_grad_norm reads a buffer the next step overwrites: reading it late is
+    an error, never the other step's norm."""
+    m = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", dtype="float64", seed=1)
+    opt = fastvae.SGD(m, lr=0.5, clip_norm=1e9)
+    x = np.random.default_rng(0).uniform(0.05, 0.95, (16, 30))
+    opt.step(m.backward(m.forward(x)))
+    held = opt.last_grad_norm
+    opt.step(m.backward(m.forward(x)))
+    with pytest.raises(RuntimeError, match="last_grad_norm of step 1 was not read before "
+                                           "step 2"):
+        float(held)
+    assert float(opt.last_grad_norm) > 0
+
+
+def test_reconstruct_on_the_device(emu):
+    """decode of encode's copy: every array the device makes is a device allocation."""
+    m = fastvae.VAE(37, hidden=(33,), latent_dim=5, backend="cuda", seed=3)
+    x = np.random.default_rng(0).uniform(0, 1, (45, 37)).astype(np.float32)
+    c = fastvae.VAE(37, hidden=(33,), latent_dim=5, backend="cpu", seed=3)
+    np.testing.assert_allclose(host(m.reconstruct(x)), c.reconstruct(x), rtol=1e-4,
+                               atol=1e-6)

@@ -533,3 +533,29 @@ def test_decode_refuses_non_finite_codes(bad):
     with pytest.raises(ValueError, match=r"z has a non-finite value \((nan|inf)\) at row 1, "
                                          r"column 1"):
         small().decode(z)
+
+
+def test_decode_scans_host_codes_before_they_go_to_a_gpu():
+    """CuPy's arrays are not NumPy arrays: a host z is scanned before it is moved, or a
+    GPU model would take NaN codes (the emulated GPU's arrays are NumPy's, which hid it)."""
+    import types
+
+    class DeviceArray:  # stands in for cupy.ndarray: not a numpy.ndarray subclass
+        def __init__(self, a):
+            self.a = np.ascontiguousarray(a)
+            self.dtype, self.shape, self.flags = self.a.dtype, self.a.shape, self.a.flags
+
+    from fastvae.validate import check_latent
+    xp = types.SimpleNamespace(
+        ndarray=DeviceArray, ascontiguousarray=lambda a, dtype=None: a,
+        asarray=lambda a, dtype=None: a if isinstance(a, DeviceArray) else DeviceArray(a))
+    gpu = types.SimpleNamespace(latent_dim=3, dtype=np.dtype(np.float32),
+                                _bk=types.SimpleNamespace(xp=xp))
+    z = np.zeros((3, 3), np.float32)
+    assert isinstance(check_latent(z, gpu), DeviceArray)
+    z[1, 1] = np.nan
+    with pytest.raises(ValueError, match="z has a non-finite value"):
+        check_latent(z, gpu)
+    with pytest.raises(ValueError, match="z has a non-finite value"):
+        check_latent(z.tolist(), gpu)
+    assert isinstance(check_latent(DeviceArray(z), gpu), DeviceArray)  # on the device: as is

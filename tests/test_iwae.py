@@ -231,13 +231,22 @@ def test_k1_log_likelihood_is_the_sampled_elbo():
     np.testing.assert_allclose(m.log_likelihood(x, k=1).per_row, -c._ws.loss_b, rtol=1e-12)
 
 
-def test_log_likelihood_memory_is_bounded_whatever_k():
-    """The estimate never holds more than CHUNK_ROWS decoder rows at once."""
+@pytest.mark.parametrize("k", [3000, 30000])
+def test_log_likelihood_memory_is_bounded_whatever_k(k):
+    """A pass of the estimate holds at most CHUNK_ROWS decoder rows, at most four pass
+    shapes are made (full and last chunk of samples x full and last batch of rows), the
+    same for any k, and none is kept once it returns."""
     m = fastvae.VAE(30, hidden=(8,), latent_dim=2, backend="cpu")
-    x = np.random.default_rng(0).random((300, 30)).astype(np.float32)
-    m.log_likelihood(x, k=3000)
-    rows = [B * L for (B, L, _) in m._pool._pool]
-    assert max(rows) <= CHUNK_ROWS
+    x = np.random.default_rng(0).random((250, 30)).astype(np.float32)
+    made, factory = [], m._pool._factory
+
+    def recording(B, L, train):
+        made.append((B, L))
+        return factory(B, L, train)
+    m._pool._factory = recording
+    m.log_likelihood(x, k=k)
+    assert len(made) <= 4 and max(B * L for B, L in made) <= CHUNK_ROWS
+    assert not any((B, L, False) in m._pool._pool for B, L in made)
 
 
 # ------------------------------------------------------------------ training and input

@@ -37,3 +37,16 @@ def test_without_a_gpu_it_says_why_and_checks_the_cpu(capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["gpu_skipped"].startswith("the cuda backend needs") and rep["ok"]
     assert rep["backend"] == "cpu" and len(rep["checks"]) == 2
+
+
+def test_a_broken_install_is_reported_not_raised(emu, monkeypatch):
+    """Kernel sources missing (a broken install): the report says so, no traceback."""
+    from fastvae.backends import cuda as C
+    C._devices.clear()  # as in a fresh process: the device is made on first use
+
+    def missing(*a, **k):
+        raise FileNotFoundError("the CUDA kernel sources were not found; reinstall fastvae")
+    monkeypatch.setattr(C, "kernel_dir", missing)
+    rep = selftest.run("cuda", with_speed=False, log=lambda s: None)
+    assert not rep["ok"]
+    assert "kernel sources were not found" in rep["environment"]["gpu_info_error"]

@@ -19,6 +19,7 @@ runs the same ``.cu`` files on the CPU, so the launch logic here is exercised wi
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import threading
@@ -59,8 +60,14 @@ def kernel_dir():
 def compile_options(directory=None):
     """The compiler options of every kernel file: what :class:`CupyDevice` hands to
     ``cupy.RawModule`` (which compiles with NVRTC and adds the GPU's architecture), and what
-    the tests compile with, through NVRTC, without a GPU."""
-    return ("-I" + str(directory if directory is not None else kernel_dir()), "--std=c++14")
+    the tests compile with, through NVRTC, without a GPU.
+
+    The last option defines a digest of the shared header: CuPy's on-disk kernel cache is
+    keyed by the source, the options and the compiler, not by included files, so without it
+    a changed ``common.cuh`` (a new fastvae) would keep running kernels built from the old."""
+    directory = Path(directory if directory is not None else kernel_dir())
+    digest = hashlib.sha256((directory / "common.cuh").read_bytes()).hexdigest()[:16]
+    return ("-I" + str(directory), "--std=c++14", f"-DFASTVAE_COMMON_CUH={digest}")
 
 
 _SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
@@ -567,9 +574,10 @@ def _unit():
 
 
 def clip_scale(scale, norm, g, clip_norm):
-    """norm (1,) float64 <- |g| and scale (1,) float64 <- min(1, clip_norm / (|g| + 1e-6)),
-    or NaN when |g| is not finite (then adam_step and sgd_step leave everything as it was),
-    all on the device: clipping by global norm without waiting for the GPU."""
+    """norm[0] (of a (2,) float64) <- |g| and scale (1,) float64 <- min(1, clip_norm /
+    (|g| + 1e-6)), or NaN when |g| is not finite (then adam_step and sgd_step leave
+    everything as it was, and norm[1] counts one more skipped update), all on the device:
+    clipping by global norm without waiting for the GPU."""
     part, blocks = _sq_norm_partials(g)
     device().launch("clip_scale_f64", (1,), (32,), (scale, norm, part, np.int32(blocks),
                                                    np.float64(clip_norm)))
