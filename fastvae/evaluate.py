@@ -56,6 +56,18 @@ def _dataset_for(model, X):
     return ds
 
 
+def _rows_of(model, X, validate, dist):
+    """(ds, lo, hi, validate) of an estimate: X as a Dataset of the model's width, this
+    rank's rows [lo, hi) of it (all without ranks), scanned for NaN/inf and range on the
+    host once when validate (a GPU pass reports its input check only with its loss)."""
+    ds = _dataset_for(model, X)
+    validate = boolean(validate, "validate")
+    lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
+    if validate:
+        ds.check(model.likelihood, None if dist is None else (lo, hi))
+    return ds, lo, hi, validate
+
+
 def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=None, _dist=None):
     """Estimate the ELBO of every datapoint of X and average, ``batch_size`` rows at a time.
 
@@ -73,14 +85,10 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
     dist = _dist if _dist is not None else _distributed(comm, model)
     failure = None
     try:
-        ds = _dataset_for(model, X)
         L = positive_int(n_samples, "n_samples")
         bs = positive_int(batch_size, "batch_size")
         key = noise_key(model, seed, stream=0x5EED)
-        validate = boolean(validate, "validate")
-        lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
-        if validate:  # on the host, once (a GPU pass would only report it with its loss)
-            ds.check(model.likelihood, None if dist is None else (lo, hi))
+        ds, lo, hi, validate = _rows_of(model, X, validate, dist)
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
         if dist is None:
             raise
@@ -151,17 +159,13 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
     dist = _distributed(comm, model)
     failure = None
     try:
-        ds = _dataset_for(model, X)
         k = positive_int(k, "k")
+        key = noise_key(model, seed)
+        ds, lo, hi, validate = _rows_of(model, X, validate, dist)
         bs = (min(100, CHUNK_ROWS) if batch_size is None
               else positive_int(batch_size, "batch_size"))
         bs = min(bs, len(ds))
         c = max(1, min(k, CHUNK_ROWS // bs))  # samples per chunk
-        key = noise_key(model, seed)
-        validate = boolean(validate, "validate")
-        lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
-        if validate:  # on the host, once (a GPU pass would only report it with its loss)
-            ds.check(model.likelihood, None if dist is None else (lo, hi))
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
         if dist is None:
             raise
