@@ -163,11 +163,11 @@ def _model_and_data(args, need_data=True):
             opts = {}
     train, test = load_data(source, opts, opts.get("seed", 0))
     ds = train if getattr(args, "split", "test") == "train" else test
-    ds = binarized(ds, model.metadata.get("binarize", "none"), opts.get("seed", 0) + 1)
     if ds.dim != model.input_dim:
         raise UsageError(f"{source}: rows have {ds.dim} values, the model expects "
                          f"{model.input_dim}")
-    return model, ds.check(model.likelihood)  # (a DataError names the data and the problem)
+    ds.check(model.likelihood)  # as given, before a binarization hides a NaN or a 3.0
+    return model, binarized(ds, model.metadata.get("binarize", "none"), opts.get("seed", 0) + 1)
 
 
 def cmd_sample(args):
@@ -201,6 +201,17 @@ def cmd_reconstruct(args):
     return 0
 
 
+def _finite_or_none(v):
+    """v with every non-finite float (in dicts and lists too) replaced by None."""
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_none(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
 def cmd_eval(args):
     model, ds = _model_and_data(args)
     t0 = time.perf_counter()
@@ -216,10 +227,11 @@ def cmd_eval(args):
         out = {**ev, "data": ds.name, "seconds": secs,
                "active_units": diag.active_units, "kl_per_dim": diag.kl_per_dim.tolist(),
                "mean_sigma": diag.mean_sigma.tolist()}
-        if ll is not None:  # (one row has no standard error: null, as strict JSON wants)
-            out.update(nll=ll.nll, nll_stderr=ll.stderr if math.isfinite(ll.stderr) else None,
-                       iwae_k=ll.k, nll_seconds=ll_secs)
-        print(json.dumps(out, allow_nan=False))
+        if ll is not None:
+            out.update(nll=ll.nll, nll_stderr=ll.stderr, iwae_k=ll.k, nll_seconds=ll_secs)
+        # a non-finite number (one row's standard error, a diverged model) is null, as
+        # strict JSON wants
+        print(json.dumps(_finite_or_none(out), allow_nan=False))
         return 0
     print(f"{ds.name}: negative ELBO {ev.neg_elbo:.3f} nats per datapoint "
           f"(reconstruction {ev.recon:.3f}, KL {ev.kl:.3f}); {ev.n} rows, "

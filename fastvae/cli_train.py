@@ -300,11 +300,8 @@ def _prepare(args, comm):
 
     t0 = time.perf_counter()
     train, test = load_data(opts["data"], opts, opts["seed"])
-    if opts["binarize"] == "static":
-        train = binarized(train, "static", opts["seed"])
-    test = binarized(test, opts["binarize"], opts["seed"] + 1)
-    for ds in (train, test):  # (with ranks: each scans its share of the rows)
-        try:
+    for ds in (train, test):  # as given, before any binarization hides a NaN or a 3.0
+        try:  # (with ranks: each scans its share of the rows)
             ds.check(opts["likelihood"], None if comm is None else
                      shard(0, len(ds), comm.Get_rank(), comm.Get_size()))
         except DataError as e:
@@ -312,6 +309,9 @@ def _prepare(args, comm):
                 raise DataError(f"{e} (pass --likelihood gaussian for real-valued data)") \
                     from None
             raise
+    if opts["binarize"] == "static":
+        train = binarized(train, "static", opts["seed"])
+    test = binarized(test, opts["binarize"], opts["seed"] + 1)
     t_data = time.perf_counter() - t0
     batch = fit_kw.get("batch_size") or (model.train_state.settings["batch_size"]
                                          if args.resume and model.train_state else 128)

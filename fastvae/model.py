@@ -509,7 +509,7 @@ class VAE(Inference):
         meta = state["meta"]
         # the backend by name: a CUDA model unpickled where there is no GPU fails here,
         # saying so (fastvae.load(path, backend="cpu") moves a model between devices)
-        self.__init__(backend=meta["backend"], **meta["config"])
+        self.__init__(backend=meta["backend"], **_saved_config(meta))
         self._restore(meta, state["arrays"])
 
     @_on_device
@@ -536,13 +536,23 @@ def load(path, backend=None):
     for anything that is not a usable checkpoint."""
     meta, arrays = _io.read(path)
     try:
-        cfg = dict(meta["config"])
-        model = VAE(backend=backend, **cfg)
+        model = VAE(backend=backend, **_saved_config(meta))
     except (KeyError, TypeError, ValueError) as e:
         raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
                                   f"({e})") from None
     try:
         model._restore(meta, arrays)
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, IndexError) as e:
         raise _io.CheckpointError(f"{path}: {e}") from None
     return model
+
+
+def _saved_config(meta):
+    """The constructor arguments a checkpoint saved.  Files written before the Bernoulli
+    likelihood refused a numeric obs_scale may hold one: it never had an effect, and loads
+    as the default."""
+    cfg = dict(meta["config"])
+    if cfg.get("likelihood", "bernoulli") != "gaussian" and not isinstance(
+            cfg.get("obs_scale", 1.0), str):
+        cfg["obs_scale"] = 1.0
+    return cfg

@@ -115,6 +115,7 @@ class TrainState:
         st.n_rows = None if meta["n_rows"] is None else int(meta["n_rows"])
         st.seconds = float(meta["seconds"])
         st.sums = [float(v) for v in meta["sums"][:3]] + [int(meta["sums"][3])]
+        np.random.PCG64().state = meta["order_rng"]  # (refused here if damaged, not in fit)
         st.order_rng = meta["order_rng"]
         st.binarize_rng.bit_generator.state = meta["binarize_rng"]
         st.history = list(meta["history"])

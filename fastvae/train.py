@@ -293,11 +293,23 @@ class _Loop:
         n = stop - start
         if self.warm_steps > 0:
             model.kl_scale = _kl_scale(st.step + 1, self.warm_steps)
-        failure, sums = None, (0.0, 0.0, 0.0, hi - lo)
         # A step happens whole or not at all: until the optimizer steps, any error (or a
         # second Ctrl-C) gives back what the step drew (its noise, its binarization draws,
         # on a GPU its share of the loss sums), so that the run goes on from this step
-        # exactly as if it had never started; the update and its record are one.
+        # exactly as if it had never started; the update and its record are one.  One
+        # process holds a second Ctrl-C until the step is over, so that neither is ever cut
+        # short (with ranks it aborts every rank at once, and a rank waiting in a collective
+        # must stay abortable: there only the update and its record are held).
+        if dist is None:
+            self.guard.hold()
+        try:
+            self._step(model, st, opt, dist, start, stop, lo, hi, n)
+        finally:
+            if dist is None:
+                self.guard.release()
+
+    def _step(self, model, st, opt, dist, start, stop, lo, hi, n):
+        failure, sums = None, (0.0, 0.0, 0.0, hi - lo)
         mark = self.mark()
         try:
             if dist is not None:
@@ -323,11 +335,18 @@ class _Loop:
         self.guard.hold()  # a second Ctrl-C now lands after the record
         try:
             opt.step()  # the gradient buffer backward (and the Allreduce) filled
-        except BaseException:
+        except BaseException as e:
             if opt.step_count == count:
                 self.rollback(mark)
             else:
                 self.record(stop, n, sums)
+            if dist is not None and dist.size > 1 and not isinstance(e, KeyboardInterrupt):
+                # after the agreement: the other ranks cannot be told, and would wait for
+                # this one in their next collective for ever
+                print(f"fastvae: MPI rank {dist.rank} failed in the optimizer update "
+                      f"({type(e).__name__}: {e}): aborting every rank", file=sys.stderr,
+                      flush=True)
+                dist.comm.Abort(1)
             raise
         else:
             self.record(stop, n, sums)
@@ -519,11 +538,12 @@ def _checked(ds, model, dist=None):
 
 
 def _end_epoch(model, st, valset, val_samples, beta, dist=None):
-    """Close the epoch: the record of its averages (and validation), position reset."""
+    """Close the epoch: the record of its averages (and validation), position reset.  The
+    state changes only once validation is done: if it fails (or is interrupted), the next
+    fit closes the same epoch again."""
     loss, recon, kl, n = st.sums
     secs = st.seconds
-    st.epoch += 1
-    rec = {"epoch": st.epoch, "train_loss": loss / n, "train_neg_elbo": (recon + kl) / n,
+    rec = {"epoch": st.epoch + 1, "train_loss": loss / n, "train_neg_elbo": (recon + kl) / n,
            "train_recon": recon / n, "train_kl": kl / n, "beta": beta,
            "steps": st.epoch_steps, "train_seconds": secs,
            "samples_per_s": n / secs if secs > 0 else float("nan")}
@@ -533,6 +553,7 @@ def _end_epoch(model, st, valset, val_samples, beta, dist=None):
                   _dist=dist)
         rec.update(val_neg_elbo=ev.neg_elbo, val_recon=ev.recon, val_kl=ev.kl)
     rec["seconds"] = secs + time.perf_counter() - t0
+    st.epoch += 1
     st.restart_epoch()
     st.history.append(rec)
     return rec
@@ -555,15 +576,15 @@ class _SigintGuard:
         self.hit = False
         self.out = None
         self._old = None
-        self.held = self.late = False
+        self.held, self.late = 0, False
 
     def hold(self):
-        """Until :meth:`release`, a second Ctrl-C waits (an update and its record are one)."""
-        self.held = True
+        """Until the matching :meth:`release` (holds nest), a second Ctrl-C waits."""
+        self.held += 1
 
     def release(self):
-        self.held = False
-        if self.late:
+        self.held -= 1
+        if self.late and not self.held:
             self.late = False
             raise KeyboardInterrupt
 

@@ -148,6 +148,9 @@ def check_latent(z, model):
     if not hasattr(z, "dtype"):
         z = np.asarray(z)
     on_device = xp is not np and isinstance(z, xp.ndarray)
+    if not on_device and z.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # (1e300 is inf in float32: said just below)
+            z = np.asarray(z).astype(model.dtype, copy=False)
     if not on_device and z.dtype.kind == "f" and not np.isfinite(z).all():
         bad = np.argwhere(~np.isfinite(z))[0]  # (scanned here, before it goes to a GPU)
         raise ValueError(f"z has a non-finite value ({z[tuple(bad)]}) at row {bad[0]}, "

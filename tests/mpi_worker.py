@@ -2,8 +2,9 @@
 
 SPEC: {"out": dir, "backend", "dtype", "fit": {fit's settings}, "epochs", "rows", "val_rows",
 "model": {VAE arguments}, "checkpoint": path or null, "resume": path or null,
-"fail": {"rank", "step", "kind": "raise" | "nan" | "sigint" | "sigint2"} or null (at that
-forward call of that rank: raise, a NaN input, a Ctrl-C, or two), "stop": {"rank", "epoch"} or null (a callback
+"fail": {"rank", "step", "kind": "raise" | "nan" | "sigint" | "sigint2" | "update"} or null
+(at that forward call of that rank: raise, a NaN input, a Ctrl-C, or two; "update": a
+MemoryError in that optimizer update), "stop": {"rank", "epoch"} or null (a callback
 raising StopTraining after that epoch, on that rank only), "of_rank": {rank: {"rows": n,
 "fit": {...}, "model": {...}, "data": ...}} (what differs on that rank), "data": "shift" (the
 last row halved) | {"nan_row": i} (a NaN in row i), "emu_dir": dir (run the cuda backend on
@@ -69,7 +70,17 @@ def main(spec_path):
                             dtype=spec["dtype"],
                             **{**spec["model"], **mine.get("model", {})})
     fail = spec.get("fail")
-    if fail and fail["rank"] == rank:
+    if fail and fail["rank"] == rank and fail["kind"] == "update":
+        from fastvae import optim
+        step, updates = optim.Optimizer.step, [0]
+
+        def failing_update(self, *a, **k):
+            updates[0] += 1
+            if updates[0] == fail["step"]:
+                raise MemoryError("injected failure in the update")
+            return step(self, *a, **k)
+        optim.Optimizer.step = failing_update
+    elif fail and fail["rank"] == rank:
         forward, calls = model.forward, [0]
 
         def failing(x, *a, **k):

@@ -149,6 +149,27 @@ def test_any_damaged_byte_of_the_zip_directory_is_a_checkpoint_error(tmp_path):
             assert "bad.npz" in str(e)
 
 
+def test_a_bernoulli_model_saved_with_an_unused_obs_scale_still_loads(tmp_path):
+    """Earlier versions accepted (and ignored) a numeric obs_scale with the Bernoulli
+    likelihood; their files load, with the default."""
+    m = fastvae.VAE(10, hidden=(6,), latent_dim=2, backend="numpy")
+    p = m.save(tmp_path / "m.npz")
+    _rewrite_meta(p, tmp_path / "old.npz", lambda meta, a: meta["config"].update(obs_scale=0.5))
+    old = fastvae.load(tmp_path / "old.npz")
+    assert old.obs_scale == 1.0
+    np.testing.assert_array_equal(old.flat_params, m.flat_params)
+
+
+def test_a_damaged_training_state_is_a_checkpoint_error(tmp_path):
+    m, _ = trained()
+    p = m.save(tmp_path / "m.npz")
+    for name, change in (("rng", lambda meta, a: meta["train_state"].update(order_rng=5)),
+                         ("sums", lambda meta, a: meta["train_state"].update(sums=[1.0]))):
+        _rewrite_meta(p, tmp_path / f"{name}.npz", change)
+        with pytest.raises(CheckpointError, match=f"{name}.npz: "):
+            fastvae.load(tmp_path / f"{name}.npz")
+
+
 def test_foreign_metadata_is_a_checkpoint_error(tmp_path):
     with zipfile.ZipFile(tmp_path / "raw.npz", "w") as z:
         z.writestr("meta.npy", b"not an npy")  # np.load hands back bytes

@@ -193,6 +193,11 @@ def test_sample_reconstruct_eval(workdir, capsys):
     assert main(["eval", "r/model.npz", "--data", "one.npy", "--iwae", "3", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["n"] == 1 and one["nll_stderr"] is None and one["nll"] > 0
+    m.flat_params[...] = np.nan  # a diverged model: its numbers are null, not a traceback
+    m.save("nan.npz")
+    assert main(["eval", "nan.npz", "--data", "one.npy", "--iwae", "3", "--json"]) == 0
+    gone = json.loads(capsys.readouterr().out)
+    assert gone["neg_elbo"] is None and gone["nll"] is None
 
 
 def test_info(capsys):
@@ -212,9 +217,11 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
     nan = np.full((300, 16), 0.5, np.float32)
     nan[7, 3] = np.nan
     np.save("nan.npy", nan)
-    for lik in ("bernoulli", "gaussian"):  # NaN: no likelihood helps, none is suggested
+    for lik, binarize in (("bernoulli", "none"), ("gaussian", "none"),
+                          ("bernoulli", "static"), ("bernoulli", "dynamic")):
+        # NaN: no likelihood helps, none is suggested; a binarization does not hide it
         assert main(["train", "--data", "nan.npy", "--out", "nan", *SMALL,
-                     "--likelihood", lik]) == 2
+                     "--likelihood", lik, "--binarize", binarize]) == 2
         err = capsys.readouterr().err
         assert "1 NaN or infinite value(s)" in err and "gaussian" not in err, err
         assert not os.path.exists("nan")  # found before the run directory is written

@@ -187,6 +187,16 @@ def test_ctrl_c_twice_on_one_rank_aborts_every_rank_at_once(tmp_path):
 
 
 @needs_mpi
+def test_an_error_in_one_ranks_update_aborts_every_rank(tmp_path):
+    """After the agreement nothing can be told to the other ranks: the failing rank says
+    why and aborts the job rather than leave them waiting in the next collective."""
+    r, ranks, _ = run_mpi(2, tmp_path, "update", fail={"rank": 1, "step": 3, "kind": "update"})
+    assert r.returncode != 0
+    assert ("MPI rank 1 failed in the optimizer update (MemoryError: injected failure in the "
+            "update): aborting every rank") in r.stderr
+
+
+@needs_mpi
 def test_a_callback_stopping_one_rank_stops_them_all(tmp_path):
     r, ranks, params = run_mpi(2, tmp_path, "stop", epochs=3, stop={"rank": 1, "epoch": 1})
     assert r.returncode == 0, r.stderr + str(ranks)

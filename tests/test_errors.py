@@ -535,6 +535,13 @@ def test_decode_refuses_non_finite_codes(bad):
         small().decode(z)
 
 
+def test_decode_refuses_codes_that_overflow_the_models_dtype():
+    z = np.zeros((2, 3))
+    z[0, 2] = 1e300  # finite in float64, inf in the float32 model
+    with pytest.raises(ValueError, match=r"z has a non-finite value \(inf\) at row 0, column 2"):
+        small().decode(z)
+
+
 def test_decode_scans_host_codes_before_they_go_to_a_gpu():
     """CuPy's arrays are not NumPy arrays: a host z is scanned before it is moved, or a
     GPU model would take NaN codes (the emulated GPU's arrays are NumPy's, which hid it)."""

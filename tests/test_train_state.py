@@ -494,3 +494,60 @@ def test_a_second_ctrl_c_during_the_update_lands_after_its_record(monkeypatch):
     assert (b.train_state.step, b.train_state.row, b.optimizer.step_count) == (3, 150, 3)
     b.fit(X, epochs=1, progress=False)
     _same_run(a, b)
+
+
+def test_a_failed_validation_closes_the_same_epoch_again():
+    """The epoch is counted only once its validation is done: a validation that fails (or
+    is interrupted) leaves the epoch open, and fit again closes it once, not twice."""
+    X = _bits()
+    a = _tiny()
+    a.fit(X, epochs=2, batch_size=50, val=X[:40], progress=False)
+    b = _tiny()
+    import fastvae.train as T
+    elbo, calls = T.elbo, [0]
+
+    def failing(*args, **kw):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise KeyboardInterrupt  # a second Ctrl-C during validation
+        return elbo(*args, **kw)
+    T.elbo = failing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            b.fit(X, epochs=2, batch_size=50, val=X[:40], progress=False)
+    finally:
+        T.elbo = elbo
+    assert b.train_state.epoch == 0 and b.train_state.row == 200 and b.history == []
+    b.fit(X, epochs=2, val=X[:40], progress=False)
+    assert [r["epoch"] for r in b.history] == [1, 2]
+    _same_run(a, b)
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_two_ctrl_c_inside_a_step_abort_after_it(where):
+    """One process holds a second Ctrl-C (and a third) until the step is over: the step is
+    done and recorded whole, then the abort; fit again continues as the straight run."""
+    import signal
+    X = _bits()
+    a = _tiny()
+    a.fit(X, epochs=1, batch_size=50, binarize="dynamic", progress=False)
+    b = _tiny()
+    orig, calls = getattr(b, where), [0]
+
+    def pressed(*args, **kw):
+        if where == "backward" or kw.get("grad", True):
+            calls[0] += 1
+            if calls[0] == 3:
+                for _ in range(3):
+                    signal.raise_signal(signal.SIGINT)
+        return orig(*args, **kw)
+    setattr(b, where, pressed)
+    with pytest.raises(KeyboardInterrupt):
+        b.fit(X, epochs=1, batch_size=50, binarize="dynamic", progress=False)
+    delattr(b, where)
+    assert (b.train_state.step, b._noise_counter, b.optimizer.step_count) == (3, 3, 3)
+    b.fit(X, epochs=1, progress=False)
+    _same_run(a, b)
+    # the guard was left clean: a new fit's first Ctrl-C stops it after a step, as usual
+    c = interrupt_at(_tiny(), 2)
+    assert c.fit(X, epochs=1, batch_size=50, progress=False).interrupted
