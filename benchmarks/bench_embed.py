@@ -20,10 +20,8 @@ medians.  Same thread count for BLAS, onnxruntime and PyTorch.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -97,19 +95,11 @@ def torch_encoder(model):
 
 def cold_start(case, path, D, Z, threads, cache_dir=None):
     """One fresh process (see _COLD); returns its times plus wall_s (interpreter start too)."""
+    from fastvae.benchmark.measure import fresh_process
     env = dict(os.environ)
     env.pop("FASTVAE_BACKEND", None)
-    if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
-    t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _COLD, case, path, str(D), str(Z), str(threads)],
-                       capture_output=True, text=True, env=env, timeout=600)
-    wall = time.perf_counter() - t
-    if r.returncode:
-        raise RuntimeError(f"cold start of {case} failed:\n{r.stderr[-2000:]}")
-    res = json.loads(r.stdout.strip().splitlines()[-1])
-    res["wall_s"] = wall
-    return res
+    return fresh_process(_COLD, [case, path, D, Z, threads], env, cache_dir,
+                         f"cold start of {case}")
 
 
 def cold_starts(files, D, Z, threads, rounds, log):

@@ -61,6 +61,18 @@ __device__ void reparam_kl_fwd_impl(T* mu, T* logvar, T* sigma, T* z, T* klpart,
     if (threadIdx.y == 0 && valid) kldpart[(i64)blockIdx.y * Z + k] = col_scale * s;
 }
 
+// The head's bias gradient of this block's rows, column k: the tile's column sums of the mu
+// and logvar halves into dhbpart's row blockIdx.y (n_chunks, 2Z).  Every thread calls it.
+template <class T>
+__device__ void head_bias_partials(T* dhbpart, T acc_mu, T acc_lv, int Z, int k, bool valid) {
+    T sm = tile_col_sum(acc_mu);
+    T sl = tile_col_sum(acc_lv);
+    if (threadIdx.y == 0 && valid) {
+        dhbpart[(i64)blockIdx.y * 2 * Z + k] = sm;
+        dhbpart[(i64)blockIdx.y * 2 * Z + Z + k] = sl;
+    }
+}
+
 // kl_weight = beta / B; a dimension whose batch-mean KL (kl_dim) is not above free_bits
 // (when free_bits > 0) gets no KL gradient.  Outside [lv_min, lv_max] the sample path's
 // logvar gradient is zero and the KL's is its slope at the edge.  dhbpart (n_chunks, 2Z).
@@ -97,12 +109,7 @@ __device__ void reparam_kl_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* 
             acc_lv += dlv;
         }
     }
-    T sm = tile_col_sum(acc_mu);
-    T sl = tile_col_sum(acc_lv);
-    if (threadIdx.y == 0 && valid) {
-        dhbpart[(i64)blockIdx.y * 2 * Z + k] = sm;
-        dhbpart[(i64)blockIdx.y * 2 * Z + Z + k] = sl;
-    }
+    head_bias_partials(dhbpart, acc_mu, acc_lv, Z, k, valid);
 }
 
 // eps (L, B, Z): eps[l, b, d] is element first + l*Z + d of the stream of counter row0 + b:
@@ -199,12 +206,7 @@ __device__ void reparam_iw_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* 
             acc_lv += dlv;
         }
     }
-    T sm = tile_col_sum(acc_mu);
-    T sl = tile_col_sum(acc_lv);
-    if (threadIdx.y == 0 && valid) {
-        dhbpart[(i64)blockIdx.y * 2 * Z + k] = sm;
-        dhbpart[(i64)blockIdx.y * 2 * Z + Z + k] = sl;
-    }
+    head_bias_partials(dhbpart, acc_mu, acc_lv, Z, k, valid);
 }
 
 extern "C" __global__ void reparam_kl_fwd_f32(float* mu, float* logvar, float* sigma, float* z, float* klpart, float* kldpart, float* head, const float* hb, const float* eps, int B, int Z, int L, int rows_per_chunk, float lv_min, float lv_max, float col_scale) {

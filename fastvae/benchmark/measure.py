@@ -101,14 +101,21 @@ def cold_start(impl, model="canonical", cache_dir=None):
     ``cache_dir`` is the Numba cache directory (empty: a cold cache).  Returns a dict
     with import_s, total_s (inside the process) and wall_s (including interpreter start)."""
     env = dict(os.environ)
+    return fresh_process(_COLD, [impl, model], env, cache_dir, f"cold start of {impl}")
+
+
+def fresh_process(code, args, env, cache_dir, what):
+    """Run ``python -c code *args`` in a fresh process (``cache_dir``: its Numba cache
+    directory, or None) whose last output line is a JSON dict; returns that dict plus
+    wall_s, the time including interpreter start."""
     if cache_dir is not None:
-        env["NUMBA_CACHE_DIR"] = cache_dir
+        env = {**env, "NUMBA_CACHE_DIR": cache_dir}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _COLD, impl, model], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
                        text=True, env=env, timeout=600)
     wall = time.perf_counter() - t
     if r.returncode:
-        raise RuntimeError(f"cold start of {impl} failed:\n{r.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed:\n{r.stderr[-2000:]}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
     res["wall_s"] = wall
     return res
