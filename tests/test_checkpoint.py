@@ -227,7 +227,9 @@ def test_version_1_checkpoints_load(tmp_path, cfg):
     to_version_1(p, tmp_path / "v1.npz")
     with pytest.warns(UserWarning, match="version 1 checkpoint, which did not record fit's "
                       "settings"):
-        r = fastvae.load(tmp_path / "v1.npz", backend="numpy")
+        # on the model's own backend: the format is under test here, and only one backend
+        # on one machine is bit-exact (numpy and cpu round a float32 product differently)
+        r = fastvae.load(tmp_path / "v1.npz", backend=m.backend)
     np.testing.assert_allclose(r.obs_logscale(), m.obs_logscale(), atol=2e-6)  # float32 of ~6
     np.testing.assert_array_equal(r.encode(x)[0], m.encode(x)[0])
     assert r.history == m.history and r.optimizer.step_count == m.optimizer.step_count
