@@ -36,7 +36,7 @@ def worker(batch, rows, out_path):
     import numpy as np
 
     import fastvae
-    from fastvae import distributed as D
+    from fastvae.training import distributed as D
     from fastvae.benchmark.impls import MODELS
 
     comm = D.world() if D.detected_size() > 1 else None

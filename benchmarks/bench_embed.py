@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-LOGVAR_RANGE = (-30.0, 20.0)  # fastvae.codes.LOGVAR_RANGE, without importing fastvae early
+LOGVAR_RANGE = (-30.0, 20.0)  # fastvae.core.codes.LOGVAR_RANGE, without importing fastvae early
 
 # One cold start: argv = case, file, input_dim, latent_dim, threads.  Times inside the
 # process: import (library + NumPy), load (the file), encode (the first row).
@@ -219,7 +219,7 @@ def main(argv=None):
     import fastvae
     from fastvae.benchmark.impls import MODELS
     from fastvae.benchmark.machine import describe, save
-    from fastvae.export import DEFAULT_OPSET
+    from fastvae.io.export import DEFAULT_OPSET
 
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     D, hidden, Z = MODELS["canonical"]

@@ -113,7 +113,7 @@ def main(argv=None):
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     a = ap.parse_args(argv)
-    from fastvae.backend import cuda_status
+    from fastvae.backends import cuda_status
     import torch
 
     if cuda_status() or not torch.cuda.is_available():

@@ -3,19 +3,19 @@
 Nothing heavy is imported here: Numba and the kernels load when a model first needs them.
 """
 from ._version import __version__
-from .backend import get_backend_name, set_backend, set_tf32
+from .backends import get_backend_name, set_backend, set_tf32
 
 _LAZY = {
-    "VAE": ("fastvae.model", "VAE"),
-    "Cache": ("fastvae.cache", "Cache"),
-    "Adam": ("fastvae.optim", "Adam"),
-    "AdamW": ("fastvae.optim", "AdamW"),
-    "SGD": ("fastvae.optim", "SGD"),
-    "load": ("fastvae.model", "load"),
-    "TrainState": ("fastvae.state", "TrainState"),
-    "Dataset": ("fastvae.data", "Dataset"),
-    "StopTraining": ("fastvae.train", "StopTraining"),
-    "SettingChangedWarning": ("fastvae.train", "SettingChangedWarning"),
+    "VAE": ("fastvae.core.model", "VAE"),
+    "Cache": ("fastvae.core.cache", "Cache"),
+    "Adam": ("fastvae.training.optim", "Adam"),
+    "AdamW": ("fastvae.training.optim", "AdamW"),
+    "SGD": ("fastvae.training.optim", "SGD"),
+    "load": ("fastvae.core.model", "load"),
+    "TrainState": ("fastvae.training.state", "TrainState"),
+    "Dataset": ("fastvae.io.data", "Dataset"),
+    "StopTraining": ("fastvae.training.fit", "StopTraining"),
+    "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
 }
 
 __all__ = ["__version__", "set_backend", "set_tf32", "get_backend_name", *_LAZY]

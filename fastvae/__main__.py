@@ -1,6 +1,6 @@
-"""``python -m fastvae ...`` runs the command line (see :mod:`fastvae.cli`)."""
+"""``python -m fastvae ...`` runs the command line (see :mod:`fastvae.cli.main`)."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

@@ -31,7 +31,7 @@ import traceback
 import numpy as np
 
 from ._version import __version__
-from .codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN, LOGVAR_RANGE
+from .core.codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN, LOGVAR_RANGE
 
 
 def _tol(dtype):
@@ -45,7 +45,7 @@ def _close(got, want, dtype, what, scale=1.0):
 
 def check_kernels(backend):
     """Every device kernel against the reference on awkward shapes, both precisions."""
-    from .backend import get
+    from .backends import get
     from .backends import reference as R
     bk = get(backend)
     put, host = bk.asarray, bk.to_numpy
@@ -251,7 +251,7 @@ CHECKS = (("kernels against the reference", check_kernels),
 
 def run(backend="cuda", with_speed=True, log=print):
     """Run the checks on ``backend``; returns the report (a dict)."""
-    from .backend import cuda_status
+    from .backends import cuda_status
     problem = cuda_status() if backend == "cuda" else None
     report = {"environment": environment(problem is None and backend == "cuda"),
               "backend": backend, "checks": [], "ok": True}

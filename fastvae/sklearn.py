@@ -10,7 +10,7 @@
     X_back = pipe.inverse_transform(codes)     # (N, D) decoder means, in X's units
 
 Constructor arguments are the model's (:class:`fastvae.VAE`) and ``fit``'s
-(:func:`fastvae.train.fit`) hyper-parameters, stored unchanged and checked in :meth:`fit`,
+(:func:`fastvae.training.fit.fit`) hyper-parameters, stored unchanged and checked in :meth:`fit`,
 as scikit-learn asks; ``clone``, ``get_params``/``set_params``, pickling, ``Pipeline`` and
 ``GridSearchCV`` work (tests).  The defaults differ from the model's where tabular data
 needs it:
@@ -40,7 +40,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .validate import positive_int
+from .core.validate import positive_int
 
 _DTYPES = ("float32", "float64")
 
@@ -68,7 +68,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     weighted bound with ``n_samples`` samples, and :meth:`score` still reports the ELBO).
     Fit parameters: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``,
     ``clip_norm``, ``momentum``, ``kl_warmup``, ``binarize``, ``shuffle``, ``drop_last``
-    (see :func:`fastvae.train.fit`; None means fit's default).
+    (see :func:`fastvae.training.fit.fit`; None means fit's default).
 
     Attributes after fit: ``model_`` (the trained :class:`fastvae.VAE`), ``history_`` (one
     dict per epoch), ``n_features_in_`` and, for DataFrames, ``feature_names_in_``.
@@ -109,7 +109,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     # ------------------------------------------------------------------- fitting
     def fit(self, X, y=None):
         """Train a new model on X (N, D) for ``epochs`` epochs.  y is ignored.  Returns self."""
-        from .model import VAE
+        from .core.model import VAE
         dtype = _dtype(self.dtype)  # before X is converted to it
         X = self._check_range(validate_data(self, X, dtype=dtype, ensure_min_samples=1))
         model = VAE(X.shape[1], hidden=self.hidden, latent_dim=self.latent_dim,

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .data import Dataset
+from .io.data import Dataset
 
 
 def _figure(w, h):

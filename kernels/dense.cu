@@ -4,7 +4,7 @@
 //   act_bias_bwd   da (R, N) = dy * act'(y);  db partial sums  (TILE_W, TILE_H) tiles
 //   sum_partials   out (n,) = scale * sum_c part[c, :]         finishes split column sums
 //
-// Activation codes match fastvae/codes.py.  act' is read off the saved output y, so forward
+// Activation codes match fastvae/core/codes.py.  act' is read off the saved output y, so forward
 // keeps only y.  R, N are rows and columns; i64 indexes keep R * N > 2^31 safe.
 #include "common.cuh"
 

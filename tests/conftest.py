@@ -44,6 +44,6 @@ def interrupt_at(model, k):
 def _default_backend(monkeypatch):
     # every test starts from the documented default, whatever the environment says
     monkeypatch.delenv("FASTVAE_BACKEND", raising=False)
-    fastvae.backend._default = None
+    fastvae.backends._default = None
     yield
-    fastvae.backend._default = None
+    fastvae.backends._default = None

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-import fastvae.backend
+import fastvae.backends
 from fastvae.backends import cuda as C
 
 import cuda_emu
@@ -21,7 +21,7 @@ def emu_library(tmp_path_factory):
 
 
 def _gpu_device():
-    problem = fastvae.backend.cuda_status()
+    problem = fastvae.backends.cuda_status()
     if problem:
         pytest.skip(problem)
     return C.CupyDevice()
@@ -34,7 +34,7 @@ def dev(request, emu_library, monkeypatch):
         d = _gpu_device()
     else:
         d = cuda_emu.emulated_device(*emu_library)
-        monkeypatch.setattr(fastvae.backend, "cuda_status", lambda raise_if_missing=False: None)
+        monkeypatch.setattr(fastvae.backends, "cuda_status", lambda raise_if_missing=False: None)
     C.use_device(d)
     yield d
     C.use_device(None)
@@ -45,7 +45,7 @@ def emu(emu_library, monkeypatch):
     """The emulated device only (for tests that count launches, reads or GEMMs): the real
     CupyDevice on the emulator; ``.xp`` is the fake CuPy, ``.fake_cublas`` the fake cuBLAS."""
     d = cuda_emu.emulated_device(*emu_library)
-    monkeypatch.setattr(fastvae.backend, "cuda_status", lambda raise_if_missing=False: None)
+    monkeypatch.setattr(fastvae.backends, "cuda_status", lambda raise_if_missing=False: None)
     C.use_device(d)
     yield d
     C.use_device(None)

@@ -46,7 +46,7 @@ def main(spec_path):
     if spec.get("warnings_error") == rank:
         warnings.simplefilter("error")
     if spec.get("sigint_prepare") == rank:
-        from fastvae import train as fit_module
+        from fastvae.training import fit as fit_module
         checked = fit_module._checked
 
         def interrupted(*a, **k):
@@ -71,7 +71,7 @@ def main(spec_path):
                             **{**spec["model"], **mine.get("model", {})})
     fail = spec.get("fail")
     if fail and fail["rank"] == rank and fail["kind"] == "update":
-        from fastvae import optim
+        from fastvae.training import optim
         step, updates = optim.Optimizer.step, [0]
 
         def failing_update(self, *a, **k):
@@ -167,10 +167,10 @@ def emulate_gpu(spec, rank):
     """The cuda backend on the emulated GPU (the library the test built in emu_dir)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import cuda_emu
-    import fastvae.backend
+    import fastvae.backends
     from fastvae.backends import cuda as C
     lib, sigs = cuda_emu.build_library(out_dir=spec["emu_dir"])
-    fastvae.backend.cuda_status = lambda raise_if_missing=False: None
+    fastvae.backends.cuda_status = lambda raise_if_missing=False: None
     C.use_device(cuda_emu.emulated_device(lib, sigs))
     err = spec.get("sync_error")
     if err and err["rank"] == rank:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import backend
+from fastvae import backends as backend
 
 
 def test_default_is_auto_and_auto_is_cpu_without_gpu():

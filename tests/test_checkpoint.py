@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import io
+from fastvae.io import checkpoint as io
 from fastvae.io import CheckpointError
 
 

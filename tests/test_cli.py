@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae.cli import build_parser, main
+from fastvae.cli.main import build_parser, main
 
 SMALL = ["--n-images", "500", "--hidden", "24", "--latent", "3", "--batch-size", "50",
          "--backend", "cpu", "--quiet"]
@@ -154,7 +154,7 @@ def test_bad_option_combinations_write_nothing(workdir, capsys):
 
 
 def test_epochs_help_says_total_and_fit_says_more():
-    from fastvae.train import fit
+    from fastvae.training.fit import fit
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "the run's total number of epochs" in " ".join(text.split())
     assert "for ``epochs`` more epochs" in " ".join(fit.__doc__.split())
@@ -238,7 +238,7 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
         assert "--seed: must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", "nothing.npz"]) == 2
     assert "nothing.npz: no such checkpoint file" in capsys.readouterr().err
-    if fastvae.backend.cuda_status() is not None:  # no GPU here: one line saying what is missing
+    if fastvae.backends.cuda_status() is not None:  # no GPU here: one line saying what is missing
         assert main(["train", "--out", "gpu", *SMALL, "--backend", "cuda"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("fastvae train: error: the cuda backend needs ") and "\n" not in err.strip()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fastvae.backends import cpu, reference as ref
-from fastvae.codes import ACTIVATIONS, ACT_IDENTITY, LIK_BERNOULLI, LIK_GAUSSIAN
+from fastvae.core.codes import ACTIVATIONS, ACT_IDENTITY, LIK_BERNOULLI, LIK_GAUSSIAN
 
 SHAPES = [(1, 1), (1, 7), (3, 1), (5, 33), (128, 400), (17, 784)]
 DTYPES = ["float32", "float64"]
@@ -334,7 +334,7 @@ def test_float32_exp_and_expm1_are_accurate_to_a_few_ulp():
     the range the kernels use them on (logvar in [-30, 20], its half, softplus outputs)."""
     from numba import njit
 
-    from fastvae.backends._nbmath import vexp, vexpm1
+    from fastvae.backends.nbmath import vexp, vexpm1
 
     @njit
     def both(t, e, m):

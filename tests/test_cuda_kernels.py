@@ -13,7 +13,7 @@ import pytest
 
 from fastvae.backends import cuda as C
 from fastvae.backends import reference as R
-from fastvae.codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN
+from fastvae.core.codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN
 
 from cuda_helpers import dev, emu, emu_library, host  # noqa: F401  (fixtures)
 

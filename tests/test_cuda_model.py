@@ -234,7 +234,7 @@ def test_out_of_memory_names_the_batch_size(emu, monkeypatch):
     def no_memory(*a, **k):
         raise MemoryError("Out of memory allocating 123 bytes")
 
-    monkeypatch.setattr("fastvae.model.Workspace", no_memory)
+    monkeypatch.setattr("fastvae.core.model.Workspace", no_memory)
     with pytest.raises(MemoryError, match=r"batch size 512 .* try batch_size=256 or smaller"):
         model.forward(np.zeros((512, 30), np.float32))
 
@@ -281,7 +281,7 @@ def test_no_step_waits_for_the_device_unless_a_number_is_read(emu):
     emu.xp.reads[0] = 0
     losses = [model.train_step(x, opt) for _ in range(5)]
     assert emu.xp.reads[0] == 0
-    assert isinstance(losses[-1], fastvae.cache.DeviceFloat)
+    assert isinstance(losses[-1], fastvae.core.cache.DeviceFloat)
     assert np.isfinite(float(losses[-1])) and emu.xp.reads[0] == 2  # stats + input check
     norm = float(opt.last_grad_norm)
     assert norm > 0.5  # clipping was in force
@@ -351,7 +351,7 @@ def test_models_on_two_gpus_and_on_one_used_alternately_match_each_alone(emu):
     m = make("cuda:1", 0)
     assert m.device_id == 1 and m.flat_params._device == 1 and emu.xp.cuda.current == 0
     assert {h["device"] for h in emu.fake_cublas.handles.values()} == {0, 1}
-    with pytest.raises(fastvae.backend.BackendUnavailable, match="has 2 GPU"):
+    with pytest.raises(fastvae.backends.BackendUnavailable, match="has 2 GPU"):
         make("cuda:2", 0)
 
 

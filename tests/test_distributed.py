@@ -395,14 +395,14 @@ def test_on_the_emulated_gpu_a_kernel_fault_on_one_rank_stops_every_rank(emu_lib
     ("cuda", 0, "cuda:0"), ("cuda", 1, "cuda:1"), ("cuda", 3, "cuda:1"), ("auto", 2, "cuda:0"),
     ("cuda:1", 0, "cuda:1"), ("cpu", 1, "cpu"), ("numpy", 5, "numpy")])
 def test_the_ranks_of_a_machine_take_its_gpus_in_turn(backend, local, expected, emu):
-    from fastvae.distributed import rank_backend
+    from fastvae.training.distributed import rank_backend
     assert emu.xp.cuda.runtime.getDeviceCount() == 2  # (the emulator has two GPUs)
     assert rank_backend(backend, local) == expected
 
 
 @needs_mpi
 def test_local_rank_counts_the_ranks_on_this_machine():
-    code = ("from mpi4py import MPI; from fastvae.distributed import local_rank; "
+    code = ("from mpi4py import MPI; from fastvae.training.distributed import local_rank; "
             "c = MPI.COMM_WORLD; pairs = c.gather((c.Get_rank(), local_rank(c))); "
             "print(pairs if c.Get_rank() == 0 else '', end='')")
     p = subprocess.run([MPIEXEC, "-n", "3", sys.executable, "-c", code], capture_output=True,
@@ -426,7 +426,7 @@ def test_gradients_staged_through_host_memory_on_the_emulated_gpu(emu):
     """The cuda path without a CUDA-aware MPI: the device buffer goes to a pinned host
     buffer, is reduced there, and comes back (a fake communicator of two equal ranks)."""
     pytest.importorskip("mpi4py")
-    from fastvae.distributed import Distributed
+    from fastvae.training.distributed import Distributed
 
     class TwoEqualRanks:
         received = []
@@ -522,7 +522,7 @@ def test_ctrl_c_on_mpiexec_saves_a_checkpoint_from_rank_0_that_resumes_on_one_pr
 def test_no_distributed_trains_alone_without_importing_mpi(tmp_path):
     args = [*CLI, "--epochs", "1", "--out", "alone", "--no-distributed", "--quiet",
             "--no-pictures"]
-    code = ("import sys; from fastvae.cli import main; "
+    code = ("import sys; from fastvae.cli.main import main; "
             f"rc = main({args!r}); print(rc, 'mpi4py' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                        text=True, env={**os.environ, "PMI_SIZE": "2", "PMI_RANK": "0"},
@@ -534,7 +534,7 @@ def test_no_distributed_trains_alone_without_importing_mpi(tmp_path):
                                       ({"OMPI_COMM_WORLD_SIZE": "3"}, 3),
                                       ({"PMI_SIZE": ""}, 1)])
 def test_the_launchers_process_count_is_read_from_its_variables(env, size, monkeypatch):
-    from fastvae.distributed import detected_size
+    from fastvae.training.distributed import detected_size
     for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():

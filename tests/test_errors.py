@@ -284,7 +284,7 @@ FIT_BAD = [
     *[case({"optimizer": v}, r"(?=.*'adam', 'adamw', 'sgd')" + names("optimizer", v))
       for v in ["rmsprop", "", 3]],
     case({"optimizer": fastvae.Adam}, r"optimizer must be one of .* or an Optimizer; got "
-                                      r"<class 'fastvae.optim.Adam'>", id="optimizer=Adam-class"),
+                                      r"<class 'fastvae.training.optim.Adam'>", id="optimizer=Adam-class"),
     case({"optimizer": OTHER_MODEL_ADAM}, r"optimizer was built for another model"),
     case({"callbacks": 3}, names("callbacks", 3)),
     case({"callbacks": None}, names("callbacks", None)),
@@ -552,7 +552,7 @@ def test_decode_scans_host_codes_before_they_go_to_a_gpu():
             self.a = np.ascontiguousarray(a)
             self.dtype, self.shape, self.flags = self.a.dtype, self.a.shape, self.a.flags
 
-    from fastvae.validate import check_latent
+    from fastvae.core.validate import check_latent
     xp = types.SimpleNamespace(
         ndarray=DeviceArray, ascontiguousarray=lambda a, dtype=None: a,
         asarray=lambda a, dtype=None: a if isinstance(a, DeviceArray) else DeviceArray(a))

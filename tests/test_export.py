@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import export
+from fastvae.io import export
 from fastvae.backends.reference import _act
-from fastvae.codes import ACTIVATIONS, LOGVAR_RANGE
+from fastvae.core.codes import ACTIVATIONS, LOGVAR_RANGE
 from fastvae.cli import main
 
 onnx = pytest.importorskip("onnx")
@@ -220,7 +220,7 @@ def test_cli_export(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert (f"(default: {export.DEFAULT_OPSET}, fastvae.export.DEFAULT_OPSET)" in help_text
+    assert (f"(default: {export.DEFAULT_OPSET}, fastvae.io.export.DEFAULT_OPSET)" in help_text
             and f"from {export.MIN_OPSET} to" in help_text and "(default: None)" not in help_text)
 
 
@@ -237,8 +237,8 @@ def test_missing_onnx_says_how_to_install(tmp_path, monkeypatch, capsys):
 
 def test_fastvae_imports_without_onnx():
     """The package, the model and the exporter module import with onnx unavailable."""
-    code = ("import sys; sys.modules['onnx'] = None; import fastvae, fastvae.export, "
-            "fastvae.model, fastvae.cli; m = fastvae.VAE(4, hidden=(3,), latent_dim=2, "
+    code = ("import sys; sys.modules['onnx'] = None; import fastvae, fastvae.io.export, "
+            "fastvae.core.model, fastvae.cli.main; m = fastvae.VAE(4, hidden=(3,), latent_dim=2, "
             "backend='numpy'); print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

@@ -7,8 +7,8 @@ import pytest
 
 import fastvae
 from fastvae import data
-from fastvae.data import DataError
-from fastvae.train import StopTraining
+from fastvae.io.data import DataError
+from fastvae.training.fit import StopTraining
 
 from conftest import interrupt_at
 
@@ -177,7 +177,7 @@ def test_memory_mapped_npy_trains_like_the_array(shapes, tmp_path):
 def test_progress_bar_on_a_terminal():
     import io
 
-    from fastvae.progress import Progress
+    from fastvae.training.progress import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

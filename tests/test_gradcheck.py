@@ -12,7 +12,7 @@ on any real mistake, which shows up at the size of the gradient itself).
 import numpy as np
 import pytest
 
-from fastvae.codes import LOGSCALE_FLOOR, LOGVAR_RANGE
+from fastvae.core.codes import LOGSCALE_FLOOR, LOGVAR_RANGE
 
 from conftest import make_data, make_eps, make_model
 

@@ -5,7 +5,7 @@ import pytest
 
 from fastvae.backends import cpu, reference as ref
 from fastvae.backends import cuda as C
-from fastvae.codes import LIK_BERNOULLI, LIK_GAUSSIAN
+from fastvae.core.codes import LIK_BERNOULLI, LIK_GAUSSIAN
 
 from cuda_helpers import dev, emu_library, host  # noqa: F401  (fixtures)
 

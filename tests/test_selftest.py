@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import fastvae.backend
+import fastvae.backends
 from fastvae import selftest
 from fastvae.cli import main
 
@@ -31,7 +31,7 @@ def test_a_failing_check_is_reported_not_raised(emu, monkeypatch):
 
 
 def test_without_a_gpu_it_says_why_and_checks_the_cpu(capsys):
-    if fastvae.backend.cuda_status() is None:
+    if fastvae.backends.cuda_status() is None:
         pytest.skip("this machine has a GPU")
     assert main(["selftest", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)

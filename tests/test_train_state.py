@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae.train import SettingChangedWarning
+from fastvae.training.fit import SettingChangedWarning
 
 from conftest import interrupt_at
 
@@ -288,7 +288,7 @@ def test_constant_pixel_with_a_learned_scale_stays_finite():
     h = m.fit(X, epochs=150, batch_size=32, lr=2e-2, progress=False)
     ls = m.obs_logscale()
     assert all(math.isfinite(r["train_loss"]) for r in h)
-    assert ls[0] == min(ls) and fastvae.model.LOGSCALE_FLOOR <= ls[0] < -5.5
+    assert ls[0] == min(ls) and fastvae.core.model.LOGSCALE_FLOOR <= ls[0] < -5.5
 
 
 # ------------------------------------------------------------ edges found in review
@@ -449,7 +449,7 @@ def test_a_step_that_fails_anywhere_happens_whole_or_not_at_all(backend, where, 
     if where in ("forward", "backward"):
         undo = _fail_at(b, where, 3, exc)
     else:
-        calls, step = [0], fastvae.optim.Optimizer.step
+        calls, step = [0], fastvae.training.optim.Optimizer.step
 
         def failing(self, *args):
             calls[0] += 1
@@ -458,7 +458,7 @@ def test_a_step_that_fails_anywhere_happens_whole_or_not_at_all(backend, where, 
             step(self, *args)
             if calls[0] == 3:
                 raise exc
-        monkeypatch.setattr(fastvae.optim.Optimizer, "step", failing)
+        monkeypatch.setattr(fastvae.training.optim.Optimizer, "step", failing)
         undo = lambda: monkeypatch.undo()  # noqa: E731
     with pytest.raises(type(exc)):
         b.fit(X, epochs=2, progress=False, **kw)
@@ -479,7 +479,7 @@ def test_a_second_ctrl_c_during_the_update_lands_after_its_record(monkeypatch):
     a = _tiny()
     a.fit(X, epochs=1, batch_size=50, progress=False)
     b = _tiny()
-    calls, step = [0], fastvae.optim.Optimizer.step
+    calls, step = [0], fastvae.training.optim.Optimizer.step
 
     def twice(self, *args):
         calls[0] += 1
@@ -487,7 +487,7 @@ def test_a_second_ctrl_c_during_the_update_lands_after_its_record(monkeypatch):
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)  # "abort now", inside the update
         step(self, *args)
-    monkeypatch.setattr(fastvae.optim.Optimizer, "step", twice)
+    monkeypatch.setattr(fastvae.training.optim.Optimizer, "step", twice)
     with pytest.raises(KeyboardInterrupt):
         b.fit(X, epochs=1, batch_size=50, progress=False)
     monkeypatch.undo()
@@ -503,7 +503,7 @@ def test_a_failed_validation_closes_the_same_epoch_again():
     a = _tiny()
     a.fit(X, epochs=2, batch_size=50, val=X[:40], progress=False)
     b = _tiny()
-    import fastvae.train as T
+    import fastvae.training.fit as T
     elbo, calls = T.elbo, [0]
 
     def failing(*args, **kw):

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import fastvae
-from fastvae import data, viz
+from fastvae import data
+from fastvae import viz
 
 
 def test_image_grid_layout():

@@ -8,7 +8,7 @@ Design choices, each measured on the 2-core development machine:
   GEMM + bias step into 7.8 ms (OpenMP layer), or cost 70-100 us per wake-up with passive
   waiting.  Serial fused loops over cache-resident data cost a few microseconds instead.
 - Each kernel is one pass over memory; inner loops run over contiguous columns so LLVM
-  vectorises them (AVX-512 here), helped by the fast-math flags in ``_nbmath.FASTMATH``.
+  vectorises them (AVX-512 here), helped by the fast-math flags in ``nbmath.FASTMATH``.
 - Scalars are cast to the array dtype first so float32 kernels stay in float32.
 - Kernels never allocate: every output is passed in.
 """
@@ -19,11 +19,11 @@ import math
 import numpy as np
 from numba import njit
 
-from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-                     ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
+from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
+    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
 from . import reference as _ref
 from .reference import MOMENT_FLUSH
-from ._nbmath import FASTMATH, exp_nonpos, log1p_unit, vexp, vexpm1
+from .nbmath import FASTMATH, exp_nonpos, log1p_unit, vexp, vexpm1
 
 NAME = "cpu"
 xp = np

@@ -5,7 +5,7 @@
   the first time one of its kernels runs (CuPy also caches the binary on disk), and every
   kernel exists as ``<name>_f32`` and ``<name>_f64``.
 - Matrix products go to cuBLAS through our own handle, with transpose flags and no copies
-  (:func:`gemm_args`).  TF32 tensor cores are used only after ``fastvae.backend.set_tf32(True)``
+  (:func:`gemm_args`).  TF32 tensor cores are used only after ``fastvae.backends.set_tf32(True)``
   or with ``FASTVAE_TF32=1``: off by default, so float32 results match the CPU backends.
 - Kernels that reduce over rows split the rows into chunks so that the GPU is full at any
   batch size, write one partial row per chunk, and ``sum_partials`` adds the partials in a
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import tf32_enabled
-from ..codes import LIK_GAUSSIAN
+from .tf32 import tf32_enabled
+from ..core.codes import LIK_GAUSSIAN
 
 NAME = "cuda"
 DEVICE = True

@@ -185,7 +185,7 @@ class TorchImpl:
 def available(name):
     """None when implementation ``name`` can run here, else the reason it cannot."""
     if name == "fastvae-cuda":
-        from ..backend import cuda_status
+        from ..backends import cuda_status
         return cuda_status()
     if name.startswith("torch"):
         try:

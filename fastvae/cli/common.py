@@ -73,7 +73,7 @@ def load_data(source, opts, seed):
     """(train, test) for a run's data options; test is held out when the data has none."""
     import numpy as np
 
-    from . import data
+    from ..io import data
 
     train, test = data.load(source, shapes_n=opts.get("n_images", 20000),
                             shapes_size=opts.get("image_size", 28), seed=seed)
@@ -93,7 +93,7 @@ def binarized(ds, mode, seed):
     data of a dynamically binarized run is binarized statically too."""
     import numpy as np
 
-    from .data import Dataset, binarize
+    from ..io.data import Dataset, binarize
     if mode == "none":
         return ds
     x = binarize(ds.to_array(), np.random.default_rng(seed)).astype(np.uint8)

@@ -6,7 +6,7 @@ workspace holds only the forward buffers, and serves the loss-only forward, ``en
 ``decode`` and the estimators built on them.  Evaluation never touches a training workspace,
 so a validation pass between ``forward`` and ``backward`` leaves the training step intact.
 
-The ``generation`` counter lets a :class:`~fastvae.cache.Cache` notice that a later pass has
+The ``generation`` counter lets a :class:`~fastvae.core.cache.Cache` notice that a later pass has
 overwritten the buffers it points to.
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ import time
 import traceback
 import warnings
 
-from .cli_common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
-                         ints, load_data, nonneg, positive, seed)
+from .common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
+    ints, load_data, nonneg, positive, seed)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -54,7 +54,7 @@ def _flag(dest):
 
 def add_parser(sub):
     """The ``train`` subcommand's parser."""
-    from .codes import ACTIVATIONS
+    from ..core.codes import ACTIVATIONS
 
     t = sub.add_parser(
         "train", help="train a VAE and write the model and pictures",
@@ -149,7 +149,7 @@ def _norm(v):
 
 def _resume(args, given, lead=True):
     """(opts, model, checkpoint) of the run in --out, with the options given checked."""
-    from . import load
+    from .. import load
 
     if args.out is None:
         raise UsageError("--resume needs --out, the directory of the run to continue")
@@ -194,7 +194,7 @@ def cmd_train(args):
     """Train (``args`` from :func:`add_parser`).  Launched by mpiexec with more than one rank
     (and no --no-distributed), every rank runs this and trains its share of each batch;
     rank 0 alone prints and writes the run directory."""
-    from .distributed import detected_size, world
+    from ..training.distributed import detected_size, world
 
     comm = None
     if detected_size() > 1 and not args.no_distributed:
@@ -213,10 +213,10 @@ def _run_distributed(args, comm):
     prints it) and no rank is left waiting in a collective; a Ctrl-C before training stops
     every rank with nothing written; an unexpected error (or a second Ctrl-C during
     training) aborts the whole job."""
-    from .data import DataError
-    from .distributed import DistributedError, local_rank, rank_backend
-    from .io import CheckpointError
-    from .train import _SigintGuard
+    from ..io.data import DataError
+    from ..training.distributed import DistributedError, local_rank, rank_backend
+    from ..io.checkpoint import CheckpointError
+    from ..training.fit import _SigintGuard
 
     rank = comm.Get_rank()
     with _SigintGuard() as guard:  # a Ctrl-C now only sets a flag, told to every rank
@@ -271,10 +271,10 @@ def _run_name(opts):
 def _prepare(args, comm):
     """Everything before training, checked before anything is written: (model, opts,
     out, ckpt, fit_kw, train, test, comm, seconds spent loading the data)."""
-    from . import VAE
-    from .data import DataError
-    from .distributed import shard
-    from .state import resolve
+    from .. import VAE
+    from ..io.data import DataError
+    from ..training.distributed import shard
+    from ..training.state import resolve
 
     lead = comm is None or comm.Get_rank() == 0
     given = _given(args)
@@ -351,7 +351,7 @@ def _start_run(args, prepared):
 
 def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm, t_data):
     """Train, then (rank 0 only) write the history and pictures and print the test ELBO."""
-    from .train import SettingChangedWarning
+    from ..training.fit import SettingChangedWarning
 
     lead = comm is None or comm.Get_rank() == 0
     quiet = args.quiet or not lead
@@ -394,7 +394,7 @@ def _next_run_dir(name):
 
 def _pictures(model, ds, out, quiet):
     try:
-        from . import viz
+        from .. import viz
         paths = viz.write_all(model, ds, out, model.history)
     except ImportError as e:
         print(f"pictures skipped: {e}", file=sys.stderr)

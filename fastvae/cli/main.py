@@ -18,13 +18,12 @@ import os
 import sys
 import time
 
-from .cli_common import (RUN_FILE, UsageError, binarized, checkpoint_args, load_data,
-                         positive, seed)
-from .cli_train import add_parser as add_train_parser
+from .common import RUN_FILE, UsageError, binarized, checkpoint_args, load_data, positive, seed
+from .train import add_parser as add_train_parser
 
 
 def build_parser():
-    from . import __version__
+    from .. import __version__
 
     p = argparse.ArgumentParser(
         prog="fastvae", description="Variational autoencoders with hand-written, fused "
@@ -75,11 +74,11 @@ def build_parser():
     e.set_defaults(func=cmd_eval)
 
     # defaults are written into the help: ArgumentDefaultsHelpFormatter would print
-    # "(default: None)" for the required --onnx, and fastvae.export (NumPy) must not be
+    # "(default: None)" for the required --onnx, and fastvae.io.export (NumPy) must not be
     # imported here, before 'bench' sets the BLAS thread count
     x = sub.add_parser("export", help="write a trained model as an ONNX graph",
                        description="Write the encoder, the decoder or the whole model (noise "
-                       "as an input) as an ONNX graph; see fastvae.export for the names. "
+                       "as an input) as an ONNX graph; see fastvae.io.export for the names. "
                        "Needs the onnx package: pip install 'fastvae[onnx]'.")
     # no --backend: export only reads the parameters, on the numpy backend (no Numba, no GPU)
     x.add_argument("model", help="a checkpoint written by 'fastvae train' (model.npz)")
@@ -89,7 +88,7 @@ def build_parser():
                    "x_hat, mu, logvar, z (default: vae)")
     x.add_argument("--opset", type=positive(int), default=None,
                    help="the ONNX opset to write, from 13 to the newest the installed onnx "
-                   "knows (default: 17, fastvae.export.DEFAULT_OPSET)")
+                   "knows (default: 17, fastvae.io.export.DEFAULT_OPSET)")
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmark against PyTorch and write a report",
@@ -131,9 +130,9 @@ def main(argv=None):
     if args.command == "bench":  # before NumPy loads BLAS, which reads these once
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
-    from .backend import BackendUnavailable
-    from .data import DataError
-    from .io import CheckpointError
+    from ..backends import BackendUnavailable
+    from ..io.data import DataError
+    from ..io.checkpoint import CheckpointError
     try:
         return args.func(args) or 0
     except (UsageError, DataError, CheckpointError, FileNotFoundError, BackendUnavailable,
@@ -147,7 +146,7 @@ def main(argv=None):
 
 # ----------------------------------------------------------------------- commands
 def _model_and_data(args, need_data=True):
-    from . import load
+    from .. import load
     model = load(args.model, backend=args.backend)
     if not need_data:
         return model, None
@@ -173,7 +172,7 @@ def _model_and_data(args, need_data=True):
 def cmd_sample(args):
     import numpy as np
 
-    from . import viz
+    from .. import viz
     model, _ = _model_and_data(args, need_data=False)
     z = np.random.default_rng(args.seed).standard_normal((args.n, model.latent_dim))
     x = viz._pixels(model, z)
@@ -192,7 +191,7 @@ def cmd_sample(args):
 
 
 def cmd_reconstruct(args):
-    from . import viz
+    from .. import viz
     model, ds = _model_and_data(args)
     if ds.image_shape is None:
         raise UsageError(f"{ds.name}: the data are not images; nothing to draw")
@@ -246,8 +245,8 @@ def cmd_eval(args):
 
 
 def cmd_export(args):
-    from . import load
-    from .export import DEFAULT_OPSET, export_onnx
+    from .. import load
+    from ..io.export import DEFAULT_OPSET, export_onnx
     model = load(args.model, backend="numpy")
     try:
         path = export_onnx(model, args.onnx, part=args.part, opset=args.opset)
@@ -267,8 +266,8 @@ def cmd_bench(args):
 
     if "numpy" in _sys.modules and os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
         print("note: NumPy was loaded before --threads could take effect", file=sys.stderr)
-    from .benchmark import impls, suite
-    from .benchmark.machine import describe
+    from ..benchmark import impls, suite
+    from ..benchmark.machine import describe
     bad = [n for n in (args.impl or []) if n not in impls.ALL]
     if bad:
         raise UsageError(f"unknown implementation(s) {bad}; choose from {', '.join(impls.ALL)}")
@@ -294,7 +293,7 @@ def cmd_bench(args):
 
 
 def cmd_selftest(args):
-    from . import selftest
+    from .. import selftest
     return selftest.main((["--no-speed"] if args.no_speed else [])
                          + (["--json"] if args.json else []))
 
@@ -304,8 +303,8 @@ def cmd_info(args):
 
     import numpy as np
 
-    from . import __version__
-    from .backend import cuda_status, resolve
+    from .. import __version__
+    from ..backends import cuda_status, resolve
     lines = [f"fastvae {__version__}", f"python {platform.python_version()} "
              f"({platform.machine()}, {os.cpu_count()} CPUs)", f"numpy {np.__version__}"]
     try:

@@ -42,9 +42,9 @@ class Batches:
         # host batches: the gather kernel of the cpu backend (the numpy backend's own keeps
         # that backend free of Numba)
         if self.bk.NAME == "numpy":
-            from .backends import reference as host
+            from ..backends import reference as host
         else:
-            from .backends import cpu as host
+            from ..backends import cpu as host
         self.host = host
         self.X = np.asarray(ds.x)  # drops the memmap subclass only: a file stays a file
         # the kernels read native integers and float32/64; other data (big-endian IDX

@@ -6,7 +6,7 @@ reason (see the comments marked SAVE).  Only backward writes gradients.
 
 The model is the engine: configuration, parameters, the explicit passes and their
 workspaces.  A training run's optimizer, settings, position and history live in one
-:class:`~fastvae.state.TrainState` (``model.train_state``), which ``fit`` reads and advances and
+:class:`~fastvae.training.state.TrainState` (``model.train_state``), which ``fit`` reads and advances and
 a checkpoint saves whole.
 """
 from __future__ import annotations
@@ -16,16 +16,16 @@ import math
 
 import numpy as np
 
-from . import backend as _backend
-from . import io as _io
+from .. import backends as _backend
+from ..io import checkpoint as _io
 from .cache import Cache, DeviceFloat, Grads
 from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code
 from .inference import Inference, on_device as _on_device
 from .params import build_layout, init_linear_, views
-from .state import TrainState
+from ..training.state import TrainState
 from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
-                       choice, data_bounds, int_tuple, nonneg_int, objective_config,
-                       obs_scale_config, positive_int, real)
+    choice, data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
+    positive_int, real)
 from .workspace import Workspace, WorkspacePool
 
 
@@ -49,7 +49,7 @@ class VAE(Inference):
     dtype : str            "float32" or "float64".
     seed : int >= 0        seeds initialisation and the training noise eps, reproducibly.
     backend : str or None  "numpy" | "cpu" | "cuda" | "auto"; None uses the default
-                           (see :mod:`fastvae.backend`).
+                           (see :mod:`fastvae.backends`).
     decoder_hidden : int or tuple of int, or None
     obs_scale : float > 0 | "learned" | "per_pixel"
                            Gaussian only: a fixed observation standard deviation, one
@@ -131,7 +131,7 @@ class VAE(Inference):
             self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
             self._pool = WorkspacePool(self._new_workspace)
         #: the training run's state (optimizer, settings, position, history); None until
-        #: the first fit.  See :class:`fastvae.state.TrainState`.
+        #: the first fit.  See :class:`fastvae.training.state.TrainState`.
         self.train_state = None
         self.metadata = {}      # free-form JSON-able notes saved with checkpoints (data, image shape)
 
@@ -417,7 +417,7 @@ class VAE(Inference):
         """One optimisation step on batch x (B, D) with optimizer ``opt``; returns the loss.
 
         On the cuda backend the step does not wait for the GPU: the loss is returned as a
-        :class:`~fastvae.cache.DeviceFloat`, read (and x's check against NaN and range
+        :class:`~fastvae.core.cache.DeviceFloat`, read (and x's check against NaN and range
         reported) the first time it is used as a number.  On the CPU it is a float."""
         if getattr(opt, "model", None) is not self:
             raise ValueError(f"opt must be an optimizer built for this model (fastvae.Adam("
@@ -435,15 +435,15 @@ class VAE(Inference):
             kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None,
             **kw):
         """Train on X for ``epochs`` more epochs, from wherever the training state stands;
-        settings not given keep their saved values.  See :func:`fastvae.train.fit`."""
-        from .train import fit
+        settings not given keep their saved values.  See :func:`fastvae.training.fit.fit`."""
+        from ..training.fit import fit
         return fit(self, X, epochs, batch_size, optimizer, lr, val, kl_warmup, shuffle,
                    callbacks, progress, checkpoint, **kw)
 
     @_on_device
     def elbo(self, X, n_samples=1, batch_size=1000, seed=0, comm=None):
         """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint
-        (shared between MPI ranks with ``comm``); see :func:`fastvae.evaluate.elbo`."""
+        (shared between MPI ranks with ``comm``); see :func:`fastvae.core.evaluate.elbo`."""
         from .evaluate import elbo
         return elbo(self, X, n_samples, batch_size, seed, comm=comm)
 
@@ -451,14 +451,14 @@ class VAE(Inference):
     def log_likelihood(self, X, k=5000, batch_size=None, seed=0, comm=None):
         """The importance-weighted estimate of log p(x) per row of X with k samples (per_row,
         mean, nll, stderr; rows shared between MPI ranks with ``comm``); see
-        :func:`fastvae.evaluate.log_likelihood`."""
+        :func:`fastvae.core.evaluate.log_likelihood`."""
         from .evaluate import log_likelihood
         return log_likelihood(self, X, k, batch_size, seed, comm=comm)
 
     @_on_device
     def diagnostics(self, X, batch_size=1000):
         """Active units, KL and mean sigma per latent dimension over X; see
-        :func:`fastvae.evaluate.diagnostics`."""
+        :func:`fastvae.core.evaluate.diagnostics`."""
         from .evaluate import diagnostics
         return diagnostics(self, X, batch_size)
 
@@ -515,9 +515,9 @@ class VAE(Inference):
     @_on_device
     def export_onnx(self, path, part="vae", opset=None):
         """Write ``part`` ("encoder" | "decoder" | "vae") of this model to ``path`` as an
-        ONNX graph (needs ``pip install 'fastvae[onnx]'``); see :mod:`fastvae.export` for
+        ONNX graph (needs ``pip install 'fastvae[onnx]'``); see :mod:`fastvae.io.export` for
         the names, the opset and what the graph computes.  Returns the path."""
-        from .export import export_onnx
+        from ..io.export import export_onnx
         return export_onnx(self, path, part, opset)
 
     def __repr__(self):
@@ -532,7 +532,7 @@ def load(path, backend=None):
     """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
     with its whole training state (optimizer and moments, settings, generator states,
     position in the epoch, history), so that ``model.fit(X, epochs=n)`` continues exactly
-    where the saved run stopped.  Raises :class:`fastvae.io.CheckpointError` naming the file
+    where the saved run stopped.  Raises :class:`fastvae.io.checkpoint.CheckpointError` naming the file
     for anything that is not a usable checkpoint."""
     meta, arrays = _io.read(path)
     try:

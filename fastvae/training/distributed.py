@@ -37,7 +37,7 @@ import os
 
 import numpy as np
 
-from .data import DataError
+from ..io.data import DataError
 
 #: the flags of a step, summed over ranks
 _FAIL, _STOP = 0, 1
@@ -80,11 +80,11 @@ def rank_backend(backend, local):
     CuPy sees a GPU) becomes "cuda:<local mod the machine's GPU count>", so the ranks of a
     machine take its GPUs in turn; anything else (cpu, numpy, an explicit "cuda:N") is
     returned as it is resolved."""
-    from . import backend as _backend
+    from .. import backends as _backend
     name = _backend.resolve(backend)
     if name != "cuda":
         return name
-    from .backends import cuda
+    from ..backends import cuda
     return f"cuda:{local % cuda.device().xp.cuda.runtime.getDeviceCount()}"
 
 

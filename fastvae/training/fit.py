@@ -1,6 +1,6 @@
 """The fit loop: epochs of shuffled batches, KL warm-up, validation, progress, checkpoints.
 
-Everything a run adds to the model lives in its :class:`~fastvae.state.TrainState`
+Everything a run adds to the model lives in its :class:`~fastvae.training.state.TrainState`
 (``model.train_state``): the optimizer and its moments, every fit setting, the generators
 that order and binarize the data, the position inside the current epoch and the history.
 A run can be stopped anywhere between two steps and resumed to the bit: ``fit`` with no
@@ -21,13 +21,13 @@ import warnings
 
 import numpy as np
 
-from .data import DataError
+from ..io.data import DataError
 from .batches import Batches
 from .distributed import DistributedError
-from .evaluate import as_dataset, elbo
+from ..core.evaluate import as_dataset, elbo
 from .progress import Progress
 from .state import TrainState, resolve
-from .validate import boolean, nonneg_int
+from ..core.validate import boolean, nonneg_int
 
 
 class SettingChangedWarning(UserWarning):
@@ -57,7 +57,7 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     stands (an epoch in progress counts as the first of them); returns the :class:`History`
     of every epoch so far (``model.history``).
 
-    X, val : (N, D) arrays or :class:`~fastvae.data.Dataset` (uint8 and memory-mapped data
+    X, val : (N, D) arrays or :class:`~fastvae.io.data.Dataset` (uint8 and memory-mapped data
         is converted one batch at a time).  Both are scanned for NaN/inf and range before
         the first step.
 
@@ -80,7 +80,7 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     progress : True (a bar on a terminal and one line per epoch), False (silent).
     checkpoint : a path (in an existing directory) written atomically after every epoch
         and when Ctrl-C stops the run.
-    comm : an mpi4py communicator for data-parallel training (:mod:`fastvae.distributed`):
+    comm : an mpi4py communicator for data-parallel training (:mod:`fastvae.training.distributed`):
         every rank calls fit with the same model, data and settings (checked before the
         first step); each computes its shard of every global batch, the gradients are
         summed with one Allreduce, and every rank takes the same step: N ranks give what

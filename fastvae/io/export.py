@@ -14,7 +14,7 @@ decoder    ``z`` (B, Z)                  ``x_hat`` (B, D)
 vae        ``x`` (B, D), ``eps`` (B, Z)  ``x_hat``, ``mu``, ``logvar``, ``z``
 =========  ============================  ==============================================
 
-- ``logvar`` is clamped to :data:`fastvae.codes.LOGVAR_RANGE` (a ``Clip``), as the model does;
+- ``logvar`` is clamped to :data:`fastvae.core.codes.LOGVAR_RANGE` (a ``Clip``), as the model does;
 - ``x_hat`` is what :meth:`VAE.decode` returns: pixel probabilities (the sigmoid of the
   logits) for the Bernoulli likelihood, means for the Gaussian one;
 - ``vae`` takes the noise as an input: ``z = mu + exp(0.5 * logvar) * eps`` and
@@ -66,7 +66,7 @@ import json
 
 import numpy as np
 
-from .codes import ACTIVATIONS, LIKELIHOODS, LOGVAR_RANGE
+from ..core.codes import ACTIVATIONS, LIKELIHOODS, LOGVAR_RANGE
 
 PARTS = ("encoder", "decoder", "vae")
 DEFAULT_OPSET = 17
@@ -111,7 +111,7 @@ def check_exportable(model):
 
     Everything fastvae's VAE offers today is exportable; this guards the exporter against a
     model configured with something it does not know (a new activation or likelihood)."""
-    from .model import VAE
+    from ..core.model import VAE
     if not isinstance(model, VAE):
         raise ValueError(f"export_onnx exports a fastvae.VAE, got {type(model).__name__}")
     known = ACTIVATIONS.get(model.activation, (None,))[0]
@@ -276,7 +276,7 @@ def to_onnx(model, part="vae", opset=None):
     onnx = _import_onnx()
     opset = check_opset(opset, onnx.defs.onnx_opset_version())
     check_exportable(model)
-    from ._version import __version__
+    from .._version import __version__
     helper = onnx.helper
 
     params = {k: np.array(model._bk.to_numpy(v)) for k, v in model.parameters().items()}
@@ -328,7 +328,7 @@ def export_onnx(model, path, part="vae", opset=None):
     (an ImportError saying ``pip install 'fastvae[onnx]'``), a missing directory."""
     import os
 
-    from .io import _atomic_write
+    from .checkpoint import _atomic_write
     proto = to_onnx(model, part, opset)
     data = proto.SerializeToString()
     path = os.fspath(path)

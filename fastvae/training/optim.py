@@ -10,8 +10,8 @@ import inspect
 import math
 import numbers
 
-from .cache import DeviceFloat
-from .validate import boolean, real
+from ..core.cache import DeviceFloat
+from ..core.validate import boolean, real
 
 
 class Optimizer:

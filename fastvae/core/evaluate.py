@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from .data import Dataset, DataError
+from ..io.data import Dataset, DataError
 from .validate import boolean, nonneg_int, positive_int
 
 #: the most decoder rows (samples x data rows) one pass of the log-likelihood estimate
@@ -113,7 +113,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
     elif _dist is not None:  # fit's validation: the ranks were compared before training
         sums = np.sum(dist.gather(failure, rows, "elbo failed"), axis=0)
     else:
-        from .distributed import estimate_fingerprint
+        from ..training.distributed import estimate_fingerprint
         sums = np.sum(dist.gather_same(failure, lambda: estimate_fingerprint(
             model, ds, ("elbo", L, int(seed), validate)), rows, "elbo failed"), axis=0)
     n = len(ds)
@@ -132,7 +132,7 @@ def noise_key(model, seed, stream=0x11CE):
 def _distributed(comm, model):
     if comm is None:
         return None
-    from .distributed import Distributed
+    from ..training.distributed import Distributed
     return Distributed(comm, model)
 
 
@@ -201,7 +201,7 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
                 model._pool.discard(n, cj, False)
         return per_row
     if dist is not None:
-        from .distributed import estimate_fingerprint
+        from ..training.distributed import estimate_fingerprint
     per_row = rows() if dist is None else np.concatenate(dist.gather_same(
         failure, lambda: estimate_fingerprint(model, ds, ("log_likelihood", k, int(seed),
                                                           validate)),

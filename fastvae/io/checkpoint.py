@@ -4,12 +4,12 @@ This module is the file format only; :meth:`fastvae.VAE.save` and :func:`fastvae
 a model into its content and back.  The file is a NumPy ``.npz`` archive (readable with
 ``np.load(path)``, no pickle):
 
-- ``params``: the flat parameter buffer, as laid out by :mod:`fastvae.params`;
+- ``params``: the flat parameter buffer, as laid out by :mod:`fastvae.core.params`;
 - ``train.opt.<name>``: the optimizer's buffers (Adam's ``m``, ``v``; SGD's ``buf``), if any;
 - ``meta``: UTF-8 JSON holding the format tag and version, fastvae's version, the model's
   configuration and backend, the training noise's position, free-form metadata, and the
   training state (settings, optimizer configuration and step count, epoch, position in the
-  epoch, generator states, history; see :class:`fastvae.state.TrainState`).
+  epoch, generator states, history; see :class:`fastvae.training.state.TrainState`).
 
 Writes go to a temporary file in the same directory, are flushed to disk, then renamed
 over the target, so a crash leaves either the old checkpoint or the new one, never half of
@@ -27,9 +27,9 @@ import zlib
 
 import numpy as np
 
-from ._version import __version__
-from .codes import LOGSCALE_FLOOR
-from .state import default_generator_states
+from .._version import __version__
+from ..core.codes import LOGSCALE_FLOOR
+from ..training.state import default_generator_states
 
 FORMAT = "fastvae-checkpoint"
 FORMAT_VERSION = 2

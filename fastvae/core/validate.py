@@ -9,8 +9,7 @@ import numbers
 
 import numpy as np
 
-from .codes import (ACT_ELU, ACT_LEAKY_RELU, LIK_BERNOULLI, LIK_GAUSSIAN,
-                    activation_code)
+from .codes import ACT_ELU, ACT_LEAKY_RELU, LIK_BERNOULLI, LIK_GAUSSIAN, activation_code
 
 
 def positive_int(v, what):

@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 
 from .optim import OPTIMIZERS, Optimizer, make_optimizer
-from .validate import boolean, choice, positive_int, real
+from ..core.validate import boolean, choice, positive_int, real
 
 #: fit's loop settings and their defaults (a first fit uses these for what it is not given)
 DEFAULTS = {"batch_size": 128, "kl_warmup": 0.0, "binarize": "none", "val_samples": 1,
@@ -31,7 +31,7 @@ class TrainState:
 
     settings      fit's loop settings: batch_size, kl_warmup (epochs), binarize ("none" |
                   "dynamic"), val_samples, shuffle, drop_last.
-    optimizer     the :class:`~fastvae.optim.Optimizer`: its settings (lr, weight decay,
+    optimizer     the :class:`~fastvae.training.optim.Optimizer`: its settings (lr, weight decay,
                   clipping, betas or momentum), moments and step count.
     epoch         epochs completed.
     row, epoch_steps

@@ -1,0 +1,1 @@
+"""The engine: the model and its explicit passes, parameters, workspaces, codes, noise."""

@@ -1,0 +1,1 @@
+"""Training: the fit loop, its state, optimizers, batches, interrupts, MPI."""
