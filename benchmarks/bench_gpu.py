@@ -35,7 +35,7 @@ def build(batch, torch_device, compile_torch=True):
     xs = I.make_batches(D, batch)
     model = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend="cuda", seed=0)
     opt = fastvae.Adam(model, lr=1e-3)
-    bk = model._bk
+    bk = model.kernels
     xs_fast = [bk.asarray(x) for x in xs]
     it = iter(range(10 ** 12))
 

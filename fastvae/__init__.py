@@ -2,7 +2,7 @@
 
 Nothing heavy is imported here: Numba and the kernels load when a model first needs them.
 """
-from ._version import __version__
+from .version import __version__
 from .backends import get_backend_name, set_backend, set_tf32
 
 _LAZY = {

@@ -30,7 +30,7 @@ import traceback
 
 import numpy as np
 
-from ._version import __version__
+from .version import __version__
 from .core.codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN, LOGVAR_RANGE
 
 
@@ -136,7 +136,7 @@ def check_training_step(backend):
             gr, gd = ref.backward(cr), dev.backward(cd)
             for k in gr:
                 s = np.abs(gr[k]).max() + 1e-30
-                np.testing.assert_allclose(dev._bk.to_numpy(gd[k]) / s, gr[k] / s, rtol=0,
+                np.testing.assert_allclose(dev.kernels.to_numpy(gd[k]) / s, gr[k] / s, rtol=0,
                                            atol=rtol * 10, err_msg=f"{k} {cfg}")
 
 
@@ -180,14 +180,14 @@ def check_training_run(backend):
         half.fit(X, epochs=1, checkpoint=f"{d}/c.npz", **kw)
         resumed = fastvae.load(f"{d}/c.npz", backend=backend)
         resumed.fit(X, epochs=1, progress=False)
-        np.testing.assert_array_equal(resumed._bk.to_numpy(resumed.flat_params),
-                                      straight._bk.to_numpy(straight.flat_params),
+        np.testing.assert_array_equal(resumed.kernels.to_numpy(resumed.flat_params),
+                                      straight.kernels.to_numpy(straight.flat_params),
                                       err_msg="resume on the device is not exact")
         straight.save(f"{d}/g.npz")
         cpu = fastvae.load(f"{d}/g.npz", backend="cpu")
         cpu.save(f"{d}/c2.npz")
         back = fastvae.load(f"{d}/c2.npz", backend=backend)
-        np.testing.assert_array_equal(back._bk.to_numpy(back.flat_params), cpu.flat_params,
+        np.testing.assert_array_equal(back.kernels.to_numpy(back.flat_params), cpu.flat_params,
                                       err_msg="a checkpoint moved GPU -> CPU -> GPU changed")
 
 
@@ -206,9 +206,9 @@ def speed(backend, batches=(128, 1024), steps=30):
         tv = TorchImpl(False, "canonical")
         tv.module.to(dev)
         xs = make_batches(784, B)
-        xd = [fv.model._bk.asarray(x) for x in xs]
+        xd = [fv.model.kernels.asarray(x) for x in xs]
         xt = [torch.from_numpy(x).to(dev) for x in xs]
-        sync_f = (lambda: fv.model._bk.xp.cuda.Device().synchronize()) if fv.model._bk.DEVICE \
+        sync_f = (lambda: fv.model.kernels.xp.cuda.Device().synchronize()) if fv.model.kernels.DEVICE \
             else (lambda: None)
         sync_t = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
         times = {"fastvae": [], "torch": []}

@@ -159,7 +159,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         return validate_data(self, X, dtype=self.model_.dtype, reset=False)
 
     def _host(self, a):
-        return np.asarray(self.model_._bk.to_numpy(a))
+        return np.asarray(self.model_.kernels.to_numpy(a))
 
     # ---------------------------------------------------------------- inference
     def transform(self, X):

@@ -14,7 +14,9 @@ import numpy as np
 from .io.data import Dataset
 
 
-def _figure(w, h):
+def figure(w, h):
+    """A matplotlib Figure of w x h inches drawn off screen (no pyplot, no display), or an
+    ImportError saying how to install matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -41,10 +43,12 @@ def image_grid(images, shape, ncols, pad=1, fill=1.0):
     return grid
 
 
-def _show(grid, path, title, scale=0.06, row_labels=None, row_height=None):
+def show_grid(grid, path, title, scale=0.06, row_labels=None, row_height=None):
+    """Write the image ``grid`` (H, W), values in [0, 1], to ``path`` as a titled PNG;
+    ``row_labels`` name bands of ``row_height`` pixels.  Returns the path."""
     h, w = grid.shape
     scale = min(scale, 12.0 / w, 14.0 / h)  # inches per pixel; large grids stay printable
-    fig = _figure(max(2.0, w * scale + (1.0 if row_labels else 0)), h * scale + 0.45)
+    fig = figure(max(2.0, w * scale + (1.0 if row_labels else 0)), h * scale + 0.45)
     ax = fig.add_axes([0.12 if row_labels else 0.01, 0.01, 0.87 if row_labels else 0.98,
                        1 - 0.4 / (h * scale + 0.45)])
     ax.imshow(np.clip(grid, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -58,23 +62,23 @@ def _show(grid, path, title, scale=0.06, row_labels=None, row_height=None):
     return path
 
 
-def _pixels(model, z):
+def decoded_pixels(model, z):
     """Decoder means for z, as host float32 (Gaussian means clipped for display later)."""
-    return model._bk.to_numpy(model.decode(np.asarray(z, dtype=model.dtype))).astype(np.float32)
+    return model.kernels.to_numpy(model.decode(np.asarray(z, dtype=model.dtype))).astype(np.float32)
 
 
 def plot_samples(model, path, shape, n=64, seed=0):
     """n images decoded from z ~ N(0, I)."""
     z = np.random.default_rng(seed).standard_normal((n, model.latent_dim))
     cols = int(np.ceil(np.sqrt(n)))
-    return _show(image_grid(_pixels(model, z), shape, cols), path, "samples from the prior")
+    return show_grid(image_grid(decoded_pixels(model, z), shape, cols), path, "samples from the prior")
 
 
 def plot_reconstructions(model, ds, path, n=16):
     """Inputs (odd rows) above their reconstructions at z = mu (even rows)."""
     n = min(n, len(ds))
     x = ds.batch(np.arange(n), dtype=model.dtype)
-    rec = model._bk.to_numpy(model.reconstruct(x))
+    rec = model.kernels.to_numpy(model.reconstruct(x))
     cols = min(8, n)
     rows = []
     for s in range(0, n, cols):
@@ -83,7 +87,7 @@ def plot_reconstructions(model, ds, path, n=16):
             rows[-2] = np.vstack([rows[-2], np.ones((cols - len(rows[-2]), ds.dim))])
             rows[-1] = np.vstack([rows[-1], np.ones((cols - len(rows[-1]), ds.dim))])
     grid = image_grid(np.vstack(rows), ds.image_shape, cols)
-    return _show(grid, path, "inputs (odd rows) and reconstructions (even rows)")
+    return show_grid(grid, path, "inputs (odd rows) and reconstructions (even rows)")
 
 
 def plot_interpolation(model, ds, path, pairs=6, steps=10, seed=0):
@@ -91,11 +95,11 @@ def plot_interpolation(model, ds, path, pairs=6, steps=10, seed=0):
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(ds), size=2 * pairs, replace=len(ds) < 2 * pairs)
     mu, _ = model.encode(ds.batch(idx, dtype=model.dtype))
-    mu = model._bk.to_numpy(mu)
+    mu = model.kernels.to_numpy(mu)
     t = np.linspace(0, 1, steps)[:, None]
     z = np.vstack([(1 - t) * mu[2 * i] + t * mu[2 * i + 1] for i in range(pairs)])
-    grid = image_grid(_pixels(model, z), ds.image_shape, steps)
-    return _show(grid, path, "interpolation between two encoded inputs (ends: decoded mu)")
+    grid = image_grid(decoded_pixels(model, z), ds.image_shape, steps)
+    return show_grid(grid, path, "interpolation between two encoded inputs (ends: decoded mu)")
 
 
 def plot_traversal(model, ds, path, steps=9, span=3.0, max_dims=16):
@@ -105,14 +109,14 @@ def plot_traversal(model, ds, path, steps=9, span=3.0, max_dims=16):
     kl = diag.kl_per_dim
     dims = diag.order[:max_dims]
     base, _ = model.encode(ds.batch(np.arange(1), dtype=model.dtype))
-    base = model._bk.to_numpy(base)[0]
+    base = model.kernels.to_numpy(base)[0]
     vals = np.linspace(-span, span, steps)
     z = np.repeat(base[None, :], len(dims) * steps, axis=0)
     for r, d in enumerate(dims):
         z[r * steps:(r + 1) * steps, d] = vals
-    grid = image_grid(_pixels(model, z), ds.image_shape, steps)
+    grid = image_grid(decoded_pixels(model, z), ds.image_shape, steps)
     labels = [f"z{d} (KL {kl[d]:.2f})" for d in dims]
-    return _show(grid, path, f"latent traversal, z from {-span:g} to {span:g}",
+    return show_grid(grid, path, f"latent traversal, z from {-span:g} to {span:g}",
                  row_labels=labels, row_height=ds.image_shape[0] + 1)
 
 
@@ -122,7 +126,7 @@ def plot_latent(model, ds, path, n=5000, color_by=None):
     the factor ``color_by`` (built-in shapes), when the dataset has one."""
     n = min(n, len(ds))
     mu, _ = model.encode(ds.batch(np.arange(n), dtype=model.dtype))
-    mu = model._bk.to_numpy(mu).astype(np.float64)
+    mu = model.kernels.to_numpy(mu).astype(np.float64)
     if mu.shape[1] == 1:
         xy, axes = np.hstack([mu, np.zeros_like(mu)]), ("z0", "")
     elif mu.shape[1] == 2:
@@ -133,7 +137,7 @@ def plot_latent(model, ds, path, n=5000, color_by=None):
         xy = c @ vt[:2].T
         share = s[:2] ** 2 / max((s ** 2).sum(), 1e-300)
         axes = (f"PC1 ({share[0]:.0%} of variance)", f"PC2 ({share[1]:.0%})")
-    fig = _figure(6.0, 5.0)
+    fig = figure(6.0, 5.0)
     ax = fig.add_subplot(1, 1, 1)
     colour, names, what = None, None, ""
     if color_by and ds.factors and color_by in ds.factors:
@@ -165,7 +169,7 @@ def plot_history(history, path):
     if not history:
         raise ValueError("plot_history: the history is empty (train for an epoch first)")
     ep = [r["epoch"] for r in history]
-    fig = _figure(9.0, 3.6)
+    fig = figure(9.0, 3.6)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     ax1.plot(ep, [r["train_neg_elbo"] for r in history], "o-", label="train")
     if all("val_neg_elbo" in r for r in history):

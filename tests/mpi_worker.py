@@ -94,7 +94,7 @@ def main(spec_path):
                     os.kill(os.getpid(), signal.SIGINT)
                     os.kill(os.getpid(), signal.SIGINT)
                 else:  # (a new array of the model's device: x * NaN)
-                    y = model._bk.xp.empty(x.shape, dtype=x.dtype)
+                    y = model.kernels.xp.empty(x.shape, dtype=x.dtype)
                     y[...] = np.nan
                     x = y
             return forward(x, *a, **k)
@@ -144,7 +144,7 @@ def main(spec_path):
             out.update(log_likelihood=ll.per_row.tolist())
         except Exception as e:  # noqa: BLE001
             out.update(log_likelihood_error=f"{type(e).__name__}: {e}")
-    np.savez(f"{spec['out']}/rank{rank}.npz", params=model._bk.to_numpy(model.flat_params))
+    np.savez(f"{spec['out']}/rank{rank}.npz", params=model.kernels.to_numpy(model.flat_params))
     with open(f"{spec['out']}/rank{rank}.json", "w") as f:
         json.dump(out, f)
     return 1 if "error" in out else 0

@@ -33,7 +33,7 @@ def test_round_trip_keeps_everything(tmp_path):
     assert r.optimizer.step_count == m.optimizer.step_count == 6
     assert r.history == m.history
     assert r.train_state.to_checkpoint()[0] == m.train_state.to_checkpoint()[0]
-    assert r._noise_counter == m._noise_counter > 0
+    assert r.noise.counter == m.noise.counter > 0
     np.testing.assert_array_equal(r.encode(x)[0], m.encode(x)[0])
 
 
@@ -202,11 +202,11 @@ def to_version_1(src, dst, batch_index=0):
     meta = json.loads(arrays.pop("meta").tobytes())
     m = fastvae.load(src, backend="numpy")
     params = arrays["params"].copy()
-    if m._learn_scale:
-        params[-m._ls_size:] = m.obs_logscale()
+    if m.learn_scale:
+        params[-m.logscale_size:] = m.obs_logscale()
     ts = meta["train_state"]
     old = {"format": "fastvae-checkpoint", "format_version": 1, "fastvae_version": "0.1.0",
-           "config": {**meta["config"], "activation_alpha": m._alpha},
+           "config": {**meta["config"], "activation_alpha": m.act_alpha},
            "params_crc32": zlib.crc32(params.tobytes()), "noise_rng": np.random.PCG64(0).state,
            "noise_counter": meta["noise"]["counter"], "metadata": meta["metadata"],
            "optimizer": None if ts is None else ts["optimizer"],

@@ -118,7 +118,7 @@ def test_noise_is_drawn_on_the_device_and_reproducible(emu):
     assert "normal_eps_f32" in emu.xp.launches
     np.testing.assert_array_equal(host(b.forward(x).eps), e1)  # same seed, same draws
     assert not np.allclose(e1, e2)                              # the counter moved on
-    assert a._noise_counter == 2
+    assert a.noise.counter == 2
 
 
 def test_fit_gathers_batches_on_the_device_and_resumes_exactly(emu, tmp_path):
@@ -223,7 +223,7 @@ def test_checkpoints_cross_devices(emu, tmp_path):
     cpu.save(tmp_path / "c.npz")
     back = fastvae.load(tmp_path / "c.npz", backend="cuda")
     np.testing.assert_array_equal(host(back.flat_params), cpu.flat_params)
-    assert back._noise_counter == gpu._noise_counter == 4
+    assert back.noise.counter == gpu.noise.counter == 4
     z = np.zeros((3, 4), np.float32)
     np.testing.assert_allclose(host(back.decode(z)), cpu.decode(z), rtol=1e-5, atol=1e-6)
 
@@ -381,7 +381,7 @@ def test_a_step_that_fails_after_its_forward_is_given_back_on_the_device(emu, bi
     with pytest.raises(KeyboardInterrupt):
         half.fit(X, epochs=2, **kw)
     del half.backward
-    assert (half.train_state.step, half._noise_counter) == (2, 2)
+    assert (half.train_state.step, half.noise.counter) == (2, 2)
     half.fit(X, epochs=2, progress=False)
     np.testing.assert_array_equal(host(half.flat_params), host(straight.flat_params))
     assert [h["train_loss"] for h in half.history] == [h["train_loss"] for h in

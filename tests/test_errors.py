@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastvae
+from fastvae.core.snapshot import snapshot
 
 from conftest import interrupt_at, make_data, make_model
 
@@ -223,11 +224,11 @@ def test_vae_argument_refused(kw, match, exc):
     (dict(hidden=(6, 4), decoder_hidden=()), lambda m: m.dec_hidden == ()),
     (dict(decoder_hidden=3), lambda m: m.dec_hidden == (3,)),
     (dict(beta=0, free_bits=0), lambda m: m.beta == 0 and m.free_bits == 0),
-    (dict(activation="leaky_relu", activation_alpha=0.2), lambda m: m._alpha == 0.2),
-    (dict(activation="elu", activation_alpha=1e-3), lambda m: m._alpha == 1e-3),
-    (dict(likelihood="gaussian", obs_scale="learned"), lambda m: m._learn_scale),
-    (dict(likelihood="gaussian", obs_scale="per_pixel"), lambda m: m._ls_size == 7),
-    (dict(likelihood="gaussian", obs_scale=0.5), lambda m: not m._learn_scale),
+    (dict(activation="leaky_relu", activation_alpha=0.2), lambda m: m.act_alpha == 0.2),
+    (dict(activation="elu", activation_alpha=1e-3), lambda m: m.act_alpha == 1e-3),
+    (dict(likelihood="gaussian", obs_scale="learned"), lambda m: m.learn_scale),
+    (dict(likelihood="gaussian", obs_scale="per_pixel"), lambda m: m.logscale_size == 7),
+    (dict(likelihood="gaussian", obs_scale=0.5), lambda m: not m.learn_scale),
     (dict(obs_scale=1), lambda m: m.obs_scale == 1.0),  # the default, as an int: fine
     # NumPy numbers are stored as plain floats: the model's config stays JSON
     (dict(likelihood="gaussian", obs_scale=np.float32(0.5)),
@@ -348,7 +349,7 @@ def test_fit_dynamic_binarize_needs_bernoulli():
 def _snapshot(m):
     """Everything a model holds (parameters, noise position, training state with optimizer
     moments and history), as comparable values."""
-    meta, arrays = m._checkpoint()
+    meta, arrays = snapshot(m)
     return (json.dumps(meta, sort_keys=True, default=repr),
             {k: np.array(v, copy=True) for k, v in arrays.items()}, m.kl_scale)
 
@@ -557,7 +558,7 @@ def test_decode_scans_host_codes_before_they_go_to_a_gpu():
         ndarray=DeviceArray, ascontiguousarray=lambda a, dtype=None: a,
         asarray=lambda a, dtype=None: a if isinstance(a, DeviceArray) else DeviceArray(a))
     gpu = types.SimpleNamespace(latent_dim=3, dtype=np.dtype(np.float32),
-                                _bk=types.SimpleNamespace(xp=xp))
+                                kernels=types.SimpleNamespace(xp=xp))
     z = np.zeros((3, 3), np.float32)
     assert isinstance(check_latent(z, gpu), DeviceArray)
     z[1, 1] = np.nan

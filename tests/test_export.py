@@ -182,7 +182,7 @@ def test_wrong_part_lists_the_choices(tmp_path):
 
 def test_unsupported_feature_is_named(tmp_path):
     m = make("relu", "bernoulli", 1.0, (4,), None, "float32")
-    m.activation, m._act = "swish", 99  # a model with an activation the exporter lacks
+    m.activation, m.act_code = "swish", 99  # a model with an activation the exporter lacks
     with pytest.raises(ValueError, match="activation 'swish'.*no ONNX form"):
         m.export_onnx(tmp_path / "m.onnx")
     m = make("relu", "bernoulli", 1.0, (4,), None, "float32")

@@ -62,7 +62,7 @@ def _assert_same_run(a, b):
     np.testing.assert_array_equal(a.optimizer.m, b.optimizer.m)
     np.testing.assert_array_equal(a.optimizer.v, b.optimizer.v)
     assert a.optimizer.step_count == b.optimizer.step_count
-    assert a._noise_counter == b._noise_counter
+    assert a.noise.counter == b.noise.counter
     drop = ("seconds", "train_seconds", "samples_per_s")
     strip = lambda h: [{k: v for k, v in r.items() if k not in drop} for r in h]  # noqa: E731
     assert strip(a.history) == strip(b.history)
@@ -150,9 +150,9 @@ def test_progress_lines(shapes):
 def test_elbo_batching_and_noise_independence():
     m = fastvae.VAE(20, hidden=(8,), latent_dim=3, dtype="float64", backend="numpy", seed=1)
     x = np.random.default_rng(0).random((53, 20))
-    counter = m._noise_counter
+    counter = m.noise.counter
     whole = m.elbo(x, batch_size=1000)
-    assert m._noise_counter == counter  # the training noise stream is untouched
+    assert m.noise.counter == counter  # the training noise stream is untouched
     assert m.elbo(x, batch_size=7).neg_elbo == pytest.approx(whole.neg_elbo, rel=1e-12)
     assert m.elbo(x, batch_size=7, seed=1).neg_elbo != whole.neg_elbo
     assert whole.elbo == -whole.neg_elbo and whole.n == 53

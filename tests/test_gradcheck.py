@@ -27,7 +27,7 @@ H = 1e-6
 def _free_bits_between(model, x, eps):
     """A free-bits floor that lies between two per-dimension KLs, away from both, so that
     some dimensions are active and some are not and the objective is smooth nearby."""
-    kd = np.sort(model.forward(x, eps)._ws.kl_dim.copy())
+    kd = np.sort(model.forward(x, eps).workspace.kl_dim.copy())
     return float(0.5 * (kd[0] + kd[1]))
 
 

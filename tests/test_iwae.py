@@ -177,9 +177,9 @@ def test_log_likelihood_does_not_depend_on_batching_or_chunking(monkeypatch):
     np.testing.assert_allclose(m.log_likelihood(x, k=50, batch_size=7).per_row, whole,
                                rtol=1e-12)
     assert not np.allclose(m.log_likelihood(x, k=50, seed=1).per_row, whole)
-    counter = m._noise_counter
+    counter = m.noise.counter
     m.log_likelihood(x, k=5)
-    assert m._noise_counter == counter  # the training noise is not touched
+    assert m.noise.counter == counter  # the training noise is not touched
 
 
 def test_log_likelihood_is_a_bound_that_approaches_log_px_in_one_dimension():
@@ -216,7 +216,7 @@ def test_log_likelihood_stays_finite_with_log_weights_of_minus_1e4():
                     dtype="float64", backend="cpu", seed=2)
     x = np.random.default_rng(0).random((6, 10)) * 2
     cache = m.forward(x, objective="iwae", n_samples=4, grad=False)
-    assert cache._ws.logw.max() < -1e3  # the regime in question
+    assert cache.workspace.logw.max() < -1e3  # the regime in question
     res = m.log_likelihood(x, k=20)
     assert np.all(np.isfinite(res.per_row)) and res.mean < -1e3
 
@@ -228,7 +228,7 @@ def test_k1_log_likelihood_is_the_sampled_elbo():
     eps = np.empty((1, 5, 3))
     ref.normal_eps(eps, noise_key(m, 0), 0, 0)
     c = m.forward(x, eps, objective="iwae")
-    np.testing.assert_allclose(m.log_likelihood(x, k=1).per_row, -c._ws.loss_b, rtol=1e-12)
+    np.testing.assert_allclose(m.log_likelihood(x, k=1).per_row, -c.workspace.loss_b, rtol=1e-12)
 
 
 @pytest.mark.parametrize("k", [3000, 30000])
@@ -238,15 +238,15 @@ def test_log_likelihood_memory_is_bounded_whatever_k(k):
     same for any k, and none is kept once it returns."""
     m = fastvae.VAE(30, hidden=(8,), latent_dim=2, backend="cpu")
     x = np.random.default_rng(0).random((250, 30)).astype(np.float32)
-    made, factory = [], m._pool._factory
+    made, factory = [], m.workspaces._factory
 
     def recording(B, L, train):
         made.append((B, L))
         return factory(B, L, train)
-    m._pool._factory = recording
+    m.workspaces._factory = recording
     m.log_likelihood(x, k=k)
     assert len(made) <= 4 and max(B * L for B, L in made) <= CHUNK_ROWS
-    assert not any((B, L, False) in m._pool._pool for B, L in made)
+    assert not any((B, L, False) in m.workspaces for B, L in made)
 
 
 # ------------------------------------------------------------------ training and input

@@ -47,7 +47,7 @@ def _same_run(a, b):
         m["seconds"] = 0.0
         m["history"] = [{k: v for k, v in r.items() if k not in drop} for r in m["history"]]
     assert ma == mb
-    assert a._noise_counter == b._noise_counter
+    assert a.noise.counter == b.noise.counter
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -185,7 +185,7 @@ def test_evaluating_between_steps_never_changes_the_training_run(backend):
         b.forward(X[:20], grad=False, objective="iwae", n_samples=3)
         b.elbo(X[:40]), b.log_likelihood(X[:8], k=4), b.encode(X[:3], sample=True)
         b.sample(2, seed=i)
-    assert b._noise_counter == a._noise_counter == 4
+    assert b.noise.counter == a.noise.counter == 4
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
     # the loss-only stream moves on: two passes draw different noise
     assert b.forward(X[:20], grad=False).loss != b.forward(X[:20], grad=False).loss
@@ -465,7 +465,7 @@ def test_a_step_that_fails_anywhere_happens_whole_or_not_at_all(backend, where, 
     undo()
     st = b.train_state
     done = 3 if where == "recorded" else 2
-    assert (st.step, st.row, b._noise_counter, b.optimizer.step_count) == (done, 50 * done,
+    assert (st.step, st.row, b.noise.counter, b.optimizer.step_count) == (done, 50 * done,
                                                                           done, done)
     b.fit(X, epochs=2, progress=False)
     _same_run(a, b)
@@ -545,7 +545,7 @@ def test_two_ctrl_c_inside_a_step_abort_after_it(where):
     with pytest.raises(KeyboardInterrupt):
         b.fit(X, epochs=1, batch_size=50, binarize="dynamic", progress=False)
     delattr(b, where)
-    assert (b.train_state.step, b._noise_counter, b.optimizer.step_count) == (3, 3, 3)
+    assert (b.train_state.step, b.noise.counter, b.optimizer.step_count) == (3, 3, 3)
     b.fit(X, epochs=1, progress=False)
     _same_run(a, b)
     # the guard was left clean: a new fit's first Ctrl-C stops it after a step, as usual

@@ -38,12 +38,12 @@ def test_write_all(tmp_path):
     train, test = data.load("shapes", shapes_n=300)
     m = fastvae.VAE(784, hidden=(16,), latent_dim=2, backend="cpu")
     m.fit(train, epochs=1, batch_size=64, val=test, progress=False)
-    counter = m._noise_counter
+    counter = m.noise.counter
     paths = viz.write_all(m, test, tmp_path / "pics", m.history)
     assert [p.rsplit("/", 1)[1] for p in map(str, paths)] == [
         "samples.png", "reconstructions.png", "interpolation.png", "traversal.png",
         "latent.png", "loss.png"]
-    assert m._noise_counter == counter
+    assert m.noise.counter == counter
     # not images: only the latent scatter
     flat = data.Dataset(np.random.default_rng(0).random((40, 7)).astype(np.float32))
     m7 = fastvae.VAE(7, hidden=(4,), latent_dim=3, backend="numpy")

@@ -33,7 +33,7 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
     xt = torch.tensor(np.asarray(x))
     et = torch.tensor(np.asarray(eps))
     L, B, Z = et.shape
-    act = _act(model.activation, model._alpha)
+    act = _act(model.activation, model.act_alpha)
     h = xt
     for i in range(len(model.enc_hidden)):
         h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
@@ -50,7 +50,7 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
     if model.likelihood == "bernoulli":
         rec = torch.nn.functional.binary_cross_entropy_with_logits(out, xr, reduction="sum")
     else:
-        if model._learn_scale:
+        if model.learn_scale:
             ls = ls_floor + torch.nn.functional.softplus(p["dec.logscale"] - ls_floor)
         else:
             ls = torch.tensor(math.log(model.obs_scale), dtype=out.dtype)
@@ -68,7 +68,7 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
 
 def _decoder_logp(model, p, z, xt):
     """log p(x|z) per row of z (R, Z) for data xt (B, D) tiled to R rows."""
-    act = _act(model.activation, model._alpha)
+    act = _act(model.activation, model.act_alpha)
     g = z
     for j in range(len(model.dec_hidden)):
         g = act(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
@@ -76,7 +76,7 @@ def _decoder_logp(model, p, z, xt):
     xr = xt.repeat(z.shape[0] // xt.shape[0], 1)
     if model.likelihood == "bernoulli":
         return -torch.nn.functional.binary_cross_entropy_with_logits(out, xr, reduction="none").sum(1)
-    if model._learn_scale:
+    if model.learn_scale:
         ls = -6.0 + torch.nn.functional.softplus(p["dec.logscale"] + 6.0)
     else:
         ls = torch.tensor(math.log(model.obs_scale), dtype=out.dtype)
@@ -93,7 +93,7 @@ def iwae_loss_and_grads(model, x, eps, dreg=False, lv_range=(-30.0, 20.0)):
     xt = torch.tensor(np.asarray(x))
     et = torch.tensor(np.asarray(eps))
     K, B, Z = et.shape
-    act = _act(model.activation, model._alpha)
+    act = _act(model.activation, model.act_alpha)
     h = xt
     for i in range(len(model.enc_hidden)):
         h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])

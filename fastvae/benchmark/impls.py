@@ -72,8 +72,8 @@ def torch_vae(model):
     Z = model.latent_dim
     F = torch.nn.functional
     act = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-           "leaky_relu": lambda a: F.leaky_relu(a, model._alpha),
-           "elu": lambda a: F.elu(a, model._alpha), "softplus": F.softplus}[model.activation]
+           "leaky_relu": lambda a: F.leaky_relu(a, model.act_alpha),
+           "elu": lambda a: F.elu(a, model.act_alpha), "softplus": F.softplus}[model.activation]
 
     def linear(W, b):
         lin = torch.nn.Linear(W.shape[0], W.shape[1])
@@ -152,7 +152,9 @@ class TorchImpl:
             # every implementation compiles its own closures; the default limit of 8
             # recompilations per code object would silently fall back to eager after a
             # few models and batch sizes in one process
-            cfg = torch._dynamo.config
+            import torch._dynamo as dynamo  # the documented home of the recompile limits
+
+            cfg = dynamo.config
             for attr in ("recompile_limit", "cache_size_limit"):
                 if hasattr(cfg, attr):
                     setattr(cfg, attr, max(getattr(cfg, attr), 256))

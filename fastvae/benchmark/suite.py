@@ -241,9 +241,9 @@ def _table(title, header, rows):
 def plot(res, path):
     """Training-step throughput (samples/s) against batch size, canonical model, one line
     per implementation (PNG).  Needs matplotlib."""
-    from ..viz import _figure
+    from ..viz import figure
     rows = [r for r in res["rows"] if r["workload"] == "train" and r["model"] == "canonical"]
-    fig = _figure(6.5, 4.2)
+    fig = figure(6.5, 4.2)
     ax = fig.add_subplot(1, 1, 1)
     for n in res["implementations"]:
         pts = [(r["batch"], r["batch"] / (r["median_ms"][n] * 1e-3)) for r in rows

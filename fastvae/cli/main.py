@@ -175,13 +175,13 @@ def cmd_sample(args):
     from .. import viz
     model, _ = _model_and_data(args, need_data=False)
     z = np.random.default_rng(args.seed).standard_normal((args.n, model.latent_dim))
-    x = viz._pixels(model, z)
+    x = viz.decoded_pixels(model, z)
     if args.npy:
         np.save(args.npy, x)
     shape = model.metadata.get("image_shape")
     if shape:
         grid = viz.image_grid(x, shape, int(np.ceil(np.sqrt(args.n))))
-        viz._show(grid, args.out, f"{args.n} samples from the prior")
+        viz.show_grid(grid, args.out, f"{args.n} samples from the prior")
         print(f"wrote {args.out}" + (f" and {args.npy}" if args.npy else ""))
     elif args.npy:
         print(f"wrote {args.npy} (the data are not images: no picture)")

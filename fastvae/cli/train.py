@@ -216,10 +216,10 @@ def _run_distributed(args, comm):
     from ..io.data import DataError
     from ..training.distributed import DistributedError, local_rank, rank_backend
     from ..io.checkpoint import CheckpointError
-    from ..training.fit import _SigintGuard
+    from ..training.interrupt import SigintGuard
 
     rank = comm.Get_rank()
-    with _SigintGuard() as guard:  # a Ctrl-C now only sets a flag, told to every rank
+    with SigintGuard() as guard:  # a Ctrl-C now only sets a flag, told to every rank
         local = local_rank(comm)
         if args.out is None and not args.resume:  # rank 0 picks the run directory for all
             args.out = comm.bcast(_next_run_dir(_run_name(_given(args))) if rank == 0

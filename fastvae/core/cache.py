@@ -17,7 +17,10 @@ class Cache:
     loss: the training objective (beta, free bits applied; or the IWAE bound, for the
     importance-weighted objectives), a float; objective: which one;
     neg_elbo: the plain negative ELBO (recon + kl) averaged over the batch, a float;
-    recon_mean, kl_mean: its two terms, floats; grad: whether backward may use it.
+    recon_mean, kl_mean: its two terms, floats; grad: whether backward may use it;
+    values(): (loss, recon_mean, kl_mean) at once; workspace: the
+    :class:`~fastvae.core.workspace.Workspace` holding every buffer of the pass (for the
+    estimates, which read its per-row buffers).
 
     On the cuda backend the four numbers stay on the GPU until one of them is first read
     (reading waits for the step to finish); read them before the next forward pass of the
@@ -26,7 +29,7 @@ class Cache:
 
     __slots__ = ("x", "mu", "logvar", "sigma", "eps", "z", "out", "recon", "kl", "grad",
                  "objective",
-                 "_stats", "_values", "_ws", "_generation", "_bk")
+                 "workspace", "_stats", "_values", "_generation", "_bk")
 
     def __init__(self, ws, x, recon, bk):
         L, B = ws.L, ws.B
@@ -38,14 +41,14 @@ class Cache:
         self.recon, self.kl, self.grad = recon, ws.kl, ws.train
         self.objective = ws.objective
         self._stats, self._values, self._bk = ws.stats, None, bk
-        self._ws, self._generation = ws, ws.generation
+        self.workspace, self._generation = ws, ws.generation
 
     @property
     def stale(self):
         """True once a later forward pass has overwritten this cache's buffers."""
-        return self._ws.generation != self._generation
+        return self.workspace.generation != self._generation
 
-    def _read(self):
+    def values(self):
         """(loss, recon_mean, kl_mean) as Python floats, fetched once; on a GPU the input
         check of the pass is read with them (and a bad input raises here)."""
         if self._values is None:
@@ -54,28 +57,28 @@ class Cache:
                     "this cache's loss was overwritten by a later forward pass before it was "
                     "read; read cache.loss (or recon_mean, kl_mean) before the next forward "
                     "pass of the same batch shape")
-            if self._ws.checking:
+            if self.workspace.checking:
                 from .validate import raise_bad_data
-                raise_bad_data(*(int(v) for v in self._bk.to_numpy(self._ws.bad)))
+                raise_bad_data(*(int(v) for v in self._bk.to_numpy(self.workspace.bad)))
             loss, recon, kl = self._bk.to_numpy(self._stats).tolist()
             self._values = (loss, recon, kl)
         return self._values
 
     @property
     def loss(self):
-        return self._read()[0]
+        return self.values()[0]
 
     @property
     def recon_mean(self):
-        return self._read()[1]
+        return self.values()[1]
 
     @property
     def kl_mean(self):
-        return self._read()[2]
+        return self.values()[2]
 
     @property
     def neg_elbo(self):
-        v = self._read()
+        v = self.values()
         return v[1] + v[2]
 
 

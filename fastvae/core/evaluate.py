@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..io.data import Dataset, DataError
+from .step import StepContext
 from .validate import boolean, nonneg_int, positive_int
 
 #: the most decoder rows (samples x data rows) one pass of the log-likelihood estimate
@@ -93,7 +94,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
         if dist is None:
             raise
         failure = e
-    bk, Z = model._bk, model.latent_dim
+    bk, Z = model.kernels, model.latent_dim
 
     def rows():  # the sums [loss, recon, kl] over rows [lo, hi)
         buf = np.empty((max(1, min(bs, hi - lo)), ds.dim), dtype=model.dtype)
@@ -106,7 +107,7 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
             eps = noise[: L * n * Z].reshape(L, n, Z)
             bk.normal_eps(eps, key, s, 0)  # counter: the row's index in X
             model.forward(xb, eps, n_samples=L, validate=False, grad=False,
-                          objective="elbo", _acc=(acc, float(n)))
+                          objective="elbo", step=StepContext(acc=acc, weight=n))
         return bk.to_numpy(acc).astype(np.float64)
     if dist is None:
         sums = rows()
@@ -170,7 +171,7 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
         if dist is None:
             raise
         failure = e
-    bk, Z = model._bk, model.latent_dim
+    bk, Z = model.kernels, model.latent_dim
 
     def rows():  # the estimates of rows [lo, hi)
         xbuf = np.empty((bs, ds.dim), dtype=model.dtype)
@@ -191,14 +192,14 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
                     shapes.add((n, cj))
                     cache = model.forward(xb, eps, n_samples=cj, grad=False,
                                           objective="iwae", validate=False)
-                    lw = bk.to_numpy(cache._ws.logw).astype(np.float64).reshape(cj, n)
+                    lw = bk.to_numpy(cache.workspace.logw).astype(np.float64).reshape(cj, n)
                     new_top = np.maximum(top, lw.max(axis=0))
                     tot = tot * np.exp(top - new_top) + np.exp(lw - new_top).sum(axis=0)
                     top = new_top
                 per_row[s - lo:s - lo + n] = top + np.log(tot) - math.log(k)
         finally:
             for n, cj in shapes:
-                model._pool.discard(n, cj, False)
+                model.workspaces.discard(n, cj, False)
         return per_row
     if dist is not None:
         from ..training.distributed import estimate_fingerprint
@@ -225,7 +226,7 @@ def diagnostics(model, X, batch_size=1000, threshold=ACTIVE_THRESHOLD):
     buf = np.empty((min(bs, len(ds)), ds.dim), dtype=model.dtype)
     for s in range(0, len(ds), bs):
         idx = np.arange(s, min(len(ds), s + bs))
-        mu, lv = (model._bk.to_numpy(a).astype(np.float64)
+        mu, lv = (model.kernels.to_numpy(a).astype(np.float64)
                   for a in model.encode(ds.batch(idx, out=buf[: idx.size])))
         s1 += mu.sum(0)
         s2 += (mu * mu).sum(0)

@@ -21,7 +21,7 @@ def on_device(method):
     def run(self, *args, **kw):
         if self.device_id is None:
             return method(self, *args, **kw)
-        with self._bk.xp.cuda.Device(self.device_id):
+        with self.kernels.xp.cuda.Device(self.device_id):
             return method(self, *args, **kw)
     return run
 
@@ -41,15 +41,15 @@ class Inference:
         sample = boolean(sample, "sample")
         rng = generator(seed) if sample else check_seed(seed)
         x = check_batch(x, self, True, check_range=False)
-        ws = self._pool.get(x.shape[0], 1, False)
+        ws = self.workspaces.get(x.shape[0], 1, False)
         ws.generation += 1
         self._encoder_forward(ws, x)
         if sample:
-            self._draw_normal(ws.eps.reshape(1, *ws.eps.shape), rng)
+            self.draw_normal(ws.eps.reshape(1, *ws.eps.shape), rng)
         else:
             ws.eps.fill(0)
         # the training pass's own kernel: the same bias, clamp and sigma as training
-        self._bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
+        self.kernels.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
                                 self._params["enc.head.b"], ws.eps, *LOGVAR_RANGE)
         if sample:
             return ws.z.copy()
@@ -60,11 +60,11 @@ class Inference:
         """Decoder mean for latent codes z (N, Z): pixel probabilities (Bernoulli) or means
         (Gaussian), (N, D), as a new array."""
         z = check_latent(z, self)
-        ws = self._pool.get(z.shape[0], 1, False)
+        ws = self.workspaces.get(z.shape[0], 1, False)
         ws.generation += 1
         self._decoder_forward(ws, z)
-        final = ACT_SIGMOID if self._lik == LIK_BERNOULLI else ACT_IDENTITY
-        self._bk.bias_act_fwd(ws.out, self._params["dec.out.b"], final, 0.0)
+        final = ACT_SIGMOID if self.lik_code == LIK_BERNOULLI else ACT_IDENTITY
+        self.kernels.bias_act_fwd(ws.out, self._params["dec.out.b"], final, 0.0)
         return ws.out.copy()
 
     @on_device
@@ -81,13 +81,13 @@ class Inference:
         n = positive_int(n, "n")
         mean = boolean(mean, "mean")
         rng = generator(seed)
-        xp = self._bk.xp
+        xp = self.kernels.xp
         z = rng.standard_normal((n, self.latent_dim)).astype(self.dtype)
         m = self.decode(z)
         if mean:
             return m
-        if self._lik == LIK_BERNOULLI:
-            u = self._bk.asarray(rng.random((n, self.input_dim), dtype=self.dtype))
+        if self.lik_code == LIK_BERNOULLI:
+            u = self.kernels.asarray(rng.random((n, self.input_dim), dtype=self.dtype))
             return (u < m).astype(self.dtype)
         noise = rng.standard_normal((n, self.input_dim)).astype(self.dtype)
         scale = np.exp(self.obs_logscale()).astype(self.dtype)

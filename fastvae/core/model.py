@@ -20,9 +20,11 @@ from .. import backends as _backend
 from ..io import checkpoint as _io
 from .cache import Cache, DeviceFloat, Grads
 from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code
+from .noise import Noise
+from .snapshot import restore, saved_config, snapshot
+from .step import ALONE
 from .inference import Inference, on_device as _on_device
 from .params import build_layout, init_linear_, views
-from ..training.state import TrainState
 from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
     choice, data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
     positive_int, real)
@@ -77,9 +79,9 @@ class VAE(Inference):
                            else int_tuple(decoder_hidden, "decoder_hidden"))
         self.n_samples = positive_int(n_samples, "n_samples")
         self.activation = activation
-        self._act, self._alpha = activation_config(activation, activation_alpha)
+        self.act_code, self.act_alpha = activation_config(activation, activation_alpha)
         self.likelihood = likelihood
-        self._lik = likelihood_code(likelihood)
+        self.lik_code = likelihood_code(likelihood)
         self.beta = real(beta, "beta", at_least=0)
         self.free_bits = real(free_bits, "free_bits", at_least=0)
         self.objective = objective_config(objective, self.beta, self.free_bits)
@@ -92,44 +94,41 @@ class VAE(Inference):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(dtype)
         self.seed = nonneg_int(seed, "seed")
-        self._learn_scale, self._ls_size, fixed = obs_scale_config(obs_scale, self._lik,
+        self.learn_scale, self.logscale_size, fixed = obs_scale_config(obs_scale, self.lik_code,
                                                                    self.input_dim)
         # (a plain float, so that the config is JSON whatever number type was given)
         self.obs_scale = obs_scale if isinstance(obs_scale, str) else float(obs_scale)
         self.backend, device_id = _backend.split(_backend.resolve(backend))
-        self._bk = _backend.get(self.backend)
-        xp = self._bk.xp
+        self.kernels = _backend.get(self.backend)
+        xp = self.kernels.xp
         #: the GPU this model lives on (cuda backend; "cuda:N" picks it, "cuda" takes the
         #: current one); None elsewhere.  Every pass makes it current (:meth:`on_device`).
         self.device_id = None
-        if self._bk.DEVICE:
+        if self.kernels.DEVICE:
             self.device_id = xp.cuda.Device().id if device_id is None else device_id
         with self.on_device():  # the parameters live on the model's GPU
             self._entries, size = build_layout(self.input_dim, self.enc_hidden, self.latent_dim,
                                                self.dec_hidden,
-                                               self._ls_size if self._learn_scale else 0,
+                                               self.logscale_size if self.learn_scale else 0,
                                                self.dtype.itemsize)
             init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
-            # the training noise: Philox keyed by the seed, eps of (step, row, sample, dim)
-            # counter-based (see _draw_normal); _noise_counter counts the steps drawn
-            self._noise_key = tuple(int(k) for k in noise_rng.generate_state(2, np.uint32))
-            self._noise_counter = 0
-            # a loss-only pass given neither eps nor rng draws from a stream of its own, so
+            # the training noise (Philox keyed by the seed; see core/noise.py), and the
+            # stream a loss-only pass given neither eps nor rng draws from, so that
             # evaluating never changes what training draws (not saved: not the run's state)
-            self._eval_key = tuple(int(k) for k in np.random.SeedSequence(
-                (self.seed, 0xE7A1)).generate_state(2, np.uint32))
-            self._eval_counter = 0
+            self.noise = Noise(noise_rng.generate_state(2, np.uint32))
+            self.eval_noise = Noise(np.random.SeedSequence((self.seed, 0xE7A1)).generate_state(
+                2, np.uint32))
             host = np.zeros(size, dtype=self.dtype)
             named = views(host, self._entries)
             init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
-            if self._learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
+            if self.learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
                 named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
-            self.flat_params = self._bk.asarray(host)
+            self.flat_params = self.kernels.asarray(host)
             self.flat_grads = xp.zeros(size, dtype=self.dtype)
             self._params = views(self.flat_params, self._entries)
-            self._grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
+            self.grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
             self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
-            self._pool = WorkspacePool(self._new_workspace)
+            self.workspaces = WorkspacePool(self._new_workspace)
         #: the training run's state (optimizer, settings, position, history); None until
         #: the first fit.  See :class:`fastvae.training.state.TrainState`.
         self.train_state = None
@@ -141,18 +140,18 @@ class VAE(Inference):
         side by side; code that launches its own CuPy work on the model's arrays can too."""
         if self.device_id is None:
             return contextlib.nullcontext()
-        return self._bk.xp.cuda.Device(self.device_id)
+        return self.kernels.xp.cuda.Device(self.device_id)
 
     def config(self):
         """The constructor arguments that rebuild this model (without its backend)."""
-        has_alpha = self._act in (ACT_LEAKY_RELU, ACT_ELU)
+        has_alpha = self.act_code in (ACT_LEAKY_RELU, ACT_ELU)
         return {"input_dim": self.input_dim, "hidden": list(self.enc_hidden),
                 "latent_dim": self.latent_dim, "activation": self.activation,
                 "likelihood": self.likelihood, "n_samples": self.n_samples,
                 "beta": self.beta, "free_bits": self.free_bits, "dtype": self.dtype.name,
                 "seed": self.seed, "decoder_hidden": list(self.dec_hidden),
                 "obs_scale": self.obs_scale,
-                "activation_alpha": self._alpha if has_alpha else None,
+                "activation_alpha": self.act_alpha if has_alpha else None,
                 "objective": self.objective}
 
     @property
@@ -179,10 +178,10 @@ class VAE(Inference):
 
     def _new_workspace(self, B, L, train):
         try:
-            return Workspace(self._bk.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
-                             self.dec_hidden, self.input_dim, self._ls_size, train)
+            return Workspace(self.kernels.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
+                             self.dec_hidden, self.input_dim, self.logscale_size, train)
         except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
-            where = "GPU" if self._bk.DEVICE else "host"
+            where = "GPU" if self.kernels.DEVICE else "host"
             per_row = (2 * sum(self.enc_hidden) + 3 * L * sum(self.dec_hidden)
                        + 3 * L * self.input_dim + 10 * L * self.latent_dim)
             need = per_row * B * self.dtype.itemsize / 2 ** 20
@@ -194,7 +193,7 @@ class VAE(Inference):
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
         n = len(self.enc_hidden if side == "enc" else self.dec_hidden)
-        p, g = self._params, self._grads
+        p, g = self._params, self.grads
         return [(p[f"{side}.{i}.W"], p[f"{side}.{i}.b"], g[f"{side}.{i}.W"], g[f"{side}.{i}.b"])
                 for i in range(n)]
 
@@ -203,23 +202,23 @@ class VAE(Inference):
         """The Gaussian observation log standard deviation in use, as a host array of shape
         (1,) (fixed or shared) or (D,) (per pixel): for learned scales the soft floor
         LOGSCALE_FLOOR + softplus(raw - LOGSCALE_FLOOR) of the parameter ``dec.logscale``."""
-        if not self._learn_scale:
-            return self._bk.to_numpy(self._fixed_logscale).copy()
-        ls = self._bk.xp.empty(self._ls_size, dtype=self.dtype)
-        self._bk.logscale_fwd(ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
-        return self._bk.to_numpy(ls).copy()
+        if not self.learn_scale:
+            return self.kernels.to_numpy(self._fixed_logscale).copy()
+        ls = self.kernels.xp.empty(self.logscale_size, dtype=self.dtype)
+        self.kernels.logscale_fwd(ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
+        return self.kernels.to_numpy(ls).copy()
 
     # ------------------------------------------------------------------- forward
     @_on_device
     def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, grad=True,
-                objective=None, _acc=None, _row0=0, _batch=None, _reduce_kl=None):
+                objective=None, step=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
             copies; integer dtypes are refused).  eps : (L, B, Z), or (B, Z) when L = 1,
             standard normal noise; drawn from ``rng`` when None (default: the model's
             training noise, or with grad=False a stream of its own that training never
-            sees; see :meth:`_draw_normal`).  Either way it is saved in the cache: it is what
+            sees; see :meth:`draw_normal`).  Either way it is saved in the cache: it is what
             carries the gradient through the sample.  n_samples : L for this pass
             (default ``model.n_samples``).  validate=False skips the NaN/range scan of x
             (for data already checked, as ``fit`` does).
@@ -234,11 +233,13 @@ class VAE(Inference):
             importance samples: the loss is the IWAE bound, and the likelihood's gradient
             (computed after every row's loss, since each row is weighted by its normalised
             importance weight) is held for backward like the ELBO's.
-        ``_acc`` = (acc, weight): running sums, acc (3,) float64 += weight * [loss, recon,
-            kl], on the device (fit and elbo).
+        step : a :class:`~fastvae.core.step.StepContext` when this pass is part of a larger
+            step (fit's device-side loss sums, a data-parallel shard's place in the global
+            batch); None for a pass on its own.
         Returns a :class:`Cache`.
         """
-        bk = self._bk
+        bk = self.kernels
+        step = ALONE if step is None else step
         grad, validate = boolean(grad, "grad"), boolean(validate, "validate")
         obj = self.objective if objective is None else choice(objective, "objective",
                                                                  OBJECTIVES)
@@ -247,15 +248,15 @@ class VAE(Inference):
         x = check_batch(x, self, validate and not bk.DEVICE)
         L = self.n_samples if n_samples is None else positive_int(n_samples, "n_samples")
         B, Z = x.shape[0], self.latent_dim
-        ws = self._pool.get(B, L, grad)
+        ws = self.workspaces.get(B, L, grad)
         ws.generation += 1
         ws.checking = bool(validate and bk.DEVICE)
         if ws.checking:
             bk.check_data_into(ws.bad, x, *data_bounds(self))
         if eps is None:
-            self._draw_normal(ws.eps.reshape(L, B, Z), rng, _row0, training=grad)
+            self.draw_normal(ws.eps.reshape(L, B, Z), rng, step.row0, training=grad)
         else:
-            ws.eps[...] = check_eps(eps, L, B, Z, self._bk.xp)
+            ws.eps[...] = check_eps(eps, L, B, Z, self.kernels.xp)
         p = self._params
         self._encoder_forward(ws, x)
         # SAVE eps, sigma, mu and the raw logvar (in head): the sample path and the clamp
@@ -263,9 +264,9 @@ class VAE(Inference):
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)
         # a shard of a data-parallel step: gradients of the global batch's mean loss, and
         # free bits gated on the global batch's per-dimension KL
-        ws.batch = B if _batch is None else _batch
-        if _reduce_kl is not None and self.free_bits > 0:
-            _reduce_kl(ws.kl_dim, B)
+        ws.batch = B if step.batch is None else step.batch
+        if step.reduce_kl is not None and self.free_bits > 0:
+            step.reduce_kl(ws.kl_dim, B)
         Bg = ws.batch
         self._decoder_forward(ws, ws.z)
         ls = self._logscale_forward(ws)
@@ -274,31 +275,31 @@ class VAE(Inference):
         if obj != "elbo":
             # the weights need every sample's loss first: loss pass, weights, then the
             # gradient pass with each row weighted (SAVE wnorm, dout, dout_b, dls)
-            bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self._lik)
+            bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self.lik_code)
             bk.iwae_fwd(ws.logw, ws.wnorm, ws.loss_b, ws.loss_rows, ws.z, ws.eps, ws.logvar)
             if grad:
-                bk.likelihood_bwd(ws.dout, ws.dout_b, ws.dls, ws.out, x, ls, self._lik,
-                                  self._learn_scale, ws.wnorm, 1.0 / Bg)
+                bk.likelihood_bwd(ws.dout, ws.dout_b, ws.dls, ws.out, x, ls, self.lik_code,
+                                  self.learn_scale, ws.wnorm, 1.0 / Bg)
             obj_rows = ws.loss_b
         elif grad:
             # SAVE dout, dout_b, dls: the loss gradient is computed with the loss (one
             # pass); backward starts from it and copies the bias and scale gradients out
             bk.likelihood_fwd_bwd(ws.dout, ws.loss_rows, ws.dout_b, ws.dls, ws.out,
-                                  p["dec.out.b"], x, ls, self._lik, self._learn_scale,
+                                  p["dec.out.b"], x, ls, self.lik_code, self.learn_scale,
                                   1.0 / (Bg * L))
         else:
-            bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self._lik)
+            bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self.lik_code)
         recon = ws.loss_rows
         if L > 1:  # the mean over the L samples (np.mean(out=) would allocate: sum, scale)
             recon = ws.recon
             bk.xp.sum(ws.loss_rows.reshape(L, B), axis=0, out=recon)
             recon *= recon.dtype.type(1.0 / L)
-        acc, weight = (ws.stats, 0.0) if _acc is None else _acc
+        acc, weight = (ws.stats, 0.0) if step.acc is None else (step.acc, step.weight)
         bk.loss_stats(ws.stats, acc, ws.loss_rows, ws.kl, ws.kl_dim, self.free_bits,
                       self.beta * self.kl_scale, weight, obj_rows)
         cache = Cache(ws, x, recon, bk)
         if not bk.DEVICE:
-            cache._read()  # free on the host; on a GPU it would wait for the step
+            cache.values()  # free on the host; on a GPU it would wait for the step
         return cache
 
     def _encoder_forward(self, ws, x):
@@ -313,44 +314,38 @@ class VAE(Inference):
     def _stack_forward(self, side, x, hidden, out, last_W):
         """x through the hidden layers of ``side`` into the buffers ``hidden`` (SAVE: act'
         is read off them), then out = last hidden @ params[last_W]."""
-        bk, h = self._bk, x
+        bk, h = self.kernels, x
         for (W, b, _, _), hi in zip(self._layers(side), hidden):
             bk.matmul(hi, h, W)
-            bk.bias_act_fwd(hi, b, self._act, self._alpha)
+            bk.bias_act_fwd(hi, b, self.act_code, self.act_alpha)
             h = hi
         bk.matmul(out, h, self._params[last_W])
 
     def _logscale_forward(self, ws):
         """The Gaussian log-scale the likelihood uses: the fixed one, or the learned
         parameter softly floored into ws.ls."""
-        if not self._learn_scale:
+        if not self.learn_scale:
             return self._fixed_logscale
-        self._bk.logscale_fwd(ws.ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
+        self.kernels.logscale_fwd(ws.ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
         return ws.ls
 
-    def _draw_normal(self, eps, rng=None, row0=0, training=True):
+    def draw_normal(self, eps, rng=None, row0=0, training=True):
         """Fill ``eps`` (L, B, Z) with standard normal noise.
 
-        The model's own (training) noise, when ``rng`` is None: eps of (step t, row b,
-        sample l, dimension d) is element t * 2^34 + l*Z + d of the counter-based stream of
-        row row0 + b, keyed by the seed (:func:`reference.normal_eps`), t counting the draws
-        (``_noise_counter``).  It is drawn where the model computes (a GPU step never waits
-        for a copy), is the same on every backend, and does not depend on how a batch is
-        split (``row0``: the first row's place in the global batch, for data-parallel
-        training).  training=False (a loss-only pass) draws the same way from a stream of
-        its own, which training never sees.  An explicit ``rng`` (a NumPy Generator) draws
-        on the host instead.
+        With ``rng`` None: the model's training noise (:attr:`noise`), or with
+        training=False the loss-only passes' stream (:attr:`eval_noise`), which training never
+        sees; drawn where the model computes (a GPU step never waits for a copy), the same
+        on every backend, and independent of how a batch is split (``row0``: the first
+        row's place in the global batch, for data-parallel training; see
+        :mod:`fastvae.core.noise`).  An explicit ``rng`` (a NumPy Generator) draws on the host
+        instead.
         """
-        if rng is None and not training:
-            self._bk.normal_eps(eps, self._eval_key, row0, self._eval_counter << 34)
-            self._eval_counter += 1
-        elif rng is None:
-            self._bk.normal_eps(eps, self._noise_key, row0, self._noise_counter << 34)
-            self._noise_counter += 1
+        if rng is None:
+            (self.noise if training else self.eval_noise).draw(self.kernels, eps, row0)
         elif isinstance(eps, np.ndarray):
             rng.standard_normal(out=eps, dtype=eps.dtype)
         else:
-            eps[...] = self._bk.asarray(rng.standard_normal(eps.shape, dtype=eps.dtype))
+            eps[...] = self.kernels.asarray(rng.standard_normal(eps.shape, dtype=eps.dtype))
 
     # ------------------------------------------------------------------ backward
     @_on_device
@@ -366,13 +361,13 @@ class VAE(Inference):
         if cache.stale:
             raise RuntimeError("this cache is stale: a later forward pass on a batch of the same "
                                "shape overwrote its buffers; call backward before the next forward")
-        bk, ws, p, gr = self._bk, cache._ws, self._params, self._grads
-        act, alpha = self._act, self._alpha
+        bk, ws, p, gr = self.kernels, cache.workspace, self._params, self.grads
+        act, alpha = self.act_code, self.act_alpha
         Bg = ws.batch  # the global batch: the gradient of its mean loss
         # the likelihood's bias and scale gradients were computed with the loss in forward
         # and held in the workspace: they become parameter gradients here, and only here
         gr["dec.out.b"][...] = ws.dout_b
-        if self._learn_scale:
+        if self.learn_scale:
             bk.logscale_bwd(gr["dec.logscale"], ws.dls, p["dec.logscale"], LOGSCALE_FLOOR)
         dec = self._layers("dec")
         g_in = [ws.z] + ws.g  # the input of each decoder product
@@ -406,7 +401,7 @@ class VAE(Inference):
             bk.act_bias_bwd(ws.dh[i], gb, pre, ws.h[i], act, alpha)
             bk.matmul(gW, h_in[i], ws.dh[i], trans_a=True)
             d, Wnext = ws.dh[i], W
-        return self._grads
+        return self.grads
 
     def loss_and_grad(self, x, eps=None):
         """(loss, grads) for one batch: :meth:`forward` then :meth:`backward`."""
@@ -425,7 +420,7 @@ class VAE(Inference):
                              "opt was built for another model: its step would update that one")
         cache = self.forward(x)
         opt.step(self.backward(cache))
-        if self._bk.DEVICE:
+        if self.kernels.DEVICE:
             return DeviceFloat(lambda: cache.loss)
         return cache.loss
 
@@ -466,51 +461,22 @@ class VAE(Inference):
     def save(self, path):
         """Write a checkpoint (atomically): the model and its whole training state, so that
         :func:`fastvae.load` then ``fit`` continues exactly.  Returns the path."""
-        meta, arrays = self._checkpoint()
+        meta, arrays = snapshot(self)
         return _io.write(path, meta, arrays)
 
-    # ------------------------------------------------------- checkpoint and pickle
-    def _checkpoint(self):
-        """(meta, arrays): everything this model holds, as JSON-able metadata and host
-        arrays.  A checkpoint file and a pickle both store exactly this."""
-        backend = self.backend if self.device_id is None else f"cuda:{self.device_id}"
-        meta = {"config": self.config(), "backend": backend,
-                "noise": {"counter": self._noise_counter},
-                "metadata": self.metadata, "train_state": None}
-        arrays = {"params": np.ascontiguousarray(self._bk.to_numpy(self.flat_params))}
-        if self.train_state is not None:
-            tmeta, tarrays = self.train_state.to_checkpoint()
-            meta["train_state"] = tmeta
-            arrays.update({f"train.{k}": v for k, v in tarrays.items()})
-        return meta, arrays
-
-    @_on_device
-    def _restore(self, meta, arrays):
-        """Load parameters, noise position and training state from :meth:`_checkpoint`'s
-        output into this freshly built model (same configuration)."""
-        params = arrays["params"]
-        if params.shape != tuple(self.flat_params.shape) or params.dtype != self.dtype:
-            raise ValueError(f"parameters have shape {params.shape} and dtype {params.dtype}; "
-                             f"the configuration needs {tuple(self.flat_params.shape)} "
-                             f"{self.dtype}")
-        self.flat_params[...] = self._bk.asarray(params)
-        self._noise_counter = int(meta["noise"]["counter"])
-        self.metadata = dict(meta.get("metadata") or {})
-        if meta.get("train_state") is not None:
-            tarrays = {k[6:]: v for k, v in arrays.items() if k.startswith("train.")}
-            self.train_state = TrainState.from_checkpoint(self, meta["train_state"], tarrays)
-
+    # ------------------------------------------------------------------- pickle
     def __getstate__(self):
         with self.on_device():
-            meta, arrays = self._checkpoint()
+            meta, arrays = snapshot(self)
         return {"format": _io.FORMAT_VERSION, "meta": meta, "arrays": arrays}
 
     def __setstate__(self, state):
         meta = state["meta"]
         # the backend by name: a CUDA model unpickled where there is no GPU fails here,
         # saying so (fastvae.load(path, backend="cpu") moves a model between devices)
-        self.__init__(backend=meta["backend"], **_saved_config(meta))
-        self._restore(meta, state["arrays"])
+        self.__init__(backend=meta["backend"], **saved_config(meta))
+        with self.on_device():
+            restore(self, meta, state["arrays"])
 
     @_on_device
     def export_onnx(self, path, part="vae", opset=None):
@@ -532,27 +498,17 @@ def load(path, backend=None):
     """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
     with its whole training state (optimizer and moments, settings, generator states,
     position in the epoch, history), so that ``model.fit(X, epochs=n)`` continues exactly
-    where the saved run stopped.  Raises :class:`fastvae.io.checkpoint.CheckpointError` naming the file
+    where the saved run stopped.  Raises :class:`fastvae.io.CheckpointError` naming the file
     for anything that is not a usable checkpoint."""
     meta, arrays = _io.read(path)
     try:
-        model = VAE(backend=backend, **_saved_config(meta))
+        model = VAE(backend=backend, **saved_config(meta))
     except (KeyError, TypeError, ValueError) as e:
         raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
                                   f"({e})") from None
     try:
-        model._restore(meta, arrays)
+        with model.on_device():
+            restore(model, meta, arrays)
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise _io.CheckpointError(f"{path}: {e}") from None
     return model
-
-
-def _saved_config(meta):
-    """The constructor arguments a checkpoint saved.  Files written before the Bernoulli
-    likelihood refused a numeric obs_scale may hold one: it never had an effect, and loads
-    as the default."""
-    cfg = dict(meta["config"])
-    if cfg.get("likelihood", "bernoulli") != "gaussian" and not isinstance(
-            cfg.get("obs_scale", 1.0), str):
-        cfg["obs_scale"] = 1.0
-    return cfg

@@ -86,7 +86,7 @@ def _as_float_array(a, what, dtype, xp):
 
 def check_batch(x, model, validate=True, check_range=True):
     """x must be (B, D) floats with D = model.input_dim; finite; in [0, 1] for Bernoulli."""
-    xp = model._bk.xp
+    xp = model.kernels.xp
     ndim = getattr(x, "ndim", None)
     if ndim is None:
         x = np.asarray(x)
@@ -101,13 +101,13 @@ def check_batch(x, model, validate=True, check_range=True):
         raise ValueError("x has no rows")
     x = _as_float_array(x, "x", model.dtype, xp)
     if validate:
-        raise_bad_data(*model._bk.check_data(x, *data_bounds(model, check_range)))
+        raise_bad_data(*model.kernels.check_data(x, *data_bounds(model, check_range)))
     return x
 
 
 def data_bounds(model, check_range=True):
     """(lo, hi) the data must lie in: [0, 1] for the Bernoulli likelihood, else anything."""
-    bern = model._lik == LIK_BERNOULLI and check_range
+    bern = model.lik_code == LIK_BERNOULLI and check_range
     return (0.0, 1.0) if bern else (-np.inf, np.inf)
 
 
@@ -143,7 +143,7 @@ def check_latent(z, model):
     shape = tuple(getattr(z, "shape", np.shape(z)))
     if len(shape) != 2 or shape[1] != model.latent_dim:
         raise ValueError(f"z must have shape (N, {model.latent_dim}), got {shape}")
-    xp = model._bk.xp
+    xp = model.kernels.xp
     if not hasattr(z, "dtype"):
         z = np.asarray(z)
     on_device = xp is not np and isinstance(z, xp.ndarray)

@@ -99,4 +99,12 @@ class WorkspacePool:
         self._pool.pop((B, L, bool(train)), None)
 
     def clear(self):
+        """Forget every workspace."""
         self._pool.clear()
+
+    def __contains__(self, key):
+        """Whether the workspace of (B, L, train) is kept."""
+        return key in self._pool
+
+    def __len__(self):
+        return len(self._pool)

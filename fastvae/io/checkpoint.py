@@ -27,7 +27,7 @@ import zlib
 
 import numpy as np
 
-from .._version import __version__
+from ..version import __version__
 from ..core.codes import LOGSCALE_FLOOR
 from ..training.state import default_generator_states
 
@@ -48,11 +48,11 @@ def write(path, meta, arrays):
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastvae_version": __version__,
             "params_crc32": zlib.crc32(params.tobytes()), **meta}
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return path
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """Call write(file) on a temporary file beside ``path``, fsync, then rename it over
     ``path``; on any failure the temporary file is removed and ``path`` is untouched."""
     d = os.path.dirname(os.path.abspath(path))

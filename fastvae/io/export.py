@@ -111,15 +111,14 @@ def check_exportable(model):
 
     Everything fastvae's VAE offers today is exportable; this guards the exporter against a
     model configured with something it does not know (a new activation or likelihood)."""
-    from ..core.model import VAE
-    if not isinstance(model, VAE):
+    if not all(hasattr(model, a) for a in ("parameters", "act_code", "lik_code", "kernels")):
         raise ValueError(f"export_onnx exports a fastvae.VAE, got {type(model).__name__}")
     known = ACTIVATIONS.get(model.activation, (None,))[0]
-    if model.activation not in _ACTIVATIONS or known != model._act:
+    if model.activation not in _ACTIVATIONS or known != model.act_code:
         raise ValueError(f"cannot export to ONNX: activation {model.activation!r} (code "
-                         f"{model._act}) has no ONNX form here; exportable: "
+                         f"{model.act_code}) has no ONNX form here; exportable: "
                          f"{', '.join(_ACTIVATIONS)}")
-    if model.likelihood not in LIKELIHOODS or LIKELIHOODS[model.likelihood] != model._lik:
+    if model.likelihood not in LIKELIHOODS or LIKELIHOODS[model.likelihood] != model.lik_code:
         raise ValueError(f"cannot export to ONNX: likelihood {model.likelihood!r} has no ONNX "
                          f"form here; exportable: {', '.join(LIKELIHOODS)}")
     if np.dtype(model.dtype).name not in ("float32", "float64"):
@@ -232,7 +231,7 @@ def _stack(g, model, params, side, h, last_W, last_b, out=None):
     for i in range(n):
         h = g.op("Gemm", h, g.param(f"{side}.{i}.W", params[f"{side}.{i}.W"]),
                  g.param(f"{side}.{i}.b", params[f"{side}.{i}.b"]))
-        h = act(g, h, model._alpha)
+        h = act(g, h, model.act_alpha)
     return g.op("Gemm", h, g.param(last_W, params[last_W]), g.param(last_b, params[last_b]),
                 out=out)
 
@@ -276,10 +275,10 @@ def to_onnx(model, part="vae", opset=None):
     onnx = _import_onnx()
     opset = check_opset(opset, onnx.defs.onnx_opset_version())
     check_exportable(model)
-    from .._version import __version__
+    from ..version import __version__
     helper = onnx.helper
 
-    params = {k: np.array(model._bk.to_numpy(v)) for k, v in model.parameters().items()}
+    params = {k: np.array(model.kernels.to_numpy(v)) for k, v in model.parameters().items()}
     g = _Graph(onnx, model.dtype)
     D, Z = model.input_dim, model.latent_dim
     dims = {"x": D, "eps": Z, "z": Z, "mu": Z, "logvar": Z, "x_hat": D}
@@ -328,9 +327,9 @@ def export_onnx(model, path, part="vae", opset=None):
     (an ImportError saying ``pip install 'fastvae[onnx]'``), a missing directory."""
     import os
 
-    from .checkpoint import _atomic_write
+    from .checkpoint import atomic_write
     proto = to_onnx(model, part, opset)
     data = proto.SerializeToString()
     path = os.fspath(path)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write(path, lambda f: f.write(data))
     return path

@@ -23,7 +23,7 @@ class Batches:
     """
 
     def __init__(self, model, ds, B, binarize, bin_rng, shard=None):
-        self.ds, self.binarize, self.bin_rng, self.bk = ds, binarize, bin_rng, model._bk
+        self.ds, self.binarize, self.bin_rng, self.bk = ds, binarize, bin_rng, model.kernels
         self.B, self.on_device = B, False
         self.shard = shard or (lambda start, stop: (start, stop))
         self.mapped = isinstance(ds.x, np.memmap)

@@ -5,7 +5,7 @@ rows) is split into one contiguous shard per rank (:func:`shard`); a rank reads 
 computes only its shard, with its gradients scaled by the *global* batch size, so that one
 ``Allreduce`` (a sum) of the flat gradient buffer gives every rank the gradient of the
 whole batch, and every rank takes the same optimizer step.  The noise of a row depends on
-(seed, step, its place in the global batch) only (:meth:`fastvae.VAE._draw_normal`),
+(seed, step, its place in the global batch) only (:mod:`fastvae.core.noise`),
 dynamic binarization draws the whole global batch's uniforms on every rank, and with free
 bits the per-dimension KL is reduced before the gate: N ranks give what one process gives
 with the same global batch, to the rounding of the sums.
@@ -60,8 +60,8 @@ def estimate_fingerprint(model, ds, args):
     log-likelihood): the data, the model, its parameters and backend, the arguments that
     change the result."""
     return {"the data": _rows_digest(ds), "the model": repr(sorted(model.config().items())),
-            "the parameters": _digest(model._bk.to_numpy(model.flat_params)),
-            "the backend": model._bk.NAME, "the arguments": repr(args)}
+            "the parameters": _digest(model.kernels.to_numpy(model.flat_params)),
+            "the backend": model.kernels.NAME, "the arguments": repr(args)}
 
 
 def local_rank(comm):
@@ -138,7 +138,7 @@ class Distributed:
         MPI = _mpi()
         self.MPI, self.comm = MPI, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.bk = model._bk
+        self.bk = model.kernels
         # every collective of a step is one Allreduce of this vector, so that a rank that
         # failed can always take part in whatever the others are in: [fail, stop, loss sum,
         # recon sum, kl sum, rows, the rows' per-dimension KL sums (free bits)]
@@ -227,9 +227,9 @@ class Distributed:
         return {"the training data": _rows_digest(train),
                 "the validation data": _rows_digest(valset),
                 "the model": repr(sorted(model.config().items())),
-                "the backend": model._bk.NAME,
+                "the backend": model.kernels.NAME,
                 "the parameters": _digest(self.bk.to_numpy(model.flat_params)),
-                "the training state": (model._noise_counter, None if st is None else
+                "the training state": (model.noise.counter, None if st is None else
                                        (st.step, st.epoch, st.row)),
                 "the settings": repr((sorted(settings.items()), epochs, opt,
                                       sorted((k, plain(v)) for k, v in given.items())))}

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 
@@ -23,8 +21,10 @@ import numpy as np
 
 from ..io.data import DataError
 from .batches import Batches
+from .interrupt import SigintGuard
 from .distributed import DistributedError
 from ..core.evaluate import as_dataset, elbo
+from ..core.step import StepContext
 from .progress import Progress
 from .state import TrainState, resolve
 from ..core.validate import boolean, nonneg_int
@@ -95,9 +95,9 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     if comm is not None:
         from .distributed import Distributed
         dist = Distributed(comm, model)
-    # A Ctrl-C from here on only sets guard.hit (see _SigintGuard); with ranks a rank's
+    # A Ctrl-C from here on only sets guard.hit (see SigintGuard); with ranks a rank's
     # own flag is never obeyed alone: the stop is agreed (see _Loop.agree)
-    with _SigintGuard() as guard:
+    with SigintGuard() as guard:
         try:
             return _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, dist,
                         guard, dict(batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -204,7 +204,7 @@ class _Loop:
         self.batches = Batches(model, train, B, settings["binarize"], st.binarize_rng,
                                None if dist is None else dist.shard)
         self.reduce_kl = None if dist is None else dist.kl_dim_reducer
-        bk = self.bk = model._bk
+        bk = self.bk = model.kernels
         # One process on a GPU: the epoch's running sums (loss, recon, kl) stay on the
         # device and nothing in the loop waits for them (see _sync_sums: they are read
         # every DEVICE_CHECK_EVERY steps); they continue from the saved ones, so that a
@@ -365,11 +365,11 @@ class _Loop:
             self.acc_mark[...] = self.acc
         bits = (self.st.binarize_rng.bit_generator.state
                 if self.settings["binarize"] == "dynamic" else None)
-        return self.model._noise_counter, bits
+        return self.model.noise.mark(), bits
 
     def rollback(self, mark):
         """Give back a step that did not happen (see :meth:`mark`)."""
-        self.model._noise_counter = mark[0]
+        self.model.noise.give_back(mark[0])
         if mark[1] is not None:
             self.st.binarize_rng.bit_generator.state = mark[1]
         if self.acc is not None:
@@ -421,18 +421,18 @@ def _local_step(model, batches, lo, hi, start, stop, acc, reduce_kl, st, opt):
     m = hi - lo
     if m == 0:  # more ranks than rows in this batch: take part with a zero gradient
         batches.skip(start, stop)
-        model._noise_counter += 1  # every rank draws one step of noise per step
+        model.noise.skip()  # every rank takes one step of noise per step
         if reduce_kl is not None and model.free_bits > 0:
-            reduce_kl(stop - start)(model._bk.xp.zeros(model.latent_dim, dtype=model.dtype), 0)
+            reduce_kl(stop - start)(model.kernels.xp.zeros(model.latent_dim, dtype=model.dtype), 0)
         model.flat_grads.fill(0)
         return 0.0, 0.0, 0.0, 0
     xb = batches.get(lo, hi, start, stop)
-    cache = model.forward(xb, validate=False, _acc=None if acc is None else (acc, float(m)),
-                          _row0=lo - start, _batch=stop - start,
-                          _reduce_kl=None if reduce_kl is None else reduce_kl(stop - start))
+    step = StepContext(acc=acc, weight=m, row0=lo - start, batch=stop - start,
+                       reduce_kl=None if reduce_kl is None else reduce_kl(stop - start))
+    cache = model.forward(xb, validate=False, step=step)
     sums = (0.0, 0.0, 0.0, m)
     if acc is None:
-        loss, recon, kl = cache._read()
+        loss, recon, kl = cache.values()
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"the loss is {loss} at epoch {st.epoch + 1}, step {st.epoch_steps + 1}; "
@@ -565,48 +565,3 @@ def _summary(rec):
     if "val_neg_elbo" in rec:
         s += f"  val -elbo {rec['val_neg_elbo']:8.2f}"
     return s + f"  {rec['seconds']:.1f}s  {rec['samples_per_s']:,.0f} samples/s"
-
-
-class _SigintGuard:
-    """Turns the first Ctrl-C into a flag the loop checks between steps (so a step is never
-    cut in half); a second Ctrl-C raises KeyboardInterrupt as usual.  ``out`` (a Progress,
-    set when there is one) gets a note; an error writing it is not the handler's to raise."""
-
-    def __init__(self):
-        self.hit = False
-        self.out = None
-        self._old = None
-        self.held, self.late = 0, False
-
-    def hold(self):
-        """Until the matching :meth:`release` (holds nest), a second Ctrl-C waits."""
-        self.held += 1
-
-    def release(self):
-        self.held -= 1
-        if self.late and not self.held:
-            self.late = False
-            raise KeyboardInterrupt
-
-    def _handle(self, signum, frame):
-        if self.hit:
-            if self.held:
-                self.late = True
-                return
-            raise KeyboardInterrupt
-        self.hit = True
-        try:
-            if self.out is not None:
-                self.out.note("Ctrl-C: stopping after this step (press again to abort now)")
-        except Exception:  # noqa: BLE001  (a closed stream must not raise mid-step)
-            pass
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False

@@ -23,7 +23,7 @@ class Optimizer:
     """
 
     def __init__(self, model, **hyper):
-        if not (hasattr(model, "flat_params") and hasattr(model, "_bk")):
+        if not (hasattr(model, "flat_params") and hasattr(model, "kernels")):
             raise TypeError(f"an optimizer needs the fastvae.VAE it updates, got {model!r}")
         self.model = model
         for k, v in self.checked(**hyper).items():
@@ -63,7 +63,7 @@ class Optimizer:
             missing, extra = names - set(grads), set(grads) - names
             raise ValueError(f"grads do not match the model's parameters (missing: "
                              f"{sorted(missing)}, unexpected: {sorted(extra)})")
-        target = m._grads
+        target = m.grads
         for k, v in grads.items():
             if tuple(v.shape) != tuple(target[k].shape):
                 raise ValueError(f"grads[{k!r}] has shape {tuple(v.shape)}, expected "
@@ -74,7 +74,7 @@ class Optimizer:
     def _grad_scale(self, g):
         if self.clip_norm is None:
             return 1.0
-        bk = self.model._bk
+        bk = self.model.kernels
         if bk.DEVICE:
             # the norm and the scale stay on the device: nothing waits.  A non-finite norm
             # makes the scale NaN, and the update kernel then changes nothing.
@@ -108,7 +108,7 @@ class Optimizer:
         bufs = getattr(self, "_clip_bufs", None)
         if bufs is None:
             return 0
-        total = int(self.model._bk.to_numpy(bufs[1])[1])
+        total = int(self.model.kernels.to_numpy(bufs[1])[1])
         new, self._skipped_seen = total - self._skipped_seen, total
         return new
 
@@ -127,7 +127,7 @@ class Optimizer:
 
     def state_dict(self):
         """Host copies of the optimizer's state (for checkpoints)."""
-        bk = self.model._bk
+        bk = self.model.kernels
         st = {"step_count": self.step_count}
         for k, v in self._buffers().items():
             st[k] = bk.to_numpy(v).copy()
@@ -137,7 +137,7 @@ class Optimizer:
         self.step_count = int(st["step_count"])
         with self.model.on_device():
             for k, v in self._buffers().items():
-                v[...] = self.model._bk.asarray(st[k])
+                v[...] = self.model.kernels.asarray(st[k])
 
 
 class Adam(Optimizer):
@@ -153,7 +153,7 @@ class Adam(Optimizer):
                  clip_norm=None):
         super().__init__(model, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          clip_norm=clip_norm)
-        xp, shape, dt = model._bk.xp, model.flat_params.shape, model.dtype
+        xp, shape, dt = model.kernels.xp, model.flat_params.shape, model.dtype
         with model.on_device():
             self.m = xp.zeros(shape, dtype=dt)
             self.v = xp.zeros(shape, dtype=dt)
@@ -173,7 +173,7 @@ class Adam(Optimizer):
 
     def _update(self, g, scale):
         m = self.model
-        m._bk.adam_step(m.flat_params, self.m, self.v, g, self.lr, self.betas[0],
+        m.kernels.adam_step(m.flat_params, self.m, self.v, g, self.lr, self.betas[0],
                         self.betas[1], self.eps, self.weight_decay, self.decoupled,
                         self.step_count, scale)
 
@@ -200,7 +200,7 @@ class SGD(Optimizer):
         super().__init__(model, lr=lr, momentum=momentum, nesterov=nesterov,
                          weight_decay=weight_decay, clip_norm=clip_norm)
         with model.on_device():
-            self.buf = model._bk.xp.zeros(model.flat_params.shape, dtype=model.dtype)
+            self.buf = model.kernels.xp.zeros(model.flat_params.shape, dtype=model.dtype)
 
     @classmethod
     def _checked_rest(cls, momentum, nesterov):
@@ -215,7 +215,7 @@ class SGD(Optimizer):
 
     def _update(self, g, scale):
         m = self.model
-        m._bk.sgd_step(m.flat_params, self.buf, g, self.lr, self.momentum, self.nesterov,
+        m.kernels.sgd_step(m.flat_params, self.buf, g, self.lr, self.momentum, self.nesterov,
                        self.weight_decay, self.step_count, scale)
 
 
