@@ -14,7 +14,7 @@ _LAZY = {
     "load": ("fastvae.core.model", "load"),
     "TrainState": ("fastvae.training.state", "TrainState"),
     "Dataset": ("fastvae.io.data", "Dataset"),
-    "StopTraining": ("fastvae.training.fit", "StopTraining"),
+    "StopTraining": ("fastvae.training.loop", "StopTraining"),
     "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
 }
 

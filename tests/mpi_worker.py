@@ -7,7 +7,8 @@ SPEC: {"out": dir, "backend", "dtype", "fit": {fit's settings}, "epochs", "rows"
 MemoryError in that optimizer update), "stop": {"rank", "epoch"} or null (a callback
 raising StopTraining after that epoch, on that rank only), "of_rank": {rank: {"rows": n,
 "fit": {...}, "model": {...}, "data": ...}} (what differs on that rank), "data": "shift" (the
-last row halved) | {"nan_row": i} (a NaN in row i), "emu_dir": dir (run the cuda backend on
+last row halved) | {"nan_row": i} (a NaN in row i) | {"changed_row": i} (one value of row i
+changed), "emu_dir": dir (run the cuda backend on
 the emulated GPU built there, tests/cuda_emu.py), and faults on one rank: "sync_error":
 {"rank", "call"} (that stream synchronize raises, as CuPy reports a kernel's fault),
 "warnings_error": rank (warnings are errors there), "stream_fail": rank (progress on a
@@ -60,6 +61,8 @@ def main(spec_path):
     change = mine.get("data", spec.get("data"))
     if change == "shift":
         X[-1] *= 0.5
+    elif change is not None and "changed_row" in change:
+        X[change["changed_row"], 3] += 0.25
     elif change is not None:
         X[change["nan_row"], 3] = np.nan
     V = data(spec.get("val_rows", 40), seed=1).astype(spec["dtype"])

@@ -251,36 +251,48 @@ def test_estimates_with_ranks_refuse_bad_or_differing_input_on_every_rank(differ
 
 
 @needs_mpi
-def test_bad_data_stops_every_rank_before_training_naming_the_rank_that_found_it(tmp_path):
-    """The ranks share the data scan (rows 77..153 are rank 1's of 230 on 3 ranks): rank 1
-    finds the NaN in row 100 and raises the DataError itself, the others a DistributedError
-    naming rank 1 and the cause; nobody waits."""
+def test_bad_data_stops_every_rank_before_training(tmp_path):
+    """Every rank scans its whole in-memory copy: the NaN in row 100 is found by each of the
+    3 ranks, each raises the DataError itself, before any step; nobody waits."""
     r, ranks, params = run_mpi(3, tmp_path, "nan", data={"nan_row": 100})
     assert r.returncode != 0
-    assert ranks[1]["error"] == ("DataError: training data: 1 NaN or infinite value(s) in "
-                                 "rows 77..153"), ranks[1]["error"]
-    for rep in (ranks[0], ranks[2]):
-        assert rep["error"] == ("DistributedError: fit refused on rank 1: DataError: training "
-                                "data: 1 NaN or infinite value(s) in rows 77..153"), rep["error"]
+    for rep in ranks:
+        assert rep["error"] == "DataError: training data: 1 NaN or infinite value(s)", rep
     fresh = fastvae.VAE(30, backend="cpu", dtype="float64", **MODEL)
     for p in params:
         np.testing.assert_array_equal(p, fresh.flat_params)
 
 
 @needs_mpi
-def test_nan_data_on_one_rank_only_stops_every_rank_when_it_reaches_the_loss(tmp_path):
-    """Row 30 is NaN on rank 1 only (the scan of rows 0..114 is rank 0's, and row 30 is not
-    among the sampled rows compared between ranks): the first step, unshuffled, gives rows
-    25..49 to rank 1, its loss is NaN, and every rank stops before the update."""
+def test_a_nan_in_one_ranks_copy_outside_its_share_stops_every_rank_naming_it(tmp_path):
+    """Row 30 is NaN on rank 1 only: outside rank 1's share of every scan that splits rows
+    (rank 0 holds rows 0..114) and not among the 64 rows sampled across the copies.  Rank
+    1's scan of its whole copy finds it: rank 1 raises the DataError, rank 0 a
+    DistributedError naming rank 1 and the cause, before any step."""
     r, ranks, params = run_mpi(2, tmp_path, "nan1", fit={**FIT, "shuffle": False,
                                                          "binarize": "none"},
                                of_rank={"1": {"data": {"nan_row": 30}}})
     assert r.returncode != 0
+    assert ranks[1]["error"] == "DataError: training data: 1 NaN or infinite value(s)"
+    assert ranks[0]["error"] == ("DistributedError: fit refused on rank 1: DataError: "
+                                 "training data: 1 NaN or infinite value(s)"), ranks[0]
+    fresh = fastvae.VAE(30, backend="cpu", dtype="float64", **MODEL)
+    for p in params:
+        np.testing.assert_array_equal(p, fresh.flat_params)
+
+
+@needs_mpi
+def test_one_differing_value_in_one_ranks_copy_stops_every_rank(tmp_path):
+    """One value of row 30 (not among the 64 rows sampled across the copies) differs on
+    rank 1: the checksums of the whole copies differ, and every rank refuses to train."""
+    r, ranks, params = run_mpi(2, tmp_path, "changed", of_rank={"1": {"data": {
+        "changed_row": 30}}})
+    assert r.returncode != 0
     for rep in ranks:
-        # (rank 0's loss is NaN too: the free-bits gate reads the KL of the global batch)
-        assert rep["error"].startswith("DistributedError: training stopped on every rank: ")
-        assert "rank 1: FloatingPointError: the loss is nan at epoch 1, step 1;" \
-            in rep["error"], rep
+        assert rep["error"] == ("DataError: the MPI ranks differ in the training data (same "
+                                "shape, different values); every rank must run the same "
+                                "script on the same data, with the same model and "
+                                "settings"), rep
     fresh = fastvae.VAE(30, backend="cpu", dtype="float64", **MODEL)
     for p in params:
         np.testing.assert_array_equal(p, fresh.flat_params)

@@ -503,7 +503,7 @@ def test_a_failed_validation_closes_the_same_epoch_again():
     a = _tiny()
     a.fit(X, epochs=2, batch_size=50, val=X[:40], progress=False)
     b = _tiny()
-    import fastvae.training.fit as T
+    import fastvae.training.loop as T
     elbo, calls = T.elbo, [0]
 
     def failing(*args, **kw):

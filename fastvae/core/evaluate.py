@@ -57,19 +57,20 @@ def _dataset_for(model, X):
     return ds
 
 
-def _rows_of(model, X, validate, dist):
-    """(ds, lo, hi, validate) of an estimate: X as a Dataset of the model's width, this
-    rank's rows [lo, hi) of it (all without ranks), scanned for NaN/inf and range on the
-    host once when validate (a GPU pass reports its input check only with its loss)."""
+def _rows_of(model, X, validate, ag):
+    """(ds, lo, hi, validate, fingerprint) of an estimate: X as a Dataset of the model's
+    width, this process's rows [lo, hi) of it, scanned for NaN/inf and range on the host
+    once when validate (a GPU pass reports its input check only with its loss), and what
+    MPI ranks compare of it (:meth:`~fastvae.training.agreement.Solo.check_data`)."""
     ds = _dataset_for(model, X)
     validate = boolean(validate, "validate")
-    lo, hi = (0, len(ds)) if dist is None else dist.shard(0, len(ds))
-    if validate:
-        ds.check(model.likelihood, None if dist is None else (lo, hi))
-    return ds, lo, hi, validate
+    lo, hi = ag.shard(0, len(ds))
+    fingerprint = ag.check_data(ds, model.likelihood, scan=validate)
+    return ds, lo, hi, validate, fingerprint
 
 
-def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=None, _dist=None):
+def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=None, *,
+         agreement=None):
     """Estimate the ELBO of every datapoint of X and average, ``batch_size`` rows at a time.
 
     X : (N, D) array or Dataset.  The estimate samples z ~ q(z|x) (``n_samples`` draws per
@@ -81,19 +82,18 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
     data already checked).  comm : an mpi4py communicator: every rank passes the same X and
     arguments (checked: ranks that differ, or a rank whose arguments are refused, raise on
     every rank) and estimates its share of the rows; every rank returns the whole result.
-    Returns an :class:`ElboResult`.
+    agreement : fit's validation passes the training run's own (whose ranks were compared
+    before training) instead of ``comm``.  Returns an :class:`ElboResult`.
     """
-    dist = _dist if _dist is not None else _distributed(comm, model)
-    failure = None
+    ag = _agreement(comm, model) if agreement is None else agreement
+    failure = data = None
     try:
         L = positive_int(n_samples, "n_samples")
         bs = positive_int(batch_size, "batch_size")
         key = noise_key(model, seed, stream=0x5EED)
-        ds, lo, hi, validate = _rows_of(model, X, validate, dist)
+        ds, lo, hi, validate, data = _rows_of(model, X, validate, ag)
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
-        if dist is None:
-            raise
-        failure = e
+        failure = ag.fail(e)
     bk, Z = model.kernels, model.latent_dim
 
     def rows():  # the sums [loss, recon, kl] over rows [lo, hi)
@@ -109,14 +109,11 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
             model.forward(xb, eps, n_samples=L, validate=False, grad=False,
                           objective="elbo", step=StepContext(acc=acc, weight=n))
         return bk.to_numpy(acc).astype(np.float64)
-    if dist is None:
-        sums = rows()
-    elif _dist is not None:  # fit's validation: the ranks were compared before training
-        sums = np.sum(dist.gather(failure, rows, "elbo failed"), axis=0)
+    if agreement is not None:  # fit's validation: the ranks were compared before training
+        sums = np.sum(ag.gather(failure, rows, "elbo failed"), axis=0)
     else:
-        from ..training.distributed import estimate_fingerprint
-        sums = np.sum(dist.gather_same(failure, lambda: estimate_fingerprint(
-            model, ds, ("elbo", L, int(seed), validate)), rows, "elbo failed"), axis=0)
+        sums = np.sum(ag.gather_same(failure, lambda: estimate_fingerprint(
+            model, data, ("elbo", L, int(seed), validate)), rows, "elbo failed"), axis=0)
     n = len(ds)
     _, recon, kl = (float(v) / n for v in sums)
     return ElboResult(elbo=-(recon + kl), neg_elbo=recon + kl, recon=recon, kl=kl, n=n,
@@ -130,11 +127,16 @@ def noise_key(model, seed, stream=0x11CE):
     return tuple(int(k) for k in ss.generate_state(2, np.uint32))
 
 
-def _distributed(comm, model):
-    if comm is None:
-        return None
-    from ..training.distributed import Distributed
-    return Distributed(comm, model)
+def _agreement(comm, model):
+    from ..training.agreement import agreement
+    return agreement(comm, model)
+
+
+def estimate_fingerprint(model, data, args):
+    """What MPI ranks compare before an estimate (see
+    :func:`fastvae.training.distributed.estimate_fingerprint`)."""
+    from ..training.distributed import estimate_fingerprint as fingerprint
+    return fingerprint(model, data, args)
 
 
 def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, comm=None):
@@ -157,20 +159,18 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
     arguments differ, or a rank whose arguments are refused, raise on every rank).
     Returns a :class:`LogLikelihood`.
     """
-    dist = _distributed(comm, model)
-    failure = None
+    ag = _agreement(comm, model)
+    failure = data = None
     try:
         k = positive_int(k, "k")
         key = noise_key(model, seed)
-        ds, lo, hi, validate = _rows_of(model, X, validate, dist)
+        ds, lo, hi, validate, data = _rows_of(model, X, validate, ag)
         bs = (min(100, CHUNK_ROWS) if batch_size is None
               else positive_int(batch_size, "batch_size"))
         bs = min(bs, len(ds))
         c = max(1, min(k, CHUNK_ROWS // bs))  # samples per chunk
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
-        if dist is None:
-            raise
-        failure = e
+        failure = ag.fail(e)
     bk, Z = model.kernels, model.latent_dim
 
     def rows():  # the estimates of rows [lo, hi)
@@ -201,11 +201,9 @@ def log_likelihood(model, X, k=5000, batch_size=None, seed=0, validate=True, com
             for n, cj in shapes:
                 model.workspaces.discard(n, cj, False)
         return per_row
-    if dist is not None:
-        from ..training.distributed import estimate_fingerprint
-    per_row = rows() if dist is None else np.concatenate(dist.gather_same(
-        failure, lambda: estimate_fingerprint(model, ds, ("log_likelihood", k, int(seed),
-                                                          validate)),
+    per_row = np.concatenate(ag.gather_same(
+        failure, lambda: estimate_fingerprint(model, data, ("log_likelihood", k, int(seed),
+                                                            validate)),
         rows, "log_likelihood failed"))
     mean = float(per_row.mean())
     stderr = (float(per_row.std(ddof=1) / math.sqrt(len(per_row))) if len(per_row) > 1

@@ -105,15 +105,18 @@ class Dataset:
         return Dataset(np.asarray(self.x[idx]), self.image_shape, pick(self.labels),
                        self.label_names, factors, name or self.name, self.scale)
 
-    def check(self, likelihood="bernoulli", rows=None):
+    def check(self, likelihood="bernoulli", rows=None, digest=None):
         """Scan every value (in chunks, so memory-mapped data stays on disk) and raise
         :class:`DataError` on NaN/inf, or on values outside [0, 1] for the Bernoulli
         likelihood.  ``rows``: (start, stop) scans only those rows (data-parallel ranks
-        share the scan).  Returns self."""
-        if self.x.dtype.kind == "u" and self.scale * np.iinfo(self.x.dtype).max <= 1.0 + 1e-6:
-            return self  # unsigned ints scaled into [0, 1]: nothing can be wrong
+        share the scan of memory-mapped data).  ``digest``: a hashlib object updated with
+        the bytes of the scanned rows in the same pass (data-parallel ranks compare their
+        copies by it).  Returns self."""
         start, stop = (0, len(self)) if rows is None else rows
-        lo, hi, bad = _scan(self.x, start, stop)
+        if (digest is None and self.x.dtype.kind == "u"
+                and self.scale * np.iinfo(self.x.dtype).max <= 1.0 + 1e-6):
+            return self  # unsigned ints scaled into [0, 1]: nothing can be wrong
+        lo, hi, bad = _scan(self.x, start, stop, digest)
         where = "" if rows is None else f" in rows {start}..{stop - 1}"
         if bad:
             raise DataError(f"{self.name}: {bad} NaN or infinite value(s){where}")
@@ -404,12 +407,15 @@ def _default_scale(x, name):
     return 1.0 / 255.0
 
 
-def _scan(x, start=0, stop=None):
-    """(min, max, number of non-finite values) of rows [start, stop) of x, chunk by chunk."""
+def _scan(x, start=0, stop=None, digest=None):
+    """(min, max, number of non-finite values) of rows [start, stop) of x, chunk by chunk;
+    ``digest`` (a hashlib object) is updated with each chunk's bytes on the way."""
     lo, hi, bad = np.inf, -np.inf, 0
     stop = x.shape[0] if stop is None else stop
     for s in range(start, stop, _CHUNK_ROWS):
-        c = np.asarray(x[s:min(stop, s + _CHUNK_ROWS)])
+        c = np.ascontiguousarray(x[s:min(stop, s + _CHUNK_ROWS)])
+        if digest is not None:
+            digest.update(c.data)
         if c.dtype.kind == "f":
             fin = np.isfinite(c)
             nb = c.size - int(np.count_nonzero(fin))
@@ -418,7 +424,8 @@ def _scan(x, start=0, stop=None):
                 c = c[fin]
                 if c.size == 0:
                     continue
-        lo, hi = min(lo, float(c.min())), max(hi, float(c.max()))
+        if c.size:
+            lo, hi = min(lo, float(c.min())), max(hi, float(c.max()))
     return lo, hi, bad
 
 

@@ -11,9 +11,13 @@ bits the per-dimension KL is reduced before the gate: N ranks give what one proc
 with the same global batch, to the rounding of the sums.
 
 Before the first step one allgather compares what must be equal (:meth:`check_same_start`):
-the data (lengths, widths and 64 sampled rows; the rest is not read twice), the model, its
-parameters, noise counter and position, and the settings; it also carries any rank's
-refusal of its arguments or data (each rank scans its share of the rows).
+the data, the model, its parameters, noise counter and position, and the settings; it also
+carries any rank's refusal of its arguments or data.  Data in memory is compared whole: each
+rank scans its whole copy once, for NaN/inf and range and for a checksum of its bytes
+(:meth:`check_data`), so a copy that differs anywhere, or holds a NaN anywhere, stops every
+rank.  Memory-mapped data is not read whole by every rank (that is what memory-mapping it
+avoids): each rank scans its share of the rows, and the copies are compared by their
+lengths, widths and 64 rows sampled across them.
 
 Besides the gradient, each step reduces one small vector: the step's loss sums and two
 flags.  A rank whose step raised (or whose loss is not finite; on a GPU the step's work is
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 import numpy as np
 
@@ -55,11 +60,11 @@ def _rows_digest(ds):
     return (len(ds), ds.dim, _digest(ds.batch(idx, dtype=np.float64)))
 
 
-def estimate_fingerprint(model, ds, args):
+def estimate_fingerprint(model, data, args):
     """What must be the same on every rank for an estimate over shared rows (the ELBO, the
-    log-likelihood): the data, the model, its parameters and backend, the arguments that
-    change the result."""
-    return {"the data": _rows_digest(ds), "the model": repr(sorted(model.config().items())),
+    log-likelihood): the data (its :meth:`Distributed.check_data` fingerprint), the model,
+    its parameters and backend, the arguments that change the result."""
+    return {"the data": data, "the model": repr(sorted(model.config().items())),
             "the parameters": _digest(model.kernels.to_numpy(model.flat_params)),
             "the backend": model.kernels.NAME, "the arguments": repr(args)}
 
@@ -130,6 +135,9 @@ def world():
 class Distributed:
     """The ranks of ``comm`` (an mpi4py communicator) training one model together."""
 
+    holds_whole_step = False      # a rank in a collective must stay abortable
+    reads_loss_every_step = True  # the step waits for the Allreduce anyway
+
     def __init__(self, comm, model):
         if not all(callable(getattr(comm, m, None)) for m in ("Get_rank", "Get_size",
                                                               "Allreduce", "allgather")):
@@ -144,6 +152,8 @@ class Distributed:
         # recon sum, kl sum, rows, the rows' per-dimension KL sums (free bits)]
         self._small = np.zeros(6 + model.latent_dim)
         self.kl_pending = False  # this step's KL exchange (free bits) is still to come
+        self.agreed = False      # the stop every rank agreed on, at the latest agreement
+        self.deferred = None     # rank 0's error in its own output, told at the next agreement
         self._host = None          # the pinned staging buffer (cuda, not CUDA-aware MPI)
         env = os.environ.get("FASTVAE_MPI_CUDA_AWARE")
         if env is not None:
@@ -152,10 +162,53 @@ class Distributed:
             query = getattr(MPI, "Query_cuda_support", None)
             self.cuda_aware = bool(query()) if query is not None else False
 
+    @property
+    def lead(self):
+        """Whether this rank speaks and writes (rank 0)."""
+        return self.rank == 0
+
     # ---------------------------------------------------------------- sharding
     def shard(self, start, stop):
         """This rank's rows [lo, hi) of the global batch [start, stop) (see :func:`shard`)."""
         return shard(start, stop, self.rank, self.size)
+
+    def check_data(self, ds, likelihood, scan=True):
+        """Scan ``ds`` and return what the ranks compare of it (see the module docstring):
+        in memory, the whole copy, once, with a checksum of its bytes; memory-mapped, this
+        rank's share of the rows, and 64 rows sampled across the copy.  scan=False (data
+        the caller vouches for): only the 64 sampled rows."""
+        if not scan or isinstance(ds.x, np.memmap):
+            if scan:
+                ds.check(likelihood, self.shard(0, len(ds)))
+            return _rows_digest(ds)
+        h = hashlib.sha256()
+        ds.check(likelihood, digest=h)
+        return (len(ds), ds.dim, ds.x.dtype.str, ds.scale, h.hexdigest())
+
+    def fail(self, exc):
+        """Keep this rank's error for the next agreement (where every rank learns of it)."""
+        return exc
+
+    def stopping(self, guard):
+        """Stop only on what every rank agreed (a rank's own Ctrl-C is told at the next
+        agreement)."""
+        return self.agreed
+
+    def side(self, fn, *args):
+        """Rank 0's output (progress): an error in it must not take rank 0 out of the next
+        collective; it is told to every rank at the next agreement."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            self.deferred = self.deferred or f"{type(e).__name__}: {e}"
+
+    def abort(self, code, why):
+        """End every rank now (when the others cannot be told: they would wait for this one
+        in their next collective for ever)."""
+        if self.size > 1:
+            print(f"fastvae: {why}: aborting every rank",
+                  file=sys.stderr, flush=True)
+            self.comm.Abort(code)
 
     def check_same_start(self, failure, inputs):
         """Before a fit changes anything: raise on every rank when a rank's arguments or
@@ -164,7 +217,8 @@ class Distributed:
         rank starts with the same model (configuration, parameters, position in training),
         the same settings and the same data (lengths, widths, and 64 sampled rows of each):
         ranks that differ would silently train different things.  ``inputs()`` gives
-        (model, resolved settings, the settings given, epochs, train, val).  One allgather."""
+        (model, resolved settings, the settings given, epochs, and the training and
+        validation data's :meth:`check_data` fingerprints).  One allgather."""
         self._refuse_differences(self.gather(failure, lambda: self._fingerprint(*inputs()),
                                              "fit refused"))
 
@@ -224,8 +278,7 @@ class Distributed:
             return repr(v) if not hasattr(v, "config") else (type(v).__name__, v.config())
         st = model.train_state
         opt = None if st is None or st.optimizer is None else st.optimizer.config()
-        return {"the training data": _rows_digest(train),
-                "the validation data": _rows_digest(valset),
+        return {"the training data": train, "the validation data": valset,
                 "the model": repr(sorted(model.config().items())),
                 "the backend": model.kernels.NAME,
                 "the parameters": _digest(self.bk.to_numpy(model.flat_params)),
@@ -254,13 +307,19 @@ class Distributed:
     def agree(self, failure, stop, sums=(0.0, 0.0, 0.0, 0)):
         """The step's closing reduction: flags and loss sums (the rows' [loss, recon, kl]
         sums and their count).  Raises DistributedError on every rank when any rank's step
-        failed (``failure``: its error message, else None).  Returns (stop requested by
-        any rank, the global sums)."""
+        failed (``failure``: its error, else None; rank 0's deferred output error counts
+        too).  Returns (stop requested by any rank, the global sums); the stop is kept for
+        :meth:`stopping`."""
+        if failure is None and self.deferred is not None:
+            failure = self.deferred
+        if isinstance(failure, BaseException):
+            failure = f"{type(failure).__name__}: {failure}"
         if self.kl_pending:  # this rank failed before the KL exchange: join it, failing
             self.kl_pending = False
             self._exchange(failure, stop, sums)
         s = self._exchange(failure, stop, sums)
-        return s[_STOP] > 0, s[2:6].copy()
+        self.agreed = s[_STOP] > 0
+        return self.agreed, s[2:6].copy()
 
     def ready(self):
         """Wait for this rank's GPU work of the step (nothing on the host backends): its
