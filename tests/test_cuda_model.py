@@ -234,7 +234,7 @@ def test_out_of_memory_names_the_batch_size(emu, monkeypatch):
     def no_memory(*a, **k):
         raise MemoryError("Out of memory allocating 123 bytes")
 
-    monkeypatch.setattr("fastvae.core.model.Workspace", no_memory)
+    monkeypatch.setattr("fastvae.core.workspace.Workspace._allocate", no_memory)
     with pytest.raises(MemoryError, match=r"batch size 512 .* try batch_size=256 or smaller"):
         model.forward(np.zeros((512, 30), np.float32))
 

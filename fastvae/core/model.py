@@ -24,6 +24,7 @@ from .noise import Noise
 from .snapshot import restore, saved_config, snapshot
 from .step import ALONE
 from .inference import Inference, on_device as _on_device
+from .workflows import Workflows
 from .params import build_layout, init_linear_, views
 from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
     choice, data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
@@ -31,7 +32,7 @@ from .validate import (OBJECTIVES, activation_config, boolean, check_batch, chec
 from .workspace import Workspace, WorkspacePool
 
 
-class VAE(Inference):
+class VAE(Inference, Workflows):
     """A fully connected VAE with explicit, hand-written forward and backward passes.
 
     Parameters
@@ -177,18 +178,9 @@ class VAE(Inference):
         return sum(v.size for v in self._params.values())
 
     def _new_workspace(self, B, L, train):
-        try:
-            return Workspace(self.kernels.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
-                             self.dec_hidden, self.input_dim, self.logscale_size, train)
-        except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
-            where = "GPU" if self.kernels.DEVICE else "host"
-            per_row = (2 * sum(self.enc_hidden) + 3 * L * sum(self.dec_hidden)
-                       + 3 * L * self.input_dim + 10 * L * self.latent_dim)
-            need = per_row * B * self.dtype.itemsize / 2 ** 20
-            hint = f"; try batch_size={max(1, B // 2)} or smaller" if B > 1 else ""
-            raise MemoryError(
-                f"out of {where} memory for the activations of batch size {B} with "
-                f"n_samples={L} (about {need:,.0f} MiB){hint}") from exc
+        return Workspace(self.kernels.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
+                         self.dec_hidden, self.input_dim, self.logscale_size, train,
+                         where="GPU" if self.kernels.DEVICE else "host")
 
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
@@ -424,46 +416,6 @@ class VAE(Inference):
             return DeviceFloat(lambda: cache.loss)
         return cache.loss
 
-    # ----------------------------------------------------------- training, files
-    @_on_device
-    def fit(self, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
-            kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None,
-            **kw):
-        """Train on X for ``epochs`` more epochs, from wherever the training state stands;
-        settings not given keep their saved values.  See :func:`fastvae.training.fit.fit`."""
-        from ..training.fit import fit
-        return fit(self, X, epochs, batch_size, optimizer, lr, val, kl_warmup, shuffle,
-                   callbacks, progress, checkpoint, **kw)
-
-    @_on_device
-    def elbo(self, X, n_samples=1, batch_size=1000, seed=0, comm=None):
-        """The ELBO of dataset X, estimated with ``n_samples`` draws of z per datapoint
-        (shared between MPI ranks with ``comm``); see :func:`fastvae.core.evaluate.elbo`."""
-        from .evaluate import elbo
-        return elbo(self, X, n_samples, batch_size, seed, comm=comm)
-
-    @_on_device
-    def log_likelihood(self, X, k=5000, batch_size=None, seed=0, comm=None):
-        """The importance-weighted estimate of log p(x) per row of X with k samples (per_row,
-        mean, nll, stderr; rows shared between MPI ranks with ``comm``); see
-        :func:`fastvae.core.evaluate.log_likelihood`."""
-        from .evaluate import log_likelihood
-        return log_likelihood(self, X, k, batch_size, seed, comm=comm)
-
-    @_on_device
-    def diagnostics(self, X, batch_size=1000):
-        """Active units, KL and mean sigma per latent dimension over X; see
-        :func:`fastvae.core.evaluate.diagnostics`."""
-        from .evaluate import diagnostics
-        return diagnostics(self, X, batch_size)
-
-    @_on_device
-    def save(self, path):
-        """Write a checkpoint (atomically): the model and its whole training state, so that
-        :func:`fastvae.load` then ``fit`` continues exactly.  Returns the path."""
-        meta, arrays = snapshot(self)
-        return _io.write(path, meta, arrays)
-
     # ------------------------------------------------------------------- pickle
     def __getstate__(self):
         with self.on_device():
@@ -477,14 +429,6 @@ class VAE(Inference):
         self.__init__(backend=meta["backend"], **saved_config(meta))
         with self.on_device():
             restore(self, meta, state["arrays"])
-
-    @_on_device
-    def export_onnx(self, path, part="vae", opset=None):
-        """Write ``part`` ("encoder" | "decoder" | "vae") of this model to ``path`` as an
-        ONNX graph (needs ``pip install 'fastvae[onnx]'``); see :mod:`fastvae.io.export` for
-        the names, the opset and what the graph computes.  Returns the path."""
-        from ..io.export import export_onnx
-        return export_onnx(self, path, part, opset)
 
     def __repr__(self):
         sizes = "-".join(map(str, (self.input_dim, *self.enc_hidden, self.latent_dim,

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
+
 
 class Workspace:
     """Buffers for one (B, L).  R = L*B decoder rows, Z latent size, D data size, S the size of
@@ -28,9 +30,24 @@ class Workspace:
               dout (R, D) the loss gradient; dout_b (D,) its column sums (the output bias
               gradient); dls (S,) the gradient with respect to ls.
     Backward: dg[j] (R, m_j); dz (R, Z); dhead (B, 2Z); dh[i] (B, n_i); scratch.
+
+    Out of memory (``where``: "host" or "GPU"), the MemoryError says how much the
+    activations need and suggests a smaller batch.
     """
 
-    def __init__(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S=1, train=True):
+    def __init__(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S=1, train=True,
+                 where="host"):
+        try:
+            self._allocate(xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S, train)
+        except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
+            per_row = 2 * sum(enc_hidden) + 3 * L * (sum(dec_hidden) + D) + 10 * L * latent
+            need = per_row * B * np.dtype(dtype).itemsize / 2 ** 20
+            hint = f"; try batch_size={max(1, B // 2)} or smaller" if B > 1 else ""
+            raise MemoryError(
+                f"out of {where} memory for the activations of batch size {B} with "
+                f"n_samples={L} (about {need:,.0f} MiB){hint}") from exc
+
+    def _allocate(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S, train):
         R = L * B
         e = lambda *shape: xp.empty(shape, dtype=dtype)  # noqa: E731
         self.B, self.L, self.R, self.train = B, L, R, train
