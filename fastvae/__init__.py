@@ -13,7 +13,7 @@ _LAZY = {
     "SGD": ("fastvae.training.optim", "SGD"),
     "load": ("fastvae.core.model", "load"),
     "TrainState": ("fastvae.training.state", "TrainState"),
-    "Dataset": ("fastvae.io.data", "Dataset"),
+    "Dataset": ("fastvae.io.dataset", "Dataset"),
     "StopTraining": ("fastvae.training.loop", "StopTraining"),
     "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
 }

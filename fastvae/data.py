@@ -1,4 +1,7 @@
-"""Datasets (``from fastvae import data``): the public name of :mod:`fastvae.io.data`, where
-loading, scanning and the built-in shapes live."""
-from .io.data import (DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES, SHAPE_NAMES,  # noqa: F401
-                      DataError, Dataset, binarize, load, load_idx_dir, read_idx, shapes)
+"""Datasets (``from fastvae import data``): the public names of :mod:`fastvae.io.dataset` (the
+Dataset), :mod:`fastvae.io.data` (the loaders) and :mod:`fastvae.io.shapes` (the built-in
+shapes)."""
+from .io.data import (DEBIAN_FASHION_MNIST, FASHION_MNIST_CLASSES, load,  # noqa: F401
+                      load_idx_dir, read_idx)
+from .io.dataset import DataError, Dataset, binarize  # noqa: F401
+from .io.shapes import SHAPE_NAMES, shapes  # noqa: F401

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .io.data import Dataset
+from .io.dataset import Dataset
 
 
 def figure(w, h):

@@ -187,7 +187,7 @@ def test_bad_sources(tmp_path):
 
 
 def test_check_finds_nan_and_range_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr("fastvae.io.data._CHUNK_ROWS", 7)
+    monkeypatch.setattr("fastvae.io.dataset._CHUNK_ROWS", 7)
     a = np.random.default_rng(0).random((40, 5)).astype(np.float32)
     a[33, 2] = np.nan
     a[3, 0] = np.inf

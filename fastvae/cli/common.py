@@ -93,7 +93,7 @@ def binarized(ds, mode, seed):
     data of a dynamically binarized run is binarized statically too."""
     import numpy as np
 
-    from ..io.data import Dataset, binarize
+    from ..io.dataset import Dataset, binarize
     if mode == "none":
         return ds
     x = binarize(ds.to_array(), np.random.default_rng(seed)).astype(np.uint8)

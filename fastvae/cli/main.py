@@ -131,7 +131,7 @@ def main(argv=None):
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)
     from ..backends import BackendUnavailable
-    from ..io.data import DataError
+    from ..io.dataset import DataError
     from ..io.checkpoint import CheckpointError
     try:
         return args.func(args) or 0

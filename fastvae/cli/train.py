@@ -213,7 +213,7 @@ def _run_distributed(args, comm):
     prints it) and no rank is left waiting in a collective; a Ctrl-C before training stops
     every rank with nothing written; an unexpected error (or a second Ctrl-C during
     training) aborts the whole job."""
-    from ..io.data import DataError
+    from ..io.dataset import DataError
     from ..training.distributed import DistributedError, local_rank, rank_backend
     from ..io.checkpoint import CheckpointError
     from ..training.interrupt import SigintGuard
@@ -272,7 +272,7 @@ def _prepare(args, comm):
     """Everything before training, checked before anything is written: (model, opts,
     out, ckpt, fit_kw, train, test, comm, seconds spent loading the data)."""
     from .. import VAE
-    from ..io.data import DataError
+    from ..io.dataset import DataError
     from ..training.distributed import shard
     from ..training.state import resolve
 

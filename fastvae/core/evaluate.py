@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..io.data import Dataset, DataError
+from ..io.dataset import Dataset, DataError
 from .step import StepContext
 from .validate import boolean, nonneg_int, positive_int
 

@@ -42,7 +42,7 @@ import sys
 
 import numpy as np
 
-from ..io.data import DataError
+from ..io.dataset import DataError
 
 #: the flags of a step, summed over ranks
 _FAIL, _STOP = 0, 1

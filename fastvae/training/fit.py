@@ -17,7 +17,7 @@ import warnings
 
 from ..core.evaluate import as_dataset
 from ..core.validate import boolean, nonneg_int
-from ..io.data import DataError
+from ..io.dataset import DataError
 from .agreement import agreement
 from .interrupt import SigintGuard
 from .loop import Loop, StopTraining  # noqa: F401  (StopTraining: fastvae.StopTraining)
@@ -48,7 +48,7 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     stands (an epoch in progress counts as the first of them); returns the :class:`History`
     of every epoch so far (``model.history``).
 
-    X, val : (N, D) arrays or :class:`~fastvae.io.data.Dataset` (uint8 and memory-mapped data
+    X, val : (N, D) arrays or :class:`~fastvae.io.dataset.Dataset` (uint8 and memory-mapped data
         is converted one batch at a time).  Both are scanned for NaN/inf and range before
         the first step.
 
