@@ -109,7 +109,8 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
         cmd = ["nvcc", "-c", "-std=c++17", "-o", str(tmp_path / (path.stem + ".o")),
                "-gencode", "arch=compute_80,code=sm_80",
                "-gencode", "arch=compute_90,code=sm_90",
-               "-Xcompiler", "-Wall", "-Werror", "all-warnings", str(path)]
+               "-Xcompiler", "-Wall", "-Werror", "all-warnings",
+               *(o for o in C.compile_options(path.parent) if o.startswith("-D")), str(path)]
         return path.name, subprocess.run(cmd, capture_output=True, text=True)
 
     with ThreadPoolExecutor(4) as pool:

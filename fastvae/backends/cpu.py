@@ -20,9 +20,8 @@ import numpy as np
 from numba import njit
 
 from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
+    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
 from . import reference as _ref
-from .reference import MOMENT_FLUSH
 from .nbmath import FASTMATH, exp_nonpos, log1p_unit, vexp, vexpm1
 
 NAME = "cpu"
@@ -469,7 +468,7 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
             gi += wd * pi
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
-        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in reference.py
+        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in core/codes.py
         vi = vi if vi >= tiny else zero
         m[i] = mi
         v[i] = vi
@@ -633,8 +632,8 @@ def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_m
 
 
 # ------------------------------------------------------------ counter-based noise
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_M0, _M1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
+_W0, _W1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
 _MASK = np.uint64(0xFFFFFFFF)
 
 

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from .tf32 import tf32_enabled
-from ..core.codes import LIK_GAUSSIAN
+from ..core.codes import LIK_GAUSSIAN, TILE_H, TILE_W, cuda_defines
 
 NAME = "cuda"
 DEVICE = True
 
-TILE_W, TILE_H = 32, 8      # must match kernels/common.cuh
 BLOCK_1D = 256
 #: blocks per streaming multiprocessor that grid-stride and tiled kernels aim for
 WAVES_1D, WAVES_TILE = 8, 4
@@ -62,12 +61,16 @@ def compile_options(directory=None):
     ``cupy.RawModule`` (which compiles with NVRTC and adds the GPU's architecture), and what
     the tests compile with, through NVRTC, without a GPU.
 
-    The last option defines a digest of the shared header: CuPy's on-disk kernel cache is
+    The third option defines a digest of the shared header: CuPy's on-disk kernel cache is
     keyed by the source, the options and the compiler, not by included files, so without it
-    a changed ``common.cuh`` (a new fastvae) would keep running kernels built from the old."""
+    a changed ``common.cuh`` (a new fastvae) would keep running kernels built from the old.
+    The rest are the constants of :mod:`fastvae.core.codes` (activation and likelihood codes,
+    Philox constants, tile shape: :func:`~fastvae.core.codes.cuda_defines`), which the
+    kernel files do not define themselves."""
     directory = Path(directory if directory is not None else kernel_dir())
     digest = hashlib.sha256((directory / "common.cuh").read_bytes()).hexdigest()[:16]
-    return ("-I" + str(directory), "--std=c++14", f"-DFASTVAE_COMMON_CUH={digest}")
+    return ("-I" + str(directory), "--std=c++14", f"-DFASTVAE_COMMON_CUH={digest}",
+            *cuda_defines())
 
 
 _SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
+    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
 
 NAME = "numpy"
 xp = np
@@ -23,12 +23,7 @@ DEVICE = False  # arrays live in host memory: reading a scalar costs nothing
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
-#: Optimizer moments smaller than this in magnitude are stored as zero.  A moment whose
-#: gradient stays zero (a dead ReLU unit, say) decays geometrically into the denormal range
-#: within ~800 steps (0.9^n); denormal arithmetic made the Adam step 10x and the whole
-#: training step 3x slower.  Flushed values cannot matter: the update they would make is
-#: below 1e-22 * lr.
-MOMENT_FLUSH = 1e-30
+# MOMENT_FLUSH (fastvae.core.codes): optimizer moments smaller than it are stored as zero
 
 
 def asarray(a, dtype=None):
@@ -398,23 +393,20 @@ def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, ob
         acc += weight * stats
 
 
-_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
-_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
-
-
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 (Salmon et al., SC'11) on uint32 arrays c0..c3 with the key (k0, k1);
-    returns the four output words as uint32 arrays."""
+    returns the four output words as uint32 arrays.  The constants PHILOX_M, PHILOX_W are
+    fastvae.core.codes'; the answers match Random123's known-answer vectors."""
     c = [np.asarray(v, dtype=np.uint32) for v in (c0, c1, c2, c3)]
     k0, k1 = int(k0) & 0xFFFFFFFF, int(k1) & 0xFFFFFFFF
     for _ in range(10):
-        p0 = np.uint64(_PHILOX_M[0]) * c[0].astype(np.uint64)
-        p1 = np.uint64(_PHILOX_M[1]) * c[2].astype(np.uint64)
+        p0 = np.uint64(PHILOX_M[0]) * c[0].astype(np.uint64)
+        p1 = np.uint64(PHILOX_M[1]) * c[2].astype(np.uint64)
         hi0, lo0 = (p0 >> np.uint64(32)).astype(np.uint32), p0.astype(np.uint32)
         hi1, lo1 = (p1 >> np.uint64(32)).astype(np.uint32), p1.astype(np.uint32)
         c = [hi1 ^ c[1] ^ np.uint32(k0), lo1, hi0 ^ c[3] ^ np.uint32(k1), lo0]
-        k0 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF
-        k1 = (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
+        k0 = (k0 + PHILOX_W[0]) & 0xFFFFFFFF
+        k1 = (k1 + PHILOX_W[1]) & 0xFFFFFFFF
     return c
 
 
