@@ -159,7 +159,7 @@ class CupyDevice:
             from cupy_backends.cuda.libs import cublas
 
         self.xp = cupy
-        self._cublas = cublas
+        self.cublas = cublas  # the cuBLAS binding (CuPy's, or the tests' emulator)
         self._dir = kernel_dir()
         self._sigs = kernel_signatures(self._dir)
         self._modules = {}
@@ -169,7 +169,7 @@ class CupyDevice:
         self.sm_count = int(dev.attributes["MultiProcessorCount"])
         self._local = threading.local()  # this thread's cuBLAS handle, stream, math mode
         self.scratch = {}  # dtype -> the partial-sum buffer of this GPU (see _partials)
-        self._unit = None
+        self._unit = None  # see unit()
         self._one = {np.dtype(t): np.ones(1, t) for t in (np.float32, np.float64)}
         self._zero = {np.dtype(t): np.zeros(1, t) for t in (np.float32, np.float64)}
         self._gemm = {np.dtype(np.float32): cublas.sgemm, np.dtype(np.float64): cublas.dgemm}
@@ -201,13 +201,13 @@ class CupyDevice:
         st = self._local
         if getattr(st, "handle", None) is None:
             with self.xp.cuda.Device(self.id):  # a handle belongs to the GPU it is made on
-                st.handle = self._cublas.create()
-                self._cublas.setPointerMode(st.handle, 0)  # CUBLAS_POINTER_MODE_HOST
+                st.handle = self.cublas.create()
+                self.cublas.setPointerMode(st.handle, 0)  # CUBLAS_POINTER_MODE_HOST
             st.stream, st.math_mode = None, None
         return st
 
     def gemm(self, dtype, transa, transb, m, n, k, A, lda, B, ldb, C, ldc, tf32):
-        cb, st = self._cublas, self._blas()
+        cb, st = self.cublas, self._blas()
         stream = self.xp.cuda.get_current_stream().ptr
         if stream != st.stream:
             cb.setStream(st.handle, stream)
@@ -222,6 +222,13 @@ class CupyDevice:
 
     def to_numpy(self, a):
         return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.asarray(a)
+
+    def unit(self):
+        """A device array holding 1.0 (float64) on this GPU, made once: the scale that an
+        update multiplies by when it was given a plain number (see _scale_args)."""
+        if self._unit is None:
+            self._unit = self.xp.ones(1, dtype=np.float64)
+        return self._unit
 
 
 _devices = {}        # GPU id -> its CupyDevice
@@ -254,7 +261,7 @@ def use_device(dev):
     global _modules, xp
     _devices.clear()
     if dev is not None:
-        _modules = (dev.xp, dev._cublas)
+        _modules = (dev.xp, dev.cublas)
         _devices[dev.id] = dev
         xp = dev.xp
     else:
@@ -565,15 +572,7 @@ def _scale_args(T, grad_scale):
     on the device), or a device array of one float64 written by clip_scale (times 1)."""
     if isinstance(grad_scale, device().xp.ndarray):
         return _s(T, 1.0), grad_scale
-    return _s(T, grad_scale), _unit()
-
-
-def _unit():
-    """A device array holding 1.0 (float64), made once per GPU."""
-    dev = device()
-    if dev._unit is None:
-        dev._unit = dev.xp.ones(1, dtype=np.float64)
-    return dev._unit
+    return _s(T, grad_scale), device().unit()
 
 
 def clip_scale(scale, norm, g, clip_norm):
