@@ -638,8 +638,9 @@ _MASK = np.uint64(0xFFFFFFFF)
 
 
 @_jit
-def _philox(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on uint64 values holding 32-bit words (contract: reference.philox4x32_10)."""
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on np.uint64 values holding 32-bit words; returns the four output words
+    as np.uint64 values (contract: reference.philox4x32_10, which takes uint32 arrays)."""
     for _ in range(10):
         p0 = _M0 * c0
         p1 = _M1 * c2
@@ -666,7 +667,7 @@ def normal_eps(eps, key, row0, first):
         e = first
         while e < first + n:
             q = np.uint64(e // 4)
-            w0, w1, w2, w3 = _philox(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
+            w0, w1, w2, w3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
             base = (e // 4) * 4
             for p in range(2):
                 wa, wb = (w0, w1) if p == 0 else (w2, w3)
