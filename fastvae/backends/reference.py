@@ -1,7 +1,10 @@
 """Plain NumPy kernels: the living definition of every fused step, and the test oracle.
 
 Every kernel here has a twin of the same name and argument order in ``cpu.py`` (Numba)
-and, later, ``cuda.py``.  Conventions, after llm.c:
+and ``cuda.py`` (CuPy and the CUDA C of ``kernels/*.cu``; the host data path's kernels,
+:data:`HOST_KERNELS`, have no cuda twin).  :data:`KERNELS`, computed at the end of this
+file from its public functions, lists them all, and the tests hold cpu.py and cuda.py to it.
+Conventions, after llm.c:
 
 - outputs first, then inputs, then scalars;
 - gradients are *written*, never accumulated into;
@@ -11,6 +14,8 @@ and, later, ``cuda.py``.  Conventions, after llm.c:
 Clarity wins over speed in this file: temporaries are allowed here and nowhere else.
 """
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -456,3 +461,20 @@ def binarize_rows(x, u):
     """x (B, D) <- 1 where u < x else 0, in place: Bernoulli draws with probabilities x from
     uniform draws u (B, D) in [0, 1) (dynamic binarization)."""
     x[...] = (u < x).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------ the kernel list
+#: the host data path's kernels (batches made in host memory): cpu.py has a twin of each,
+#: cuda.py none
+HOST_KERNELS = ("scatter_rows", "binarize_rows")
+#: the public functions of this module that are not kernels: array helpers, and the
+#: generator under normal_eps (cpu.py has its own; the CUDA one is a device function)
+HELPERS = ("asarray", "to_numpy", "philox4x32_10")
+#: every kernel, in the order of this file: each public function defined here but the
+#: HELPERS.  cpu.py has a twin of each, and cuda.py of each but the HOST_KERNELS, of the
+#: same name and parameters (tests/test_cuda_build.py): a kernel added here without its
+#: twins fails there.
+KERNELS = tuple(name for name, f in list(globals().items())
+                if inspect.isfunction(f) and f.__module__ == __name__
+                and not name.startswith("_") and name not in HELPERS)
+
