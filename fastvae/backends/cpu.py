@@ -440,6 +440,19 @@ def sq_norm(g):
     return acc
 
 
+def clip_scale(scale, norm, g, clip_norm):
+    """norm[0] <- |g|, scale[0] <- min(1, clip_norm / (|g| + 1e-6)), or NaN and norm[1] += 1
+    when |g| is not finite (contract: reference.clip_scale).  A few scalar operations after
+    sq_norm: plain Python."""
+    nrm = math.sqrt(sq_norm(g))
+    norm[0] = nrm
+    if math.isfinite(nrm):
+        scale[0] = min(1.0, clip_norm / (nrm + 1e-6))
+    else:
+        scale[0] = math.nan
+        norm[1] += 1
+
+
 @_jit
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
     """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step)."""

@@ -579,10 +579,10 @@ def clip_scale(scale, norm, g, clip_norm):
     """norm[0] (of a (2,) float64) <- |g| and scale (1,) float64 <- min(1, clip_norm /
     (|g| + 1e-6)), or NaN when |g| is not finite (then adam_step and sgd_step leave
     everything as it was, and norm[1] counts one more skipped update), all on the device:
-    clipping by global norm without waiting for the GPU."""
+    clipping by global norm without waiting for the GPU (contract: reference.clip_scale)."""
     part, blocks = _sq_norm_partials(g)
-    device().launch("clip_scale_f64", (1,), (32,), (scale, norm, part, np.int32(blocks),
-                                                   np.float64(clip_norm)))
+    device().launch(kernel_name("clip_scale", np.float64), (1,), (32,),
+                    (scale, norm, part, np.int32(blocks), np.float64(clip_norm)))
 
 
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):

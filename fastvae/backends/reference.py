@@ -16,6 +16,7 @@ Clarity wins over speed in this file: temporaries are allowed here and nowhere e
 from __future__ import annotations
 
 import inspect
+import math
 
 import numpy as np
 
@@ -330,6 +331,23 @@ def sq_norm(g):
     """Sum of squares of the flat vector g, as a Python float (for clipping by global norm)."""
     g64 = g.astype(np.float64)
     return float(g64 @ g64)
+
+
+def clip_scale(scale, norm, g, clip_norm):
+    """Clipping by global norm: the factor that the update multiplies the gradient by.
+
+    g (P,) the flat gradient.  norm (2,) float64: norm[0] <- |g| (from sq_norm, in float64).
+    scale (1,) float64 <- min(1, clip_norm / (|g| + 1e-6)).  When |g| is not finite, scale
+    <- NaN and norm[1] += 1 (a count of skipped updates): on a GPU, adam_step and sgd_step
+    given a NaN scale leave everything as it was; the host optimizer raises instead.
+    """
+    nrm = math.sqrt(sq_norm(g))
+    norm[0] = nrm
+    if math.isfinite(nrm):
+        scale[0] = min(1.0, clip_norm / (nrm + 1e-6))
+    else:
+        scale[0] = math.nan
+        norm[1] += 1
 
 
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
