@@ -4,9 +4,9 @@
 //   no fast-math intrinsics, so results stay within a few ulp of the NumPy reference.
 // - The tile shape (TILE_W, TILE_H) of the row/column-reducing kernels: a block is TILE_H
 //   warps; lane x of every warp owns column (tile * TILE_W + x), so each warp reads one
-//   row's 32 consecutive values (coalesced), a row sum is one warp reduction, and a column sum is a reduction
-//   over the block's warps followed, when the rows were split into chunks, by
-//   sum_partials (dense.cu).  All reductions run in a fixed order: results are
+//   row's 32 consecutive values (coalesced), a row sum is one warp reduction, and a column
+//   sum is a reduction over the block's warps followed, when the rows were split into
+//   chunks, by sum_partials (dense.cu).  All reductions run in a fixed order: results are
 //   deterministic from run to run, which keeps training resumable to the bit.
 // - Philox4x32-10 (Salmon et al., SC'11), the counter-based generator behind normal_eps.
 //
@@ -25,6 +25,8 @@ typedef unsigned long long u64;
 
 #if !defined(TILE_W) || !defined(TILE_H)
 #error "TILE_W, TILE_H must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#elif TILE_W != 32
+#error "TILE_W is the warp size: warp_sum and the full-warp shuffle masks assume 32 lanes"
 #endif
 #if !defined(PHILOX_M0) || !defined(PHILOX_M1) || !defined(PHILOX_W0) || !defined(PHILOX_W1)
 #error "PHILOX_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"

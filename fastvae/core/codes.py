@@ -75,7 +75,8 @@ PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 
 #: The tile of the CUDA kernels that reduce over rows or columns: a block is TILE_H warps of
-#: TILE_W lanes (kernels/common.cuh; fastvae.backends.cuda plans launches with it)
+#: TILE_W lanes (kernels/common.cuh; fastvae.backends.cuda plans launches with it).  TILE_W
+#: is the warp size, 32: common.cuh refuses any other.
 TILE_W, TILE_H = 32, 8
 
 
