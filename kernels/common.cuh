@@ -2,13 +2,18 @@
 //
 // - Precision-generic math (vexp, vlog1p, ...) so one template body serves float and double;
 //   no fast-math intrinsics, so results stay within a few ulp of the NumPy reference.
-// - The tile shape of the row/column-reducing kernels: a block is TILE_H warps; lane x of
-//   every warp owns column (tile * TILE_W + x), so each warp reads one row's 32 consecutive
-//   values (coalesced), a row sum is one warp reduction, and a column sum is a reduction
-//   over the block's warps followed, when the rows were split into chunks, by
-//   sum_partials (dense.cu).  All reductions run in a fixed order: results are
+// - The tile shape (TILE_W, TILE_H) of the row/column-reducing kernels: a block is TILE_H
+//   warps; lane x of every warp owns column (tile * TILE_W + x), so each warp reads one
+//   row's 32 consecutive values (coalesced), a row sum is one warp reduction, and a column
+//   sum is a reduction over the block's warps followed, when the rows were split into
+//   chunks, by sum_partials (dense.cu).  All reductions run in a fixed order: results are
 //   deterministic from run to run, which keeps training resumable to the bit.
-// - Philox4x32-10 (Salmon et al., SC'11), the counter-based generator behind normal_fill.
+// - Philox4x32-10 (Salmon et al., SC'11), the counter-based generator behind normal_eps.
+//
+// The tile shape and the Philox constants, like the activation and likelihood codes, are
+// not written here: fastvae/core/codes.py holds them and passes them as -D options
+// (codes.cuda_defines(), part of fastvae.backends.cuda.compile_options()), so that Python
+// and CUDA cannot disagree.  A compile without them stops at the #error below.
 //
 // Kernels are exported as extern "C" <name>_f32 / <name>_f64 so that NVRTC, nvcc and the
 // launchers in fastvae/backends/cuda.py all see plain, unmangled names.
@@ -18,8 +23,14 @@ typedef long long i64;
 typedef unsigned int u32;
 typedef unsigned long long u64;
 
-#define TILE_W 32
-#define TILE_H 8
+#if !defined(TILE_W) || !defined(TILE_H)
+#error "TILE_W, TILE_H must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#elif TILE_W != 32
+#error "TILE_W is the warp size: warp_sum and the full-warp shuffle masks assume 32 lanes"
+#endif
+#if !defined(PHILOX_M0) || !defined(PHILOX_M1) || !defined(PHILOX_W0) || !defined(PHILOX_W1)
+#error "PHILOX_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#endif
 
 __device__ __forceinline__ float vexp(float x) { return expf(x); }
 __device__ __forceinline__ double vexp(double x) { return exp(x); }
@@ -81,16 +92,16 @@ __device__ __forceinline__ u32 mulhi32(u32 a, u32 b) { return (u32)(((u64)a * b)
 
 __device__ __forceinline__ u32x4 philox4x32_10(u32x4 c, u32 k0, u32 k1) {
     for (int round = 0; round < 10; ++round) {
-        u32 hi0 = mulhi32(0xD2511F53u, c.v[0]), lo0 = 0xD2511F53u * c.v[0];
-        u32 hi1 = mulhi32(0xCD9E8D57u, c.v[2]), lo1 = 0xCD9E8D57u * c.v[2];
+        u32 hi0 = mulhi32(PHILOX_M0, c.v[0]), lo0 = PHILOX_M0 * c.v[0];
+        u32 hi1 = mulhi32(PHILOX_M1, c.v[2]), lo1 = PHILOX_M1 * c.v[2];
         u32x4 n;
         n.v[0] = hi1 ^ c.v[1] ^ k0;
         n.v[1] = lo1;
         n.v[2] = hi0 ^ c.v[3] ^ k1;
         n.v[3] = lo0;
         c = n;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
     }
     return c;
 }

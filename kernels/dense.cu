@@ -4,17 +4,15 @@
 //   act_bias_bwd   da (R, N) = dy * act'(y);  db partial sums  (TILE_W, TILE_H) tiles
 //   sum_partials   out (n,) = scale * sum_c part[c, :]         finishes split column sums
 //
-// Activation codes match fastvae/core/codes.py.  act' is read off the saved output y, so forward
+// The activation codes (ACT_*) come from fastvae/core/codes.py as -D options (cuda_defines).
+// act' is read off the saved output y, so forward
 // keeps only y.  R, N are rows and columns; i64 indexes keep R * N > 2^31 safe.
 #include "common.cuh"
 
-#define ACT_IDENTITY 0
-#define ACT_RELU 1
-#define ACT_LEAKY_RELU 2
-#define ACT_TANH 3
-#define ACT_SIGMOID 4
-#define ACT_ELU 5
-#define ACT_SOFTPLUS 6
+#if !defined(ACT_IDENTITY) || !defined(ACT_RELU) || !defined(ACT_LEAKY_RELU) || \
+    !defined(ACT_TANH) || !defined(ACT_SIGMOID) || !defined(ACT_ELU) || !defined(ACT_SOFTPLUS)
+#error "ACT_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#endif
 
 template <class T>
 __device__ __forceinline__ T act_fwd(T v, int act, T alpha) {

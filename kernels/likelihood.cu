@@ -16,11 +16,13 @@
 // Decoder row r reconstructs x[r % B].  Launch shape of likelihood_fwd_bwd: grid
 // (ceil(D / TILE_W), n_chunks), block (TILE_W, TILE_H): each warp handles one row of a
 // 32-column tile at a time, its row loss is a warp reduction, and column sums are reduced
-// over the block's warps into row chunk c's partial row.
+// over the block's warps into row chunk c's partial row.  The likelihood codes (LIK_*) come
+// from fastvae/core/codes.py as -D options.
 #include "common.cuh"
 
-#define LIK_BERNOULLI 0
-#define LIK_GAUSSIAN 1
+#if !defined(LIK_BERNOULLI) || !defined(LIK_GAUSSIAN)
+#error "LIK_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#endif
 
 // rowpart (n_tiles, R); dbpart, lspart (n_chunks, D).  logscale (1,) when shared, else
 // (D,); lspart is written only when learn_scale.  grad_scale is 1 / (L * B).  With

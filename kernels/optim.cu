@@ -12,11 +12,14 @@
 // were, without the host having to look.
 //
 // Step-dependent scalars (bias corrections, the first-step flag) are computed on the host,
-// where the step count lives.  Moments below MOMENT_FLUSH are stored as zero, as in
-// reference.py: a moment that decays into denormals is worthless and slow.
+// where the step count lives.  Moments below MOMENT_FLUSH (fastvae/core/codes.py, passed as
+// a -D option) are stored as zero, as in reference.py: a moment that decays into denormals
+// is worthless and slow.
 #include "common.cuh"
 
-#define MOMENT_FLUSH 1e-30  // reference.MOMENT_FLUSH
+#ifndef MOMENT_FLUSH
+#error "MOMENT_FLUSH must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#endif
 
 // Adam: shrink = 1, l2 = weight decay.  AdamW: shrink = 1 - lr * wd, l2 = 0.
 template <class T>

@@ -54,6 +54,38 @@ def _param_kind(ctype):
     return _CTYPES[ctype]
 
 
+def gxx_command(kernel_dir=None, defines=None):
+    """The g++ command (without source and output) that compiles kernel files for the
+    emulator: the kernels' include path and the -D options of :func:`compile_options`
+    (``defines`` replaces those, for tests that leave one out)."""
+    kernel_dir = Path(kernel_dir or cuda_backend.kernel_dir())
+    if defines is None:
+        defines = [o for o in cuda_backend.compile_options(kernel_dir) if o.startswith("-D")]
+    return ["g++", "-std=c++17", "-O1", "-fPIC", "-w", "-I", str(HERE), "-I", str(kernel_dir),
+            *defines]
+
+
+def build_source(src, name, kernel_dir=None, out_dir=None):
+    """Compile the C++ source ``src`` (which includes cuda_emu.h and kernel files) into a
+    shared library named after ``name`` and a digest of everything it is built from; returns
+    its path (reused when it exists)."""
+    kernel_dir = Path(kernel_dir or cuda_backend.kernel_dir())
+    cmd = gxx_command(kernel_dir)
+    digest = hashlib.sha1((src + (HERE / "cuda_emu.h").read_text() + " ".join(cmd)
+                           + "".join(f.read_text() for f in sorted(kernel_dir.glob("*.cu*"))))
+                          .encode()).hexdigest()[:16]
+    out_dir = Path(out_dir or tempfile.gettempdir())
+    lib = out_dir / f"{name}_{digest}.so"
+    if not lib.exists():
+        cpp = out_dir / f"{name}_{digest}.cpp"
+        cpp.write_text(src)
+        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
+        subprocess.run([*cmd, "-shared", "-o", str(tmp), str(cpp)],
+                       check=True, capture_output=True, text=True)
+        os.replace(tmp, lib)
+    return lib
+
+
 def build_library(kernel_dir=None, out_dir=None):
     """Compile every kernel with the emulator into a shared library; returns (path, sigs)."""
     kernel_dir = Path(kernel_dir or cuda_backend.kernel_dir())
@@ -64,20 +96,7 @@ def build_library(kernel_dir=None, out_dir=None):
         casts = ", ".join(f"*({t}*)a[{i}]" for i, t in enumerate(types))
         lines.append(f'extern "C" void emu_{name}(void** a) {{ {name}({casts}); }}')
     src = "\n".join(lines) + "\n"
-    digest = hashlib.sha1((src + (HERE / "cuda_emu.h").read_text()
-                           + "".join(f.read_text() for f in sorted(kernel_dir.glob("*.cu*"))))
-                          .encode()).hexdigest()[:16]
-    out_dir = Path(out_dir or tempfile.gettempdir())
-    lib = out_dir / f"fastvae_cuda_emu_{digest}.so"
-    if not lib.exists():
-        cpp = out_dir / f"fastvae_cuda_emu_{digest}.cpp"
-        cpp.write_text(src)
-        tmp = lib.with_suffix(f".{os.getpid()}.tmp")
-        subprocess.run(["g++", "-std=c++17", "-O1", "-fPIC", "-shared", "-w",
-                        "-I", str(HERE), "-I", str(kernel_dir), "-o", str(tmp), str(cpp)],
-                       check=True, capture_output=True, text=True)
-        os.replace(tmp, lib)
-    return lib, sigs
+    return build_source(src, "fastvae_cuda_emu", kernel_dir, out_dir), sigs
 
 
 class _Launcher:

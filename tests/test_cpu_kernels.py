@@ -269,6 +269,26 @@ def test_sq_norm(dtype):
     assert cpu.sq_norm(g) == pytest.approx(ref.sq_norm(g), rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("clip,bad", [(3.0, None), (1e6, None), (3.0, np.nan), (3.0, np.inf)])
+def test_clip_scale(dtype, clip, bad):
+    g = np.random.default_rng(8).standard_normal(12345).astype(dtype) * 10
+    if bad is not None:
+        g[99] = bad
+    out = {}
+    for backend in (ref, cpu):
+        scale, norm = np.ones(1), np.array([0.0, 2.0])
+        backend.clip_scale(scale, norm, g, clip)
+        out[backend.NAME] = scale, norm
+    (rs, rn), (cs, cn) = out["numpy"], out["cpu"]
+    np.testing.assert_allclose(cn, rn, rtol=1e-12)
+    np.testing.assert_allclose(cs, rs, rtol=1e-12)
+    if bad is None:
+        assert rn[1] == 2 and rs[0] == min(1.0, clip / (rn[0] + 1e-6))
+    else:
+        assert np.isnan(rs[0]) and rn[1] == 3
+
+
 @pytest.mark.parametrize("backend", [ref, cpu], ids=["numpy", "cpu"])
 def test_moments_of_zero_gradients_flush_instead_of_going_denormal(backend):
     """A dead unit's moments decay geometrically; below MOMENT_FLUSH they become exact zeros

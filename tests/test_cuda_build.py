@@ -4,6 +4,7 @@ precisions, launch shapes cover any matrix, and the wheel ships the kernels wher
 backend finds them."""
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fastvae.backends import cuda as C
+from fastvae.backends import reference as R
 
 from cuda_helpers import emu_library  # noqa: F401  (fixture)
 
@@ -22,12 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CU_FILES = sorted((ROOT / "kernels").glob("*.cu"))
 
 
+#: the reference's kernels (its KERNELS, computed from its public functions) that run on the
+#: device, and so have a cuda twin
+DEVICE_KERNELS = tuple(k for k in R.KERNELS if k not in R.HOST_KERNELS)
+#: device kernels whose launcher does not launch a kernel of the same base name: cuBLAS's
+#: product, the sum of squares (sq_norm_partial), the gather (one kernel per dtype pair)
+OTHER_LAUNCH = ("matmul", "sq_norm", "gather_rows")
+
+
 def test_every_launcher_kernel_exists_in_both_precisions():
+    """The launchers of cuda.py launch, for each device kernel of the reference, the CUDA
+    kernel of its name; every kernel they name exists as _f32 and _f64."""
     sigs = C.kernel_signatures(ROOT / "kernels")
     src = (ROOT / "fastvae" / "backends" / "cuda.py").read_text()
     bases = set(re.findall(r'kernel_name\("(\w+)"', src))
-    assert {"bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd", "reparam_kl_bwd",
-            "likelihood_fwd_bwd", "adam_step", "sgd_step", "sum_partials"} <= bases
+    assert set(DEVICE_KERNELS) - set(OTHER_LAUNCH) <= bases
+    assert {"sum_partials", "sq_norm_partial"} <= bases
     for base in bases:
         assert f"{base}_f32" in sigs and f"{base}_f64" in sigs, base
     for out in ("f32", "f64"):
@@ -40,29 +52,33 @@ def test_every_launcher_kernel_exists_in_both_precisions():
             assert [t.replace("float", "double") for t in types] == other, name
 
 
-DEVICE_KERNELS = ("matmul", "bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd",
-                  "reparam_kl_bwd", "likelihood_fwd_bwd", "likelihood_fwd", "likelihood_bwd",
-                  "logscale_fwd", "logscale_bwd", "iwae_fwd", "reparam_iw_bwd", "loss_stats",
-                  "check_data", "sq_norm", "adam_step", "sgd_step", "normal_eps",
-                  "gather_rows")
-#: the host data path's kernels: on the cpu backend (and the reference) only
-HOST_KERNELS = ("scatter_rows", "binarize_rows")
+def test_the_kernel_list_comes_from_the_reference():
+    assert set(R.HOST_KERNELS) <= set(R.KERNELS) and len(set(R.KERNELS)) == len(R.KERNELS)
+    assert {"matmul", "bias_act_fwd", "act_bias_bwd", "reparam_kl_fwd", "reparam_kl_bwd",
+            "likelihood_fwd_bwd", "adam_step", "sgd_step", "normal_eps",
+            "scatter_rows"} <= set(R.KERNELS)
+    assert not set(R.HELPERS) & set(R.KERNELS)
+    assert all(callable(getattr(R, h)) for h in R.HELPERS)  # a stale helper name fails here
+    # every public function of the reference is in the list or a named helper (one defined
+    # below the list's computation would be missed by it)
+    public = {n for n, f in vars(R).items() if inspect.isfunction(f)
+              and f.__module__ == R.__name__ and not n.startswith("_")}
+    assert public == set(R.KERNELS) | set(R.HELPERS)
 
 
 def test_the_same_kernels_as_the_reference():
     """Each reference kernel has a cpu twin and, where it runs on the device, a cuda twin,
     of the same name and parameters."""
-    import inspect
-
     from fastvae.backends import cpu
-    from fastvae.backends import reference as R
 
     def params(f):
         return list(inspect.signature(getattr(f, "py_func", f)).parameters)
 
-    for name in DEVICE_KERNELS + HOST_KERNELS:
+    for name in R.KERNELS:
+        assert hasattr(cpu, name), f"reference.{name} has no twin in cpu.py"
         assert params(getattr(cpu, name)) == params(getattr(R, name)), name
         if name in DEVICE_KERNELS:
+            assert hasattr(C, name), f"reference.{name} has no twin in cuda.py"
             assert params(getattr(C, name)) == params(getattr(R, name)), name
 
 
@@ -109,7 +125,8 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
         cmd = ["nvcc", "-c", "-std=c++17", "-o", str(tmp_path / (path.stem + ".o")),
                "-gencode", "arch=compute_80,code=sm_80",
                "-gencode", "arch=compute_90,code=sm_90",
-               "-Xcompiler", "-Wall", "-Werror", "all-warnings", str(path)]
+               "-Xcompiler", "-Wall", "-Werror", "all-warnings",
+               *(o for o in C.compile_options(path.parent) if o.startswith("-D")), str(path)]
         return path.name, subprocess.run(cmd, capture_output=True, text=True)
 
     with ThreadPoolExecutor(4) as pool:

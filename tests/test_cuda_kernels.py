@@ -269,6 +269,40 @@ def test_check_data_and_sq_norm(dev, dtype):
     assert C.sq_norm(put(dev, g)) == pytest.approx(R.sq_norm(g), rel=1e-12)
 
 
+#: (gradient size, clip norm): clipped, not clipped (scale exactly 1), a zero gradient
+CLIPS = [(5001, 3.0), (5001, 1e6), (70, 0.5), (1, 2.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,clip", CLIPS)
+def test_clip_scale(dev, dtype, n, clip):
+    """The device's norm and scale against reference.clip_scale, on buffers that start as
+    the optimizer's do (scale 1, norm [0, skipped count])."""
+    g = np.random.default_rng(n).standard_normal(n).astype(dtype) * 10
+    if n == 1:
+        g[:] = 0
+    scale, norm = np.ones(1), np.array([0.0, 2.0])
+    R.clip_scale(scale, norm, g, clip)
+    d_scale, d_norm = put(dev, np.ones(1)), put(dev, np.array([0.0, 2.0]))
+    C.clip_scale(d_scale, d_norm, put(dev, g), clip)
+    np.testing.assert_allclose(host(d_norm), norm, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(host(d_scale), scale, rtol=1e-12, atol=0)
+    assert norm[1] == 2.0  # a finite norm skips nothing
+    assert (scale[0] == 1.0) == (clip >= norm[0] + 1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_clip_scale_of_a_non_finite_gradient(dev, bad):
+    g = np.ones(300)
+    g[17] = bad
+    for backend, xp_put in ((R, np.asarray), (C, lambda a: put(dev, a))):
+        scale, norm = xp_put(np.ones(1)), xp_put(np.array([0.0, 2.0]))
+        backend.clip_scale(scale, norm, xp_put(g), 1.0)
+        scale, norm = host(scale), host(norm)
+        assert np.isnan(scale[0]) and norm[1] == 3.0, backend.NAME
+        assert np.isnan(norm[0]) if np.isnan(bad) else np.isinf(norm[0])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("L,B,Z,first", [(1, 1, 1, 0), (1, 5, 3, 7), (3, 37, 20, 5 << 34)])
 def test_normal_eps_matches_reference(dev, dtype, L, B, Z, first):

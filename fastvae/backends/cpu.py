@@ -20,9 +20,8 @@ import numpy as np
 from numba import njit
 
 from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
+    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
 from . import reference as _ref
-from .reference import MOMENT_FLUSH
 from .nbmath import FASTMATH, exp_nonpos, log1p_unit, vexp, vexpm1
 
 NAME = "cpu"
@@ -441,6 +440,19 @@ def sq_norm(g):
     return acc
 
 
+def clip_scale(scale, norm, g, clip_norm):
+    """norm[0] <- |g|, scale[0] <- min(1, clip_norm / (|g| + 1e-6)), or NaN and norm[1] += 1
+    when |g| is not finite (contract: reference.clip_scale).  A few scalar operations after
+    sq_norm: plain Python."""
+    nrm = math.sqrt(sq_norm(g))
+    norm[0] = nrm
+    if math.isfinite(nrm):
+        scale[0] = min(1.0, clip_norm / (nrm + 1e-6))
+    else:
+        scale[0] = math.nan
+        norm[1] += 1
+
+
 @_jit
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
     """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step)."""
@@ -469,7 +481,7 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
             gi += wd * pi
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
-        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in reference.py
+        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in core/codes.py
         vi = vi if vi >= tiny else zero
         m[i] = mi
         v[i] = vi
@@ -633,14 +645,15 @@ def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_m
 
 
 # ------------------------------------------------------------ counter-based noise
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_M0, _M1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
+_W0, _W1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
 _MASK = np.uint64(0xFFFFFFFF)
 
 
 @_jit
-def _philox(c0, c1, c2, c3, k0, k1):
-    """Philox4x32-10 on uint64 values holding 32-bit words (contract: reference.philox4x32_10)."""
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on np.uint64 values holding 32-bit words; returns the four output words
+    as np.uint64 values (contract: reference.philox4x32_10, which takes uint32 arrays)."""
     for _ in range(10):
         p0 = _M0 * c0
         p1 = _M1 * c2
@@ -667,7 +680,7 @@ def normal_eps(eps, key, row0, first):
         e = first
         while e < first + n:
             q = np.uint64(e // 4)
-            w0, w1, w2, w3 = _philox(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
+            w0, w1, w2, w3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
             base = (e // 4) * 4
             for p in range(2):
                 wa, wb = (w0, w1) if p == 0 else (w2, w3)

@@ -28,12 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from .tf32 import tf32_enabled
-from ..core.codes import LIK_GAUSSIAN
+from ..core.codes import LIK_GAUSSIAN, TILE_H, TILE_W, cuda_defines
 
 NAME = "cuda"
 DEVICE = True
 
-TILE_W, TILE_H = 32, 8      # must match kernels/common.cuh
 BLOCK_1D = 256
 #: blocks per streaming multiprocessor that grid-stride and tiled kernels aim for
 WAVES_1D, WAVES_TILE = 8, 4
@@ -62,12 +61,16 @@ def compile_options(directory=None):
     ``cupy.RawModule`` (which compiles with NVRTC and adds the GPU's architecture), and what
     the tests compile with, through NVRTC, without a GPU.
 
-    The last option defines a digest of the shared header: CuPy's on-disk kernel cache is
+    The third option defines a digest of the shared header: CuPy's on-disk kernel cache is
     keyed by the source, the options and the compiler, not by included files, so without it
-    a changed ``common.cuh`` (a new fastvae) would keep running kernels built from the old."""
+    a changed ``common.cuh`` (a new fastvae) would keep running kernels built from the old.
+    The rest are the constants of :mod:`fastvae.core.codes` (activation and likelihood codes,
+    Philox constants, tile shape: :func:`~fastvae.core.codes.cuda_defines`), which the
+    kernel files do not define themselves."""
     directory = Path(directory if directory is not None else kernel_dir())
     digest = hashlib.sha256((directory / "common.cuh").read_bytes()).hexdigest()[:16]
-    return ("-I" + str(directory), "--std=c++14", f"-DFASTVAE_COMMON_CUH={digest}")
+    return ("-I" + str(directory), "--std=c++14", f"-DFASTVAE_COMMON_CUH={digest}",
+            *cuda_defines())
 
 
 _SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
@@ -156,7 +159,7 @@ class CupyDevice:
             from cupy_backends.cuda.libs import cublas
 
         self.xp = cupy
-        self._cublas = cublas
+        self.cublas = cublas  # the cuBLAS binding (CuPy's, or the tests' emulator)
         self._dir = kernel_dir()
         self._sigs = kernel_signatures(self._dir)
         self._modules = {}
@@ -166,7 +169,7 @@ class CupyDevice:
         self.sm_count = int(dev.attributes["MultiProcessorCount"])
         self._local = threading.local()  # this thread's cuBLAS handle, stream, math mode
         self.scratch = {}  # dtype -> the partial-sum buffer of this GPU (see _partials)
-        self._unit = None
+        self._unit = None  # see unit()
         self._one = {np.dtype(t): np.ones(1, t) for t in (np.float32, np.float64)}
         self._zero = {np.dtype(t): np.zeros(1, t) for t in (np.float32, np.float64)}
         self._gemm = {np.dtype(np.float32): cublas.sgemm, np.dtype(np.float64): cublas.dgemm}
@@ -198,13 +201,13 @@ class CupyDevice:
         st = self._local
         if getattr(st, "handle", None) is None:
             with self.xp.cuda.Device(self.id):  # a handle belongs to the GPU it is made on
-                st.handle = self._cublas.create()
-                self._cublas.setPointerMode(st.handle, 0)  # CUBLAS_POINTER_MODE_HOST
+                st.handle = self.cublas.create()
+                self.cublas.setPointerMode(st.handle, 0)  # CUBLAS_POINTER_MODE_HOST
             st.stream, st.math_mode = None, None
         return st
 
     def gemm(self, dtype, transa, transb, m, n, k, A, lda, B, ldb, C, ldc, tf32):
-        cb, st = self._cublas, self._blas()
+        cb, st = self.cublas, self._blas()
         stream = self.xp.cuda.get_current_stream().ptr
         if stream != st.stream:
             cb.setStream(st.handle, stream)
@@ -219,6 +222,13 @@ class CupyDevice:
 
     def to_numpy(self, a):
         return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.asarray(a)
+
+    def unit(self):
+        """A device array holding 1.0 (float64) on this GPU, made once: the scale that an
+        update multiplies by when it was given a plain number (see _scale_args)."""
+        if self._unit is None:
+            self._unit = self.xp.ones(1, dtype=np.float64)
+        return self._unit
 
 
 _devices = {}        # GPU id -> its CupyDevice
@@ -251,7 +261,7 @@ def use_device(dev):
     global _modules, xp
     _devices.clear()
     if dev is not None:
-        _modules = (dev.xp, dev._cublas)
+        _modules = (dev.xp, dev.cublas)
         _devices[dev.id] = dev
         xp = dev.xp
     else:
@@ -562,25 +572,17 @@ def _scale_args(T, grad_scale):
     on the device), or a device array of one float64 written by clip_scale (times 1)."""
     if isinstance(grad_scale, device().xp.ndarray):
         return _s(T, 1.0), grad_scale
-    return _s(T, grad_scale), _unit()
-
-
-def _unit():
-    """A device array holding 1.0 (float64), made once per GPU."""
-    dev = device()
-    if dev._unit is None:
-        dev._unit = dev.xp.ones(1, dtype=np.float64)
-    return dev._unit
+    return _s(T, grad_scale), device().unit()
 
 
 def clip_scale(scale, norm, g, clip_norm):
     """norm[0] (of a (2,) float64) <- |g| and scale (1,) float64 <- min(1, clip_norm /
     (|g| + 1e-6)), or NaN when |g| is not finite (then adam_step and sgd_step leave
     everything as it was, and norm[1] counts one more skipped update), all on the device:
-    clipping by global norm without waiting for the GPU."""
+    clipping by global norm without waiting for the GPU (contract: reference.clip_scale)."""
     part, blocks = _sq_norm_partials(g)
-    device().launch("clip_scale_f64", (1,), (32,), (scale, norm, part, np.int32(blocks),
-                                                   np.float64(clip_norm)))
+    device().launch(kernel_name("clip_scale", np.float64), (1,), (32,),
+                    (scale, norm, part, np.int32(blocks), np.float64(clip_norm)))
 
 
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):

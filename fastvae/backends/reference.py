@@ -1,7 +1,10 @@
 """Plain NumPy kernels: the living definition of every fused step, and the test oracle.
 
 Every kernel here has a twin of the same name and argument order in ``cpu.py`` (Numba)
-and, later, ``cuda.py``.  Conventions, after llm.c:
+and ``cuda.py`` (CuPy and the CUDA C of ``kernels/*.cu``; the host data path's kernels,
+:data:`HOST_KERNELS`, have no cuda twin).  :data:`KERNELS`, computed at the end of this
+file from its public functions, lists them all, and the tests hold cpu.py and cuda.py to it.
+Conventions, after llm.c:
 
 - outputs first, then inputs, then scalars;
 - gradients are *written*, never accumulated into;
@@ -12,10 +15,13 @@ Clarity wins over speed in this file: temporaries are allowed here and nowhere e
 """
 from __future__ import annotations
 
+import inspect
+import math
+
 import numpy as np
 
 from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN)
+    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
 
 NAME = "numpy"
 xp = np
@@ -23,12 +29,7 @@ DEVICE = False  # arrays live in host memory: reading a scalar costs nothing
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
-#: Optimizer moments smaller than this in magnitude are stored as zero.  A moment whose
-#: gradient stays zero (a dead ReLU unit, say) decays geometrically into the denormal range
-#: within ~800 steps (0.9^n); denormal arithmetic made the Adam step 10x and the whole
-#: training step 3x slower.  Flushed values cannot matter: the update they would make is
-#: below 1e-22 * lr.
-MOMENT_FLUSH = 1e-30
+# MOMENT_FLUSH (fastvae.core.codes): optimizer moments smaller than it are stored as zero
 
 
 def asarray(a, dtype=None):
@@ -332,6 +333,23 @@ def sq_norm(g):
     return float(g64 @ g64)
 
 
+def clip_scale(scale, norm, g, clip_norm):
+    """Clipping by global norm: the factor that the update multiplies the gradient by.
+
+    g (P,) the flat gradient.  norm (2,) float64: norm[0] <- |g| (from sq_norm, in float64).
+    scale (1,) float64 <- min(1, clip_norm / (|g| + 1e-6)).  When |g| is not finite, scale
+    <- NaN and norm[1] += 1 (a count of skipped updates): on a GPU, adam_step and sgd_step
+    given a NaN scale leave everything as it was; the host optimizer raises instead.
+    """
+    nrm = math.sqrt(sq_norm(g))
+    norm[0] = nrm
+    if math.isfinite(nrm):
+        scale[0] = min(1.0, clip_norm / (nrm + 1e-6))
+    else:
+        scale[0] = math.nan
+        norm[1] += 1
+
+
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
     """One Adam / AdamW update over the flat buffers p, m, v, g (all (P,)), in place.
 
@@ -398,23 +416,20 @@ def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, ob
         acc += weight * stats
 
 
-_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
-_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
-
-
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 (Salmon et al., SC'11) on uint32 arrays c0..c3 with the key (k0, k1);
-    returns the four output words as uint32 arrays."""
+    returns the four output words as uint32 arrays.  The constants PHILOX_M, PHILOX_W are
+    fastvae.core.codes'; the answers match Random123's known-answer vectors."""
     c = [np.asarray(v, dtype=np.uint32) for v in (c0, c1, c2, c3)]
     k0, k1 = int(k0) & 0xFFFFFFFF, int(k1) & 0xFFFFFFFF
     for _ in range(10):
-        p0 = np.uint64(_PHILOX_M[0]) * c[0].astype(np.uint64)
-        p1 = np.uint64(_PHILOX_M[1]) * c[2].astype(np.uint64)
+        p0 = np.uint64(PHILOX_M[0]) * c[0].astype(np.uint64)
+        p1 = np.uint64(PHILOX_M[1]) * c[2].astype(np.uint64)
         hi0, lo0 = (p0 >> np.uint64(32)).astype(np.uint32), p0.astype(np.uint32)
         hi1, lo1 = (p1 >> np.uint64(32)).astype(np.uint32), p1.astype(np.uint32)
         c = [hi1 ^ c[1] ^ np.uint32(k0), lo1, hi0 ^ c[3] ^ np.uint32(k1), lo0]
-        k0 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF
-        k1 = (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
+        k0 = (k0 + PHILOX_W[0]) & 0xFFFFFFFF
+        k1 = (k1 + PHILOX_W[1]) & 0xFFFFFFFF
     return c
 
 
@@ -464,3 +479,20 @@ def binarize_rows(x, u):
     """x (B, D) <- 1 where u < x else 0, in place: Bernoulli draws with probabilities x from
     uniform draws u (B, D) in [0, 1) (dynamic binarization)."""
     x[...] = (u < x).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------ the kernel list
+#: the host data path's kernels (batches made in host memory): cpu.py has a twin of each,
+#: cuda.py none
+HOST_KERNELS = ("scatter_rows", "binarize_rows")
+#: the public functions of this module that are not kernels: array helpers, and the
+#: generator under normal_eps (cpu.py has its own; the CUDA one is a device function)
+HELPERS = ("asarray", "to_numpy", "philox4x32_10")
+#: every kernel, in the order of this file: each public function defined here but the
+#: HELPERS.  cpu.py has a twin of each, and cuda.py of each but the HOST_KERNELS, of the
+#: same name and parameters (tests/test_cuda_build.py): a kernel added here without its
+#: twins fails there.
+KERNELS = tuple(name for name, f in list(globals().items())
+                if inspect.isfunction(f) and f.__module__ == __name__
+                and not name.startswith("_") and name not in HELPERS)
+

@@ -29,8 +29,11 @@ def layer_sizes(model):
 
 
 def train_flop(model, batch):
-    """FLOP of one training step: 6 per weight per row (2 forward, 4 backward), the
-    convention of DESIGN.md (6 * B * 651,200 for the canonical model)."""
+    """FLOP of one training step by the usual convention for dense layers: 6 per weight per
+    row, 2 for the forward product and 2 for each of the backward products (the input's
+    gradient and the weight's); biases and elementwise work are not counted.  The canonical
+    model has 784*400 + 400*40 + 20*400 + 400*784 = 651,200 weights in its products, so a
+    step of B rows is 6 * B * 651,200 FLOP."""
     return 6 * batch * sum(a * b for a, b in layer_sizes(model))
 
 

@@ -1,7 +1,11 @@
-"""Integer codes shared by every backend's kernels, and the public names they stand for.
+"""Integer codes and constants shared by every backend's kernels, and the public names they
+stand for: the one place they are written down.
 
 Kernels take small integers rather than strings so that Numba and CUDA can branch on them
-cheaply; the model turns user-facing names into these codes once, at construction.
+cheaply; the model turns user-facing names into these codes once, at construction.  The CUDA
+kernels do not define these values themselves: :func:`cuda_defines` passes them to every
+compile (``fastvae.backends.cuda.compile_options``), and a kernel file compiled without them
+stops with an ``#error``.
 """
 ACT_IDENTITY = 0
 ACT_RELU = 1
@@ -56,3 +60,36 @@ LOGVAR_RANGE = (-30.0, 20.0)
 #: log sigma = floor + softplus(raw - floor), as in the sigma-VAE (Rybkin et al. 2021), so a
 #: constant pixel cannot drive sigma to 0 (sigma >= exp(-6) = 0.0025 in the data's units)
 LOGSCALE_FLOOR = -6.0
+
+#: Optimizer moments smaller than this in magnitude are stored as zero.  A moment whose
+#: gradient stays zero (a dead ReLU unit, say) decays geometrically into the denormal range
+#: within ~800 steps (0.9^n); denormal arithmetic made the Adam step 10x and the whole
+#: training step 3x slower.  Flushed values cannot matter: the update they would make is
+#: below 1e-22 * lr.
+MOMENT_FLUSH = 1e-30
+
+#: Philox4x32-10 (Salmon et al., SC'11), the counter-based generator of the noise contract:
+#: the two round multipliers and the two Weyl increments of the key (Random123's
+#: PHILOX_M4x32_0/1 and PHILOX_W32_0/1)
+PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+#: The tile of the CUDA kernels that reduce over rows or columns: a block is TILE_H warps of
+#: TILE_W lanes (kernels/common.cuh; fastvae.backends.cuda plans launches with it).  TILE_W
+#: is the warp size, 32: common.cuh refuses any other.
+TILE_W, TILE_H = 32, 8
+
+
+def cuda_defines():
+    """The ``-DNAME=VALUE`` compiler options that give the CUDA kernels this module's
+    constants (activation and likelihood codes, MOMENT_FLUSH, the Philox constants, the tile
+    shape), in a fixed order.  Every compile of ``kernels/*.cu`` passes them."""
+    # every activation and likelihood code above, so that a new one reaches the kernels too
+    values = {name: value for name, value in globals().items()
+              if name.startswith(("ACT_", "LIK_")) and isinstance(value, int)}
+    values["MOMENT_FLUSH"] = repr(MOMENT_FLUSH)
+    for name, pair in (("PHILOX_M", PHILOX_M), ("PHILOX_W", PHILOX_W)):
+        for i, v in enumerate(pair):
+            values[f"{name}{i}"] = f"0x{v:08X}u"  # unsigned, as in Random123
+    values["TILE_W"], values["TILE_H"] = TILE_W, TILE_H
+    return tuple(f"-D{name}={value}" for name, value in values.items())

@@ -10,6 +10,8 @@ import inspect
 import math
 import numbers
 
+import numpy as np
+
 from ..core.cache import DeviceFloat
 from ..core.validate import boolean, real
 
@@ -95,12 +97,15 @@ class Optimizer:
                 return bk.to_numpy(norm)[0]
             self.last_grad_norm = DeviceFloat(read)
             return scale
-        norm = math.sqrt(bk.sq_norm(g))
-        self.last_grad_norm = norm
-        if not math.isfinite(norm):
-            raise FloatingPointError(f"gradient norm is {norm} at step {self.step_count + 1}; "
-                                     "parameters left unchanged")
-        return min(1.0, self.clip_norm / (norm + 1e-6))
+        if getattr(self, "_host_clip_bufs", None) is None:
+            self._host_clip_bufs = (np.ones(1), np.zeros(2))  # as _clip_bufs, in host memory
+        scale, norm = self._host_clip_bufs
+        bk.clip_scale(scale, norm, g, self.clip_norm)
+        self.last_grad_norm = float(norm[0])
+        if not math.isfinite(self.last_grad_norm):
+            raise FloatingPointError(f"gradient norm is {self.last_grad_norm} at step "
+                                     f"{self.step_count + 1}; parameters left unchanged")
+        return float(scale[0])
 
     def skipped_updates(self):
         """On a GPU with clipping: how many updates a non-finite gradient norm skipped since
