@@ -147,9 +147,15 @@ def main(spec_path):
             out.update(log_likelihood=ll.per_row.tolist())
         except Exception as e:  # noqa: BLE001
             out.update(log_likelihood_error=f"{type(e).__name__}: {e}")
-    np.savez(f"{spec['out']}/rank{rank}.npz", params=model.kernels.to_numpy(model.flat_params))
-    with open(f"{spec['out']}/rank{rank}.json", "w") as f:
+    # each report appears whole or not at all: an abort of the job (which the tests cause on
+    # purpose) may kill this rank in the middle of writing it
+    base = f"{spec['out']}/rank{rank}"
+    with open(base + ".npz.part", "wb") as f:
+        np.savez(f, params=model.kernels.to_numpy(model.flat_params))
+    os.replace(base + ".npz.part", base + ".npz")
+    with open(base + ".json.part", "w") as f:
         json.dump(out, f)
+    os.replace(base + ".json.part", base + ".json")
     return 1 if "error" in out else 0
 
 
