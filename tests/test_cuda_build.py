@@ -75,7 +75,7 @@ def test_the_same_kernels_as_the_reference():
         return list(inspect.signature(getattr(f, "py_func", f)).parameters)
 
     for name in R.KERNELS:
-        assert hasattr(cpu, name), f"reference.{name} has no twin in cpu.py"
+        assert hasattr(cpu, name), f"reference.{name} has no twin in the cpu backend"
         assert params(getattr(cpu, name)) == params(getattr(R, name)), name
         if name in DEVICE_KERNELS:
             assert hasattr(C, name), f"reference.{name} has no twin in cuda.py"

@@ -1,6 +1,6 @@
 """Philox4x32-10, the generator of the noise contract, against the published known answers
 of Random123 (Salmon, Moraes, Dror, Shaw, SC'11) on every backend: the reference (NumPy),
-the Numba one of cpu.py and the CUDA device function of kernels/common.cuh (compiled for
+the Numba one of the cpu backend and the CUDA device function of kernels/common.cuh (compiled for
 the emulator with the options the backend passes)."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_reference_on_arrays():
 def test_cpu(ctr, key, want, fresh):
     """The Numba function as the backend runs it (from Numba's disk cache, when there is
     one), and compiled afresh: Numba freezes the constants it imports from codes.py when it
-    compiles, and its cache is keyed by cpu.py alone, so only a fresh compile sees a changed
+    compiles, and its cache is keyed by cpu/reparam.py alone, so only a fresh compile sees a changed
     codes.py."""
     fn = numba.njit(cpu.philox4x32_10.py_func) if fresh else cpu.philox4x32_10
     got = fn(*(np.uint64(v) for v in (*ctr, *key)))

@@ -4,7 +4,7 @@ Every model asks this module for its kernels; nothing else in fastvae decides wh
 implementation runs.  Names:
 
 - ``"numpy"``: plain NumPy, the readable reference and test oracle (``backends/reference.py``);
-- ``"cpu"``: Numba kernels with the same names and contracts (``backends/cpu.py``);
+- ``"cpu"``: Numba kernels with the same names and contracts (``backends/cpu/``, one module per kernels/*.cu file);
 - ``"cuda"``: CuPy and the CUDA C kernels in ``kernels/`` (needs CuPy and an NVIDIA GPU);
 - ``"auto"``: ``"cuda"`` when CuPy sees a GPU, else ``"cpu"``.
 

@@ -1,9 +1,9 @@
 """Plain NumPy kernels: the living definition of every fused step, and the test oracle.
 
-Every kernel here has a twin of the same name and argument order in ``cpu.py`` (Numba)
+Every kernel here has a twin of the same name and argument order in ``cpu/`` (Numba)
 and ``cuda.py`` (CuPy and the CUDA C of ``kernels/*.cu``; the host data path's kernels,
 :data:`HOST_KERNELS`, have no cuda twin).  :data:`KERNELS`, computed at the end of this
-file from its public functions, lists them all, and the tests hold cpu.py and cuda.py to it.
+file from its public functions, lists them all, and the tests hold cpu/ and cuda.py to it.
 Conventions, after llm.c:
 
 - outputs first, then inputs, then scalars;
@@ -482,14 +482,14 @@ def binarize_rows(x, u):
 
 
 # ------------------------------------------------------------------------ the kernel list
-#: the host data path's kernels (batches made in host memory): cpu.py has a twin of each,
+#: the host data path's kernels (batches made in host memory): cpu/ has a twin of each,
 #: cuda.py none
 HOST_KERNELS = ("scatter_rows", "binarize_rows")
 #: the public functions of this module that are not kernels: array helpers, and the
-#: generator under normal_eps (cpu.py has its own; the CUDA one is a device function)
+#: generator under normal_eps (cpu/reparam.py has its own; the CUDA one is a device function)
 HELPERS = ("asarray", "to_numpy", "philox4x32_10")
 #: every kernel, in the order of this file: each public function defined here but the
-#: HELPERS.  cpu.py has a twin of each, and cuda.py of each but the HOST_KERNELS, of the
+#: HELPERS.  cpu/ has a twin of each, and cuda.py of each but the HOST_KERNELS, of the
 #: same name and parameters (tests/test_cuda_build.py): a kernel added here without its
 #: twins fails there.
 KERNELS = tuple(name for name, f in list(globals().items())

@@ -1,0 +1,206 @@
+"""Numba kernels: the sampling step and its KL, the importance weights, and the counter-based
+noise (kernels/reparam.cu)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...core.codes import PHILOX_M, PHILOX_W
+from ..nbmath import jit, vexp, vexpm1
+
+_M0, _M1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
+_W0, _W1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
+_MASK = np.uint64(0xFFFFFFFF)
+
+
+@jit
+def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_max):
+    """Sampling step and analytic KL, fused (contract and shapes: reference.reparam_kl_fwd)."""
+    B, Z = mu.shape
+    L = z.shape[0] // B
+    half = mu.dtype.type(0.5)
+    lo = mu.dtype.type(lv_min)
+    hi = mu.dtype.type(lv_max)
+    for k in range(Z):
+        kl_dim[k] = 0.0
+    for i in range(B):
+        acc = mu.dtype.type(0.0)
+        # one row's Z dimensions: branch-free arithmetic that vectorises (vexp, vexpm1)
+        for k in range(Z):
+            m = head[i, k] + hb[k]
+            raw = head[i, Z + k] + hb[Z + k]
+            head[i, k] = m
+            head[i, Z + k] = raw  # kept unclamped: the clamp's gradient needs it
+            lv = min(max(raw, lo), hi)
+            mu[i, k] = m
+            logvar[i, k] = lv
+            sigma[i, k] = vexp(half * lv)
+            em1 = vexpm1(lv)
+            # both terms >= 0: no cancellation near collapse; past the clamp the KL goes
+            # on linearly (reference.reparam_kl_fwd)
+            t = half * (m * m + (em1 - lv)) + half * em1 * (raw - lv)
+            acc += t
+            kl_dim[k] += t
+        kl[i] = acc
+        for s_ in range(L):
+            r = s_ * B + i
+            for k in range(Z):
+                z[r, k] = mu[i, k] + sigma[i, k] * eps[r, k]
+    inv_b = mu.dtype.type(1.0 / B)
+    for k in range(Z):
+        kl_dim[k] *= inv_b
+
+
+@jit
+def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free_bits,
+                   lv_min, lv_max):
+    """Sample path plus analytic KL gradient (contract: reference.reparam_kl_bwd)."""
+    B, Z = mu.shape
+    L = dz.shape[0] // B
+    half = mu.dtype.type(0.5)
+    zero = mu.dtype.type(0.0)
+    w_all = mu.dtype.type(kl_weight)
+    lo = mu.dtype.type(lv_min)
+    hi = mu.dtype.type(lv_max)
+    fb = mu.dtype.type(free_bits)
+    no_floor = free_bits <= 0.0
+    for k in range(2 * Z):
+        dhb[k] = zero
+    for i in range(B):
+        # first the sums over the L samples, gathered in dhead's row (sum dz | sum dz eps),
+        # then one branch-free pass over the Z dimensions: both loops vectorise
+        for k in range(2 * Z):
+            dhead[i, k] = zero
+        for s_ in range(L):
+            r = s_ * B + i
+            for k in range(Z):
+                g = dz[r, k]
+                dhead[i, k] += g
+                dhead[i, Z + k] += g * eps[r, k]
+        for k in range(Z):
+            w = w_all if (no_floor | (kl_dim[k] > fb)) else zero  # "|": no branch
+            dmu = dhead[i, k] + w * mu[i, k]
+            raw = head[i, Z + k]
+            lv = min(max(raw, lo), hi)
+            # the clamp cuts the sample path, not the KL's pull (reference.reparam_kl_bwd)
+            sample = half * sigma[i, k] * dhead[i, Z + k]
+            dlv = (sample if raw == lv else zero) + w * half * vexpm1(lv)
+            dhead[i, k] = dmu
+            dhead[i, Z + k] = dlv
+        # the bias gradient in a loop of its own: with it inside, LLVM gave up vectorising
+        # the loop above (too many possibly-aliasing arrays) and it ran 2.5x slower
+        for k in range(2 * Z):
+            dhb[k] += dhead[i, k]
+
+
+@jit
+def iwae_fwd(logw, wnorm, loss_b, loss_rows, z, eps, logvar):
+    """Importance weights and the IWAE loss per datapoint (contract: reference.iwae_fwd)."""
+    B, Z = logvar.shape
+    K = loss_rows.shape[0] // B
+    half = logw.dtype.type(0.5)
+    for i in range(B):
+        slv = logw.dtype.type(0.0)
+        for k in range(Z):
+            slv += logvar[i, k]
+        m = -np.inf
+        for l in range(K):
+            r = l * B + i
+            acc = half * slv - loss_rows[r]
+            for k in range(Z):
+                acc += half * (eps[r, k] * eps[r, k] - z[r, k] * z[r, k])
+            logw[r] = acc
+            m = max(m, acc)
+        tot = 0.0  # the sum of exp(log w - max) in float64
+        for l in range(K):
+            tot += math.exp(np.float64(logw[l * B + i]) - m)
+        lse = m + math.log(tot)
+        for l in range(K):
+            r = l * B + i
+            wnorm[r] = math.exp(np.float64(logw[r]) - lse)
+        loss_b[i] = -(lse - math.log(K))
+
+
+@jit
+def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_min, lv_max):
+    """Head gradient under IWAE or DReG (contract: reference.reparam_iw_bwd)."""
+    B, Z = sigma.shape
+    K = dz.shape[0] // B
+    half = sigma.dtype.type(0.5)
+    zero = sigma.dtype.type(0.0)
+    ib = sigma.dtype.type(inv_b)
+    lo = sigma.dtype.type(lv_min)
+    hi = sigma.dtype.type(lv_max)
+    for k in range(2 * Z):
+        dhb[k] = zero
+    for i in range(B):
+        for k in range(2 * Z):
+            dhead[i, k] = zero
+        for l in range(K):
+            r = l * B + i
+            w = wnorm[r]
+            for k in range(Z):
+                sg = sigma[i, k]
+                e = eps[r, k]
+                if dreg:
+                    ww = w * w * ib
+                    dhead[i, k] += w * dz[r, k] + ww * (z[r, k] - e / sg)
+                    dhead[i, Z + k] += w * dz[r, k] * e * half * sg + ww * half * (
+                        z[r, k] * e * sg - e * e)
+                else:
+                    g = dz[r, k] + w * z[r, k] * ib
+                    dhead[i, k] += g
+                    dhead[i, Z + k] += g * e * half * sg
+        for k in range(Z):
+            raw = head[i, Z + k]
+            inside = lo <= raw <= hi
+            if not dreg:
+                dhead[i, Z + k] -= half * ib  # log q's own logvar / 2
+            if not inside:
+                dhead[i, Z + k] = zero
+        for k in range(2 * Z):
+            dhb[k] += dhead[i, k]
+
+
+@jit
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on np.uint64 values holding 32-bit words; returns the four output words
+    as np.uint64 values (contract: reference.philox4x32_10, which takes uint32 arrays)."""
+    for _ in range(10):
+        p0 = _M0 * c0
+        p1 = _M1 * c2
+        n0 = (p1 >> np.uint64(32)) ^ c1 ^ k0
+        n2 = (p0 >> np.uint64(32)) ^ c3 ^ k1
+        c0, c1, c2, c3 = n0 & _MASK, p1 & _MASK, n2 & _MASK, p0 & _MASK
+        k0 = (k0 + _W0) & _MASK
+        k1 = (k1 + _W1) & _MASK
+    return c0, c1, c2, c3
+
+
+@jit
+def normal_eps(eps, key, row0, first):
+    """eps (L, B, Z) <- counter-based standard normal noise (contract: reference.normal_eps;
+    Philox4x32-10 and Box-Muller in float64, rounded to eps's dtype)."""
+    L, B, Z = eps.shape
+    n = L * Z
+    k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
+    two_pi = 6.283185307179586
+    inv32 = 2.3283064365386963e-10
+    for b in range(B):
+        cnt = np.uint64(row0 + b)
+        c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
+        e = first
+        while e < first + n:
+            q = np.uint64(e // 4)
+            w0, w1, w2, w3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
+            base = (e // 4) * 4
+            for p in range(2):
+                wa, wb = (w0, w1) if p == 0 else (w2, w3)
+                rad = math.sqrt(-2.0 * math.log((np.float64(wa) + 1.0) * inv32))
+                ang = two_pi * np.float64(wb) * inv32
+                for t in range(2):
+                    j = base + 2 * p + t - first  # = l * Z + d
+                    if 0 <= j < n:
+                        eps[j // Z, b, j % Z] = rad * (math.cos(ang) if t == 0 else math.sin(ang))
+            e = base + 4
