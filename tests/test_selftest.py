@@ -46,7 +46,7 @@ def test_a_broken_install_is_reported_not_raised(emu, monkeypatch):
 
     def missing(*a, **k):
         raise FileNotFoundError("the CUDA kernel sources were not found; reinstall fastvae")
-    monkeypatch.setattr(C, "kernel_dir", missing)
+    monkeypatch.setattr("fastvae.backends.cuda_device.kernel_dir", missing)
     rep = selftest.run("cuda", with_speed=False, log=lambda s: None)
     assert not rep["ok"]
     assert "kernel sources were not found" in rep["environment"]["gpu_info_error"]
