@@ -286,7 +286,9 @@ class FakeCupy:
         def create(*args, **kw):
             if name in ("asarray", "ascontiguousarray", "array") and args:
                 src = args[0]
-                if isinstance(src, EmuArray) and kw.get("dtype") in (None, src.dtype):
+                want = kw.get("dtype")
+                # (not `in (None, src.dtype)`: NumPy's dtype('float64') == None is True)
+                if isinstance(src, EmuArray) and (want is None or np.dtype(want) == src.dtype):
                     return src if name != "array" else self._device_array(np.array(src))
                 args = (np.array(src, copy=True) if not isinstance(src, np.ndarray)
                         else np.array(src),) + args[1:]
