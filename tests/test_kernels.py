@@ -26,6 +26,7 @@ from fastvae.backends import cpu, reference as ref
 from fastvae.core.codes import ACTIVATIONS, ACT_IDENTITY, LIK_BERNOULLI, LIK_GAUSSIAN
 
 from cuda_helpers import host
+from tolerances import RTOL
 
 DTYPES = ["float32", "float64"]
 ACTS = [(n, c, a) for n, (c, a) in ACTIVATIONS.items()] + [("identity", ACT_IDENTITY, 0.0)]
@@ -44,7 +45,8 @@ def tol(dtype, reduction=False, scale=None, terms=32):
         grow = max(1.0, float(np.sqrt(terms / 32)))
         return (dict(rtol=1e-12, atol=1e-12 * grow) if dtype == "float64"
                 else dict(rtol=1e-4, atol=1e-5 * grow))
-    rtol, floor = (1e-12, 1e-14) if dtype == "float64" else (1e-5, 1e-6)
+    rtol = RTOL[dtype]  # elementwise: the cross-backend tolerance (tests/tolerances.py)
+    floor = 1e-14 if dtype == "float64" else 1e-6
     return dict(rtol=rtol, atol=0 if scale is None else floor * scale)
 
 
