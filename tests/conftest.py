@@ -47,3 +47,29 @@ def _default_backend(monkeypatch):
     fastvae.backends._default = None
     yield
     fastvae.backends._default = None
+
+
+# ----------------------------------------------------------------- one suite, every backend
+# The contract tests run once per backend: ``backend`` gives a model backend name
+# ("numpy", "cpu" or "cuda"); for "cuda" the emulated device (tests/cuda_emu.py, the real
+# kernels/*.cu compiled with g++) is installed for the test, and the real GPU runs the same
+# test where there is one (marked ``gpu``, skipped elsewhere).
+from cuda_helpers import dev, emu, emu_library, gpu_device, host  # noqa: E402,F401  (fixtures)
+
+BACKEND_PARAMS = ["numpy", "cpu", "cuda", pytest.param("cuda-gpu", marks=pytest.mark.gpu)]
+
+
+def install_backend(request, name):
+    """Make ``name`` ("numpy", "cpu", "cuda" = emulated device, "cuda-gpu" = the real one)
+    usable by this test; returns the model backend name."""
+    if name == "cuda":
+        request.getfixturevalue("emu")
+    elif name == "cuda-gpu":
+        request.getfixturevalue("gpu_device")
+    return "cuda" if name.startswith("cuda") else name
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """A model backend for the shared contract tests: numpy, cpu, emulated cuda, GPU."""
+    return install_backend(request, request.param)

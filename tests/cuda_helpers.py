@@ -27,6 +27,15 @@ def _gpu_device():
     return C.CupyDevice()
 
 
+@pytest.fixture
+def gpu_device():
+    """The real GPU (installed, then removed); skips where there is none."""
+    d = _gpu_device()
+    C.use_device(d)
+    yield d
+    C.use_device(None)
+
+
 @pytest.fixture(params=["emulated", pytest.param("gpu", marks=pytest.mark.gpu)])
 def dev(request, emu_library, monkeypatch):
     """The device the cuda backend runs on in this test (installed, then removed)."""

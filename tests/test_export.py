@@ -84,7 +84,10 @@ def test_logvar_is_clamped_at_both_ends():
     x, _ = data(7, "float64")
     got = session(export.to_onnx(m, "encoder")).run(["logvar"], {"x": x})[0]
     assert (got[:, 0] == LOGVAR_RANGE[0]).all() and (got[:, 1] == LOGVAR_RANGE[1]).all()
-    np.testing.assert_array_equal(got, m.encode(x)[1])
+    want = m.encode(x)[1]
+    np.testing.assert_array_equal(got[:, :2], want[:, :2])  # the clamp's constants, exactly
+    # the unclamped column is a product onnxruntime and BLAS sum in their own orders
+    assert_close(got, want, TOL["float64"])
 
 
 def _run_activation(name, alpha, a):

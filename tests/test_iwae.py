@@ -10,10 +10,9 @@ import fastvae
 from fastvae.backends import reference as ref
 from fastvae.core.evaluate import CHUNK_ROWS, noise_key
 
-from conftest import make_data, make_eps, make_model
-from test_gradcheck import ACTIVATIONS, LIKELIHOODS, _fd_check
+from conftest import BACKEND_PARAMS, host, make_data, make_eps, make_model
+from test_gradcheck import ACTIVATIONS, LIKELIHOODS, _cases, _fd_check
 
-BACKENDS = ["numpy", "cpu"]
 
 
 def _model(backend="numpy", objective="iwae", K=3, **kw):
@@ -26,10 +25,9 @@ def _data(model, gaussian):
 
 
 # --------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("lik", LIKELIHOODS, ids=lambda l: f"{l[0]}-{l[1]}")
-@pytest.mark.parametrize("K", [1, 2, 5])
-@pytest.mark.parametrize("backend", BACKENDS)
+# every backend; on cuda a diagonal of the grid and a few elements a tensor (test_gradcheck)
+@pytest.mark.parametrize("backend,activation,lik,K", _cases([ACTIVATIONS, LIKELIHOODS, [1, 2, 5]]),
+                         indirect=["backend"])
 def test_iwae_finite_differences(backend, activation, lik, K):
     model = _model(backend, "iwae", K, activation=activation, likelihood=lik[0],
                    obs_scale=lik[1])
@@ -39,7 +37,7 @@ def test_iwae_finite_differences(backend, activation, lik, K):
 
 @pytest.mark.parametrize("lik", LIKELIHOODS, ids=lambda l: f"{l[0]}-{l[1]}")
 @pytest.mark.parametrize("K", [1, 2, 5])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 def test_dreg_decoder_gradients_are_the_iwae_gradients(backend, lik, K):
     """DReG changes the encoder's estimator only: its decoder gradients are the IWAE loss's
     (finite differences), and its loss is the IWAE bound."""
@@ -48,13 +46,13 @@ def test_dreg_decoder_gradients_are_the_iwae_gradients(backend, lik, K):
     x = _data(model, lik[0] == "gaussian")
     eps = make_eps(model, len(x))
     loss, g = model.loss_and_grad(x, eps)
-    g = {k: v.copy() for k, v in g.items()}
+    loss, g = float(loss), {k: host(v).copy() for k, v in g.items()}
     iw = _model(backend, "iwae", K, activation="tanh", likelihood=lik[0], obs_scale=lik[1])
     iw_loss, gi = iw.loss_and_grad(x, eps)
-    assert loss == iw_loss
+    assert loss == float(iw_loss)  # one backend, the same forward: the same bits
     for k in g:
         if not k.startswith("enc."):
-            np.testing.assert_allclose(g[k], gi[k], rtol=1e-12, atol=1e-15, err_msg=k)
+            np.testing.assert_allclose(g[k], host(gi[k]), rtol=1e-12, atol=1e-15, err_msg=k)
 
 
 @pytest.mark.parametrize("objective", ["iwae", "iwae-dreg"])
@@ -62,7 +60,7 @@ def test_dreg_decoder_gradients_are_the_iwae_gradients(backend, lik, K):
                                  dict(activation="elu", likelihood="gaussian", obs_scale="learned"),
                                  dict(activation="softplus", likelihood="gaussian",
                                       obs_scale="per_pixel", hidden=(6,))])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 def test_against_torch_autograd(backend, objective, cfg):
     """IWAE: torch's autograd of the bound written with torch's own densities of z.
     DReG: the encoder against the usual torch surrogate with q's parameters detached."""
@@ -74,9 +72,9 @@ def test_against_torch_autograd(backend, objective, cfg):
     eps = make_eps(model, len(x))
     loss, g = model.loss_and_grad(x, eps)
     t_loss, tg = torch_ref.iwae_loss_and_grads(model, x, eps, dreg=objective == "iwae-dreg")
-    assert loss == pytest.approx(t_loss, rel=1e-12)
+    assert float(loss) == pytest.approx(t_loss, rel=1e-12)
     for k in tg:
-        np.testing.assert_allclose(g[k], tg[k], rtol=1e-9, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(host(g[k]), tg[k], rtol=1e-9, atol=1e-12, err_msg=k)
 
 
 def test_logvar_outside_the_clamp_under_iwae():
@@ -130,7 +128,7 @@ def test_more_elbo_samples_lower_the_variance_more_importance_samples_tighten_th
 # ------------------------------------------------------------ the log-likelihood
 def _plain_numpy_log_w(model, x, eps):
     """log w (K, B) computed directly from the parameters with NumPy (float64)."""
-    p = {k: np.asarray(v, dtype=np.float64) for k, v in model.parameters().items()}
+    p = {k: host(v).astype(np.float64) for k, v in model.parameters().items()}
     act = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0)}[model.activation]
     h = x
     for i in range(len(model.enc_hidden)):
@@ -149,7 +147,7 @@ def _plain_numpy_log_w(model, x, eps):
     return log_px + log_pz - log_q
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 def test_log_likelihood_equals_a_plain_numpy_computation(backend):
     m = fastvae.VAE(10, hidden=(6,), latent_dim=3, activation="tanh", dtype="float64",
                     backend=backend, seed=2)
@@ -160,7 +158,7 @@ def test_log_likelihood_equals_a_plain_numpy_computation(backend):
     ref.normal_eps(eps, noise_key(m, 3), 0, 0)
     lw = _plain_numpy_log_w(m, x, eps)
     want = np.logaddexp.reduce(lw, axis=0) - math.log(k)
-    np.testing.assert_allclose(res.per_row, want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(host(res.per_row), want, rtol=1e-10, atol=1e-10)
     assert res.mean == pytest.approx(want.mean(), rel=1e-12) and res.nll == -res.mean
     assert res.stderr == pytest.approx(want.std(ddof=1) / 3, rel=1e-9)
     assert (res.k, res.n) == (k, 9)

@@ -11,9 +11,7 @@ import pytest
 import fastvae
 from fastvae.training.fit import SettingChangedWarning
 
-from conftest import interrupt_at
-
-BACKENDS = ["numpy", "cpu"]
+from conftest import BACKEND_PARAMS, host, interrupt_at
 
 #: optimizer settings x loop settings, none of them the defaults
 RUNS = {
@@ -36,7 +34,8 @@ def _model(backend, **kw):
 
 
 def _same_run(a, b):
-    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    """The same run, bit for bit: one backend on one machine makes the same calls."""
+    np.testing.assert_array_equal(host(a.flat_params), host(b.flat_params))
     ma, aa = a.train_state.to_checkpoint()
     mb, ab = b.train_state.to_checkpoint()
     assert set(aa) == set(ab)
@@ -50,7 +49,7 @@ def _same_run(a, b):
     assert a.noise.counter == b.noise.counter
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 @pytest.mark.parametrize("run", list(RUNS))
 def test_resume_from_a_checkpoint_needs_no_settings(backend, run, tmp_path):
     """3 epochs straight == 1 epoch, save, load, fit(X, epochs=2) with no settings repeated:
@@ -72,7 +71,7 @@ def test_resume_from_a_checkpoint_needs_no_settings(backend, run, tmp_path):
     assert straight.history[0]["beta"] == pytest.approx(min(1.0, 1 / RUNS[run]["kl_warmup"]))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 @pytest.mark.parametrize("run", list(RUNS))
 @pytest.mark.parametrize("k", [3, 9])
 def test_resume_after_ctrl_c_mid_epoch(backend, run, k, tmp_path):
@@ -147,29 +146,32 @@ def test_other_data_mid_epoch_restarts_the_epoch_and_says_so():
     assert m.history[-1]["steps"] == 5 and m.train_state.epoch == 1
 
 
-def test_backward_then_other_passes_then_step_equals_the_plain_step():
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
+def test_backward_then_other_passes_then_step_equals_the_plain_step(backend):
     """Only backward writes gradients: a forward on another batch and an ELBO between
     backward and the optimizer step change nothing."""
     for cfg in (dict(), dict(likelihood="gaussian", obs_scale="per_pixel"),
                 dict(likelihood="gaussian", obs_scale="learned", n_samples=2)):
-        X = _data()
-        a, b = _model("cpu", dtype="float64", **cfg), _model("cpu", dtype="float64", **cfg)
+        X = _data().astype(np.float64)  # (other dtypes: test_backend_contract.py)
+        a, b = _model(backend, dtype="float64", **cfg), _model(backend, dtype="float64", **cfg)
         oa, ob = fastvae.Adam(a, lr=1e-2), fastvae.Adam(b, lr=1e-2)
         eps = np.random.default_rng(3).standard_normal((a.n_samples, 32, 4))
         ga = a.backward(a.forward(X[:32], eps))
         gb = b.backward(b.forward(X[:32], eps))
-        before = b.flat_grads.copy()
+        before = host(b.flat_grads).copy()
         b.forward(X[32:64])                # a training forward of the same shape, other data
+        b.forward(X[:8])                   # ... and of another shape
         b.forward(X[64:100], grad=False)   # a loss-only forward
         b.elbo(X)
         b.encode(X[:5]), b.decode(np.zeros((3, 4))), b.sample(4, seed=1)
-        np.testing.assert_array_equal(b.flat_grads, before)
+        b.sample(3, seed=0, mean=False)
+        np.testing.assert_array_equal(host(b.flat_grads), before)
         oa.step(ga)
         ob.step(gb)
-        np.testing.assert_array_equal(a.flat_params, b.flat_params)
+        np.testing.assert_array_equal(host(a.flat_params), host(b.flat_params))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 def test_evaluating_between_steps_never_changes_the_training_run(backend):
     """Loss-only forwards (no eps, no rng), ELBO, log-likelihood, encode and sample between
     training steps: the run's later steps draw the same noise and land on the same
@@ -186,9 +188,9 @@ def test_evaluating_between_steps_never_changes_the_training_run(backend):
         b.elbo(X[:40]), b.log_likelihood(X[:8], k=4), b.encode(X[:3], sample=True)
         b.sample(2, seed=i)
     assert b.noise.counter == a.noise.counter == 4
-    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    np.testing.assert_array_equal(host(a.flat_params), host(b.flat_params))
     # the loss-only stream moves on: two passes draw different noise
-    assert b.forward(X[:20], grad=False).loss != b.forward(X[:20], grad=False).loss
+    assert float(b.forward(X[:20], grad=False).loss) != float(b.forward(X[:20], grad=False).loss)
 
 
 def test_a_loss_only_forward_is_not_a_training_pass():
@@ -204,7 +206,7 @@ def test_a_loss_only_forward_is_not_a_training_pass():
     m.backward(train)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 def test_pickle_deepcopy_and_checkpoint_give_the_same_model(backend, tmp_path):
     X = _data()
     m = _model(backend, likelihood="gaussian", obs_scale="learned", activation="leaky_relu",
@@ -216,6 +218,7 @@ def test_pickle_deepcopy_and_checkpoint_give_the_same_model(backend, tmp_path):
               fastvae.load(tmp_path / "m.npz", backend=backend)]
     for c in copies:
         assert c.config() == m.config() and c.backend == m.backend and c.metadata == m.metadata
+        assert type(c.flat_params) is type(m.flat_params)  # on the device on a GPU
         _same_run(m, c)
     m.fit(X, epochs=1, progress=False)
     for c in copies:  # each continues exactly as the original, independently of it
@@ -230,7 +233,7 @@ def test_pickle_of_an_untrained_model():
     np.testing.assert_array_equal(c.flat_params, m.flat_params)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 def test_sample_and_encode_draws_leave_training_unchanged(backend):
     X = _data()
     plain, sampled = _model(backend), _model(backend)
@@ -245,8 +248,8 @@ def test_sample_and_encode_draws_leave_training_unchanged(backend):
 
     sampled.fit(X, epochs=2, progress=False, callbacks=[cb])
     _same_run(plain, sampled)
-    np.testing.assert_array_equal(sampled.sample(5, seed=11), plain.sample(5, seed=11))
-    assert not np.array_equal(draws[0], draws[1])  # the model changed between the epochs
+    np.testing.assert_array_equal(host(sampled.sample(5, seed=11)), host(plain.sample(5, seed=11)))
+    assert not np.array_equal(host(draws[0]), host(draws[1]))  # the model changed between the epochs
 
 
 def test_sample_and_encode_conventions():
@@ -365,7 +368,7 @@ def test_switching_optimizer_reports_every_setting_that_changes():
     assert (m.optimizer.lr, m.optimizer.clip_norm, m.optimizer.weight_decay) == (2e-3, 4.0, 0.01)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 @pytest.mark.parametrize("dtype", [">f4", "float16", "<f8", "int64"])
 def test_data_of_any_numeric_dtype_trains_like_float32(backend, dtype):
     """Big-endian IDX floats, float16, float64, integer images: the same batches as the
@@ -375,7 +378,7 @@ def test_data_of_any_numeric_dtype_trains_like_float32(backend, dtype):
     ref.fit(X, epochs=1, batch_size=64, progress=False)
     Y = (X * 255).astype(dtype) if dtype == "int64" else X.astype(dtype)
     other.fit(Y, epochs=1, batch_size=64, progress=False)
-    np.testing.assert_array_equal(other.flat_params, ref.flat_params)
+    np.testing.assert_array_equal(host(other.flat_params), host(ref.flat_params))
 
 
 def test_ctrl_c_after_the_last_epoch_is_not_an_interruption():
@@ -431,7 +434,7 @@ def _fail_at(model, where, k, exc):
     return calls
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKEND_PARAMS, indirect=True)
 @pytest.mark.parametrize("where", ["forward", "backward", "update", "recorded"])
 @pytest.mark.parametrize("exc", [FloatingPointError("injected"), KeyboardInterrupt()])
 @pytest.mark.parametrize("binarize", ["none", "dynamic"])

@@ -16,6 +16,11 @@ ACT = {
 }
 
 
+def _host(a):
+    """A NumPy copy of a parameter, wherever the model keeps it (CuPy arrays have .get())."""
+    return np.array(a.get() if hasattr(a, "get") else a)
+
+
 def _act(name, alpha):
     if name == "leaky_relu":
         return lambda a: torch.nn.functional.leaky_relu(a, alpha)
@@ -29,7 +34,7 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
     dtype.  eps (L, B, Z).  The conventions, written out here independently of fastvae's
     kernels: the KL per dimension is 0.5 (mu^2 + expm1(lv) - lv) with lv the clamped logvar,
     continued linearly past the clamp; learned log-scales are floor + softplus(raw - floor)."""
-    p = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in model.parameters().items()}
+    p = {k: torch.tensor(_host(v), requires_grad=True) for k, v in model.parameters().items()}
     xt = torch.tensor(np.asarray(x))
     et = torch.tensor(np.asarray(eps))
     L, B, Z = et.shape
@@ -89,7 +94,7 @@ def iwae_loss_and_grads(model, x, eps, dreg=False, lv_range=(-30.0, 20.0)):
     densities of z (not fastvae's eps form).  dreg: the encoder's gradients from the DReG
     surrogate (Tucker et al. 2019: -sum_k stopgrad(w~_k)^2 log w_k with q's parameters
     detached inside log q), the decoder's from the IWAE loss."""
-    p = {k: torch.tensor(np.array(v), requires_grad=True) for k, v in model.parameters().items()}
+    p = {k: torch.tensor(_host(v), requires_grad=True) for k, v in model.parameters().items()}
     xt = torch.tensor(np.asarray(x))
     et = torch.tensor(np.asarray(eps))
     K, B, Z = et.shape

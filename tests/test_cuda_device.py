@@ -1,6 +1,13 @@
-"""The VAE on the cuda backend: a whole training step against the reference, training that
-tracks the CPU backend, fit with batches gathered on the device, exact resume, cross-device
-checkpoints, out-of-memory and stale-loss errors, and no host synchronisation in a step.
+"""What only the cuda backend has: no host synchronisation in a step (host reads and
+launches counted), the loss and gradient norm read lazily from the device, the input check
+and clipping deferred on the device, batches gathered on the device (every data path
+resumes exactly), cross-device checkpoints, two GPUs, the out-of-memory message, the
+launch-signature checks, and the GPU benchmark script.
+
+The contracts every backend shares (kernels against the reference, finite differences,
+torch parity, a step against the reference, resume, pickling, noise) run on the cuda
+backend too, from the shared suite: test_kernels.py, test_gradcheck.py,
+test_torch_parity.py, test_backend_contract.py, test_train_state.py, test_training.py.
 
 Runs on the emulated device everywhere and on the GPU where there is one (``-m gpu``).
 """
@@ -13,75 +20,8 @@ import fastvae
 from fastvae.backends import cuda as C
 
 from conftest import make_data
+from tolerances import assert_close
 from cuda_helpers import dev, emu, emu_library, host  # noqa: F401  (fixtures)
-
-CONFIGS = [
-    dict(),
-    dict(hidden=(9, 6), activation="tanh", n_samples=3, free_bits=0.05),
-    dict(likelihood="gaussian", obs_scale="learned", activation="elu"),
-    dict(likelihood="gaussian", obs_scale="per_pixel", activation="softplus", beta=0.5),
-    dict(objective="iwae", n_samples=3, hidden=(9, 6)),
-    dict(objective="iwae-dreg", n_samples=2, likelihood="gaussian", obs_scale="learned"),
-]
-
-
-def pair(dtype, B=40, cfg=None, **kw):
-    cfg = dict(cfg or {}, **kw)
-    cfg.setdefault("hidden", (33,))
-    args = dict(input_dim=37, latent_dim=5, dtype=dtype, seed=4, **cfg)
-    return fastvae.VAE(backend="numpy", **args), fastvae.VAE(backend="cuda", **args)
-
-
-@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-10), ("float32", 2e-4)])
-@pytest.mark.parametrize("cfg", CONFIGS, ids=["canonical", "deep-L3-freebits", "sigma-vae", "per-pixel",
-                                         "iwae-K3", "dreg-K2-sigma"])
-def test_training_step_matches_reference(dev, dtype, rtol, cfg):
-    ref, gpu = pair(dtype, cfg=cfg)
-    x = make_data(ref, B=40)
-    eps = np.random.default_rng(2).standard_normal((ref.n_samples, 40, 5)).astype(dtype)
-    c_ref = ref.forward(x, eps)
-    c_gpu = gpu.forward(x, eps)
-    assert c_gpu.loss == pytest.approx(c_ref.loss, rel=rtol)
-    assert c_gpu.recon_mean == pytest.approx(c_ref.recon_mean, rel=rtol)
-    assert c_gpu.kl_mean == pytest.approx(c_ref.kl_mean, rel=rtol)
-    np.testing.assert_allclose(host(c_gpu.recon), c_ref.recon, rtol=rtol)
-    np.testing.assert_allclose(host(c_gpu.kl), c_ref.kl, rtol=rtol, atol=rtol)
-    g_ref, g_gpu = ref.backward(c_ref), gpu.backward(c_gpu)
-    for name in g_ref:
-        scale = np.abs(g_ref[name]).max() + 1e-30
-        np.testing.assert_allclose(host(g_gpu[name]) / scale, g_ref[name] / scale,
-                                   rtol=0, atol=rtol * 10, err_msg=name)
-
-
-def test_log_likelihood_on_the_device_matches_the_cpu(dev):
-    args = dict(input_dim=30, hidden=(20,), latent_dim=4, dtype="float64", seed=3)
-    cpu, gpu = fastvae.VAE(backend="cpu", **args), fastvae.VAE(backend="cuda", **args)
-    x = make_data(cpu, B=11)
-    np.testing.assert_allclose(gpu.log_likelihood(x, k=40, batch_size=5).per_row,
-                               cpu.log_likelihood(x, k=40).per_row, rtol=1e-10)
-
-
-def test_two_hundred_adam_steps_track_the_cpu_backend(dev):
-    cpu = fastvae.VAE(64, hidden=(48,), latent_dim=6, seed=1, backend="cpu")
-    gpu = fastvae.VAE(64, hidden=(48,), latent_dim=6, seed=1, backend="cuda")
-    o_cpu, o_gpu = fastvae.Adam(cpu, lr=2e-3), fastvae.Adam(gpu, lr=2e-3)
-    rng = np.random.default_rng(0)
-    rates = rng.uniform(0.05, 0.95, 64)
-    losses = []
-    for step in range(200):
-        x = (rng.random((32, 64)) < rates).astype(np.float32)
-        eps = rng.standard_normal((32, 6)).astype(np.float32)
-        c1, c2 = cpu.forward(x, eps), gpu.forward(x, eps)
-        losses.append((c1.loss, c2.loss))
-        o_cpu.step(cpu.backward(c1))
-        o_gpu.step(gpu.backward(c2))
-    losses = np.array(losses)
-    # float32 rounding differs (cuBLAS vs OpenBLAS), so the runs drift apart slowly; they
-    # must stay within a small fraction of the loss and learn the same amount
-    assert np.abs(losses[:, 0] - losses[:, 1]).max() < 0.01 * losses[:, 0].max()
-    assert losses[-20:, 1].mean() < losses[:20, 1].mean() - 2
-    np.testing.assert_allclose(host(gpu.flat_params), cpu.flat_params, atol=2e-3)
-
 
 def test_a_training_step_never_waits_for_the_device(emu, monkeypatch):
     model = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda")
@@ -109,16 +49,12 @@ def test_the_loss_is_read_lazily_and_a_stale_read_is_refused(emu):
         first.loss
 
 
-def test_noise_is_drawn_on_the_device_and_reproducible(emu):
+def test_noise_is_drawn_on_the_device(emu):
+    """(Reproducible and the reference's: test_backend_contract.py, on every backend.)"""
     a = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=5)
-    b = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=5)
-    x = make_data(a, B=8).astype(np.float32)
-    e1 = host(a.forward(x).eps)
-    e2 = host(a.forward(x).eps)
+    emu.xp.launches.clear()
+    a.forward(make_data(a, B=8).astype(np.float32))
     assert "normal_eps_f32" in emu.xp.launches
-    np.testing.assert_array_equal(host(b.forward(x).eps), e1)  # same seed, same draws
-    assert not np.allclose(e1, e2)                              # the counter moved on
-    assert a.noise.counter == 2
 
 
 def test_fit_gathers_batches_on_the_device_and_resumes_exactly(emu, tmp_path):
@@ -173,23 +109,6 @@ def test_fit_resumes_with_its_saved_settings_on_every_data_path(emu, tmp_path, d
     assert resumed.history[-1]["train_loss"] == straight.history[-1]["train_loss"]
 
 
-def test_only_backward_writes_gradients_and_models_pickle_on_the_device(emu):
-    import pickle
-    cfg = dict(likelihood="gaussian", obs_scale="per_pixel", n_samples=2)
-    a = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", dtype="float64", **cfg)
-    b = pickle.loads(pickle.dumps(a))
-    assert b.backend == "cuda" and isinstance(b.flat_params, emu.xp.ndarray)
-    x = make_data(a, B=16).astype(np.float64) * 2 - 0.5
-    eps = np.random.default_rng(1).standard_normal((2, 16, 4))
-    ga = host(a.backward(a.forward(x, eps)).flat).copy()
-    b.backward(b.forward(x, eps))
-    b.forward(x[:8])
-    b.forward(x, grad=False)
-    b.elbo(x)
-    b.sample(3, seed=0, mean=False)
-    np.testing.assert_array_equal(host(b.flat_grads), ga)
-
-
 def test_fit_on_device_and_on_cpu_see_the_same_data(emu):
     """The device path (whole set on the device, gathered per batch) yields exactly the
     batches of the host path, in the same order."""
@@ -225,7 +144,7 @@ def test_checkpoints_cross_devices(emu, tmp_path):
     np.testing.assert_array_equal(host(back.flat_params), cpu.flat_params)
     assert back.noise.counter == gpu.noise.counter == 4
     z = np.zeros((3, 4), np.float32)
-    np.testing.assert_allclose(host(back.decode(z)), cpu.decode(z), rtol=1e-5, atol=1e-6)
+    assert_close(back.decode(z), cpu.decode(z))  # two backends: a few ulp apart
 
 
 def test_out_of_memory_names_the_batch_size(emu, monkeypatch):
@@ -355,73 +274,6 @@ def test_models_on_two_gpus_and_on_one_used_alternately_match_each_alone(emu):
         make("cuda:2", 0)
 
 
-@pytest.mark.parametrize("binarize", ["none", "dynamic"])
-def test_a_step_that_fails_after_its_forward_is_given_back_on_the_device(emu, binarize):
-    """A failure between forward (which added the step's loss to the device's running sums)
-    and the update: the sums, the noise and the binarization draws are given back, so fit
-    again goes on as the uninterrupted run, loss averages included."""
-    X = (np.random.default_rng(3).random((300, 30)) * 255).astype(np.uint8)
-    kw = dict(batch_size=64, progress=False, binarize=binarize)
-
-    def fresh():
-        return fastvae.VAE(30, hidden=(20,), latent_dim=4, backend="cuda", seed=2)
-
-    straight = fresh()
-    straight.fit(X, epochs=2, **kw)
-    half, calls = fresh(), [0]
-    backward = half.backward
-
-    def failing(cache):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise KeyboardInterrupt
-        return backward(cache)
-
-    half.backward = failing
-    with pytest.raises(KeyboardInterrupt):
-        half.fit(X, epochs=2, **kw)
-    del half.backward
-    assert (half.train_state.step, half.noise.counter) == (2, 2)
-    half.fit(X, epochs=2, progress=False)
-    np.testing.assert_array_equal(host(half.flat_params), host(straight.flat_params))
-    assert [h["train_loss"] for h in half.history] == [h["train_loss"] for h in
-                                                       straight.history]
-
-
-@pytest.mark.parametrize("backend", ["cpu", "cuda"])
-@pytest.mark.parametrize("bad", [np.nan, 1.7])
-def test_estimates_refuse_bad_data_on_every_backend(emu, backend, bad):
-    """The input check of a GPU pass is only read with its loss, which the estimates never
-    read: they check their data on the host, once, like fit."""
-    m = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend=backend, seed=1)
-    X = np.random.default_rng(0).uniform(0, 1, (20, 30)).astype(np.float32)
-    X[3, 4] = bad
-    for estimate in (lambda: m.elbo(X), lambda: m.log_likelihood(X, k=4)):
-        with pytest.raises(ValueError, match="NaN or infinite|needs \\[0, 1\\]"):
-            estimate()
-
-
-@pytest.mark.parametrize("backend", ["cpu", "cuda"])
-def test_fit_reports_any_non_finite_gradient_norm_between_its_checks(emu, backend):
-    """One step of ten gets an infinite gradient (its loss stays finite): on the cpu fit
-    raises at that step; on a GPU the update is skipped on the device, counted there, and
-    the next check reports it (it looked only at the latest norm before)."""
-    X = np.random.default_rng(0).uniform(0, 1, (320, 30))
-    m = fastvae.VAE(30, hidden=(20,), latent_dim=4, backend=backend, dtype="float64", seed=1)
-    calls, backward = [0], m.backward
-
-    def bad(cache):
-        g = backward(cache)
-        calls[0] += 1
-        if calls[0] == 3:
-            g.flat[5] = np.inf
-        return g
-
-    m.backward = bad
-    with pytest.raises(FloatingPointError, match="gradient norm"):
-        m.fit(X, epochs=1, batch_size=32, progress=False, clip_norm=1.0)
-
-
 def test_a_gradient_norm_read_after_the_next_step_is_refused(emu):
     """On a GPU last_grad_norm reads a buffer the next step overwrites: reading it late is
     an error, never the other step's norm."""
@@ -442,5 +294,31 @@ def test_reconstruct_on_the_device(emu):
     m = fastvae.VAE(37, hidden=(33,), latent_dim=5, backend="cuda", seed=3)
     x = np.random.default_rng(0).uniform(0, 1, (45, 37)).astype(np.float32)
     c = fastvae.VAE(37, hidden=(33,), latent_dim=5, backend="cpu", seed=3)
-    np.testing.assert_allclose(host(m.reconstruct(x)), c.reconstruct(x), rtol=1e-4,
-                               atol=1e-6)
+    assert_close(m.reconstruct(x), c.reconstruct(x))  # two backends: a few ulp apart
+
+
+# ------------------------------------------------------- the launch path on the emulator
+def test_matmul_refuses_bad_arguments(emu):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match="shapes do not agree"):
+        C.matmul(np.empty((3, 6), np.float32), a, b)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        C.matmul(np.empty((3, 5), np.float32), np.ones((4, 3), np.float32).T, b)
+    with pytest.raises(TypeError, match="dtypes"):
+        C.matmul(np.empty((3, 5), np.float64), a, b)
+
+
+def test_launches_are_checked_against_the_kernel_signatures(emu):
+    y = emu.xp.zeros((2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match="expected int32"):
+        emu.launch("bias_act_fwd_f32", (1,), (256,), (y, y[0], np.int64(2), np.int64(3),
+                                                      np.int32(0), np.float32(0)))
+    with pytest.raises(TypeError, match="float32 device array"):
+        emu.launch("bias_act_fwd_f32", (1,), (256,), (y.astype(np.float64), y[0], np.int64(2),
+                                                      np.int32(3), np.int32(0), np.float32(0)))
+    with pytest.raises(TypeError, match="device array, got ndarray"):  # a host array
+        emu.launch("bias_act_fwd_f32", (1,), (256,), (np.zeros((2, 3), np.float32), y[0],
+                                                      np.int64(2), np.int32(3), np.int32(0),
+                                                      np.float32(0)))
+    with pytest.raises(KeyError, match="no CUDA kernel"):
+        emu.launch("bias_act_fwd_f16", (1,), (256,), ())
