@@ -8,8 +8,8 @@ MemoryError in that optimizer update), "stop": {"rank", "epoch"} or null (a call
 raising StopTraining after that epoch, on that rank only), "of_rank": {rank: {"rows": n,
 "fit": {...}, "model": {...}, "data": ...}} (what differs on that rank), "data": "shift" (the
 last row halved) | {"nan_row": i} (a NaN in row i) | {"changed_row": i} (one value of row i
-changed), "emu_dir": dir (run the cuda backend on
-the emulated GPU built there, tests/cuda_emu.py), and faults on one rank: "sync_error":
+changed); "of_rank": {r: {"data_dtype": ...}} holds that rank's data in another dtype;
+"emu_dir": dir (run the cuda backend on the emulated GPU built there, tests/cuda_emu.py), and faults on one rank: "sync_error":
 {"rank", "call"} (that stream synchronize raises, as CuPy reports a kernel's fault),
 "warnings_error": rank (warnings are errors there), "stream_fail": rank (progress on a
 stream whose writes fail), "exit": {"rank", "epoch"} (a callback calls sys.exit),
@@ -57,7 +57,7 @@ def main(spec_path):
             return checked(*a, **k)
         fit_module._checked = interrupted
     mine = spec.get("of_rank", {}).get(str(rank), {})
-    X = data(mine.get("rows", spec["rows"])).astype(spec["dtype"])
+    X = data(mine.get("rows", spec["rows"])).astype(mine.get("data_dtype", spec["dtype"]))
     change = mine.get("data", spec.get("data"))
     if change == "shift":
         X[-1] *= 0.5

@@ -299,6 +299,18 @@ def test_one_differing_value_in_one_ranks_copy_stops_every_rank(tmp_path):
 
 
 @needs_mpi
+def test_ranks_holding_the_data_in_other_dtypes_are_told_so(tmp_path):
+    """Rank 1 holds the same values as float32: the copies are compared by their bytes as
+    stored, so the ranks refuse, naming how each holds its data."""
+    r, ranks, _ = run_mpi(2, tmp_path, "dtype", of_rank={"1": {"data_dtype": "float32"}})
+    assert r.returncode != 0
+    for rep in ranks:
+        assert rep["error"].startswith(
+            "DataError: the MPI ranks differ in the training data (rank 0: float64 in memory, "
+            "rank 1: float32 in memory: give every rank the same kind of array)"), rep
+
+
+@needs_mpi
 def test_rank_0_failing_in_its_output_stops_every_rank(tmp_path):
     """Only rank 0 writes progress: an error there (a closed pipe: after epoch 1's line)
     is told to every rank at the next agreement instead of leaving rank 0 out of it."""

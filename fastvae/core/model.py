@@ -438,6 +438,12 @@ class VAE(Inference, Workflows):
                 f"backend={self.backend!r}, parameters={self.n_parameters})")
 
 
+# Pickles name the class by its public path, fastvae.VAE, so that moving the engine inside
+# the package never breaks them again (those made before the move name fastvae.model.VAE,
+# which fastvae/model.py keeps).
+VAE.__module__ = "fastvae"
+
+
 def load(path, backend=None):
     """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
     with its whole training state (optimizer and moments, settings, generator states,

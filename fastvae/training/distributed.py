@@ -17,7 +17,9 @@ rank scans its whole copy once, for NaN/inf and range and for a checksum of its 
 (:meth:`check_data`), so a copy that differs anywhere, or holds a NaN anywhere, stops every
 rank.  Memory-mapped data is not read whole by every rank (that is what memory-mapping it
 avoids): each rank scans its share of the rows, and the copies are compared by their
-lengths, widths and 64 rows sampled across them.
+lengths, widths and 64 rows sampled across them.  Copies are compared as stored: ranks that
+hold the same values in different dtypes, or one memory-mapped and one in memory, are
+refused with a message naming how each holds its data.
 
 Besides the gradient, each step reduces one small vector: the step's loss sums and two
 flags.  A rank whose step raised (or whose loss is not finite; on a GPU the step's work is
@@ -52,12 +54,17 @@ def _digest(a):
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
+def _storage(ds):
+    """How a Dataset holds its rows, in words: dtype, memory-mapped or not, scale."""
+    where = "memory-mapped" if isinstance(ds.x, np.memmap) else "in memory"
+    scale = "" if ds.scale == 1.0 else f" scaled by {ds.scale:g}"
+    return f"{ds.x.dtype} {where}{scale}"
+
+
 def _rows_digest(ds):
-    """(rows, width, digest of 64 rows spread over the data) of a Dataset, or None."""
-    if ds is None:
-        return None
+    """(rows, width, storage, digest of 64 rows spread over the data) of a Dataset."""
     idx = np.unique(np.linspace(0, len(ds) - 1, 64).astype(np.int64))
-    return (len(ds), ds.dim, _digest(ds.batch(idx, dtype=np.float64)))
+    return (len(ds), ds.dim, _storage(ds), _digest(ds.batch(idx, dtype=np.float64)))
 
 
 def estimate_fingerprint(model, data, args):
@@ -183,7 +190,9 @@ class Distributed:
             return _rows_digest(ds)
         h = hashlib.sha256()
         ds.check(likelihood, digest=h)
-        return (len(ds), ds.dim, ds.x.dtype.str, ds.scale, h.hexdigest())
+        # (the bytes as stored: ranks holding the same values in other dtypes are told
+        # apart by the storage, and named so)
+        return (len(ds), ds.dim, _storage(ds), h.hexdigest())
 
     def fail(self, exc):
         """Keep this rank's error for the next agreement (where every rank learns of it)."""
@@ -238,12 +247,16 @@ class Distributed:
             return
         lines = []
         for k in differ:
-            if k.endswith("data"):  # say how, when it is the shape
+            if k.endswith("data"):  # say how: the shape, the storage, or the values
                 shapes = [e[k] and e[k][:2] for e in every]
+                storage = [e[k] and e[k][2] for e in every]
                 if len(set(shapes)) > 1:
                     k += " (" + ", ".join(f"rank {r}: " + ("none" if s is None else
                                                            f"{s[0]} rows of {s[1]}")
                                           for r, s in enumerate(shapes)) + ")"
+                elif len(set(storage)) > 1:
+                    k += " (" + ", ".join(f"rank {r}: {s}" for r, s in enumerate(storage))
+                    k += ": give every rank the same kind of array)"
                 else:
                     k += " (same shape, different values)"
             lines.append(k)
