@@ -341,7 +341,13 @@ def clip_scale(scale, norm, g, clip_norm):
     <- NaN and norm[1] += 1 (a count of skipped updates): on a GPU, adam_step and sgd_step
     given a NaN scale leave everything as it was; the host optimizer raises instead.
     """
-    nrm = math.sqrt(sq_norm(g))
+    clip_scale_of(scale, norm, sq_norm(g), clip_norm)
+
+
+def clip_scale_of(scale, norm, sq, clip_norm):
+    """:func:`clip_scale` given the squared norm ``sq`` (a float): the host backends' shared
+    last step."""
+    nrm = math.sqrt(sq)
     norm[0] = nrm
     if math.isfinite(nrm):
         scale[0] = min(1.0, clip_norm / (nrm + 1e-6))
@@ -487,7 +493,7 @@ def binarize_rows(x, u):
 HOST_KERNELS = ("scatter_rows", "binarize_rows")
 #: the public functions of this module that are not kernels: array helpers, and the
 #: generator under normal_eps (cpu/reparam.py has its own; the CUDA one is a device function)
-HELPERS = ("asarray", "to_numpy", "philox4x32_10")
+HELPERS = ("asarray", "to_numpy", "philox4x32_10", "clip_scale_of")
 #: every kernel, in the order of this file: each public function defined here but the
 #: HELPERS.  cpu/ has a twin of each, and cuda.py of each but the HOST_KERNELS, of the
 #: same name and parameters (tests/test_cuda_build.py): a kernel added here without its

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...core.codes import MOMENT_FLUSH
 from ..nbmath import jit
+from ..reference import clip_scale_of
 
 
 @jit
@@ -22,15 +23,9 @@ def sq_norm(g):
 
 def clip_scale(scale, norm, g, clip_norm):
     """norm[0] <- |g|, scale[0] <- min(1, clip_norm / (|g| + 1e-6)), or NaN and norm[1] += 1
-    when |g| is not finite (contract: reference.clip_scale).  A few scalar operations after
-    sq_norm: plain Python."""
-    nrm = math.sqrt(sq_norm(g))
-    norm[0] = nrm
-    if math.isfinite(nrm):
-        scale[0] = min(1.0, clip_norm / (nrm + 1e-6))
-    else:
-        scale[0] = math.nan
-        norm[1] += 1
+    when |g| is not finite (contract: reference.clip_scale): the Numba squared norm, then
+    the reference's few scalar operations."""
+    clip_scale_of(scale, norm, sq_norm(g), clip_norm)
 
 
 @jit
