@@ -10,6 +10,7 @@ for exactness, not speed.
 from __future__ import annotations
 
 import math
+import types as types_mod
 
 import numpy as np
 from llvmlite import ir
@@ -24,6 +25,22 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # model's zero check is what stopped LLVM from vectorising every loop with a division.
 #: the decorator of every cpu kernel: these fast-math flags, cached on disk, no GIL held
 jit = njit(fastmath=FASTMATH, error_model="numpy", cache=True, nogil=True)
+
+
+def jit_module_functions(module, names):
+    """Numba versions of the scalar functions ``names`` of ``module`` (plain Python that uses
+    only ``math``, such as :mod:`fastvae.core.special`), compiled from the same source:
+    each is rebuilt over a copy of the module's globals in which the functions already
+    compiled (list helpers first) are the Numba ones, so that they call each other compiled.
+    Returns {name: dispatcher}."""
+    scope = dict(vars(module))
+    out = {}
+    for name in names:
+        fn = getattr(module, name)
+        twin = types_mod.FunctionType(fn.__code__, scope, name, fn.__defaults__)
+        twin.__qualname__, twin.__module__ = fn.__qualname__, fn.__module__
+        scope[name] = out[name] = jit(twin)
+    return out
 
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693145751953125)       # ln 2 split so that n*_LN2_HI is exact
