@@ -1,12 +1,16 @@
-"""One full training step, fastvae (cpu backend) against PyTorch eager, side by side.
+"""One full training step, fastvae (cpu backend) against its peers, side by side: PyTorch
+eager, PyTorch under bfloat16 autocast, torch.compile (--compile) and JAX jit (when jax and
+optax are installed: pip install jax optax).
 
 The canonical workload is PyTorch's example VAE: 784-400-20-400-784, ReLU, Bernoulli
-likelihood, Adam lr 1e-3.  Both sides start from the same weights (copied from fastvae into
-PyTorch), see the same batch, and run with the same thread count.  They take turns: each
-round times a block of fastvae steps, then a block of PyTorch steps, so that whatever else
-the machine does falls on both alike.  Medians per step are reported, with the ratio.
+likelihood, Adam lr 1e-3; the second is the deep model 784-1024-1024-64 at batch 512.  Every
+side starts from the same weights (fastvae's), sees the same batches, and runs with the same
+thread count.  They take turns: each round times a block of each, so that whatever else the
+machine does falls on all alike.  Medians per step are reported, with fastvae against the
+fastest peer and against the machine's limit for the step (the products at the measured
+float32 GEMM rate plus Adam's bytes at the measured bandwidth).
 
-    python benchmarks/bench_step.py                      # batch 32, 128, 512, 2048
+    python benchmarks/bench_step.py --compile            # batch 32, 128, 512, 2048 + deep 512
     python benchmarks/bench_step.py --batch 128 --rounds 30 --json out.json
 
 Cold start (a fresh process: import, build the model, first training step) is measured with
@@ -20,11 +24,10 @@ import subprocess
 import sys
 import tempfile
 
-from fastvae.benchmark.impls import build, make_batches, train_flop
+from fastvae.benchmark.impls import MODELS, build, make_batches, n_params, train_flop
 from fastvae.benchmark.machine import describe, save
-from fastvae.benchmark.measure import time_turns
-
-FLOP_PER_ROW = train_flop("canonical", 1)  # forward + backward, per datapoint
+from fastvae.benchmark.measure import (bandwidth, bf16_gemm_peak, gemm_peak, step_limit_ms,
+                                       time_turns)
 
 
 def cycling(step, batches):
@@ -39,17 +42,37 @@ def cycling(step, batches):
     return run
 
 
-def bench_batch(B, rounds, threads, compile_=False, block_steps=None):
-    names = ["fastvae-cpu", "torch-eager"] + (["torch-compile"] if compile_ else [])
-    batches = make_batches(784, B)  # the same 8 batches, in turn, for every implementation
-    fns = {n: cycling(build(n, "canonical").train_step, batches) for n in names}
-    timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps)
+def peers(compile_):
+    """The peers that can run here: PyTorch eager and bf16 autocast, torch.compile when
+    asked, JAX jit when installed."""
+    from fastvae.benchmark.impls import available
+    names = ["torch-eager", "torch-bf16"] + (["torch-compile"] if compile_ else []) + ["jax-jit"]
+    return [n for n in names if available(n) is None]
+
+
+def bench_batch(B, rounds, threads, names, limits, model="canonical", block_steps=None):
+    D = MODELS[model][0]
+    batches = make_batches(D, B)  # the same 8 batches, in turn, for every implementation
+    built = {n: build(n, model) for n in ["fastvae-cpu"] + names}
+    fns = {n: cycling(impl.train_step, batches) for n, impl in built.items()}
+    timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps,
+                       syncs={n: impl.sync for n, impl in built.items()})
     med = {k: t for k, (t, _) in timed.items()}
-    per_block = {k: c for k, (_, c) in timed.items()}
-    row = {"batch": B, "threads": threads, "steps_per_block": per_block, "rounds": rounds,
+    flop = train_flop(model, B)
+    limit_ms = step_limit_ms(flop, n_params(model), limits["gemm_gflops"],
+                             limits["bandwidth_gbs"])
+    peer_ms = {k: 1e3 * v for k, v in med.items() if k != "fastvae-cpu"}
+    fastest = min(peer_ms, key=peer_ms.get) if peer_ms else None
+    row = {"model": model, "batch": B, "threads": threads, "rounds": rounds,
+           "steps_per_block": {k: c for k, (_, c) in timed.items()},
            "median_ms": {k: 1e3 * v for k, v in med.items()},
-           "gflops": {k: FLOP_PER_ROW * B / v / 1e9 for k, v in med.items()},
-           "speedup_vs_torch_eager": {k: med["torch-eager"] / v for k, v in med.items()}}
+           "gflops": {k: flop / v / 1e9 for k, v in med.items()},
+           "limit_ms": limit_ms,
+           "limit_fraction": {k: limit_ms / (1e3 * v) for k, v in med.items()},
+           "fastest_peer": fastest,
+           "vs_fastest_peer": None if fastest is None else peer_ms[fastest] / (1e3 * med["fastvae-cpu"]),
+           "speedup_vs_torch_eager": {k: med["torch-eager"] / v for k, v in med.items()}
+           if "torch-eager" in med else {}}
     return row
 
 
@@ -82,20 +105,23 @@ def cold_start():
     return out
 
 
-def markdown(rows, cold, machine):
+def markdown(rows, cold, machine, limits):
     impls = list(rows[0]["median_ms"])
+    bf16 = limits.get("bf16_gflops")
     lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; threads {rows[0]['threads']}; "
-             f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine.get('torch')}; "
-             f"{machine['date']}", "",
-             "| batch | " + " | ".join(f"{k} ms" for k in impls) + " | " +
-             " | ".join(f"{k} / eager" for k in impls if k != "torch-eager") +
-             " | fastvae GFLOP/s |",
-             "|---:|" + "---:|" * (2 * len(impls))]
+             f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine.get('torch')}, "
+             f"jax {machine.get('jax')}; {machine['date']}.  Measured limits: float32 GEMM "
+             f"{limits['gemm_gflops']:.0f} GFLOP/s, bfloat16 GEMM (PyTorch) "
+             + (f"{bf16:.1f} GFLOP/s" if bf16 else "n/a")
+             + f", memory {limits['bandwidth_gbs']:.0f} GB/s.", "",
+             "| model | batch | " + " | ".join(f"{k} ms" for k in impls)
+             + " | fastest peer | fastvae vs fastest peer | fastvae share of the step limit |",
+             "|---|---:|" + "---:|" * len(impls) + "---|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['batch']} | " + " | ".join(f"{r['median_ms'][k]:.2f}" for k in impls)
-                     + " | " + " | ".join(f"**{r['speedup_vs_torch_eager'][k]:.2f}x**"
-                                          for k in impls if k != "torch-eager")
-                     + f" | {r['gflops']['fastvae-cpu']:.0f} |")
+        ms = [f"{r['median_ms'][k]:.2f}" if k in r["median_ms"] else "–" for k in impls]
+        vs = "–" if r["vs_fastest_peer"] is None else f"**{r['vs_fastest_peer']:.2f}x**"
+        lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(ms)
+                     + f" | {r['fastest_peer']} | {vs} | {r['limit_fraction']['fastvae-cpu']:.0%} |")
     if cold:
         lines += ["", "Cold start (fresh process: import, model, first training step at batch 128):",
                   "", "| Numba cache | import s | import + first step s |", "|---|---:|---:|"]
@@ -107,6 +133,8 @@ def markdown(rows, cold, machine):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, nargs="+", default=[32, 128, 512, 2048])
+    ap.add_argument("--deep-batch", type=int, nargs="*", default=[512],
+                    help="batches of the deep model (784-1024-1024-64)")
     ap.add_argument("--rounds", type=int, default=15, help="alternating timing rounds")
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="threads for PyTorch (BLAS uses its default: all cores)")
@@ -120,19 +148,30 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(a.threads)
+    limits = {"gemm_gflops": gemm_peak(), "bf16_gflops": bf16_gemm_peak(),
+              "bandwidth_gbs": bandwidth()}
+    print("limits: " + ", ".join(f"{k} {v:.1f}" for k, v in limits.items() if v), flush=True)
+    names = peers(a.compile)
+    # without bfloat16 units PyTorch emulates bf16 products hundreds of times slower than
+    # float32: its autocast is then timed at the smallest batch only, and said so
+    slow_bf16 = not limits["bf16_gflops"] or limits["bf16_gflops"] < 0.25 * limits["gemm_gflops"]
+    work = [("canonical", B) for B in a.batch] + [("deep", B) for B in a.deep_batch]
     rows = []
-    for B in a.batch:
-        r = bench_batch(B, a.rounds, a.threads, a.compile, a.block_steps)
+    for model, B in work:
+        here = [n for n in names if not (n == "torch-bf16" and slow_bf16 and
+                                         (model, B) != ("canonical", min(a.batch)))]
+        r = bench_batch(B, a.rounds, a.threads, here, limits, model, a.block_steps)
         rows.append(r)
-        print(f"batch {B:5d}: " + "  ".join(f"{k} {v:.3f} ms" for k, v in r["median_ms"].items())
-              + "  speedup " + "  ".join(f"{k} {v:.2f}x" for k, v in r["speedup_vs_torch_eager"].items()
-                                         if k != "torch-eager"), flush=True)
+        print(f"{model} batch {B:5d}: " + "  ".join(f"{k} {v:.3f} ms" for k, v in
+                                                  r["median_ms"].items())
+              + f"  vs fastest peer ({r['fastest_peer']}) {r['vs_fastest_peer']:.2f}x", flush=True)
     cold = None if a.no_cold_start else cold_start()
     machine = describe()
-    md = markdown(rows, cold, machine)
+    md = markdown(rows, cold, machine, limits)
     print()
     print(md)
-    save({"machine": machine, "workload": "784-400-20-400-784 relu bernoulli adam 1e-3",
+    save({"machine": machine, "limits": limits, "bf16_emulated": slow_bf16,
+          "workload": "784-400-20-400-784 and 784-1024-1024-64, relu bernoulli adam 1e-3",
           "rows": rows, "cold_start": cold}, md, a.json, a.markdown)
 
 

@@ -203,7 +203,7 @@ def speed(backend, batches=(128, 1024), steps=30):
     out = {"torch_device": dev}
     for B in batches:
         fv = FastvaeImpl(backend, "canonical")
-        tv = TorchImpl(False, "canonical")
+        tv = TorchImpl("eager", "canonical")
         tv.module.to(dev)
         xs = make_batches(784, B)
         xd = [fv.model.kernels.asarray(x) for x in xs]

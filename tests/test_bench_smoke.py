@@ -13,14 +13,22 @@ import bench_step  # noqa: E402
 
 def test_bench_step_smoke(tmp_path, capsys):
     out, md = tmp_path / "r.json", tmp_path / "sub" / "r.md"
-    bench_step.main(["--batch", "8", "--rounds", "1", "--block-steps", "2", "--no-cold-start",
-                     "--json", str(out), "--markdown", str(md)])
+    bench_step.main(["--batch", "8", "--deep-batch", "4", "--rounds", "1", "--block-steps",
+                     "2", "--no-cold-start", "--json", str(out), "--markdown", str(md)])
     assert "| 8 |" in md.read_text() and md.read_text().endswith("|\n")  # folder made
     data = json.loads(out.read_text())
-    (row,) = data["rows"]
-    assert set(row["median_ms"]) == {"fastvae-cpu", "torch-eager"}
-    assert all(v > 0 for v in row["median_ms"].values())
-    assert row["speedup_vs_torch_eager"]["torch-eager"] == pytest.approx(1.0)
+    small, deep = data["rows"]
+    assert (small["model"], small["batch"], deep["model"], deep["batch"]) == (
+        "canonical", 8, "deep", 4)
+    peers = {"torch-eager", "torch-bf16"} | ({"jax-jit"} if bench_step.peers(False)[-1:] ==
+                                             ["jax-jit"] else set())
+    assert set(small["median_ms"]) == {"fastvae-cpu"} | peers
+    assert all(v > 0 for v in small["median_ms"].values())
+    assert small["speedup_vs_torch_eager"]["torch-eager"] == pytest.approx(1.0)
+    assert small["fastest_peer"] in peers and small["vs_fastest_peer"] == pytest.approx(
+        small["median_ms"][small["fastest_peer"]] / small["median_ms"]["fastvae-cpu"])
+    assert 0 < small["limit_fraction"]["fastvae-cpu"] and small["limit_ms"] > 0
+    assert data["limits"]["gemm_gflops"] > 0 and data["limits"]["bandwidth_gbs"] > 0
     assert data["machine"]["cores"] >= 1
     assert "| 8 |" in capsys.readouterr().out
 

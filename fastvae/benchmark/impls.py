@@ -15,8 +15,12 @@ MODELS = {
     "tiny": (64, (32,), 2),
 }
 FASTVAE = ("fastvae-numpy", "fastvae-cpu", "fastvae-cuda")
-TORCH = ("torch-eager", "torch-compile")
-ALL = FASTVAE + TORCH
+#: PyTorch eager, torch.compile, and eager under bfloat16 autocast (the products in bf16)
+TORCH = ("torch-eager", "torch-compile", "torch-bf16")
+JAX = ("jax-jit",)
+ALL = FASTVAE + TORCH + JAX
+#: the implementations fastvae is measured against
+PEERS = TORCH + JAX
 
 
 def layer_sizes(model):
@@ -35,6 +39,11 @@ def train_flop(model, batch):
     model has 784*400 + 400*40 + 20*400 + 400*784 = 651,200 weights in its products, so a
     step of B rows is 6 * B * 651,200 FLOP."""
     return 6 * batch * sum(a * b for a, b in layer_sizes(model))
+
+
+def n_params(model):
+    """Parameters of the model named ``model`` (weights and biases of every product)."""
+    return sum(a * b + b for a, b in layer_sizes(model))
 
 
 def make_batches(D, batch, n=8, seed=0, dtype=np.float32):
@@ -116,9 +125,11 @@ def torch_vae(model):
     return VAE()
 
 
-def torch_train_step(tmodel, lr=1e-3):
+def torch_train_step(tmodel, lr=1e-3, bf16=False):
     """A step function x (NumPy) -> loss tensor: negative ELBO averaged over the batch (the
-    same objective as fastvae), backward, Adam."""
+    same objective as fastvae), backward, Adam.  bf16: the forward under
+    ``torch.autocast("cpu", dtype=torch.bfloat16)`` (products in bfloat16, as PyTorch's mixed
+    precision does them), the loss in float32."""
     import torch
     import torch.nn.functional as F
 
@@ -127,7 +138,9 @@ def torch_train_step(tmodel, lr=1e-3):
     def step(x):
         xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
         opt.zero_grad(set_to_none=True)
-        logits, mu, logvar = tmodel(xt)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, mu, logvar = tmodel(xt)
+        logits, mu, logvar = logits.float(), mu.float(), logvar.float()
         rec = F.binary_cross_entropy_with_logits(logits, xt, reduction="sum")
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         loss = (rec + kl) / x.shape[0]
@@ -139,16 +152,18 @@ def torch_train_step(tmodel, lr=1e-3):
 
 
 class TorchImpl:
-    def __init__(self, compiled, model, seed=0):
+    def __init__(self, mode, model, seed=0):
+        """mode: "eager", "compile" or "bf16" (eager under bfloat16 autocast)."""
         import torch
 
-        self.name = "torch-compile" if compiled else "torch-eager"
+        self.name = f"torch-{mode}"
+        compiled = mode == "compile"
         D, hidden, Z = MODELS[model]
         import fastvae  # the weights come from a fastvae model with the same seed
 
         ref = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend="numpy", seed=seed)
         self.module = torch_vae(ref)
-        step = torch_train_step(self.module)
+        step = torch_train_step(self.module, bf16=mode == "bf16")
         enc = lambda x: self.module.encode(x)  # noqa: E731
         dec = lambda z: torch.sigmoid(self.module.decode_logits(z))  # noqa: E731
         if compiled:
@@ -187,6 +202,86 @@ class TorchImpl:
         pass
 
 
+class JaxImpl:
+    """The same model in JAX: ``jax.value_and_grad`` of the same negative ELBO, optax's Adam,
+    one ``jax.jit`` step with the parameters and optimizer state donated (updated in place),
+    the noise from ``jax.random`` inside the step.  JAX dispatches asynchronously:
+    :meth:`sync` waits for the last step (the timing calls it at the end of every block)."""
+
+    def __init__(self, model, seed=0):
+        import functools
+
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        import fastvae  # the weights come from a fastvae model with the same seed
+
+        self.name = "jax-jit"
+        D, hidden, Z = MODELS[model]
+        ref = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend="numpy", seed=seed)
+        n_enc, n_dec = len(ref.enc_hidden), len(ref.dec_hidden)
+
+        def encode(p, x):
+            h = x
+            for i in range(n_enc):
+                h = jax.nn.relu(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
+            head = h @ p["enc.head.W"] + p["enc.head.b"]
+            return head[:, :Z], head[:, Z:]
+
+        def logits(p, z):
+            g = z
+            for j in range(n_dec):
+                g = jax.nn.relu(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
+            return g @ p["dec.out.W"] + p["dec.out.b"]
+
+        def loss(p, x, eps):
+            mu, logvar = encode(p, x)
+            z = mu + eps * jnp.exp(0.5 * logvar)
+            a = logits(p, z)
+            rec = jnp.sum(jax.nn.softplus(a) - x * a)  # Bernoulli, from the logits
+            kl = -0.5 * jnp.sum(1 + logvar - mu * mu - jnp.exp(logvar))
+            return (rec + kl) / x.shape[0]
+
+        opt = optax.adam(1e-3)
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def step(p, state, x, key):
+            key, sub = jax.random.split(key)
+            eps = jax.random.normal(sub, (x.shape[0], Z), x.dtype)
+            value, grads = jax.value_and_grad(loss)(p, x, eps)
+            updates, state = opt.update(grads, state, p)
+            return optax.apply_updates(p, updates), state, key, value
+
+        self.params = {k: jnp.asarray(np.array(v)) for k, v in ref.parameters().items()}
+        self.state = opt.init(self.params)
+        self.key = jax.random.PRNGKey(seed)
+        self._step = step
+        self.loss = jax.jit(loss)  # (params, x, eps) -> the negative ELBO: for the tests
+        self._encode = jax.jit(encode)
+        self._decode = jax.jit(lambda p, z: jax.nn.sigmoid(logits(p, z)))
+        self._last = None
+
+    def train_step(self, x):
+        self.params, self.state, self.key, value = self._step(self.params, self.state, x,
+                                                              self.key)
+        self._last = value
+        return value
+
+    def encode(self, x):
+        self._last = self._encode(self.params, x)
+        return self._last
+
+    def decode(self, z):
+        self._last = self._decode(self.params, z)
+        return self._last
+
+    def sync(self):
+        if self._last is not None:
+            import jax
+            jax.block_until_ready(self._last)
+
+
 def available(name):
     """None when implementation ``name`` can run here, else the reason it cannot."""
     if name == "fastvae-cuda":
@@ -197,6 +292,12 @@ def available(name):
             import torch  # noqa: F401
         except ImportError:
             return "PyTorch is not installed (pip install 'fastvae[bench]')"
+    if name in JAX:
+        try:
+            import jax  # noqa: F401
+            import optax  # noqa: F401
+        except ImportError:
+            return "JAX is not installed (pip install jax optax)"
     return None
 
 
@@ -205,5 +306,7 @@ def build(name, model, seed=0):
     if name in FASTVAE:
         return FastvaeImpl(name.split("-", 1)[1], model, seed)
     if name in TORCH:
-        return TorchImpl(name == "torch-compile", model, seed)
+        return TorchImpl(name.split("-", 1)[1], model, seed)
+    if name in JAX:
+        return JaxImpl(model, seed)
     raise ValueError(f"unknown implementation {name!r}; choose from {', '.join(ALL)}")

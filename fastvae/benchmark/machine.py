@@ -28,6 +28,18 @@ def _gpu():
         return None
 
 
+def _cpu_flags():
+    """The CPU features that decide which matrix-product paths exist: AVX-512, bfloat16
+    (AVX512_BF16), AMX; None where /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return None
+    want = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return [w for w in want if w in flags]
+
+
 def describe():
     """dict: CPU model, cores, GPU (or None), Python and library versions, date."""
     import numba
@@ -42,6 +54,13 @@ def describe():
         d["torch"] = torch.__version__
     except ImportError:
         d["torch"] = None
+    # (the version without importing jax: importing it starts its runtime's threads)
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        d["jax"] = version("jax")
+    except PackageNotFoundError:
+        d["jax"] = None
+    d["cpu_flags"] = _cpu_flags()
     try:
         import fastvae
         d["fastvae"] = fastvae.__version__

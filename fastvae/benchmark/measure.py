@@ -68,6 +68,45 @@ def gemm_peak(n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
+def bf16_gemm_peak(n=2048, repeats=5):
+    """bfloat16 matrix-product throughput (float32 accumulation) through PyTorch, the path
+    its bf16 autocast takes, in GFLOP/s; None without PyTorch.  On a CPU without AMX or
+    AVX512_BF16 this is an emulation, often slower than float32."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    g = torch.Generator().manual_seed(0)
+
+    def rate(k, reps):
+        a = torch.rand((k, k), generator=g).to(torch.bfloat16)
+        b = torch.rand((k, k), generator=g).to(torch.bfloat16)
+        torch.matmul(a, b)
+        return 2 * k ** 3 / min(_block(lambda: torch.matmul(a, b), 1) for _ in range(reps)) / 1e9
+
+    # a small product first: emulated bf16 (no bf16 units) runs below 1 GFLOP/s, where the
+    # full size would take minutes; it tells the two apart well enough
+    small = rate(256, 2)
+    return rate(n, repeats) if small > 10 else small
+
+
+def bandwidth(mb=256, repeats=5):
+    """Memory bandwidth in GB/s of c = a + b over arrays of ``mb`` MB each (two reads and a
+    write per element: what Adam's passes over the flat buffers are made of)."""
+    n = mb * 2 ** 20 // 4
+    a, b, c = (np.ones(n, dtype=np.float32) for _ in range(3))
+    np.add(a, b, out=c)
+    best = min(_block(lambda: np.add(a, b, out=c), 1) for _ in range(repeats))
+    return 3 * 4 * n / best / 1e9
+
+
+def step_limit_ms(flop, n_params, gflops, gbs):
+    """The machine's limit for a training step: its matrix products at ``gflops`` plus
+    Adam's bytes at ``gbs`` (it reads the parameters, gradients and two moments and writes
+    the parameters and moments: 7 float32 values per parameter)."""
+    return 1e3 * (flop / (gflops * 1e9) + 7 * 4 * n_params / (gbs * 1e9))
+
+
 _COLD = r"""
 import json, sys, time
 t0 = time.perf_counter()

@@ -23,7 +23,7 @@ def plan(quick):
     implementations (torch.compile is slow to compile: quick mode compiles one row)."""
     if quick:
         return {"train": [("canonical", b) for b in (32, 128, 512, 2048)]
-                + [("deep", 128), ("tiny", 128)],
+                + [("deep", 128), ("deep", 512), ("tiny", 128)],
                 "infer": [("canonical", 128)], "latency": [("canonical", 1)],
                 "epoch": [("canonical", 128)], "rounds": 5, "epoch_rows": 8192,
                 "compile": {("train", "canonical", 128), ("infer", "canonical", 128),
@@ -39,9 +39,17 @@ def plan(quick):
             "memory_steps": 500}
 
 
+#: the one row PyTorch's bf16 autocast runs where the CPU has no bfloat16 units (its bf16
+#: products are then emulated, hundreds of times slower than float32)
+BF16_EMULATED_ROW = ("train", "canonical", 32)
+
+
 def _impls_for(kind, model, batch, p, names):
     out = []
     for n in names:
+        if (n == "torch-bf16" and p.get("bf16_emulated")
+                and (kind, model, batch) != BF16_EMULATED_ROW):
+            continue
         if n == "torch-compile" and p["compile"] is not None and (kind, model, batch) not in p["compile"]:
             continue
         if n == "fastvae-numpy" and batch > p["numpy_max_batch"]:
@@ -70,7 +78,16 @@ def run(quick=True, names=None, log=print):
     res = {"quick": quick, "implementations": names, "rows": [], "machine": None}
     t0 = time.perf_counter()
     res["gemm_peak_gflops"] = measure.gemm_peak()
-    log(f"machine limit: float32 matrix products at {res['gemm_peak_gflops']:.0f} GFLOP/s")
+    res["bf16_gemm_peak_gflops"] = measure.bf16_gemm_peak()
+    res["bandwidth_gbs"] = measure.bandwidth()
+    log(f"machine limit: float32 matrix products at {res['gemm_peak_gflops']:.0f} GFLOP/s, "
+        f"memory at {res['bandwidth_gbs']:.0f} GB/s")
+    bf16 = res["bf16_gemm_peak_gflops"]
+    p["bf16_emulated"] = bf16 is not None and bf16 < 0.25 * res["gemm_peak_gflops"]
+    if p["bf16_emulated"] and "torch-bf16" in names:
+        log(f"bfloat16 products run at {bf16:.1f} GFLOP/s here (no bf16 units): torch-bf16 "
+            f"runs only the {BF16_EMULATED_ROW[1]} model's training step at batch "
+            f"{BF16_EMULATED_ROW[2]}")
     for kind in ("train", "infer", "latency", "epoch"):
         for model, batch in p[kind]:
             D, _, Z = I.MODELS[model]
@@ -95,7 +112,8 @@ def run(quick=True, names=None, log=print):
                     fns[n] = _epoch_fn(impl, data, batch, np.random.default_rng(0))
             timed = measure.time_turns(fns, rounds=p["rounds"] if kind != "epoch" else 3,
                                        target_s=0.1 if kind != "epoch" else 0.0,
-                                       warmup=3 if kind != "epoch" else 1)
+                                       warmup=3 if kind != "epoch" else 1,
+                                       syncs={n: impl.sync for n, impl in built.items()})
             row = {"workload": kind, "model": model, "batch": batch,
                    "median_ms": {n: 1e3 * t for n, (t, _) in timed.items()},
                    "calls_per_block": {n: c for n, (_, c) in timed.items()}}
@@ -105,12 +123,22 @@ def run(quick=True, names=None, log=print):
                 flop = I.train_flop(model, batch)
                 row["gflops"] = {n: flop / (ms * 1e-3) / 1e9 for n, ms in row["median_ms"].items()}
                 row["peak_fraction"] = {n: g / res["gemm_peak_gflops"] for n, g in row["gflops"].items()}
+                limit = measure.step_limit_ms(flop, I.n_params(model), res["gemm_peak_gflops"],
+                                              res["bandwidth_gbs"])
+                row["limit_fraction"] = {n: limit / ms for n, ms in row["median_ms"].items()}
+            peers = {n: ms for n, ms in row["median_ms"].items() if n in I.PEERS}
+            if peers:
+                best = min(peers, key=peers.get)
+                row["fastest_peer"] = best
+                row["vs_fastest_peer"] = {n: peers[best] / ms for n, ms in row["median_ms"].items()
+                                          if n.startswith("fastvae")}
             eager = row["median_ms"].get("torch-eager")
             if eager:
                 row["speedup_vs_torch_eager"] = {n: eager / ms for n, ms in row["median_ms"].items()}
             res["rows"].append(row)
             log(_row_line(row))
-    cold = [n for n in names if n != "torch-compile"]
+    # (torch-compile and torch-bf16 start as torch-eager does; JAX's start is not measured)
+    cold = [n for n in names if n not in ("torch-compile", "torch-bf16", "jax-jit")]
     res["cold_start"] = measure.cold_starts(cold)
     log("cold start: " + ", ".join(f"{k} {v['total_s']:.2f}s" for k, v in res["cold_start"].items()))
     res["memory"] = {n: measure.peak_memory(n, steps=p["memory_steps"])
@@ -184,7 +212,11 @@ def markdown(res):
              + f"; numpy {m.get('numpy')} ({m.get('numpy_blas')}), numba {m.get('numba')}, "
              f"torch {m.get('torch')}; {m.get('date')}.  Threads: "
              + ", ".join(f"{k} {v}" for k, v in th.items()) + ".  "
-             f"Float32 matrix-product limit: {res['gemm_peak_gflops']:.0f} GFLOP/s.", ""]
+             f"Float32 matrix-product limit: {res['gemm_peak_gflops']:.0f} GFLOP/s"
+             + (f"; bfloat16 (PyTorch): {res['bf16_gemm_peak_gflops']:.1f} GFLOP/s"
+                if res.get("bf16_gemm_peak_gflops") else "")
+             + (f"; memory {res['bandwidth_gbs']:.0f} GB/s" if res.get("bandwidth_gbs") else "")
+             + ".", ""]
     for kind in ("train", "infer", "latency", "epoch"):
         rows = [r for r in res["rows"] if r["workload"] == kind]
         if not rows:
@@ -200,12 +232,28 @@ def markdown(res):
             ratio = [f"**{sp[n]:.2f}x**" if n in sp else "–" for n in cols if n != "torch-eager"]
             lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(ms) + " | "
                          + " | ".join(ratio) + " |")
+        if any("fastest_peer" in r for r in rows):
+            lines += ["", "fastvae against the fastest peer of each row:", "",
+                      "| model | batch | fastest peer | " + " | ".join(
+                          f"{n} vs fastest peer" for n in cols if n.startswith("fastvae")) + " |",
+                      "|---|---:|---|" + "---:|" * sum(n.startswith("fastvae") for n in cols)]
+            for r in rows:
+                if "fastest_peer" not in r:
+                    continue
+                v = r["vs_fastest_peer"]
+                lines.append(f"| {r['model']} | {r['batch']} | {r['fastest_peer']} | " + " | ".join(
+                    f"**{v[n]:.2f}x**" if n in v else "–" for n in cols if n.startswith("fastvae"))
+                    + " |")
         if kind == "train":
-            lines += ["", "Achieved GFLOP/s (fraction of the machine's limit):", "",
+            lines += ["", "Achieved GFLOP/s (share of the float32 product limit; share of the "
+                      "step limit: the products at that limit plus Adam's bytes at the "
+                      "measured bandwidth):", "",
                       "| model | batch | " + " | ".join(cols) + " |",
                       "|---|---:|" + "---:|" * len(cols)]
             for r in rows:
-                cells = [f"{r['gflops'][n]:.0f} ({r['peak_fraction'][n]:.0%})"
+                lim = r.get("limit_fraction", {})
+                cells = [f"{r['gflops'][n]:.0f} ({r['peak_fraction'][n]:.0%}; "
+                         f"{lim.get(n, float('nan')):.0%})"
                          if n in r["gflops"] else "–" for n in cols]
                 lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(cells) + " |")
         lines.append("")
