@@ -108,7 +108,9 @@ def cold_start():
 def markdown(rows, cold, machine, limits):
     impls = list(rows[0]["median_ms"])
     bf16 = limits.get("bf16_gflops")
-    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; threads {rows[0]['threads']}; "
+    flags = machine.get("cpu_flags")
+    cpu = machine["cpu"] + (f" ({', '.join(flags) or 'no AVX2'})" if flags is not None else "")
+    lines = [f"Machine: {cpu}, {machine['cores']} cores; threads {rows[0]['threads']}; "
              f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine.get('torch')}, "
              f"jax {machine.get('jax')}; {machine['date']}.  Measured limits: float32 GEMM "
              f"{limits['gemm_gflops']:.0f} GFLOP/s, bfloat16 GEMM (PyTorch) "
@@ -168,6 +170,11 @@ def main(argv=None):
     cold = None if a.no_cold_start else cold_start()
     machine = describe()
     md = markdown(rows, cold, machine, limits)
+    if slow_bf16 and "torch-bf16" in names:
+        md += (f"\n\nPyTorch's bf16 autocast ran at batch {min(a.batch)} only: this CPU has no "
+               f"bfloat16 units (no AVX512_BF16, no AMX), so PyTorch emulates bf16 products "
+               f"({limits['bf16_gflops']:.1f} GFLOP/s against {limits['gemm_gflops']:.0f} for "
+               f"float32).")
     print()
     print(md)
     save({"machine": machine, "limits": limits, "bf16_emulated": slow_bf16,
