@@ -15,7 +15,7 @@ def test_bench_step_smoke(tmp_path, capsys):
     out, md = tmp_path / "r.json", tmp_path / "sub" / "r.md"
     bench_step.main(["--batch", "8", "--deep-batch", "4", "--rounds", "1", "--block-steps",
                      "2", "--no-cold-start", "--json", str(out), "--markdown", str(md)])
-    assert "| 8 |" in md.read_text() and md.read_text().endswith("|\n")  # folder made
+    assert "| 8 |" in md.read_text() and md.read_text().endswith("\n")  # folder made
     data = json.loads(out.read_text())
     small, deep = data["rows"]
     assert (small["model"], small["batch"], deep["model"], deep["batch"]) == (
