@@ -185,6 +185,14 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         X = self._check_range(self._input(X))
         return float(self.model_.elbo(X).elbo)
 
+    def score_samples(self, X):
+        """The ELBO of each row of X in nats (N,), higher for rows the model finds more
+        likely, as scikit-learn's density estimators' score_samples: minus
+        :meth:`fastvae.VAE.score_samples` (one draw of z per row, a fixed seed); its mean is
+        :meth:`score`."""
+        X = self._check_range(self._input(X))
+        return -self.model_.score_samples(X).scores
+
     def sample(self, n, seed=None, mean=True):
         """n new points: z ~ N(0, I) decoded; mean=False draws from p(x|z) too.
         Returns (n, D).  See :meth:`fastvae.VAE.sample`."""

@@ -120,6 +120,76 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
                       n_samples=L)
 
 
+class Scores(dict):
+    """Per-row scores of a dataset: ``scores`` (N,) in nats, higher for rows the model finds
+    less likely; ``kind`` ("neg_elbo" or "iwae_nll"), ``k`` or ``n_samples``; with
+    per_column also ``kl`` (N,) and ``columns`` (N, D): each column's share of the
+    reconstruction term."""
+
+    __getattr__ = dict.__getitem__
+
+
+def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=1000, seed=0,
+                  validate=True):
+    """Per-row anomaly scores of X, in nats: higher means less likely under the model.
+
+    Default: each row's negative ELBO, its reconstruction term averaged over ``n_samples``
+    draws of z plus its KL, with the draws of :func:`elbo` (the same seed gives the same
+    noise, so the mean of the scores is ``elbo(X, n_samples, seed=seed).neg_elbo``).  With
+    ``k``: each row's importance-weighted negative log-likelihood with k samples,
+    ``-log_likelihood(X, k, seed=seed).per_row``, a tighter bound.
+
+    per_column=True adds ``columns`` (N, D): each column's -log p(x_d | z) averaged over the
+    ELBO's draws (what tells an anomaly detector which cells made a row unlikely; it splits
+    the reconstruction term, so ``columns.sum(1) + kl`` is the negative ELBO score; the
+    importance-weighted bound has no such split, so with ``k`` the columns still come from
+    the ELBO's draws) and ``kl`` (N,).  Returns :class:`Scores`.
+    """
+    per_column = boolean(per_column, "per_column")
+    if k is not None:
+        ll = log_likelihood(model, X, k, seed=seed, validate=validate)
+        out = Scores(scores=-ll.per_row, kind="iwae_nll", k=ll.k)
+        if per_column:
+            cols = score_samples(model, X, None, n_samples, True, batch_size, seed, False)
+            out.update(columns=cols.columns, kl=cols.kl, n_samples=cols.n_samples)
+        return out
+    L = positive_int(n_samples, "n_samples")
+    bs = positive_int(batch_size, "batch_size")
+    key = noise_key(model, seed, stream=0x5EED)  # the ELBO's noise
+    ds, lo, hi, validate, _ = _rows_of(model, X, validate, _agreement(None, model))
+    bk, Z, N = model.kernels, model.latent_dim, len(ds)
+    scores, kl = np.empty(N), np.empty(N)
+    columns = np.empty((N, ds.dim)) if per_column else None
+    buf = np.empty((max(1, min(bs, N)), ds.dim), dtype=model.dtype)
+    noise = bk.xp.empty(L * buf.shape[0] * Z, dtype=model.dtype)
+    logscale = None if not per_column or model.likelihood == "bernoulli" else \
+        model.obs_logscale().astype(np.float64)
+    for s in range(0, N, bs):
+        idx = np.arange(s, min(N, s + bs))
+        n = idx.size
+        xb = ds.batch(idx, out=buf[:n])
+        eps = noise[: L * n * Z].reshape(L, n, Z)
+        bk.normal_eps(eps, key, s, 0)  # counter: the row's index in X, as elbo draws
+        cache = model.forward(xb, eps, n_samples=L, validate=False, grad=False,
+                              objective="elbo")
+        rows = slice(s, s + n)
+        kl[rows] = bk.to_numpy(cache.kl)
+        scores[rows] = bk.to_numpy(cache.recon) + kl[rows]
+        if per_column:  # the decoder's outputs (bias added): -log p per cell, on the host
+            a = bk.to_numpy(cache.out).astype(np.float64)  # (L, n, D)
+            x = xb.astype(np.float64)
+            if model.likelihood == "bernoulli":
+                cells = np.logaddexp(0.0, a) - x * a
+            else:
+                cells = (0.5 * (a - x) ** 2 * np.exp(-2 * logscale) + logscale
+                         + 0.5 * math.log(2 * math.pi))
+            columns[rows] = cells.mean(axis=0)
+    out = Scores(scores=scores, kind="neg_elbo", n_samples=L)
+    if per_column:
+        out.update(columns=columns, kl=kl)
+    return out
+
+
 def noise_key(model, seed, stream=0x11CE):
     """The Philox key of an estimate's noise for (model.seed, seed); ``stream`` tells the
     estimates apart (the log-likelihood's, the ELBO's)."""

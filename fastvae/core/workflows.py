@@ -9,7 +9,7 @@ from ..io import checkpoint as _io
 
 
 class Workflows:
-    """fit, elbo, log_likelihood, diagnostics, save and export_onnx, for
+    """fit, elbo, log_likelihood, score_samples, diagnostics, save and export_onnx, for
     :class:`fastvae.VAE`."""
 
     @_on_device
@@ -36,6 +36,16 @@ class Workflows:
         :func:`fastvae.core.evaluate.log_likelihood`."""
         from .evaluate import log_likelihood
         return log_likelihood(self, X, k, batch_size, seed, comm=comm)
+
+    @_on_device
+    def score_samples(self, X, k=None, n_samples=1, per_column=False, batch_size=1000,
+                      seed=0):
+        """Per-row anomaly scores of X (N,) in nats, higher for less likely rows: the
+        negative ELBO, or with ``k`` the importance-weighted negative log-likelihood;
+        ``per_column=True`` adds each column's share (N, D).  See
+        :func:`fastvae.core.evaluate.score_samples`."""
+        from .evaluate import score_samples
+        return score_samples(self, X, k, n_samples, per_column, batch_size, seed)
 
     @_on_device
     def diagnostics(self, X, batch_size=1000):

@@ -1,0 +1,92 @@
+"""score_samples: per-row anomaly scores (the negative ELBO, or the importance-weighted
+negative log-likelihood) and each column's share, on every backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastvae
+
+
+def _model(backend, **kw):
+    m = fastvae.VAE(20, hidden=(8,), latent_dim=3, backend=backend, seed=1,
+                    dtype="float64", **kw)
+    x = np.random.default_rng(0).random((57, 20))
+    m.fit(x, epochs=2, batch_size=16, progress=False)
+    return m, x
+
+
+@pytest.mark.parametrize("lik", [dict(), dict(likelihood="gaussian", obs_scale="per_pixel")])
+def test_scores_are_the_elbos_per_row_terms(backend, lik):
+    m, x = _model(backend, **lik)
+    s = m.score_samples(x, n_samples=3, per_column=True, batch_size=10)
+    assert s.kind == "neg_elbo" and s.scores.shape == (57,) and s.columns.shape == (57, 20)
+    # the same draws as elbo: the mean of the scores is its negative ELBO
+    assert s.scores.mean() == pytest.approx(m.elbo(x, n_samples=3).neg_elbo, rel=1e-12)
+    # the columns split the reconstruction term
+    np.testing.assert_allclose(s.columns.sum(axis=1) + s.kl, s.scores, rtol=1e-12)
+    assert (s.kl >= 0).all()
+    if not lik:
+        assert (s.columns > 0).all()  # -log of a probability below 1
+    # the batch size does not change a row's score (its noise is keyed by its index)
+    np.testing.assert_allclose(m.score_samples(x, n_samples=3, batch_size=57).scores,
+                               s.scores, rtol=1e-12)
+    assert "columns" not in m.score_samples(x)
+
+
+def test_with_k_the_scores_are_the_importance_weighted_nll(backend):
+    m, x = _model(backend)
+    s = m.score_samples(x, k=40, seed=3, per_column=True)
+    assert s.kind == "iwae_nll" and s.k == 40
+    np.testing.assert_array_equal(s.scores, -m.log_likelihood(x, k=40, seed=3).per_row)
+    np.testing.assert_array_equal(s.columns, m.score_samples(x, seed=3, per_column=True).columns)
+    # the bound is tighter: no row's IWAE NLL is much above its ELBO estimate on average
+    assert s.scores.mean() <= m.score_samples(x, n_samples=40, seed=3).scores.mean() + 1e-9
+
+
+def test_planted_outliers_rank_first_and_their_columns_say_where():
+    """A model of images of bars; five rows get a block of flipped pixels: they score
+    highest, and in each the flipped columns carry the largest shares."""
+    rng = np.random.default_rng(0)
+    n, side = 600, 8
+    x = np.zeros((n, side, side))
+    for i in range(n):  # one horizontal or vertical bar per image
+        j = rng.integers(side)
+        if rng.random() < 0.5:
+            x[i, j, :] = 1
+        else:
+            x[i, :, j] = 1
+    x = x.reshape(n, -1) * 0.9 + 0.05
+    m = fastvae.VAE(side * side, hidden=(32,), latent_dim=4, backend="cpu", seed=3)
+    m.fit(x, epochs=150, batch_size=50, lr=5e-3, progress=False)  # (1 s)
+    test = x[:100].copy()
+    cols = np.array([0, 1, 8, 9])  # a 2x2 block in a corner, lit in rows whose bar is elsewhere
+    planted = np.flatnonzero((test[:, cols] < 0.5).all(axis=1))[[3, 17, 42, 66, 70]]
+    test[np.ix_(planted, cols)] = 0.95
+    s = m.score_samples(test.astype(np.float32), n_samples=8, per_column=True)
+    assert set(np.argsort(-s.scores)[:5]) == set(planted)
+    for r in planted:
+        assert set(np.argsort(-s.columns[r])[:4]) == set(cols)
+
+
+def test_bad_arguments_are_named():
+    m, x = _model("numpy")
+    with pytest.raises(ValueError, match="per_column"):
+        m.score_samples(x, per_column="yes")
+    with pytest.raises(ValueError, match="n_samples"):
+        m.score_samples(x, n_samples=0)
+    with pytest.raises(ValueError, match="NaN"):
+        m.score_samples(np.where(np.eye(57, 20) > 0, np.nan, x))
+    with pytest.raises(ValueError, match="20"):
+        m.score_samples(x[:, :5])
+
+
+def test_the_sklearn_estimator_scores_rows_as_density_estimators_do():
+    pytest.importorskip("sklearn")
+    from fastvae.sklearn import VAETransformer
+    x = np.random.default_rng(0).random((60, 12)).astype(np.float32)
+    est = VAETransformer(latent_dim=2, hidden=(6,), epochs=2, batch_size=20, backend="cpu",
+                         likelihood="bernoulli").fit(x)
+    per_row = est.score_samples(x)
+    assert per_row.shape == (60,)
+    assert per_row.mean() == pytest.approx(est.score(x), rel=1e-6)
