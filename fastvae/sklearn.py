@@ -188,7 +188,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     def score_samples(self, X):
         """The ELBO of each row of X in nats (N,), higher for rows the model finds more
         likely, as scikit-learn's density estimators' score_samples: minus
-        :meth:`fastvae.VAE.score_samples` (one draw of z per row, a fixed seed); its mean is
+        :meth:`fastvae.VAE.score_samples` (one draw of z, the same for every row: a row's
+        value does not depend on the others or their order); its mean estimates
         :meth:`score`."""
         X = self._check_range(self._input(X))
         return -self.model_.score_samples(X).scores

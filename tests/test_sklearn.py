@@ -32,7 +32,23 @@ def curve(n=240, seed=0):
                                  VAETransformer(backend="numpy", dtype="float32", epochs=20)],
                          ids=["default", "numpy-float32"])
 def test_check_estimator(est):
-    check_estimator(est)  # raises on the first failed check
+    # a float32 model's score_samples of a subset of the rows differs from the whole set's in
+    # the 7th digit (BLAS calls of another shape round in another order), where this check
+    # wants 1e-7: invariant to float32's precision, which the next test asserts
+    expected = ({"check_methods_subset_invariance": "float32: invariant to 1e-5, not 1e-7",
+                 "check_methods_sample_order_invariance": "float32: invariant to 1e-5, not 1e-7"}
+                if est.dtype == "float32" else None)
+    check_estimator(est, expected_failed_checks=expected)  # raises on the first failed check
+
+
+def test_score_samples_of_a_float32_model_is_invariant_to_the_subset_and_order():
+    from tolerances import assert_close
+    X = curve()[:50]
+    est = VAETransformer(backend="numpy", dtype="float32", epochs=5).fit(X)
+    whole = est.score_samples(X)
+    perm = np.random.default_rng(0).permutation(50)
+    assert_close(est.score_samples(X[perm]), whole[perm], dtype="float32")
+    assert_close(est.score_samples(X[10:17]), whole[10:17], dtype="float32")
 
 
 def test_pipeline_with_a_scaler():

@@ -134,10 +134,13 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
     """Per-row anomaly scores of X, in nats: higher means less likely under the model.
 
     Default: each row's negative ELBO, its reconstruction term averaged over ``n_samples``
-    draws of z plus its KL, with the draws of :func:`elbo` (the same seed gives the same
-    noise, so the mean of the scores is ``elbo(X, n_samples, seed=seed).neg_elbo``).  With
-    ``k``: each row's importance-weighted negative log-likelihood with k samples,
-    ``-log_likelihood(X, k, seed=seed).per_row``, a tighter bound.
+    draws of z plus its KL.  Every row is scored with the same ``n_samples`` noise vectors
+    eps (drawn from ``seed``; z = mu + sigma * eps): a row's score depends on that row alone,
+    not on the other rows, their order or the batch size, and rows are compared under the
+    same noise (common random numbers: their differences are less noisy than their
+    scores).  With ``k``: each row's importance-weighted negative log-likelihood with k
+    samples, ``-log_likelihood(X, k, seed=seed).per_row``, a tighter bound (its noise is
+    keyed by the row's index in X, as the log-likelihood estimate's is).
 
     per_column=True adds ``columns`` (N, D): each column's -log p(x_d | z) averaged over the
     ELBO's draws (what tells an anomaly detector which cells made a row unlikely; it splits
@@ -155,9 +158,11 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
         return out
     L = positive_int(n_samples, "n_samples")
     bs = positive_int(batch_size, "batch_size")
-    key = noise_key(model, seed, stream=0x5EED)  # the ELBO's noise
+    key = noise_key(model, seed, stream=0x5C0E)
     ds, lo, hi, validate, _ = _rows_of(model, X, validate, _agreement(None, model))
     bk, Z, N = model.kernels, model.latent_dim, len(ds)
+    common = bk.xp.empty((L, 1, Z), dtype=model.dtype)  # the noise every row is scored with
+    bk.normal_eps(common, key, 0, 0)
     scores, kl = np.empty(N), np.empty(N)
     columns = np.empty((N, ds.dim)) if per_column else None
     buf = np.empty((max(1, min(bs, N)), ds.dim), dtype=model.dtype)
@@ -169,7 +174,7 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
         n = idx.size
         xb = ds.batch(idx, out=buf[:n])
         eps = noise[: L * n * Z].reshape(L, n, Z)
-        bk.normal_eps(eps, key, s, 0)  # counter: the row's index in X, as elbo draws
+        eps[...] = common
         cache = model.forward(xb, eps, n_samples=L, validate=False, grad=False,
                               objective="elbo")
         rows = slice(s, s + n)
