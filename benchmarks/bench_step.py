@@ -26,8 +26,8 @@ import tempfile
 
 from fastvae.benchmark.impls import MODELS, build, make_batches, n_params, train_flop
 from fastvae.benchmark.machine import describe, save
-from fastvae.benchmark.measure import (bandwidth, bf16_gemm_peak, gemm_peak, step_limit_ms,
-                                       time_turns)
+from fastvae.benchmark.measure import (bandwidth, bf16_emulated, bf16_gemm_peak, gemm_peak,
+                                       step_limit_ms, time_turns)
 
 
 def cycling(step, batches):
@@ -156,7 +156,7 @@ def main(argv=None):
     names = peers(a.compile)
     # without bfloat16 units PyTorch emulates bf16 products hundreds of times slower than
     # float32: its autocast is then timed at the smallest batch only, and said so
-    slow_bf16 = not limits["bf16_gflops"] or limits["bf16_gflops"] < 0.25 * limits["gemm_gflops"]
+    slow_bf16 = bf16_emulated(limits["bf16_gflops"], limits["gemm_gflops"])
     work = [("canonical", B) for B in a.batch] + [("deep", B) for B in a.deep_batch]
     rows = []
     for model, B in work:

@@ -90,6 +90,12 @@ def bf16_gemm_peak(n=2048, repeats=5):
     return rate(n, repeats) if small > 10 else small
 
 
+def bf16_emulated(bf16_gflops, f32_gflops):
+    """Whether bfloat16 products run far below float32 ones (no bf16 units: PyTorch then
+    emulates them, hundreds of times slower), from the two measured rates."""
+    return bf16_gflops is not None and bf16_gflops < 0.25 * f32_gflops
+
+
 def bandwidth(mb=256, repeats=5):
     """Memory bandwidth in GB/s of c = a + b over arrays of ``mb`` MB each (two reads and a
     write per element: what Adam's passes over the flat buffers are made of)."""

@@ -83,7 +83,7 @@ def run(quick=True, names=None, log=print):
     log(f"machine limit: float32 matrix products at {res['gemm_peak_gflops']:.0f} GFLOP/s, "
         f"memory at {res['bandwidth_gbs']:.0f} GB/s")
     bf16 = res["bf16_gemm_peak_gflops"]
-    p["bf16_emulated"] = bf16 is not None and bf16 < 0.25 * res["gemm_peak_gflops"]
+    p["bf16_emulated"] = measure.bf16_emulated(bf16, res["gemm_peak_gflops"])
     if p["bf16_emulated"] and "torch-bf16" in names:
         log(f"bfloat16 products run at {bf16:.1f} GFLOP/s here (no bf16 units): torch-bf16 "
             f"runs only the {BF16_EMULATED_ROW[1]} model's training step at batch "

@@ -57,7 +57,7 @@ def _dataset_for(model, X):
     return ds
 
 
-def _rows_of(model, X, validate, ag):
+def _rows_of(model, X, validate, ag, compare=True):
     """(ds, lo, hi, validate, fingerprint) of an estimate: X as a Dataset of the model's
     width, this process's rows [lo, hi) of it, scanned for NaN/inf and range on the host
     once when validate (a GPU pass reports its input check only with its loss), and what
@@ -65,7 +65,9 @@ def _rows_of(model, X, validate, ag):
     ds = _dataset_for(model, X)
     validate = boolean(validate, "validate")
     lo, hi = ag.shard(0, len(ds))
-    fingerprint = ag.check_data(ds, model.likelihood, scan=validate)
+    fingerprint = None
+    if validate or compare:  # (compare=False: the ranks were compared before, by fit)
+        fingerprint = ag.check_data(ds, model.likelihood, scan=validate)
     return ds, lo, hi, validate, fingerprint
 
 
@@ -91,7 +93,8 @@ def elbo(model, X, n_samples=1, batch_size=1000, seed=0, validate=True, comm=Non
         L = positive_int(n_samples, "n_samples")
         bs = positive_int(batch_size, "batch_size")
         key = noise_key(model, seed, stream=0x5EED)
-        ds, lo, hi, validate, data = _rows_of(model, X, validate, ag)
+        ds, lo, hi, validate, data = _rows_of(model, X, validate, ag,
+                                              compare=agreement is None)
     except Exception as e:  # noqa: BLE001  (with ranks: told to every rank)
         failure = ag.fail(e)
     bk, Z = model.kernels, model.latent_dim

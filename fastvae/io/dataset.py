@@ -146,9 +146,9 @@ def _scan(x, start=0, stop=None, digest=None):
     lo, hi, bad = np.inf, -np.inf, 0
     stop = x.shape[0] if stop is None else stop
     for s in range(start, stop, _CHUNK_ROWS):
-        c = np.ascontiguousarray(x[s:min(stop, s + _CHUNK_ROWS)])
-        if digest is not None:
-            digest.update(c.data)
+        c = np.asarray(x[s:min(stop, s + _CHUNK_ROWS)])
+        if digest is not None:  # (hashing needs the bytes in order: a copy only if not)
+            digest.update(np.ascontiguousarray(c).data)
         if c.dtype.kind == "f":
             fin = np.isfinite(c)
             nb = c.size - int(np.count_nonzero(fin))
