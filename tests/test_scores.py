@@ -112,3 +112,22 @@ def test_the_sklearn_estimator_scores_rows_as_density_estimators_do():
     assert per_row.mean() == pytest.approx(est.score(x), rel=0.05)  # (other draws)
     perm = np.random.default_rng(1).permutation(60)
     np.testing.assert_allclose(est.score_samples(x[perm]), per_row[perm], rtol=1e-5)
+
+
+def test_every_new_argument_refuses_bad_values_and_scoring_never_moves_the_run(tmp_path):
+    """Bad k, batch_size, seed each name themselves; scoring leaves the training noise where
+    it was, and a pickled or saved-and-loaded model scores the same bits (same backend)."""
+    import pickle
+    m, x = _model("cpu")
+    for kw, name in [(dict(k=0), "k"), (dict(batch_size=0), "batch_size"),
+                     (dict(seed=-1), "seed"), (dict(k=5, per_column="x"), "per_column")]:
+        with pytest.raises(ValueError, match=name):
+            m.score_samples(x, **kw)
+    counter = m.noise.counter
+    s = m.score_samples(x, per_column=True)
+    assert m.noise.counter == counter
+    m.save(tmp_path / "m.npz")
+    for other in (pickle.loads(pickle.dumps(m)), fastvae.load(tmp_path / "m.npz")):
+        t = other.score_samples(x, per_column=True)
+        np.testing.assert_array_equal(t.scores, s.scores)
+        np.testing.assert_array_equal(t.columns, s.columns)
