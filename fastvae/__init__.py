@@ -16,6 +16,9 @@ _LAZY = {
     "Dataset": ("fastvae.io.dataset", "Dataset"),
     "StopTraining": ("fastvae.training.loop", "StopTraining"),
     "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
+    # the likelihood's column blocks: VAE(likelihood=[Gaussian(3), Categorical([4, 2]), ...])
+    **{name: ("fastvae.core.blocks", name) for name in
+       ("Gaussian", "Bernoulli", "Categorical", "Poisson", "NegBinomial")},
 }
 
 __all__ = ["__version__", "set_backend", "set_tf32", "get_backend_name", *_LAZY]

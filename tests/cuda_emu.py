@@ -44,7 +44,8 @@ _CTYPES = {
     "double": ("scalar", np.float64, ctypes.c_double),
 }
 _POINTEES = {"float": np.float32, "double": np.float64, "unsigned long long": np.uint64,
-             "unsigned char": np.uint8, "long long": np.int64}
+             "unsigned char": np.uint8, "long long": np.int64,
+             "int": np.int32}
 
 
 def _param_kind(ctype):

@@ -62,7 +62,7 @@ def test_the_kernel_list_comes_from_the_reference():
     # every public function of the reference is in the list or a named helper (one defined
     # below the list's computation would be missed by it)
     public = {n for n, f in vars(R).items() if inspect.isfunction(f)
-              and f.__module__ == R.__name__ and not n.startswith("_")}
+              and f.__module__ in R.MODULES and not n.startswith("_")}
     assert public == set(R.KERNELS) | set(R.HELPERS)
 
 
@@ -131,7 +131,7 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(compile_one, CU_FILES))
-    assert len(results) == 5
+    assert len(results) == 6  # (a new kernel file must be counted here on purpose)
     for name, r in results:
         assert r.returncode == 0, f"{name}:\n{r.stdout}\n{r.stderr}"
         assert "warning" not in (r.stdout + r.stderr).lower(), f"{name}:\n{r.stderr}"

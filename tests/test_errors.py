@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastvae
+from fastvae import Bernoulli
 from fastvae.core.snapshot import snapshot
 
 from conftest import interrupt_at, make_data, make_model
@@ -202,7 +203,13 @@ VAE_BAD = [
       for v in ["gelu", "", None, 3]],
     *[case({"likelihood": v}, rf"likelihood {re.escape(repr(v))}; choose one of: bernoulli, "
                               r"gaussian$")
-      for v in ["poisson", None, 3]],
+      for v in ["poisson", ""]],
+    # not a name: a list of column blocks is the other thing it can be
+    *[case({"likelihood": v}, r"likelihood must be 'bernoulli', 'gaussian' or a non-empty "
+                              rf"list of blocks .*got {re.escape(repr(v))}$")
+      for v in [None, 3, []]],
+    case({"likelihood": [Bernoulli(2), 3]}, r"a likelihood block must be one of Gaussian, "
+                                            r"Bernoulli, Categorical, Poisson, NegBinomial.*got 3"),
     *[case({"backend": v}, rf"backend {re.escape(repr(v))} \(backend=\); choose one of: "
                            r"numpy, cpu, cuda, auto \(cuda:N for GPU N\)$")
       for v in ["gpu", "", 3]],

@@ -32,6 +32,21 @@ LIK_GAUSSIAN = 1
 LIKELIHOODS = {"bernoulli": LIK_BERNOULLI, "gaussian": LIK_GAUSSIAN}
 
 
+#: the kinds of likelihood column blocks (fastvae.core.blocks): the code each column of a
+#: block model carries in the kernels' column table
+BLK_GAUSSIAN = 0
+BLK_BERNOULLI = 1
+BLK_CATEGORICAL = 2
+BLK_POISSON = 3
+BLK_NEGBIN = 4
+
+#: the modes of the encoder's dense input columns (encoder_input): the value (NaN read as
+#: 0), log1p of a count (NaN read as 0), and the observed mask (1, or 0 where NaN)
+ENC_VALUE = 0
+ENC_LOG1P = 1
+ENC_MASK = 2
+
+
 def activation_code(name):
     """Return (code, alpha) for a public activation name, or raise a ValueError listing them."""
     try:
@@ -84,9 +99,9 @@ def cuda_defines():
     """The ``-DNAME=VALUE`` compiler options that give the CUDA kernels this module's
     constants (activation and likelihood codes, MOMENT_FLUSH, the Philox constants, the tile
     shape), in a fixed order.  Every compile of ``kernels/*.cu`` passes them."""
-    # every activation and likelihood code above, so that a new one reaches the kernels too
+    # every activation, likelihood, block and input-mode code above, so that a new one reaches the kernels too
     values = {name: value for name, value in globals().items()
-              if name.startswith(("ACT_", "LIK_")) and isinstance(value, int)}
+              if name.startswith(("ACT_", "LIK_", "BLK_", "ENC_")) and isinstance(value, int)}
     values["MOMENT_FLUSH"] = repr(MOMENT_FLUSH)
     for name, pair in (("PHILOX_M", PHILOX_M), ("PHILOX_W", PHILOX_W)):
         for i, v in enumerate(pair):

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from ..backends.reference_blocks import block_cells
 from ..io.dataset import Dataset, DataError
 from .step import StepContext
 from .validate import boolean, nonneg_int, positive_int
@@ -51,9 +52,9 @@ def as_dataset(X, name="data"):
 
 def _dataset_for(model, X):
     ds = as_dataset(X)
-    if ds.dim != model.input_dim:
+    if ds.dim != model.row_width:
         raise DataError(f"{ds.name}: rows have {ds.dim} values, the model expects "
-                        f"{model.input_dim}")
+                        f"{model.row_width}")
     return ds
 
 
@@ -67,7 +68,7 @@ def _rows_of(model, X, validate, ag, compare=True):
     lo, hi = ag.shard(0, len(ds))
     fingerprint = None
     if validate or compare:  # (compare=False: the ranks were compared before, by fit)
-        fingerprint = ag.check_data(ds, model.likelihood, scan=validate)
+        fingerprint = ag.check_data(ds, model.data_rule, scan=validate)
     return ds, lo, hi, validate, fingerprint
 
 
@@ -167,11 +168,13 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
     common = bk.xp.empty((L, 1, Z), dtype=model.dtype)  # the noise every row is scored with
     bk.normal_eps(common, key, 0, 0)
     scores, kl = np.empty(N), np.empty(N)
-    columns = np.empty((N, ds.dim)) if per_column else None
+    cl = model.columns
+    columns = np.empty((N, model.input_dim)) if per_column else None
     buf = np.empty((max(1, min(bs, N)), ds.dim), dtype=model.dtype)
     noise = bk.xp.empty(L * buf.shape[0] * Z, dtype=model.dtype)
-    logscale = None if not per_column or model.likelihood == "bernoulli" else \
+    logscale = None if not per_column or model.likelihood == "bernoulli" or cl else \
         model.obs_logscale().astype(np.float64)
+    aux = model.aux_values() if per_column and cl else None
     for s in range(0, N, bs):
         idx = np.arange(s, min(N, s + bs))
         n = idx.size
@@ -186,7 +189,10 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
         if per_column:  # the decoder's outputs (bias added): -log p per cell, on the host
             a = bk.to_numpy(cache.out).astype(np.float64)  # (L, n, D)
             x = xb.astype(np.float64)
-            if model.likelihood == "bernoulli":
+            if cl is not None:  # the kernels' own per-cell terms (reference, on the host)
+                cells = block_cells(a.reshape(-1, cl.P), x, aux, cl.cols, cl.meta)[0]
+                cells = cells.reshape(L, n, cl.D)
+            elif model.likelihood == "bernoulli":
                 cells = np.logaddexp(0.0, a) - x * a
             else:
                 cells = (0.5 * (a - x) ** 2 * np.exp(-2 * logscale) + logscale
@@ -303,7 +309,7 @@ def diagnostics(model, X, batch_size=1000, threshold=ACTIVE_THRESHOLD):
     for s in range(0, len(ds), bs):
         idx = np.arange(s, min(len(ds), s + bs))
         mu, lv = (model.kernels.to_numpy(a).astype(np.float64)
-                  for a in model.encode(ds.batch(idx, out=buf[: idx.size])))
+                  for a in model.encode_rows(ds.batch(idx, out=buf[: idx.size])))
         s1 += mu.sum(0)
         s2 += (mu * mu).sum(0)
         kl += (0.5 * (mu * mu + (np.expm1(lv) - lv))).sum(0)

@@ -19,7 +19,9 @@ import numpy as np
 from .. import backends as _backend
 from ..io import checkpoint as _io
 from .cache import Cache, DeviceFloat, Grads
+from .blocks import parse_blocks
 from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code
+from .columns import Columns, one_block
 from .noise import Noise
 from .snapshot import restore, saved_config, snapshot
 from .step import ALONE
@@ -37,14 +39,18 @@ class VAE(Inference, Workflows):
 
     Parameters
     ----------
-    input_dim : int        D, the number of pixels / features per datapoint.
+    input_dim : int        D, the number of pixels / features per datapoint (for a list of
+                           blocks it may be None: the blocks' columns add up to D).
     hidden : int or tuple of int
                            encoder hidden widths (the decoder mirrors them unless
                            ``decoder_hidden`` is given); () for none.
     latent_dim : int       Z.
     activation : str       relu | leaky_relu | tanh | sigmoid | elu | softplus.
-    likelihood : str       "bernoulli" (decoder outputs logits; data in [0, 1]) or
-                           "gaussian" (decoder outputs means).
+    likelihood : str or list of blocks
+                           "bernoulli" (decoder outputs logits; data in [0, 1]),
+                           "gaussian" (decoder outputs means), or a list of column blocks
+                           (:mod:`fastvae.core.blocks`: Gaussian, Bernoulli, Categorical,
+                           Poisson, NegBinomial) over consecutive columns of x.
     n_samples : int        L latent samples per datapoint; the reconstruction term is
                            their mean.
     beta : float >= 0      weight of the KL term.  free_bits : float >= 0, per-dimension
@@ -65,15 +71,51 @@ class VAE(Inference, Workflows):
                            error for activations that have none.  It must be positive:
                            backward reads the derivative off the sign of the output.
 
+    n_conditions : int >= 0
+                           C condition columns (one-hot or numeric) that the encoder and the
+                           decoder both read (a conditional VAE); the methods that take data
+                           then take ``conditions=`` (N, C).
+    missing : None or "mask"
+                           "mask": NaN cells of x are missing: the likelihood sums the
+                           observed cells only, and the encoder reads the zero-filled row and
+                           its observed mask.  None: NaN is an error.
+
+    Block models (a list likelihood, conditions or missing cells) run on the block kernels
+    (:mod:`fastvae.backends.reference_blocks`); their data rows are ``[x | conditions |
+    exposure]`` (:class:`fastvae.core.columns.Columns`), which the public methods compose
+    from ``X, conditions=, exposure=``.  Their extra parameters: ``dec.logscale`` (learned
+    Gaussian log-scales, raw) and ``dec.log_theta`` (negative binomial log inverse
+    dispersions).
+
     A model pickles and deep-copies (parameters, noise position, training state; the backend
     by name), and ``pickle`` and :meth:`save` hold the same content.
     """
 
-    def __init__(self, input_dim, hidden=(400,), latent_dim=20, activation="relu",
+    def __init__(self, input_dim=None, hidden=(400,), latent_dim=20, activation="relu",
                  likelihood="bernoulli", n_samples=1, beta=1.0, free_bits=0.0,
                  dtype="float32", seed=0, backend=None, *, decoder_hidden=None,
-                 obs_scale=1.0, activation_alpha=None, objective="elbo"):
-        self.input_dim = positive_int(input_dim, "input_dim")
+                 obs_scale=1.0, activation_alpha=None, objective="elbo", n_conditions=0,
+                 missing=None):
+        blocks = parse_blocks(likelihood)
+        self.n_conditions = nonneg_int(n_conditions, "n_conditions")
+        if missing is not None and missing != "mask":
+            raise ValueError(f"missing must be None (NaN is an error) or 'mask' (NaN marks a "
+                             f"missing cell), got {missing!r}")
+        self.missing = missing
+        if blocks is None:
+            self.input_dim = positive_int(input_dim, "input_dim")
+            self.lik_code = likelihood_code(likelihood)
+        else:
+            width = sum(b.n for b in blocks)
+            if input_dim is not None and input_dim != width:
+                raise ValueError(f"the likelihood's blocks cover {width} columns, but "
+                                 f"input_dim={input_dim!r}; the block widths must add up to "
+                                 "the data's width")
+            if not (isinstance(obs_scale, (int, float)) and obs_scale == 1.0):
+                raise ValueError("obs_scale applies to likelihood='gaussian'; a block model "
+                                 "gives each Gaussian block its scale: Gaussian(n, scale=...)")
+            self.input_dim = width
+            self.lik_code = None
         self.latent_dim = positive_int(latent_dim, "latent_dim")
         self.enc_hidden = int_tuple(hidden, "hidden")
         self.dec_hidden = (self.enc_hidden[::-1] if decoder_hidden is None
@@ -81,8 +123,7 @@ class VAE(Inference, Workflows):
         self.n_samples = positive_int(n_samples, "n_samples")
         self.activation = activation
         self.act_code, self.act_alpha = activation_config(activation, activation_alpha)
-        self.likelihood = likelihood
-        self.lik_code = likelihood_code(likelihood)
+        self.likelihood = likelihood if blocks is None else [b.config() for b in blocks]
         self.beta = real(beta, "beta", at_least=0)
         self.free_bits = real(free_bits, "free_bits", at_least=0)
         self.objective = objective_config(objective, self.beta, self.free_bits)
@@ -95,10 +136,20 @@ class VAE(Inference, Workflows):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         self.dtype = np.dtype(dtype)
         self.seed = nonneg_int(seed, "seed")
-        self.learn_scale, self.logscale_size, fixed = obs_scale_config(obs_scale, self.lik_code,
-                                                                   self.input_dim)
+        if blocks is None:
+            self.learn_scale, self.logscale_size, fixed = obs_scale_config(
+                obs_scale, self.lik_code, self.input_dim)
+            if self.n_conditions or self.missing:
+                blocks = one_block(likelihood, self.input_dim, obs_scale)
         # (a plain float, so that the config is JSON whatever number type was given)
         self.obs_scale = obs_scale if isinstance(obs_scale, str) else float(obs_scale)
+        #: the column layout of a block model (None: the one-likelihood kernels)
+        self.columns = (None if blocks is None else
+                        Columns(blocks, self.n_conditions, self.missing == "mask"))
+        cl = self.columns
+        if cl is not None:
+            self.learn_scale, self.logscale_size = cl.n_logscale > 0, cl.n_logscale
+            fixed = 0.0
         self.backend, device_id = _backend.split(_backend.resolve(backend))
         self.kernels = _backend.get(self.backend)
         xp = self.kernels.xp
@@ -108,10 +159,16 @@ class VAE(Inference, Workflows):
         if self.kernels.DEVICE:
             self.device_id = xp.cuda.Device().id if device_id is None else device_id
         with self.on_device():  # the parameters live on the model's GPU
-            self._entries, size = build_layout(self.input_dim, self.enc_hidden, self.latent_dim,
-                                               self.dec_hidden,
-                                               self.logscale_size if self.learn_scale else 0,
-                                               self.dtype.itemsize)
+            extras = [("dec.logscale", self.logscale_size if self.learn_scale else 0)]
+            if cl is None:
+                enc_in, out_dim, dec_in = self.input_dim, self.input_dim, None
+            else:
+                enc_in, out_dim = cl.n_dense + cl.n_onehot, cl.P
+                dec_in = self.latent_dim + cl.C
+                extras.append(("dec.log_theta", cl.n_theta))
+            self._entries, size = build_layout(enc_in, self.enc_hidden, self.latent_dim,
+                                               self.dec_hidden, out_dim, extras,
+                                               self.dtype.itemsize, dec_in)
             init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
             # the training noise (Philox keyed by the seed; see core/noise.py), and the
             # stream a loss-only pass given neither eps nor rng draws from, so that
@@ -129,6 +186,12 @@ class VAE(Inference, Workflows):
             self._params = views(self.flat_params, self._entries)
             self.grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
             self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
+            if cl is not None:  # the kernels' tables, and the fixed entries of the aux vector
+                self.tables = {k: self.kernels.asarray(getattr(cl, k)) for k in (
+                    "cols", "meta", "enc_src", "enc_mode", "cat_cols", "cat_rows",
+                    "cond_cols")}
+                self.tables["cond_only"] = self.kernels.asarray(np.arange(cl.C, dtype=np.int32))
+                self._aux_fixed = self.kernels.asarray(cl.aux_fixed.astype(self.dtype))
             self.workspaces = WorkspacePool(self._new_workspace)
         #: the training run's state (optimizer, settings, position, history); None until
         #: the first fit.  See :class:`fastvae.training.state.TrainState`.
@@ -153,7 +216,8 @@ class VAE(Inference, Workflows):
                 "seed": self.seed, "decoder_hidden": list(self.dec_hidden),
                 "obs_scale": self.obs_scale,
                 "activation_alpha": self.act_alpha if has_alpha else None,
-                "objective": self.objective}
+                "objective": self.objective, "n_conditions": self.n_conditions,
+                "missing": self.missing}
 
     @property
     def optimizer(self):
@@ -177,10 +241,41 @@ class VAE(Inference, Workflows):
     def n_parameters(self):
         return sum(v.size for v in self._params.values())
 
+    @property
+    def data_rule(self):
+        """What a data scan checks rows against (Dataset.check): the likelihood's name, or
+        a block model's :class:`~fastvae.core.columns.Columns`."""
+        return self.likelihood if self.columns is None else self.columns
+
+    @property
+    def row_width(self):
+        """The width of the model's data rows: input_dim, or for a block model D + the
+        conditions + the exposure column (:class:`~fastvae.core.columns.Columns`)."""
+        return self.input_dim if self.columns is None else self.columns.width
+
+    def compose(self, X, conditions=None, exposure=None, name="X"):
+        """The model's data rows for X (N, D), its conditions (N, C) and exposure (N,):
+        X itself for a model without conditions or exposures (see
+        :meth:`fastvae.core.columns.Columns.compose`)."""
+        if self.columns is None:
+            if conditions is not None or exposure is not None:
+                raise ValueError("conditions/exposure given, but the model takes none "
+                                 "(build it with n_conditions=C, or a count block with "
+                                 "exposure=True)")
+            return X
+        if not (hasattr(X, "shape") or isinstance(X, (list, tuple))):
+            return X  # a Dataset, which holds the rows already (checked by its width)
+        return self.columns.compose(X, conditions, exposure, dtype=self.dtype, name=name)
+
     def _new_workspace(self, B, L, train):
+        cl = self.columns
+        out_dim = self.input_dim if cl is None else cl.P
+        S = self.logscale_size if cl is None else max(cl.n_aux, 1)
         return Workspace(self.kernels.xp, self.dtype, B, L, self.enc_hidden, self.latent_dim,
-                         self.dec_hidden, self.input_dim, self.logscale_size, train,
-                         where="GPU" if self.kernels.DEVICE else "host")
+                         self.dec_hidden, out_dim, S, train,
+                         where="GPU" if self.kernels.DEVICE else "host",
+                         n_dense=0 if cl is None else cl.n_dense,
+                         n_cond=0 if cl is None else cl.C)
 
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
@@ -237,12 +332,14 @@ class VAE(Inference, Workflows):
                                                                  OBJECTIVES)
         # on a GPU the values are checked on the device and the counts read with the loss:
         # a step does not wait for its input check (fit checks its data once, up front)
-        x = check_batch(x, self, validate and not bk.DEVICE)
+        block = self.columns is not None
+        # a block model's rows are checked on the host, by column (fit checks once, up front)
+        x = check_batch(x, self, validate and (block or not bk.DEVICE))
         L = self.n_samples if n_samples is None else positive_int(n_samples, "n_samples")
         B, Z = x.shape[0], self.latent_dim
         ws = self.workspaces.get(B, L, grad)
         ws.generation += 1
-        ws.checking = bool(validate and bk.DEVICE)
+        ws.checking = bool(validate and bk.DEVICE and not block)
         if ws.checking:
             bk.check_data_into(ws.bad, x, *data_bounds(self))
         if eps is None:
@@ -260,11 +357,13 @@ class VAE(Inference, Workflows):
         if step.reduce_kl is not None and self.free_bits > 0:
             step.reduce_kl(ws.kl_dim, B)
         Bg = ws.batch
-        self._decoder_forward(ws, ws.z)
+        self._decoder_forward(ws, ws.z, x)
         ls = self._logscale_forward(ws)
         ws.objective = obj
         obj_rows = ws.no_rows
-        if obj != "elbo":
+        if block:
+            obj_rows = self._blocks_loss(ws, x, ls, obj, grad, Bg, L)
+        elif obj != "elbo":
             # the weights need every sample's loss first: loss pass, weights, then the
             # gradient pass with each row weighted (SAVE wnorm, dout, dout_b, dls)
             bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self.lik_code)
@@ -295,31 +394,120 @@ class VAE(Inference, Workflows):
         return cache
 
     def _encoder_forward(self, ws, x):
-        """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head."""
-        self._stack_forward("enc", x, ws.h, ws.head, "enc.head.W")
+        """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head.
+        A block model's first product reads its dense input columns (SAVE: ws.xin) and
+        gathers the categorical codes' rows."""
+        if self.columns is None:
+            self._stack_forward("enc", x, ws.h, ws.head, "enc.head.W")
+            return
+        if ws.xin is not None:
+            t = self.tables
+            self.kernels.encoder_input(ws.xin, x, t["enc_src"], t["enc_mode"])
+        self._stack_forward("enc", ws.xin, ws.h, ws.head, "enc.head.W", raw=x)
 
-    def _decoder_forward(self, ws, z):
+    def _decoder_forward(self, ws, z, x=None, cond_cols=None):
         """Hidden layers into ws.g, then the output product (bias not yet added) into
-        ws.out; z (R, Z) with R = ws.R."""
+        ws.out; z (R, Z) with R = ws.R.  With conditions the input is [z | the conditions
+        of x (B, W) in its columns ``cond_cols``] (default: the data rows' condition
+        columns), built in ws.zin (SAVE)."""
+        if ws.zin is not None:
+            cols = self.tables["cond_cols"] if cond_cols is None else cond_cols
+            self.kernels.decoder_input(ws.zin, z, x, cols)
+            z = ws.zin
         self._stack_forward("dec", z, ws.g, ws.out, "dec.out.W")
 
-    def _stack_forward(self, side, x, hidden, out, last_W):
+    def _stack_forward(self, side, x, hidden, out, last_W, raw=None):
         """x through the hidden layers of ``side`` into the buffers ``hidden`` (SAVE: act'
-        is read off them), then out = last hidden @ params[last_W]."""
+        is read off them), then out = last hidden @ params[last_W].  ``raw``: the data
+        rows of a block model, whose first product has a categorical part."""
         bk, h = self.kernels, x
         for (W, b, _, _), hi in zip(self._layers(side), hidden):
-            bk.matmul(hi, h, W)
+            self._product(hi, h, W, raw)
             bk.bias_act_fwd(hi, b, self.act_code, self.act_alpha)
-            h = hi
-        bk.matmul(out, h, self._params[last_W])
+            h, raw = hi, None
+        self._product(out, h, self._params[last_W], raw)
+
+    def _product(self, out, h, W, raw):
+        """out = h @ W; for a block model's first layer (raw the data rows) the dense
+        columns' product with W's first rows plus the rows of W the categorical codes pick
+        (the product of one-hot columns, without building them)."""
+        bk = self.kernels
+        if raw is None:
+            bk.matmul(out, h, W)
+            return
+        cl, t = self.columns, self.tables
+        if cl.n_dense:
+            bk.matmul(out, h, W[:cl.n_dense])
+        else:
+            out.fill(0)
+        if cl.n_onehot:
+            bk.embed_fwd(out, W[cl.n_dense:], raw, t["cat_cols"], t["cat_rows"])
+
+    def _product_grad(self, gW, h, d, raw):
+        """gW = h^T d, the gradient of :meth:`_product` with respect to W."""
+        bk = self.kernels
+        if raw is None:
+            bk.matmul(gW, h, d, trans_a=True)
+            return
+        cl, t = self.columns, self.tables
+        if cl.n_dense:
+            bk.matmul(gW[:cl.n_dense], h, d, trans_a=True)
+        if cl.n_onehot:
+            bk.embed_bwd(gW[cl.n_dense:], d, raw, t["cat_cols"], t["cat_rows"])
+
+    def _blocks_loss(self, ws, x, aux, obj, grad, Bg, L):
+        """The block likelihood's loss per row, and with grad its gradient held for
+        backward (SAVE dout, dout_b and the aux gradient in dls), like the one-likelihood
+        kernels; returns the objective's rows (the IWAE loss per datapoint, or none)."""
+        bk, t, b = self.kernels, self.tables, self._params["dec.out.b"]
+        cols, meta = t["cols"], t["meta"]
+        if obj != "elbo":
+            bk.blocks_fwd(ws.loss_rows, ws.out, b, x, aux, cols, meta)
+            bk.iwae_fwd(ws.logw, ws.wnorm, ws.loss_b, ws.loss_rows, ws.z, ws.eps, ws.logvar)
+            if grad:
+                bk.blocks_bwd(ws.dout, ws.dout_b, ws.dls, ws.out, x, aux, cols, meta,
+                              ws.wnorm, 1.0 / Bg)
+            return ws.loss_b
+        if grad:
+            bk.blocks_fwd_bwd(ws.dout, ws.loss_rows, ws.dout_b, ws.dls, ws.out, b, x, aux,
+                              cols, meta, 1.0 / (Bg * L))
+        else:
+            bk.blocks_fwd(ws.loss_rows, ws.out, b, x, aux, cols, meta)
+        return ws.no_rows
 
     def _logscale_forward(self, ws):
         """The Gaussian log-scale the likelihood uses: the fixed one, or the learned
-        parameter softly floored into ws.ls."""
+        parameter softly floored into ws.ls.  A block model's aux vector instead, in ws.ls:
+        [fixed log-scales | learned ones, floored | log thetas]."""
+        if self.columns is not None:
+            return self._aux_into(ws.ls)
         if not self.learn_scale:
             return self._fixed_logscale
         self.kernels.logscale_fwd(ws.ls, self._params["dec.logscale"], LOGSCALE_FLOOR)
         return ws.ls
+
+    def _aux_into(self, buf):
+        """A block model's aux vector into buf (>= n_aux,): [fixed Gaussian log-scales |
+        learned ones, softly floored | log inverse dispersions]; returns buf."""
+        cl = self.columns
+        nf, nl, nt = len(cl.aux_fixed), cl.n_logscale, cl.n_theta
+        if nf:
+            buf[:nf] = self._aux_fixed
+        if nl:
+            self.kernels.logscale_fwd(buf[nf:nf + nl], self._params["dec.logscale"],
+                                      LOGSCALE_FLOOR)
+        if nt:
+            buf[nf + nl:nf + nl + nt] = self._params["dec.log_theta"]
+        return buf
+
+    @_on_device
+    def aux_values(self):
+        """A block model's aux vector as a float64 host array (n_aux,), laid out as
+        :class:`~fastvae.core.columns.Columns` says: each Gaussian block's log standard
+        deviation (fixed, or learned and softly floored), then each negative binomial
+        column's log inverse dispersion (per condition group when it depends on it)."""
+        buf = self.kernels.xp.empty(max(self.columns.n_aux, 1), dtype=self.dtype)
+        return self.kernels.to_numpy(self._aux_into(buf)).astype(np.float64)[:self.columns.n_aux]
 
     def draw_normal(self, eps, rng=None, row0=0, training=True):
         """Fill ``eps`` (L, B, Z) with standard normal noise.
@@ -359,10 +547,19 @@ class VAE(Inference, Workflows):
         # the likelihood's bias and scale gradients were computed with the loss in forward
         # and held in the workspace: they become parameter gradients here, and only here
         gr["dec.out.b"][...] = ws.dout_b
-        if self.learn_scale:
+        cl = self.columns
+        if cl is not None:
+            nf, nl, nt = len(cl.aux_fixed), cl.n_logscale, cl.n_theta
+            if nl:
+                bk.logscale_bwd(gr["dec.logscale"], ws.dls[nf:nf + nl], p["dec.logscale"],
+                                LOGSCALE_FLOOR)
+            if nt:
+                gr["dec.log_theta"][...] = ws.dls[nf + nl:nf + nl + nt]
+        elif self.learn_scale:
             bk.logscale_bwd(gr["dec.logscale"], ws.dls, p["dec.logscale"], LOGSCALE_FLOOR)
         dec = self._layers("dec")
-        g_in = [ws.z] + ws.g  # the input of each decoder product
+        # the input of each decoder product ([z | conditions] for the first, when conditioned)
+        g_in = [ws.z if ws.zin is None else ws.zin] + ws.g
         bk.matmul(gr["dec.out.W"], g_in[-1], ws.dout, trans_a=True)
         d = ws.dout
         Wnext = p["dec.out.W"]
@@ -373,7 +570,8 @@ class VAE(Inference, Workflows):
             bk.act_bias_bwd(ws.dg[j], gb, pre, ws.g[j], act, alpha)
             bk.matmul(gW, g_in[j], ws.dg[j], trans_a=True)
             d, Wnext = ws.dg[j], W
-        bk.matmul(ws.dz, d, Wnext, trans_b=True)
+        # (the conditions' rows of the first W take no input gradient: they are observed)
+        bk.matmul(ws.dz, d, Wnext if ws.zin is None else Wnext[:self.latent_dim], trans_b=True)
         if ws.objective == "elbo":
             kl_weight = self.beta * self.kl_scale / Bg
             bk.reparam_kl_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.mu, ws.sigma,
@@ -383,15 +581,18 @@ class VAE(Inference, Workflows):
                               ws.head, ws.wnorm, 1.0 / Bg, ws.objective == "iwae-dreg",
                               *LOGVAR_RANGE)
         enc = self._layers("enc")
-        h_in = [cache.x] + ws.h
-        bk.matmul(gr["enc.head.W"], h_in[-1], ws.dhead, trans_a=True)
+        # the first product's input: the data rows, or a block model's dense input columns
+        # (and the rows themselves for its categorical gather)
+        raw = None if cl is None else cache.x
+        h_in = [cache.x if cl is None else ws.xin] + ws.h
+        self._product_grad(gr["enc.head.W"], h_in[-1], ws.dhead, raw if not enc else None)
         d, Wnext = ws.dhead, p["enc.head.W"]
         for i in range(len(enc) - 1, -1, -1):
             W, b, gW, gb = enc[i]
             pre = ws.scratch(*ws.dh[i].shape)
             bk.matmul(pre, d, Wnext, trans_b=True)
             bk.act_bias_bwd(ws.dh[i], gb, pre, ws.h[i], act, alpha)
-            bk.matmul(gW, h_in[i], ws.dh[i], trans_a=True)
+            self._product_grad(gW, h_in[i], ws.dh[i], raw if i == 0 else None)
             d, Wnext = ws.dh[i], W
         return self.grads
 
@@ -433,7 +634,9 @@ class VAE(Inference, Workflows):
     def __repr__(self):
         sizes = "-".join(map(str, (self.input_dim, *self.enc_hidden, self.latent_dim,
                                    *self.dec_hidden, self.input_dim)))
-        return (f"VAE({sizes}, activation={self.activation!r}, likelihood={self.likelihood!r}, "
+        lik = (repr(self.likelihood) if self.columns is None or isinstance(self.likelihood, str)
+               else "[" + ", ".join(map(repr, self.columns.blocks)) + "]")
+        return (f"VAE({sizes}, activation={self.activation!r}, likelihood={lik}, "
                 f"n_samples={self.n_samples}, beta={self.beta}, dtype={self.dtype.name!r}, "
                 f"backend={self.backend!r}, parameters={self.n_parameters})")
 

@@ -15,29 +15,34 @@ from collections import OrderedDict
 _ALIGN_BYTES = 64
 
 
-def build_layout(input_dim, enc_hidden, latent_dim, dec_hidden, logscale_size, itemsize):
+def build_layout(enc_in, enc_hidden, latent_dim, dec_hidden, out_dim, extras, itemsize,
+                 dec_in=None):
     """Return (entries, total size).
 
+    enc_in : rows of the encoder's first weight matrix (the data width, or for a block
+        model its dense input columns and one-hot rows); dec_in : rows of the decoder's
+        first (latent_dim, or latent_dim + the conditions); out_dim : decoder outputs;
+        extras : [(name, size)] of 1-D tensors after the layers (``dec.logscale``,
+        ``dec.log_theta``), skipped when the size is 0.
     entries: OrderedDict name -> (offset, shape, fan_in), in the public order
     ``enc.{i}.W, enc.{i}.b, enc.head.W, enc.head.b, dec.{j}.W, dec.{j}.b, dec.out.W,
-    dec.out.b[, dec.logscale]``.  W has shape (fan_in, fan_out): y = x @ W + b.
+    dec.out.b[, extras]``.  W has shape (fan_in, fan_out): y = x @ W + b.
     ``fan_in`` is None for tensors not initialised like a linear layer.
     """
     align = max(1, _ALIGN_BYTES // itemsize)
     shapes = []
-    prev = input_dim
+    prev = enc_in
     for i, n in enumerate(enc_hidden):
         shapes += [(f"enc.{i}.W", (prev, n), prev), (f"enc.{i}.b", (n,), prev)]
         prev = n
     shapes += [("enc.head.W", (prev, 2 * latent_dim), prev),
                ("enc.head.b", (2 * latent_dim,), prev)]
-    prev = latent_dim
+    prev = latent_dim if dec_in is None else dec_in
     for j, n in enumerate(dec_hidden):
         shapes += [(f"dec.{j}.W", (prev, n), prev), (f"dec.{j}.b", (n,), prev)]
         prev = n
-    shapes += [("dec.out.W", (prev, input_dim), prev), ("dec.out.b", (input_dim,), prev)]
-    if logscale_size:
-        shapes.append(("dec.logscale", (logscale_size,), None))
+    shapes += [("dec.out.W", (prev, out_dim), prev), ("dec.out.b", (out_dim,), prev)]
+    shapes += [(name, (size,), None) for name, size in extras if size]
     entries = OrderedDict()
     offset = 0
     for name, shape, fan_in in shapes:

@@ -94,12 +94,22 @@ def check_batch(x, model, validate=True, check_range=True):
     if ndim != 2:
         raise ValueError(f"x must be a 2-D array (batch, {model.input_dim}), got shape {tuple(x.shape)}"
                          + (" (flatten images first: x.reshape(len(x), -1))" if ndim > 2 else ""))
-    if x.shape[1] != model.input_dim:
+    cl = getattr(model, "columns", None)
+    if cl is not None and x.shape[1] != cl.width:
+        raise ValueError(f"x has {x.shape[1]} columns but the model's data rows have "
+                         f"{cl.width}: {cl.D} data columns, {cl.C} conditions and {cl.E} "
+                         f"exposure (model.compose(X, conditions, exposure) builds them; "
+                         f"x shape {tuple(x.shape)})")
+    if cl is None and x.shape[1] != model.input_dim:
         raise ValueError(f"x has {x.shape[1]} columns but the model's input_dim is "
                          f"{model.input_dim} (x shape {tuple(x.shape)})")
     if x.shape[0] == 0:
         raise ValueError("x has no rows")
     x = _as_float_array(x, "x", model.dtype, xp)
+    if cl is not None:
+        if validate:  # by column, on the host: the error names the cell and its value
+            cl.check(model.kernels.to_numpy(x))
+        return x
     if validate:
         raise_bad_data(*model.kernels.check_data(x, *data_bounds(model, check_range)))
     return x

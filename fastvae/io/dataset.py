@@ -93,8 +93,19 @@ class Dataset:
         likelihood.  ``rows``: (start, stop) scans only those rows (data-parallel ranks
         share the scan of memory-mapped data).  ``digest``: a hashlib object updated with
         the bytes of the scanned rows in the same pass (data-parallel ranks compare their
-        copies by it).  Returns self."""
+        copies by it).  ``likelihood``: a likelihood name, or an object whose
+        ``check(rows, row0=, name=)`` raises for bad rows (a block model's
+        :class:`~fastvae.core.columns.Columns`, which checks each cell by its column and
+        allows NaN where cells may be missing).  Returns self."""
         start, stop = (0, len(self)) if rows is None else rows
+        if not isinstance(likelihood, str):  # a block model's columns check each cell
+            for s in range(start, stop, _CHUNK_ROWS):
+                c = np.asarray(self.x[s:min(stop, s + _CHUNK_ROWS)])
+                if digest is not None:
+                    digest.update(np.ascontiguousarray(c).data)
+                likelihood.check(c * self.scale if self.scale != 1 else c, row0=s,
+                                 name=self.name)
+            return self
         if (digest is None and self.x.dtype.kind == "u"
                 and self.scale * np.iinfo(self.x.dtype).max <= 1.0 + 1e-6):
             return self  # unsigned ints scaled into [0, 1]: nothing can be wrong

@@ -211,7 +211,7 @@ def _check_callbacks(callbacks):
 
 def _checked(ds, model, ag):
     """(ds, what MPI ranks compare of it): its width checked, its values scanned."""
-    if ds.dim != model.input_dim:
+    if ds.dim != model.row_width:
         raise DataError(f"{ds.name}: rows have {ds.dim} values, the model expects "
-                        f"{model.input_dim}")
-    return ds, ag.check_data(ds, model.likelihood)
+                        f"{model.row_width}")
+    return ds, ag.check_data(ds, model.data_rule)

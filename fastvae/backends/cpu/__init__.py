@@ -23,6 +23,8 @@ from .reparam import (reparam_kl_fwd, reparam_kl_bwd, iwae_fwd, reparam_iw_bwd, 
 from .likelihood import (likelihood_fwd, likelihood_fwd_bwd, likelihood_bwd, logscale_fwd,
                          logscale_bwd, loss_stats)  # noqa: F401
 from .optim import sq_norm, clip_scale, adam_step, sgd_step  # noqa: F401
+from .blocks import (blocks_fwd, blocks_fwd_bwd, blocks_bwd, encoder_input, embed_fwd,
+                     embed_bwd, decoder_input)  # noqa: F401
 from .data import scatter_rows, binarize_rows, gather_rows, check_data  # noqa: F401
 
 NAME = "cpu"

@@ -1,0 +1,195 @@
+"""Likelihoods made of column blocks: what the user writes, and its configuration.
+
+A block covers consecutive columns of the data; the decoder's last layer outputs each
+column's parameters (one per column, K for a categorical column of K classes)::
+
+    VAE(likelihood=[Gaussian(7, scale="learned"), Categorical([5, 7, 8]), NegBinomial(3),
+                    Poisson(2), Bernoulli(4)])
+
+takes rows of 7 + 3 + 3 + 2 + 4 = 19 columns (a categorical column holds the integer code
+0..K-1) and its decoder has 7 + 20 + 3 + 2 + 4 = 36 outputs.  The per-cell formulas and their
+gradients are in DESIGN.md ("Column blocks") and :mod:`fastvae.backends.reference_blocks`.
+
+:class:`fastvae.core.columns.Columns` compiles a list of blocks into the integer tables the
+kernels read.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+from .codes import BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON
+
+
+def _count(n, what):
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{what} must be a positive integer (a number of columns), got {n!r}")
+    return int(n)
+
+
+def _flag(v, what):
+    if not isinstance(v, bool):
+        raise ValueError(f"{what} must be True or False, got {v!r}")
+    return v
+
+
+class Block:
+    """A run of consecutive data columns with one likelihood.  ``n`` columns; ``kind`` the
+    kernel's code; :meth:`widths` the decoder outputs per column."""
+
+    kind = None
+    name = None
+
+    def __init__(self, n):
+        self.n = _count(n, f"{type(self).__name__}'s n")
+
+    def widths(self):
+        """Decoder outputs of each column, a list of n ints."""
+        return [1] * self.n
+
+    @property
+    def exposure(self):
+        return False
+
+    def config(self):
+        """A JSON-able dict that :func:`block_from_config` turns back into this block."""
+        return {"type": self.name, "n": self.n}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.config() == other.config()
+
+    def __hash__(self):
+        return hash(repr(self))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+class Gaussian(Block):
+    """Real-valued columns: the decoder gives the mean; the log standard deviation is fixed
+    (``scale`` a float > 0, the standard deviation), one learned for the block ("learned") or
+    one learned per column ("per_column").  Learned log-scales have the soft floor
+    LOGSCALE_FLOOR (fastvae.core.codes), as ``obs_scale`` has."""
+
+    kind, name = BLK_GAUSSIAN, "gaussian"
+
+    def __init__(self, n, scale=1.0):
+        super().__init__(n)
+        if isinstance(scale, str):
+            if scale not in ("learned", "per_column"):
+                raise ValueError(f"Gaussian scale must be a positive number, 'learned' or "
+                                 f"'per_column', got {scale!r}")
+        elif (not isinstance(scale, numbers.Real) or isinstance(scale, bool)
+              or not math.isfinite(scale) or scale <= 0):
+            raise ValueError(f"Gaussian scale must be a positive number, 'learned' or "
+                             f"'per_column', got {scale!r}")
+        else:
+            scale = float(scale)
+        self.scale = scale
+
+    def config(self):
+        return {"type": self.name, "n": self.n, "scale": self.scale}
+
+
+class Bernoulli(Block):
+    """Columns in [0, 1] (binary, or probabilities): the decoder gives logits."""
+
+    kind, name = BLK_BERNOULLI, "bernoulli"
+
+
+class Categorical(Block):
+    """One column per entry of ``classes`` (an int, or a list of ints >= 2): the column
+    holds the integer code 0..K-1 of one of K classes, and the decoder gives K logits (a
+    softmax group per column).  The encoder reads the code as a row of its first weight
+    matrix, the product of a one-hot vector with it, without building the vector."""
+
+    kind, name = BLK_CATEGORICAL, "categorical"
+
+    def __init__(self, classes):
+        many = classes if isinstance(classes, (list, tuple)) else [classes]
+        if not many:
+            raise ValueError("Categorical needs at least one column: classes=[K, ...]")
+        out = []
+        for k in many:
+            if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 2:
+                raise ValueError(f"Categorical classes must be integers >= 2 (the number of "
+                                 f"classes of each column), got {k!r}")
+            out.append(int(k))
+        self.classes = out
+        self.n = len(out)
+
+    def widths(self):
+        return list(self.classes)
+
+    def config(self):
+        return {"type": self.name, "classes": list(self.classes)}
+
+
+class Poisson(Block):
+    """Count columns (integers >= 0): the decoder gives the log-rate, to which the row's
+    log-exposure is added when ``exposure`` is True (a library size or size factor, passed
+    to fit and the estimators as ``exposure=``)."""
+
+    kind, name = BLK_POISSON, "poisson"
+
+    def __init__(self, n, exposure=False):
+        super().__init__(n)
+        self._exposure = _flag(exposure, "exposure")
+
+    @property
+    def exposure(self):
+        return self._exposure
+
+    def config(self):
+        return {"type": self.name, "n": self.n, "exposure": self._exposure}
+
+
+class NegBinomial(Poisson):
+    """Count columns with a negative binomial (NB2, as scVI): the decoder gives the log-mean
+    (plus the log-exposure when ``exposure``); the inverse dispersion theta = exp(r) is
+    learned per column (``dispersion="column"``) or per column and condition ("condition":
+    needs one-hot conditions, n_conditions of them).  The parameter ``dec.log_theta`` holds
+    r, starting at 0 (theta = 1)."""
+
+    kind, name = BLK_NEGBIN, "negbinomial"
+
+    def __init__(self, n, exposure=False, dispersion="column"):
+        super().__init__(n, exposure)
+        if dispersion not in ("column", "condition"):
+            raise ValueError(f"NegBinomial dispersion must be 'column' or 'condition', got "
+                             f"{dispersion!r}")
+        self.dispersion = dispersion
+
+    def config(self):
+        return {"type": self.name, "n": self.n, "exposure": self.exposure,
+                "dispersion": self.dispersion}
+
+
+#: config "type" -> block class
+BLOCKS = {cls.name: cls for cls in (Gaussian, Bernoulli, Categorical, Poisson, NegBinomial)}
+
+
+def block_from_config(cfg):
+    """The block a :meth:`Block.config` dict describes."""
+    if isinstance(cfg, Block):
+        return cfg
+    if not isinstance(cfg, dict) or cfg.get("type") not in BLOCKS:
+        raise ValueError(f"a likelihood block must be one of {', '.join(c.__name__ for c in BLOCKS.values())} "
+                         f"(or its config dict), got {cfg!r}")
+    args = {k: v for k, v in cfg.items() if k != "type"}
+    return BLOCKS[cfg["type"]](**args)
+
+
+def parse_blocks(likelihood):
+    """A list of blocks from a list/tuple of blocks or config dicts (a single block is a
+    list of one); None for a likelihood name (a string)."""
+    if isinstance(likelihood, str):
+        return None
+    if isinstance(likelihood, (Block, dict)):
+        likelihood = [likelihood]
+    if not isinstance(likelihood, (list, tuple)) or not likelihood:
+        raise ValueError(f"likelihood must be 'bernoulli', 'gaussian' or a non-empty list of "
+                         f"blocks (Gaussian, Bernoulli, Categorical, Poisson, NegBinomial), "
+                         f"got {likelihood!r}")
+    return [block_from_config(b) for b in likelihood]

@@ -1,0 +1,339 @@
+"""The column layout of a block model: the tables its kernels read, its data rows, their check.
+
+A block model's *data row* is the user's columns followed by what the model conditions on:
+``[x (D) | conditions (C) | exposure (E = 0 or 1)]``, one float array (B, D + C + E).  Keeping
+them in one row is what lets every path that moves rows (batching, shuffling, data-parallel
+shards, datasets, the estimators) carry conditions and exposures without knowing of them;
+:meth:`Columns.compose` builds the row from the three arrays the public methods take.
+
+The tables (int32, built once):
+
+- ``cols`` (D, 6): per data column [kind, first decoder output, number of outputs, aux
+  index, aux stride per condition group, 1 if it adds the row's log-exposure] (the aux
+  vector holds each column's log-scale or log inverse dispersion);
+- ``meta`` (3,): [exposure column or -1, first condition column, number of condition groups
+  or 0 when no dispersion depends on the condition];
+- ``enc_src``, ``enc_mode`` (Dn,): the encoder's dense input columns (a row column, and how
+  it is read: value, log1p of a count, observed mask);
+- ``cat_cols``, ``cat_rows`` (n_cat,): the categorical columns and the first row of their
+  one-hot block in the encoder's first weight matrix (after the Dn dense rows);
+- ``cond_cols`` (C,): the condition columns, appended to the decoder's input.
+
+Encoder input.  Numeric columns as they are, counts as log1p(count) (as scVI's encoder reads
+them: raw counts up to 1e6 would saturate the first layer), categorical codes as a gather of
+W's rows, then with ``missing="mask"`` the observed mask of every column, then the
+conditions.  A missing cell reads as 0 (a missing code gathers nothing) and the mask tells
+the encoder which zeros are missing: without it a missing value and an observed 0 would look
+the same (HI-VAE feeds the mask the same way).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .blocks import Categorical, Gaussian, NegBinomial, Poisson
+from .codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON,
+                    ENC_LOG1P, ENC_MASK, ENC_VALUE)
+from ..io.dataset import DataError
+
+
+class Columns:
+    """The layout of ``blocks`` (a list of :class:`~fastvae.core.blocks.Block`) with
+    ``n_conditions`` condition columns and, with ``missing`` True, NaN cells read as missing.
+
+    Sizes: D data columns, P decoder outputs, C conditions, E exposure columns (0 or 1),
+    ``width`` = D + C + E the data row; ``n_dense`` (Dn) and ``n_onehot`` (the classes of
+    every categorical column) the rows of the encoder's first weight matrix; ``n_aux`` the
+    aux vector, laid out [fixed log-scales | learned log-scales | log inverse dispersions]
+    with ``aux_fixed`` the fixed values and ``n_logscale``, ``n_theta`` the learned sizes.
+    """
+
+    def __init__(self, blocks, n_conditions=0, missing=False):
+        self.blocks = list(blocks)
+        self.C = int(n_conditions)
+        self.missing = bool(missing)
+        self.D = sum(b.n for b in self.blocks)
+        widths = [w for b in self.blocks for w in b.widths()]
+        self.P = sum(widths)
+        self.E = int(any(b.exposure for b in self.blocks))
+        self.width = self.D + self.C + self.E
+        grouped = [b for b in self.blocks if isinstance(b, NegBinomial)
+                   and b.dispersion == "condition"]
+        if grouped and self.C < 2:
+            raise ValueError("NegBinomial(dispersion='condition') learns one dispersion per "
+                             "column and condition: it needs n_conditions >= 2 (one-hot "
+                             f"conditions), got n_conditions={self.C}")
+        self.grouped = bool(grouped)
+        # the aux vector: fixed Gaussian log-scales, learned ones, then log thetas
+        fixed = [b for b in self.blocks if isinstance(b, Gaussian) and not isinstance(b.scale, str)]
+        self.aux_fixed = np.array([np.log(b.scale) for b in fixed], dtype=np.float64)
+        nf = len(fixed)
+        self.n_logscale = sum(1 if b.scale == "learned" else b.n for b in self.blocks
+                              if isinstance(b, Gaussian) and isinstance(b.scale, str))
+        self.n_theta = sum(b.n * (self.C if b.dispersion == "condition" else 1)
+                           for b in self.blocks if isinstance(b, NegBinomial))
+        self.n_aux = nf + self.n_logscale + self.n_theta
+        cols = np.zeros((self.D, 6), dtype=np.int32)
+        nxt = {"fixed": 0, "ls": nf, "theta": nf + self.n_logscale}
+        j = o = 0
+        self.block_columns = []  # (first column, stop) of each block
+        for b in self.blocks:
+            self.block_columns.append((j, j + b.n))
+            for k, w in enumerate(b.widths()):
+                aux, stride = -1, 0
+                if isinstance(b, Gaussian):
+                    if not isinstance(b.scale, str):
+                        aux = nxt["fixed"]
+                    elif b.scale == "learned":
+                        aux = nxt["ls"]
+                    else:
+                        aux = nxt["ls"] + k
+                elif isinstance(b, NegBinomial):
+                    aux = nxt["theta"] + k
+                    stride = b.n if b.dispersion == "condition" else 0
+                cols[j] = (b.kind, o, w, aux, stride, int(b.exposure))
+                j, o = j + 1, o + w
+            if isinstance(b, Gaussian):
+                if not isinstance(b.scale, str):
+                    nxt["fixed"] += 1
+                else:
+                    nxt["ls"] += 1 if b.scale == "learned" else b.n
+            elif isinstance(b, NegBinomial):
+                nxt["theta"] += b.n * (self.C if b.dispersion == "condition" else 1)
+        self.cols = cols
+        self.meta = np.array([self.D + self.C if self.E else -1, self.D,
+                              self.C if self.grouped else 0], dtype=np.int32)
+        kinds = cols[:, 0]
+        src, mode = [], []
+        for jj in range(self.D):
+            if kinds[jj] != BLK_CATEGORICAL:
+                src.append(jj)
+                mode.append(ENC_LOG1P if kinds[jj] in (BLK_POISSON, BLK_NEGBIN) else ENC_VALUE)
+        if self.missing:
+            src += list(range(self.D))
+            mode += [ENC_MASK] * self.D
+        src += list(range(self.D, self.D + self.C))
+        mode += [ENC_VALUE] * self.C
+        self.enc_src = np.array(src, dtype=np.int32)
+        self.enc_mode = np.array(mode, dtype=np.int32)
+        self.n_dense = len(src)
+        cat = np.flatnonzero(kinds == BLK_CATEGORICAL).astype(np.int32)
+        classes = cols[cat, 2]
+        self.cat_cols = cat
+        self.cat_rows = (np.cumsum(classes) - classes).astype(np.int32)
+        self.n_onehot = int(classes.sum())
+        self.cond_cols = np.arange(self.D, self.D + self.C, dtype=np.int32)
+
+    # --------------------------------------------------------------------- rows
+    def compose(self, X, conditions=None, exposure=None, dtype=np.float64, xp=np, name="X"):
+        """The data rows (N, width) of X (N, D) with its conditions (N, C) and exposure (N,)
+        or (N, 1), as one C-contiguous array of ``dtype``; X itself (no copy) when the model
+        has neither and X already is such an array."""
+        if not hasattr(X, "shape"):
+            X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.D:
+            raise ValueError(f"{name} must be (rows, {self.D}): the likelihood's blocks cover "
+                             f"{self.D} columns, got shape {tuple(X.shape)}")
+        if (conditions is None) != (self.C == 0):
+            raise ValueError(f"this model has n_conditions={self.C}: pass conditions= of "
+                             f"shape ({X.shape[0]}, {self.C})" if self.C else
+                             "conditions given, but the model was built with n_conditions=0")
+        if (exposure is None) != (self.E == 0):
+            raise ValueError(f"this model's count blocks take an exposure: pass exposure= "
+                             f"(library sizes or size factors) of shape ({X.shape[0]},)"
+                             if self.E else "exposure given, but no block of this model "
+                             "takes one (Poisson or NegBinomial with exposure=True)")
+        parts = [X]
+        if self.C:
+            c = conditions if hasattr(conditions, "shape") else np.asarray(conditions)
+            if c.ndim == 1 and self.C == 1:
+                c = c.reshape(-1, 1)
+            if c.ndim != 2 or c.shape[1] != self.C:
+                raise ValueError(f"conditions must be (rows, {self.C}) (n_conditions={self.C}), "
+                                 f"got shape {tuple(c.shape)}")
+            parts.append(c)
+        if self.E:
+            e = exposure if hasattr(exposure, "shape") else np.asarray(exposure)
+            e = e.reshape(-1, 1) if e.ndim == 1 else e
+            if e.ndim != 2 or e.shape[1] != 1:
+                raise ValueError(f"exposure must be (rows,), one per row, got shape "
+                                 f"{tuple(e.shape)}")
+            parts.append(e)
+        for p in parts[1:]:
+            if p.shape[0] != X.shape[0]:
+                raise ValueError(f"{name} has {X.shape[0]} rows but its conditions/exposure "
+                                 f"have {p.shape[0]}")
+        for p in parts:
+            if np.dtype(p.dtype).kind not in "fiub":
+                raise TypeError(f"{name}, conditions and exposure must be numeric, got dtype "
+                                f"{p.dtype}")
+        if len(parts) == 1 and isinstance(X, xp.ndarray) and X.dtype == dtype \
+                and X.flags.c_contiguous:
+            return X
+        return xp.ascontiguousarray(xp.concatenate([xp.asarray(p, dtype=dtype) for p in parts],
+                                                   axis=1))
+
+    def split(self, rows):
+        """(x, conditions or None, exposure or None) views of data rows (N, width)."""
+        D, C = self.D, self.C
+        return (rows[:, :D], rows[:, D:D + C] if C else None,
+                rows[:, D + C] if self.E else None)
+
+    def check(self, rows, row0=0, name="x"):
+        """Raise :class:`~fastvae.io.dataset.DataError` (a ValueError) naming the first bad
+        cell of the data rows (N, width) on the host, by column and value: a value the
+        column's block cannot hold, NaN where ``missing`` is off, a condition that is not
+        finite (or not one-hot when a dispersion depends on it), an exposure <= 0.
+        ``row0`` numbers the rows (a chunk of a larger dataset)."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[1] != self.width:
+            raise DataError(f"{name}: expected rows of {self.width} columns, got shape "
+                            f"{rows.shape}")
+        x = rows[:, :self.D]
+        for b, (j0, j1) in zip(self.blocks, self.block_columns):
+            v = x[:, j0:j1]
+            nan = np.isnan(v)
+            if nan.any() and not self.missing:
+                self._fail(name, b, j0, v, nan, row0, "is missing (NaN); build the model with "
+                           "missing='mask' to train on rows with missing cells")
+            ok = ~nan
+            if isinstance(b, Gaussian):
+                bad = ok & ~np.isfinite(v)
+                self._fail(name, b, j0, v, bad, row0, "is not finite")
+            elif isinstance(b, Categorical):
+                k = np.array(b.classes)
+                with np.errstate(invalid="ignore"):
+                    bad = ok & ((v != np.floor(v)) | (v < 0) | (v >= k))
+                self._fail(name, b, j0, v, bad, row0, "is not a code in 0..K-1 (K = {k} "
+                           "classes)", classes=k)
+            elif isinstance(b, Poisson):
+                with np.errstate(invalid="ignore"):
+                    bad = ok & ((v != np.floor(v)) | (v < 0) | ~np.isfinite(v))
+                self._fail(name, b, j0, v, bad, row0, "is not a count (an integer >= 0)")
+            else:
+                with np.errstate(invalid="ignore"):
+                    bad = ok & ~((v >= 0) & (v <= 1))
+                self._fail(name, b, j0, v, bad, row0, "is outside [0, 1]")
+        D, C = self.D, self.C
+        if C:
+            c = rows[:, D:D + C]
+            bad = ~np.isfinite(c)
+            if bad.any():
+                i, k = np.argwhere(bad)[0]
+                raise DataError(f"{name}: condition column {k} of row {row0 + i} is {float(c[i, k])!r}; "
+                                "conditions must be finite numbers")
+            if self.grouped:
+                onehot = np.all((c == 0) | (c == 1), axis=1) & (c.sum(axis=1) == 1)
+                if not onehot.all():
+                    i = int(np.flatnonzero(~onehot)[0])
+                    raise DataError(f"{name}: the conditions of row {row0 + i} are "
+                                    f"{[float(v) for v in c[i]]}, not one-hot; NegBinomial(dispersion="
+                                    "'condition') needs one-hot conditions")
+        if self.E:
+            e = rows[:, D + C]
+            with np.errstate(invalid="ignore"):
+                bad = ~(np.isfinite(e) & (e > 0))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise DataError(f"{name}: the exposure of row {row0 + i} is {float(e[i])!r}; "
+                                "exposures (library sizes, size factors) must be > 0")
+
+    def _fail(self, name, block, j0, v, bad, row0, why, classes=None):
+        if not bad.any():
+            return
+        i, k = np.argwhere(bad)[0]
+        if classes is not None:
+            why = why.format(k=classes[k])
+        raise DataError(f"{name}: column {j0 + k} ({block!r}, its column {k}) has "
+                        f"{float(v[i, k])!r} in row {row0 + i}, which {why}")
+
+    def __repr__(self):
+        return (f"Columns(D={self.D}, P={self.P}, C={self.C}, E={self.E}, "
+                f"missing={self.missing}, aux={self.n_aux})")
+
+
+def one_block(likelihood, D, obs_scale):
+    """The block list of a likelihood name over D columns (a conditioned or masked model of
+    'bernoulli' or 'gaussian' runs on the block kernels)."""
+    from .blocks import Bernoulli
+    if likelihood == "bernoulli":
+        return [Bernoulli(D)]
+    scale = {"learned": "learned", "per_pixel": "per_column"}.get(obs_scale, obs_scale)
+    return [Gaussian(D, scale=scale)]
+
+
+def _sigmoid(xp, a):
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Readout:
+    """The decoder's outputs of a block model turned into what users read: distribution
+    means (``means``), and draws or typical values per data column (``draw``)."""
+
+    def __init__(self, columns):
+        self.cl = columns
+        cols = columns.cols
+        kinds, offs = cols[:, 0], cols[:, 1]
+        self.off = offs
+        self.exposed = cols[:, 5] == 1
+        self.kind = kinds
+        self.count_cols = np.flatnonzero((kinds == BLK_POISSON) | (kinds == BLK_NEGBIN))
+        self.bern_cols = np.flatnonzero(kinds == BLK_BERNOULLI)
+        self.cat_cols = np.flatnonzero(kinds == BLK_CATEGORICAL)
+
+    def means(self, a, log_exposure, xp):
+        """(N, P) of the decoder outputs a (N, P) (bias added): Gaussian means, Bernoulli
+        probabilities, each categorical column's K class probabilities, count means
+        exp(a + log exposure) (log_exposure (N,) or None)."""
+        m = a.copy()
+        cols = self.cl.cols
+        if self.bern_cols.size:
+            o = xp.asarray(self.off[self.bern_cols])
+            m[:, o] = _sigmoid(xp, a[:, o])
+        if self.count_cols.size:
+            o = xp.asarray(self.off[self.count_cols])
+            eta = a[:, o]
+            if log_exposure is not None:  # (only the columns that take the exposure)
+                eta = eta + log_exposure[:, None] * xp.asarray(
+                    self.exposed[self.count_cols].astype(a.dtype))
+            m[:, o] = xp.exp(eta)
+        for j in self.cat_cols:
+            o, w = int(cols[j, 1]), int(cols[j, 2])
+            g = a[:, o:o + w]
+            e = xp.exp(g - g.max(axis=1, keepdims=True))
+            m[:, o:o + w] = e / e.sum(axis=1, keepdims=True)
+        return m
+
+    def draw(self, m, aux, groups, rng, mean):
+        """(N, D) host values from the means m (N, P) (host, float64): with ``mean`` the
+        typical value of each column (its mean, a categorical column's most probable code);
+        else a draw from p(x | z) with ``rng`` (NumPy Generator): Gaussian mean + sigma *
+        noise, Bernoulli 0/1, categorical codes, Poisson counts, negative binomial counts
+        (a gamma-Poisson mixture).  aux: the model's aux vector; groups (N,) condition
+        groups (negative binomial dispersions per condition)."""
+        cl = self.cl
+        N = m.shape[0]
+        out = np.empty((N, cl.D))
+        for j in range(cl.D):
+            kind, o, w, ab, stride, _ = (int(v) for v in cl.cols[j])
+            if kind == BLK_CATEGORICAL:
+                p = m[:, o:o + w]
+                if mean:
+                    out[:, j] = p.argmax(axis=1)
+                else:
+                    u = rng.random(N)[:, None]
+                    out[:, j] = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), w - 1)
+                continue
+            mu = m[:, o]
+            if mean:
+                out[:, j] = mu
+            elif kind == BLK_GAUSSIAN:
+                out[:, j] = mu + np.exp(aux[ab]) * rng.standard_normal(N)
+            elif kind == BLK_BERNOULLI:
+                out[:, j] = (rng.random(N) < mu).astype(float)
+            elif kind == BLK_POISSON:
+                out[:, j] = rng.poisson(mu)
+            else:
+                th = np.exp(aux[ab + groups * stride])
+                out[:, j] = rng.poisson(rng.gamma(th, mu / th))
+        return out
