@@ -1,6 +1,7 @@
 """One rank of a data-parallel test run: ``mpiexec -n N python mpi_worker.py SPEC.json``.
 
 SPEC: {"out": dir, "backend", "dtype", "fit": {fit's settings}, "epochs", "rows", "val_rows",
+"layout": a block layout of tests/blocks_data.py (its table instead of the default data),
 "model": {VAE arguments}, "checkpoint": path or null, "resume": path or null,
 "fail": {"rank", "step", "kind": "raise" | "nan" | "sigint" | "sigint2" | "update"} or null
 (at that forward call of that rank: raise, a NaN input, a Ctrl-C, or two; "update": a
@@ -66,10 +67,19 @@ def main(spec_path):
     elif change is not None:
         X[change["nan_row"], 3] = np.nan
     V = data(spec.get("val_rows", 40), seed=1).astype(spec["dtype"])
+    table, val_table = {}, {}
+    if spec.get("layout"):  # a block model: a table with conditions, exposures, missing cells
+        import blocks_data
+        X, table = blocks_data.fit_args(spec["layout"], mine.get("rows", spec["rows"]),
+                                        dtype=spec["dtype"])
+        V, val_table = blocks_data.fit_args(spec["layout"], spec.get("val_rows", 40), seed=1,
+                                            dtype=spec["dtype"])
+        spec["model"] = {**spec["model"], **blocks_data.model_kw(spec["layout"])}
     if spec.get("resume"):
         model = fastvae.load(spec["resume"], backend=spec["backend"])
     else:
-        model = fastvae.VAE(30, backend=mine.get("backend", spec["backend"]),
+        model = fastvae.VAE(None if table or spec.get("layout") else 30,
+                            backend=mine.get("backend", spec["backend"]),
                             dtype=spec["dtype"],
                             **{**spec["model"], **mine.get("model", {})})
     fail = spec.get("fail")
@@ -122,7 +132,8 @@ def main(spec_path):
         model.forward(X[:5])
     out = {"rank": rank}
     try:
-        h = model.fit(X, epochs=spec["epochs"], val=V, callbacks=callbacks,
+        h = model.fit(X, epochs=spec["epochs"], callbacks=callbacks,
+                      val=(V, *val_table.values()) if val_table else V, **table,
                       **{"progress": False, **kw},
                       checkpoint=spec.get("checkpoint"), comm=comm,
                       **{**spec["fit"], **mine.get("fit", {})})

@@ -50,12 +50,38 @@ def run_mpi(n, tmp_path, name, **spec):
     return r, ranks, params
 
 
-def one_process(epochs=2, model=None, **fit_kw):
+def one_process(epochs=2, model=None, layout=None, **fit_kw):
     import mpi_worker
+    if layout:
+        import blocks_data
+        X, table = blocks_data.fit_args(layout, 230)
+        V, vt = blocks_data.fit_args(layout, 40, seed=1)
+        m = fastvae.VAE(backend="cpu", dtype="float64", **(model or MODEL),
+                        **blocks_data.model_kw(layout))
+        h = m.fit(X, epochs=epochs, val=(V, *vt.values()), progress=False, **table,
+                  **{**FIT, **fit_kw})
+        return m, h
     m = fastvae.VAE(30, backend="cpu", dtype="float64", **(model or MODEL))
     h = m.fit(mpi_worker.data(230), epochs=epochs, val=mpi_worker.data(40, seed=1),
               progress=False, **{**FIT, **fit_kw})
     return m, h
+
+
+@needs_mpi
+@pytest.mark.parametrize("layout,n", [("mixed", 2), ("wide_nb", 3)])
+def test_block_models_train_on_n_ranks_as_one_process(layout, n, tmp_path):
+    """A table (every block kind, conditions, exposures, missing cells; per-condition
+    dispersions) carries its conditions and exposures in its rows through the shards."""
+    fit = dict(FIT, binarize="none")
+    r, ranks, params = run_mpi(n, tmp_path, layout, fit=fit, layout=layout)
+    assert r.returncode == 0, r.stderr + str(ranks)
+    m, h = one_process(layout=layout, **fit)
+    for p in params:
+        np.testing.assert_array_equal(p, params[0])
+    np.testing.assert_allclose(params[0], m.flat_params, rtol=1e-9, atol=1e-12)
+    for a, b in zip(ranks[0]["history"], h):
+        for k in ("train_loss", "val_neg_elbo"):
+            assert a[k] == pytest.approx(b[k], rel=1e-9), k
 
 
 #: (ranks, model, fit): every one 2 epochs of 230 rows, float64, validation each epoch

@@ -22,6 +22,22 @@ vae        ``x`` (B, D), ``eps`` (B, Z)  ``x_hat``, ``mu``, ``logvar``, ``z``
   same numbers as fastvae (draw ``eps ~ N(0, I)`` in the app for a sample; zeros give the
   reconstruction at the posterior mean).  One sample per row: for L samples, repeat rows.
 
+**Block models** (a list of likelihood blocks, conditions, missing cells) take and give
+more, by name:
+
+- ``x`` (B, D) holds the data columns: categorical codes (read as a gather of the first
+  weight matrix's rows, as fastvae does), counts, and NaN for a missing cell when the model
+  was built with ``missing="mask"``;
+- ``conditions`` (B, C) is an input of every part when the model has conditions, and
+  ``exposure`` (B,) of the decoder and vae parts when a count block takes one;
+- ``x_hat`` (B, P) is :meth:`VAE.decode`'s output (each column's mean, a categorical
+  column's class probabilities), and each block i has its parameters as outputs:
+  ``block{i}_mean`` and ``block{i}_log_scale`` (Gaussian), ``block{i}_prob`` (Bernoulli),
+  ``block{i}_probs`` (categorical: the K probabilities of each column, side by side),
+  ``block{i}_rate`` (Poisson), ``block{i}_mean`` and ``block{i}_theta`` (negative binomial:
+  the inverse dispersion of each row's condition group when it depends on it), each
+  (B, width).
+
 The graph's element type is the model's dtype (float32 or float64); parameters are stored
 as initializers under the model's own names (``enc.0.W``, ``enc.head.b``, ...).  The model's
 configuration, fastvae's version and, for the Gaussian likelihood, the observation
@@ -66,7 +82,7 @@ import json
 
 import numpy as np
 
-from ..core.codes import ACTIVATIONS, LIKELIHOODS, LOGVAR_RANGE
+from ..core.codes import ACTIVATIONS, BLK_NEGBIN, BLK_POISSON, LIKELIHOODS, LOGVAR_RANGE
 
 PARTS = ("encoder", "decoder", "vae")
 DEFAULT_OPSET = 17
@@ -118,7 +134,9 @@ def check_exportable(model):
         raise ValueError(f"cannot export to ONNX: activation {model.activation!r} (code "
                          f"{model.act_code}) has no ONNX form here; exportable: "
                          f"{', '.join(_ACTIVATIONS)}")
-    if model.likelihood not in LIKELIHOODS or LIKELIHOODS[model.likelihood] != model.lik_code:
+    if getattr(model, "columns", None) is not None:
+        pass  # a block model: every block kind, conditions and missing cells export
+    elif model.likelihood not in LIKELIHOODS or LIKELIHOODS[model.likelihood] != model.lik_code:
         raise ValueError(f"cannot export to ONNX: likelihood {model.likelihood!r} has no ONNX "
                          f"form here; exportable: {', '.join(LIKELIHOODS)}")
     if np.dtype(model.dtype).name not in ("float32", "float64"):
@@ -223,23 +241,30 @@ _ACTIVATIONS = {"relu": _relu, "leaky_relu": _leaky_relu, "tanh": _tanh,
                 "sigmoid": _sigmoid_act, "elu": _elu, "softplus": _softplus}
 
 
-def _stack(g, model, params, side, h, last_W, last_b, out=None):
+def _stack(g, model, params, side, h, last_W, last_b, out=None, first=None):
     """h through the hidden layers of ``side`` ('enc' or 'dec'), then the last product:
-    Gemm(h, W, b) = h @ W + b per layer, the activation after each hidden one."""
+    Gemm(h, W, b) = h @ W + b per layer, the activation after each hidden one.
+    ``first(W name, b name, out)``: the first product instead (a block model's encoder)."""
     act = _ACTIVATIONS[model.activation]
     n = len(model.enc_hidden if side == "enc" else model.dec_hidden)
-    for i in range(n):
-        h = g.op("Gemm", h, g.param(f"{side}.{i}.W", params[f"{side}.{i}.W"]),
-                 g.param(f"{side}.{i}.b", params[f"{side}.{i}.b"]))
-        h = act(g, h, model.act_alpha)
-    return g.op("Gemm", h, g.param(last_W, params[last_W]), g.param(last_b, params[last_b]),
-                out=out)
+    names = [(f"{side}.{i}.W", f"{side}.{i}.b") for i in range(n)] + [(last_W, last_b)]
+    for i, (W, b) in enumerate(names):
+        last = i == n
+        if i == 0 and first is not None:
+            h = first(W, b, out if last else None)
+        else:
+            h = g.op("Gemm", h, g.param(W, params[W]), g.param(b, params[b]),
+                     out=out if last else None)
+        if not last:
+            h = act(g, h, model.act_alpha)
+    return h
 
 
 def _encoder(g, model, params, x):
     """x -> (mu, logvar): the head's product split in two, logvar clipped to LOGVAR_RANGE."""
     Z = model.latent_dim
-    head = _stack(g, model, params, "enc", x, "enc.head.W", "enc.head.b")
+    first = None if model.columns is None else _block_input(g, model, params, x)
+    head = _stack(g, model, params, "enc", x, "enc.head.W", "enc.head.b", first=first)
     split = g.onnx.numpy_helper.from_array(np.array([Z, Z], np.int64), "head_split")
     g.inits.append(split)
     g.nodes.append(g.onnx.helper.make_node("Split", [head, "head_split"], ["mu", "logvar_raw"],
@@ -248,14 +273,124 @@ def _encoder(g, model, params, x):
     return "mu", g.op("Clip", "logvar_raw", g.const(lo), g.const(hi), out="logvar")
 
 
+def _ints(g, name, values):
+    """An int64 initializer."""
+    g.inits.append(g.onnx.numpy_helper.from_array(np.asarray(values, np.int64), name))
+    return name
+
+
+def _block_input(g, model, params, x):
+    """The first product of a block model's encoder, as fastvae computes it: the dense
+    columns (values, log1p of counts, NaN read as 0; the observed masks; the conditions) times
+    W's first rows, plus the rows of W the categorical codes pick (a missing code picks
+    none).  Returns first(W name, b name, out) for :func:`_stack`."""
+    cl = model.columns
+    nan = g.op("IsNaN", x)
+    x0 = g.op("Where", nan, g.const(0), x)
+    parts = []
+    nc = [j for j in range(cl.D) if j not in set(cl.cat_cols.tolist())]
+    if nc:
+        v = g.op("Gather", x0, _ints(g, "enc_value_cols", nc), axis=1)
+        counts = np.isin(cl.cols[nc, 0], [BLK_POISSON, BLK_NEGBIN])[None]
+        is_count = g.onnx.numpy_helper.from_array(counts, "enc_count_cols")
+        g.inits.append(is_count)
+        parts.append(g.op("Where", "enc_count_cols", g.op("Log", g.op("Add", v, g.const(1))), v))
+    if cl.missing:
+        parts.append(g.op("Cast", g.op("Not", nan), to=g.elem))
+    if cl.C:
+        parts.append("conditions")
+
+    def first(W, b, out):
+        Wp = params[W]
+        if parts:
+            dense = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)
+            h = g.op("Gemm", dense, g.param(W + ".dense", Wp[:cl.n_dense]), g.param(b, params[b]),
+                     out=None if cl.n_onehot else out)
+        else:  # every column categorical: the bias alone, broadcast
+            h = g.op("Add", g.op("Mul", g.op("ReduceSum", x0, _ints(g, "all_cols", [1]),
+                                             keepdims=1), g.const(0)), g.param(b, params[b]),
+                     out=None if cl.n_onehot else out)
+        if not cl.n_onehot:
+            return h
+        codes = g.op("Gather", x, _ints(g, "enc_cat_cols", cl.cat_cols), axis=1)
+        ok = g.op("Not", g.op("IsNaN", codes))
+        idx = g.op("Add", g.op("Cast", g.op("Where", ok, codes, g.const(0)), to=7),
+                   _ints(g, "enc_cat_rows", cl.cat_rows[None]))
+        rows = g.op("Gather", g.param(W + ".onehot", Wp[cl.n_dense:]), idx, axis=0)
+        rows = g.op("Mul", rows, g.op("Unsqueeze", g.op("Cast", ok, to=g.elem),
+                                      _ints(g, "axis_2", [2])))
+        return g.op("Add", h, g.op("ReduceSum", rows, _ints(g, "axis_1", [1]), keepdims=0),
+                    out=out)
+    return first
+
+
+def _block_outputs(g, model, params, out):
+    """The decoder outputs out (B, P) of a block model (bias added) -> each block's
+    parameters (see BLOCK_OUTPUTS) and x_hat (B, P), what :meth:`VAE.decode` returns.
+    Returns {output name: width}."""
+    from ..core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
+    cl = model.columns
+    aux = model.aux_values()
+    logex = g.op("Unsqueeze", g.op("Log", "exposure"), _ints(g, "axis_1b", [1])) if cl.E else None
+    pieces, names = [], {}
+    o = 0
+    for i, (b, (j0, j1)) in enumerate(zip(cl.blocks, cl.block_columns)):
+        w = sum(b.widths())
+        a = g.op("Gather", out, _ints(g, f"block{i}_outputs", range(o, o + w)), axis=1)
+        if isinstance(b, Gaussian):
+            m = g.op("Identity", a, out=f"block{i}_mean")
+            ls = aux[cl.cols[j0:j1, 3]][None]
+            g.op("Expand", g.param(f"block{i}_ls", ls), g.op("Shape", m),
+                 out=f"block{i}_log_scale")
+            names.update({m: b.n, f"block{i}_log_scale": b.n})
+        elif isinstance(b, Bernoulli):
+            m = _sigmoid(g, a, out=f"block{i}_prob")
+            names[m] = b.n
+        elif isinstance(b, Categorical):
+            probs, k0 = [], 0
+            for K in b.classes:
+                col = g.op("Gather", a, _ints(g, f"block{i}_cat{k0}", range(k0, k0 + K)), axis=1)
+                probs.append(g.op("Softmax", col, axis=1))
+                k0 += K
+            m = g.op("Concat", *probs, axis=1, out=f"block{i}_probs") if len(probs) > 1 else \
+                g.op("Identity", probs[0], out=f"block{i}_probs")
+            names[m] = w
+        else:
+            eta = g.op("Add", a, logex) if b.exposure else a
+            kind = "mean" if isinstance(b, NegBinomial) else "rate"
+            m = g.op("Exp", eta, out=f"block{i}_{kind}")
+            names[m] = b.n
+            if isinstance(b, NegBinomial):
+                first = cl.cols[j0:j1, 3]
+                if b.dispersion == "condition":  # theta of each row's condition group
+                    table = np.exp(np.stack([aux[first + gi * b.n] for gi in range(cl.C)]))
+                    grp = g.op("ArgMax", "conditions", axis=1, keepdims=0)
+                    g.op("Gather", g.param(f"block{i}_theta_table", table), grp, axis=0,
+                         out=f"block{i}_theta")
+                else:
+                    g.op("Expand", g.param(f"block{i}_theta_row", np.exp(aux[first])[None]),
+                         g.op("Shape", m), out=f"block{i}_theta")
+                names[f"block{i}_theta"] = b.n
+        pieces.append(m)
+        o += w
+    g.op("Concat", *pieces, axis=1, out="x_hat") if len(pieces) > 1 else \
+        g.op("Identity", pieces[0], out="x_hat")
+    return names
+
+
 def _decoder(g, model, params, z):
-    """z -> x_hat: probabilities (the sigmoid of the logits, Bernoulli) or means."""
+    """z -> x_hat: probabilities (the sigmoid of the logits, Bernoulli) or means; a block
+    model's decoder reads [z | conditions] and gives each block's parameters too."""
+    if model.columns is not None:
+        zin = g.op("Concat", z, "conditions", axis=1) if model.columns.C else z
+        out = _stack(g, model, params, "dec", zin, "dec.out.W", "dec.out.b", out="decoder_out")
+        return _block_outputs(g, model, params, out)
     bern = model.likelihood == "bernoulli"
     out = _stack(g, model, params, "dec", z, "dec.out.W", "dec.out.b",
                  out="logits" if bern else "x_hat")
     if bern:
         _sigmoid(g, out, out="x_hat")
-    return "x_hat"
+    return {}
 
 
 _DOCS = {
@@ -264,7 +399,10 @@ _DOCS = {
     "eps": "standard normal noise, (batch, Z): z = mu + exp(0.5 logvar) * eps",
     "mu": "posterior mean, (batch, Z)",
     "logvar": "posterior log-variance, clamped to [%g, %g], (batch, Z)" % LOGVAR_RANGE,
-    "x_hat": "decoder output, (batch, D)",
+    "x_hat": "decoder output, (batch, D); a block model's: each column's mean, a categorical "
+             "column's class probabilities, (batch, P)",
+    "conditions": "the rows' conditions, (batch, C)",
+    "exposure": "the rows' exposures (library sizes, size factors), (batch,)",
 }
 
 
@@ -281,23 +419,34 @@ def to_onnx(model, part="vae", opset=None):
     params = {k: np.array(model.kernels.to_numpy(v)) for k, v in model.parameters().items()}
     g = _Graph(onnx, model.dtype)
     D, Z = model.input_dim, model.latent_dim
-    dims = {"x": D, "eps": Z, "z": Z, "mu": Z, "logvar": Z, "x_hat": D}
+    cl = model.columns
+    P = D if cl is None else cl.P
+    dims = {"x": D, "eps": Z, "z": Z, "mu": Z, "logvar": Z, "x_hat": P,
+            "conditions": 0 if cl is None else cl.C}
+    cond = ["conditions"] if cl is not None and cl.C else []
+    expo = ["exposure"] if cl is not None and cl.E else []
     if part == "encoder":
-        inputs, outputs = ["x"], ["mu", "logvar"]
+        inputs, outputs = ["x"] + cond, ["mu", "logvar"]
         _encoder(g, model, params, "x")
     elif part == "decoder":
-        inputs, outputs = ["z"], ["x_hat"]
-        _decoder(g, model, params, "z")
+        inputs, outputs = ["z"] + cond + expo, ["x_hat"]
+        blocks = _decoder(g, model, params, "z")
     else:
-        inputs, outputs = ["x", "eps"], ["x_hat", "mu", "logvar", "z"]
+        inputs, outputs = ["x", "eps"] + cond + expo, ["x_hat", "mu", "logvar", "z"]
         mu, logvar = _encoder(g, model, params, "x")
         # the model's reparam_kl_fwd: sigma = exp(0.5 logvar), z = mu + sigma * eps
         sigma = g.op("Exp", g.op("Mul", logvar, g.const(0.5)), out="sigma")
         g.op("Add", mu, g.op("Mul", sigma, "eps"), out="z")
-        _decoder(g, model, params, "z")
+        blocks = _decoder(g, model, params, "z")
+    if part != "encoder":
+        outputs += list(blocks)
+        dims.update(blocks)
 
     def info(name):
-        return helper.make_tensor_value_info(name, g.elem, ["batch", dims[name]], _DOCS[name])
+        if name == "exposure":
+            return helper.make_tensor_value_info(name, g.elem, ["batch"], _DOCS[name])
+        doc = _DOCS.get(name, "a block's parameters (module docstring), (batch, n)")
+        return helper.make_tensor_value_info(name, g.elem, ["batch", dims[name]], doc)
 
     graph = helper.make_graph(g.nodes, f"fastvae_{part}", [info(n) for n in inputs],
                               [info(n) for n in outputs], g.inits)
