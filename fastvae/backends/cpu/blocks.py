@@ -17,25 +17,144 @@ import numpy as np
 from ...core import special
 from ...core.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
                            BLK_POISSON, ENC_LOG1P, ENC_MASK)
-from ..nbmath import jit, jit_module_functions
+from ..nbmath import exp_nonpos, jit, jit_module_functions, log1p_unit
 
 _special = jit_module_functions(special, special.FUNCTIONS)
 _lgamma = _special["lgamma"]
 _lgamma_diff = _special["lgamma_diff"]
 _digamma_diff = _special["digamma_diff"]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+#: counts below this are integers whose log1p, lgamma(x + 1) and negative binomial sums are
+#: read from tables or summed exactly (most counts of a count matrix are small: 63% zeros,
+#: 97% below 16 in benchmarks/nb_counts.py)
+_SMALL = 64
+_LOG1P_TABLE = np.log1p(np.arange(_SMALL, dtype=np.float64))
+_LGAMMA1_TABLE = np.array([math.lgamma(k + 1.0) for k in range(_SMALL)])
+#: above this theta the exact product of (theta + k) could overflow: the series take over
+_THETA_EXACT = 1e6
 
 
 @jit
-def _softplus(a):
-    return max(a, 0.0) + math.log1p(math.exp(-abs(a)))
+def _count_log1p(v):
+    """log1p(v) of a count, from the table when it is a small integer."""
+    if v < _SMALL and v == math.floor(v) and v >= 0.0:
+        return _LOG1P_TABLE[int(v)]
+    return math.log1p(v)
 
 
 @jit
-def _sigmoid(a):
-    e = math.exp(-abs(a))
-    r = 1.0 / (1.0 + e)
-    return r if a >= 0.0 else e * r
+def _lgamma1(x):
+    """lgamma(x + 1) of a count x >= 0."""
+    if x < _SMALL and x == math.floor(x):
+        return _LGAMMA1_TABLE[int(x)]
+    return _lgamma(x + 1.0)
+
+
+@jit
+def _nb_diffs(x, th, grad):
+    """(lgamma(x + th) - lgamma(th), digamma(x + th) - digamma(th)) of a count x > 0: for a
+    small integer x the exact sums over k < x of log(th + k) (one log of their product) and
+    1 / (th + k); otherwise core/special.py's series (the digamma only when ``grad``)."""
+    if x < _SMALL and x == math.floor(x) and th < _THETA_EXACT:
+        prod = 1.0
+        dg = 0.0
+        n = int(x)
+        for k in range(n):
+            t = th + k
+            prod *= t
+            dg += 1.0 / t
+        return math.log(prod), dg
+    return _lgamma_diff(x, th), _digamma_diff(x, th) if grad else 0.0
+
+
+@jit
+def _logistic(a, T):
+    """(softplus(a), softplus(-a), sigmoid(a), sigmoid(-a)) from one exp and one log1p, taken
+    in the arrays' precision T (float32: nbmath's polynomial exp and log1p, a few ulp; the
+    rest of the cell math stays float64)."""
+    e = float(exp_nonpos(T(-abs(a))))
+    l1 = float(log1p_unit(T(e)))
+    inv = 1.0 / (1.0 + e)
+    if a >= 0.0:
+        return a + l1, l1, inv, e * inv
+    return l1, l1 - a, e * inv, inv
+
+
+@jit
+def _runs(cols):
+    """(n, 7) int64 rows [kind, first column, stop, first output, first aux entry, aux step,
+    k]: maximal runs of consecutive width-1 columns of one kind, exposure flag and aux stride
+    whose outputs are consecutive and whose aux entries are one entry (step 0) or consecutive
+    (step 1); k is the exposure flag in col 5 and the stride is read from cols.  A categorical
+    column is a run of its own.  The inner loops then run over a run's columns with no table
+    lookups (3.5x faster per cell than one branch per cell, measured on the NB block)."""
+    D = cols.shape[0]
+    runs = np.empty((max(D, 1), 7), dtype=np.int64)
+    n = 0
+    j = 0
+    while j < D:
+        kind = cols[j, 0]
+        stop = j + 1
+        step = -1
+        if kind != BLK_CATEGORICAL:
+            while stop < D:
+                c, p = cols[stop], cols[stop - 1]
+                if (c[0] != kind or c[5] != cols[j, 5] or c[4] != cols[j, 4]
+                        or c[1] != p[1] + 1 or c[2] != 1):
+                    break
+                st = c[3] - p[3]
+                if (st != 0 and st != 1) or (step >= 0 and st != step):
+                    break
+                step = st
+                stop += 1
+        runs[n, 0] = kind
+        runs[n, 1] = j
+        runs[n, 2] = stop
+        runs[n, 3] = cols[j, 1]
+        runs[n, 4] = cols[j, 3]
+        runs[n, 5] = max(step, 0)
+        runs[n, 6] = cols[j, 5]
+        n += 1
+        j = stop
+    return runs[:n]
+
+
+@jit
+def _nb_run(dout, db, daux, out, x, aux, eaux, oj, w, grad, T):
+    """One row's cells of a negative binomial run, every argument a 1-D slice over the run's
+    columns (their outputs, dispersions, data); returns their loss.  Two passes: the terms
+    every cell has (the zero count's), with no branch, so that LLVM vectorises it (a missing
+    cell selects 0), then the lgamma and digamma sums of the nonzero counts only.  (Unit
+    stride slices: with the run's offsets as indices the same loop ran 2.4x slower.)"""
+    n = x.shape[0]
+    acc = 0.0
+    if grad:  # (the branch outside the loops: inside, it kept LLVM from vectorising)
+        for k in range(n):
+            xv = float(x[k])
+            obs = xv == xv
+            x0 = xv if obs else 0.0
+            th = eaux[k]
+            sp, sm, s, sn = _logistic(float(out[k]) + oj - float(aux[k]), T)
+            acc += (th * sp + x0 * sm) if obs else 0.0
+            g = T(w * (th * s - x0 * sn)) if obs else T(0.0)
+            dout[k] = g
+            db[k] += g
+            daux[k] += T(w * (th * sp - th * s + x0 * sn)) if obs else T(0.0)
+    else:
+        for k in range(n):
+            xv = float(x[k])
+            obs = xv == xv
+            x0 = xv if obs else 0.0
+            sp, sm, _, _ = _logistic(float(out[k]) + oj - float(aux[k]), T)
+            acc += (eaux[k] * sp + x0 * sm) if obs else 0.0
+    for k in range(n):
+        xv = float(x[k])
+        if xv > 0.0:  # (False for NaN)
+            lgd, dgd = _nb_diffs(xv, eaux[k], grad)
+            acc += _lgamma1(xv) - lgd
+            if grad:
+                daux[k] -= T(w * eaux[k] * dgd)
+    return acc
 
 
 @jit
@@ -45,7 +164,6 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
     (weighted: row r's gradient times row_scale[r], no loss, bias already added)."""
     R, P = out.shape
     B = x.shape[0]
-    D = cols.shape[0]
     T = out.dtype.type
     if add_bias:
         for r in range(R):
@@ -57,6 +175,12 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
         for k in range(daux.shape[0]):
             daux[k] = T(0.0)
     expo, g0, ng = meta[0], meta[1], meta[2]
+    # exp of every aux entry once per call, not once per cell (a few thousand values: the
+    # only allocations of a cpu kernel, with the run table, a small part of its time)
+    eaux = np.empty(aux.shape[0])
+    for k in range(aux.shape[0]):
+        eaux[k] = math.exp(float(aux[k]))
+    runs = _runs(cols)
     for r in range(R):
         xi = r % B
         w = scale * (float(row_scale[r]) if weighted else 1.0)
@@ -69,75 +193,83 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                     best = x[xi, g0 + k]
                     grp = k
         acc = 0.0
-        for j in range(D):
-            kind, off, width, ab, stride = cols[j, 0], cols[j, 1], cols[j, 2], cols[j, 3], cols[j, 4]
-            oj = o if cols[j, 5] else 0.0
-            xv = float(x[xi, j])
-            if math.isnan(xv):  # a missing cell: no loss and no gradient
-                if grad:
-                    for k in range(width):
-                        dout[r, off + k] = T(0.0)
-                continue
-            a = float(out[r, off])
-            dx = 0.0
-            idx = 0
-            has_aux = False
-            if kind == BLK_GAUSSIAN:
-                s = float(aux[ab])
-                iv = math.exp(-2.0 * s)
-                d = a - xv
-                q = d * d * iv
-                t = 0.5 * q + s + _HALF_LOG_2PI
-                da = d * iv
-                dx = 1.0 - q
-                has_aux = True
-                idx = ab
-            elif kind == BLK_BERNOULLI:
-                t = _softplus(a) - xv * a
-                da = _sigmoid(a) - xv
-            elif kind == BLK_CATEGORICAL:
-                m = float(out[r, off])
+        for q in range(runs.shape[0]):
+            kind, j0, j1, off0, ab0, astep = (runs[q, 0], runs[q, 1], runs[q, 2], runs[q, 3],
+                                              runs[q, 4], runs[q, 5])
+            oj = o if runs[q, 6] else 0.0
+            if kind == BLK_CATEGORICAL:
+                width = cols[j0, 2]
+                xv = float(x[xi, j0])
+                if math.isnan(xv):  # a missing cell: no loss and no gradient
+                    if grad:
+                        for k in range(width):
+                            dout[r, off0 + k] = T(0.0)
+                    continue
+                m = float(out[r, off0])
                 for k in range(1, width):
-                    m = max(m, float(out[r, off + k]))
+                    m = max(m, float(out[r, off0 + k]))
                 se = 0.0
                 for k in range(width):
-                    se += math.exp(float(out[r, off + k]) - m)
+                    se += float(exp_nonpos(T(float(out[r, off0 + k]) - m)))
                 code = int(xv)
-                t = m + math.log(se) - float(out[r, off + code])
+                acc += m + math.log(se) - float(out[r, off0 + code])
                 if grad:
                     for k in range(width):
-                        p = math.exp(float(out[r, off + k]) - m) / se
-                        g = w * (p - (1.0 if k == code else 0.0))
-                        dout[r, off + k] = T(g)
-                        db[off + k] += T(g)
-                acc += t
+                        p = float(exp_nonpos(T(float(out[r, off0 + k]) - m))) / se
+                        g = T(w * (p - (1.0 if k == code else 0.0)))
+                        dout[r, off0 + k] = g
+                        db[off0 + k] += g
                 continue
-            elif kind == BLK_POISSON:
-                eta = a + oj
-                mu = math.exp(eta)
-                t = mu - xv * eta + _lgamma(xv + 1.0)
-                da = mu - xv
-            else:  # BLK_NEGBIN
-                idx = ab + grp * stride
-                rr = float(aux[idx])
-                th = math.exp(rr)
-                d = a + oj - rr
-                sp = _softplus(d)
-                sm = _softplus(-d)
-                s = _sigmoid(d)
-                sn = _sigmoid(-d)
-                t = -_lgamma_diff(xv, th) + _lgamma(xv + 1.0) + th * sp + xv * sm
-                da = th * s - xv * sn
+            if kind == BLK_NEGBIN:  # (dispersions: one per column, of the row's group)
+                n = j1 - j0
+                a0 = ab0 + grp * cols[j0, 4]
+                acc += _nb_run(dout[r, off0:off0 + n], db[off0:off0 + n],
+                               daux[a0:a0 + n], out[r, off0:off0 + n], x[xi, j0:j1],
+                               aux[a0:a0 + n], eaux[a0:a0 + n], oj, w, grad, T)
+                continue
+            for j in range(j0, j1):
+                off = off0 + (j - j0)
+                idx = ab0 + astep * (j - j0)
+                xv = float(x[xi, j])
+                if math.isnan(xv):
+                    if grad:
+                        dout[r, off] = T(0.0)
+                    continue
+                a = float(out[r, off])
+                dx = 0.0
+                if kind == BLK_GAUSSIAN:
+                    iv = 1.0 / (eaux[idx] * eaux[idx])
+                    d = a - xv
+                    qq = d * d * iv
+                    t = 0.5 * qq + float(aux[idx]) + _HALF_LOG_2PI
+                    da = d * iv
+                    dx = 1.0 - qq
+                elif kind == BLK_BERNOULLI:
+                    sp, _, s, _ = _logistic(a, T)
+                    t = sp - xv * a
+                    da = s - xv
+                elif kind == BLK_POISSON:
+                    eta = a + oj
+                    mu = math.exp(eta)
+                    t = mu - xv * eta + _lgamma1(xv)
+                    da = mu - xv
+                else:  # BLK_NEGBIN
+                    th = eaux[idx]
+                    sp, sm, s, sn = _logistic(a + oj - float(aux[idx]), T)
+                    t = th * sp + xv * sm
+                    da = th * s - xv * sn
+                    dgd = 0.0
+                    if xv > 0.0:
+                        lgd, dgd = _nb_diffs(xv, th, grad)
+                        t += _lgamma1(xv) - lgd
+                    dx = -(th * dgd - th * sp + th * s - xv * sn)
+                acc += t
                 if grad:
-                    dx = -(th * _digamma_diff(xv, th) - th * sp + th * s - xv * sn)
-                has_aux = True
-            acc += t
-            if grad:
-                g = T(w * da)
-                dout[r, off] = g
-                db[off] += g
-                if has_aux:
-                    daux[idx] += T(w * dx)
+                    g = T(w * da)
+                    dout[r, off] = g
+                    db[off] += g
+                    if kind == BLK_GAUSSIAN or kind == BLK_NEGBIN:
+                        daux[idx] += T(w * dx)
         if not weighted:
             loss_rows[r] = T(acc)
 
@@ -177,7 +309,7 @@ def encoder_input(xin, x, src, mode):
             elif nan:
                 xin[i, k] = T(0.0)
             elif mode[k] == ENC_LOG1P:
-                xin[i, k] = T(math.log1p(float(v)))
+                xin[i, k] = T(_count_log1p(float(v)))
             else:
                 xin[i, k] = T(v)
 

@@ -190,17 +190,33 @@ def normal_eps(eps, key, row0, first):
     for b in range(B):
         cnt = np.uint64(row0 + b)
         c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
+        # element j = l * Z + d of the row, tracked as (l, d): an integer division per
+        # element (j // Z, j % Z) cost about as much as the Box-Muller transform
+        j, l_, d = 0, 0, 0
         e = first
-        while e < first + n:
+        while j < n:
             q = np.uint64(e // 4)
             w0, w1, w2, w3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
             base = (e // 4) * 4
-            for p in range(2):
-                wa, wb = (w0, w1) if p == 0 else (w2, w3)
-                rad = math.sqrt(-2.0 * math.log((np.float64(wa) + 1.0) * inv32))
-                ang = two_pi * np.float64(wb) * inv32
-                for t in range(2):
-                    j = base + 2 * p + t - first  # = l * Z + d
-                    if 0 <= j < n:
-                        eps[j // Z, b, j % Z] = rad * (math.cos(ang) if t == 0 else math.sin(ang))
+            rad0 = math.sqrt(-2.0 * math.log((np.float64(w0) + 1.0) * inv32))
+            ang0 = two_pi * np.float64(w1) * inv32
+            rad1 = math.sqrt(-2.0 * math.log((np.float64(w2) + 1.0) * inv32))
+            ang1 = two_pi * np.float64(w3) * inv32
+            for t in range(e - base, 4):
+                if j >= n:
+                    break
+                if t == 0:
+                    v = rad0 * math.cos(ang0)
+                elif t == 1:
+                    v = rad0 * math.sin(ang0)
+                elif t == 2:
+                    v = rad1 * math.cos(ang1)
+                else:
+                    v = rad1 * math.sin(ang1)
+                eps[l_, b, d] = v
+                j += 1
+                d += 1
+                if d == Z:
+                    d = 0
+                    l_ += 1
             e = base + 4
