@@ -69,29 +69,36 @@ def reparam_kl_bwd(dhead, dhb, dz, eps, mu, sigma, head, kl_dim, kl_weight, free
         dhb[k] = zero
     for i in range(B):
         # first the sums over the L samples, gathered in dhead's row (sum dz | sum dz eps),
-        # then one branch-free pass over the Z dimensions: both loops vectorise
-        for k in range(2 * Z):
-            dhead[i, k] = zero
+        # then one branch-free pass over the Z dimensions.  Both loops run on 1-D row
+        # views: indexed as dhead[i, k] and dhead[i, Z + k], LLVM did not vectorise the
+        # second loop (8x slower at B=500, Z=128)
+        dm = dhead[i, :Z]
+        dl = dhead[i, Z:]
+        for k in range(Z):
+            dm[k] = zero
+            dl[k] = zero
         for s_ in range(L):
-            r = s_ * B + i
+            g_ = dz[s_ * B + i]
+            e_ = eps[s_ * B + i]
             for k in range(Z):
-                g = dz[r, k]
-                dhead[i, k] += g
-                dhead[i, Z + k] += g * eps[r, k]
+                dm[k] += g_[k]
+                dl[k] += g_[k] * e_[k]
+        mu_ = mu[i]
+        sg = sigma[i]
+        hr = head[i, Z:]
         for k in range(Z):
             w = w_all if (no_floor | (kl_dim[k] > fb)) else zero  # "|": no branch
-            dmu = dhead[i, k] + w * mu[i, k]
-            raw = head[i, Z + k]
+            raw = hr[k]
             lv = min(max(raw, lo), hi)
             # the clamp cuts the sample path, not the KL's pull (reference.reparam_kl_bwd)
-            sample = half * sigma[i, k] * dhead[i, Z + k]
-            dlv = (sample if raw == lv else zero) + w * half * vexpm1(lv)
-            dhead[i, k] = dmu
-            dhead[i, Z + k] = dlv
+            sample = half * sg[k] * dl[k]
+            dm[k] = dm[k] + w * mu_[k]
+            dl[k] = (sample if raw == lv else zero) + w * half * vexpm1(lv)
         # the bias gradient in a loop of its own: with it inside, LLVM gave up vectorising
         # the loop above (too many possibly-aliasing arrays) and it ran 2.5x slower
+        dr = dhead[i]
         for k in range(2 * Z):
-            dhb[k] += dhead[i, k]
+            dhb[k] += dr[k]
 
 
 @jit
