@@ -148,6 +148,19 @@ class Inference:
         scale = np.exp(self.obs_logscale()).astype(self.dtype)
         return m + xp.asarray(scale * noise)
 
+    @on_device
+    def decode_values(self, z, mean=True, seed=None, *, conditions=None, exposure=None):
+        """A block model's values per data column (N, D) for latent codes z (N, Z), as
+        :meth:`sample` gives them for z ~ N(0, I): with mean=True each column's mean (a
+        categorical column's most probable code), else a draw from p(x|z) (``seed``: None,
+        an int or a NumPy Generator).  Encode rows first to impute or reconstruct them."""
+        if self.columns is None:
+            raise ValueError("decode_values is for block models (a list likelihood, "
+                             "conditions or missing cells); use decode or sample")
+        z = check_latent(z, self)
+        return self._sample_blocks(z, generator(seed), boolean(mean, "mean"), conditions,
+                                   exposure)
+
     def _sample_blocks(self, z, rng, mean, conditions, exposure):
         cl = self.columns
         m = self.kernels.to_numpy(self.decode(z, conditions=conditions, exposure=exposure))

@@ -1,0 +1,135 @@
+"""Maps between a numeric column's values and the real line the Gaussian block models.
+
+Two maps, chosen per model (``TabularVAE(numeric=...)``):
+
+- :class:`QuantileNormal` (the default): a value's rank among the training values, sent
+  through the standard normal's inverse CDF.  Any marginal (skewed, heavy-tailed, several
+  modes, spikes of repeated values) becomes a standard normal one, so a Gaussian block can
+  fit it, and the inverse map sends a standard normal back onto the training marginal:
+  sampling keeps each column's distribution and never leaves its training range.
+- :class:`Standardize`: (value - mean) / std; sampling clips to the training range.
+
+Measured on ggplot2's diamonds (benchmarks/bench_tables.py): the quantile map scores higher
+on SDMetrics' column shapes than standardization at the same epochs (the price and carat
+marginals are skewed), so it is the default.  Both are plain NumPy and JSON-serializable
+(:meth:`config`).
+
+Shapes: ``forward`` and ``inverse`` take and return float64 arrays (N,); NaN stays NaN.
+"""
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+#: knots of the quantile map (fewer when the column has fewer rows)
+N_KNOTS = 1000
+
+
+def _normal_ppf(p):
+    """Standard normal quantiles of p (n,) in (0, 1), float64 (the standard library's)."""
+    nd = NormalDist()
+    return np.array([nd.inv_cdf(float(v)) for v in p])
+
+
+class QuantileNormal:
+    """The quantile map to a standard normal, piecewise linear between ``knots`` pairs
+    (value quantile q_i, normal quantile z_i).
+
+    Repeated values (an integer column, a spike at 0) are a run of equal q_i: forward sends
+    such a value to the middle of its run's z interval, and inverse sends the whole interval
+    back to the value, so a spike keeps its mass.  The outermost z are the normal quantiles of
+    probability 1/(2n) and 1 - 1/(2n) for n training values (about +-4.4 for 50,000 rows).
+    """
+
+    name = "quantile"
+
+    def __init__(self, q, z):
+        self.q = np.asarray(q, dtype=np.float64)
+        self.z = np.asarray(z, dtype=np.float64)
+
+    @classmethod
+    def fit(cls, values):
+        """values (n,) float64, finite, at least two distinct."""
+        v = np.sort(values)
+        n = v.size
+        k = min(N_KNOTS, n)
+        p = np.linspace(0.0, 1.0, k)
+        q = np.quantile(v, p)
+        lo = 0.5 / n
+        z = _normal_ppf(lo + (1.0 - 2.0 * lo) * p)
+        return cls(q, z)
+
+    def forward(self, x):
+        # the mean of the increasing and the decreasing interpolation: a value that is a
+        # run of equal knots maps to the middle of the run (np.interp alone would take the
+        # run's last knot going up)
+        up = np.interp(x, self.q, self.z)
+        down = -np.interp(-x, -self.q[::-1], -self.z[::-1])
+        return 0.5 * (up + down)
+
+    def inverse(self, z):
+        return np.interp(z, self.z, self.q)
+
+    def config(self):
+        return {"map": self.name, "q": self.q.tolist(), "z": self.z.tolist()}
+
+
+class Standardize:
+    """(x - mean) / std, with the inverse clipped to the training range [lo, hi]."""
+
+    name = "standard"
+
+    def __init__(self, mean, std, lo, hi):
+        self.mean, self.std, self.lo, self.hi = float(mean), float(std), float(lo), float(hi)
+
+    @classmethod
+    def fit(cls, values):
+        return cls(values.mean(), values.std(), values.min(), values.max())
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+    def inverse(self, z):
+        return np.clip(z * self.std + self.mean, self.lo, self.hi)
+
+    def config(self):
+        return {"map": self.name, "mean": self.mean, "std": self.std, "lo": self.lo,
+                "hi": self.hi}
+
+
+MAPS = {"quantile": QuantileNormal, "standard": Standardize}
+
+
+def map_from_config(cfg):
+    cfg = dict(cfg)
+    kind = cfg.pop("map")
+    if kind == "quantile":
+        return QuantileNormal(cfg["q"], cfg["z"])
+    return Standardize(**cfg)
+
+
+def decimals(values, most=6):
+    """The fewest decimals (0..most) that write every value of ``values`` (finite float64)
+    exactly to 1e-9 of its size, or None when more are needed: sampled values are rounded to
+    it, so a price in cents stays in cents."""
+    scale = max(1.0, float(np.abs(values).max()))
+    for d in range(most + 1):
+        f = 10.0 ** d
+        if np.all(np.abs(values * f - np.round(values * f)) <= 1e-9 * scale * f):
+            return d
+    return None
+
+
+def time_unit(ns):
+    """The coarsest of day, hour, minute, second, ms, us that divides every int64 time
+    ``ns`` (nanoseconds), in nanoseconds (1 when none does): sampled times are rounded to it,
+    so a date column stays dates."""
+    for unit in (86_400 * 10**9, 3_600 * 10**9, 60 * 10**9, 10**9, 10**6, 10**3):
+        if np.all(ns % unit == 0):
+            return unit
+    return 1
+
+
+__all__ = ["QuantileNormal", "Standardize", "MAPS", "map_from_config", "decimals",
+           "time_unit"]
