@@ -132,6 +132,7 @@ class TabularVAE:
                          latent_dim=self.latent_dim, n_conditions=self.schema.n_conditions,
                          missing="mask" if mask else None, seed=self.seed,
                          backend=self.backend, dtype=self.dtype, **self.vae_kw)
+        self.schema.encode_conditions(df)  # a missing or bad condition, named, first
         self.cond_marginals = self._marginals(df)
         self.model.metadata["tabular"] = self._meta()
 
@@ -212,7 +213,12 @@ class TabularVAE:
         if len(frame) != n:
             raise TableError(f"conditions have {len(frame)} rows; {n} are asked for")
         self.schema.check_columns(frame, need_data=False)
-        return frame[names]
+        self.schema.encode_conditions(frame)  # unseen or missing values, named
+        # the given values in the training column's dtype (a category stays a category)
+        # (a numeric condition as given: values() would clip it to the training range)
+        return pd.DataFrame({c.name: c.values(c.codes(frame[c.name])) if c.kind ==
+                             "categorical" else frame[c.name].reset_index(drop=True)
+                             for c in self.schema.conditions})
 
     def sample(self, n, conditions=None, seed=None, mean=False):
         """A DataFrame of ``n`` synthetic rows: z ~ N(0, I), then a draw of every cell from

@@ -112,7 +112,7 @@ class Column:
             first = s[new].iloc[0]
             if unknown != "missing" or self.role == "condition":
                 n = int(new.sum())
-                more = f" (and {n - 1} more rows)" if n > 1 else ""
+                more = f" and {n - 1} more" if n > 1 else ""
                 raise TableError(
                     f"column {self.name!r}: {first!r} is not one of the {len(cats)} categories "
                     f"seen in training (row {int(np.flatnonzero(new)[0])}{more}); "
@@ -130,7 +130,7 @@ class Column:
             c = np.clip(np.rint(v).astype(np.int64), 0, len(self.categories) - 1)
             if self.source == "category":
                 return pd.Series(pd.Categorical.from_codes(
-                    c, pd.CategoricalDtype(self.categories, ordered=self.ordered)))
+                    c, dtype=pd.CategoricalDtype(self.categories, ordered=self.ordered)))
             vals = np.array(self.categories, dtype=object)[c]
             if self.source == "bool":
                 return pd.Series(vals.astype(bool), dtype=self.dtype if self.dtype in
