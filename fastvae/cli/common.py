@@ -69,6 +69,17 @@ def checkpoint_args(p):
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
 
 
+def next_run_dir(name):
+    """runs/<name>-<n> for the first n that does not exist yet."""
+    import os
+
+    base = os.path.join("runs", name)
+    n = 1
+    while os.path.exists(f"{base}-{n}"):
+        n += 1
+    return f"{base}-{n}"
+
+
 def load_data(source, opts, seed):
     """(train, test) for a run's data options; test is held out when the data has none."""
     import numpy as np

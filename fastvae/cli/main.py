@@ -1,10 +1,13 @@
-"""The ``fastvae`` command: train, sample, reconstruct, eval, export, bench, info.
+"""The ``fastvae`` command: train, sample, reconstruct, eval, score, export, bench, info.
 
     fastvae train                         # built-in shapes, writes runs/shapes28-1/
     fastvae train --data /usr/share/datasets/fashion-mnist --epochs 10
     fastvae sample runs/shapes28-1/model.npz -n 64
     fastvae eval runs/shapes28-1/model.npz
     fastvae export runs/shapes28-1/model.npz --onnx encoder.onnx --part encoder
+    fastvae train --data diamonds.csv     # a table: a TabularVAE, writes runs/diamonds-1/
+    fastvae sample runs/diamonds-1/model.npz -n 1000 --csv synthetic.csv
+    fastvae score runs/diamonds-1/model.npz new.csv --csv scores.csv
 
 Errors in the user's input (paths, data, options) print one line naming the problem and
 exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -19,6 +22,7 @@ import sys
 import time
 
 from .common import RUN_FILE, UsageError, binarized, checkpoint_args, load_data, positive, seed
+from .table_commands import add_score_parser
 from .train import add_parser as add_train_parser
 
 
@@ -35,13 +39,25 @@ def build_parser():
 
     add_train_parser(sub)
 
-    s = sub.add_parser("sample", help="draw images from a trained model's prior",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = sub.add_parser("sample", help="draw images (or a table's rows) from a trained "
+                       "model's prior", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     checkpoint_args(s)
     s.add_argument("-n", type=positive(int), default=64, help="number of samples")
-    s.add_argument("--out", default="samples.png", help="PNG file to write")
+    s.add_argument("--out", default=argparse.SUPPRESS, help="PNG file to write (default: "
+                   "samples.png); for a table model a .csv, .tsv or .parquet file")
     s.add_argument("--npy", default=None, help="also save the (n, D) pixel array here")
     s.add_argument("--seed", type=seed, default=0, help="seed of the latent draws")
+    s.add_argument("--csv", default=None, metavar="PATH",
+                   help="a table model: write the rows as CSV here (without --csv, "
+                   "--parquet or --out: CSV on stdout)")
+    s.add_argument("--parquet", default=None, metavar="PATH",
+                   help="a table model: write the rows as Parquet here")
+    s.add_argument("--condition", action="append", default=None, metavar="COL=VALUE",
+                   help="a table model: fix a condition column's value (repeatable; the "
+                   "others are drawn from their training frequencies)")
+    s.add_argument("--mean", action="store_true",
+                   help="a table model: each cell's mean (most probable category) instead "
+                   "of a draw")
     s.set_defaults(func=cmd_sample)
 
     c = sub.add_parser("reconstruct", help="inputs beside their reconstructions",
@@ -58,7 +74,9 @@ def build_parser():
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     checkpoint_args(e)
     e.add_argument("--data", default=None,
-                   help="data to evaluate (default: the data the model was trained on)")
+                   help="data to evaluate (default: the data the model was trained on; for "
+                   "a table model, its held-out test split); a table model prints each "
+                   "column's log-likelihood too")
     e.add_argument("--split", choices=("test", "train"), default="test",
                    help="which part of the data (the held-out part is 'test')")
     e.add_argument("--n-samples", type=positive(int), default=1,
@@ -72,6 +90,8 @@ def build_parser():
                    help="rows per pass (bounds the memory used)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=cmd_eval)
+
+    add_score_parser(sub)
 
     # defaults are written into the help: ArgumentDefaultsHelpFormatter would print
     # "(default: None)" for the required --onnx, and fastvae.io.export (NumPy) must not be
@@ -136,7 +156,7 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except (UsageError, DataError, CheckpointError, FileNotFoundError, BackendUnavailable,
-            MemoryError) as e:
+            MemoryError, _table_error()) as e:
         print(f"fastvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:
@@ -144,10 +164,21 @@ def main(argv=None):
         return 2
 
 
+def _table_error():
+    """fastvae.tabular's TableError once a table was read (a table's bad input: exit 2); no
+    import here, so that pandas is loaded only when a table is involved."""
+    mod = sys.modules.get("fastvae.tabular.schema")
+    return mod.TableError if mod is not None else UsageError
+
+
 # ----------------------------------------------------------------------- commands
-def _model_and_data(args, need_data=True):
+def _model_and_data(args, need_data=True, model=None):
     from .. import load
-    model = load(args.model, backend=args.backend)
+    if model is None:
+        model = load(args.model, backend=args.backend)
+    if "tabular" in model.metadata and args.command == "reconstruct":
+        raise UsageError(f"{args.model} is a table model: 'fastvae reconstruct' draws "
+                         "images (for tables use fastvae.tabular.TabularVAE.reconstruct)")
     if not need_data:
         return model, None
     source = getattr(args, "data", None) or model.metadata.get("data")
@@ -174,6 +205,14 @@ def cmd_sample(args):
 
     from .. import viz
     model, _ = _model_and_data(args, need_data=False)
+    if "tabular" in model.metadata:
+        from .table_commands import sample
+        return sample(args, model)
+    for opt, v in (("--csv", args.csv), ("--parquet", args.parquet),
+                   ("--condition", args.condition), ("--mean", args.mean)):
+        if v:
+            raise UsageError(f"{opt} is for a table model; {args.model} is a model of arrays")
+    args.out = getattr(args, "out", "samples.png")
     z = np.random.default_rng(args.seed).standard_normal((args.n, model.latent_dim))
     x = viz.decoded_pixels(model, z)
     if args.npy:
@@ -212,7 +251,11 @@ def _finite_or_none(v):
 
 
 def cmd_eval(args):
-    model, ds = _model_and_data(args)
+    model, _ = _model_and_data(args, need_data=False)
+    if "tabular" in model.metadata:
+        from .table_commands import evaluate
+        return evaluate(args, model)
+    model, ds = _model_and_data(args, model=model)
     t0 = time.perf_counter()
     ev = model.elbo(ds, n_samples=args.n_samples, batch_size=args.batch_size, seed=args.seed)
     secs = time.perf_counter() - t0

@@ -4,7 +4,8 @@ A run directory holds ``model.npz`` (the checkpoint: model and whole training st
 after every epoch), ``run.json`` (the data and model options and the run's total number of
 epochs), ``history.json`` and the pictures.  ``--resume`` continues from the checkpoint with
 its saved training settings; a training option given with ``--resume`` that differs from the
-saved one is applied and reported; a data or model option cannot change.
+saved one is applied and reported; a data or model option cannot change.  A table (--data
+a .csv, .tsv, .parquet or .pq file) is trained by :mod:`fastvae.cli.table`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import time
 import traceback
 import warnings
 
+from . import table
 from .common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
-    ints, load_data, nonneg, positive, seed)
+    ints, load_data, next_run_dir, nonneg, positive, seed)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -76,19 +78,21 @@ def add_parser(sub):
     d = t.add_argument_group("data")
     add(d, "data", "'shapes' (built-in, no download), 'fashion-mnist' (Debian's "
         "dataset-fashion-mnist package), a directory of MNIST-style IDX files, an IDX file, a "
-        ".npy file (memory-mapped) or a .npz file")
+        ".npy file (memory-mapped), a .npz file, or a table (.csv, .tsv, .parquet, .pq: "
+        "see 'tables' below)")
     add(d, "image_size", "side of the built-in shapes images (28 or 64, ...)", type=positive(int))
     add(d, "n_images", "number of built-in shapes images (10%% are held out as test)",
         type=positive(int))
     add(d, "val_fraction", "share of the training data held out for validation when the data "
-        "has no test split", type=float)
+        "has no test split (a table's test split)", type=float)
     add(d, "binarize", "Bernoulli draws of the pixels: once (static) or every batch (dynamic)",
         choices=("none", "static", "dynamic"))
     m = t.add_argument_group("model")
-    add(m, "hidden", "encoder hidden widths, comma-separated", type=ints, shown="400")
+    add(m, "hidden", "encoder hidden widths, comma-separated", type=ints,
+        shown="400; 128,128 for a table")
     add(m, "decoder_hidden", "decoder hidden widths, comma-separated", type=ints,
         shown="the encoder's, mirrored")
-    add(m, "latent", "latent dimensions", type=positive(int))
+    add(m, "latent", "latent dimensions", type=positive(int), shown="20; 32 for a table")
     add(m, "activation", "activation of every hidden layer", choices=tuple(ACTIVATIONS))
     add(m, "activation_alpha", "slope of leaky_relu or scale of elu, > 0", type=positive(float),
         shown="0.01 for leaky_relu, 1.0 for elu")
@@ -108,8 +112,9 @@ def add_parser(sub):
     o = t.add_argument_group("optimisation (saved in the checkpoint; --resume keeps them)")
     add(o, "epochs", "the run's total number of epochs: a new run trains this many; --resume "
         "trains until the run has this many (so --resume finishes an interrupted run)",
-        type=int, shown="10; with --resume the run's total")
-    add(o, "batch_size", "rows per step", type=positive(int))
+        type=int, shown="10, 30 for a table; with --resume the run's total")
+    add(o, "batch_size", "rows per step", type=positive(int),
+        shown="128; min(500, rows) for a table")
     add(o, "optimizer", "adam (as torch.optim.Adam), adamw (decoupled weight decay) or sgd",
         choices=("adam", "adamw", "sgd"))
     add(o, "lr", "learning rate", type=positive(float))
@@ -124,7 +129,8 @@ def add_parser(sub):
     add(r, "seed", "seeds the data, the initial weights and the noise: same seed, same run",
         type=seed)
     r.add_argument("--out", default=None,
-                   help="output directory (default: runs/<data>-<n>, the next free n)")
+                   help="output directory (default: runs/<data>-<n>, the next free n; "
+                   "runs/<file stem>-<n> for a table)")
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint, with its saved "
                    "settings, until it has --epochs epochs in all")
@@ -133,7 +139,9 @@ def add_parser(sub):
     r.add_argument("--no-distributed", action="store_true",
                    help="under mpiexec with more than one process (seen from the launcher's "
                    "variables, PMI_SIZE or OMPI_COMM_WORLD_SIZE), do not train data parallel: "
-                   "every process trains alone (give each its own --out)")
+                   "every process trains alone (give each its own --out); tables always "
+                   "need it under mpiexec")
+    table.add_arguments(t)
     t.set_defaults(func=cmd_train)
     return t
 
@@ -196,6 +204,8 @@ def cmd_train(args):
     rank 0 alone prints and writes the run directory."""
     from ..training.distributed import detected_size, world
 
+    if table.wanted(args):  # a .csv, .tsv or .parquet file: a TabularVAE (cli/table.py)
+        return table.cmd_train(args, _given(args))
     comm = None
     if detected_size() > 1 and not args.no_distributed:
         comm = world()
@@ -222,7 +232,7 @@ def _run_distributed(args, comm):
     with SigintGuard() as guard:  # a Ctrl-C now only sets a flag, told to every rank
         local = local_rank(comm)
         if args.out is None and not args.resume:  # rank 0 picks the run directory for all
-            args.out = comm.bcast(_next_run_dir(_run_name(_given(args))) if rank == 0
+            args.out = comm.bcast(next_run_dir(_run_name(_given(args))) if rank == 0
                                   else None)
         failure, prepared = None, None
         try:
@@ -290,7 +300,7 @@ def _prepare(args, comm):
         fit_kw = {k: given[k] for k in FIT_OPTIONS if k in given}
     else:
         opts = {**DEFAULTS, **given}
-        out = args.out if args.out is not None else _next_run_dir(_run_name(opts))
+        out = args.out if args.out is not None else next_run_dir(_run_name(opts))
         ckpt = os.path.join(out, MODEL_FILE)
         if os.path.exists(ckpt):
             raise UsageError(f"{ckpt} already exists; continue it with --resume or choose "
@@ -382,14 +392,6 @@ def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm, t_data):
           f"on {ev.n} rows; model: {ckpt}" + (f"; {len(written)} pictures in {out}"
                                                if written else ""))
     return 0
-
-
-def _next_run_dir(name):
-    base = os.path.join("runs", name)
-    n = 1
-    while os.path.exists(f"{base}-{n}"):
-        n += 1
-    return f"{base}-{n}"
 
 
 def _pictures(model, ds, out, quiet):

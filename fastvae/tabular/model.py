@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from .schema import Schema, TableError, _pd, infer
+from .schema import Schema, TableError, pandas_module, infer
 
 #: the model a table gets unless told otherwise (ctgan's TVAE: 2x128 hidden, latent 128;
 #: a latent of 32 scored the same on diamonds and trains faster, benchmarks/bench_tables.py)
@@ -28,7 +28,7 @@ DEFAULTS = {"hidden": (128, 128), "latent_dim": 32, "batch_size": 500, "lr": 1e-
 
 def read_table(data, what="data"):
     """A DataFrame from a DataFrame or a path (.csv, .tsv, .parquet, .pq)."""
-    pd = _pd()
+    pd = pandas_module()
     if isinstance(data, pd.DataFrame):
         return data
     if isinstance(data, (str, os.PathLike)):
@@ -182,7 +182,7 @@ class TabularVAE:
     def _conditions_for(self, n, conditions, rng):
         """A DataFrame (n rows) of condition values, from ``conditions`` or drawn from the
         training marginals."""
-        pd = _pd()
+        pd = pandas_module()
         names = [c.name for c in self.schema.conditions]
         if not names:
             if conditions is not None:
@@ -306,7 +306,7 @@ class TabularVAE:
         ``kl``.  Numeric cells are scored on their mapped scale.  ``unknown``: this call's
         policy for unseen categories (default: the model's)."""
         self._need()
-        pd = _pd()
+        pd = pandas_module()
         df = read_table(data)
         X, C = self._rows(df, check_missing=True, unknown=unknown)
         s = self.model.score_samples(X, k=k, per_column=per_column, seed=seed, conditions=C)

@@ -39,7 +39,7 @@ class TableError(ValueError):
     """A table the model cannot take, naming the column and the problem."""
 
 
-def _pd():
+def pandas_module():
     try:
         import pandas as pd
     except ImportError:
@@ -72,7 +72,7 @@ class Column:
     def raw(self, s):
         """The series' values as float64 (N,) (numeric kinds) with NaN for missing; codes
         for categorical ones are made by :meth:`codes`."""
-        pd = _pd()
+        pd = pandas_module()
         if self.source in ("datetime", "timedelta"):
             if self.source == "datetime":
                 try:
@@ -102,7 +102,7 @@ class Column:
         """Category codes (N,) float64, NaN for missing cells.  A value not among the
         training categories is an error naming it, or a missing cell with
         unknown="missing"."""
-        pd = _pd()
+        pd = pandas_module()
         miss = s.isna().to_numpy()
         cats = pd.Index(self.categories)
         vals = s.astype(object) if self.source == "bool" else s
@@ -125,7 +125,7 @@ class Column:
     # ------------------------------------------------------------------ values out
     def values(self, v):
         """Model values (N,) float64 -> a pandas Series with this column's dtype."""
-        pd = _pd()
+        pd = pandas_module()
         if self.kind == "categorical":
             c = np.clip(np.rint(v).astype(np.int64), 0, len(self.categories) - 1)
             if self.source == "category":
@@ -189,7 +189,7 @@ def _is_number(x):
 def _source(name, s):
     """What the values of series s are: float, int, bool, datetime, timedelta, category,
     object (strings); a TableError names anything else."""
-    pd = _pd()
+    pd = pandas_module()
     t = pd.api.types
     dt = s.dtype
     if t.is_bool_dtype(dt):
@@ -223,7 +223,7 @@ def _source(name, s):
 
 
 def _column(name, s, asked, role, numeric):
-    pd = _pd()
+    pd = pandas_module()
     source = _source(name, s)
     present = s.dropna()
     if len(present) == 0:
@@ -376,7 +376,7 @@ class Schema:
         """A DataFrame of model values (N, D) float64 (codes for categorical columns),
         with the condition columns from ``cond_frame``, in the training table's column
         order (ignored columns left out)."""
-        pd = _pd()
+        pd = pandas_module()
         cols = {c.name: c.values(values[:, j]) for j, c in enumerate(self.data)}
         for c in self.conditions:
             cols[c.name] = cond_frame[c.name].reset_index(drop=True)

@@ -60,15 +60,34 @@ class QuantileNormal:
         z = _normal_ppf(lo + (1.0 - 2.0 * lo) * p)
         return cls(q, z)
 
+    def _tails(self):
+        """(slope below, slope above): value per unit of z over the outer 1% of knots (the
+        whole range when those knots are one repeated value)."""
+        q, z = self.q, self.z
+        k = max(1, (q.size - 1) // 100)
+        out = []
+        for a, b in ((0, k), (q.size - 1 - k, q.size - 1)):
+            s = (q[b] - q[a]) / (z[b] - z[a])
+            out.append(s if s > 0 else max((q[-1] - q[0]) / (z[-1] - z[0]), 1e-300))
+        return out
+
     def forward(self, x):
         # the mean of the increasing and the decreasing interpolation: a value that is a
         # run of equal knots maps to the middle of the run (np.interp alone would take the
         # run's last knot going up)
         up = np.interp(x, self.q, self.z)
         down = -np.interp(-x, -self.q[::-1], -self.z[::-1])
-        return 0.5 * (up + down)
+        z = 0.5 * (up + down)
+        # past the training range the map goes on linearly with its outer slope, so a value
+        # far outside scores as unlikely (np.interp would clamp it to the range's edge)
+        lo, hi = self._tails()
+        below, above = x < self.q[0], x > self.q[-1]
+        z[below] = self.z[0] + (x[below] - self.q[0]) / lo
+        z[above] = self.z[-1] + (x[above] - self.q[-1]) / hi
+        return z
 
     def inverse(self, z):
+        """Back onto the training values; z past the outer knots gives the range's edges."""
         return np.interp(z, self.z, self.q)
 
     def config(self):

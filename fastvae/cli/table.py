@@ -1,0 +1,300 @@
+"""``fastvae train --data table.csv``: a :class:`fastvae.tabular.TabularVAE` run.
+
+A table (.csv, .tsv, .parquet, .pq, told by the extension) is read with pandas; a seeded
+shuffle holds out ``--val-fraction`` of its rows (10%) as the test split, which gives the
+validation ELBO of every epoch and the test negative ELBO printed at the end
+(:func:`split`, which ``fastvae eval`` calls again to find the same rows).  The run
+directory holds what an image run's does: ``model.npz`` (the checkpoint, written after every
+epoch, with the table's schema in its metadata), ``run.json`` (the table's path and options;
+``"table": true``), ``history.json``, and the pictures of :mod:`fastvae.tabular.plots`
+(marginals.png, correlations.png, loss.png).  ``--resume`` continues the run until it has
+``--epochs`` epochs.  Data-parallel training (mpiexec) is not supported for tables.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+
+from .common import MODEL_FILE, RUN_FILE, UsageError, next_run_dir
+
+#: extensions read as tables; the second group is refused with a one-line error
+TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
+OTHER_TABLES = (".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".json", ".jsonl",
+                ".h5", ".hdf5", ".sav", ".dta", ".sas7bdat", ".orc", ".avro")
+#: a table run's defaults where they differ from an image run's
+DEFAULTS = {"epochs": 30, "hidden": (128, 128), "latent": 32, "lr": 1e-3, "seed": 0,
+            "val_fraction": 0.1}
+#: command-line option -> TabularVAE (fastvae.VAE) keyword
+MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alpha",
+                 "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
+                 "dtype": "dtype", "objective": "objective",
+                 "decoder_hidden": "decoder_hidden"}
+FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
+               "kl_warmup", "val_samples")
+IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
+#: the options that fix a table run's data and model (run.json), checked on --resume
+FIXED = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",
+         *MODEL_OPTIONS)
+
+
+def is_table_path(path):
+    return os.path.splitext(str(path))[1].lower() in TABLE_EXTS + OTHER_TABLES
+
+
+def add_arguments(parser):
+    """The table options of ``fastvae train``."""
+    g = parser.add_argument_group(
+        "tables (--data a .csv, .tsv, .parquet or .pq file: a TabularVAE; defaults --epochs "
+        "30, --hidden 128,128, --latent 32, --batch-size min(500, rows))")
+    g.add_argument("--condition", action="append", default=None, metavar="COL",
+                   help="a condition column (repeatable): observed, given to the encoder "
+                   "and the decoder; 'fastvae sample --condition COL=VALUE' fixes it")
+    g.add_argument("--column", action="append", default=None, metavar="COL=TYPE",
+                   help="a column's type instead of the inferred one (repeatable): numeric, "
+                   "categorical, count (negative binomial), poisson or ignore")
+
+
+def wanted(args):
+    """Whether ``fastvae train`` trains a table: --data names one, or --resume continues a
+    table run.  --condition and --column without a table are a usage error."""
+    if args.data is not None:
+        table = is_table_path(args.data)
+    elif args.resume and args.out is not None:
+        table = bool(_read_run(args.out, quiet=True).get("table"))
+    else:
+        table = False
+    if not table and (args.condition or args.column):
+        raise UsageError("--condition and --column are for tables (--data a .csv, .tsv, "
+                         ".parquet or .pq file)")
+    return table
+
+
+def parse_columns(specs):
+    """['price=numeric', ...] -> {'price': 'numeric'}; a bad spec is a UsageError."""
+    from ..tabular.schema import TYPES
+    out = {}
+    for spec in specs or ():
+        name, eq, kind = spec.partition("=")
+        name, kind = name.strip(), kind.strip().lower()
+        if not eq or not name or not kind:
+            raise UsageError(f"--column {spec!r}: expected COL=TYPE, e.g. --column "
+                             f"carat=numeric")
+        if kind not in TYPES:
+            raise UsageError(f"--column {spec!r}: unknown type {kind!r}; choose from "
+                             f"{', '.join(sorted(set(TYPES)))}")
+        out[name] = kind
+    return out
+
+
+def split(df, seed, frac=0.1, types=None):
+    """(train, test) DataFrames of table ``df``: a shuffle seeded by ``seed`` holds out
+    round(frac * rows) rows (at least one) as the test split.  A held-out row with a
+    category its column's training rows never show (a rare value) moves back to the training
+    rows: the model could not read it.  Both keep the table's order and index.  ``fastvae
+    train`` and ``fastvae eval`` call this with a run's options and get the same rows."""
+    import numpy as np
+    import pandas as pd
+
+    if not 0 < frac < 1:
+        raise UsageError(f"--val-fraction must lie in (0, 1), got {frac}")
+    from ..tabular.schema import TYPES
+    types = dict(types or {})
+    n = len(df)
+    test = np.zeros(n, dtype=bool)
+    if n > 1:
+        test[np.random.default_rng(seed).permutation(n)[:max(1, int(round(frac * n)))]] = True
+    t = pd.api.types
+    for name in df.columns:
+        kind = TYPES.get(types.get(str(name), ""))
+        s = df[name]
+        numeric = (t.is_numeric_dtype(s.dtype) and not t.is_bool_dtype(s.dtype)) or \
+            t.is_datetime64_any_dtype(s.dtype) or t.is_timedelta64_dtype(s.dtype)
+        if kind == "ignore" or (numeric and kind != "categorical"):
+            continue
+        seen = s[~test].dropna().unique()
+        test &= ~(s.notna().to_numpy() & ~s.isin(seen).to_numpy())
+    if n > 1 and not test.any():
+        raise UsageError("no row is left for the test split: every held-out row has a "
+                         "category that the training rows lack")
+    return df[~test], df[test]
+
+
+def _read_run(out, quiet=False):
+    path = os.path.join(out, RUN_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        if quiet:
+            return {}
+        raise UsageError(f"cannot read {path} ({e})") from None
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _options(args, given):
+    """The table run's options from the command line: (given, opts) where opts has the
+    defaults filled in; ``given``: the options of ``fastvae train`` given (not None)."""
+    given = dict(given)
+    bad = [k for k in IMAGE_ONLY if k in given]
+    if bad:
+        flags = ", ".join("--" + k.replace("_", "-") for k in bad)
+        raise UsageError(f"{flags}: for image and array data, not tables (a table's columns "
+                         f"get their likelihood from their types: --column COL=TYPE)")
+    if given.get("epochs", 0) < 0:
+        raise UsageError(f"--epochs must be >= 0, got {given['epochs']}")
+    if "data" in given:
+        given["data"] = os.path.abspath(given["data"])
+    if args.condition is not None:
+        given["conditions"] = list(dict.fromkeys(args.condition))
+    if args.column is not None:
+        given["columns"] = parse_columns(args.column)
+    opts = {**DEFAULTS, "conditions": [], "columns": {}, **given}
+    return given, opts
+
+
+def _resumed(args, given):
+    """(opts, tv, ckpt) of the table run in --out, the options given checked against it."""
+    from ..tabular import load
+    if args.out is None:
+        raise UsageError("--resume needs --out, the directory of the run to continue")
+    ckpt = os.path.join(args.out, MODEL_FILE)
+    if not os.path.isfile(ckpt):
+        raise UsageError(f"--resume: no checkpoint {ckpt} to continue")
+    saved = _read_run(args.out)
+    if not saved.get("table"):
+        raise UsageError(f"--resume: {args.out} is not a table run")
+    fixed = [f"--{k.replace('_', '-')} {given[k]!r} (the run has {saved.get(k)!r})"
+             for k in FIXED if k in given and _norm(given[k]) != _norm(saved.get(k))]
+    if fixed:
+        raise UsageError("a run's data and model cannot change on --resume: "
+                         + "; ".join(fixed) + "; start a new run with another --out")
+    opts = {**DEFAULTS, **saved}
+    opts["epochs"] = given.get("epochs", saved.get("epochs", DEFAULTS["epochs"]))
+    return opts, load(ckpt, backend=args.backend), ckpt
+
+
+def cmd_train(args, given):
+    """``fastvae train`` on a table (``args`` from :func:`fastvae.cli.train.add_parser`;
+    ``given``: the options given on the command line, by name)."""
+    import time
+
+    from ..tabular import TabularVAE, infer, read_table
+    from ..training.distributed import detected_size
+    from ..training.fit import SettingChangedWarning
+
+    if detected_size() > 1 and not args.no_distributed:
+        raise UsageError(f"data-parallel training (mpiexec, {detected_size()} processes) is "
+                         "not supported for tables; run one process (or pass "
+                         "--no-distributed: each process trains alone, with its own --out)")
+    given, opts = _options(args, given)
+    lead = not args.quiet
+    if args.resume:
+        opts, tv, ckpt = _resumed(args, given)
+        out = args.out
+        fit_kw = {k: given[k] for k in FIT_OPTIONS if k in given}
+    else:
+        tv = None
+        stem = os.path.splitext(os.path.basename(opts["data"]))[0] or "table"
+        out = args.out if args.out is not None else next_run_dir(stem)
+        ckpt = os.path.join(out, MODEL_FILE)
+        if os.path.exists(ckpt):
+            raise UsageError(f"{ckpt} already exists; continue it with --resume or choose "
+                             "another --out (nothing was overwritten)")
+        fit_kw = {k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None}
+    t0 = time.perf_counter()
+    df = read_table(opts["data"], "--data")
+    train, test = split(df, opts["seed"], opts["val_fraction"], opts["columns"])
+    t_data = time.perf_counter() - t0
+    if fit_kw.get("batch_size", 0) > len(train):
+        raise UsageError(f"{opts['data']}: {len(train)} training rows is fewer than one "
+                         f"batch; use a --batch-size of at most {len(train)}")
+    conds = opts["conditions"]
+    if tv is None:
+        modeled = [c for c in df.columns if c not in conds and
+                   opts["columns"].get(str(c)) != "ignore"]
+        try:  # everything is checked (a fit of 0 epochs) before anything is written
+            # the whole table first, so that an error names a row of the file
+            schema = infer(df, opts["columns"], conds)
+            schema.encode(df)
+            schema.encode_conditions(df)
+            tv = TabularVAE(opts["hidden"], opts["latent"], types=opts["columns"],
+                            missing=True if df[modeled].isna().to_numpy().any() else None,
+                            seed=opts["seed"], backend=args.backend,
+                            **{v: opts[k] for k, v in MODEL_OPTIONS.items() if k in opts})
+            tv.fit(train, conditions=conds, epochs=0, val=test, progress=False, **fit_kw)
+        except ValueError as e:  # a TableError, a setting the model refuses
+            raise UsageError(_cli_words(str(e))) from None
+        tv.model.metadata["data"] = opts["data"]
+        opts["missing"] = tv.model.missing is not None
+    done = tv.model.train_state.epoch if tv.model.train_state else 0
+    os.makedirs(out, exist_ok=True)
+    keep = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",
+            "epochs", "missing", *MODEL_OPTIONS)
+    with open(os.path.join(out, RUN_FILE), "w") as f:
+        json.dump({"table": True, **{k: _norm(opts[k]) for k in keep if k in opts}}, f,
+                  indent=1)
+    if lead:
+        print(f"data: {opts['data']} ({len(df)} rows: {len(train)} train, {len(test)} test; "
+              f"{t_data:.2f} s)\nmodel: {tv!r}\n" + (f"resuming {ckpt}: {done} epoch(s) done, "
+              f"training to {opts['epochs']}\n" if args.resume else "") + f"output: {out}",
+              file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SettingChangedWarning)
+        tv.fit(train, conditions=conds, epochs=max(0, opts["epochs"] - done), val=test,
+               progress=not args.quiet, checkpoint=ckpt, **fit_kw)
+    for w in caught:  # --quiet: the one line fit would have printed
+        if issubclass(w.category, SettingChangedWarning):
+            print(str(w.message), file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump(list(tv.history), f, indent=1)
+    if tv.model.train_state.epoch < opts["epochs"]:  # Ctrl-C: fit wrote the checkpoint
+        print(f"stopped; continue with: fastvae train --out {out} --resume", file=sys.stderr)
+        return 130
+    written = [] if args.no_pictures else _pictures(tv, train, out, args.quiet)
+    ev = tv.elbo(test)
+    print(f"test negative ELBO {ev.neg_elbo:.2f} nats (recon {ev.recon:.2f}, kl {ev.kl:.2f}) "
+          f"on {ev.n} rows; model: {ckpt}" + (f"; {len(written)} pictures in {out}"
+                                               if written else ""))
+    return 0
+
+
+def _cli_words(message):
+    """A fastvae.tabular message in the command line's words: types={'c': 'ignore'} is
+    --column c=ignore."""
+    import re
+    message = re.sub(r"types=\{'([^']*)': '(\w+)'\}", r"--column \1=\2", message)
+    return message.replace("types names column", "--column names column")
+
+
+def _pictures(tv, train, out, quiet):
+    try:
+        from ..tabular import plots
+        paths = plots.write_all(tv, train, out)
+    except ImportError as e:
+        print(f"pictures skipped: {e}", file=sys.stderr)
+        return []
+    if not quiet:
+        print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
+    return paths
+
+
+def run_table(model_path, split_name="test"):
+    """(DataFrame, description) of a table run's rows: its held-out test split (or its
+    training rows), reproduced from the run.json beside ``model_path``."""
+    from ..tabular import read_table
+    run = os.path.join(os.path.dirname(os.path.abspath(model_path)), RUN_FILE)
+    opts = _read_run(os.path.dirname(run), quiet=True)
+    if not opts.get("table"):
+        raise UsageError(f"no table run's {RUN_FILE} beside {model_path}; pass --data")
+    df = read_table(opts["data"], "the run's data")
+    train, test = split(df, opts.get("seed", 0), opts.get("val_fraction", 0.1),
+                        opts.get("columns"))
+    part = test if split_name == "test" else train
+    return part, f"{opts['data']} ({split_name} split, {len(part)} rows)"

@@ -1,0 +1,208 @@
+"""The commands that read a table model: ``sample`` (rows to CSV or Parquet, with fixed
+conditions), ``eval`` (the test negative ELBO and each column's log-likelihood) and
+``score`` (per-row anomaly scores).  ``fastvae.cli.main`` hands a checkpoint whose metadata
+holds a table's schema to these; pandas is imported only here."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from .common import UsageError, checkpoint_args, positive, seed
+
+
+def _write(df, path, fmt=None):
+    """Write DataFrame ``df`` (index=False) as ``fmt`` ("csv" or "parquet"), or by
+    ``path``'s extension: .parquet/.pq Parquet, .tsv tab-separated, anything else CSV."""
+    ext = os.path.splitext(path)[1].lower()
+    if fmt == "parquet" or (fmt is None and ext in (".parquet", ".pq")):
+        try:
+            df.to_parquet(path, index=False)
+        except ImportError as e:
+            raise ImportError(f"{path}: writing Parquet needs pyarrow ({e})") from None
+    else:
+        df.to_csv(path, index=False, sep="\t" if ext == ".tsv" else ",")
+    return path
+
+
+def _condition_value(col, text):
+    """``text`` read as a value of condition Column ``col``: one of its categories (matched
+    by str(), then ignoring case), or a number (a datetime condition: the text)."""
+    if col.kind == "categorical":
+        cats = col.categories
+        for match in (lambda c: str(c) == text, lambda c: str(c).lower() == text.lower()):
+            hit = [c for c in cats if match(c)]
+            if len(hit) == 1:
+                return hit[0]
+        shown = ", ".join(map(str, cats[:20])) + (", ..." if len(cats) > 20 else "")
+        raise UsageError(f"--condition {col.name}={text}: {text!r} is not one of the "
+                         f"column's {len(cats)} categories ({shown})")
+    if col.source in ("datetime", "timedelta"):
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise UsageError(f"--condition {col.name}={text}: expected a number") from None
+    return int(v) if col.source == "int" and v == int(v) else v
+
+
+def sample(args, model):
+    """``fastvae sample`` for a table model: n rows to --csv/--parquet/--out, or CSV on
+    stdout."""
+    from ..tabular import from_model
+    tv = from_model(model)
+    conds = {c.name: c for c in tv.schema.conditions}
+    fixed = {}
+    for spec in args.condition or ():
+        name, eq, text = spec.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--condition {spec!r}: expected COL=VALUE")
+        if name not in conds:
+            raise UsageError(f"--condition {spec!r}: {name!r} is not a condition column of "
+                             f"this model (its conditions: {list(conds) or 'none'})")
+        fixed[name] = _condition_value(conds[name], text)
+    given = None
+    if fixed:  # conditions not fixed are drawn from their training marginals
+        given = (tv.sample(args.n, seed=args.seed)[list(conds)].reset_index(drop=True)
+                 if len(fixed) < len(conds) else {})
+        for k, v in fixed.items():
+            given[k] = [v] * args.n
+    out = getattr(args, "out", None)
+    if out and os.path.splitext(out)[1].lower() in (".png", ".jpg", ".svg", ".pdf"):
+        raise UsageError(f"--out {out}: a table model's samples are rows, not a "
+                         "picture; write them with --csv PATH or --parquet PATH")
+    df = tv.sample(args.n, conditions=given, seed=args.seed, mean=args.mean)
+    writes = [(p, fmt) for p, fmt in ((args.csv, "csv"), (args.parquet, "parquet"),
+                                      (out, None)) if p]
+    for p, fmt in writes:
+        _write(df, p, fmt)
+    if not writes:  # CSV on stdout, for a pipe
+        df.to_csv(sys.stdout, index=False)
+        return 0
+    print(f"wrote {' and '.join(p for p, _ in writes)} ({len(df)} rows, {df.shape[1]} "
+          "columns" + (f"; {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed
+                       else "") + ")", file=sys.stderr)
+    return 0
+
+
+def _table(args, model):
+    """(DataFrame, description) of the rows ``eval`` or ``score`` reads."""
+    from ..tabular import read_table
+    from .table import run_table
+    if getattr(args, "data", None):
+        df = read_table(args.data, "--data")
+        return df, f"{args.data} ({len(df)} rows)"
+    return run_table(args.model, getattr(args, "split", "test"))
+
+
+def evaluate(args, model):
+    """``fastvae eval`` for a table model: the negative ELBO of the test split (or --data)
+    and each column's log-likelihood per row, as an aligned table or JSON."""
+    import math
+    import time
+
+    import numpy as np
+
+    from ..tabular import from_model
+    tv = from_model(model)
+    df, name = _table(args, model)
+    t0 = time.perf_counter()
+    ev = tv.elbo(df, n_samples=args.n_samples, seed=args.seed)
+    ll = tv.column_log_likelihood(df, seed=args.seed)
+    secs = time.perf_counter() - t0
+    kinds = {c.name: c.kind for c in tv.schema.data}
+    nll = None
+    if args.iwae:
+        s = tv.score_samples(df, k=args.iwae, seed=args.seed).to_numpy()
+        nll = (float(s.mean()), float(s.std(ddof=1) / math.sqrt(len(s))) if len(s) > 1
+               else float("nan"))
+    if args.json:
+        out = {**ev, "data": name, "seconds": secs,
+               "columns": {k: float(v) for k, v in ll.items() if k != "kl"},
+               "kl": float(ev.kl)}
+        if nll is not None:
+            out.update(nll=nll[0], nll_stderr=nll[1], iwae_k=args.iwae)
+        print(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                          for k, v in out.items()}))
+        return 0
+    print(f"{name}: negative ELBO {ev.neg_elbo:.3f} nats per row (reconstruction "
+          f"{ev.recon:.3f}, KL {ev.kl:.3f}); {ev.n_samples} sample(s) each, {secs:.2f} s")
+    if nll is not None:
+        print(f"{name}: negative log-likelihood {nll[0]:.3f} +- {nll[1]:.3f} nats per row "
+              f"(importance-weighted bound, k={args.iwae})")
+    w = max([len("column")] + [len(str(c)) for c in ll.index])
+    print(f"{'column':<{w}}  {'kind':<11}  log-likelihood (nats per row)")
+    for c, v in ll.items():
+        if c != "kl":
+            print(f"{str(c):<{w}}  {kinds.get(c, ''):<11}  {v:12.4f}")
+    print(f"{'KL':<{w}}  {'':<11}  {ll['kl']:12.4f}")
+    print("(numeric columns are scored on their mapped scale, categorical ones as the "
+          "log-probability of the observed category; missing cells count 0)")
+    return 0
+
+
+def add_score_parser(sub):
+    s = sub.add_parser(
+        "score", help="per-row anomaly scores of a table under a table model",
+        description="Score each row of a table with a model trained by 'fastvae train "
+        "--data table.csv': the negative ELBO in nats (higher: less likely), or with --k "
+        "the importance-weighted negative log-likelihood.  With --csv, writes one row per "
+        "input row (the row number in 'row', then 'score'); without, prints the 10 "
+        "highest-scoring rows.")
+    checkpoint_args(s)
+    s.add_argument("table", help="the table to score (.csv, .tsv, .parquet, .pq), with the "
+                   "model's columns")
+    s.add_argument("--csv", default=None, metavar="PATH",
+                   help="write the scores here (CSV; .parquet/.pq: Parquet)")
+    s.add_argument("--per-column", action="store_true",
+                   help="add each column's share of the score (which cells made the row "
+                   "unlikely) and the KL")
+    s.add_argument("--k", type=positive(int), default=None,
+                   help="importance samples per row (a tighter, slower score; default: the "
+                   "negative ELBO, one sample)")
+    s.add_argument("--unknown", choices=("error", "missing"), default=None,
+                   help="a category not seen in training: an error, or scored as a missing "
+                   "cell (needs a model with the missing-cell mask); default: the model's")
+    s.add_argument("--seed", type=seed, default=0,
+                   help="seed of the scores' noise (default: 0)")
+    s.add_argument("--top", type=positive(int), default=10,
+                   help="rows printed without --csv (default: 10)")
+    s.set_defaults(func=cmd_score)
+    return s
+
+
+def cmd_score(args):
+    import numpy as np
+
+    from .. import load
+    from ..tabular import from_model, is_tabular, read_table
+    model = load(args.model, backend=args.backend)
+    if not is_tabular(model):
+        raise UsageError(f"{args.model} is a model of arrays (images), not of a table: "
+                         "'fastvae score' scores table rows (for arrays use "
+                         "fastvae.VAE.score_samples)")
+    tv = from_model(model)
+    df = read_table(args.table, "table")
+    sc = tv.score_samples(df, k=args.k, per_column=args.per_column, seed=args.seed,
+                          unknown=args.unknown)
+    frame = sc.to_frame() if not args.per_column else sc
+    frame = frame.reset_index(drop=True)
+    frame.insert(0, "row", np.arange(len(df)))
+    if args.csv:
+        _write(frame, args.csv)
+        top = int(np.argmax(frame["score"].to_numpy()))
+        print(f"wrote {args.csv} ({len(frame)} rows; highest score "
+              f"{frame['score'].iloc[top]:.3f} at row {top})", file=sys.stderr)
+        return 0
+    order = np.argsort(-frame["score"].to_numpy(), kind="stable")[:args.top]
+    shown = frame.iloc[order][["row", "score"]].copy()
+    if args.per_column:
+        shares = frame.drop(columns=["row", "score", "kl"]).iloc[order]
+        shown["most unlikely"] = shares.idxmax(axis=1).to_numpy()
+    rows = df.reset_index(drop=True).iloc[order]
+    for c in rows.columns:
+        shown[str(c) if str(c) not in shown else f"{c} (value)"] = rows[c].to_numpy()
+    print(f"{args.table}: the {len(shown)} highest scores of {len(df)} rows (nats; "
+          f"{'k=' + str(args.k) if args.k else 'negative ELBO'})")
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
