@@ -220,3 +220,28 @@ def test_decoder_input(kb, R, B, dtype):
     np.testing.assert_array_equal(o_c[0], o_r[0])  # copies
     np.testing.assert_array_equal(o_r[0][:, :4], z)
     np.testing.assert_array_equal(o_r[0][:, 4:], x[np.arange(R) % B][:, cl.cond_cols])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_negative_binomial_over_counts_and_dispersions(kb, dtype):
+    """Every path of the count cells against the reference: counts 0..70 (the small-count
+    tables, the exact sums, and past them) and 10^6, under dispersions from 1e-3 to 1e6
+    (where (theta + k)^k overflows a float64 product the series must take over)."""
+    from fastvae.core.blocks import NegBinomial
+    from fastvae.core.columns import Columns
+    thetas = np.array([1e-3, 0.5, 7.5, 2.9e4, 3.1e4, 1e5, 1e6])
+    counts = np.concatenate([np.arange(71.0), [1e6]])
+    cl = Columns([NegBinomial(len(thetas))])
+    x = np.repeat(counts, 1)[:, None] * np.ones((1, len(thetas)))
+    rng = np.random.default_rng(3)
+    out = (np.log(counts + 0.5)[:, None] + rng.normal(size=x.shape)).astype(dtype)
+    aux = np.log(thetas).astype(dtype)
+    R = len(counts)
+    outs = [_nan(R, cl.P, dtype=dtype), _nan(R, dtype=dtype), _nan(cl.P, dtype=dtype),
+            _nan(cl.n_aux, dtype=dtype)]
+    (o_r, _, _), (o_c, _, _) = kb.run("blocks_fwd_bwd", outs, out, np.zeros(cl.P, dtype),
+                                      x.astype(dtype), aux, cl.cols, cl.meta, 1.0 / R)
+    assert all(np.isfinite(o).all() for o in o_c)
+    _close(o_c[0], o_r[0], dtype)
+    _close(o_c[1], o_r[1], dtype, reduction=True, terms=cl.D)
+    _close(o_c[3], o_r[3], dtype, reduction=True, terms=R * cl.D)

@@ -30,16 +30,14 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _SMALL = 64
 _LOG1P_TABLE = np.log1p(np.arange(_SMALL, dtype=np.float64))
 _LGAMMA1_TABLE = np.array([math.lgamma(k + 1.0) for k in range(_SMALL)])
-#: above this theta the exact product of (theta + k) could overflow: the series take over
-_THETA_EXACT = 1e6
-
-
-@jit
-def _count_log1p(v):
-    """log1p(v) of a count, from the table when it is a small integer."""
-    if v < _SMALL and v == math.floor(v) and v >= 0.0:
-        return _LOG1P_TABLE[int(v)]
-    return math.log1p(v)
+#: above this theta the exact product of (theta + k), k < _SMALL, could overflow float64
+#: ((3e4 + 64)^64 is 1e287): the series take over
+_THETA_EXACT = 3e4
+#: counts below this read lgamma(x + th) - lgamma(th) and digamma(x + th) - digamma(th)
+#: from per-call tables of each dispersion's cumulative sums of log(th + k) and 1/(th + k):
+#: the nonzero counts of a count matrix are mostly this small, and the tables cost
+#: _NB_TABLE logs per dispersion per call instead of one log per nonzero cell
+_NB_TABLE = 8
 
 
 @jit
@@ -120,7 +118,23 @@ def _runs(cols):
 
 
 @jit
-def _nb_run(dout, db, daux, out, x, aux, eaux, oj, w, grad, T):
+def _nb_tables(eaux, first, stop):
+    """(lg, dg) (_NB_TABLE, n_aux) float64: for aux entries first..stop-1 (the log
+    dispersions), lg[x, a] = sum_{k<x} log(th + k) = lgamma(x + th) - lgamma(th) and
+    dg[x, a] = sum_{k<x} 1 / (th + k) = digamma(x + th) - digamma(th), th = eaux[a]."""
+    n = eaux.shape[0]
+    lg = np.zeros((_NB_TABLE, n))
+    dg = np.zeros((_NB_TABLE, n))
+    for x in range(1, _NB_TABLE):
+        for a in range(first, stop):
+            t = eaux[a] + (x - 1)
+            lg[x, a] = lg[x - 1, a] + math.log(t)
+            dg[x, a] = dg[x - 1, a] + 1.0 / t
+    return lg, dg
+
+
+@jit
+def _nb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
     """One row's cells of a negative binomial run, every argument a 1-D slice over the run's
     columns (their outputs, dispersions, data); returns their loss.  Two passes: the terms
     every cell has (the zero count's), with no branch, so that LLVM vectorises it (a missing
@@ -147,9 +161,23 @@ def _nb_run(dout, db, daux, out, x, aux, eaux, oj, w, grad, T):
             x0 = xv if obs else 0.0
             sp, sm, _, _ = _logistic(float(out[k]) + oj - float(aux[k]), T)
             acc += (eaux[k] * sp + x0 * sm) if obs else 0.0
-    for k in range(n):
+    # the lgamma and digamma terms of the counts below _NB_TABLE from the tables, with no
+    # branch (a zero, or a missing cell, reads row 0 of the tables: 0); whether a count is
+    # zero is a coin toss per cell, and branching on it cost more than the sums
+    if grad:
+        for k in range(n):
+            xv = float(x[k])
+            iv = int(xv if xv < _NB_TABLE else 0.0)  # (NaN: 0)
+            acc += _LGAMMA1_TABLE[iv] - lg[iv, k]
+            daux[k] -= T(w * eaux[k] * dg[iv, k])
+    else:
+        for k in range(n):
+            xv = float(x[k])
+            iv = int(xv if xv < _NB_TABLE else 0.0)
+            acc += _LGAMMA1_TABLE[iv] - lg[iv, k]
+    for k in range(n):  # the larger counts: exact sums or the series
         xv = float(x[k])
-        if xv > 0.0:  # (False for NaN)
+        if xv >= _NB_TABLE:
             lgd, dgd = _nb_diffs(xv, eaux[k], grad)
             acc += _lgamma1(xv) - lgd
             if grad:
@@ -181,6 +209,14 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
     for k in range(aux.shape[0]):
         eaux[k] = math.exp(float(aux[k]))
     runs = _runs(cols)
+    # the negative binomial's small-count tables, over the aux entries of its dispersions
+    t0, t1 = aux.shape[0], 0
+    for j in range(cols.shape[0]):
+        if cols[j, 0] == BLK_NEGBIN:
+            a_lo = cols[j, 3]
+            a_hi = a_lo + cols[j, 4] * max(ng - 1, 0) + 1
+            t0, t1 = min(t0, a_lo), max(t1, a_hi)
+    lg, dg = _nb_tables(eaux, t0, t1)
     for r in range(R):
         xi = r % B
         w = scale * (float(row_scale[r]) if weighted else 1.0)
@@ -225,7 +261,8 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                 a0 = ab0 + grp * cols[j0, 4]
                 acc += _nb_run(dout[r, off0:off0 + n], db[off0:off0 + n],
                                daux[a0:a0 + n], out[r, off0:off0 + n], x[xi, j0:j1],
-                               aux[a0:a0 + n], eaux[a0:a0 + n], oj, w, grad, T)
+                               aux[a0:a0 + n], eaux[a0:a0 + n], lg[:, a0:a0 + n],
+                               dg[:, a0:a0 + n], oj, w, grad, T)
                 continue
             for j in range(j0, j1):
                 off = off0 + (j - j0)
@@ -301,17 +338,24 @@ def encoder_input(xin, x, src, mode):
     B, Dn = xin.shape
     T = xin.dtype.type
     for i in range(B):
+        # 1-D row views and the small-count table inline: 2x faster than 2-D indexing
+        # and a helper per cell (128 x 2,000 counts: 0.99 -> 0.50 ms)
+        xi = x[i]
+        oi = xin[i]
         for k in range(Dn):
-            v = x[i, src[k]]
-            nan = math.isnan(v)
-            if mode[k] == ENC_MASK:
-                xin[i, k] = T(0.0) if nan else T(1.0)
-            elif nan:
-                xin[i, k] = T(0.0)
-            elif mode[k] == ENC_LOG1P:
-                xin[i, k] = T(_count_log1p(float(v)))
+            v = float(xi[src[k]])
+            md = mode[k]
+            if md == ENC_LOG1P:
+                if v >= 0.0 and v < _SMALL:  # (False for NaN)
+                    iv = int(v)
+                    if iv == v:
+                        oi[k] = T(_LOG1P_TABLE[iv])
+                        continue
+                oi[k] = T(0.0) if v != v else T(math.log1p(v))
+            elif md == ENC_MASK:
+                oi[k] = T(0.0) if v != v else T(1.0)
             else:
-                xin[i, k] = T(v)
+                oi[k] = T(0.0) if v != v else T(v)
 
 
 @jit
