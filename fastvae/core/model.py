@@ -75,6 +75,11 @@ class VAE(Inference, Workflows):
                            C condition columns (one-hot or numeric) that the encoder and the
                            decoder both read (a conditional VAE); the methods that take data
                            then take ``conditions=`` (N, C).
+    encode_conditions : bool
+                           False: only the decoder reads the conditions (scVI's default,
+                           ``encode_covariates=False``): z must explain each row without
+                           them, which pushes what the conditions explain, a batch effect,
+                           out of the codes.  True (the default): both halves read them.
     missing : None or "mask"
                            "mask": NaN cells of x are missing: the likelihood sums the
                            observed cells only, and the encoder reads the zero-filled row and
@@ -95,9 +100,10 @@ class VAE(Inference, Workflows):
                  likelihood="bernoulli", n_samples=1, beta=1.0, free_bits=0.0,
                  dtype="float32", seed=0, backend=None, *, decoder_hidden=None,
                  obs_scale=1.0, activation_alpha=None, objective="elbo", n_conditions=0,
-                 missing=None):
+                 missing=None, encode_conditions=True):
         blocks = parse_blocks(likelihood)
         self.n_conditions = nonneg_int(n_conditions, "n_conditions")
+        self.encode_conditions = boolean(encode_conditions, "encode_conditions")
         if missing is not None and missing != "mask":
             raise ValueError(f"missing must be None (NaN is an error) or 'mask' (NaN marks a "
                              f"missing cell), got {missing!r}")
@@ -145,7 +151,8 @@ class VAE(Inference, Workflows):
         self.obs_scale = obs_scale if isinstance(obs_scale, str) else float(obs_scale)
         #: the column layout of a block model (None: the one-likelihood kernels)
         self.columns = (None if blocks is None else
-                        Columns(blocks, self.n_conditions, self.missing == "mask"))
+                        Columns(blocks, self.n_conditions, self.missing == "mask",
+                                self.encode_conditions))
         cl = self.columns
         if cl is not None:
             self.learn_scale, self.logscale_size = cl.n_logscale > 0, cl.n_logscale
@@ -217,7 +224,7 @@ class VAE(Inference, Workflows):
                 "obs_scale": self.obs_scale,
                 "activation_alpha": self.act_alpha if has_alpha else None,
                 "objective": self.objective, "n_conditions": self.n_conditions,
-                "missing": self.missing}
+                "missing": self.missing, "encode_conditions": self.encode_conditions}
 
     @property
     def optimizer(self):

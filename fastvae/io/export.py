@@ -297,7 +297,7 @@ def _block_input(g, model, params, x):
         parts.append(g.op("Where", "enc_count_cols", g.op("Log", g.op("Add", v, g.const(1))), v))
     if cl.missing:
         parts.append(g.op("Cast", g.op("Not", nan), to=g.elem))
-    if cl.C:
+    if cl.C and cl.encode_conditions:
         parts.append("conditions")
 
     def first(W, b, out):
