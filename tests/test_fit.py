@@ -194,3 +194,27 @@ def test_progress_bar_on_a_terminal():
     text = s.getvalue()
     assert "epoch 1 [" in text and "4/4" in text and "samples/s" in text and "ETA" in text
     assert text.endswith("\r\x1b[Kepoch   1 done\n")  # the bar is cleared, the line stays
+
+
+def test_identical_runs_give_the_same_bits_wherever_the_buffers_land():
+    """Buffers start on 64-byte boundaries: OpenBLAS's path through a transposed operand
+    depends on where the operand starts, and buffers wherever the allocator put them made
+    identical fits in one process differ in their last bits (1 run in 8 here, before)."""
+    from fastvae.core.workspace import ALIGN_BYTES
+    X = np.random.default_rng(0).normal(size=(240, 2))
+    X = (X - X.mean(0)) / X.std(0)
+
+    def run():
+        m = fastvae.VAE(2, hidden=(16,), latent_dim=1, likelihood="gaussian",
+                        dtype="float64", backend="cpu")
+        m.fit(X, epochs=3, batch_size=32, progress=False)
+        return m
+    first = run()
+    junk = []
+    for size in (1, 3, 5, 7, 9, 11, 13, 15, 1001, 333):
+        junk.append(np.empty(size))  # moves the allocator's next blocks around
+        m = run()
+        np.testing.assert_array_equal(m.flat_params, first.flat_params)
+    ws = m.workspaces.get(32, 1, True)
+    for a in (m.flat_params, m.flat_grads, ws.h[0], ws.head, ws.dhead, ws.out, ws.dout):
+        assert a.ctypes.data % ALIGN_BYTES == 0

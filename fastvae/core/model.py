@@ -31,7 +31,7 @@ from .params import build_layout, init_linear_, views
 from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
     choice, data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
     positive_int, real)
-from .workspace import Workspace, WorkspacePool
+from .workspace import Workspace, WorkspacePool, aligned_zeros
 
 
 class VAE(Inference, Workflows):
@@ -183,13 +183,13 @@ class VAE(Inference, Workflows):
             self.noise = Noise(noise_rng.generate_state(2, np.uint32))
             self.eval_noise = Noise(np.random.SeedSequence((self.seed, 0xE7A1)).generate_state(
                 2, np.uint32))
-            host = np.zeros(size, dtype=self.dtype)
+            host = aligned_zeros(np, size, self.dtype)
             named = views(host, self._entries)
             init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
             if self.learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
                 named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
             self.flat_params = self.kernels.asarray(host)
-            self.flat_grads = xp.zeros(size, dtype=self.dtype)
+            self.flat_grads = aligned_zeros(xp, size, self.dtype)
             self._params = views(self.flat_params, self._entries)
             self.grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
             self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)

@@ -16,6 +16,32 @@ from collections import OrderedDict
 import numpy as np
 
 
+#: host buffers start on this boundary (NumPy's allocator guarantees 16 bytes)
+ALIGN_BYTES = 64
+
+
+def aligned_empty(xp, shape, dtype):
+    """xp.empty(shape, dtype), starting on a 64-byte boundary when xp is NumPy (CuPy's
+    allocations already are).  Not for speed: OpenBLAS takes a different path through
+    a transposed operand depending on where it starts (measured: (16, 32)^T @ (32, 2)
+    changed in its last bits with the operand's offset modulo 64), so buffers wherever the
+    allocator put them made two identical runs in one process differ in the last bits."""
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    dtype = np.dtype(dtype)
+    shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(n + ALIGN_BYTES, dtype=np.uint8)
+    off = (-raw.ctypes.data) % ALIGN_BYTES
+    return raw[off:off + n].view(dtype).reshape(shape)
+
+
+def aligned_zeros(xp, shape, dtype):
+    a = aligned_empty(xp, shape, dtype)
+    a[...] = 0
+    return a
+
+
 class Workspace:
     """Buffers for one (B, L).  R = L*B decoder rows, Z latent size, D data size, S the size of
     the Gaussian log-scale (1 when shared or fixed, D per pixel).
@@ -42,7 +68,7 @@ class Workspace:
                  where="host", n_dense=0, n_cond=0):
         try:
             self._allocate(xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S, train)
-            e = lambda *shape: xp.empty(shape, dtype=dtype)  # noqa: E731
+            e = lambda *shape: aligned_empty(xp, shape, dtype)  # noqa: E731
             # block models: the encoder's dense input columns, and [z | conditions]
             self.xin = e(B, n_dense) if n_dense else None
             self.zin = e(L * B, latent + n_cond) if n_cond else None
@@ -57,7 +83,7 @@ class Workspace:
 
     def _allocate(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S, train):
         R = L * B
-        e = lambda *shape: xp.empty(shape, dtype=dtype)  # noqa: E731
+        e = lambda *shape: aligned_empty(xp, shape, dtype)  # noqa: E731
         self.B, self.L, self.R, self.train = B, L, R, train
         self.h = [e(B, n) for n in enc_hidden]
         self.head = e(B, 2 * latent)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.workspace import aligned_empty
+
 
 class Batches:
     """The rows of each training step, gathered where the model computes, allocating
@@ -33,7 +35,7 @@ class Batches:
             try:
                 X = ds.x if ds.x.dtype == np.uint8 else np.asarray(ds.x, dtype=model.dtype)
                 self.X = self.bk.asarray(np.ascontiguousarray(X))
-                self.out = self.bk.xp.empty((B, ds.dim), dtype=model.dtype)
+                self.out = aligned_empty(self.bk.xp, (B, ds.dim), model.dtype)
                 self.on_device = True
             except MemoryError:
                 self.X = None  # does not fit next to the model: host batches instead
@@ -51,12 +53,12 @@ class Batches:
         # floats, float16) goes through Dataset.batch, which converts with a temporary
         self.kernel_ok = (self.X.dtype.isnative and self.X.dtype.kind in "uif"
                           and self.X.dtype != np.float16)
-        self.buf = np.empty((B, ds.dim), dtype=model.dtype)
+        self.buf = aligned_empty(np, (B, ds.dim), model.dtype)
         self.u = np.empty((B, ds.dim), dtype=model.dtype) if binarize == "dynamic" else None
         if self.mapped:  # per batch: rows in file order, and where each goes in the batch
             self.src, self.dest = np.empty(len(ds), np.int64), np.empty(len(ds), np.int64)
         if self.bk.DEVICE:
-            self.staged = self.bk.xp.empty((B, ds.dim), dtype=model.dtype)
+            self.staged = aligned_empty(self.bk.xp, (B, ds.dim), model.dtype)
 
     def start_epoch(self, order, first_row):
         """The epoch's row order (N,); batches start at first_row, first_row + B, ..."""
