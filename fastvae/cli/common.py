@@ -109,3 +109,18 @@ def binarized(ds, mode, seed):
         return ds
     x = binarize(ds.to_array(), np.random.default_rng(seed)).astype(np.uint8)
     return Dataset(x, ds.image_shape, ds.labels, ds.label_names, ds.factors, ds.name, 1.0)
+
+
+def write_pictures(write, out, quiet):
+    """Run ``write()`` (which imports matplotlib and returns the paths it wrote) and say
+    what it wrote; without matplotlib, say why there are no pictures.  Returns the paths."""
+    import os
+    import sys
+    try:
+        paths = write()
+    except ImportError as e:
+        print(f"pictures skipped: {e}", file=sys.stderr)
+        return []
+    if not quiet:
+        print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
+    return paths

@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 
-from .common import MODEL_FILE, RUN_FILE, UsageError, next_run_dir
+from .common import MODEL_FILE, RUN_FILE, UsageError, next_run_dir, write_pictures
 
 #: extensions read as tables; the second group is refused with a one-line error
 TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
@@ -274,15 +274,10 @@ def _cli_words(message):
 
 
 def _pictures(tv, train, out, quiet):
-    try:
+    def write():
         from ..tabular import plots
-        paths = plots.write_all(tv, train, out)
-    except ImportError as e:
-        print(f"pictures skipped: {e}", file=sys.stderr)
-        return []
-    if not quiet:
-        print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
-    return paths
+        return plots.write_all(tv, train, out)
+    return write_pictures(write, out, quiet)
 
 
 def run_table(model_path, split_name="test"):

@@ -18,7 +18,7 @@ import warnings
 
 from . import table
 from .common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
-    ints, load_data, next_run_dir, nonneg, positive, seed)
+    ints, load_data, next_run_dir, nonneg, positive, seed, write_pictures)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -395,12 +395,7 @@ def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm, t_data):
 
 
 def _pictures(model, ds, out, quiet):
-    try:
+    def write():
         from .. import viz
-        paths = viz.write_all(model, ds, out, model.history)
-    except ImportError as e:
-        print(f"pictures skipped: {e}", file=sys.stderr)
-        return []
-    if not quiet:
-        print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
-    return paths
+        return viz.write_all(model, ds, out, model.history)
+    return write_pictures(write, out, quiet)

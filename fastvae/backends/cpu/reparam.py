@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 from ...core.codes import PHILOX_M, PHILOX_W
-from ..nbmath import jit, vexp, vexpm1
+from numba import njit
+
+from ..nbmath import FASTMATH, jit, vexp, vexpm1
 
 _M0, _M1 = np.uint64(PHILOX_M[0]), np.uint64(PHILOX_M[1])
 _W0, _W1 = np.uint64(PHILOX_W[0]), np.uint64(PHILOX_W[1])
@@ -170,7 +172,7 @@ def reparam_iw_bwd(dhead, dhb, dz, eps, z, sigma, head, wnorm, inv_b, dreg, lv_m
             dhb[k] += dhead[i, k]
 
 
-@jit
+@njit(fastmath=FASTMATH, error_model="numpy", cache=True, nogil=True, inline="always")
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 on np.uint64 values holding 32-bit words; returns the four output words
     as np.uint64 values (contract: reference.philox4x32_10, which takes uint32 arrays)."""
@@ -206,18 +208,8 @@ def normal_eps(eps, key, row0, first):
         cnt = np.uint64(row0 + b)
         c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
         for i in range(nq):
-            # philox4x32_10 written out: called, the loop over blocks did not vectorise
-            q = np.uint64(q0 + i)
-            a0, a1, a2, a3 = q & _MASK, q >> np.uint64(32), c2, c3
-            kk0, kk1 = k0, k1
-            for _ in range(10):
-                p0 = _M0 * a0
-                p1 = _M1 * a2
-                n0 = (p1 >> np.uint64(32)) ^ a1 ^ kk0
-                n2 = (p0 >> np.uint64(32)) ^ a3 ^ kk1
-                a0, a1, a2, a3 = n0 & _MASK, p1 & _MASK, n2 & _MASK, p0 & _MASK
-                kk0 = (kk0 + _W0) & _MASK
-                kk1 = (kk1 + _W1) & _MASK
+            q = np.uint64(q0 + i)  # (philox inlined: called, this loop did not vectorise)
+            a0, a1, a2, a3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
             W[0, i] = a0
             W[1, i] = a1
             W[2, i] = a2
