@@ -117,8 +117,9 @@ class TabularVAE:
             val = (vX, vC) if vC is not None else vX
         self.model.fit(X, epochs=epochs, batch_size=batch_size, val=val, progress=progress,
                        checkpoint=checkpoint, conditions=C, **fit_kw)
-        self.model.metadata["tabular"] = self._meta()
-        if checkpoint is not None:  # with the schema in it
+        # (the schema went into the metadata when the model was built, so fit's own
+        # checkpoints hold it; a fit of no epochs writes none)
+        if checkpoint is not None and not os.path.exists(checkpoint):
             self.model.save(checkpoint)
         return self
 
