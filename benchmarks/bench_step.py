@@ -24,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 
-from fastvae.benchmark.impls import MODELS, build, make_batches, n_params, train_flop
+from fastvae.benchmark.impls import MODELS, available, build, make_batches, n_params, train_flop
 from fastvae.benchmark.machine import describe, save
-from fastvae.benchmark.measure import (bandwidth, bf16_emulated, bf16_gemm_peak, gemm_peak,
-                                       step_limit_ms, time_turns)
+from fastvae.benchmark.measure import (bandwidth, bf16_emulated, bf16_gemm_peak,
+                                       fastvae_bf16_peak, gemm_peak, step_limit_ms, time_turns)
 
 
 def cycling(step, batches):
@@ -45,7 +45,6 @@ def cycling(step, batches):
 def peers(compile_):
     """The peers that can run here: PyTorch eager and bf16 autocast, torch.compile when
     asked, JAX jit when installed."""
-    from fastvae.benchmark.impls import available
     names = ["torch-eager", "torch-bf16"] + (["torch-compile"] if compile_ else []) + ["jax-jit"]
     return [n for n in names if available(n) is None]
 
@@ -53,7 +52,8 @@ def peers(compile_):
 def bench_batch(B, rounds, threads, names, limits, model="canonical", block_steps=None):
     D = MODELS[model][0]
     batches = make_batches(D, B)  # the same 8 batches, in turn, for every implementation
-    built = {n: build(n, model) for n in ["fastvae-cpu"] + names}
+    ours = ["fastvae-cpu"] + (["fastvae-bf16"] if available("fastvae-bf16") is None else [])
+    built = {n: build(n, model) for n in ours + names}
     fns = {n: cycling(impl.train_step, batches) for n, impl in built.items()}
     timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps,
                        syncs={n: impl.sync for n, impl in built.items()})
@@ -61,7 +61,7 @@ def bench_batch(B, rounds, threads, names, limits, model="canonical", block_step
     flop = train_flop(model, B)
     limit_ms = step_limit_ms(flop, n_params(model), limits["gemm_gflops"],
                              limits["bandwidth_gbs"])
-    peer_ms = {k: 1e3 * v for k, v in med.items() if k != "fastvae-cpu"}
+    peer_ms = {k: 1e3 * v for k, v in med.items() if not k.startswith("fastvae")}
     fastest = min(peer_ms, key=peer_ms.get) if peer_ms else None
     row = {"model": model, "batch": B, "threads": threads, "rounds": rounds,
            "steps_per_block": {k: c for k, (_, c) in timed.items()},
@@ -69,6 +69,13 @@ def bench_batch(B, rounds, threads, names, limits, model="canonical", block_step
            "gflops": {k: flop / v / 1e9 for k, v in med.items()},
            "limit_ms": limit_ms,
            "limit_fraction": {k: limit_ms / (1e3 * v) for k, v in med.items()},
+           # the bf16 step's limit: its products at the measured bf16 rate (fastvae's path)
+           "bf16_limit_ms": None if not limits.get("fastvae_bf16_gflops") else step_limit_ms(
+               flop, n_params(model), limits["fastvae_bf16_gflops"], limits["bandwidth_gbs"]),
+           "bf16_vs_float32": med["fastvae-cpu"] / med["fastvae-bf16"]
+           if "fastvae-bf16" in med else None,
+           "bf16_vs_torch_bf16": med["torch-bf16"] / med["fastvae-bf16"]
+           if "fastvae-bf16" in med and "torch-bf16" in med else None,
            "fastest_peer": fastest,
            "vs_fastest_peer": None if fastest is None else peer_ms[fastest] / (1e3 * med["fastvae-cpu"]),
            "speedup_vs_torch_eager": {k: med["torch-eager"] / v for k, v in med.items()}
@@ -107,6 +114,7 @@ def cold_start():
 
 def markdown(rows, cold, machine, limits):
     impls = list(rows[0]["median_ms"])
+    has_bf16 = "fastvae-bf16" in impls
     bf16 = limits.get("bf16_gflops")
     flags = machine.get("cpu_flags")
     cpu = machine["cpu"] + (f" ({', '.join(flags) or 'no AVX2'})" if flags is not None else "")
@@ -115,15 +123,27 @@ def markdown(rows, cold, machine, limits):
              f"jax {machine.get('jax')}; {machine['date']}.  Measured limits: float32 GEMM "
              f"{limits['gemm_gflops']:.0f} GFLOP/s, bfloat16 GEMM (PyTorch) "
              + (f"{bf16:.1f} GFLOP/s" if bf16 else "n/a")
+             + (f", bfloat16 GEMM (fastvae: oneDNN) {limits['fastvae_bf16_gflops']:.0f} GFLOP/s"
+                if limits.get("fastvae_bf16_gflops") else "")
              + f", memory {limits['bandwidth_gbs']:.0f} GB/s.", "",
              "| model | batch | " + " | ".join(f"{k} ms" for k in impls)
-             + " | fastest peer | fastvae vs fastest peer | fastvae share of the step limit |",
-             "|---|---:|" + "---:|" * len(impls) + "---|---:|---:|"]
+             + " | fastest peer | fastvae vs fastest peer | fastvae share of the step limit |"
+             + (" bf16 vs fastvae float32 | bf16 vs torch-bf16 | bf16 share of its limit |"
+                if has_bf16 else ""),
+             "|---|---:|" + "---:|" * len(impls) + "---|---:|---:|"
+             + ("---:|---:|---:|" if has_bf16 else "")]
     for r in rows:
         ms = [f"{r['median_ms'][k]:.2f}" if k in r["median_ms"] else "–" for k in impls]
         vs = "–" if r["vs_fastest_peer"] is None else f"**{r['vs_fastest_peer']:.2f}x**"
-        lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(ms)
-                     + f" | {r['fastest_peer']} | {vs} | {r['limit_fraction']['fastvae-cpu']:.0%} |")
+        line = (f"| {r['model']} | {r['batch']} | " + " | ".join(ms)
+                + f" | {r['fastest_peer']} | {vs} | {r['limit_fraction']['fastvae-cpu']:.0%} |")
+        if has_bf16:
+            tb = r["bf16_vs_torch_bf16"]
+            lim = r["bf16_limit_ms"]
+            line += (f" {r['bf16_vs_float32']:.2f}x | " + ("–" if tb is None else f"{tb:.2f}x")
+                     + " | " + ("–" if not lim else
+                                f"{lim / r['median_ms']['fastvae-bf16']:.0%}") + " |")
+        lines.append(line)
     if cold:
         lines += ["", "Cold start (fresh process: import, model, first training step at batch 128):",
                   "", "| Numba cache | import s | import + first step s |", "|---|---:|---:|"]
@@ -151,7 +171,7 @@ def main(argv=None):
 
     torch.set_num_threads(a.threads)
     limits = {"gemm_gflops": gemm_peak(), "bf16_gflops": bf16_gemm_peak(),
-              "bandwidth_gbs": bandwidth()}
+              "fastvae_bf16_gflops": fastvae_bf16_peak(), "bandwidth_gbs": bandwidth()}
     print("limits: " + ", ".join(f"{k} {v:.1f}" for k, v in limits.items() if v), flush=True)
     names = peers(a.compile)
     # without bfloat16 units PyTorch emulates bf16 products hundreds of times slower than

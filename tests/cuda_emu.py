@@ -44,7 +44,7 @@ _CTYPES = {
     "double": ("scalar", np.float64, ctypes.c_double),
 }
 _POINTEES = {"float": np.float32, "double": np.float64, "unsigned long long": np.uint64,
-             "unsigned char": np.uint8, "long long": np.int64,
+             "unsigned char": np.uint8, "unsigned short": np.uint16, "long long": np.int64,
              "int": np.int32}
 
 
@@ -207,6 +207,7 @@ class _DeviceObj:
     def __init__(self, cuda, i):
         self._cuda, self.id = cuda, cuda.current if i is None else int(i)
         self.attributes = {"MultiProcessorCount": cuda.sm_count}
+        self.compute_capability = cuda.compute_capability
 
     def use(self):
         self._cuda.current = self.id
@@ -229,6 +230,7 @@ class _CudaNamespace:
 
     def __init__(self, sm_count, n_devices=2):
         self.sm_count, self.current, self.n_devices = sm_count, 0, n_devices
+        self.compute_capability = "90"  # an sm_90 GPU (tests set "75" to see bf16 refused)
         props = {"name": b"emulated GPU (tests/cuda_emu.h)", "major": 0, "minor": 0}
         self.runtime = type("runtime", (), {
             "getDeviceCount": staticmethod(lambda: n_devices),
@@ -379,6 +381,36 @@ class FakeCublas:
 
     def sgemm(self, *args):
         self._gemm(ctypes.c_float, *args)
+
+    def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb,  # noqa: N802
+               beta, C, Ctype, ldc, compute, algo):
+        """cublasGemmEx as the backend calls it: bf16 (CUDA_R_16BF = 14) operands, a float32
+        (CUDA_R_32F = 0) output, float32 compute (CUBLAS_COMPUTE_32F = 68).  The operands'
+        bits are widened exactly (a bf16 is the top half of a float32) and multiplied in
+        float64, so the result is the exact product of the bf16 operands, rounded once."""
+        if (Atype, Btype, Ctype, compute) != (14, 14, 0, 68):
+            raise ValueError(f"gemmEx: types (A {Atype}, B {Btype}, C {Ctype}, compute "
+                             f"{compute}); the emulator runs bf16 x bf16 -> f32 (14, 14, 0, 68)")
+        st = self.handles[handle]
+        if st["pointer_mode"] != 0:
+            raise ValueError("gemm: the scalars are host pointers: pointer mode must be HOST (0)")
+        self.gemms += 1
+        self.bf16_gemms = getattr(self, "bf16_gemms", 0) + 1
+        f32 = ctypes.c_float
+        a = f32.from_address(alpha).value
+        b = f32.from_address(beta).value
+
+        def widened(ptr, rows, cols, ld):
+            bits = self._operand(ptr, ctypes.c_uint16, rows, cols, ld)
+            return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+
+        opA = widened(A, k, m, lda).T if transa else widened(A, m, k, lda)
+        opB = widened(B, n, k, ldb).T if transb else widened(B, k, n, ldb)
+        out = self._operand(C, f32, m, n, ldc)
+        res = a * (opA @ opB)
+        if b:
+            res += b * out
+        out[...] = res
 
     def dgemm(self, *args):
         self._gemm(ctypes.c_double, *args)

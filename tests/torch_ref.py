@@ -29,11 +29,35 @@ def _act(name, alpha):
     return ACT[name]
 
 
-def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
+def _round_bf16(t):
+    """t (float32) rounded to bfloat16 (nearest-even) and back: exact in float32."""
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+class Bf16Matmul(torch.autograd.Function):
+    """a @ b as mixed precision computes it: operands rounded to bfloat16, float32 sums, and
+    in backward the same for both products (dA = dY B^T, dB = A^T dY), as on tensor cores."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ra, rb = _round_bf16(a), _round_bf16(b)
+        ctx.save_for_backward(ra, rb)
+        return ra @ rb
+
+    @staticmethod
+    def backward(ctx, g):
+        ra, rb = ctx.saved_tensors
+        rg = _round_bf16(g)
+        return rg @ rb.T, ra.T @ rg
+
+
+def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0, bf16=False):
     """(loss, {name: grad}) of fastvae's objective computed by torch autograd in the model's
     dtype.  eps (L, B, Z).  The conventions, written out here independently of fastvae's
     kernels: the KL per dimension is 0.5 (mu^2 + expm1(lv) - lv) with lv the clamped logvar,
-    continued linearly past the clamp; learned log-scales are floor + softplus(raw - floor)."""
+    continued linearly past the clamp; learned log-scales are floor + softplus(raw - floor).
+    bf16: every matrix product as :class:`Bf16Matmul` (precision="bf16")."""
+    mm = Bf16Matmul.apply if bf16 else torch.matmul
     p = {k: torch.tensor(_host(v), requires_grad=True) for k, v in model.parameters().items()}
     xt = torch.tensor(np.asarray(x))
     et = torch.tensor(np.asarray(eps))
@@ -41,16 +65,16 @@ def loss_and_grads(model, x, eps, lv_range=(-30.0, 20.0), ls_floor=-6.0):
     act = _act(model.activation, model.act_alpha)
     h = xt
     for i in range(len(model.enc_hidden)):
-        h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
-    head = h @ p["enc.head.W"] + p["enc.head.b"]
+        h = act(mm(h, p[f"enc.{i}.W"]) + p[f"enc.{i}.b"])
+    head = mm(h, p["enc.head.W"]) + p["enc.head.b"]
     raw = head[:, Z:]
     mu, logvar = head[:, :Z], torch.clamp(raw, *lv_range)
     sigma = torch.exp(0.5 * logvar)
     z = (mu[None] + sigma[None] * et).reshape(L * B, Z)
     g = z
     for j in range(len(model.dec_hidden)):
-        g = act(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
-    out = g @ p["dec.out.W"] + p["dec.out.b"]
+        g = act(mm(g, p[f"dec.{j}.W"]) + p[f"dec.{j}.b"])
+    out = mm(g, p["dec.out.W"]) + p["dec.out.b"]
     xr = xt.repeat(L, 1)
     if model.likelihood == "bernoulli":
         rec = torch.nn.functional.binary_cross_entropy_with_logits(out, xr, reduction="sum")

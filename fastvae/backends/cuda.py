@@ -154,6 +154,45 @@ def matmul(out, a, b, trans_a=False, trans_b=False):
              tf32_enabled() and out.dtype == np.float32)
 
 
+def to_bf16(dst, src):
+    """dst (uint16, shape of src) <- src (float32) rounded to bfloat16, nearest-even
+    (contract: reference_bf16.to_bf16)."""
+    dev = device()
+    n = src.size
+    if n:
+        dev.launch("to_bf16_f32", (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
+                   (dst, src, np.int64(n)))
+
+
+def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) float32 = op(a) @ op(b) for bf16 bits a, b (uint16), float32 compute,
+    through cuBLAS's GemmEx (contract: reference_bf16.matmul_bf16)."""
+    for arr, what in ((out, "out"), (a, "a"), (b, "b")):
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"matmul_bf16: {what} must be C-contiguous (shape {arr.shape})")
+    if a.dtype != np.uint16 or b.dtype != np.uint16 or out.dtype != np.float32:
+        raise TypeError(f"matmul_bf16: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; the "
+                        "operands must be bf16 bits (uint16) and out float32")
+    transa, transb, m, n, k, lda, ldb, ldc = gemm_args(out.shape, a.shape, b.shape,
+                                                       trans_a, trans_b)
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        out.fill(0)
+        return
+    device().gemm_bf16(transa, transb, m, n, k, b, lda, a, ldb, out, ldc)
+
+
+def bf16_support():
+    """None when this GPU runs bf16 products (compute capability 8.0 or more), else why not."""
+    cc = device().compute_capability
+    if not cc.isdigit() or int(cc) < 80:
+        return (f"precision='bf16' on the cuda backend needs a GPU of compute capability 8.0 "
+                f"or more (Ampere and later), and this one is {cc[:-1]}.{cc[-1:]}; use "
+                "precision='full'")
+    return None
+
+
 def bias_act_fwd(y, b, act, alpha):
     """y (R, N) <- act(y + b), in place; b (N,)."""
     dev = device()

@@ -59,6 +59,10 @@ def compile_options(directory=None):
             *cuda_defines())
 
 
+# cudaDataType and cublasComputeType_t values (library_types.h, cublas_api.h)
+CUDA_R_32F, CUDA_R_16BF = 0, 14
+CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT = 68, -1
+
 _SIG = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)')
 
 
@@ -151,6 +155,8 @@ class CupyDevice:
         dev = cupy.cuda.Device()
         self.id = int(dev.id)
         self.sm_count = int(dev.attributes["MultiProcessorCount"])
+        #: "80" for sm_80 (bf16 products need 80 or more)
+        self.compute_capability = str(dev.compute_capability)
         self._local = threading.local()  # this thread's cuBLAS handle, stream, math mode
         self.scratch = {}  # dtype -> the partial-sum buffer of this GPU (see _partials)
         self._unit = None  # see unit()
@@ -203,6 +209,19 @@ class CupyDevice:
         self._gemm[dtype](st.handle, transa, transb, m, n, k, self._one[dtype].ctypes.data,
                           A.data.ptr, lda, B.data.ptr, ldb, self._zero[dtype].ctypes.data,
                           C.data.ptr, ldc)
+
+    def gemm_bf16(self, transa, transb, m, n, k, A, lda, B, ldb, C, ldc):
+        """C (float32) = op(A) op(B) for bf16 A, B (column-major, as :meth:`gemm`): cuBLAS's
+        GemmEx with float32 compute, tensor cores where the GPU has them."""
+        cb, st = self.cublas, self._blas()
+        stream = self.xp.cuda.get_current_stream().ptr
+        if stream != st.stream:
+            cb.setStream(st.handle, stream)
+            st.stream = stream
+        f32 = np.dtype(np.float32)
+        cb.gemmEx(st.handle, transa, transb, m, n, k, self._one[f32].ctypes.data, A.data.ptr,
+                  CUDA_R_16BF, lda, B.data.ptr, CUDA_R_16BF, ldb, self._zero[f32].ctypes.data,
+                  C.data.ptr, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
 
     def to_numpy(self, a):
         return self.xp.asnumpy(a) if isinstance(a, self.xp.ndarray) else np.asarray(a)

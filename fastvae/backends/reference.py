@@ -20,7 +20,9 @@ import math
 
 import numpy as np
 
+from . import reference_bf16 as _bf16
 from . import reference_blocks as _blocks
+from .reference_bf16 import bf16_support, matmul_bf16, to_bf16  # noqa: F401
 from .reference_blocks import (block_cells, blocks_bwd, blocks_fwd, blocks_fwd_bwd,  # noqa: F401
                                decoder_input, embed_bwd, embed_fwd, encoder_input)
 from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
@@ -496,10 +498,11 @@ def binarize_rows(x, u):
 HOST_KERNELS = ("scatter_rows", "binarize_rows")
 #: the public functions of this module that are not kernels: array helpers, and the
 #: generator under normal_eps (cpu/reparam.py has its own; the CUDA one is a device function)
-HELPERS = ("asarray", "to_numpy", "philox4x32_10", "clip_scale_of", "block_cells")
-#: the modules whose public functions are reference kernels: this one, and the column-block
-#: models' kernels (imported above, so that they are reached as reference.<name>)
-MODULES = (__name__, _blocks.__name__)
+HELPERS = ("asarray", "to_numpy", "philox4x32_10", "clip_scale_of", "block_cells",
+           "bf16_support")
+#: the modules whose public functions are reference kernels: this one, the column-block
+#: models' kernels and the bf16 products (imported above, so that they are reached as reference.<name>)
+MODULES = (__name__, _blocks.__name__, _bf16.__name__)
 #: every kernel, in the order of this file: each public function defined here or in
 #: reference_blocks but the HELPERS.  cpu/ has a twin of each, and cuda.py of each but the
 #: HOST_KERNELS, of the same name and parameters (tests/test_cuda_build.py): a kernel added

@@ -15,10 +15,12 @@ MODELS = {
     "tiny": (64, (32,), 2),
 }
 FASTVAE = ("fastvae-numpy", "fastvae-cpu", "fastvae-cuda")
+#: fastvae's mixed precision (precision="bf16": bf16 operands, float32 sums) on the CPU
+FASTVAE_BF16 = ("fastvae-bf16",)
 #: PyTorch eager, torch.compile, and eager under bfloat16 autocast (the products in bf16)
 TORCH = ("torch-eager", "torch-compile", "torch-bf16")
 JAX = ("jax-jit",)
-ALL = FASTVAE + TORCH + JAX
+ALL = FASTVAE + FASTVAE_BF16 + TORCH + JAX
 #: the implementations fastvae is measured against
 PEERS = TORCH + JAX
 
@@ -54,12 +56,13 @@ def make_batches(D, batch, n=8, seed=0, dtype=np.float32):
 
 
 class FastvaeImpl:
-    def __init__(self, backend, model, seed=0):
+    def __init__(self, backend, model, seed=0, precision="full"):
         import fastvae
 
         D, hidden, Z = MODELS[model]
-        self.name = f"fastvae-{backend}"
-        self.model = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend=backend, seed=seed)
+        self.name = f"fastvae-{backend}" if precision == "full" else f"fastvae-{precision}"
+        self.model = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend=backend, seed=seed,
+                                 precision=precision)
         self.opt = fastvae.Adam(self.model, lr=1e-3)
 
     def train_step(self, x):
@@ -287,6 +290,9 @@ def available(name):
     if name == "fastvae-cuda":
         from ..backends import cuda_status
         return cuda_status()
+    if name in FASTVAE_BF16:
+        from ..backends import cpu
+        return cpu.bf16_support()
     if name.startswith("torch"):
         try:
             import torch  # noqa: F401
@@ -305,6 +311,8 @@ def build(name, model, seed=0):
     """The implementation ``name`` (see ALL) of the model named ``model``."""
     if name in FASTVAE:
         return FastvaeImpl(name.split("-", 1)[1], model, seed)
+    if name in FASTVAE_BF16:
+        return FastvaeImpl("cpu", model, seed, precision="bf16")
     if name in TORCH:
         return TorchImpl(name.split("-", 1)[1], model, seed)
     if name in JAX:

@@ -90,6 +90,23 @@ def bf16_gemm_peak(n=2048, repeats=5):
     return rate(n, repeats) if small > 10 else small
 
 
+def fastvae_bf16_peak(n=2048, repeats=5):
+    """bfloat16 matrix-product throughput (float32 sums) through fastvae's own path on the
+    cpu backend (oneDNN, precision="bf16"), in GFLOP/s; None where it cannot run."""
+    from ..backends import cpu
+    if cpu.bf16_support() is not None:
+        return None
+    rng = np.random.default_rng(0)
+    a = np.empty((n, n), np.uint16)
+    b = np.empty((n, n), np.uint16)
+    cpu.to_bf16(a, rng.random((n, n), dtype=np.float32))
+    cpu.to_bf16(b, rng.random((n, n), dtype=np.float32))
+    out = np.empty((n, n), np.float32)
+    cpu.matmul_bf16(out, a, b)
+    best = min(_block(lambda: cpu.matmul_bf16(out, a, b), 1) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
 def bf16_emulated(bf16_gflops, f32_gflops):
     """Whether bfloat16 products run far below float32 ones (no bf16 units: PyTorch then
     emulates them, hundreds of times slower), from the two measured rates."""

@@ -30,7 +30,7 @@ DEFAULTS = {"epochs": 30, "hidden": (128, 128), "latent": 32, "lr": 1e-3, "seed"
 MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alpha",
                  "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
                  "dtype": "dtype", "objective": "objective",
-                 "decoder_hidden": "decoder_hidden"}
+                 "decoder_hidden": "decoder_hidden", "precision": "precision"}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
                "kl_warmup", "val_samples")
 IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
@@ -227,7 +227,7 @@ def cmd_train(args, given):
                             seed=opts["seed"], backend=args.backend,
                             **{v: opts[k] for k, v in MODEL_OPTIONS.items() if k in opts})
             tv.fit(train, conditions=conds, epochs=0, val=test, progress=False, **fit_kw)
-        except ValueError as e:  # a TableError, a setting the model refuses
+        except (ValueError, RuntimeError) as e:  # a TableError, a setting the model refuses
             raise UsageError(_cli_words(str(e))) from None
         tv.model.metadata["data"] = opts["data"]
         opts["missing"] = tv.model.missing is not None

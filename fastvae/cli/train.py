@@ -29,6 +29,7 @@ DEFAULTS = {
     "hidden": (400,), "decoder_hidden": None, "latent": 20, "activation": "relu",
     "activation_alpha": None, "likelihood": "bernoulli", "obs_scale": 1.0, "n_samples": 1,
     "beta": 1.0, "free_bits": 0.0, "dtype": "float32", "seed": 0, "objective": "elbo",
+    "precision": "full",
     # optimisation (saved in the checkpoint's training state)
     "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": None,
     "clip_norm": None, "momentum": None, "kl_warmup": 0.0, "val_samples": 1,
@@ -39,7 +40,8 @@ MODEL_OPTIONS = {"hidden": "hidden", "decoder_hidden": "decoder_hidden", "latent
                  "activation": "activation", "activation_alpha": "activation_alpha",
                  "likelihood": "likelihood", "obs_scale": "obs_scale",
                  "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
-                 "dtype": "dtype", "seed": "seed", "objective": "objective"}
+                 "dtype": "dtype", "seed": "seed", "objective": "objective",
+                 "precision": "precision"}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
                "kl_warmup", "val_samples")
 
@@ -109,6 +111,9 @@ def add_parser(sub):
     add(m, "free_bits", "per-dimension KL floor in nats", type=nonneg)
     add(m, "dtype", "floating-point precision of parameters and activations",
         choices=("float32", "float64"))
+    add(m, "precision", "the matrix products: full (in --dtype) or bf16 (mixed precision: "
+        "bfloat16 operands, float32 sums; needs a GPU of compute capability 8.0+ or a CPU "
+        "with AVX512_BF16/AMX and pip install 'fastvae[bf16]')", choices=("full", "bf16"))
     o = t.add_argument_group("optimisation (saved in the checkpoint; --resume keeps them)")
     add(o, "epochs", "the run's total number of epochs: a new run trains this many; --resume "
         "trains until the run has this many (so --resume finishes an interrupted run)",
@@ -332,7 +337,7 @@ def _prepare(args, comm):
         try:
             model = VAE(train.dim, backend=args.backend,
                         **{ck: opts[k] for k, ck in MODEL_OPTIONS.items()})
-        except ValueError as e:
+        except (ValueError, RuntimeError) as e:  # RuntimeError: bf16 cannot run here
             raise UsageError(str(e)) from None
         model.metadata = {"data": opts["data"], "image_shape": train.image_shape,
                           "binarize": opts["binarize"], "label_names": train.label_names}

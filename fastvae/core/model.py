@@ -23,6 +23,7 @@ from .blocks import parse_blocks
 from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code
 from .columns import Columns, one_block
 from .noise import Noise
+from .precision import Products, precision_config
 from .snapshot import restore, saved_config, snapshot
 from .step import ALONE
 from .inference import Inference, on_device as _on_device
@@ -84,6 +85,16 @@ class VAE(Inference, Workflows):
                            "mask": NaN cells of x are missing: the likelihood sums the
                            observed cells only, and the encoder reads the zero-filled row and
                            its observed mask.  None: NaN is an error.
+    precision : "full" or "bf16"
+                           "full" (the default): every product in the model's dtype.
+                           "bf16": mixed precision, every matrix product of forward and
+                           backward on bfloat16 operands with float32 sums (dtype float32;
+                           the parameters, optimizer, elementwise kernels, loss and
+                           checkpoints stay float32: see :mod:`fastvae.core.precision`).  It
+                           needs a backend that runs bf16 products here: a GPU of compute
+                           capability 8.0+, a CPU with AVX512_BF16 or AMX and ``pip install
+                           'fastvae[bf16]'``, or the numpy backend (exact, slow emulation);
+                           elsewhere it is an error that says what is missing.
 
     Block models (a list likelihood, conditions or missing cells) run on the block kernels
     (:mod:`fastvae.backends.reference_blocks`); their data rows are ``[x | conditions |
@@ -100,7 +111,7 @@ class VAE(Inference, Workflows):
                  likelihood="bernoulli", n_samples=1, beta=1.0, free_bits=0.0,
                  dtype="float32", seed=0, backend=None, *, decoder_hidden=None,
                  obs_scale=1.0, activation_alpha=None, objective="elbo", n_conditions=0,
-                 missing=None, encode_conditions=True):
+                 missing=None, encode_conditions=True, precision="full"):
         blocks = parse_blocks(likelihood)
         self.n_conditions = nonneg_int(n_conditions, "n_conditions")
         self.encode_conditions = boolean(encode_conditions, "encode_conditions")
@@ -200,6 +211,7 @@ class VAE(Inference, Workflows):
                 self.tables["cond_only"] = self.kernels.asarray(np.arange(cl.C, dtype=np.int32))
                 self._aux_fixed = self.kernels.asarray(cl.aux_fixed.astype(self.dtype))
             self.workspaces = WorkspacePool(self._new_workspace)
+        self.precision = precision
         #: the training run's state (optimizer, settings, position, history); None until
         #: the first fit.  See :class:`fastvae.training.state.TrainState`.
         self.train_state = None
@@ -224,7 +236,20 @@ class VAE(Inference, Workflows):
                 "obs_scale": self.obs_scale,
                 "activation_alpha": self.act_alpha if has_alpha else None,
                 "objective": self.objective, "n_conditions": self.n_conditions,
-                "missing": self.missing, "encode_conditions": self.encode_conditions}
+                "missing": self.missing, "encode_conditions": self.encode_conditions,
+                "precision": self.precision}
+
+    @property
+    def precision(self):
+        """'full' or 'bf16' (see the class docstring); settable, e.g. to evaluate a model
+        trained in bf16 at full precision on a machine without bf16 units."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value):
+        self._precision = precision_config(value, self.dtype, self.kernels)
+        #: the passes' matrix products (fastvae.core.precision)
+        self._mm = Products(self.kernels, self._params, self._precision)
 
     @property
     def optimizer(self):
@@ -404,61 +429,65 @@ class VAE(Inference, Workflows):
         """Hidden layers into ws.h, then the head product (bias not yet added) into ws.head.
         A block model's first product reads its dense input columns (SAVE: ws.xin) and
         gathers the categorical codes' rows."""
+        self._mm.stale(ws, "e", "enc.")  # new rows, and the weights may have changed
         if self.columns is None:
-            self._stack_forward("enc", x, ws.h, ws.head, "enc.head.W")
+            self._stack_forward(ws, "enc", x, ws.h, ws.head, "enc.head.W")
             return
         if ws.xin is not None:
             t = self.tables
             self.kernels.encoder_input(ws.xin, x, t["enc_src"], t["enc_mode"])
-        self._stack_forward("enc", ws.xin, ws.h, ws.head, "enc.head.W", raw=x)
+        self._stack_forward(ws, "enc", ws.xin, ws.h, ws.head, "enc.head.W", raw=x)
 
     def _decoder_forward(self, ws, z, x=None, cond_cols=None):
         """Hidden layers into ws.g, then the output product (bias not yet added) into
         ws.out; z (R, Z) with R = ws.R.  With conditions the input is [z | the conditions
         of x (B, W) in its columns ``cond_cols``] (default: the data rows' condition
         columns), built in ws.zin (SAVE)."""
+        self._mm.stale(ws, "g", "dec.")
         if ws.zin is not None:
             cols = self.tables["cond_cols"] if cond_cols is None else cond_cols
             self.kernels.decoder_input(ws.zin, z, x, cols)
             z = ws.zin
-        self._stack_forward("dec", z, ws.g, ws.out, "dec.out.W")
+        self._stack_forward(ws, "dec", z, ws.g, ws.out, "dec.out.W")
 
-    def _stack_forward(self, side, x, hidden, out, last_W, raw=None):
+    def _stack_forward(self, ws, side, x, hidden, out, last_W, raw=None):
         """x through the hidden layers of ``side`` into the buffers ``hidden`` (SAVE: act'
         is read off them), then out = last hidden @ params[last_W].  ``raw``: the data
-        rows of a block model, whose first product has a categorical part."""
-        bk, h = self.kernels, x
-        for (W, b, _, _), hi in zip(self._layers(side), hidden):
-            self._product(hi, h, W, raw)
+        rows of a block model, whose first product has a categorical part.  The input of
+        product i is keyed "e<i>" (encoder) or "g<i>" (decoder) for its bf16 shadow."""
+        bk, h, key = self.kernels, x, "e" if side == "enc" else "g"
+        for i, ((W, b, _, _), hi) in enumerate(zip(self._layers(side), hidden)):
+            self._product(ws, hi, h, f"{key}{i}", W, f"W:{side}.{i}.W", raw)
             bk.bias_act_fwd(hi, b, self.act_code, self.act_alpha)
             h, raw = hi, None
-        self._product(out, h, self._params[last_W], raw)
+        self._product(ws, out, h, f"{key}{len(hidden)}", self._params[last_W], f"W:{last_W}",
+                      raw)
 
-    def _product(self, out, h, W, raw):
-        """out = h @ W; for a block model's first layer (raw the data rows) the dense
-        columns' product with W's first rows plus the rows of W the categorical codes pick
-        (the product of one-hot columns, without building them)."""
+    def _product(self, ws, out, h, hk, W, wk, raw):
+        """out = h @ W (hk, wk: the operands' keys); for a block model's first layer (raw
+        the data rows) the dense columns' product with W's first rows plus the rows of W
+        the categorical codes pick (the product of one-hot columns, without building them)."""
         bk = self.kernels
         if raw is None:
-            bk.matmul(out, h, W)
+            self._mm(ws, out, h, hk, W, wk)
             return
         cl, t = self.columns, self.tables
         if cl.n_dense:
-            bk.matmul(out, h, W[:cl.n_dense])
+            self._mm(ws, out, h, hk, W[:cl.n_dense], wk)
         else:
             out.fill(0)
         if cl.n_onehot:
             bk.embed_fwd(out, W[cl.n_dense:], raw, t["cat_cols"], t["cat_rows"])
 
-    def _product_grad(self, gW, h, d, raw):
+    def _product_grad(self, ws, gW, h, hk, d, dk, raw):
         """gW = h^T d, the gradient of :meth:`_product` with respect to W."""
         bk = self.kernels
         if raw is None:
-            bk.matmul(gW, h, d, trans_a=True)
+            self._mm(ws, gW, h, hk, d, dk, trans_a=True)
             return
         cl, t = self.columns, self.tables
         if cl.n_dense:
-            bk.matmul(gW[:cl.n_dense], h, d, trans_a=True)
+            self._mm(ws, gW[:cl.n_dense], h, hk, d, dk, trans_a=True)
         if cl.n_onehot:
             bk.embed_bwd(gW[cl.n_dense:], d, raw, t["cat_cols"], t["cat_rows"])
 
@@ -564,21 +593,25 @@ class VAE(Inference, Workflows):
                 gr["dec.log_theta"][...] = ws.dls[nf + nl:nf + nl + nt]
         elif self.learn_scale:
             bk.logscale_bwd(gr["dec.logscale"], ws.dls, p["dec.logscale"], LOGSCALE_FLOOR)
-        dec = self._layers("dec")
+        dec, mm = self._layers("dec"), self._mm
+        mm.stale(ws, "d")  # the gradients' bf16 shadows are of the last backward
         # the input of each decoder product ([z | conditions] for the first, when conditioned)
+        # and the keys of the operands' bf16 shadows (fastvae.core.precision)
         g_in = [ws.z if ws.zin is None else ws.zin] + ws.g
-        bk.matmul(gr["dec.out.W"], g_in[-1], ws.dout, trans_a=True)
-        d = ws.dout
-        Wnext = p["dec.out.W"]
-        for j in range(len(dec) - 1, -1, -1):
+        nd = len(dec)
+        mm(ws, gr["dec.out.W"], g_in[-1], f"g{nd}", ws.dout, "dout", trans_a=True)
+        d, dk = ws.dout, "dout"
+        Wnext, wk = p["dec.out.W"], "W:dec.out.W"
+        for j in range(nd - 1, -1, -1):
             W, b, gW, gb = dec[j]
             pre = ws.scratch(*ws.dg[j].shape)
-            bk.matmul(pre, d, Wnext, trans_b=True)
+            mm(ws, pre, d, dk, Wnext, wk, trans_b=True)
             bk.act_bias_bwd(ws.dg[j], gb, pre, ws.g[j], act, alpha)
-            bk.matmul(gW, g_in[j], ws.dg[j], trans_a=True)
-            d, Wnext = ws.dg[j], W
+            mm(ws, gW, g_in[j], f"g{j}", ws.dg[j], f"dg{j}", trans_a=True)
+            d, dk, Wnext, wk = ws.dg[j], f"dg{j}", W, f"W:dec.{j}.W"
         # (the conditions' rows of the first W take no input gradient: they are observed)
-        bk.matmul(ws.dz, d, Wnext if ws.zin is None else Wnext[:self.latent_dim], trans_b=True)
+        mm(ws, ws.dz, d, dk, Wnext if ws.zin is None else Wnext[:self.latent_dim], wk,
+           trans_b=True)
         if ws.objective == "elbo":
             kl_weight = self.beta * self.kl_scale / Bg
             bk.reparam_kl_bwd(ws.dhead, gr["enc.head.b"], ws.dz, ws.eps, ws.mu, ws.sigma,
@@ -592,15 +625,18 @@ class VAE(Inference, Workflows):
         # (and the rows themselves for its categorical gather)
         raw = None if cl is None else cache.x
         h_in = [cache.x if cl is None else ws.xin] + ws.h
-        self._product_grad(gr["enc.head.W"], h_in[-1], ws.dhead, raw if not enc else None)
-        d, Wnext = ws.dhead, p["enc.head.W"]
-        for i in range(len(enc) - 1, -1, -1):
+        ne = len(enc)
+        self._product_grad(ws, gr["enc.head.W"], h_in[-1], f"e{ne}", ws.dhead, "dhead",
+                           raw if not enc else None)
+        d, dk, Wnext, wk = ws.dhead, "dhead", p["enc.head.W"], "W:enc.head.W"
+        for i in range(ne - 1, -1, -1):
             W, b, gW, gb = enc[i]
             pre = ws.scratch(*ws.dh[i].shape)
-            bk.matmul(pre, d, Wnext, trans_b=True)
+            mm(ws, pre, d, dk, Wnext, wk, trans_b=True)
             bk.act_bias_bwd(ws.dh[i], gb, pre, ws.h[i], act, alpha)
-            self._product_grad(gW, h_in[i], ws.dh[i], raw if i == 0 else None)
-            d, Wnext = ws.dh[i], W
+            self._product_grad(ws, gW, h_in[i], f"e{i}", ws.dh[i], f"dh{i}",
+                               raw if i == 0 else None)
+            d, dk, Wnext, wk = ws.dh[i], f"dh{i}", W, f"W:enc.{i}.W"
         return self.grads
 
     def loss_and_grad(self, x, eps=None):
@@ -654,15 +690,23 @@ class VAE(Inference, Workflows):
 VAE.__module__ = "fastvae"
 
 
-def load(path, backend=None):
+def load(path, backend=None, precision=None):
     """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
     with its whole training state (optimizer and moments, settings, generator states,
     position in the epoch, history), so that ``model.fit(X, epochs=n)`` continues exactly
-    where the saved run stopped.  Raises :class:`fastvae.io.CheckpointError` naming the file
-    for anything that is not a usable checkpoint."""
+    where the saved run stopped.  ``precision``: "full" or "bf16" for the products (default:
+    the saved model's; a bf16 model's parameters are float32 masters, so precision="full"
+    loads it anywhere).  Raises :class:`fastvae.io.CheckpointError` naming the file for
+    anything that is not a usable checkpoint."""
     meta, arrays = _io.read(path)
     try:
-        model = VAE(backend=backend, **saved_config(meta))
+        cfg = saved_config(meta)
+        if precision is not None:
+            cfg["precision"] = precision
+        model = VAE(backend=backend, **cfg)
+    except RuntimeError as e:  # bf16 products cannot run here
+        raise RuntimeError(f"{path}: {e}; fastvae.load(path, precision='full') loads this "
+                           "model with full-precision products") from None
     except (KeyError, TypeError, ValueError) as e:
         raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
                                   f"({e})") from None

@@ -106,6 +106,9 @@ class Workspace:
         # [loss, recon mean, kl mean] in float64, written on the device by loss_stats
         self.stats = xp.zeros(3, dtype="float64")
         self.generation = 0
+        # precision='bf16': the operands' bf16 shadows by key, and the keys whose shadow is
+        # current (fastvae.core.precision.Products)
+        self.half, self.half_fresh = {}, set()
         if not train:
             return
         self.dout, self.dout_b, self.dls = e(R, D), e(D), e(S)

@@ -25,6 +25,7 @@ from .likelihood import (likelihood_fwd, likelihood_fwd_bwd, likelihood_bwd, log
 from .optim import sq_norm, clip_scale, adam_step, sgd_step  # noqa: F401
 from .blocks import (blocks_fwd, blocks_fwd_bwd, blocks_bwd, encoder_input, embed_fwd,
                      embed_bwd, decoder_input)  # noqa: F401
+from .bf16 import to_bf16, matmul_bf16, bf16_support  # noqa: F401
 from .data import scatter_rows, binarize_rows, gather_rows, check_data  # noqa: F401
 
 NAME = "cpu"

@@ -1,0 +1,48 @@
+"""Numba and oneDNN: bfloat16 products (contract: reference_bf16.py, kernels/bf16.cu)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nbmath import jit
+from . import onednn
+
+
+@jit
+def _round_bits(dst, u):
+    """dst (n,) uint16 <- u (n,) float32 bits rounded to bf16 (nearest-even, NaN quiet)."""
+    half, one, mag, inf, quiet = (np.uint32(0x7FFF), np.uint32(1), np.uint32(0x7FFFFFFF),
+                                  np.uint32(0x7F800000), np.uint32(0x0040))
+    s16 = np.uint32(16)
+    for i in range(u.size):
+        v = u[i]
+        r = (v + half + ((v >> s16) & one)) >> s16
+        if (v & mag) > inf:  # NaN: rounding the payload could carry into the exponent
+            r = (v >> s16) | quiet
+        dst[i] = np.uint16(r)
+
+
+def to_bf16(dst, src):
+    """dst (uint16, shape of src) <- src (float32, C-contiguous) rounded to bfloat16."""
+    _round_bits(dst.reshape(-1), src.reshape(-1).view(np.uint32))
+
+
+def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) float32 = op(a) @ op(b), a and b bf16 bits (uint16), float32 sums
+    (oneDNN; :func:`bf16_support` says whether it can run)."""
+    A = a.T if trans_a else a
+    Bm = b.T if trans_b else b
+    M, K = A.shape
+    if Bm.shape[0] != K or out.shape != (M, Bm.shape[1]):
+        raise ValueError(f"matmul_bf16 shapes do not agree: {A.shape} @ {Bm.shape} -> "
+                         f"{out.shape}")
+    if M == 0 or out.shape[1] == 0:
+        return
+    if K == 0:
+        out.fill(0)
+        return
+    onednn.library().matmul(out, A, Bm)
+
+
+def bf16_support():
+    """None when this backend can run bf16 products here, else what is missing."""
+    return onednn.support()

@@ -1,0 +1,43 @@
+"""bfloat16 products (``precision="bf16"``), the readable definition: operands rounded to
+bfloat16, products accumulated in float32.
+
+bfloat16 is the top half of a float32: 1 sign bit, 8 exponent bits, 7 mantissa bits.  It is
+stored here as uint16 (NumPy has no bfloat16).  Rounding is to nearest, ties to even, as
+every bf16 instruction and library does; NaN stays NaN (quiet), infinities stay infinite,
+and finite values beyond the largest bf16 (about 3.39e38) round to infinity.
+
+The product of two bf16 numbers is exact in float32 (8 + 8 significant bits < 24), so
+``widen(a16) @ widen(b16)`` in float32 is the bf16 GEMM up to the order of its float32 sums.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_bf16(dst, src):
+    """dst (uint16, shape of src) <- src (float32) rounded to bfloat16, nearest-even.
+
+    NaN becomes a quiet NaN of the same sign (rounding its payload could carry into the
+    exponent and make it infinite)."""
+    u = np.ascontiguousarray(src, dtype=np.float32).view(np.uint32)
+    rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    quiet = (u >> np.uint32(16)) | np.uint32(0x0040)
+    dst[...] = np.where(nan, quiet, rounded).astype(np.uint16).reshape(dst.shape)
+
+
+def widen(a16):
+    """The float32 values of bf16 bits a16 (exact)."""
+    return (np.asarray(a16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) float32 = op(a) @ op(b) for bf16 operands a, b (uint16; op = transpose when
+    the flag is set), accumulated in float32."""
+    A, Bm = widen(a), widen(b)
+    np.matmul(A.T if trans_a else A, Bm.T if trans_b else Bm, out=out)
+
+
+def bf16_support():
+    """None: this backend computes bf16 products (here by exact emulation, slowly)."""
+    return None

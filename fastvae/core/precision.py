@@ -1,0 +1,90 @@
+"""The model's matrix products, in the model's dtype or (``precision="bf16"``) mixed: bf16
+operands, float32 sums.
+
+Mixed precision here means what it means in PyTorch's autocast and on tensor cores: every
+GEMM of forward and backward (the layer products, the input gradients dA W^T and the weight
+gradients A^T dZ) reads its two operands rounded to bfloat16 and accumulates in float32.
+Nothing else changes: the parameters (the *master weights*), the optimizer and its
+moments, every elementwise kernel, the loss and the checkpoints stay float32, so a bf16 run
+saves, resumes and loads exactly like a float32 one.
+
+Each operand is rounded once, into a bf16 copy (*shadow*) that every product reading it
+shares: a weight's shadow serves its forward product and the input gradient of backward,
+an activation's serves its forward product and the weight gradient.  A shadow is named by
+a key (weights "W:<parameter name>", activations and gradients by their place in the pass,
+see :class:`~fastvae.core.model.VAE`) and made on its first use after the buffer it copies
+was last written: the encoder's and the decoder's passes make their own keys stale when
+they start (new data, new weights), backward its gradients' keys.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .workspace import aligned_empty
+
+PRECISIONS = ("full", "bf16")
+
+
+def precision_config(precision, dtype, kernels):
+    """The checked precision name; bf16 needs float32 and a backend that runs bf16 products
+    here (else the error says what is missing: never a silent fallback)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'full' (products in the model's dtype) or 'bf16' "
+                         f"(bfloat16 operands, float32 sums), got {precision!r}")
+    if precision == "bf16":
+        if np.dtype(dtype) != np.float32:
+            raise ValueError(f"precision='bf16' needs dtype='float32' (its master weights and "
+                             f"sums are float32), got dtype={np.dtype(dtype).name!r}")
+        problem = kernels.bf16_support()
+        if problem is not None:
+            raise RuntimeError(problem)
+    return precision
+
+
+class Products:
+    """out = op(a) @ op(b) for the model's passes; a and b come with their keys."""
+
+    def __init__(self, kernels, params, precision):
+        self.kernels, self.params = kernels, params
+        self.bf16 = precision == "bf16"
+        self._weights = {}      # parameter name -> bf16 shadow
+        self._fresh = set()     # the parameter names whose shadow is current
+
+    def __call__(self, ws, out, a, ka, b, kb, trans_a=False, trans_b=False):
+        """out (M, N) = op(a) @ op(b); ka, kb name the operands (see the module docstring)."""
+        if not self.bf16:
+            self.kernels.matmul(out, a, b, trans_a, trans_b)
+            return
+        self.kernels.matmul_bf16(out, self._bits(ws, ka, a), self._bits(ws, kb, b),
+                                 trans_a, trans_b)
+
+    def stale(self, ws, prefix, weights=None):
+        """The shadows of ``ws`` whose keys start with ``prefix`` (and of the parameters whose
+        names start with ``weights``) no longer match their buffers."""
+        if not self.bf16:
+            return
+        ws.half_fresh = {k for k in ws.half_fresh if not k.startswith(prefix)}
+        if weights is not None:
+            self._fresh = {k for k in self._fresh if not k.startswith(weights)}
+
+    def _bits(self, ws, key, a):
+        if key.startswith("W:"):
+            # a weight, or its first rows (a block model's dense inputs, z's rows of [z | c])
+            return self._weight(key[2:])[:a.shape[0]]
+        buf = ws.half.get(key)
+        if key not in ws.half_fresh:
+            if buf is None or buf.shape != a.shape:
+                buf = ws.half[key] = aligned_empty(self.kernels.xp, a.shape, np.uint16)
+            self.kernels.to_bf16(buf, a)
+            ws.half_fresh.add(key)
+        return buf
+
+    def _weight(self, name):
+        buf = self._weights.get(name)
+        if name not in self._fresh:
+            W = self.params[name]
+            if buf is None:
+                buf = self._weights[name] = aligned_empty(self.kernels.xp, W.shape, np.uint16)
+            self.kernels.to_bf16(buf, W)
+            self._fresh.add(name)
+        return buf
