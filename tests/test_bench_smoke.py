@@ -22,7 +22,13 @@ def test_bench_step_smoke(tmp_path, capsys):
         "canonical", 8, "deep", 4)
     peers = {"torch-eager", "torch-bf16"} | ({"jax-jit"} if bench_step.peers(False)[-1:] ==
                                              ["jax-jit"] else set())
-    assert set(small["median_ms"]) == {"fastvae-cpu"} | peers
+    from fastvae.benchmark.impls import available
+    ours = {"fastvae-cpu"} | ({"fastvae-bf16"} if available("fastvae-bf16") is None else set())
+    assert set(small["median_ms"]) == ours | peers
+    if "fastvae-bf16" in ours:  # mixed precision against float32 and PyTorch's autocast
+        assert small["bf16_vs_float32"] == pytest.approx(
+            small["median_ms"]["fastvae-cpu"] / small["median_ms"]["fastvae-bf16"])
+        assert "bf16 vs fastvae float32" in md.read_text()
     assert all(v > 0 for v in small["median_ms"].values())
     assert small["speedup_vs_torch_eager"]["torch-eager"] == pytest.approx(1.0)
     assert small["fastest_peer"] in peers and small["vs_fastest_peer"] == pytest.approx(

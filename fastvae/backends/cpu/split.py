@@ -1,0 +1,197 @@
+"""The cpu kernels on every core: each serial kernel run on row ranges (or parameter ranges)
+by the pool (:mod:`fastvae.backends.cpu.pool`), with the contracts of reference.py.
+
+A kernel too small to split (:func:`~fastvae.backends.cpu.pool.n_chunks` gives one chunk:
+about 65k elements or fewer, which covers batch 128 of the canonical model) calls the
+serial kernel with its own arguments, so small steps pay nothing.  A split kernel that sums
+over rows (a bias gradient, the log-scale gradient, the data check's counts) gives each
+chunk its own partial sums and adds them in chunk order: the bits depend on the shape, never
+on the thread count.  Those partial buffers (chunks x columns, a few kB) are the only
+allocations here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nbmath import jit
+from . import bf16 as _bf16
+from . import blocks as _blocks
+from . import data as _data
+from . import dense as _dense
+from . import likelihood as _lik
+from . import optim as _optim
+from . import reparam as _reparam
+from .pool import bounds, n_chunks, run
+
+
+@jit
+def _sum_chunks(out, parts):
+    """out (N,) = parts[0] + parts[1] + ... (K, N), added in that order."""
+    K, N = parts.shape
+    for j in range(N):
+        out[j] = parts[0, j]
+    for k in range(1, K):
+        for j in range(N):
+            out[j] += parts[k, j]
+
+
+def _rows(R, cols):
+    return bounds(R, n_chunks(R, cols))
+
+
+def bias_act_fwd(y, b, act, alpha):
+    """y (B, N) <- act(y + b), in place; b (N,) (contract: reference.bias_act_fwd)."""
+    parts = _rows(*y.shape)
+    if len(parts) == 1:
+        _dense.bias_act_fwd(y, b, act, alpha)
+        return
+    run(_dense.bias_act_fwd, [(y[lo:hi], b, act, alpha) for lo, hi in parts])
+
+
+def act_bias_bwd(da, db, dy, y, act, alpha):
+    """da (B, N) = dy * act'(.), db (N,) = sum_rows da (contract: reference.act_bias_bwd)."""
+    parts = _rows(*y.shape)
+    if len(parts) == 1:
+        _dense.act_bias_bwd(da, db, dy, y, act, alpha)
+        return
+    pdb = np.empty((len(parts), db.shape[0]), db.dtype)
+    run(_dense.act_bias_bwd, [(da[lo:hi], pdb[c], dy[lo:hi], y[lo:hi], act, alpha)
+                              for c, (lo, hi) in enumerate(parts)])
+    _sum_chunks(db, pdb)
+
+
+def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
+    """Reconstruction loss per row (contract: reference.likelihood_fwd)."""
+    parts = _rows(*out.shape)
+    if len(parts) == 1 or out.shape[0] != x.shape[0]:  # (L > 1: rows cycle over x)
+        _lik.likelihood_fwd(loss_rows, out, b, x, logscale, kind)
+        return
+    run(_lik.likelihood_fwd, [(loss_rows[lo:hi], out[lo:hi], b, x[lo:hi], logscale, kind)
+                              for lo, hi in parts])
+
+
+def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
+                       learn_scale, grad_scale):
+    """The loss per row and its gradient in one pass (contract: reference)."""
+    parts = _rows(*out.shape)
+    if len(parts) == 1 or out.shape[0] != x.shape[0]:
+        _lik.likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
+                                learn_scale, grad_scale)
+        return
+    K = len(parts)
+    pdb = np.empty((K, db.shape[0]), db.dtype)
+    pls = np.zeros((K, dlogscale.shape[0]), dlogscale.dtype)
+    run(_lik.likelihood_fwd_bwd,
+        [(dout[lo:hi], loss_rows[lo:hi], pdb[c], pls[c], out[lo:hi], b, x[lo:hi], logscale,
+          kind, learn_scale, grad_scale) for c, (lo, hi) in enumerate(parts)])
+    _sum_chunks(db, pdb)
+    if learn_scale:
+        _sum_chunks(dlogscale, pls)
+
+
+def blocks_fwd(loss_rows, out, b, x, aux, cols, meta):
+    """A block model's loss per row (contract: reference_blocks.blocks_fwd)."""
+    parts = _rows(*out.shape)
+    if len(parts) == 1 or out.shape[0] != x.shape[0]:
+        _blocks.blocks_fwd(loss_rows, out, b, x, aux, cols, meta)
+        return
+    run(_blocks.blocks_fwd, [(loss_rows[lo:hi], out[lo:hi], b, x[lo:hi], aux, cols, meta)
+                             for lo, hi in parts])
+
+
+def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_scale):
+    """A block model's loss per row and its gradient (contract: reference_blocks)."""
+    parts = _rows(*out.shape)
+    if len(parts) == 1 or out.shape[0] != x.shape[0]:
+        _blocks.blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta,
+                               grad_scale)
+        return
+    K = len(parts)
+    pdb = np.empty((K, db.shape[0]), db.dtype)
+    pda = np.empty((K, daux.shape[0]), daux.dtype)
+    run(_blocks.blocks_fwd_bwd,
+        [(dout[lo:hi], loss_rows[lo:hi], pdb[c], pda[c], out[lo:hi], b, x[lo:hi], aux, cols,
+          meta, grad_scale) for c, (lo, hi) in enumerate(parts)])
+    _sum_chunks(db, pdb)
+    _sum_chunks(daux, pda)
+
+
+def encoder_input(xin, x, src, mode):
+    """A block model's dense encoder inputs (contract: reference_blocks.encoder_input)."""
+    parts = _rows(*xin.shape)
+    if len(parts) == 1:
+        _blocks.encoder_input(xin, x, src, mode)
+        return
+    run(_blocks.encoder_input, [(xin[lo:hi], x[lo:hi], src, mode) for lo, hi in parts])
+
+
+def normal_eps(eps, key, row0, first):
+    """eps (L, B, Z) <- counter-based normal noise (contract: reference.normal_eps): each
+    row's noise is keyed by its place in the batch, so row ranges draw the same bits."""
+    L, B, Z = eps.shape
+    parts = bounds(B, n_chunks(B, L * Z * 16))  # (a draw costs about 16 simple elements)
+    if len(parts) == 1:
+        _reparam.normal_eps(eps, key, row0, first)
+        return
+    run(_reparam.normal_eps, [(eps[:, lo:hi], key, row0 + lo, first) for lo, hi in parts])
+
+
+_views = {}  # (buffers' addresses, size) -> their chunks' views, made once per buffer set
+
+
+def _chunk_views(*bufs):
+    """[(chunk of each buffer)] over the parameter ranges of flat buffers that live as long
+    as their optimizer: made once, so a step allocates no views (a small model's step is
+    short enough for that to show)."""
+    key = tuple(b.__array_interface__["data"][0] for b in bufs) + (bufs[0].shape[0],)
+    views = _views.get(key)
+    if views is None:
+        n = bufs[0].shape[0]
+        views = [tuple(b[lo:hi] for b in bufs) for lo, hi in bounds(n, n_chunks(n, 4))]
+        if len(_views) > 64:  # (optimizers come and go in a long session)
+            _views.clear()
+        _views[key] = views
+    return views
+
+
+def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
+    """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step)."""
+    if n_chunks(p.shape[0], 4) == 1:  # (an update reads and writes four arrays)
+        _optim.adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step,
+                         grad_scale)
+        return
+    run(_optim.adam_step, [c + (lr, beta1, beta2, eps, weight_decay, decoupled, step,
+                                grad_scale) for c in _chunk_views(p, m, v, g)])
+
+
+def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
+    """One SGD update over flat buffers (contract: reference.sgd_step)."""
+    if n_chunks(p.shape[0], 4) == 1:
+        _optim.sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale)
+        return
+    run(_optim.sgd_step, [c + (lr, momentum, nesterov, weight_decay, step, grad_scale)
+                          for c in _chunk_views(p, buf, g)])
+
+
+def check_data(x, lo, hi):
+    """(non-finite entries, finite entries outside [lo, hi]) of x (contract: reference)."""
+    parts = _rows(*x.shape)
+    if len(parts) == 1:
+        return _data.check_data(x, lo, hi)
+    counts = [None] * len(parts)
+
+    def one(c, a, b):
+        counts[c] = _data.check_data(x[a:b], lo, hi)
+
+    run(one, [(c, a, b) for c, (a, b) in enumerate(parts)])
+    return sum(n for n, _ in counts), sum(n for _, n in counts)
+
+
+def to_bf16(dst, src):
+    """dst (uint16) <- src (float32) rounded to bfloat16 (contract: reference_bf16.to_bf16)."""
+    d, s = dst.reshape(-1), src.reshape(-1)
+    parts = bounds(s.shape[0], n_chunks(s.shape[0] // 4))  # (memory-bound: 1/4 the work)
+    if len(parts) == 1:
+        _bf16.to_bf16(d, s)
+        return
+    run(_bf16.to_bf16, [(d[lo:hi], s[lo:hi]) for lo, hi in parts])
