@@ -69,3 +69,25 @@ def test_bench_iwae_smoke(tmp_path, capsys):
         for side in ("fastvae", "torch"):
             assert r[side]["median_epoch_s"] > 0 and 0 < r[side]["nll"] < 2000
     assert "| iwae-dreg | 50 |" in capsys.readouterr().out
+
+
+def test_bench_bf16_smoke(tmp_path, capsys):
+    """Two seeds, two short epochs, float32 and bf16 side by side (on the numpy backend's
+    exact emulation where the CPU has no bf16 units)."""
+    if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("needs Debian's dataset-fashion-mnist (apt-get install -y "
+                    "dataset-fashion-mnist)")
+    from fastvae.backends import cpu
+    import bench_bf16
+    out = tmp_path / "b.json"
+    backend = "cpu" if cpu.bf16_support() is None else "numpy"
+    bench_bf16.main(["--epochs", "2", "--steps", "3", "--seeds", "0", "1", "--backend",
+                     backend, "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert [r["seed"] for r in res["runs"]] == [0, 1]
+    for r in res["runs"]:
+        assert 100 < r["test_bf16"] < 800 and 100 < r["test_full"] < 800
+        assert r["test_bf16"] != r["test_full"]  # the products differ
+        assert r["epoch_s_bf16"] > 0
+    assert res["mean_diff"] == pytest.approx(res["mean_bf16"] - res["mean_full"])
+    assert "| 1 |" in capsys.readouterr().out
