@@ -82,7 +82,14 @@ def run_fastvae(X, batch, cluster, tr, te, epochs, seed, precision="full"):
 
 
 def run_scvi(X, batch, cluster, tr, te, epochs, seed, threads):
+    import importlib.util
     import anndata
+    if importlib.util.find_spec("flax") is None and "optax" not in sys.modules:
+        # scvi-tools 1.4.2 imports its JAX training plan when jax and optax are installed
+        # but the class it needs only when flax is too (jax + optax alone, bench_step's JAX
+        # peer, make `import scvi` fail); it sees no optax this way (this process imports
+        # no optax of its own)
+        sys.modules["optax"] = None
     import scvi
     scvi.settings.seed = seed
     scvi.settings.num_threads = threads

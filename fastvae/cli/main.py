@@ -352,10 +352,16 @@ def cmd_info(args):
              f"({platform.machine()}, {os.cpu_count()} CPUs)", f"numpy {np.__version__}"]
     try:
         import numba
-        lines.append(f"numba {numba.__version__} (threads: {numba.config.NUMBA_NUM_THREADS})")
+        from ..backends import cpu
+        lines.append(f"numba {numba.__version__}; cpu kernels on {cpu.get_num_threads()} "
+                     "thread(s)")
+        bf16 = cpu.bf16_support()
+        lines.append("precision='bf16' on the cpu backend: " + (
+            f"yes (oneDNN: {cpu.onednn.library().path})" if bf16 is None else f"no ({bf16})"))
     except ImportError:
         lines.append("numba: not installed (the cpu backend needs it)")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "FASTVAE_BACKEND"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "FASTVAE_BACKEND",
+                "FASTVAE_NUM_THREADS"):
         if os.environ.get(var):
             lines.append(f"{var}={os.environ[var]}")
     problem = cuda_status()
