@@ -252,3 +252,44 @@ def test_a_bf16_checkpoint_where_bf16_cannot_run_says_how_to_load_it(tmp_path, m
     with pytest.raises(RuntimeError, match=r"m\.npz.*precision='full'"):
         fastvae.load(tmp_path / "m.npz", backend="cpu")
     assert fastvae.load(tmp_path / "m.npz", backend="cpu", precision="full").precision == "full"
+
+
+def test_shadows_follow_the_weights_and_the_data_across_passes():
+    """Steps, an evaluation pass between them, then a gradient on a new batch: every
+    product reads the current weights and rows (autograd with the same rounding at the
+    current parameters), never a shadow left from an earlier pass."""
+    rng = np.random.default_rng(21)
+    model = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    opt = fastvae.Adam(model, lr=1e-2)
+    for _ in range(3):
+        model.train_step(batch(rng), opt)
+    model.elbo(batch(rng, 40), seed=3)           # an evaluation pass of another shape
+    cache = model.forward(batch(rng))            # a training forward, then an eval one
+    model.forward(batch(rng), grad=False)
+    model.backward(cache)
+    opt.step()
+    x = batch(rng)
+    eps = rng.standard_normal((24, 4)).astype(np.float32)
+    loss, got = grads_of(model, x, eps)
+    want_loss, want = torch_ref.loss_and_grads(model, x, eps[None], bf16=True)
+    assert abs(loss - want_loss) <= 1e-5 * abs(want_loss)
+    for k, w in want.items():
+        assert np.abs(got[k] - w).max() <= 2e-3 * (np.abs(w).max() + 1e-12), k
+
+
+def test_switching_precision_makes_every_shadow_stale():
+    rng = np.random.default_rng(22)
+    model = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    cache = model.forward(batch(rng))
+    assert cache.workspace.half_fresh  # the forward's operands have shadows
+    model.precision = "full"
+    assert not cache.workspace.half_fresh
+    model.precision = "bf16"
+    x = batch(rng)
+    eps = rng.standard_normal((24, 4)).astype(np.float32)
+    loss, got = grads_of(model, x, eps)
+    fresh = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    want_loss, want = grads_of(fresh, x, eps)
+    assert loss == want_loss
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])

@@ -33,20 +33,83 @@ def test_chunks_depend_on_the_shape_alone():
 
 
 def test_the_pool_runs_every_task_once_and_raises_a_workers_error(threads):
+    import threading
+    import time
     threads(2)
     p = pool.pool()
     seen = []
-    p.run(lambda i: seen.append(i), [(i,) for i in range(50)])
-    assert sorted(seen) == list(range(50))
 
-    def boom(i):
-        if i == 7:
-            raise ValueError("chunk 7")
+    def slow(i):  # slow enough that the worker takes some of the tasks
+        time.sleep(0.002)
+        seen.append((i, threading.current_thread() is threading.main_thread()))
 
-    with pytest.raises(ValueError, match="chunk 7"):
-        p.run(boom, [(i,) for i in range(16)])
-    p.run(lambda i: seen.append(i), [(i,) for i in range(4)])  # still usable
-    assert sorted(seen[50:]) == [0, 1, 2, 3]
+    p.run(slow, [(i,) for i in range(50)])
+    assert sorted(i for i, _ in seen) == list(range(50))
+    assert {on_main for _, on_main in seen} == {True, False}  # both threads worked
+
+    def fails_off_main(i):
+        time.sleep(0.002)
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError(f"chunk {i} on the worker")
+
+    with pytest.raises(ValueError, match="on the worker"):
+        p.run(fails_off_main, [(i,) for i in range(16)])
+    seen.clear()
+    p.run(slow, [(i,) for i in range(4)])  # still usable, and in step
+    assert sorted(i for i, _ in seen) == [0, 1, 2, 3]
+
+
+def test_an_interrupt_waits_for_the_workers_chunks(threads):
+    """A Ctrl-C (here raised in the caller's chunk) returns only after the worker's chunk
+    is done, and the pool stays in step for the next job."""
+    import threading
+    import time
+    threads(2)
+    p = pool.pool()
+    done = []
+
+    def task(i):
+        if threading.current_thread() is threading.main_thread():
+            time.sleep(0.05)  # (the worker has taken a task by now)
+            raise KeyboardInterrupt
+        time.sleep(0.3)
+        done.append(i)
+
+    with pytest.raises(KeyboardInterrupt):
+        p.run(task, [(0,), (1,)])
+    assert len(done) == 1  # the worker's chunk finished before run returned
+    out = []
+    p.run(lambda i: (time.sleep(0.01), out.append(i)), [(i,) for i in range(6)])
+    assert sorted(out) == list(range(6))
+
+
+def test_a_forked_child_makes_its_own_pool(threads):
+    import os
+    import time
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    threads(2)
+    pool.pool().run(lambda i: None, [(0,), (1,)])  # the parent's workers exist
+    import warnings
+    with warnings.catch_warnings():  # (JAX, if another test imported it, warns of fork)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: a job on the pool must not wait for the parent's threads
+        try:
+            out = []
+            pool.run(lambda i: out.append(i), [(i,) for i in range(4)])
+            os._exit(0 if sorted(out) == [0, 1, 2, 3] else 3)
+        except BaseException:  # noqa: BLE001
+            os._exit(4)
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung in the pool")
 
 
 def test_thread_count_is_checked(threads, monkeypatch):

@@ -250,6 +250,8 @@ class VAE(Inference, Workflows):
         self._precision = precision_config(value, self.dtype, self.kernels)
         #: the passes' matrix products (fastvae.core.precision)
         self._mm = Products(self.kernels, self._params, self._precision)
+        for ws in self.workspaces.values():  # shadows made before the switch are stale
+            ws.half_fresh.clear()
 
     @property
     def optimizer(self):
@@ -704,9 +706,12 @@ def load(path, backend=None, precision=None):
         if precision is not None:
             cfg["precision"] = precision
         model = VAE(backend=backend, **cfg)
-    except RuntimeError as e:  # bf16 products cannot run here
+    except RuntimeError as e:
+        if cfg.get("precision") != "bf16" or precision is not None:
+            raise
+        # bf16 products cannot run here: the float32 masters load at full precision
         raise RuntimeError(f"{path}: {e}; fastvae.load(path, precision='full') loads this "
-                           "model with full-precision products") from None
+                           "model with full-precision products") from e
     except (KeyError, TypeError, ValueError) as e:
         raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
                                   f"({e})") from None

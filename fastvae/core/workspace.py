@@ -148,6 +148,10 @@ class WorkspacePool:
             self._pool.move_to_end(key)
         return ws
 
+    def values(self):
+        """The workspaces kept now."""
+        return list(self._pool.values())
+
     def discard(self, B, L, train=True):
         """Forget the workspace of this shape (its memory goes when nothing else holds it)."""
         self._pool.pop((B, L, bool(train)), None)

@@ -67,6 +67,11 @@ class OneDNN:
         self._cache = {}
         self._lock = threading.Lock()  # a primitive's memory handles are set per call
 
+    def after_fork(self):
+        """In a forked child: a fresh lock (the parent's may have been held by a thread
+        the child does not have)."""
+        self._lock = threading.Lock()
+
     @staticmethod
     def _check(status, what):
         if status != 0:
@@ -167,3 +172,16 @@ def support():
     except RuntimeError as e:
         return str(e)
     return None
+
+
+def _after_fork():
+    """A forked child may have copied the lock held by another thread: a fresh one.
+    (GNU OpenMP, under oneDNN, may still hang in a child forked after the parent ran a
+    parallel region; start processes with the "spawn" method for bf16 work.)"""
+    lib = _state.get("lib")
+    if lib is not None:
+        lib.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

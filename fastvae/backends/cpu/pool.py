@@ -20,6 +20,7 @@ The thread count: :func:`set_num_threads`, else the environment variable
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 ENV_VAR = "FASTVAE_NUM_THREADS"
@@ -81,6 +82,7 @@ class Pool:
         self._lock = threading.Lock()  # one job at a time (models used from several threads)
 
     def _work(self, k):
+        _block_sigint()  # Ctrl-C goes to the caller's thread, never into a chunk
         go, done = self._go[k], self._done[k]
         while True:
             go.acquire()
@@ -96,7 +98,11 @@ class Pool:
         """fn(*t) for every t in tasks; returns when all are done, raising the first error.
         Each thread takes the next task nobody has taken (a shared iterator: atomic under
         the GIL), so a worker that wakes late, its core busy with another library's
-        spinning threads, costs nothing but its share: the caller takes the rest."""
+        spinning threads, costs nothing but its share: the caller takes the rest.
+
+        Whatever happens (an error in a chunk, a Ctrl-C), the caller returns only after
+        every worker it woke has finished: a chunk still writing would otherwise race with
+        what the caller reads next (the partial sums), and the pool would fall out of step."""
         used = min(self.n, len(tasks)) - 1
         if used <= 0 or not self._lock.acquire(blocking=False):
             for t in tasks:  # one chunk, one thread, or a job already running: in order
@@ -105,8 +111,10 @@ class Pool:
         try:
             chunks = iter(tasks)
             self._job = (fn, chunks)
+            mask = _block_sigint()  # (so that the count of woken workers is exact)
             for k in range(used):
                 self._go[k].release()
+            _restore(mask)
             error = None
             try:
                 for t in chunks:
@@ -115,16 +123,34 @@ class Pool:
                 error = e
                 for _ in chunks:  # (the workers stop at the end of the iterator)
                     pass
-            for k in range(used):
-                self._done[k].acquire()
+            k = 0
+            while k < used:
+                try:
+                    self._done[k].acquire()
+                except BaseException as e:  # noqa: BLE001  (a Ctrl-C: wait on, then raise it)
+                    error = error or e
+                    continue
                 if self._errors[k] is not None and error is None:
                     error = self._errors[k]
                 self._errors[k] = None
+                k += 1
             self._job = None
             if error is not None:
                 raise error
         finally:
             self._lock.release()
+
+
+def _block_sigint():
+    """Block SIGINT in this thread (POSIX); returns the previous mask (None elsewhere)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+
+
+def _restore(mask):
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 _pool = {"n": None, "pool": None}
@@ -160,3 +186,12 @@ def run(fn, tasks):
         fn(*tasks[0])
         return
     pool().run(fn, tasks)
+
+
+def _after_fork():
+    """A forked child has none of its parent's threads: it makes a pool of its own."""
+    _pool["pool"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

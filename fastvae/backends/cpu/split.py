@@ -1,13 +1,16 @@
 """The cpu kernels on every core: each serial kernel run on row ranges (or parameter ranges)
 by the pool (:mod:`fastvae.backends.cpu.pool`), with the contracts of reference.py.
 
-A kernel too small to split (:func:`~fastvae.backends.cpu.pool.n_chunks` gives one chunk:
-about 65k elements or fewer, which covers batch 128 of the canonical model) calls the
-serial kernel with its own arguments, so small steps pay nothing.  A split kernel that sums
-over rows (a bias gradient, the log-scale gradient, the data check's counts) gives each
-chunk its own partial sums and adds them in chunk order: the bits depend on the shape, never
-on the thread count.  Those partial buffers (chunks x columns, a few kB) are the only
-allocations here.
+Two kinds of cut, so that the bits never depend on the thread count:
+- a kernel whose every output depends on its own row (or parameter) alone (the activation,
+  the noise, Adam, the rounding, the data check's exact counts) is cut into one chunk per
+  thread: any cut gives the same bits, and one thread calls the serial kernel itself;
+- a kernel that also sums over rows (a bias gradient, the log-scale or dispersion
+  gradient) is cut by its shape alone (:func:`~fastvae.backends.cpu.pool.n_chunks`), each
+  chunk writes partial sums, and they are added in chunk order.
+A kernel of about 65k elements or fewer (everything at batch 128 of the canonical model but
+Adam) stays whole on the calling thread.  The partial-sum buffers (chunks x columns, a few
+kB) and the chunks' views are the only allocations here.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from . import dense as _dense
 from . import likelihood as _lik
 from . import optim as _optim
 from . import reparam as _reparam
-from .pool import bounds, n_chunks, run
+from .pool import bounds, get_num_threads, n_chunks, run
 
 
 @jit
@@ -36,12 +39,20 @@ def _sum_chunks(out, parts):
 
 
 def _rows(R, cols):
+    """Row chunks of a kernel that sums over rows: fixed by the shape alone."""
     return bounds(R, n_chunks(R, cols))
+
+
+def _spread(R, cols):
+    """Row (or element) chunks of a kernel whose every output depends on its own row
+    alone: any cut gives the same bits, so one chunk per thread (one thread: the serial
+    kernel, with nothing allocated)."""
+    return bounds(R, min(get_num_threads(), n_chunks(R, cols)))
 
 
 def bias_act_fwd(y, b, act, alpha):
     """y (B, N) <- act(y + b), in place; b (N,) (contract: reference.bias_act_fwd)."""
-    parts = _rows(*y.shape)
+    parts = _spread(*y.shape)
     if len(parts) == 1:
         _dense.bias_act_fwd(y, b, act, alpha)
         return
@@ -62,7 +73,7 @@ def act_bias_bwd(da, db, dy, y, act, alpha):
 
 def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
     """Reconstruction loss per row (contract: reference.likelihood_fwd)."""
-    parts = _rows(*out.shape)
+    parts = _spread(*out.shape)
     if len(parts) == 1 or out.shape[0] != x.shape[0]:  # (L > 1: rows cycle over x)
         _lik.likelihood_fwd(loss_rows, out, b, x, logscale, kind)
         return
@@ -91,7 +102,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
 
 def blocks_fwd(loss_rows, out, b, x, aux, cols, meta):
     """A block model's loss per row (contract: reference_blocks.blocks_fwd)."""
-    parts = _rows(*out.shape)
+    parts = _spread(*out.shape)
     if len(parts) == 1 or out.shape[0] != x.shape[0]:
         _blocks.blocks_fwd(loss_rows, out, b, x, aux, cols, meta)
         return
@@ -118,7 +129,7 @@ def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_s
 
 def encoder_input(xin, x, src, mode):
     """A block model's dense encoder inputs (contract: reference_blocks.encoder_input)."""
-    parts = _rows(*xin.shape)
+    parts = _spread(*xin.shape)
     if len(parts) == 1:
         _blocks.encoder_input(xin, x, src, mode)
         return
@@ -129,34 +140,21 @@ def normal_eps(eps, key, row0, first):
     """eps (L, B, Z) <- counter-based normal noise (contract: reference.normal_eps): each
     row's noise is keyed by its place in the batch, so row ranges draw the same bits."""
     L, B, Z = eps.shape
-    parts = bounds(B, n_chunks(B, L * Z * 16))  # (a draw costs about 16 simple elements)
+    parts = _spread(B, L * Z * 16)  # (a draw costs about 16 simple elements)
     if len(parts) == 1:
         _reparam.normal_eps(eps, key, row0, first)
         return
     run(_reparam.normal_eps, [(eps[:, lo:hi], key, row0 + lo, first) for lo, hi in parts])
 
 
-_views = {}  # (buffers' addresses, size) -> their chunks' views, made once per buffer set
-
-
 def _chunk_views(*bufs):
-    """[(chunk of each buffer)] over the parameter ranges of flat buffers that live as long
-    as their optimizer: made once, so a step allocates no views (a small model's step is
-    short enough for that to show)."""
-    key = tuple(b.__array_interface__["data"][0] for b in bufs) + (bufs[0].shape[0],)
-    views = _views.get(key)
-    if views is None:
-        n = bufs[0].shape[0]
-        views = [tuple(b[lo:hi] for b in bufs) for lo, hi in bounds(n, n_chunks(n, 4))]
-        if len(_views) > 64:  # (optimizers come and go in a long session)
-            _views.clear()
-        _views[key] = views
-    return views
+    """[(chunk of each buffer)] over parameter ranges of flat buffers, one per thread."""
+    return [tuple(b[lo:hi] for b in bufs) for lo, hi in _spread(bufs[0].shape[0], 4)]
 
 
 def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale):
     """One Adam / AdamW update over flat buffers, in place (contract: reference.adam_step)."""
-    if n_chunks(p.shape[0], 4) == 1:  # (an update reads and writes four arrays)
+    if len(_spread(p.shape[0], 4)) == 1:  # (an update reads and writes four arrays)
         _optim.adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step,
                          grad_scale)
         return
@@ -166,7 +164,7 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
 
 def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
     """One SGD update over flat buffers (contract: reference.sgd_step)."""
-    if n_chunks(p.shape[0], 4) == 1:
+    if len(_spread(p.shape[0], 4)) == 1:
         _optim.sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale)
         return
     run(_optim.sgd_step, [c + (lr, momentum, nesterov, weight_decay, step, grad_scale)
@@ -175,7 +173,7 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
 
 def check_data(x, lo, hi):
     """(non-finite entries, finite entries outside [lo, hi]) of x (contract: reference)."""
-    parts = _rows(*x.shape)
+    parts = _spread(*x.shape)  # (counts: exact in any order)
     if len(parts) == 1:
         return _data.check_data(x, lo, hi)
     counts = [None] * len(parts)
@@ -190,7 +188,8 @@ def check_data(x, lo, hi):
 def to_bf16(dst, src):
     """dst (uint16) <- src (float32) rounded to bfloat16 (contract: reference_bf16.to_bf16)."""
     d, s = dst.reshape(-1), src.reshape(-1)
-    parts = bounds(s.shape[0], n_chunks(s.shape[0] // 4))  # (memory-bound: 1/4 the work)
+    n = s.shape[0]
+    parts = bounds(n, len(_spread(n // 4, 1)))  # (memory-bound: a quarter of the work)
     if len(parts) == 1:
         _bf16.to_bf16(d, s)
         return
