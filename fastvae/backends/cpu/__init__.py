@@ -32,6 +32,8 @@ from .split import (bias_act_fwd, act_bias_bwd, likelihood_fwd, likelihood_fwd_b
                     sgd_step, check_data, to_bf16)
 from .pool import get_num_threads, set_num_threads  # noqa: F401
 
+get_num_threads()  # a bad FASTVAE_NUM_THREADS fails here, when a model is built, not mid-step
+
 NAME = "cpu"
 xp = np
 DEVICE = False
