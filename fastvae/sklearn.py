@@ -63,7 +63,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
 
     Model parameters: ``hidden``, ``latent_dim``, ``activation``, ``likelihood``,
     ``n_samples``, ``beta``, ``free_bits``, ``dtype``, ``seed``, ``backend``,
-    ``decoder_hidden``, ``obs_scale``, ``activation_alpha``, ``objective`` (see
+    ``decoder_hidden``, ``obs_scale``, ``activation_alpha``, ``objective``, ``precision``
+    ("bf16" needs dtype="float32" and bf16 hardware; see
     :class:`fastvae.VAE`; with ``objective="iwae"`` the model trains on the importance-
     weighted bound with ``n_samples`` samples, and :meth:`score` still reports the ELBO).
     Fit parameters: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``,
@@ -79,7 +80,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                  backend="cpu", decoder_hidden=None, obs_scale=None,
                  activation_alpha=None, objective="elbo", epochs=100, batch_size=64,
                  optimizer="adam", lr=1e-3, weight_decay=None, clip_norm=None, momentum=None,
-                 kl_warmup=0, binarize="none", shuffle=True, drop_last=False):
+                 kl_warmup=0, binarize="none", shuffle=True, drop_last=False,
+                 precision="full"):
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.activation = activation
@@ -105,6 +107,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.binarize = binarize
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.precision = precision
 
     # ------------------------------------------------------------------- fitting
     def fit(self, X, y=None):
@@ -117,7 +120,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                     n_samples=self.n_samples, beta=self.beta, free_bits=self.free_bits,
                     dtype=dtype.name, seed=self.seed, backend=self.backend,
                     decoder_hidden=self.decoder_hidden, obs_scale=self._obs_scale(),
-                    activation_alpha=self.activation_alpha, objective=self.objective)
+                    activation_alpha=self.activation_alpha, objective=self.objective,
+                    precision=self.precision)
         # fit refuses fewer rows than a batch; here that is one batch of all rows
         batch = min(positive_int(self.batch_size, "batch_size"), X.shape[0])
         given = dict(batch_size=batch, optimizer=self.optimizer, lr=self.lr,

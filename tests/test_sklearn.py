@@ -138,3 +138,15 @@ def test_every_method_before_fit_raises_not_fitted(method):
             "inverse_transform": (np.zeros((3, 2)),), "sample": (3,)}[method]
     with pytest.raises(NotFittedError):
         getattr(VAETransformer(latent_dim=2), method)(*args)
+
+
+def test_precision_passes_to_the_model_and_errors_at_fit():
+    X = np.random.default_rng(0).standard_normal((60, 5))
+    est = VAETransformer(epochs=2, dtype="float32", backend="numpy", precision="bf16")
+    assert est.get_params()["precision"] == "bf16"
+    est.fit(X)
+    assert est.model_.precision == "bf16"
+    full = VAETransformer(epochs=2, dtype="float32", backend="numpy").fit(X)
+    assert not np.array_equal(est.transform(X), full.transform(X))  # the products differ
+    with pytest.raises(ValueError, match="needs dtype='float32'"):
+        VAETransformer(epochs=1, precision="bf16").fit(X)  # (the default dtype is float64)
