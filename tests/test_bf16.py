@@ -293,3 +293,18 @@ def test_switching_precision_makes_every_shadow_stale():
     assert loss == want_loss
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_a_bf16_model_pickles_and_continues_exactly():
+    import pickle
+    rng = np.random.default_rng(23)
+    X = batch(rng, 96, 30)
+    a = VAE(30, (16,), 4, seed=8, backend="numpy", precision="bf16", beta=0.5,
+            activation="tanh")
+    a.fit(X, epochs=1, batch_size=32, lr=3e-3, progress=False)
+    b = pickle.loads(pickle.dumps(a))
+    assert b.precision == "bf16" and b.config() == a.config()
+    for m in (a, b):
+        m.fit(X, epochs=1, progress=False)
+    for k, v in a.parameters().items():
+        np.testing.assert_array_equal(b.parameters()[k], v)

@@ -10,6 +10,7 @@ from fastvae import VAE, Adam
 from fastvae.backends import cpu as K
 from fastvae.backends import reference as R
 from fastvae.backends.cpu import dense, likelihood, optim, pool, reparam, split
+from fastvae.core.workspace import aligned_empty
 from fastvae.core.codes import ACT_RELU, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN
 
 
@@ -196,7 +197,10 @@ def test_split_kernels_match_the_serial_ones_for_every_thread_count(n, threads):
 def train(n, precision="full", steps=50, batch=512):
     K.set_num_threads(n)
     rng = np.random.default_rng(1)
-    X = (rng.random((batch * 4, 784)) < rng.random(784) ** 2).astype(np.float32)
+    # on 64-byte boundaries, as fit's batch buffers are: BLAS's path through a transposed
+    # operand (the first weight gradient reads x^T) depends on where it starts
+    X = aligned_empty(np, (batch * 4, 784), np.float32)
+    X[...] = rng.random((batch * 4, 784)) < rng.random(784) ** 2
     model = VAE(784, (256,), 16, backend="cpu", seed=2, precision=precision)
     opt = Adam(model, lr=1e-3)
     for s in range(steps):

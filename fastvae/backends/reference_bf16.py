@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.workspace import aligned_empty
+
 
 def to_bf16(dst, src):
     """dst (uint16, shape of src) <- src (float32) rounded to bfloat16, nearest-even.
@@ -31,10 +33,19 @@ def widen(a16):
     return (np.asarray(a16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
+def _widened(a16):
+    """widen(a16) in a 64-byte aligned buffer: BLAS's path through a transposed operand
+    depends on where it starts (fastvae.core.workspace.aligned_empty), and a product whose
+    bits changed with the allocator would make identical runs differ."""
+    out = aligned_empty(np, a16.shape, np.float32)
+    out[...] = widen(a16)
+    return out
+
+
 def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
     """out (M, N) float32 = op(a) @ op(b) for bf16 operands a, b (uint16; op = transpose when
     the flag is set), accumulated in float32."""
-    A, Bm = widen(a), widen(b)
+    A, Bm = _widened(a), _widened(b)
     np.matmul(A.T if trans_a else A, Bm.T if trans_b else Bm, out=out)
 
 
