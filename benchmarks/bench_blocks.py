@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from fastvae.benchmark.impls import torch_linear  # noqa: E402
 from fastvae.benchmark.machine import describe, save  # noqa: E402
 from fastvae.benchmark.measure import bandwidth, gemm_peak, step_limit_ms, time_turns  # noqa: E402
 
@@ -94,13 +95,7 @@ def torch_model(name, model):
     p = {k: torch.tensor(np.array(v)) for k, v in model.parameters().items()}
     Z = model.latent_dim
 
-    def linear(W, b):
-        lin = torch.nn.Linear(W.shape[0], W.shape[1])
-        with torch.no_grad():
-            lin.weight.copy_(W.T)
-            lin.bias.copy_(b)
-        return lin
-
+    linear = torch_linear
     class M(torch.nn.Module):
         def __init__(self):
             super().__init__()

@@ -130,15 +130,20 @@ def copy_from_host(dst, src):
 
 
 # --------------------------------------------------------------------------- kernels
+def _contiguous(name, out, a, b):
+    """cuBLAS reads the products' arrays by leading dimension: they must be C-contiguous."""
+    for arr, what in ((out, "out"), (a, "a"), (b, "b")):
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"{name}: {what} must be C-contiguous (shape {arr.shape}, "
+                             f"strides {arr.strides})")
+
+
 def matmul(out, a, b, trans_a=False, trans_b=False):
     """out (M, N) = op(a) @ op(b) through cuBLAS (contract: reference.matmul).
 
     All three arrays must be C-contiguous and of one float dtype; transposes are flags.
     """
-    for arr, what in ((out, "out"), (a, "a"), (b, "b")):
-        if not arr.flags.c_contiguous:
-            raise ValueError(f"matmul: {what} must be C-contiguous (shape {arr.shape}, "
-                             f"strides {arr.strides})")
+    _contiguous("matmul", out, a, b)
     if not (a.dtype == b.dtype == out.dtype) or np.dtype(out.dtype) not in DTYPE_SUFFIX:
         raise TypeError(f"matmul: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; all must be "
                         "one of float32, float64")
@@ -167,9 +172,7 @@ def to_bf16(dst, src):
 def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
     """out (M, N) float32 = op(a) @ op(b) for bf16 bits a, b (uint16), float32 compute,
     through cuBLAS's GemmEx (contract: reference_bf16.matmul_bf16)."""
-    for arr, what in ((out, "out"), (a, "a"), (b, "b")):
-        if not arr.flags.c_contiguous:
-            raise ValueError(f"matmul_bf16: {what} must be C-contiguous (shape {arr.shape})")
+    _contiguous("matmul_bf16", out, a, b)
     if a.dtype != np.uint16 or b.dtype != np.uint16 or out.dtype != np.float32:
         raise TypeError(f"matmul_bf16: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; the "
                         "operands must be bf16 bits (uint16) and out float32")

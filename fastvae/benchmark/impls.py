@@ -78,6 +78,16 @@ class FastvaeImpl:
         pass
 
 
+def torch_linear(W, b):
+    """A torch.nn.Linear computing x @ W + b (fastvae's layout: W is (in, out))."""
+    import torch
+    lin = torch.nn.Linear(W.shape[0], W.shape[1])
+    with torch.no_grad():
+        lin.weight.copy_(W.T)
+        lin.bias.copy_(b)
+    return lin
+
+
 def torch_vae(model):
     """A PyTorch module holding a copy of a fastvae ``model``'s weights, with the same
     layout (the head is one Linear with mu's columns first, then logvar's)."""
@@ -90,13 +100,7 @@ def torch_vae(model):
            "leaky_relu": lambda a: F.leaky_relu(a, model.act_alpha),
            "elu": lambda a: F.elu(a, model.act_alpha), "softplus": F.softplus}[model.activation]
 
-    def linear(W, b):
-        lin = torch.nn.Linear(W.shape[0], W.shape[1])
-        with torch.no_grad():
-            lin.weight.copy_(W.T)
-            lin.bias.copy_(b)
-        return lin
-
+    linear = torch_linear
     class VAE(torch.nn.Module):
         def __init__(self):
             super().__init__()

@@ -189,7 +189,8 @@ def to_bf16(dst, src):
     """dst (uint16) <- src (float32) rounded to bfloat16 (contract: reference_bf16.to_bf16)."""
     d, s = dst.reshape(-1), src.reshape(-1)
     n = s.shape[0]
-    parts = bounds(n, len(_spread(n // 4, 1)))  # (memory-bound: a quarter of the work)
+    # (memory-bound: a quarter of the work per element)
+    parts = bounds(n, min(get_num_threads(), n_chunks(n // 4)))
     if len(parts) == 1:
         _bf16.to_bf16(d, s)
         return
