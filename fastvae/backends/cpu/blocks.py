@@ -186,13 +186,36 @@ def _nb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
 
 
 @jit
+def blocks_tables(aux, cols, meta):
+    """(eaux, runs, lg, dg): what every row of a pass reads, made once per call (the pool's
+    row chunks share them): exp of every aux entry (a few thousand values, not one exp per
+    cell), the column runs (:func:`_runs`) and the negative binomial's small-count tables
+    over the aux entries of its dispersions (:func:`_nb_tables`).  These and the run table
+    are the only allocations of the block kernels."""
+    eaux = np.empty(aux.shape[0])
+    for k in range(aux.shape[0]):
+        eaux[k] = math.exp(float(aux[k]))
+    ng = meta[2]
+    t0, t1 = aux.shape[0], 0
+    for j in range(cols.shape[0]):
+        if cols[j, 0] == BLK_NEGBIN:
+            a_lo = cols[j, 3]
+            a_hi = a_lo + cols[j, 4] * max(ng - 1, 0) + 1
+            t0, t1 = min(t0, a_lo), max(t1, a_hi)
+    lg, dg = _nb_tables(eaux, t0, t1)
+    return eaux, _runs(cols), lg, dg
+
+
+@jit
 def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, row_scale,
-                 add_bias, grad, weighted):
+                 add_bias, grad, weighted, tables):
     """The shared body of blocks_fwd (grad False), blocks_fwd_bwd and blocks_bwd
-    (weighted: row r's gradient times row_scale[r], no loss, bias already added)."""
+    (weighted: row r's gradient times row_scale[r], no loss, bias already added);
+    ``tables``: :func:`blocks_tables` of aux, cols and meta."""
     R, P = out.shape
     B = x.shape[0]
     T = out.dtype.type
+    eaux, runs, lg, dg = tables
     if add_bias:
         for r in range(R):
             for k in range(P):
@@ -203,20 +226,6 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
         for k in range(daux.shape[0]):
             daux[k] = T(0.0)
     expo, g0, ng = meta[0], meta[1], meta[2]
-    # exp of every aux entry once per call, not once per cell (a few thousand values: the
-    # only allocations of a cpu kernel, with the run table, a small part of its time)
-    eaux = np.empty(aux.shape[0])
-    for k in range(aux.shape[0]):
-        eaux[k] = math.exp(float(aux[k]))
-    runs = _runs(cols)
-    # the negative binomial's small-count tables, over the aux entries of its dispersions
-    t0, t1 = aux.shape[0], 0
-    for j in range(cols.shape[0]):
-        if cols[j, 0] == BLK_NEGBIN:
-            a_lo = cols[j, 3]
-            a_hi = a_lo + cols[j, 4] * max(ng - 1, 0) + 1
-            t0, t1 = min(t0, a_lo), max(t1, a_hi)
-    lg, dg = _nb_tables(eaux, t0, t1)
     for r in range(R):
         xi = r % B
         w = scale * (float(row_scale[r]) if weighted else 1.0)
@@ -312,24 +321,38 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
 
 
 @jit
+def blocks_fwd_with(loss_rows, out, b, x, aux, cols, meta, tables):
+    """:func:`blocks_fwd` with its :func:`blocks_tables` given (a row chunk's call)."""
+    _blocks_pass(out, loss_rows, b, aux, out, b, x, aux, cols, meta, 1.0, loss_rows,
+                 True, False, False, tables)
+
+
+@jit
 def blocks_fwd(loss_rows, out, b, x, aux, cols, meta):
     """The loss per decoder row of a block likelihood (contract: reference_blocks)."""
-    _blocks_pass(out, loss_rows, b, aux, out, b, x, aux, cols, meta, 1.0, loss_rows,
-                 True, False, False)
+    blocks_fwd_with(loss_rows, out, b, x, aux, cols, meta, blocks_tables(aux, cols, meta))
+
+
+@jit
+def blocks_fwd_bwd_with(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_scale,
+                        tables):
+    """:func:`blocks_fwd_bwd` with its :func:`blocks_tables` given (a row chunk's call)."""
+    _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, float(grad_scale),
+                 loss_rows, True, True, False, tables)
 
 
 @jit
 def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_scale):
     """The loss per row and its gradient in one pass (contract: reference_blocks)."""
-    _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, float(grad_scale),
-                 loss_rows, True, True, False)
+    blocks_fwd_bwd_with(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_scale,
+                        blocks_tables(aux, cols, meta))
 
 
 @jit
 def blocks_bwd(dout, db, daux, out, x, aux, cols, meta, row_scale, scale):
     """The gradient alone, row r weighted by scale * row_scale[r] (contract: reference_blocks)."""
     _blocks_pass(dout, row_scale, db, daux, out, db, x, aux, cols, meta, float(scale),
-                 row_scale, False, True, True)
+                 row_scale, False, True, True, blocks_tables(aux, cols, meta))
 
 
 @jit

@@ -106,8 +106,9 @@ def blocks_fwd(loss_rows, out, b, x, aux, cols, meta):
     if len(parts) == 1 or out.shape[0] != x.shape[0]:
         _blocks.blocks_fwd(loss_rows, out, b, x, aux, cols, meta)
         return
-    run(_blocks.blocks_fwd, [(loss_rows[lo:hi], out[lo:hi], b, x[lo:hi], aux, cols, meta)
-                             for lo, hi in parts])
+    tables = _blocks.blocks_tables(aux, cols, meta)  # (once, not once per chunk)
+    run(_blocks.blocks_fwd_with, [(loss_rows[lo:hi], out[lo:hi], b, x[lo:hi], aux, cols, meta,
+                                   tables) for lo, hi in parts])
 
 
 def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_scale):
@@ -120,9 +121,10 @@ def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_s
     K = len(parts)
     pdb = np.empty((K, db.shape[0]), db.dtype)
     pda = np.empty((K, daux.shape[0]), daux.dtype)
-    run(_blocks.blocks_fwd_bwd,
+    tables = _blocks.blocks_tables(aux, cols, meta)  # (once, not once per chunk)
+    run(_blocks.blocks_fwd_bwd_with,
         [(dout[lo:hi], loss_rows[lo:hi], pdb[c], pda[c], out[lo:hi], b, x[lo:hi], aux, cols,
-          meta, grad_scale) for c, (lo, hi) in enumerate(parts)])
+          meta, grad_scale, tables) for c, (lo, hi) in enumerate(parts)])
     _sum_chunks(db, pdb)
     _sum_chunks(daux, pda)
 
