@@ -171,10 +171,12 @@ def test_gradients_are_autograds_with_the_same_rounding(where, arch, request):
             assert np.abs(plain[k] - w).max() > 5 * err, k
 
 
-def test_a_block_model_in_bf16_matches_the_reference_backend():
+@pytest.mark.parametrize("inject", [False, True])
+def test_a_block_model_in_bf16_matches_the_reference_backend(inject):
     """Dense and categorical inputs, conditions and missing cells: the products with a
-    weight's first rows (dense inputs, z's rows of [z | c]) read the first rows of its
-    shadow; the categorical rows stay a float32 gather."""
+    weight's first rows (dense inputs, z's rows of [z | c], and with injected conditions
+    h's rows of [h | c]) read the first rows of its shadow; the categorical rows stay a
+    float32 gather."""
     from fastvae.core.blocks import Categorical, Gaussian
     rng = np.random.default_rng(11)
     N = 40
@@ -182,7 +184,7 @@ def test_a_block_model_in_bf16_matches_the_reference_backend():
     X[rng.random((N, 4)) < 0.1] = np.nan
     cond = np.eye(2, dtype=np.float32)[rng.integers(0, 2, N)]
     kw = dict(likelihood=[Gaussian(3), Categorical(4)], hidden=(16,), latent_dim=3,
-              n_conditions=2, missing="mask", seed=2)
+              n_conditions=2, missing="mask", seed=2, inject_conditions=inject)
     rows = VAE(**kw).compose(X, conditions=cond)
     eps = rng.standard_normal((N, 3)).astype(np.float32)
     res = {}

@@ -18,9 +18,13 @@ from cuda_helpers import host
 
 def make(name, backend, dtype="float64", hidden=(6,), **kw):
     """A model of layout ``name``; "<layout>-dec": its conditions read by the decoder alone
-    (encode_conditions=False)."""
+    (encode_conditions=False); "<layout>-inj": read by every decoder layer
+    (inject_conditions=True, two hidden layers unless ``hidden`` is given)."""
     if name.endswith("-dec"):
         name, kw = name[:-4], dict(kw, encode_conditions=False)
+    if name.endswith("-inj"):
+        name, kw = name[:-4], dict(kw, inject_conditions=True)
+        hidden = (6, 5) if hidden == (6,) else hidden
     blocks, C, missing = bd.layout(name)
     kw = dict(dict(latent_dim=3, activation="tanh", seed=1), **kw)
     return fastvae.VAE(likelihood=blocks, hidden=hidden, n_conditions=C,
@@ -49,7 +53,7 @@ def grads_of(model, rows, eps):
 
 # ----------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", bd.LAYOUTS)
+@pytest.mark.parametrize("name", bd.LAYOUTS + ["mixed-inj"])
 def test_gradients_match_torch(backend, name, dtype):
     """Every parameter's gradient, the loss's too, against autograd on the same parameters
     in float64 (the truth for both dtypes), with the edge values: learned scales at the
@@ -83,7 +87,7 @@ def test_gradients_match_torch(backend, name, dtype):
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 @pytest.mark.parametrize("name", ["mixed", "categorical", "negbinomial", "gaussian",
-                                  "mixed-dec"])
+                                  "mixed-dec", "mixed-inj"])
 @pytest.mark.parametrize("hidden", [(6,), ()])
 def test_gradients_match_finite_differences(backend, name, objective, hidden):
     """Central differences of the loss (float64, moderate counts so that differences of
@@ -354,7 +358,8 @@ def test_a_string_likelihood_with_conditions_runs_on_blocks():
 
 # ------------------------------------------------------------------------------- ONNX
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", ["mixed", "wide_nb", "categorical", "poisson", "mixed-dec"])
+@pytest.mark.parametrize("name", ["mixed", "wide_nb", "categorical", "poisson", "mixed-dec",
+                                  "mixed-inj"])
 def test_onnx_export_of_block_models(tmp_path, name, dtype):
     """Each part runs in onnxruntime on the rows fastvae reads (codes, counts, NaN cells,
     conditions, exposures) and gives what encode and decode give, each block's parameters
@@ -424,3 +429,39 @@ def test_conditions_read_by_the_decoder_alone(backend, tmp_path):
     back = fastvae.load(m.save(tmp_path / "m.npz"), backend=backend)
     assert back.encode_conditions is False
     np.testing.assert_array_equal(host(back.flat_params), host(m.flat_params))
+
+
+def test_conditions_injected_into_every_decoder_layer(backend, tmp_path):
+    """inject_conditions=True: every later decoder weight has the conditions' rows, decode
+    is [z | c] -> act -> [h | c] -> act -> [h | c] -> out (checked against NumPy on
+    counterfactual conditions), and the setting survives save and load; without conditions
+    it is an error that says so."""
+    m = make("mixed-inj", backend)
+    p = {k: host(v) for k, v in m.parameters().items()}
+    Z, C = m.latent_dim, m.columns.C
+    assert p["dec.0.W"].shape[0] == Z + C
+    H0, H1 = m.dec_hidden
+    assert p["dec.1.W"].shape[0] == H0 + C and p["dec.out.W"].shape[0] == H1 + C
+    rng = np.random.default_rng(3)
+    for k in p:  # (nonzero biases, so that every term shows)
+        m.parameters()[k][...] = m.kernels.asarray(rng.normal(size=p[k].shape) * 0.5)
+    p = {k: host(v) for k, v in m.parameters().items()}
+    z = rng.normal(size=(6, Z))
+    c = np.eye(C)[rng.integers(0, C, 6)]
+    h = np.tanh(np.hstack([z, c]) @ p["dec.0.W"] + p["dec.0.b"])
+    h = np.tanh(np.hstack([h, c]) @ p["dec.1.W"] + p["dec.1.b"])
+    want = np.hstack([h, c]) @ p["dec.out.W"] + p["dec.out.b"]
+    # the raw outputs (before the output bias), through the pass training uses
+    ws = m.workspaces.get(6, 1, False)
+    rows = np.zeros((6, m.columns.width))
+    rows[:, m.columns.D:m.columns.D + C] = c
+    m._decoder_forward(ws, m.kernels.asarray(z), m.kernels.asarray(rows))
+    got = host(ws.out) + p["dec.out.b"]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    X, kw = bd.fit_args("mixed", 8)
+    m.fit(X, epochs=1, batch_size=4, progress=False, **kw)
+    back = fastvae.load(m.save(tmp_path / "m.npz"), backend=backend)
+    assert back.inject_conditions is True and back.config()["inject_conditions"] is True
+    np.testing.assert_array_equal(host(back.flat_params), host(m.flat_params))
+    with pytest.raises(ValueError, match="n_conditions"):
+        fastvae.VAE(likelihood=[NegBinomial(3)], inject_conditions=True, backend=backend)

@@ -107,6 +107,17 @@ def logp_cells(model, p, out, rows, R):
     return torch.where(obs, lp, torch.zeros_like(lp))
 
 
+def decoder(model, p, act, z, cond):
+    """The decoder's outputs (R, P) of [z | cond]; with inject_conditions every later layer
+    reads [h | cond] too."""
+    g = torch.cat([z, cond], dim=1)
+    for j in range(len(model.dec_hidden)):
+        g = act(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
+        if model.inject_conditions:
+            g = torch.cat([g, cond], dim=1)
+    return g @ p["dec.out.W"] + p["dec.out.b"]
+
+
 def loss_and_grads(model, rows, eps, lv_range=(-30.0, 20.0)):
     """(loss, {name: grad}) of the block model's ELBO loss by autograd; eps (L, B, Z)."""
     p = {k: torch.tensor(_host(v), requires_grad=True) for k, v in model.parameters().items()}
@@ -122,10 +133,7 @@ def loss_and_grads(model, rows, eps, lv_range=(-30.0, 20.0)):
     mu, logvar = head[:, :Z], torch.clamp(raw, *lv_range)
     z = (mu[None] + torch.exp(0.5 * logvar)[None] * et).reshape(L * B, Z)
     _, cond, _ = _split(model, rt)
-    g = torch.cat([z, cond.repeat(L, 1)], dim=1)
-    for j in range(len(model.dec_hidden)):
-        g = act(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
-    out = g @ p["dec.out.W"] + p["dec.out.b"]
+    out = decoder(model, p, act, z, cond.repeat(L, 1))
     rec = -logp_cells(model, p, out, rt, L * B).sum()
     em1 = torch.expm1(logvar)
     kl = (0.5 * (mu ** 2 + em1 - logvar) + 0.5 * em1 * (raw - logvar)).mean(dim=0).sum()
@@ -152,10 +160,7 @@ def iwae_loss_and_grads(model, rows, eps, dreg=False, lv_range=(-30.0, 20.0)):
     sigma = torch.exp(0.5 * logvar)
     z = mu[None] + sigma[None] * et
     _, cond, _ = _split(model, rt)
-    g = torch.cat([z.reshape(K * B, Z), cond.repeat(K, 1)], dim=1)
-    for j in range(len(model.dec_hidden)):
-        g = act(g @ p[f"dec.{j}.W"] + p[f"dec.{j}.b"])
-    out = g @ p["dec.out.W"] + p["dec.out.b"]
+    out = decoder(model, p, act, z.reshape(K * B, Z), cond.repeat(K, 1))
     log_px = logp_cells(model, p, out, rt, K * B).sum(1).reshape(K, B)
     normal = D_.Normal
     log_pz = normal(0.0, 1.0).log_prob(z).sum(-1)

@@ -81,6 +81,14 @@ class VAE(Inference, Workflows):
                            ``encode_covariates=False``): z must explain each row without
                            them, which pushes what the conditions explain, a batch effect,
                            out of the codes.  True (the default): both halves read them.
+    inject_conditions : bool
+                           True: every product of the decoder reads the conditions, not
+                           only the first: each hidden layer's input and the output layer's
+                           are [h | conditions] (scVI's ``inject_covariates`` does this for
+                           its hidden layers).  Through the output layer a one-hot condition
+                           shifts every output by a learned amount of its own (a batch's
+                           log-fold change per gene), which the codes then need not carry.
+                           Needs n_conditions > 0; default False.
     missing : None or "mask"
                            "mask": NaN cells of x are missing: the likelihood sums the
                            observed cells only, and the encoder reads the zero-filled row and
@@ -111,10 +119,15 @@ class VAE(Inference, Workflows):
                  likelihood="bernoulli", n_samples=1, beta=1.0, free_bits=0.0,
                  dtype="float32", seed=0, backend=None, *, decoder_hidden=None,
                  obs_scale=1.0, activation_alpha=None, objective="elbo", n_conditions=0,
-                 missing=None, encode_conditions=True, precision="full"):
+                 missing=None, encode_conditions=True, inject_conditions=False,
+                 precision="full"):
         blocks = parse_blocks(likelihood)
         self.n_conditions = nonneg_int(n_conditions, "n_conditions")
         self.encode_conditions = boolean(encode_conditions, "encode_conditions")
+        self.inject_conditions = boolean(inject_conditions, "inject_conditions")
+        if self.inject_conditions and not self.n_conditions:
+            raise ValueError("inject_conditions=True feeds the conditions to every decoder "
+                             "layer, but the model has none: build it with n_conditions=C")
         if missing is not None and missing != "mask":
             raise ValueError(f"missing must be None (NaN is an error) or 'mask' (NaN marks a "
                              f"missing cell), got {missing!r}")
@@ -186,7 +199,8 @@ class VAE(Inference, Workflows):
                 extras.append(("dec.log_theta", cl.n_theta))
             self._entries, size = build_layout(enc_in, self.enc_hidden, self.latent_dim,
                                                self.dec_hidden, out_dim, extras,
-                                               self.dtype.itemsize, dec_in)
+                                               self.dtype.itemsize, dec_in,
+                                               self._injected())
             init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
             # the training noise (Philox keyed by the seed; see core/noise.py), and the
             # stream a loss-only pass given neither eps nor rng draws from, so that
@@ -237,7 +251,7 @@ class VAE(Inference, Workflows):
                 "activation_alpha": self.act_alpha if has_alpha else None,
                 "objective": self.objective, "n_conditions": self.n_conditions,
                 "missing": self.missing, "encode_conditions": self.encode_conditions,
-                "precision": self.precision}
+                "inject_conditions": self.inject_conditions, "precision": self.precision}
 
     @property
     def precision(self):
@@ -309,7 +323,12 @@ class VAE(Inference, Workflows):
                          self.dec_hidden, out_dim, S, train,
                          where="GPU" if self.kernels.DEVICE else "host",
                          n_dense=0 if cl is None else cl.n_dense,
-                         n_cond=0 if cl is None else cl.C)
+                         n_cond=0 if cl is None else cl.C, n_inject=self._injected())
+
+    def _injected(self):
+        """The conditions' columns in the input of each decoder product after the first
+        (C with inject_conditions, else 0)."""
+        return self.columns.C if self.inject_conditions else 0
 
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
@@ -446,22 +465,29 @@ class VAE(Inference, Workflows):
         of x (B, W) in its columns ``cond_cols``] (default: the data rows' condition
         columns), built in ws.zin (SAVE)."""
         self._mm.stale(ws, "g", "dec.")
+        join = None
         if ws.zin is not None:
             cols = self.tables["cond_cols"] if cond_cols is None else cond_cols
             self.kernels.decoder_input(ws.zin, z, x, cols)
             z = ws.zin
-        self._stack_forward(ws, "dec", z, ws.g, ws.out, "dec.out.W")
+            if ws.gin is not None:  # inject_conditions: [g_j | conditions] (SAVE: ws.gin)
+                def join(j, g):
+                    self.kernels.decoder_input(ws.gin[j], g, x, cols)
+                    return ws.gin[j]
+        self._stack_forward(ws, "dec", z, ws.g, ws.out, "dec.out.W", join=join)
 
-    def _stack_forward(self, ws, side, x, hidden, out, last_W, raw=None):
+    def _stack_forward(self, ws, side, x, hidden, out, last_W, raw=None, join=None):
         """x through the hidden layers of ``side`` into the buffers ``hidden`` (SAVE: act'
         is read off them), then out = last hidden @ params[last_W].  ``raw``: the data
-        rows of a block model, whose first product has a categorical part.  The input of
-        product i is keyed "e<i>" (encoder) or "g<i>" (decoder) for its bf16 shadow."""
+        rows of a block model, whose first product has a categorical part; ``join(i, h)``:
+        the input of product i + 1 made from hidden layer i's output (the decoder's
+        [h | conditions]).  The input of product i is keyed "e<i>" (encoder) or "g<i>"
+        (decoder) for its bf16 shadow."""
         bk, h, key = self.kernels, x, "e" if side == "enc" else "g"
         for i, ((W, b, _, _), hi) in enumerate(zip(self._layers(side), hidden)):
             self._product(ws, hi, h, f"{key}{i}", W, f"W:{side}.{i}.W", raw)
             bk.bias_act_fwd(hi, b, self.act_code, self.act_alpha)
-            h, raw = hi, None
+            h, raw = (hi if join is None else join(i, hi)), None
         self._product(ws, out, h, f"{key}{len(hidden)}", self._params[last_W], f"W:{last_W}",
                       raw)
 
@@ -599,7 +625,7 @@ class VAE(Inference, Workflows):
         mm.stale(ws, "d")  # the gradients' bf16 shadows are of the last backward
         # the input of each decoder product ([z | conditions] for the first, when conditioned)
         # and the keys of the operands' bf16 shadows (fastvae.core.precision)
-        g_in = [ws.z if ws.zin is None else ws.zin] + ws.g
+        g_in = [ws.z if ws.zin is None else ws.zin] + (ws.g if ws.gin is None else ws.gin)
         nd = len(dec)
         mm(ws, gr["dec.out.W"], g_in[-1], f"g{nd}", ws.dout, "dout", trans_a=True)
         d, dk = ws.dout, "dout"
@@ -607,7 +633,9 @@ class VAE(Inference, Workflows):
         for j in range(nd - 1, -1, -1):
             W, b, gW, gb = dec[j]
             pre = ws.scratch(*ws.dg[j].shape)
-            mm(ws, pre, d, dk, Wnext, wk, trans_b=True)
+            # (with injected conditions, the rows of Wnext after g_j's are the conditions':
+            # observed, they take no gradient)
+            mm(ws, pre, d, dk, Wnext[:pre.shape[1]], wk, trans_b=True)
             bk.act_bias_bwd(ws.dg[j], gb, pre, ws.g[j], act, alpha)
             mm(ws, gW, g_in[j], f"g{j}", ws.dg[j], f"dg{j}", trans_a=True)
             d, dk, Wnext, wk = ws.dg[j], f"dg{j}", W, f"W:dec.{j}.W"

@@ -16,12 +16,14 @@ _ALIGN_BYTES = 64
 
 
 def build_layout(enc_in, enc_hidden, latent_dim, dec_hidden, out_dim, extras, itemsize,
-                 dec_in=None):
+                 dec_in=None, dec_inject=0):
     """Return (entries, total size).
 
     enc_in : rows of the encoder's first weight matrix (the data width, or for a block
         model its dense input columns and one-hot rows); dec_in : rows of the decoder's
-        first (latent_dim, or latent_dim + the conditions); out_dim : decoder outputs;
+        first (latent_dim, or latent_dim + the conditions); dec_inject : rows added to
+        each later decoder weight (dec.{j}.W, j > 0, and dec.out.W) for the conditions
+        that inject_conditions joins to their inputs; out_dim : decoder outputs;
         extras : [(name, size)] of 1-D tensors after the layers (``dec.logscale``,
         ``dec.log_theta``), skipped when the size is 0.
     entries: OrderedDict name -> (offset, shape, fan_in), in the public order
@@ -40,7 +42,7 @@ def build_layout(enc_in, enc_hidden, latent_dim, dec_hidden, out_dim, extras, it
     prev = latent_dim if dec_in is None else dec_in
     for j, n in enumerate(dec_hidden):
         shapes += [(f"dec.{j}.W", (prev, n), prev), (f"dec.{j}.b", (n,), prev)]
-        prev = n
+        prev = n + dec_inject
     shapes += [("dec.out.W", (prev, out_dim), prev), ("dec.out.b", (out_dim,), prev)]
     shapes += [(name, (size,), None) for name, size in extras if size]
     entries = OrderedDict()

@@ -58,14 +58,16 @@ class Workspace:
     Backward: dg[j] (R, m_j); dz (R, Z); dhead (B, 2Z); dh[i] (B, n_i); scratch.
     Block models (fastvae.core.columns): D is the decoder's outputs P and S the aux vector;
               xin (B, Dn) the encoder's dense input columns (n_dense); zin (R, Z + C) the
-              decoder's input [z | conditions] and dzin its gradient (n_cond = C > 0).
+              decoder's input [z | conditions] and dzin its gradient (n_cond = C > 0);
+              gin[j] (R, m_j + C) the input [g_j | conditions] of the decoder product after
+              hidden layer j (n_inject = C: inject_conditions).
 
     Out of memory (``where``: "host" or "GPU"), the MemoryError says how much the
     activations need and suggests a smaller batch.
     """
 
     def __init__(self, xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S=1, train=True,
-                 where="host", n_dense=0, n_cond=0):
+                 where="host", n_dense=0, n_cond=0, n_inject=0):
         try:
             self._allocate(xp, dtype, B, L, enc_hidden, latent, dec_hidden, D, S, train)
             e = lambda *shape: aligned_empty(xp, shape, dtype)  # noqa: E731
@@ -73,6 +75,8 @@ class Workspace:
             self.xin = e(B, n_dense) if n_dense else None
             self.zin = e(L * B, latent + n_cond) if n_cond else None
             self.dzin = e(L * B, latent + n_cond) if n_cond and train else None
+            # inject_conditions: each later decoder product's input [g_j | conditions]
+            self.gin = [e(L * B, m + n_inject) for m in dec_hidden] if n_inject else None
         except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
             per_row = 2 * sum(enc_hidden) + 3 * L * (sum(dec_hidden) + D) + 10 * L * latent
             need = per_row * B * np.dtype(dtype).itemsize / 2 ** 20

@@ -241,10 +241,11 @@ _ACTIVATIONS = {"relu": _relu, "leaky_relu": _leaky_relu, "tanh": _tanh,
                 "sigmoid": _sigmoid_act, "elu": _elu, "softplus": _softplus}
 
 
-def _stack(g, model, params, side, h, last_W, last_b, out=None, first=None):
+def _stack(g, model, params, side, h, last_W, last_b, out=None, first=None, join=None):
     """h through the hidden layers of ``side`` ('enc' or 'dec'), then the last product:
     Gemm(h, W, b) = h @ W + b per layer, the activation after each hidden one.
-    ``first(W name, b name, out)``: the first product instead (a block model's encoder)."""
+    ``first(W name, b name, out)``: the first product instead (a block model's encoder);
+    ``join``: an input joined to each hidden layer's output (inject_conditions)."""
     act = _ACTIVATIONS[model.activation]
     n = len(model.enc_hidden if side == "enc" else model.dec_hidden)
     names = [(f"{side}.{i}.W", f"{side}.{i}.b") for i in range(n)] + [(last_W, last_b)]
@@ -257,6 +258,8 @@ def _stack(g, model, params, side, h, last_W, last_b, out=None, first=None):
                      out=out if last else None)
         if not last:
             h = act(g, h, model.act_alpha)
+            if join is not None:
+                h = g.op("Concat", h, join, axis=1)
     return h
 
 
@@ -383,7 +386,9 @@ def _decoder(g, model, params, z):
     model's decoder reads [z | conditions] and gives each block's parameters too."""
     if model.columns is not None:
         zin = g.op("Concat", z, "conditions", axis=1) if model.columns.C else z
-        out = _stack(g, model, params, "dec", zin, "dec.out.W", "dec.out.b", out="decoder_out")
+        join = "conditions" if model.inject_conditions else None
+        out = _stack(g, model, params, "dec", zin, "dec.out.W", "dec.out.b", out="decoder_out",
+                     join=join)
         return _block_outputs(g, model, params, out)
     bern = model.likelihood == "bernoulli"
     out = _stack(g, model, params, "dec", z, "dec.out.W", "dec.out.b",
