@@ -343,9 +343,28 @@ def test_bad_table_input_is_one_line_and_writes_nothing(workdir, capsys, extra, 
     assert not (workdir / "runs").exists()
 
 
+def test_condition_settings_reach_the_model_and_the_run(workdir, capsys):
+    """--decoder-conditions-only --inject-conditions: scVI's setting with the conditions in
+    every decoder layer, kept in run.json and the checkpoint; without a condition column
+    the injection is refused in one line."""
+    assert main(["train", "--data", "t.csv", "--out", "r", "--condition", "group",
+                 "--decoder-conditions-only", "--inject-conditions", "--no-pictures",
+                 *SMALL]) == 0
+    m = fastvae.load(workdir / "r" / "model.npz")
+    assert m.inject_conditions and not m.encode_conditions
+    saved = json.load(open(workdir / "r" / "run.json"))
+    assert saved["inject_conditions"] is True and saved["encode_conditions"] is False
+    assert main(["train", "--data", "t.csv", "--out", "r2", "--inject-conditions",
+                 *SMALL]) == 2
+    assert "name a condition column with --condition COL" in one_error_line(capsys, "train")
+    assert not (workdir / "r2").exists()
+
+
 def test_condition_without_a_table_and_mpi_are_refused(workdir, capsys, monkeypatch):
     assert main(["train", "--condition", "group", *SMALL]) == 2
-    assert "--condition and --column are for tables" in one_error_line(capsys, "train")
+    assert "--condition, --column, --decoder-conditions-only" in one_error_line(capsys, "train")
+    assert main(["train", "--inject-conditions", *SMALL]) == 2
+    assert "are for tables" in one_error_line(capsys, "train")
     monkeypatch.setenv("PMI_SIZE", "2")
     assert main(["train", "--data", "t.csv", *SMALL]) == 2
     assert "not supported for tables" in one_error_line(capsys, "train")

@@ -30,7 +30,9 @@ DEFAULTS = {"epochs": 30, "hidden": (128, 128), "latent": 32, "lr": 1e-3, "seed"
 MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alpha",
                  "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
                  "dtype": "dtype", "objective": "objective",
-                 "decoder_hidden": "decoder_hidden", "precision": "precision"}
+                 "decoder_hidden": "decoder_hidden", "precision": "precision",
+                 "encode_conditions": "encode_conditions",
+                 "inject_conditions": "inject_conditions"}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
                "kl_warmup", "val_samples")
 IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
@@ -51,6 +53,14 @@ def add_arguments(parser):
     g.add_argument("--condition", action="append", default=None, metavar="COL",
                    help="a condition column (repeatable): observed, given to the encoder "
                    "and the decoder; 'fastvae sample --condition COL=VALUE' fixes it")
+    g.add_argument("--decoder-conditions-only", dest="encode_conditions",
+                   action="store_const", const=False, default=None,
+                   help="the encoder does not read the conditions (scVI's default): the "
+                   "codes must explain each row without them, which keeps a batch effect "
+                   "out of them")
+    g.add_argument("--inject-conditions", action="store_const", const=True, default=None,
+                   help="every decoder layer reads the conditions, the output layer's "
+                   "included (a learned shift of each column per condition)")
     g.add_argument("--column", action="append", default=None, metavar="COL=TYPE",
                    help="a column's type instead of the inferred one (repeatable): numeric, "
                    "categorical, count (negative binomial), poisson or ignore")
@@ -65,9 +75,11 @@ def wanted(args):
         table = bool(_read_run(args.out, quiet=True).get("table"))
     else:
         table = False
-    if not table and (args.condition or args.column):
-        raise UsageError("--condition and --column are for tables (--data a .csv, .tsv, "
-                         ".parquet or .pq file)")
+    if not table and (args.condition or args.column or args.encode_conditions is not None
+                      or args.inject_conditions is not None):
+        raise UsageError("--condition, --column, --decoder-conditions-only and "
+                         "--inject-conditions are for tables (--data a .csv, .tsv, .parquet "
+                         "or .pq file)")
     return table
 
 
@@ -153,6 +165,9 @@ def _options(args, given):
         given["conditions"] = list(dict.fromkeys(args.condition))
     if args.column is not None:
         given["columns"] = parse_columns(args.column)
+    for k in ("encode_conditions", "inject_conditions"):
+        if getattr(args, k, None) is not None:
+            given[k] = getattr(args, k)
     opts = {**DEFAULTS, "conditions": [], "columns": {}, **given}
     return given, opts
 
@@ -270,6 +285,9 @@ def _cli_words(message):
     --column c=ignore."""
     import re
     message = re.sub(r"types=\{'([^']*)': '(\w+)'\}", r"--column \1=\2", message)
+    message = re.sub(r"inject_conditions=True (.*): build it with n_conditions=C",
+                     r"--inject-conditions \1: name a condition column with --condition COL",
+                     message)
     return message.replace("types names column", "--column names column")
 
 
