@@ -279,6 +279,8 @@ def test_injected_conditions_move_the_counterfactual_and_survive_save(batch_mode
     back = tabular.load(tv.save(tmp_path / "t.npz"))
     assert back.model.inject_conditions
     pd.testing.assert_frame_equal(back.reconstruct(rows, conditions="B"), moved)
+    with pytest.raises(TableError, match="conditions=COLUMN"):
+        fit(tvae(inject_conditions=True), df[["x", "y"]], epochs=0)
 
 
 def test_unseen_condition_is_an_error(batch_model):

@@ -354,9 +354,16 @@ def test_condition_settings_reach_the_model_and_the_run(workdir, capsys):
     assert m.inject_conditions and not m.encode_conditions
     saved = json.load(open(workdir / "r" / "run.json"))
     assert saved["inject_conditions"] is True and saved["encode_conditions"] is False
+    assert main(["train", "--resume", "--out", "r", "--epochs", "3", "--decoder-conditions-only",
+                 "--inject-conditions", "--quiet"]) == 0  # (the run's own settings again)
+    assert main(["train", "--data", "t.csv", "--out", "r1", "--condition", "group",
+                 "--no-pictures", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "r1", "--inject-conditions", "--quiet"]) == 2
+    assert "--inject-conditions (the run has not)" in one_error_line(capsys, "train")
     assert main(["train", "--data", "t.csv", "--out", "r2", "--inject-conditions",
                  *SMALL]) == 2
-    assert "name a condition column with --condition COL" in one_error_line(capsys, "train")
+    assert "none was given: name one with --condition COL" in one_error_line(capsys, "train")
     assert not (workdir / "r2").exists()
 
 

@@ -33,6 +33,10 @@ MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alp
                  "decoder_hidden": "decoder_hidden", "precision": "precision",
                  "encode_conditions": "encode_conditions",
                  "inject_conditions": "inject_conditions"}
+#: model options given as switches: their flag, and the setting without it
+FLAGS = {"encode_conditions": "--decoder-conditions-only",
+         "inject_conditions": "--inject-conditions"}
+FLAG_DEFAULTS = {"encode_conditions": True, "inject_conditions": False}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
                "kl_warmup", "val_samples")
 IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
@@ -183,14 +187,22 @@ def _resumed(args, given):
     saved = _read_run(args.out)
     if not saved.get("table"):
         raise UsageError(f"--resume: {args.out} is not a table run")
-    fixed = [f"--{k.replace('_', '-')} {given[k]!r} (the run has {saved.get(k)!r})"
-             for k in FIXED if k in given and _norm(given[k]) != _norm(saved.get(k))]
+    fixed = [_changed(k, given[k], saved.get(k, FLAG_DEFAULTS.get(k)))
+             for k in FIXED if k in given
+             and _norm(given[k]) != _norm(saved.get(k, FLAG_DEFAULTS.get(k)))]
     if fixed:
         raise UsageError("a run's data and model cannot change on --resume: "
                          + "; ".join(fixed) + "; start a new run with another --out")
     opts = {**DEFAULTS, **saved}
     opts["epochs"] = given.get("epochs", saved.get("epochs", DEFAULTS["epochs"]))
     return opts, load(ckpt, backend=args.backend), ckpt
+
+
+def _changed(key, given, saved):
+    """How a fixed option given on --resume differs from the run's, in the flags' words."""
+    if key in FLAGS:
+        return f"{FLAGS[key]} (the run {'has it' if saved != FLAG_DEFAULTS[key] else 'has not'})"
+    return f"--{key.replace('_', '-')} {given!r} (the run has {saved!r})"
 
 
 def cmd_train(args, given):
@@ -285,9 +297,10 @@ def _cli_words(message):
     --column c=ignore."""
     import re
     message = re.sub(r"types=\{'([^']*)': '(\w+)'\}", r"--column \1=\2", message)
-    message = re.sub(r"inject_conditions=True (.*): build it with n_conditions=C",
-                     r"--inject-conditions \1: name a condition column with --condition COL",
-                     message)
+    message = re.sub(r"inject_conditions=True (feeds the condition columns .*?), but none "
+                     r"was given: fit\(df, conditions=COLUMN\)",
+                     r"--inject-conditions \1, but none was given: name one with "
+                     r"--condition COL", message)
     return message.replace("types names column", "--column names column")
 
 

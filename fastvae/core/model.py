@@ -463,7 +463,8 @@ class VAE(Inference, Workflows):
         """Hidden layers into ws.g, then the output product (bias not yet added) into
         ws.out; z (R, Z) with R = ws.R.  With conditions the input is [z | the conditions
         of x (B, W) in its columns ``cond_cols``] (default: the data rows' condition
-        columns), built in ws.zin (SAVE)."""
+        columns), built in ws.zin (SAVE); with inject_conditions each later product's
+        input is [g_j | the same conditions], built in ws.gin[j] (SAVE)."""
         self._mm.stale(ws, "g", "dec.")
         join = None
         if ws.zin is not None:

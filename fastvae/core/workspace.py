@@ -78,7 +78,9 @@ class Workspace:
             # inject_conditions: each later decoder product's input [g_j | conditions]
             self.gin = [e(L * B, m + n_inject) for m in dec_hidden] if n_inject else None
         except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
-            per_row = 2 * sum(enc_hidden) + 3 * L * (sum(dec_hidden) + D) + 10 * L * latent
+            per_row = (2 * sum(enc_hidden) + 3 * L * (sum(dec_hidden) + D) + 10 * L * latent
+                       + L * (latent + n_cond) * (1 + train)
+                       + L * sum(m + n_inject for m in dec_hidden) * bool(n_inject))
             need = per_row * B * np.dtype(dtype).itemsize / 2 ** 20
             hint = f"; try batch_size={max(1, B // 2)} or smaller" if B > 1 else ""
             raise MemoryError(

@@ -383,7 +383,8 @@ def _block_outputs(g, model, params, out):
 
 def _decoder(g, model, params, z):
     """z -> x_hat: probabilities (the sigmoid of the logits, Bernoulli) or means; a block
-    model's decoder reads [z | conditions] and gives each block's parameters too."""
+    model's decoder reads [z | conditions] (with inject_conditions, every later layer
+    [h | conditions] too) and gives each block's parameters too."""
     if model.columns is not None:
         zin = g.op("Concat", z, "conditions", axis=1) if model.columns.C else z
         join = "conditions" if model.inject_conditions else None
