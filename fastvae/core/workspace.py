@@ -58,7 +58,8 @@ class Workspace:
     Backward: dg[j] (R, m_j); dz (R, Z); dhead (B, 2Z); dh[i] (B, n_i); scratch.
     Block models (fastvae.core.columns): D is the decoder's outputs P and S the aux vector;
               xin (B, Dn) the encoder's dense input columns (n_dense); zin (R, Z + C) the
-              decoder's input [z | conditions] and dzin its gradient (n_cond = C > 0);
+              decoder's input [z | conditions] (n_cond = C > 0; its gradient is never
+              needed: the conditions are observed, and dz reads W's first Z rows);
               gin[j] (R, m_j + C) the input [g_j | conditions] of the decoder product after
               hidden layer j (n_inject = C: inject_conditions).
 
@@ -74,12 +75,11 @@ class Workspace:
             # block models: the encoder's dense input columns, and [z | conditions]
             self.xin = e(B, n_dense) if n_dense else None
             self.zin = e(L * B, latent + n_cond) if n_cond else None
-            self.dzin = e(L * B, latent + n_cond) if n_cond and train else None
             # inject_conditions: each later decoder product's input [g_j | conditions]
             self.gin = [e(L * B, m + n_inject) for m in dec_hidden] if n_inject else None
         except MemoryError as exc:  # CuPy's OutOfMemoryError is a MemoryError too
             per_row = (2 * sum(enc_hidden) + 3 * L * (sum(dec_hidden) + D) + 10 * L * latent
-                       + L * (latent + n_cond) * (1 + train)
+                       + L * (latent + n_cond) * bool(n_cond)
                        + L * sum(m + n_inject for m in dec_hidden) * bool(n_inject))
             need = per_row * B * np.dtype(dtype).itemsize / 2 ** 20
             hint = f"; try batch_size={max(1, B // 2)} or smaller" if B > 1 else ""
