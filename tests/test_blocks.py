@@ -205,15 +205,20 @@ def test_counterfactual_decoding(backend):
         np.testing.assert_allclose(m, want, rtol=1e-10)
 
 
-def test_exact_resume_with_conditions_and_exposure(tmp_path):
+@pytest.mark.parametrize("name,dtype,kw", [
+    ("mixed", "float32", {}),
+    # injected conditions with other non-default settings, in float64
+    ("mixed-inj", "float64", dict(beta=0.5, n_samples=2, encode_conditions=False,
+                                  activation="elu"))])
+def test_exact_resume_with_conditions_and_exposure(tmp_path, name, dtype, kw):
     rng = np.random.default_rng(16)
-    model = make("mixed", "cpu", "float32")
+    model = make(name, "cpu", dtype, **kw)
     cl = model.columns
     rows = bd.rows(cl, 90, rng, edges=False)
     X, cond, expo = cl.split(rows)
-    one = make("mixed", "cpu", "float32")
+    one = make(name, "cpu", dtype, **kw)
     one.fit(X, epochs=2, batch_size=16, conditions=cond, exposure=expo, progress=False)
-    two = make("mixed", "cpu", "float32")
+    two = make(name, "cpu", dtype, **kw)
     two.fit(X, epochs=1, batch_size=16, conditions=cond, exposure=expo, progress=False)
     path = two.save(tmp_path / "m.npz")
     back = fastvae.load(path)
@@ -222,8 +227,9 @@ def test_exact_resume_with_conditions_and_exposure(tmp_path):
     assert back.columns.blocks == one.columns.blocks
 
 
-def test_pickle_and_load_keep_the_blocks(tmp_path, backend):
-    model = make("mixed", backend)
+@pytest.mark.parametrize("name", ["mixed", "mixed-inj"])
+def test_pickle_and_load_keep_the_blocks(tmp_path, backend, name):
+    model = make(name, backend)
     rng = np.random.default_rng(17)
     set_edges(model, rng)
     rows = model.kernels.asarray(bd.rows(model.columns, 5, rng))
@@ -232,7 +238,9 @@ def test_pickle_and_load_keep_the_blocks(tmp_path, backend):
     for other in (pickle.loads(pickle.dumps(model)), fastvae.load(model.save(tmp_path / "m.npz"),
                                                                   backend=backend)):
         assert repr(other) == repr(model)
+        assert other.config() == model.config()
         assert float(other.forward(rows, eps, grad=False).loss) == want
+        assert float(other.forward(rows, eps, grad=False).loss) == want  # (a second pass)
 
 
 # -------------------------------------------------------------------------- estimators
@@ -434,30 +442,31 @@ def test_conditions_read_by_the_decoder_alone(backend, tmp_path):
 def test_conditions_injected_into_every_decoder_layer(backend, tmp_path):
     """inject_conditions=True: every later decoder weight has the conditions' rows, decode
     is [z | c] -> act -> [h | c] -> act -> [h | c] -> out (checked against NumPy on
-    counterfactual conditions), and the setting survives save and load; without conditions
-    it is an error that says so."""
-    m = make("mixed-inj", backend)
-    p = {k: host(v) for k, v in m.parameters().items()}
-    Z, C = m.latent_dim, m.columns.C
-    assert p["dec.0.W"].shape[0] == Z + C
-    H0, H1 = m.dec_hidden
-    assert p["dec.1.W"].shape[0] == H0 + C and p["dec.out.W"].shape[0] == H1 + C
+    counterfactual conditions, through a Gaussian block whose means are the outputs), and
+    the setting survives save and load; without conditions, or given a non-bool, it is an
+    error that says so."""
+    g = fastvae.VAE(likelihood=[Gaussian(4)], hidden=(6, 5), latent_dim=3, n_conditions=2,
+                    inject_conditions=True, activation="tanh", dtype="float64", seed=1,
+                    backend=backend)
     rng = np.random.default_rng(3)
-    for k in p:  # (nonzero biases, so that every term shows)
-        m.parameters()[k][...] = m.kernels.asarray(rng.normal(size=p[k].shape) * 0.5)
-    p = {k: host(v) for k, v in m.parameters().items()}
-    z = rng.normal(size=(6, Z))
-    c = np.eye(C)[rng.integers(0, C, 6)]
-    h = np.tanh(np.hstack([z, c]) @ p["dec.0.W"] + p["dec.0.b"])
-    h = np.tanh(np.hstack([h, c]) @ p["dec.1.W"] + p["dec.1.b"])
-    want = np.hstack([h, c]) @ p["dec.out.W"] + p["dec.out.b"]
-    # the raw outputs (before the output bias), through the pass training uses
-    ws = m.workspaces.get(6, 1, False)
-    rows = np.zeros((6, m.columns.width))
-    rows[:, m.columns.D:m.columns.D + C] = c
-    m._decoder_forward(ws, m.kernels.asarray(z), m.kernels.asarray(rows))
-    got = host(ws.out) + p["dec.out.b"]
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    for k, v in g.parameters().items():  # (nonzero biases, so that every term shows)
+        v[...] = g.kernels.asarray(rng.normal(size=v.shape) * 0.5)
+    p = {k: host(v) for k, v in g.parameters().items()}
+    H0, H1 = g.dec_hidden
+    assert p["dec.0.W"].shape[0] == 3 + 2
+    assert p["dec.1.W"].shape[0] == H0 + 2 and p["dec.out.W"].shape[0] == H1 + 2
+    z = rng.normal(size=(6, 3))
+    c = np.eye(2)[rng.integers(0, 2, 6)]
+
+    def numpy_decoder(c):
+        h = np.tanh(np.hstack([z, c]) @ p["dec.0.W"] + p["dec.0.b"])
+        h = np.tanh(np.hstack([h, c]) @ p["dec.1.W"] + p["dec.1.b"])
+        return np.hstack([h, c]) @ p["dec.out.W"] + p["dec.out.b"]
+
+    for cc in (c, 1.0 - c):  # the rows' conditions, then the other ones
+        got = host(g.decode(g.kernels.asarray(z), conditions=cc))
+        np.testing.assert_allclose(got, numpy_decoder(cc), rtol=1e-12, atol=1e-12)
+    m = make("mixed-inj", backend)
     X, kw = bd.fit_args("mixed", 8)
     m.fit(X, epochs=1, batch_size=4, progress=False, **kw)
     back = fastvae.load(m.save(tmp_path / "m.npz"), backend=backend)
@@ -465,3 +474,6 @@ def test_conditions_injected_into_every_decoder_layer(backend, tmp_path):
     np.testing.assert_array_equal(host(back.flat_params), host(m.flat_params))
     with pytest.raises(ValueError, match="n_conditions"):
         fastvae.VAE(likelihood=[NegBinomial(3)], inject_conditions=True, backend=backend)
+    with pytest.raises((TypeError, ValueError), match="inject_conditions"):
+        fastvae.VAE(likelihood=[NegBinomial(3)], n_conditions=2, inject_conditions="yes",
+                    backend=backend)
