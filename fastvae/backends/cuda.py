@@ -138,6 +138,19 @@ def _contiguous(name, out, a, b):
                              f"strides {arr.strides})")
 
 
+def _gemm_plan(out, a, b, trans_a, trans_b):
+    """cuBLAS's column-major arguments of out = op(a) @ op(b) (:func:`gemm_args`), or None
+    when there is nothing to multiply (out empty; K = 0 fills out with zeros)."""
+    args = gemm_args(out.shape, a.shape, b.shape, trans_a, trans_b)
+    m, n, k = args[2:5]
+    if m == 0 or n == 0:
+        return None
+    if k == 0:
+        out.fill(0)
+        return None
+    return args
+
+
 def matmul(out, a, b, trans_a=False, trans_b=False):
     """out (M, N) = op(a) @ op(b) through cuBLAS (contract: reference.matmul).
 
@@ -147,16 +160,12 @@ def matmul(out, a, b, trans_a=False, trans_b=False):
     if not (a.dtype == b.dtype == out.dtype) or np.dtype(out.dtype) not in DTYPE_SUFFIX:
         raise TypeError(f"matmul: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; all must be "
                         "one of float32, float64")
-    transa, transb, m, n, k, lda, ldb, ldc = gemm_args(out.shape, a.shape, b.shape,
-                                                       trans_a, trans_b)
-    if m == 0 or n == 0:
+    args = _gemm_plan(out, a, b, trans_a, trans_b)
+    if args is None:
         return
-    dev = device()
-    if k == 0:
-        out.fill(0)
-        return
-    dev.gemm(np.dtype(out.dtype), transa, transb, m, n, k, b, lda, a, ldb, out, ldc,
-             tf32_enabled() and out.dtype == np.float32)
+    transa, transb, m, n, k, lda, ldb, ldc = args
+    device().gemm(np.dtype(out.dtype), transa, transb, m, n, k, b, lda, a, ldb, out, ldc,
+                  tf32_enabled() and out.dtype == np.float32)
 
 
 def to_bf16(dst, src):
@@ -176,13 +185,10 @@ def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
     if a.dtype != np.uint16 or b.dtype != np.uint16 or out.dtype != np.float32:
         raise TypeError(f"matmul_bf16: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; the "
                         "operands must be bf16 bits (uint16) and out float32")
-    transa, transb, m, n, k, lda, ldb, ldc = gemm_args(out.shape, a.shape, b.shape,
-                                                       trans_a, trans_b)
-    if m == 0 or n == 0:
+    args = _gemm_plan(out, a, b, trans_a, trans_b)
+    if args is None:
         return
-    if k == 0:
-        out.fill(0)
-        return
+    transa, transb, m, n, k, lda, ldb, ldc = args
     device().gemm_bf16(transa, transb, m, n, k, b, lda, a, ldb, out, ldc)
 
 
