@@ -41,10 +41,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 
 import numpy as np
 
 from ..io.dataset import DataError
+
+# (seconds an aborting rank waits for its last words to be relayed, see Distributed.abort)
+ABORT_GRACE_S = 1.0
 
 #: the flags of a step, summed over ranks
 _FAIL, _STOP = 0, 1
@@ -217,6 +221,11 @@ class Distributed:
         if self.size > 1:
             print(f"fastvae: {why}: aborting every rank",
                   file=sys.stderr, flush=True)
+            # The launcher relays a rank's stderr and its abort request on separate
+            # channels; when the abort wins, mpiexec kills the job before the message
+            # (the only word of why) reaches the user.  A pause lets it through first: this
+            # job is ending anyway.
+            time.sleep(ABORT_GRACE_S)
             self.comm.Abort(code)
 
     def check_same_start(self, failure, inputs):
