@@ -64,9 +64,10 @@ def probe(codes, labels):
             for c in (LogisticRegression(max_iter=2000), KNeighborsClassifier(15))]
 
 
-def run_fastvae(X, batch, cluster, tr, te, stops, seed, precision="full"):
+def run_fastvae(X, batch, cluster, tr, te, stops, seed, precision="full", shards=2):
     """fastvae trained to each epoch count in ``stops`` in turn (one run, continued), a
-    row per stop: the training seconds so far, and the held-out scores there."""
+    row per stop: the training seconds so far, and the held-out scores there.  ``shards``:
+    fit's data-parallel shards of a batch (the cpu backend's threads are set by main)."""
     import fastvae
     from fastvae import NegBinomial
     onehot = np.eye(2, dtype=np.float32)[batch]
@@ -79,14 +80,14 @@ def run_fastvae(X, batch, cluster, tr, te, stops, seed, precision="full"):
     for stop in stops:
         t0 = time.perf_counter()
         m.fit(X[tr], epochs=stop - done, batch_size=128, optimizer=opt, kl_warmup=KL_WARMUP,
-              conditions=onehot[tr], exposure=lib[tr], progress=False)
+              conditions=onehot[tr], exposure=lib[tr], progress=False, shards=shards)
         secs += time.perf_counter() - t0
         done = stop
         s = m.score_samples(X[te], per_column=True, conditions=onehot[te], exposure=lib[te])
         recon_ll = -float(np.asarray(s.columns, dtype=np.float64).sum(1).mean())
         mu, _ = m.encode(X[te], conditions=onehot[te])
         rows.append({"impl": "fastvae" if precision == "full" else f"fastvae ({precision})",
-                     "epochs": stop, "train_s": secs, "s_per_epoch": secs / stop,
+                     "shards": shards, "epochs": stop, "train_s": secs, "s_per_epoch": secs / stop,
                      "heldout_recon_ll": recon_ll, "batch_acc": probe(mu, batch[te]),
                      "cluster_acc": probe(mu, cluster[te])})
         print(rows[-1], flush=True)
@@ -140,7 +141,10 @@ def main(argv=None):
     ap.add_argument("--more-epochs", type=int, default=60,
                     help="fastvae then trains on for this many more epochs (0: no)")
     ap.add_argument("--kl-warmup", type=float, default=KL_WARMUP, help="epochs, both sides")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="both sides: torch's threads, and fastvae's cpu backend threads")
+    ap.add_argument("--shards", type=int, default=None,
+                    help="fastvae's data-parallel shards per batch (default: --threads)")
     ap.add_argument("--cells", type=int, default=20_000)
     ap.add_argument("--no-scvi", action="store_true")
     ap.add_argument("--bf16", action="store_true",
@@ -152,11 +156,23 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     import torch
     torch.set_num_threads(args.threads)
+    from fastvae.backends import cpu
+    shards = args.threads if args.shards is None else args.shards
+    before = cpu.get_num_threads()
+    cpu.set_num_threads(args.threads)
+    try:
+        compare(args, shards)
+    finally:
+        cpu.set_num_threads(before)  # (the smoke test runs this in pytest's process)
+
+
+def compare(args, shards):
+    """Both sides, the table, and the files (see the module docstring)."""
     from fastvae.benchmark.machine import describe, save
     X, batch, cluster = counts(args.cells, 2000, seed=0)
     tr, te = split(len(X))
     stops = [args.epochs] + ([args.epochs + args.more_epochs] if args.more_epochs else [])
-    rows = run_fastvae(X, batch, cluster, tr, te, stops, 0)
+    rows = run_fastvae(X, batch, cluster, tr, te, stops, 0, shards=shards)
     first = rows[0]
     scvi = None
     if not args.no_scvi:
@@ -164,18 +180,20 @@ def main(argv=None):
         print(scvi, flush=True)
         # this shared machine's speed drifts over minutes: fastvae's epochs are timed again
         # after SCVI's, and its seconds per epoch are the mean of the two timings
-        again = run_fastvae(X, batch, cluster, tr, te, [max(1, args.epochs // 3)], 0)[0]
+        again = run_fastvae(X, batch, cluster, tr, te, [max(1, args.epochs // 3)], 0,
+                            shards=shards)[0]
         first["s_per_epoch_before"] = first["s_per_epoch"]
         first["s_per_epoch_after"] = again["s_per_epoch"]
         first["s_per_epoch"] = 0.5 * (first["s_per_epoch"] + again["s_per_epoch"])
         rows.append(scvi)
     if args.bf16:
-        rows += run_fastvae(X, batch, cluster, tr, te, stops, 0, "bf16")
+        rows += run_fastvae(X, batch, cluster, tr, te, stops, 0, "bf16", shards)
     machine = describe()
     lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, {args.threads} threads; "
              f"torch {machine.get('torch')}; {machine['date']}.  {len(tr)} training cells, "
              f"{len(te)} held out, 2,000 genes, KL warm-up {KL_WARMUP:g} epochs; fastvae "
-             f"with inject_conditions=True.  Rows of one run at more epochs continue it.", "",
+             f"with inject_conditions=True and {shards} shards per batch on {args.threads} "
+             f"threads.  Rows of one run at more epochs continue it.", "",
              "| implementation | epochs | train s | s/epoch | held-out recon. log-lik./cell | "
              "batch accuracy, logistic / 15-NN (chance 0.5) | cluster accuracy, logistic / "
              "15-NN |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -193,7 +211,7 @@ def main(argv=None):
     md = "\n".join(lines)
     print(md)
     if args.json or args.md:
-        save({"machine": machine, "threads": args.threads, "rows": rows}, md, args.json,
+        save({"machine": machine, "threads": args.threads, "shards": shards, "rows": rows}, md, args.json,
              args.md)
 
 

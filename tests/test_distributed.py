@@ -104,6 +104,9 @@ CONFIGS = {
     "dreg-K3": (3, dict(hidden=(10,), latent_dim=2, seed=11, n_samples=3,
                         objective="iwae-dreg", activation="elu"),
                 dict(FIT, batch_size=7, lr=1e-3, binarize="none", kl_warmup=0)),
+    # each rank's 25 rows cut into 3 shards (9 + 8 + 8), the last batch's 15 into 5 + 5 + 5,
+    # with dynamic binarization and KL warm-up (fit's shards: no free bits)
+    "shards-3": (2, dict(MODEL, free_bits=0.0), dict(FIT, shards=3)),
 }
 
 

@@ -330,6 +330,27 @@ class VAE(Inference, Workflows):
         (C with inject_conditions, else 0)."""
         return self.columns.C if self.inject_conditions else 0
 
+    def replica(self):
+        """A model for one shard of a data-parallel step on another thread (fit's
+        ``shards``): the same configuration and the same parameter arrays (an update of
+        either is the other's), but its own gradient buffer, workspaces, bf16 weight
+        shadows and noise position, so that two passes can run at once.  It is a working
+        part of a step, not a copy to keep: it has no training state, and its noise
+        position is set by the step that uses it."""
+        with self.on_device():
+            flat = aligned_zeros(self.kernels.xp, self.flat_grads.size, self.dtype)
+        own = dict(self.__dict__)
+        own.update(flat_grads=flat, grads=Grads(views(flat, self._entries), flat),
+                   noise=Noise(self.noise.key, self.noise.counter),
+                   eval_noise=Noise(self.eval_noise.key, self.eval_noise.counter),
+                   # (the factory reads the configuration alone, which the two share)
+                   workspaces=WorkspacePool(self._new_workspace),
+                   _mm=Products(self.kernels, self._params, self._precision),
+                   train_state=None, metadata={})
+        r = object.__new__(type(self))
+        r.__dict__.update(own)
+        return r
+
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
         n = len(self.enc_hidden if side == "enc" else self.dec_hidden)

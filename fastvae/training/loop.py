@@ -17,6 +17,7 @@ from ..core.evaluate import elbo
 from ..core.step import StepContext
 from .batches import Batches
 from .distributed import DistributedError
+from .shards import Shards
 
 #: on a GPU the loss is checked for NaN/inf every this many steps (and whenever the
 #: progress bar redraws), not every step: reading it would make the host wait each time
@@ -55,6 +56,8 @@ class Loop:
             self.acc = bk.xp.asarray(np.array(st.sums[:3], dtype=np.float64))
             self.acc_mark = bk.xp.empty_like(self.acc)  # the sums before the step in flight
         self.checked = st.epoch_steps  # the last step whose loss is known to be finite
+        n = settings["shards"]
+        self.shards = Shards(model, n) if n > 1 else None
 
     def stopping(self):
         return self.ag.stopping(self.guard)
@@ -196,7 +199,7 @@ class Loop:
         global batch [start, stop), gradients of the global batch's mean loss left in the
         model's buffer.  Returns the rows' [loss, recon, kl] sums and their count (on a GPU
         the sums stay on the device, in acc: zeros here)."""
-        model, st, m = self.model, self.st, hi - lo
+        model, m = self.model, hi - lo
         reduce_kl = self.ag.kl_dim_reducer
         if m == 0:  # more ranks than rows in this batch: take part with a zero gradient
             self.batches.skip(start, stop)
@@ -207,20 +210,29 @@ class Loop:
             model.flat_grads.fill(0)
             return 0.0, 0.0, 0.0, 0
         xb = self.batches.get(lo, hi, start, stop)
+        if self.shards is not None:  # (on the host, with free bits off: see state.py)
+            sums = self.shards.step(xb, lo - start, stop - start)
+            self.check_finite(sums[0] / m)
+            return (*sums, m)
         step = StepContext(acc=self.acc, weight=m, row0=lo - start, batch=stop - start,
                            reduce_kl=None if reduce_kl is None else reduce_kl(stop - start))
         cache = model.forward(xb, validate=False, step=step)
         sums = (0.0, 0.0, 0.0, m)
         if self.acc is None:
             loss, recon, kl = cache.values()
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss is {loss} at epoch {st.epoch + 1}, step {st.epoch_steps + 1}; "
-                    f"parameters are unchanged by this step (try a smaller lr, now "
-                    f"{self.opt.lr})")
+            self.check_finite(loss)
             sums = (m * loss, m * recon, m * kl, m)
         model.backward(cache)
         return sums
+
+    def check_finite(self, loss):
+        """Raise, before the update, when a step's mean loss is not finite."""
+        if not math.isfinite(loss):
+            st = self.st
+            raise FloatingPointError(
+                f"the loss is {loss} at epoch {st.epoch + 1}, step {st.epoch_steps + 1}; "
+                f"parameters are unchanged by this step (try a smaller lr, now "
+                f"{self.opt.lr})")
 
     def mark(self):
         """What a step draws or adds before its update: (noise position, binarization

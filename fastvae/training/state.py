@@ -20,7 +20,7 @@ from ..core.validate import boolean, choice, positive_int, real
 
 #: fit's loop settings and their defaults (a first fit uses these for what it is not given)
 DEFAULTS = {"batch_size": 128, "kl_warmup": 0.0, "binarize": "none", "val_samples": 1,
-            "shuffle": True, "drop_last": False}
+            "shuffle": True, "drop_last": False, "shards": 1}
 #: the optimizer settings fit accepts by name (the optimizer keeps them)
 OPTIMIZER_SETTINGS = ("optimizer", "lr", "weight_decay", "clip_norm", "momentum")
 DEFAULT_LR = 1e-3
@@ -30,7 +30,7 @@ class TrainState:
     """Everything a training run adds to a model.
 
     settings      fit's loop settings: batch_size, kl_warmup (epochs), binarize ("none" |
-                  "dynamic"), val_samples, shuffle, drop_last.
+                  "dynamic"), val_samples, shuffle, drop_last, shards.
     optimizer     the :class:`~fastvae.training.optim.Optimizer`: its settings (lr, weight decay,
                   clipping, betas or momentum), moments and step count.
     epoch         epochs completed.
@@ -157,6 +157,16 @@ def _check(name, v, model):
         return positive_int(v, "val_samples")
     if name in ("shuffle", "drop_last"):
         return boolean(v, name)
+    if name == "shards":
+        v = positive_int(v, "shards")
+        if v > 1 and model.kernels.DEVICE:
+            raise ValueError(f"shards={v} cuts each batch over the cpu backend's threads; a "
+                             "GPU runs the whole batch at once: use shards=1")
+        if v > 1 and model.free_bits > 0:
+            raise ValueError(f"shards={v} with free_bits={model.free_bits!r}: free bits gate "
+                             "the KL on the whole batch's per-dimension mean, which shards "
+                             "on threads do not share; use shards=1 (or MPI ranks)")
+        return v
     if name == "lr":
         return real(v, "lr", above=0)
     if name == "weight_decay":
@@ -190,6 +200,8 @@ def resolve(state, model, given):
             settings[k] = _check(k, given.pop(k), model)
             if state is not None and state.settings_saved and settings[k] != saved[k]:
                 changes.append(f"{k} {saved[k]!r} -> {settings[k]!r}")
+    # (a saved value too: the model may now be on a GPU, or have free bits)
+    settings["shards"] = _check("shards", settings["shards"], model)
     current = None if state is None else state.optimizer
     opt = given.pop("optimizer", None)
     hyper = {k: _check(k, given.pop(k), model) for k in ("lr", "weight_decay", "clip_norm",

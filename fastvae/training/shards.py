@@ -1,0 +1,75 @@
+"""One training step cut into data-parallel shards on the cpu backend's threads (fit's
+``shards``).
+
+Why: at a small batch a step is a chain of short kernels, and most of them (the likelihood,
+the encoder's input transform, the activations) run on one core while the BLAS library's
+threads wait for the next product.  Cutting the batch into shards, each a whole forward
+and backward on its own thread and core (:meth:`fastvae.VAE.replica`: the same
+parameters, its own buffers), keeps every core busy from the first product to the last;
+the products run on one BLAS thread each (:mod:`fastvae.backends.cpu.blas_threads`).  It
+is MPI's data parallelism (:mod:`fastvae.training.distributed`) inside one process, with
+the gradients added in memory.
+
+The bits depend on the shard count, never on the thread count: a batch of m rows is cut
+into min(shards, m) shards whose sizes differ by at most one, a shard's noise is keyed by
+its rows' places in the batch (:mod:`fastvae.core.noise`), each shard's products run on
+one BLAS thread whichever thread runs it, and the shards' gradients are added in shard
+order.  One thread runs the shards one after another, to the same bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends.cpu import blas_threads, pool
+from ..core.step import StepContext
+
+
+class Shards:
+    """The models of a sharded step: the trained model (shard 0) and ``n - 1`` replicas."""
+
+    def __init__(self, model, n):
+        self.model = model
+        self.parts = [model] + [model.replica() for _ in range(n - 1)]
+
+    def step(self, xb, row0, batch):
+        """Forward and backward of the rows ``xb`` (m, width): rows ``row0 .. row0 + m`` of
+        a global batch of ``batch`` rows, cut into shards.  Leaves the gradient of the
+        global batch's mean loss in ``model.flat_grads`` and moves the model's training
+        noise on by one draw, as one pass over xb would.  Returns the rows' (loss, recon,
+        kl) sums, in nats."""
+        model, m = self.model, xb.shape[0]
+        cuts = pool.bounds(m, min(len(self.parts), m))
+        start = model.noise.mark()
+        sums = [None] * len(cuts)
+
+        def shard(k, lo, hi):
+            part = self.parts[k]
+            if k:  # (the model's own noise moves on in shard 0)
+                part.noise.give_back(start)
+                part.kl_scale = model.kl_scale
+            cache = part.forward(xb[lo:hi], validate=False,
+                                 step=StepContext(row0=row0 + lo, batch=batch))
+            loss, recon, kl = cache.values()
+            n = hi - lo
+            sums[k] = (n * loss, n * recon, n * kl)
+            part.backward(cache)
+
+        with blas_threads.limited_to_one():
+            pool.run(shard, [(k, lo, hi) for k, (lo, hi) in enumerate(cuts)])
+        self.add_gradients(len(cuts))
+        return tuple(float(sum(s[i] for s in sums)) for i in range(3))
+
+    def add_gradients(self, used):
+        """model.flat_grads += each used replica's, in shard order (cut into parameter
+        ranges over the threads: each entry's sum is the same whatever the cut)."""
+        if used < 2:
+            return
+        g = self.model.flat_grads
+        others = [p.flat_grads for p in self.parts[1:used]]
+
+        def add(lo, hi):
+            for o in others:
+                np.add(g[lo:hi], o[lo:hi], out=g[lo:hi])
+
+        pool.run(add, pool.bounds(g.shape[0], min(pool.get_num_threads(),
+                                                   pool.n_chunks(g.shape[0]))))
