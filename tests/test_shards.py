@@ -82,6 +82,22 @@ def test_shards_train_what_one_pass_trains_to_the_rounding_of_the_sums(case, thr
         assert m.noise.counter == one.noise.counter == m.train_state.step
 
 
+@pytest.mark.skipif(cpu.bf16_support() is not None, reason=str(cpu.bf16_support()))
+def test_bf16_products_in_shards_do_not_depend_on_the_thread_count(threads):
+    """oneDNN's products from two shards at once (a stream and primitives per thread, one
+    OpenMP thread each) train to the bits of the shards one after another."""
+    out = {}
+    for n in (1, 2, 1):
+        threads(n)
+        mkw, fkw, rows = CASES["table"]
+        X, kw = blocks_data.fit_args("mixed", rows, dtype="float32")
+        m = VAE(**mkw, seed=4, backend="cpu", precision="bf16")
+        m.fit(X, epochs=2, progress=False, shards=2, lr=3e-3, **fkw, **kw)
+        out.setdefault(n, []).append(m.flat_params.copy())
+    np.testing.assert_array_equal(out[1][0], out[2][0])
+    np.testing.assert_array_equal(out[1][1], out[2][0])
+
+
 def test_a_sharded_run_resumes_to_the_bit_and_keeps_its_setting(tmp_path, threads):
     threads(2)
     straight, _ = train("table", 2, epochs=3)

@@ -6,21 +6,22 @@ the encoder's input transform, the activations) run on one core while the BLAS l
 threads wait for the next product.  Cutting the batch into shards, each a whole forward
 and backward on its own thread and core (:meth:`fastvae.VAE.replica`: the same
 parameters, its own buffers), keeps every core busy from the first product to the last;
-the products run on one BLAS thread each (:mod:`fastvae.backends.cpu.blas_threads`).  It
+the products run on one BLAS thread each (:mod:`fastvae.backends.cpu.blas_threads`), and
+bf16 products on one OpenMP thread each (oneDNN's, set per calling thread).  It
 is MPI's data parallelism (:mod:`fastvae.training.distributed`) inside one process, with
 the gradients added in memory.
 
 The bits depend on the shard count, never on the thread count: a batch of m rows is cut
 into min(shards, m) shards whose sizes differ by at most one, a shard's noise is keyed by
 its rows' places in the batch (:mod:`fastvae.core.noise`), each shard's products run on
-one BLAS thread whichever thread runs it, and the shards' gradients are added in shard
+one BLAS (or OpenMP) thread whichever thread runs it, and the shards' gradients are added in shard
 order.  One thread runs the shards one after another, to the same bits.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..backends.cpu import blas_threads, pool
+from ..backends.cpu import blas_threads, onednn, pool
 from ..core.step import StepContext
 
 
@@ -30,6 +31,9 @@ class Shards:
     def __init__(self, model, n):
         self.model = model
         self.parts = [model] + [model.replica() for _ in range(n - 1)]
+        if model.precision == "bf16":
+            onednn.library()  # (loaded before the first step, so that every step's bf16
+            # products run on one OpenMP thread per shard: see step)
 
     def step(self, xb, row0, batch):
         """Forward and backward of the rows ``xb`` (m, width): rows ``row0 .. row0 + m`` of
@@ -47,12 +51,13 @@ class Shards:
             if k:  # (the model's own noise moves on in shard 0)
                 part.noise.give_back(start)
                 part.kl_scale = model.kl_scale
-            cache = part.forward(xb[lo:hi], validate=False,
-                                 step=StepContext(row0=row0 + lo, batch=batch))
-            loss, recon, kl = cache.values()
-            n = hi - lo
-            sums[k] = (n * loss, n * recon, n * kl)
-            part.backward(cache)
+            with onednn.one_thread_here():
+                cache = part.forward(xb[lo:hi], validate=False,
+                                     step=StepContext(row0=row0 + lo, batch=batch))
+                loss, recon, kl = cache.values()
+                n = hi - lo
+                sums[k] = (n * loss, n * recon, n * kl)
+                part.backward(cache)
 
         with blas_threads.limited_to_one():
             pool.run(shard, [(k, lo, hi) for k, (lo, hi) in enumerate(cuts)])

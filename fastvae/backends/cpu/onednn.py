@@ -16,6 +16,7 @@ pointers and executes it.  Thread count: OpenMP's (``OMP_NUM_THREADS``, else eve
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -59,18 +60,44 @@ class OneDNN:
                      "dnnl_primitive_execute", "dnnl_stream_wait"):
             getattr(lib, name).restype = ctypes.c_int
         self.path = path
-        self.engine, self.stream = _vp(), _vp()
+        self.engine = _vp()
         self._check(lib.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, 0),
                     "dnnl_engine_create")
-        self._check(lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, _IN_ORDER),
-                    "dnnl_stream_create")
-        self._cache = {}
-        self._lock = threading.Lock()  # a primitive's memory handles are set per call
+        # A primitive's memory handles are set per call, and a stream runs one call at a
+        # time: each thread has its own stream and primitives (fit's shards call from
+        # several threads at once), so no call waits for another's.
+        self._local = threading.local()
+        # OpenMP's thread count (libgomp, which oneDNN loads): per calling thread
+        self._omp_get = getattr(lib, "omp_get_max_threads", None)
+        self._omp_set = getattr(lib, "omp_set_num_threads", None)
 
     def after_fork(self):
-        """In a forked child: a fresh lock (the parent's may have been held by a thread
-        the child does not have)."""
-        self._lock = threading.Lock()
+        """In a forked child: nothing of the parent's threads' streams is kept."""
+        self._local = threading.local()
+
+    def _thread_state(self):
+        """(stream, primitive cache) of the calling thread."""
+        local = self._local
+        if not hasattr(local, "stream"):
+            stream = _vp()
+            self._check(self.lib.dnnl_stream_create(ctypes.byref(stream), self.engine,
+                                                    _IN_ORDER), "dnnl_stream_create")
+            local.stream, local.cache = stream, {}
+        return local.stream, local.cache
+
+    @contextlib.contextmanager
+    def one_thread_here(self):
+        """Within: this thread's products run on one OpenMP thread (its own setting:
+        OpenMP keeps one per calling thread); the count it had is restored after."""
+        if self._omp_get is None or self._omp_set is None:
+            yield
+            return
+        before = self._omp_get()
+        self._omp_set(1)
+        try:
+            yield
+        finally:
+            self._omp_set(before)
 
     @staticmethod
     def _check(status, what):
@@ -112,18 +139,18 @@ class OneDNN:
         key = ((a.shape[0], a.shape[1], b.shape[1]),
                tuple(s // 2 for s in a.strides), tuple(s // 2 for s in b.strides),
                tuple(s // 4 for s in out.strides))
-        with self._lock:
-            entry = self._cache.get(key)
-            if entry is None:
-                entry = self._cache[key] = self._primitive(key)
-            prim, mems, args = entry
-            lib = self.lib
-            lib.dnnl_memory_set_data_handle(mems[0], _vp(a.ctypes.data))
-            lib.dnnl_memory_set_data_handle(mems[1], _vp(b.ctypes.data))
-            lib.dnnl_memory_set_data_handle(mems[2], _vp(out.ctypes.data))
-            self._check(lib.dnnl_primitive_execute(prim, self.stream, 3, args),
-                        "dnnl_primitive_execute")
-            self._check(lib.dnnl_stream_wait(self.stream), "dnnl_stream_wait")
+        stream, cache = self._thread_state()
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = self._primitive(key)
+        prim, mems, args = entry
+        lib = self.lib
+        lib.dnnl_memory_set_data_handle(mems[0], _vp(a.ctypes.data))
+        lib.dnnl_memory_set_data_handle(mems[1], _vp(b.ctypes.data))
+        lib.dnnl_memory_set_data_handle(mems[2], _vp(out.ctypes.data))
+        self._check(lib.dnnl_primitive_execute(prim, stream, 3, args),
+                    "dnnl_primitive_execute")
+        self._check(lib.dnnl_stream_wait(stream), "dnnl_stream_wait")
 
 
 _state = {}
@@ -174,8 +201,15 @@ def support():
     return None
 
 
+def one_thread_here():
+    """A context in which this thread's bf16 products run on one OpenMP thread (nothing
+    when oneDNN is not loaded: then no bf16 product has run, or can)."""
+    lib = _state.get("lib")
+    return contextlib.nullcontext() if lib is None else lib.one_thread_here()
+
+
 def _after_fork():
-    """A forked child may have copied the lock held by another thread: a fresh one.
+    """A forked child keeps none of its parent's threads' streams.
     (GNU OpenMP, under oneDNN, may still hang in a child forked after the parent ran a
     parallel region; start processes with the "spawn" method for bf16 work.)"""
     lib = _state.get("lib")
