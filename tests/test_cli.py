@@ -153,6 +153,35 @@ def test_bad_option_combinations_write_nothing(workdir, capsys):
     assert not os.path.exists("x")
 
 
+def test_shards_train_and_resume_to_the_same_bits_on_any_thread_count(workdir):
+    """--shards is a saved fit setting; --threads is not, and changes no bit."""
+    from fastvae.backends import cpu
+    before = cpu.get_num_threads()
+    args = ["--no-pictures", *SMALL, "--binarize", "dynamic", "--shards", "2"]
+    try:
+        assert main(["train", "--epochs", "2", "--out", "a", "--threads", "2", *args]) == 0
+        assert cpu.get_num_threads() == 2
+        assert main(["train", "--epochs", "1", "--out", "b", "--threads", "1", *args]) == 0
+        assert main(["train", "--epochs", "2", "--out", "b", "--resume", "--quiet",
+                     "--no-pictures", "--threads", "2"]) == 0
+    finally:
+        cpu.set_num_threads(before)
+    a, b = fastvae.load("a/model.npz"), fastvae.load("b/model.npz")
+    assert a.train_state.settings["shards"] == b.train_state.settings["shards"] == 2
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+
+
+def test_shards_with_free_bits_are_refused_before_anything_is_written(workdir, capsys):
+    assert main(["train", "--out", "x", *SMALL, "--shards", "2", "--free-bits", "0.1"]) == 2
+    assert "shards=2 with free_bits=0.1: free bits gate" in capsys.readouterr().err
+    assert not os.path.exists("x")
+    for flag in ("--shards", "--threads"):
+        with pytest.raises(SystemExit):
+            main(["train", "--out", "x", *SMALL, flag, "0"])
+        assert f"argument {flag}: must be an integer > 0, got 0" in capsys.readouterr().err
+    assert not os.path.exists("x")
+
+
 def test_epochs_help_says_total_and_fit_says_more():
     from fastvae.training.fit import fit
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()

@@ -107,11 +107,12 @@ def test_options_reach_the_model_and_pictures_need_matplotlib(workdir, capsys, m
         monkeypatch.setitem(sys.modules, mod, None)  # as if matplotlib were not installed
     assert main(["train", "--data", "t.csv", "--out", "o", "--activation", "tanh", "--lr",
                  "0.01", "--batch-size", "100", "--optimizer", "sgd", "--momentum", "0.5",
-                 *SMALL]) == 0
+                 "--shards", "3", *SMALL]) == 0
     assert "pictures skipped: pictures need matplotlib" in capsys.readouterr().err
     assert not any(f.endswith(".png") for f in os.listdir("o"))
     m = fastvae.tabular.load("o/model.npz").model
     assert m.config()["activation"] == "tanh" and m.train_state.settings["batch_size"] == 100
+    assert m.train_state.settings["shards"] == 3
     assert m.optimizer.name == "sgd" and m.optimizer.lr == 0.01 and m.optimizer.momentum == 0.5
     assert m.history[-1]["steps"] == 4  # 360 training rows in batches of 100
 

@@ -38,7 +38,7 @@ FLAGS = {"encode_conditions": "--decoder-conditions-only",
          "inject_conditions": "--inject-conditions"}
 FLAG_DEFAULTS = {"encode_conditions": True, "inject_conditions": False}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
-               "kl_warmup", "val_samples")
+               "kl_warmup", "val_samples", "shards")
 IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
 #: the options that fix a table run's data and model (run.json), checked on --resume
 FIXED = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",

@@ -32,7 +32,7 @@ DEFAULTS = {
     "precision": "full",
     # optimisation (saved in the checkpoint's training state)
     "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": None,
-    "clip_norm": None, "momentum": None, "kl_warmup": 0.0, "val_samples": 1,
+    "clip_norm": None, "momentum": None, "kl_warmup": 0.0, "val_samples": 1, "shards": 1,
 }
 DATA_OPTIONS = ("data", "image_size", "n_images", "val_fraction", "binarize", "seed")
 #: command-line option -> VAE constructor argument
@@ -43,7 +43,7 @@ MODEL_OPTIONS = {"hidden": "hidden", "decoder_hidden": "decoder_hidden", "latent
                  "dtype": "dtype", "seed": "seed", "objective": "objective",
                  "precision": "precision"}
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
-               "kl_warmup", "val_samples")
+               "kl_warmup", "val_samples", "shards")
 
 
 def _obs_scale(text):
@@ -129,6 +129,9 @@ def add_parser(sub):
     add(o, "momentum", "sgd momentum, in [0, 1)", type=nonneg, shown="0")
     add(o, "kl_warmup", "epochs over which beta ramps up from 0", type=nonneg)
     add(o, "val_samples", "draws of z per row for the validation ELBO", type=positive(int))
+    add(o, "shards", "cut each batch into this many data-parallel shards, one per cpu "
+        "thread (with --threads N): faster at small batches; the results depend on the "
+        "shard count, not on the threads (cpu backend, no --free-bits)", type=positive(int))
     r = t.add_argument_group("run")
     r.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     add(r, "seed", "seeds the data, the initial weights and the noise: same seed, same run",
@@ -139,6 +142,9 @@ def add_parser(sub):
     r.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint, with its saved "
                    "settings, until it has --epochs epochs in all")
+    r.add_argument("--threads", type=positive(int), default=None,
+                   help="the cpu backend's threads (not saved: the results do not depend on "
+                   "them; default: $FASTVAE_NUM_THREADS, else 1)")
     r.add_argument("--no-pictures", action="store_true", help="do not write PNG pictures")
     r.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     r.add_argument("--no-distributed", action="store_true",
@@ -209,6 +215,9 @@ def cmd_train(args):
     rank 0 alone prints and writes the run directory."""
     from ..training.distributed import detected_size, world
 
+    if args.threads is not None:
+        from ..backends import cpu
+        cpu.set_num_threads(args.threads)
     if table.wanted(args):  # a .csv, .tsv or .parquet file: a TabularVAE (cli/table.py)
         return table.cmd_train(args, _given(args))
     comm = None
