@@ -153,21 +153,25 @@ def test_bad_option_combinations_write_nothing(workdir, capsys):
     assert not os.path.exists("x")
 
 
-def test_shards_train_and_resume_to_the_same_bits_on_any_thread_count(workdir):
-    """--shards is a saved fit setting; --threads is not, and changes no bit."""
+def test_shards_train_and_resume_to_the_same_bits_on_any_thread_count(workdir, monkeypatch):
+    """--shards is a saved fit setting; --threads is not, and changes no bit.  Without
+    --threads (or FASTVAE_NUM_THREADS) a run takes a thread per shard."""
     from fastvae.backends import cpu
+    monkeypatch.delenv("FASTVAE_NUM_THREADS", raising=False)
     before = cpu.get_num_threads()
-    args = ["--no-pictures", *SMALL, "--binarize", "dynamic", "--shards", "2"]
+    args = ["--no-pictures", *SMALL, "--binarize", "dynamic", "--shards", "3"]
     try:
-        assert main(["train", "--epochs", "2", "--out", "a", "--threads", "2", *args]) == 0
-        assert cpu.get_num_threads() == 2
+        assert main(["train", "--epochs", "2", "--out", "a", *args]) == 0
+        assert cpu.get_num_threads() == 3
         assert main(["train", "--epochs", "1", "--out", "b", "--threads", "1", *args]) == 0
+        assert cpu.get_num_threads() == 1
         assert main(["train", "--epochs", "2", "--out", "b", "--resume", "--quiet",
                      "--no-pictures", "--threads", "2"]) == 0
+        assert cpu.get_num_threads() == 2
     finally:
         cpu.set_num_threads(before)
     a, b = fastvae.load("a/model.npz"), fastvae.load("b/model.npz")
-    assert a.train_state.settings["shards"] == b.train_state.settings["shards"] == 2
+    assert a.train_state.settings["shards"] == b.train_state.settings["shards"] == 3
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
 
 

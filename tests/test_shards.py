@@ -16,6 +16,7 @@ import fastvae
 from fastvae import VAE, NegBinomial
 from fastvae.backends import cpu
 from fastvae.backends.cpu import blas_threads
+from fastvae.training.fit import SettingChangedWarning
 
 
 @pytest.fixture
@@ -43,14 +44,15 @@ CASES = {
 }
 
 
-def train(case, shards, epochs=2, dtype="float64", model=None):
+def train(case, shards, epochs=2, dtype="float64", model=None, **extra):
     mkw, fkw, n = CASES[case]
     if case == "table":
         X, kw = blocks_data.fit_args("mixed", n, dtype=dtype)
     else:
         X, kw = binary(n), {}
     m = model or VAE(**mkw, dtype=dtype, seed=4, backend="cpu")
-    h = m.fit(X, epochs=epochs, progress=False, shards=shards, lr=3e-3, **fkw, **kw)
+    h = m.fit(X, epochs=epochs, progress=False, shards=shards, lr=3e-3, **fkw, **kw,
+              **extra)
     return m, h
 
 
@@ -92,10 +94,25 @@ def test_bf16_products_in_shards_do_not_depend_on_the_thread_count(threads):
         mkw, fkw, rows = CASES["table"]
         X, kw = blocks_data.fit_args("mixed", rows, dtype="float32")
         m = VAE(**mkw, seed=4, backend="cpu", precision="bf16")
+        # (first a pass outside the shards, on a shard's shape, on this thread: oneDNN's
+        # primitives made for it, on every OpenMP thread, are not the shards')
+        m.encode(X[:12], conditions=kw["conditions"][:12])
         m.fit(X, epochs=2, progress=False, shards=2, lr=3e-3, **fkw, **kw)
         out.setdefault(n, []).append(m.flat_params.copy())
     np.testing.assert_array_equal(out[1][0], out[2][0])
     np.testing.assert_array_equal(out[1][1], out[2][0])
+
+
+def test_a_setting_a_callback_changes_reaches_every_shard(threads):
+    """The replicas take the model's settings at every step (here beta, lowered after the
+    first epoch): the run is the unsharded one's, to the rounding of the sums."""
+    def lower_beta(model, record):
+        model.beta = 0.25
+
+    threads(2)
+    one, _ = train("table", 1, epochs=3, callbacks=[lower_beta])
+    two, _ = train("table", 2, epochs=3, callbacks=[lower_beta])
+    np.testing.assert_allclose(two.flat_params, one.flat_params, rtol=1e-9, atol=1e-12)
 
 
 def test_a_sharded_run_resumes_to_the_bit_and_keeps_its_setting(tmp_path, threads):
@@ -196,3 +213,27 @@ def test_free_bits_are_refused_with_shards_saved_or_given():
         m.fit(binary(n), epochs=1, progress=False, shards=2, **fkw)
     m.fit(binary(n), epochs=1, progress=False, **fkw)  # shards=1: fine
     assert m.train_state.settings["shards"] == 1
+    m2 = VAE(**mkw, backend="cpu")
+    m2.fit(binary(n), epochs=1, progress=False, shards=2, **fkw)
+    m2.free_bits = 0.1
+    with pytest.raises(ValueError, match=r"free bits gate .* \(shards=2 is the saved run's: "
+                                         r"pass shards=1 to fit, or --shards 1"):
+        m2.fit(binary(n), epochs=1, progress=False)
+    assert m2.train_state.epoch == 1
+    with pytest.warns(SettingChangedWarning, match="shards 2 -> 1"):
+        m2.fit(binary(n), epochs=1, progress=False, shards=1)
+    assert m2.train_state.epoch == 2
+
+
+def test_free_bits_set_during_a_sharded_run_stop_it_before_the_step(threads):
+    def set_free_bits(model, record):
+        model.free_bits = 0.1
+
+    threads(2)
+    m, _ = train("dense", 2, epochs=1)
+    before = m.flat_params.copy()
+    with pytest.raises(ValueError, match="free_bits=0.1 was set during a run with shards=2"):
+        train("dense", 2, epochs=2, model=m, callbacks=[set_free_bits])
+    # (the first of the two epochs ran; the step after the callback did not)
+    assert m.train_state.epoch == 2 and m.train_state.epoch_steps == 0
+    assert not np.array_equal(m.flat_params, before)

@@ -3,6 +3,7 @@ files of a run, and the data of a run loaded back from its options."""
 from __future__ import annotations
 
 import argparse
+import os
 
 RUN_FILE = "run.json"     # the data and model options of a run, read back by --resume
 MODEL_FILE = "model.npz"
@@ -71,8 +72,6 @@ def checkpoint_args(p):
 
 def next_run_dir(name):
     """runs/<name>-<n> for the first n that does not exist yet."""
-    import os
-
     base = os.path.join("runs", name)
     n = 1
     while os.path.exists(f"{base}-{n}"):
@@ -114,7 +113,6 @@ def binarized(ds, mode, seed):
 def write_pictures(write, out, quiet):
     """Run ``write()`` (which imports matplotlib and returns the paths it wrote) and say
     what it wrote; without matplotlib, say why there are no pictures.  Returns the paths."""
-    import os
     import sys
     try:
         paths = write()
@@ -124,3 +122,17 @@ def write_pictures(write, out, quiet):
     if not quiet:
         print("pictures: " + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
     return paths
+
+
+def set_threads(args, model, fit_kw):
+    """The cpu backend's threads for this run: --threads, else $FASTVAE_NUM_THREADS, else
+    the run's shard count (--shards, or the resumed run's), since shards on one thread run
+    one after another.  No bit depends on the count."""
+    from ..backends.cpu import pool
+    if args.threads is not None:
+        pool.set_num_threads(args.threads)
+        return
+    st = model.train_state
+    shards = fit_kw.get("shards") or (st.settings["shards"] if st is not None else 1)
+    if os.environ.get(pool.ENV_VAR) is None and shards > 1:
+        pool.set_num_threads(shards)

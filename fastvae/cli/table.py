@@ -17,7 +17,8 @@ import os
 import sys
 import warnings
 
-from .common import MODEL_FILE, RUN_FILE, UsageError, next_run_dir, write_pictures
+from .common import (MODEL_FILE, RUN_FILE, UsageError, next_run_dir, set_threads,
+                     write_pictures)
 
 #: extensions read as tables; the second group is refused with a one-line error
 TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
@@ -270,6 +271,7 @@ def cmd_train(args, given):
               f"{t_data:.2f} s)\nmodel: {tv!r}\n" + (f"resuming {ckpt}: {done} epoch(s) done, "
               f"training to {opts['epochs']}\n" if args.resume else "") + f"output: {out}",
               file=sys.stderr)
+    set_threads(args, tv.model, fit_kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SettingChangedWarning)
         tv.fit(train, conditions=conds, epochs=max(0, opts["epochs"] - done), val=test,

@@ -18,7 +18,7 @@ import warnings
 
 from . import table
 from .common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
-    ints, load_data, next_run_dir, nonneg, positive, seed, write_pictures)
+    ints, load_data, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -144,7 +144,7 @@ def add_parser(sub):
                    "settings, until it has --epochs epochs in all")
     r.add_argument("--threads", type=positive(int), default=None,
                    help="the cpu backend's threads (not saved: the results do not depend on "
-                   "them; default: $FASTVAE_NUM_THREADS, else 1)")
+                   "them; default: $FASTVAE_NUM_THREADS, else the run's --shards)")
     r.add_argument("--no-pictures", action="store_true", help="do not write PNG pictures")
     r.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     r.add_argument("--no-distributed", action="store_true",
@@ -215,9 +215,6 @@ def cmd_train(args):
     rank 0 alone prints and writes the run directory."""
     from ..training.distributed import detected_size, world
 
-    if args.threads is not None:
-        from ..backends import cpu
-        cpu.set_num_threads(args.threads)
     if table.wanted(args):  # a .csv, .tsv or .parquet file: a TabularVAE (cli/table.py)
         return table.cmd_train(args, _given(args))
     comm = None
@@ -380,6 +377,7 @@ def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm, t_data):
     lead = comm is None or comm.Get_rank() == 0
     quiet = args.quiet or not lead
     done = model.train_state.epoch if model.train_state else 0
+    set_threads(args, model, fit_kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SettingChangedWarning)
         history = model.fit(train, epochs=max(0, opts["epochs"] - done), val=test,

@@ -330,26 +330,43 @@ class VAE(Inference, Workflows):
         (C with inject_conditions, else 0)."""
         return self.columns.C if self.inject_conditions else 0
 
+    #: what a :meth:`replica` owns; everything else it takes from its model
+    REPLICA_OWNS = ("flat_grads", "grads", "noise", "eval_noise", "workspaces", "_mm",
+                    "train_state", "metadata")
+
     def replica(self):
         """A model for one shard of a data-parallel step on another thread (fit's
         ``shards``): the same configuration and the same parameter arrays (an update of
         either is the other's), but its own gradient buffer, workspaces, bf16 weight
         shadows and noise position, so that two passes can run at once.  It is a working
-        part of a step, not a copy to keep: it has no training state, and its noise
-        position is set by the step that uses it."""
+        part of a step, not a copy to keep: it has no training state.  Before each use,
+        :meth:`update_replica` brings it up to this model's settings and noise position."""
         with self.on_device():
             flat = aligned_zeros(self.kernels.xp, self.flat_grads.size, self.dtype)
-        own = dict(self.__dict__)
-        own.update(flat_grads=flat, grads=Grads(views(flat, self._entries), flat),
-                   noise=Noise(self.noise.key, self.noise.counter),
-                   eval_noise=Noise(self.eval_noise.key, self.eval_noise.counter),
-                   # (the factory reads the configuration alone, which the two share)
-                   workspaces=WorkspacePool(self._new_workspace),
-                   _mm=Products(self.kernels, self._params, self._precision),
-                   train_state=None, metadata={})
         r = object.__new__(type(self))
-        r.__dict__.update(own)
+        r.__dict__.update(self.__dict__, flat_grads=flat,
+                          grads=Grads(views(flat, self._entries), flat),
+                          noise=Noise(self.noise.key, self.noise.counter),
+                          eval_noise=Noise(self.eval_noise.key, self.eval_noise.counter),
+                          # (the factory reads the configuration alone, which the two share)
+                          workspaces=WorkspacePool(self._new_workspace),
+                          _mm=Products(self.kernels, self._params, self._precision),
+                          train_state=None, metadata={})
         return r
+
+    def update_replica(self, r):
+        """Bring the replica ``r`` (from :meth:`replica`) up to this model: every setting
+        as it is now (beta, the KL warm-up's scale, the precision, ...; a training run or
+        a callback may change them) and the noise position, keeping the buffers it owns
+        (its bf16 shadows are made anew when the precision changed)."""
+        own = {k: r.__dict__[k] for k in self.REPLICA_OWNS}
+        if own["_mm"].bf16 != (self._precision == "bf16"):
+            own["_mm"] = Products(self.kernels, self._params, self._precision)
+            for ws in own["workspaces"].values():  # (shadows made before the switch)
+                ws.half_fresh.clear()
+        own["noise"].give_back(self.noise.mark())
+        r.__dict__.update(self.__dict__)
+        r.__dict__.update(own)
 
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""

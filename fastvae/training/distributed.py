@@ -224,8 +224,12 @@ class Distributed:
             # The launcher relays a rank's stderr and its abort request on separate
             # channels; when the abort wins, mpiexec kills the job before the message
             # (the only word of why) reaches the user.  A pause lets it through first: this
-            # job is ending anyway.
-            time.sleep(ABORT_GRACE_S)
+            # job is ending anyway.  (A Ctrl-C during the pause must not skip the Abort: the
+            # other ranks would wait in their next collective for ever.)
+            try:
+                time.sleep(ABORT_GRACE_S)
+            except KeyboardInterrupt:
+                pass
             self.comm.Abort(code)
 
     def check_same_start(self, failure, inputs):

@@ -22,6 +22,7 @@ from .agreement import agreement
 from .interrupt import SigintGuard
 from .loop import Loop, StopTraining  # noqa: F401  (StopTraining: fastvae.StopTraining)
 from .progress import Progress
+from .shards import Shards
 from .state import TrainState, resolve
 
 
@@ -139,6 +140,8 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
         if restart:
             changes.append(f"the data has {N} rows where the epoch in progress had "
                            f"{st.n_rows}: epoch {st.epoch + 1} restarts")
+        # (the replicas' buffers are allocated here, before anything changes)
+        shards = Shards(model, settings["shards"]) if settings["shards"] > 1 else None
         out = Progress(stream or sys.stderr, enabled=progress)
         guard.out = out
         if changes and ag.lead:  # (a warning that is an error stops every rank, here)
@@ -159,7 +162,8 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
     if epochs == 0:
         return History(st.history)
     st.n_rows = N
-    loop = Loop(model, st, train, valset, settings, callbacks, checkpoint, out, ag, guard)
+    loop = Loop(model, st, train, valset, settings, callbacks, checkpoint, out, ag, guard,
+                shards)
     finished = loop.run(epochs)
     history = History(st.history)
     if loop.stopping() and not finished:  # an epoch was cut short (or never started)

@@ -17,7 +17,6 @@ from ..core.evaluate import elbo
 from ..core.step import StepContext
 from .batches import Batches
 from .distributed import DistributedError
-from .shards import Shards
 
 #: on a GPU the loss is checked for NaN/inf every this many steps (and whenever the
 #: progress bar redraws), not every step: reading it would make the host wait each time
@@ -33,7 +32,7 @@ class Loop:
     training state ``st`` advanced in place, over the agreement ``ag``."""
 
     def __init__(self, model, st, train, valset, settings, callbacks, checkpoint, out, ag,
-                 guard):
+                 guard, shards=None):
         self.model, self.st, self.train, self.valset = model, st, train, valset
         self.settings, self.callbacks, self.checkpoint = settings, callbacks, checkpoint
         self.out, self.ag, self.guard = out, ag, guard
@@ -56,8 +55,8 @@ class Loop:
             self.acc = bk.xp.asarray(np.array(st.sums[:3], dtype=np.float64))
             self.acc_mark = bk.xp.empty_like(self.acc)  # the sums before the step in flight
         self.checked = st.epoch_steps  # the last step whose loss is known to be finite
-        n = settings["shards"]
-        self.shards = Shards(model, n) if n > 1 else None
+        #: the step's data-parallel shards (fit's ``shards``; None: one pass)
+        self.shards = shards
 
     def stopping(self):
         return self.ag.stopping(self.guard)

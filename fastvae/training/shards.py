@@ -31,9 +31,6 @@ class Shards:
     def __init__(self, model, n):
         self.model = model
         self.parts = [model] + [model.replica() for _ in range(n - 1)]
-        if model.precision == "bf16":
-            onednn.library()  # (loaded before the first step, so that every step's bf16
-            # products run on one OpenMP thread per shard: see step)
 
     def step(self, xb, row0, batch):
         """Forward and backward of the rows ``xb`` (m, width): rows ``row0 .. row0 + m`` of
@@ -42,15 +39,19 @@ class Shards:
         noise on by one draw, as one pass over xb would.  Returns the rows' (loss, recon,
         kl) sums, in nats."""
         model, m = self.model, xb.shape[0]
+        if model.free_bits > 0:  # (fit refuses it; a callback may have set it since)
+            raise ValueError(f"free_bits={model.free_bits!r} was set during a run with "
+                             f"shards={len(self.parts)}: free bits gate the KL on the whole "
+                             "batch's per-dimension mean, which shards do not share")
         cuts = pool.bounds(m, min(len(self.parts), m))
-        start = model.noise.mark()
+        for part in self.parts[1:len(cuts)]:  # (before shard 0 moves the model's noise on)
+            model.update_replica(part)
+        if model.precision == "bf16":
+            onednn.library()  # (loaded before the shards start: see one_thread_here)
         sums = [None] * len(cuts)
 
         def shard(k, lo, hi):
             part = self.parts[k]
-            if k:  # (the model's own noise moves on in shard 0)
-                part.noise.give_back(start)
-                part.kl_scale = model.kl_scale
             with onednn.one_thread_here():
                 cache = part.forward(xb[lo:hi], validate=False,
                                      step=StepContext(row0=row0 + lo, batch=batch))

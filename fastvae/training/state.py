@@ -192,6 +192,7 @@ def resolve(state, model, given):
     given explicitly that differs from the saved one ("lr 0.02 -> 0.01").
     """
     given = dict(given)
+    explicit = set(given)
     # (a version 1 checkpoint saved no settings: what is given then is no change)
     saved = dict(DEFAULTS) if state is None else dict(state.settings)
     settings, changes = dict(saved), []
@@ -200,8 +201,12 @@ def resolve(state, model, given):
             settings[k] = _check(k, given.pop(k), model)
             if state is not None and state.settings_saved and settings[k] != saved[k]:
                 changes.append(f"{k} {saved[k]!r} -> {settings[k]!r}")
-    # (a saved value too: the model may now be on a GPU, or have free bits)
-    settings["shards"] = _check("shards", settings["shards"], model)
+    if "shards" not in explicit:  # the saved value: the model may now be on a GPU
+        try:
+            _check("shards", settings["shards"], model)
+        except ValueError as e:
+            raise ValueError(f"{e} (shards={settings['shards']} is the saved run's: pass "
+                             "shards=1 to fit, or --shards 1 on the command line)") from None
     current = None if state is None else state.optimizer
     opt = given.pop("optimizer", None)
     hyper = {k: _check(k, given.pop(k), model) for k in ("lr", "weight_decay", "clip_norm",

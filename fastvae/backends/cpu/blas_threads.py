@@ -67,7 +67,8 @@ def controls():
         return _found
 
 
-_held = {"depth": 0, "saved": []}
+#: the users inside limited_to_one now, and the counts to give back when the last leaves
+_held = {"depth": 0, "saved": [], "lock": threading.Lock()}
 
 
 @contextlib.contextmanager
@@ -75,7 +76,7 @@ def limited_to_one():
     """Within: every BLAS found runs each product on one thread; the counts it had are
     restored when the last of the (possibly concurrent: fits on several threads) users
     leaves, also on an error."""
-    with _lock_held:
+    with _held["lock"]:
         if _held["depth"] == 0:
             saved = []
             for get, set_ in controls():
@@ -88,12 +89,22 @@ def limited_to_one():
     try:
         yield
     finally:
-        with _lock_held:
-            _held["depth"] -= 1
+        with _held["lock"]:
+            # (max: a forked child starts again from 0, see _after_fork)
+            _held["depth"] = max(0, _held["depth"] - 1)
             if _held["depth"] == 0:
                 for set_, k in reversed(_held["saved"]):
                     set_(k)
                 _held["saved"] = []
 
 
-_lock_held = threading.Lock()
+def _after_fork():
+    """A child forked during a sharded step has none of the threads that held the limit:
+    it gives the counts back and starts with a fresh lock."""
+    for set_, k in reversed(_held["saved"]):
+        set_(k)
+    _held.update(depth=0, saved=[], lock=threading.Lock())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -77,13 +77,13 @@ class OneDNN:
 
     def _thread_state(self):
         """(stream, primitive cache) of the calling thread."""
-        local = self._local
-        if not hasattr(local, "stream"):
+        mine = getattr(self._local, "state", None)
+        if mine is None:
             stream = _vp()
             self._check(self.lib.dnnl_stream_create(ctypes.byref(stream), self.engine,
                                                     _IN_ORDER), "dnnl_stream_create")
-            local.stream, local.cache = stream, {}
-        return local.stream, local.cache
+            mine = self._local.state = _ThreadState(self.lib, stream)
+        return mine.stream, mine.cache
 
     @contextlib.contextmanager
     def one_thread_here(self):
@@ -140,9 +140,13 @@ class OneDNN:
                tuple(s // 2 for s in a.strides), tuple(s // 2 for s in b.strides),
                tuple(s // 4 for s in out.strides))
         stream, cache = self._thread_state()
-        entry = cache.get(key)
+        # (a primitive's threads are fixed when it is made, and may decide how it sums:
+        # one made inside a shard, on one OpenMP thread, is not reused outside, nor the
+        # other way round)
+        threads = None if self._omp_get is None else self._omp_get()
+        entry = cache.get((key, threads))
         if entry is None:
-            entry = cache[key] = self._primitive(key)
+            entry = cache[key, threads] = self._primitive(key)
         prim, mems, args = entry
         lib = self.lib
         lib.dnnl_memory_set_data_handle(mems[0], _vp(a.ctypes.data))
@@ -151,6 +155,26 @@ class OneDNN:
         self._check(lib.dnnl_primitive_execute(prim, stream, 3, args),
                     "dnnl_primitive_execute")
         self._check(lib.dnnl_stream_wait(stream), "dnnl_stream_wait")
+
+
+class _ThreadState:
+    """One thread's stream and primitives, destroyed when the thread ends (its
+    threading.local entry goes, and this with it)."""
+
+    def __init__(self, lib, stream):
+        self.lib, self.stream, self.cache, self.pid = lib, stream, {}, os.getpid()
+
+    def __del__(self):
+        if self.pid != os.getpid():  # (a forked child's copy: the parent's to free)
+            return
+        try:
+            for prim, mems, _ in self.cache.values():
+                self.lib.dnnl_primitive_destroy(prim)
+                for m in mems:
+                    self.lib.dnnl_memory_destroy(m)
+            self.lib.dnnl_stream_destroy(self.stream)
+        except Exception:  # noqa: BLE001  (at interpreter exit the library may be gone)
+            pass
 
 
 _state = {}
