@@ -279,8 +279,11 @@ def test_injected_conditions_move_the_counterfactual_and_survive_save(batch_mode
     back = tabular.load(tv.save(tmp_path / "t.npz"))
     assert back.model.inject_conditions
     pd.testing.assert_frame_equal(back.reconstruct(rows, conditions="B"), moved)
-    with pytest.raises(TableError, match="conditions=COLUMN"):
+    with pytest.raises(TableError, match="inject_conditions=True .*conditions=COLUMN"):
         fit(tvae(inject_conditions=True), df[["x", "y"]], epochs=0)
+    with pytest.raises(TableError, match="encode_conditions=False keeps the condition "
+                                         "columns out of the encoder, but none was given"):
+        fit(tvae(encode_conditions=False), df[["x", "y"]], epochs=0)
 
 
 def test_unseen_condition_is_an_error(batch_model):

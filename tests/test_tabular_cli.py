@@ -367,7 +367,12 @@ def test_condition_settings_reach_the_model_and_the_run(workdir, capsys):
     assert "--inject-conditions (the run has not)" in one_error_line(capsys, "train")
     assert main(["train", "--data", "t.csv", "--out", "r2", "--inject-conditions",
                  *SMALL]) == 2
-    assert "none was given: name one with --condition COL" in one_error_line(capsys, "train")
+    assert ("--inject-conditions feeds the condition columns to every decoder layer, but "
+            "none was given: name one with --condition COL") in one_error_line(capsys, "train")
+    assert main(["train", "--data", "t.csv", "--out", "r2", "--decoder-conditions-only",
+                 *SMALL]) == 2
+    assert ("--decoder-conditions-only keeps the condition columns out of the encoder, but "
+            "none was given: name one with --condition COL") in one_error_line(capsys, "train")
     assert not (workdir / "r2").exists()
 
 

@@ -299,10 +299,12 @@ def _cli_words(message):
     --column c=ignore."""
     import re
     message = re.sub(r"types=\{'([^']*)': '(\w+)'\}", r"--column \1=\2", message)
-    message = re.sub(r"inject_conditions=True (feeds the condition columns .*?), but none "
-                     r"was given: fit\(df, conditions=COLUMN\)",
-                     r"--inject-conditions \1, but none was given: name one with "
-                     r"--condition COL", message)
+    for arg, flag in (("inject_conditions=True", "--inject-conditions"),
+                      ("encode_conditions=False", "--decoder-conditions-only")):
+        message = re.sub(re.escape(arg) + r" ((?:feeds|keeps) the condition columns .*?), "
+                         r"but none was given: fit\(df, conditions=COLUMN\)",
+                         flag + r" \1, but none was given: name one with --condition COL",
+                         message)
     return message.replace("types names column", "--column names column")
 
 

@@ -128,6 +128,9 @@ class TabularVAE:
         if self.vae_kw.get("inject_conditions") and not conds:
             raise TableError("inject_conditions=True feeds the condition columns to every "
                              "decoder layer, but none was given: fit(df, conditions=COLUMN)")
+        if self.vae_kw.get("encode_conditions") is False and not conds:
+            raise TableError("encode_conditions=False keeps the condition columns out of "
+                             "the encoder, but none was given: fit(df, conditions=COLUMN)")
         self.schema = infer(df, self.types, conds, self.numeric)
         has_gaps = bool(df[[c.name for c in self.schema.data]].isna().to_numpy().any())
         mask = self.missing is True or (self.missing is None and has_gaps) or \
