@@ -68,8 +68,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     :class:`fastvae.VAE`; with ``objective="iwae"`` the model trains on the importance-
     weighted bound with ``n_samples`` samples, and :meth:`score` still reports the ELBO).
     Fit parameters: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``,
-    ``clip_norm``, ``momentum``, ``kl_warmup``, ``binarize``, ``shuffle``, ``drop_last``
-    (see :func:`fastvae.training.fit.fit`; None means fit's default).
+    ``clip_norm``, ``momentum``, ``kl_warmup``, ``binarize``, ``shuffle``, ``drop_last``,
+    ``shards`` (see :func:`fastvae.training.fit.fit`; None means fit's default).
 
     Attributes after fit: ``model_`` (the trained :class:`fastvae.VAE`), ``history_`` (one
     dict per epoch), ``n_features_in_`` and, for DataFrames, ``feature_names_in_``.
@@ -81,7 +81,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                  activation_alpha=None, objective="elbo", epochs=100, batch_size=64,
                  optimizer="adam", lr=1e-3, weight_decay=None, clip_norm=None, momentum=None,
                  kl_warmup=0, binarize="none", shuffle=True, drop_last=False,
-                 precision="full"):
+                 precision="full", shards=1):
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.activation = activation
@@ -108,6 +108,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.precision = precision
+        self.shards = shards
 
     # ------------------------------------------------------------------- fitting
     def fit(self, X, y=None):
@@ -127,7 +128,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         given = dict(batch_size=batch, optimizer=self.optimizer, lr=self.lr,
                      weight_decay=self.weight_decay, clip_norm=self.clip_norm,
                      momentum=self.momentum, kl_warmup=self.kl_warmup,
-                     binarize=self.binarize, shuffle=self.shuffle, drop_last=self.drop_last)
+                     binarize=self.binarize, shuffle=self.shuffle, drop_last=self.drop_last,
+                     shards=self.shards)
         history = model.fit(X, epochs=self.epochs, progress=False,
                             **{k: v for k, v in given.items() if v is not None})
         self.model_ = model

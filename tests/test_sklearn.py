@@ -150,3 +150,15 @@ def test_precision_passes_to_the_model_and_errors_at_fit():
     assert not np.array_equal(est.transform(X), full.transform(X))  # the products differ
     with pytest.raises(ValueError, match="needs dtype='float32'"):
         VAETransformer(epochs=1, precision="bf16").fit(X)  # (the default dtype is float64)
+
+
+def test_shards_pass_to_fit_and_train_what_one_pass_trains():
+    X = StandardScaler().fit_transform(curve(120))
+    one = VAETransformer(**SMALL).fit(X)
+    two = VAETransformer(**SMALL, shards=2).fit(X)
+    assert two.get_params()["shards"] == 2
+    assert two.model_.train_state.settings["shards"] == 2
+    np.testing.assert_allclose(two.model_.flat_params, one.model_.flat_params, rtol=1e-9,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="shards must be a positive integer"):
+        VAETransformer(**SMALL, shards=0).fit(X)

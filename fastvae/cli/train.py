@@ -377,7 +377,7 @@ def _run(args, model, opts, out, ckpt, fit_kw, train, test, comm, t_data):
     lead = comm is None or comm.Get_rank() == 0
     quiet = args.quiet or not lead
     done = model.train_state.epoch if model.train_state else 0
-    set_threads(args, model, fit_kw)
+    set_threads(args, model, fit_kw, 1 if comm is None else comm.Get_size())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SettingChangedWarning)
         history = model.fit(train, epochs=max(0, opts["epochs"] - done), val=test,
