@@ -211,8 +211,8 @@ def compare(args, shards):
     md = "\n".join(lines)
     print(md)
     if args.json or args.md:
-        save({"machine": machine, "threads": args.threads, "shards": shards, "rows": rows}, md, args.json,
-             args.md)
+        save({"machine": machine, "threads": args.threads, "shards": shards, "rows": rows},
+             md, args.json, args.md)
 
 
 if __name__ == "__main__":

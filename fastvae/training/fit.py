@@ -67,11 +67,12 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     val_samples [1]: draws of z per row for the validation ELBO; shuffle [True];
     drop_last [False]; shards [1]: cut each batch into this many data-parallel shards, each
     a whole forward and backward on one of the cpu backend's threads with its products on
-    one BLAS thread, the gradients added in memory (:mod:`fastvae.training.shards`).  Set
-    it to the cores you give the backend (``fastvae.backends.cpu.set_num_threads`` or ``FASTVAE_NUM_THREADS``): on the 2-core
-    machine the scVI-sized step at batch 128 ran 1.2-1.5x faster with 2 shards on 2
-    threads.  The results depend on the shard count (like a change of MPI ranks: to the
-    rounding of the gradient sums), never on the thread count; cpu backend, free_bits=0.
+    one BLAS thread, the gradients added in memory (:mod:`fastvae.training.shards`).  Give
+    the backend a thread per shard (``fastvae.backends.cpu.set_num_threads(n)`` or
+    ``FASTVAE_NUM_THREADS``): on the 2-core machine the scVI-sized step at batch 128 ran
+    1.15-1.3x faster with 2 shards on 2 threads.  The results depend on the shard count
+    (like a change of MPI ranks: to the rounding of the gradient sums), never on the thread
+    count; cpu backend, free_bits=0.
 
     callbacks : callables ``cb(model, record)`` run after each epoch; raise
         :class:`~fastvae.training.loop.StopTraining` to stop.

@@ -7,15 +7,15 @@ threads wait for the next product.  Cutting the batch into shards, each a whole 
 and backward on its own thread and core (:meth:`fastvae.VAE.replica`: the same
 parameters, its own buffers), keeps every core busy from the first product to the last;
 the products run on one BLAS thread each (:mod:`fastvae.backends.cpu.blas_threads`), and
-bf16 products on one OpenMP thread each (oneDNN's, set per calling thread).  It
-is MPI's data parallelism (:mod:`fastvae.training.distributed`) inside one process, with
-the gradients added in memory.
+bf16 products on one OpenMP thread each (oneDNN's, set per calling thread).  It is MPI's
+data parallelism (:mod:`fastvae.training.distributed`) inside one process, with the
+gradients added in memory.
 
 The bits depend on the shard count, never on the thread count: a batch of m rows is cut
 into min(shards, m) shards whose sizes differ by at most one, a shard's noise is keyed by
 its rows' places in the batch (:mod:`fastvae.core.noise`), each shard's products run on
-one BLAS (or OpenMP) thread whichever thread runs it, and the shards' gradients are added in shard
-order.  One thread runs the shards one after another, to the same bits.
+one BLAS (or OpenMP) thread whichever thread runs it, and the shards' gradients are added
+in shard order.  One thread runs the shards one after another, to the same bits.
 """
 from __future__ import annotations
 
