@@ -13,6 +13,7 @@ import pytest
 
 import blocks_data
 import fastvae
+from cuda_helpers import emu, emu_library  # noqa: F401  (fixtures)
 from fastvae import VAE, NegBinomial
 from fastvae.backends import cpu
 from fastvae.backends.cpu import blas_threads
@@ -237,3 +238,22 @@ def test_free_bits_set_during_a_sharded_run_stop_it_before_the_step(threads):
     # (the first of the two epochs ran; the step after the callback did not)
     assert m.train_state.epoch == 2 and m.train_state.epoch_steps == 0
     assert not np.array_equal(m.flat_params, before)
+
+
+def test_shards_are_refused_on_a_gpu_given_or_saved(emu, tmp_path):
+    """On the cuda backend (here the emulated device) a whole batch runs at once: shards
+    given to fit are refused, and so is a run saved with shards and resumed there."""
+    mkw, fkw, n = CASES["dense"]
+    g = VAE(**mkw, backend="cuda")
+    with pytest.raises(ValueError, match="shards=2 cuts each batch over the cpu backend's "
+                                         "threads; a GPU runs the whole batch at once"):
+        g.fit(binary(n), epochs=1, progress=False, shards=2, **fkw)
+    assert g.train_state is None
+    m, _ = train("dense", 2, epochs=1)
+    m.save(tmp_path / "m.npz")
+    moved = fastvae.load(tmp_path / "m.npz", backend="cuda")
+    with pytest.raises(ValueError, match=r"\(shards=2 is the saved run's: pass shards=1"):
+        moved.fit(binary(n), epochs=1, progress=False)
+    with pytest.warns(SettingChangedWarning, match="shards 2 -> 1"):
+        moved.fit(binary(n), epochs=1, progress=False, shards=1)
+    assert moved.train_state.epoch == 2
