@@ -237,6 +237,10 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert f"fastvae {fastvae.__version__}" in out and "numba" in out and "backends:" in out
+    from fastvae.backends.cpu import blas_threads
+    counts = ", ".join(str(get()) for get, _ in blas_threads.controls())
+    assert (f"BLAS threads: {counts}; fit's shards run each product on one" in out
+            if counts else "BLAS threads: not settable here" in out)
 
 
 def test_bad_input_is_one_clear_line(workdir, capsys):

@@ -355,6 +355,12 @@ def cmd_info(args):
         from ..backends import cpu
         lines.append(f"numba {numba.__version__}; cpu kernels on {cpu.get_num_threads()} "
                      "thread(s)")
+        from ..backends.cpu import blas_threads
+        blas = blas_threads.controls()
+        lines.append("BLAS threads: " + (
+            f"{', '.join(str(get()) for get, _ in blas)}; fit's shards run each product on "
+            "one" if blas else "not settable here (OpenBLAS, MKL or BLIS not found): "
+            "fit's shards leave the BLAS library's threads alone"))
         bf16 = cpu.bf16_support()
         lines.append("precision='bf16' on the cpu backend: " + (
             f"yes (oneDNN: {cpu.onednn.library().path})" if bf16 is None else f"no ({bf16})"))
