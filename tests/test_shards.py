@@ -152,6 +152,26 @@ def test_a_failing_shard_leaves_the_step_undone(monkeypatch, threads):
     assert (m.noise.counter, m.train_state.step) == before[1:]
 
 
+def test_ctrl_c_in_a_sharded_step_finishes_it_and_the_run_resumes_to_the_bit(threads,
+                                                                          tmp_path):
+    """A Ctrl-C during a step's shards (here during shard 0's pass) lets the step finish,
+    stops the run with a checkpoint, and the resumed run is the straight one."""
+    from conftest import interrupt_at
+    threads(2)
+    straight, _ = train("table", 2, epochs=2)
+    mkw, fkw, n = CASES["table"]
+    X, kw = blocks_data.fit_args("mixed", n)
+    m = interrupt_at(VAE(**mkw, dtype="float64", seed=4, backend="cpu"), 4)
+    path = tmp_path / "m.npz"
+    h = m.fit(X, epochs=2, progress=False, shards=2, lr=3e-3, checkpoint=path, **fkw, **kw)
+    st = m.train_state  # (3 steps an epoch: the 4th pass is epoch 2's first step)
+    assert h.interrupted and (st.epoch, st.epoch_steps, st.step) == (1, 1, 4)
+    resumed = fastvae.load(path)
+    resumed.fit(X, epochs=1, progress=False, **kw)  # (the rest of the epoch in progress)
+    assert resumed.train_state.epoch == 2
+    np.testing.assert_array_equal(resumed.flat_params, straight.flat_params)
+
+
 def test_the_blas_thread_count_is_given_back(threads):
     threads(2)
     counts = [get() for get, _ in blas_threads.controls()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 
 import numpy as np
 
@@ -344,7 +345,7 @@ class VAE(Inference, Workflows):
         with self.on_device():
             flat = aligned_zeros(self.kernels.xp, self.flat_grads.size, self.dtype)
         r = object.__new__(type(self))
-        r.__dict__.update(self.__dict__, flat_grads=flat,
+        r.__dict__.update(self._shared_state(), flat_grads=flat,
                           grads=Grads(views(flat, self._entries), flat),
                           noise=Noise(self.noise.key, self.noise.counter),
                           eval_noise=Noise(self.eval_noise.key, self.eval_noise.counter),
@@ -365,8 +366,14 @@ class VAE(Inference, Workflows):
             for ws in own["workspaces"].values():  # (shadows made before the switch)
                 ws.half_fresh.clear()
         own["noise"].give_back(self.noise.mark())
-        r.__dict__.update(self.__dict__)
-        r.__dict__.update(own)
+        r.__dict__.clear()
+        r.__dict__.update(self._shared_state(), **own)
+
+    def _shared_state(self):
+        """What a replica takes from this model: its attributes but functions set on the
+        instance (a method patched on this model calls it, not a replica)."""
+        return {k: v for k, v in self.__dict__.items()
+                if not isinstance(v, (types.FunctionType, types.MethodType))}
 
     def _layers(self, side):
         """[(W, b, gW, gb)] of the hidden layers of 'enc' or 'dec', in forward order."""
