@@ -17,8 +17,8 @@ import os
 import sys
 import warnings
 
-from .common import (MODEL_FILE, RUN_FILE, UsageError, next_run_dir, set_threads,
-                     write_pictures)
+from .common import (FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError, next_run_dir,
+                     set_threads, write_pictures)
 
 #: extensions read as tables; the second group is refused with a one-line error
 TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
@@ -38,8 +38,6 @@ MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alp
 FLAGS = {"encode_conditions": "--decoder-conditions-only",
          "inject_conditions": "--inject-conditions"}
 FLAG_DEFAULTS = {"encode_conditions": True, "inject_conditions": False}
-FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
-               "kl_warmup", "val_samples", "shards")
 IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
 #: the options that fix a table run's data and model (run.json), checked on --resume
 FIXED = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",

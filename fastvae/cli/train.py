@@ -17,8 +17,8 @@ import traceback
 import warnings
 
 from . import table
-from .common import (BACKEND_HELP, BACKENDS, MODEL_FILE, RUN_FILE, UsageError, binarized,
-    ints, load_data, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
+from .common import (BACKEND_HELP, BACKENDS, FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError,
+    binarized, ints, load_data, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -42,8 +42,6 @@ MODEL_OPTIONS = {"hidden": "hidden", "decoder_hidden": "decoder_hidden", "latent
                  "n_samples": "n_samples", "beta": "beta", "free_bits": "free_bits",
                  "dtype": "dtype", "seed": "seed", "objective": "objective",
                  "precision": "precision"}
-FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
-               "kl_warmup", "val_samples", "shards")
 
 
 def _obs_scale(text):

@@ -142,7 +142,8 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
             changes.append(f"the data has {N} rows where the epoch in progress had "
                            f"{st.n_rows}: epoch {st.epoch + 1} restarts")
         # (the replicas' buffers are allocated here, before anything changes)
-        shards = Shards(model, settings["shards"]) if settings["shards"] > 1 else None
+        shards = (Shards(model, settings["shards"]) if settings["shards"] > 1 and epochs
+                  else None)
         out = Progress(stream or sys.stderr, enabled=progress)
         guard.out = out
         if changes and ag.lead:  # (a warning that is an error stops every rank, here)
