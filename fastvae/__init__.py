@@ -15,6 +15,7 @@ _LAZY = {
     "TrainState": ("fastvae.training.state", "TrainState"),
     "Dataset": ("fastvae.io.dataset", "Dataset"),
     "StopTraining": ("fastvae.training.loop", "StopTraining"),
+    "EarlyStopping": ("fastvae.training.stopping", "EarlyStopping"),
     "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
     # the likelihood's column blocks: VAE(likelihood=[Gaussian(3), Categorical([4, 2]), ...])
     **{name: ("fastvae.core.blocks", name) for name in

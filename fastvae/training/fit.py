@@ -44,7 +44,7 @@ class History(list):
 def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None, *,
         weight_decay=None, clip_norm=None, momentum=None, binarize=None, val_samples=None,
-        drop_last=None, shards=None, stream=None, comm=None):
+        drop_last=None, shards=None, early_stopping=None, stream=None, comm=None):
     """Train ``model`` on X for ``epochs`` more epochs, from wherever its training state
     stands (an epoch in progress counts as the first of them); returns the :class:`History`
     of every epoch so far (``model.history``).
@@ -74,6 +74,12 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     (like a change of MPI ranks: to the rounding of the gradient sums), never on the thread
     count; cpu backend, free_bits=0.
 
+    early_stopping : an :class:`~fastvae.training.stopping.EarlyStopping` (needs ``val``):
+        stop when the validation loss stops improving, within ``epochs``, and keep the best
+        weights; its state is saved with the run, so ``fit`` with early_stopping=None (the
+        default) continues a rule in progress; False drops it.  A rule that has stopped
+        the run stays in the training state (``model.train_state.stopper``) but does not
+        act again.
     callbacks : callables ``cb(model, record)`` run after each epoch; raise
         :class:`~fastvae.training.loop.StopTraining` to stop.
     progress : True (a bar on a terminal and one line per epoch), False (silent).
@@ -96,7 +102,7 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     with SigintGuard() as guard:
         try:
             return _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag,
-                        guard, dict(batch_size=batch_size, optimizer=optimizer, lr=lr,
+                        guard, early_stopping, dict(batch_size=batch_size, optimizer=optimizer, lr=lr,
                                     weight_decay=weight_decay, clip_norm=clip_norm,
                                     momentum=momentum, kl_warmup=kl_warmup, binarize=binarize,
                                     val_samples=val_samples, shuffle=shuffle,
@@ -108,7 +114,8 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
             raise
 
 
-def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, guard, given):
+def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, guard, stopping,
+         given):
     # everything is checked before anything changes: a bad argument or bad data leaves the
     # model and its training state as they were (with ranks: on every rank, each told why)
     failure = train_fp = val_fp = None
@@ -129,6 +136,7 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
         valset = None
         if val is not None:
             valset, val_fp = _checked(as_dataset(val, "validation data"), model, ag)
+        stopper = _stopper(model.train_state, stopping, valset)
         B, N = settings["batch_size"], len(train)
         if N < B:
             raise DataError(f"{train.name}: {N} rows is fewer than one batch of "
@@ -159,6 +167,8 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
         st = model.train_state = TrainState(model)
     st.settings, st.settings_saved = settings, True
     st.optimizer = make_optimizer()
+    if stopper is not False:
+        st.stopper = stopper
     if restart:
         st.restart_epoch()
     if epochs == 0:
@@ -178,6 +188,26 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
             out.note(f"interrupted at {where} (no checkpoint path given: the state is in "
                      "the model object)")
     return history
+
+
+def _stopper(st, given, valset):
+    """The EarlyStopping this fit runs under (None: none), or False to leave the saved
+    one (stopped) as it is; raises when the rule has no validation data."""
+    from .stopping import EarlyStopping
+    if given is False:
+        return None
+    if given is None:
+        saved = None if st is None else st.stopper
+        if saved is None or saved.stopped:
+            return False
+        given = saved
+    elif not isinstance(given, EarlyStopping):
+        raise ValueError(f"early_stopping must be an EarlyStopping, False or None, got "
+                         f"{given!r}")
+    if valset is None:
+        raise ValueError("early stopping watches the validation loss: pass val= (rows held "
+                         "out of the training data)")
+    return given
 
 
 def _report(out, line):

@@ -278,6 +278,15 @@ class Loop:
                     cb(model, rec)
                 except StopTraining:
                     stop = True
+            stopper = st.stopper
+            if stopper is not None and not stopper.stopped:
+                why = stopper.update(model, rec, st.step)
+                if why is not None:
+                    stop = True
+                    ag.side(self.out.note, f"early stopping after epoch {rec['epoch']}: "
+                            f"{why}" + (f"; the weights of epoch {stopper.best_epoch} are "
+                                        f"restored" if stopper.restore_best and
+                                        stopper.best_epoch is not None else ""))
             if self.checkpoint is not None:
                 model.save(self.checkpoint)
         except BaseException as e:  # noqa: BLE001  (on one rank, even sys.exit: tell all)
@@ -298,7 +307,9 @@ class Loop:
                "train_kl": kl / n, "beta": beta, "steps": st.epoch_steps,
                "train_seconds": secs, "samples_per_s": n / secs if secs > 0 else float("nan")}
         t0 = time.perf_counter()
-        if self.valset is not None:
+        stopper = st.stopper
+        due = stopper is None or stopper.stopped or stopper.due(st.epoch + 1)
+        if self.valset is not None and due:
             ev = elbo(model, self.valset, n_samples=self.settings["val_samples"],
                       validate=False, agreement=self.ag)  # (checked by fit)
             rec.update(val_neg_elbo=ev.neg_elbo, val_recon=ev.recon, val_kl=ev.kl)

@@ -46,6 +46,8 @@ class TrainState:
                   from the next epoch).
     binarize_rng  the dynamic-binarization generator (a NumPy Generator).
     history       one dict per completed epoch.
+    stopper       the run's :class:`~fastvae.training.stopping.EarlyStopping` (its rule and
+                  state: best loss, best weights), or None.
     """
 
     def __init__(self, model):
@@ -62,6 +64,7 @@ class TrainState:
         self.epoch_shuffle = self.settings["shuffle"]  # how the current epoch's order was made
         self.settings_saved = True  # False for a version 1 checkpoint, which kept none
         self.history = []
+        self.stopper = None
 
     def __repr__(self):
         opt = self.optimizer
@@ -95,12 +98,16 @@ class TrainState:
             st = opt.state_dict()
             opt_meta = {"config": opt.config(), "step_count": st.pop("step_count")}
             arrays = {f"opt.{k}": v for k, v in st.items()}
+        if self.stopper is not None:
+            smeta, sarrays = self.stopper.to_checkpoint()
+            arrays.update({f"stop.{k}": v for k, v in sarrays.items()})
         meta = {"settings": dict(self.settings), "optimizer": opt_meta, "epoch": self.epoch,
                 "row": self.row, "epoch_steps": self.epoch_steps, "n_rows": self.n_rows,
                 "step": self.step, "seconds": self.seconds, "sums": list(self.sums),
                 "order_rng": self.order_rng, "epoch_shuffle": self.epoch_shuffle,
                 "binarize_rng": self.binarize_rng.bit_generator.state,
-                "history": list(self.history)}
+                "history": list(self.history),
+                "stopper": None if self.stopper is None else smeta}
         return meta, arrays
 
     @classmethod
@@ -119,6 +126,10 @@ class TrainState:
         st.order_rng = meta["order_rng"]
         st.binarize_rng.bit_generator.state = meta["binarize_rng"]
         st.history = list(meta["history"])
+        if meta.get("stopper"):
+            from .stopping import EarlyStopping
+            st.stopper = EarlyStopping.from_checkpoint(
+                meta["stopper"], {k[5:]: v for k, v in arrays.items() if k.startswith("stop.")})
         if meta.get("optimizer"):
             conf = dict(meta["optimizer"]["config"])
             opt = make_optimizer(conf.pop("name"), model, **conf)
