@@ -131,3 +131,24 @@ def test_every_new_argument_refuses_bad_values_and_scoring_never_moves_the_run(t
         t = other.score_samples(x, per_column=True)
         np.testing.assert_array_equal(t.scores, s.scores)
         np.testing.assert_array_equal(t.columns, s.columns)
+
+
+def test_the_encoder_can_read_other_rows_than_the_likelihood_scores(backend):
+    """score_samples(encoder_x=): the code comes from encoder_x, the cells are scored as X
+    (a table clips an absurd number for the encoder only); with encoder_x = X nothing
+    changes, and a training pass refuses it."""
+    m, x = _model(backend)
+    same = m.score_samples(x, per_column=True, encoder_x=x)
+    base = m.score_samples(x, per_column=True)
+    np.testing.assert_array_equal(same.scores, base.scores)
+    other = np.clip(x + 0.3, 0, 1)
+    s = m.score_samples(x, per_column=True, encoder_x=other)
+    want = m.score_samples(other, per_column=True)
+    np.testing.assert_array_equal(s.kl, want.kl)  # the code: encoder_x's
+    assert not np.allclose(s.columns, want.columns)  # the cells: x's
+    np.testing.assert_allclose(s.columns.sum(axis=1) + s.kl, s.scores, rtol=1e-12)
+    eps = np.zeros((len(x), 3))
+    with pytest.raises(ValueError, match="loss-only passes"):
+        m.forward(x, eps, encoder_x=other)
+    with pytest.raises(ValueError, match="encoder_x"):
+        m.score_samples(x, encoder_x=other[:5])

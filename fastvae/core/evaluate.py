@@ -134,7 +134,7 @@ class Scores(dict):
 
 
 def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=1000, seed=0,
-                  validate=True):
+                  validate=True, encoder_X=None):
     """Per-row anomaly scores of X, in nats: higher means less likely under the model.
 
     Default: each row's negative ELBO, its reconstruction term averaged over ``n_samples``
@@ -153,17 +153,23 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
     the ELBO's draws) and ``kl`` (N,).  Returns :class:`Scores`.
     """
     per_column = boolean(per_column, "per_column")
-    if k is not None:
+    if k is not None:  # (its proposal is the encoder of X itself: any proposal bounds p(x))
         ll = log_likelihood(model, X, k, seed=seed, validate=validate)
         out = Scores(scores=-ll.per_row, kind="iwae_nll", k=ll.k)
         if per_column:
-            cols = score_samples(model, X, None, n_samples, True, batch_size, seed, False)
+            cols = score_samples(model, X, None, n_samples, True, batch_size, seed, False,
+                                 encoder_X)
             out.update(columns=cols.columns, kl=cols.kl, n_samples=cols.n_samples)
         return out
     L = positive_int(n_samples, "n_samples")
     bs = positive_int(batch_size, "batch_size")
     key = noise_key(model, seed, stream=0x5C0E)
     ds, lo, hi, validate, _ = _rows_of(model, X, validate, _agreement(None, model))
+    enc = None
+    if encoder_X is not None:
+        enc = _dataset_for(model, encoder_X)
+        if len(enc) != len(ds):
+            raise ValueError(f"encoder_x has {len(enc)} rows; X has {len(ds)}")
     bk, Z, N = model.kernels, model.latent_dim, len(ds)
     common = bk.xp.empty((L, 1, Z), dtype=model.dtype)  # the noise every row is scored with
     bk.normal_eps(common, key, 0, 0)
@@ -171,6 +177,7 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
     cl = model.columns
     columns = np.empty((N, model.input_dim)) if per_column else None
     buf = np.empty((max(1, min(bs, N)), ds.dim), dtype=model.dtype)
+    ebuf = None if enc is None else np.empty_like(buf)
     noise = bk.xp.empty(L * buf.shape[0] * Z, dtype=model.dtype)
     logscale = None if not per_column or model.likelihood == "bernoulli" or cl else \
         model.obs_logscale().astype(np.float64)
@@ -181,8 +188,9 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
         xb = ds.batch(idx, out=buf[:n])
         eps = noise[: L * n * Z].reshape(L, n, Z)
         eps[...] = common
+        eb = None if enc is None else enc.batch(idx, out=ebuf[:n])
         cache = model.forward(xb, eps, n_samples=L, validate=False, grad=False,
-                              objective="elbo")
+                              objective="elbo", encoder_x=eb)
         rows = slice(s, s + n)
         kl[rows] = bk.to_numpy(cache.kl)
         scores[rows] = bk.to_numpy(cache.recon) + kl[rows]

@@ -396,7 +396,7 @@ class VAE(Inference, Workflows):
     # ------------------------------------------------------------------- forward
     @_on_device
     def forward(self, x, eps=None, *, n_samples=None, rng=None, validate=True, grad=True,
-                objective=None, step=None):
+                objective=None, step=None, encoder_x=None):
         """Run the encoder, the sampling step, the decoder and the fused loss.
 
         x : (B, D) array of the model's dtype (other float dtypes are converted, which
@@ -421,6 +421,9 @@ class VAE(Inference, Workflows):
         step : a :class:`~fastvae.core.step.StepContext` when this pass is part of a larger
             step (fit's device-side loss sums, a data-parallel shard's place in the global
             batch); None for a pass on its own.
+        encoder_x : (B, D) rows the encoder reads instead of x (a loss-only pass: the
+            likelihood still scores x).  A table model's scores read numbers clipped to
+            their training range this way, so an absurd cell does not move the code.
         Returns a :class:`Cache`.
         """
         bk = self.kernels
@@ -445,7 +448,14 @@ class VAE(Inference, Workflows):
         else:
             ws.eps[...] = check_eps(eps, L, B, Z, self.kernels.xp)
         p = self._params
-        self._encoder_forward(ws, x)
+        if encoder_x is not None:
+            if grad:
+                raise ValueError("encoder_x is for loss-only passes (grad=False)")
+            encoder_x = check_batch(encoder_x, self, False)
+            if encoder_x.shape != x.shape:
+                raise ValueError(f"encoder_x has shape {tuple(encoder_x.shape)}; x has "
+                                 f"{tuple(x.shape)}")
+        self._encoder_forward(ws, x if encoder_x is None else encoder_x)
         # SAVE eps, sigma, mu and the raw logvar (in head): the sample path and the clamp
         bk.reparam_kl_fwd(ws.mu, ws.logvar, ws.sigma, ws.z, ws.kl, ws.kl_dim, ws.head,
                           p["enc.head.b"], ws.eps, *LOGVAR_RANGE)

@@ -53,14 +53,18 @@ class Workflows:
 
     @_on_device
     def score_samples(self, X, k=None, n_samples=1, per_column=False, batch_size=1000,
-                      seed=0, *, conditions=None, exposure=None):
+                      seed=0, *, conditions=None, exposure=None, encoder_x=None):
         """Per-row anomaly scores of X (N,) in nats, higher for less likely rows: the
         negative ELBO, or with ``k`` the importance-weighted negative log-likelihood;
-        ``per_column=True`` adds each column's share (N, D).  See
+        ``per_column=True`` adds each column's share (N, D).  ``encoder_x`` (N, D): what
+        the encoder reads instead of X (the likelihood still scores X).  See
         :func:`fastvae.core.evaluate.score_samples`."""
         from .evaluate import score_samples
         X = self.compose(X, conditions, exposure)
-        return score_samples(self, X, k, n_samples, per_column, batch_size, seed)
+        enc = None if encoder_x is None else self.compose(encoder_x, conditions, exposure,
+                                                          name="encoder_x")
+        return score_samples(self, X, k, n_samples, per_column, batch_size, seed,
+                             encoder_X=enc)
 
     @_on_device
     def diagnostics(self, X, batch_size=1000, *, conditions=None, exposure=None):
