@@ -68,7 +68,8 @@ def assert_like(s, df, n):
     assert len(s) == n
     assert list(s.columns) == list(df.columns)
     assert list(s.dtypes) == list(df.dtypes), (s.dtypes, df.dtypes)
-    assert not s.isna().any().any()
+    for c in df.columns:  # gaps only where the training table has them
+        assert df[c].isna().any() or not s[c].isna().any(), c
     assert list(s["size"].cat.categories) == ["lo", "mid", "hi", "huge"]
     assert s["size"].cat.ordered
     assert set(s["name"]) <= {"ann", "bob", "cy"}
@@ -215,12 +216,13 @@ def test_score_samples_ranks_planted_outliers(structured_model):
     assert score[bad].min() > np.quantile(score[~bad], 0.9)
 
     pc = tv.score_samples(rows, per_column=True)
-    assert list(pc.columns) == ["score", "x1", "x2", "x3", "c", "kl"]
+    assert list(pc.columns) == [("score", ""), ("column", "x1"), ("column", "x2"),
+                                ("column", "x3"), ("column", "c"), ("kl", "")]
     np.testing.assert_allclose(pc["score"], score, rtol=0, atol=0)
-    top = pc[["x1", "x2", "x3", "c"]].idxmax(axis=1)[bad]
+    top = pc["column"].idxmax(axis=1)[bad]
     assert (top == "x2").mean() >= 0.7, top.tolist()
     # the engine's split: the column shares plus the KL are the negative ELBO
-    np.testing.assert_allclose(pc[["x1", "x2", "x3", "c", "kl"]].sum(axis=1), pc["score"],
+    np.testing.assert_allclose(pc["column"].sum(axis=1) + pc["kl"], pc["score"],
                                rtol=1e-5, atol=1e-4)
     assert (pc["kl"] >= 0).all()
 
@@ -367,9 +369,6 @@ def _with(df, **cols):
 
 
 BAD_FITS = {
-    "all-missing": (lambda df: _with(df, m=np.nan), {}, "'m'"),
-    "constant-number": (lambda df: _with(df, k=5.0), {}, "'k'"),
-    "constant-string": (lambda df: _with(df, k="q"), {}, "'k'"),
     "complex": (lambda df: _with(df, z=df["x"] + 1j * df["y"]), {}, "'z'"),
     "str-and-int": (lambda df: _with(df, mix=pd.Series(["a", 1] * (len(df) // 2),
                                                        dtype=object)), {}, "'mix'"),

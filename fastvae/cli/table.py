@@ -7,8 +7,15 @@ validation ELBO of every epoch and the test negative ELBO printed at the end
 directory holds what an image run's does: ``model.npz`` (the checkpoint, written after every
 epoch, with the table's schema in its metadata), ``run.json`` (the table's path and options;
 ``"table": true``), ``history.json``, and the pictures of :mod:`fastvae.tabular.plots`
-(marginals.png, correlations.png, loss.png).  ``--resume`` continues the run until it has
-``--epochs`` epochs.  Data-parallel training (mpiexec) is not supported for tables.
+(marginals.png, correlations.png, loss.png).
+
+Without ``--epochs`` the model trains by the policy of :mod:`fastvae.tabular.policy`: it
+validates on its own share of the training rows (never the test split, whose ELBO stays
+unbiased) and stops when that loss stops improving; ``--resume`` continues a policy in
+progress.  With ``--epochs N`` it trains exactly N epochs in all (``--resume`` until the run
+has N).  Every check of the table (its columns, its cells, its conditions) runs on the whole
+file before the split, and an error names the file's line.  Data-parallel training (mpiexec)
+is not supported for tables.
 """
 from __future__ import annotations
 
@@ -24,8 +31,8 @@ from .common import (FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError, next_run_dir
 TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
 OTHER_TABLES = (".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".json", ".jsonl",
                 ".h5", ".hdf5", ".sav", ".dta", ".sas7bdat", ".orc", ".avro")
-#: a table run's defaults where they differ from an image run's
-DEFAULTS = {"epochs": 30, "hidden": (128, 128), "latent": 32, "lr": 1e-3, "seed": 0,
+#: a table run's defaults where they differ from an image run's (epochs None: the policy)
+DEFAULTS = {"epochs": None, "hidden": (128, 128), "latent": 32, "lr": 1e-3, "seed": 0,
             "val_fraction": 0.1}
 #: command-line option -> TabularVAE (fastvae.VAE) keyword
 MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alpha",
@@ -41,7 +48,7 @@ FLAG_DEFAULTS = {"encode_conditions": True, "inject_conditions": False}
 IMAGE_ONLY = ("image_size", "n_images", "binarize", "likelihood", "obs_scale")
 #: the options that fix a table run's data and model (run.json), checked on --resume
 FIXED = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",
-         *MODEL_OPTIONS)
+         "missing", *MODEL_OPTIONS)
 
 
 def is_table_path(path):
@@ -66,7 +73,13 @@ def add_arguments(parser):
                    "included (a learned shift of each column per condition)")
     g.add_argument("--column", action="append", default=None, metavar="COL=TYPE",
                    help="a column's type instead of the inferred one (repeatable): numeric, "
-                   "categorical, count (negative binomial), poisson or ignore")
+                   "categorical, count (negative binomial), poisson, datetime (dates written "
+                   "as text), id (new identifiers of the same shape) or ignore (drawn on "
+                   "its own from its training values)")
+    g.add_argument("--missing", action="store_const", const=True, default=None,
+                   help="build the missing-cell mask even if the training rows have no gap, "
+                   "so that the model can score and impute tables with gaps (and score "
+                   "unseen categories as missing cells: fastvae score --unknown missing)")
 
 
 def wanted(args):
@@ -79,10 +92,10 @@ def wanted(args):
     else:
         table = False
     if not table and (args.condition or args.column or args.encode_conditions is not None
-                      or args.inject_conditions is not None):
-        raise UsageError("--condition, --column, --decoder-conditions-only and "
-                         "--inject-conditions are for tables (--data a .csv, .tsv, .parquet "
-                         "or .pq file)")
+                      or args.inject_conditions is not None or args.missing is not None):
+        raise UsageError("--condition, --column, --decoder-conditions-only, "
+                         "--inject-conditions and --missing are for tables (--data a .csv, "
+                         ".tsv, .parquet or .pq file)")
     return table
 
 
@@ -103,36 +116,36 @@ def parse_columns(specs):
     return out
 
 
-def split(df, seed, frac=0.1, types=None):
+def split(df, seed, frac=0.1, types=None, schema=None):
     """(train, test) DataFrames of table ``df``: a shuffle seeded by ``seed`` holds out
     round(frac * rows) rows (at least one) as the test split.  A held-out row with a
     category its column's training rows never show (a rare value) moves back to the training
-    rows: the model could not read it.  Both keep the table's order and index.  ``fastvae
-    train`` and ``fastvae eval`` call this with a run's options and get the same rows."""
+    rows: the model could not read it.  Only modelled categorical columns count (of
+    ``schema``, the whole table's, inferred here when not given): identifiers, ignored and
+    numeric columns do not.  Both keep the table's order and index.  ``fastvae train`` and
+    ``fastvae eval`` call this with a run's options and get the same rows."""
     import numpy as np
-    import pandas as pd
 
     if not 0 < frac < 1:
         raise UsageError(f"--val-fraction must lie in (0, 1), got {frac}")
-    from ..tabular.schema import TYPES
-    types = dict(types or {})
+    if schema is None:
+        from ..tabular import infer
+        schema = infer(df, types, (), salt=b"")
     n = len(df)
     test = np.zeros(n, dtype=bool)
     if n > 1:
         test[np.random.default_rng(seed).permutation(n)[:max(1, int(round(frac * n)))]] = True
-    t = pd.api.types
-    for name in df.columns:
-        kind = TYPES.get(types.get(str(name), ""))
-        s = df[name]
-        numeric = (t.is_numeric_dtype(s.dtype) and not t.is_bool_dtype(s.dtype)) or \
-            t.is_datetime64_any_dtype(s.dtype) or t.is_timedelta64_dtype(s.dtype)
-        if kind == "ignore" or (numeric and kind != "categorical"):
+    for c in schema.columns:
+        if c.kind != "categorical":
             continue
+        s = df[c.name]
         seen = s[~test].dropna().unique()
         test &= ~(s.notna().to_numpy() & ~s.isin(seen).to_numpy())
     if n > 1 and not test.any():
-        raise UsageError("no row is left for the test split: every held-out row has a "
-                         "category that the training rows lack")
+        cats = [c.name for c in schema.columns if c.kind == "categorical"]
+        raise UsageError(f"no row is left for the test split: every held-out row has a "
+                         f"category that the training rows lack (in {cats}); a larger "
+                         f"--val-fraction, or --column COL=ignore for a column of rare values")
     return df[~test], df[test]
 
 
@@ -168,7 +181,7 @@ def _options(args, given):
         given["conditions"] = list(dict.fromkeys(args.condition))
     if args.column is not None:
         given["columns"] = parse_columns(args.column)
-    for k in ("encode_conditions", "inject_conditions"):
+    for k in ("encode_conditions", "inject_conditions", "missing"):
         if getattr(args, k, None) is not None:
             given[k] = getattr(args, k)
     opts = {**DEFAULTS, "conditions": [], "columns": {}, **given}
@@ -194,7 +207,10 @@ def _resumed(args, given):
                          + "; ".join(fixed) + "; start a new run with another --out")
     opts = {**DEFAULTS, **saved}
     opts["epochs"] = given.get("epochs", saved.get("epochs", DEFAULTS["epochs"]))
-    return opts, load(ckpt, backend=args.backend), ckpt
+    try:
+        return opts, load(ckpt, backend=args.backend), ckpt
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"--resume: {ckpt}: {e}") from None
 
 
 def _changed(key, given, saved):
@@ -209,7 +225,8 @@ def cmd_train(args, given):
     ``given``: the options given on the command line, by name)."""
     import time
 
-    from ..tabular import TabularVAE, infer, read_table
+    from ..tabular import CollapseWarning, TabularVAE, infer, read_table
+    from ..tabular.tableio import row_names
     from ..training.distributed import detected_size
     from ..training.fit import SettingChangedWarning
 
@@ -233,31 +250,36 @@ def cmd_train(args, given):
                              "another --out (nothing was overwritten)")
         fit_kw = {k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None}
     t0 = time.perf_counter()
-    df = read_table(opts["data"], "--data")
-    train, test = split(df, opts["seed"], opts["val_fraction"], opts["columns"])
+    path = opts["data"]
+    df = read_table(path, "--data")
+    conds = opts["conditions"]
+    try:  # every check on the whole table, before the split: an error names the file's line
+        schema = infer(df, opts["columns"], conds, where=row_names(path, df), salt=b"")
+        schema.encode(df, where=row_names(path, df))
+        schema.encode_conditions(df, where=row_names(path, df))
+    except ValueError as e:
+        msg = _cli_words(str(e))
+        raise UsageError(msg if os.path.basename(path) in msg else f"{path}: {msg}") from None
+    train, test = split(df, opts["seed"], opts["val_fraction"], opts["columns"], schema)
     t_data = time.perf_counter() - t0
     if fit_kw.get("batch_size", 0) > len(train):
-        raise UsageError(f"{opts['data']}: {len(train)} training rows is fewer than one "
-                         f"batch; use a --batch-size of at most {len(train)}")
-    conds = opts["conditions"]
+        raise UsageError(f"{path}: {len(train)} training rows is fewer than one batch; use a "
+                         f"--batch-size of at most {len(train)}")
     if tv is None:
-        modeled = [c for c in df.columns if c not in conds and
-                   opts["columns"].get(str(c)) != "ignore"]
+        gaps = any(c.gaps for c in schema.columns)
         try:  # everything is checked (a fit of 0 epochs) before anything is written
-            # the whole table first, so that an error names a row of the file
-            schema = infer(df, opts["columns"], conds)
-            schema.encode(df)
-            schema.encode_conditions(df)
             tv = TabularVAE(opts["hidden"], opts["latent"], types=opts["columns"],
-                            missing=True if df[modeled].isna().to_numpy().any() else None,
+                            missing=True if (gaps or opts.get("missing")) else None,
                             seed=opts["seed"], backend=args.backend,
                             **{v: opts[k] for k, v in MODEL_OPTIONS.items() if k in opts})
-            tv.fit(train, conditions=conds, epochs=0, val=test, progress=False, **fit_kw)
+            tv.fit(train, conditions=conds, epochs=0, progress=False, **fit_kw)
         except (ValueError, RuntimeError) as e:  # a TableError, a setting the model refuses
             raise UsageError(_cli_words(str(e))) from None
-        tv.model.metadata["data"] = opts["data"]
+        tv.model.metadata["data"] = path
         opts["missing"] = tv.model.missing is not None
-    done = tv.model.train_state.epoch if tv.model.train_state else 0
+    st = tv.model.train_state
+    done = st.epoch if st else 0
+    policy = opts["epochs"] is None
     os.makedirs(out, exist_ok=True)
     keep = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",
             "epochs", "missing", *MODEL_OPTIONS)
@@ -265,25 +287,44 @@ def cmd_train(args, given):
         json.dump({"table": True, **{k: _norm(opts[k]) for k in keep if k in opts}}, f,
                   indent=1)
     if lead:
-        print(f"data: {opts['data']} ({len(df)} rows: {len(train)} train, {len(test)} test; "
-              f"{t_data:.2f} s)\nmodel: {tv!r}\n" + (f"resuming {ckpt}: {done} epoch(s) done, "
-              f"training to {opts['epochs']}\n" if args.resume else "") + f"output: {out}",
+        goal = ("until its held-out rows stop improving" if policy else
+                f"to {opts['epochs']} epochs")
+        print(f"data: {path} ({len(df)} rows: {len(train)} train, {len(test)} test; "
+              f"{t_data:.2f} s)\nmodel: {tv!r}\n" + (f"resuming {ckpt}: {done} epoch(s) "
+              f"done, training {goal}\n" if args.resume else "") + f"output: {out}",
               file=sys.stderr)
     set_threads(args, tv.model, fit_kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SettingChangedWarning)
-        tv.fit(train, conditions=conds, epochs=max(0, opts["epochs"] - done), val=test,
-               progress=not args.quiet, checkpoint=ckpt, **fit_kw)
+        warnings.simplefilter("always", CollapseWarning)
+        try:
+            if policy:
+                tv.fit(train, conditions=conds, progress=not args.quiet, checkpoint=ckpt,
+                       **fit_kw)
+            else:
+                tv.fit(train, conditions=conds, epochs=max(0, opts["epochs"] - done),
+                       val=test, progress=not args.quiet, checkpoint=ckpt, **fit_kw)
+        except (ValueError, RuntimeError) as e:  # a setting refused on --resume
+            if isinstance(e, (FloatingPointError, ArithmeticError)):
+                raise
+            raise UsageError(_cli_words(str(e))) from None
     for w in caught:  # --quiet: the one line fit would have printed
         if issubclass(w.category, SettingChangedWarning):
             print(str(w.message), file=sys.stderr)
+        elif issubclass(w.category, CollapseWarning):
+            print(f"note: {_cli_words(str(w.message))}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(list(tv.history), f, indent=1)
-    if tv.model.train_state.epoch < opts["epochs"]:  # Ctrl-C: fit wrote the checkpoint
+    st = tv.model.train_state
+    if getattr(tv.history, "interrupted", False) or (
+            not policy and st.epoch < opts["epochs"]):  # Ctrl-C: fit wrote the checkpoint
         print(f"stopped; continue with: fastvae train --out {out} --resume", file=sys.stderr)
         return 130
+    if policy and lead and st.stopper is not None and st.stopper.stopped:
+        print(f"trained {st.epoch} epochs ({st.step} steps): {st.stopper.stopped}",
+              file=sys.stderr)
     written = [] if args.no_pictures else _pictures(tv, train, out, args.quiet)
     ev = tv.elbo(test)
     print(f"test negative ELBO {ev.neg_elbo:.2f} nats (recon {ev.recon:.2f}, kl {ev.kl:.2f}) "
@@ -303,6 +344,9 @@ def _cli_words(message):
                          r"but none was given: fit\(df, conditions=COLUMN\)",
                          flag + r" \1, but none was given: name one with --condition COL",
                          message)
+    message = message.replace("train it with missing=True", "train it with --missing")
+    message = message.replace("TabularVAE(beta=0.5)", "--beta 0.5").replace(
+        "(epochs=, or fit again to continue)", "(--epochs, or --resume)")
     return message.replace("types names column", "--column names column")
 
 
@@ -311,6 +355,11 @@ def _pictures(tv, train, out, quiet):
         from ..tabular import plots
         return plots.write_all(tv, train, out)
     return write_pictures(write, out, quiet)
+
+
+def _whole_schema(df, opts):
+    from ..tabular import infer
+    return infer(df, opts.get("columns"), opts.get("conditions") or (), salt=b"")
 
 
 def run_table(model_path, split_name="test"):
@@ -323,6 +372,6 @@ def run_table(model_path, split_name="test"):
         raise UsageError(f"no table run's {RUN_FILE} beside {model_path}; pass --data")
     df = read_table(opts["data"], "the run's data")
     train, test = split(df, opts.get("seed", 0), opts.get("val_fraction", 0.1),
-                        opts.get("columns"))
+                        opts.get("columns"), schema=_whole_schema(df, opts))
     part = test if split_name == "test" else train
     return part, f"{opts['data']} ({split_name} split, {len(part)} rows)"

@@ -14,15 +14,8 @@ from .common import UsageError, checkpoint_args, positive, seed
 def _write(df, path, fmt=None):
     """Write DataFrame ``df`` (index=False) as ``fmt`` ("csv" or "parquet"), or by
     ``path``'s extension: .parquet/.pq Parquet, .tsv tab-separated, anything else CSV."""
-    ext = os.path.splitext(path)[1].lower()
-    if fmt == "parquet" or (fmt is None and ext in (".parquet", ".pq")):
-        try:
-            df.to_parquet(path, index=False)
-        except ImportError as e:
-            raise ImportError(f"{path}: writing Parquet needs pyarrow ({e})") from None
-    else:
-        df.to_csv(path, index=False, sep="\t" if ext == ".tsv" else ",")
-    return path
+    from ..tabular import write_table
+    return write_table(df, path, fmt)
 
 
 def _condition_value(col, text):
@@ -48,7 +41,9 @@ def _condition_value(col, text):
 
 def sample(args, model):
     """``fastvae sample`` for a table model: n rows to --csv/--parquet/--out, or CSV on
-    stdout."""
+    stdout, written chunk by chunk as they are drawn (constant memory)."""
+    import numpy as np
+
     from ..tabular import from_model
     tv = from_model(model)
     conds = {c.name: c for c in tv.schema.conditions}
@@ -62,8 +57,9 @@ def sample(args, model):
                              f"this model (its conditions: {list(conds) or 'none'})")
         fixed[name] = _condition_value(conds[name], text)
     given = None
-    if fixed:  # conditions not fixed are drawn from their training marginals
-        given = (tv.sample(args.n, seed=args.seed)[list(conds)].reset_index(drop=True)
+    if fixed:  # conditions not fixed are drawn from their training distributions
+        from ..tabular.sampling import draw_conditions
+        given = (draw_conditions(tv.schema, args.n, np.random.default_rng(args.seed))
                  if len(fixed) < len(conds) else {})
         for k, v in fixed.items():
             given[k] = [v] * args.n
@@ -71,15 +67,25 @@ def sample(args, model):
     if out and os.path.splitext(out)[1].lower() in (".png", ".jpg", ".svg", ".pdf"):
         raise UsageError(f"--out {out}: a table model's samples are rows, not a "
                          "picture; write them with --csv PATH or --parquet PATH")
-    df = tv.sample(args.n, conditions=given, seed=args.seed, mean=args.mean)
-    writes = [(p, fmt) for p, fmt in ((args.csv, "csv"), (args.parquet, "parquet"),
-                                      (out, None)) if p]
-    for p, fmt in writes:
-        _write(df, p, fmt)
-    if not writes:  # CSV on stdout, for a pipe
-        df.to_csv(sys.stdout, index=False)
+    from ..tabular.tableio import TableWriter
+    targets = [(p, fmt) for p, fmt in ((args.csv, "csv"), (args.parquet, "parquet"),
+                                       (out, None)) if p]
+    writers = [TableWriter(p, fmt) for p, fmt in targets]  # (a bad path, before any work)
+    chunks = tv.iter_sample(args.n, conditions=given, seed=args.seed, mean=args.mean)
+    rows = 0
+    try:
+        for k, chunk in enumerate(chunks):  # written as drawn: memory does not grow with -n
+            rows += len(chunk)
+            if not writers:  # CSV on stdout, for a pipe
+                chunk.to_csv(sys.stdout, index=False, header=k == 0)
+            for w in writers:
+                w.write(chunk)
+    finally:
+        for w in writers:
+            w.close()
+    if not writers:
         return 0
-    print(f"wrote {' and '.join(p for p, _ in writes)} ({len(df)} rows, {df.shape[1]} "
+    print(f"wrote {' and '.join(p for p, _ in targets)} ({rows} rows, {len(tv.schema.order)} "
           "columns" + (f"; {', '.join(f'{k}={v}' for k, v in fixed.items())}" if fixed
                        else "") + ")", file=sys.stderr)
     return 0
@@ -106,11 +112,18 @@ def evaluate(args, model):
     from ..tabular import from_model
     tv = from_model(model)
     df, name = _table(args, model)
+    src = args.data or df  # (a path: an error names the file's line)
     t0 = time.perf_counter()
-    ev = tv.elbo(df, n_samples=args.n_samples, seed=args.seed)
-    ll = tv.column_log_likelihood(df, seed=args.seed)
+    try:
+        ev = tv.elbo(src, n_samples=args.n_samples, seed=args.seed)
+    except ValueError as e:
+        msg = str(e).replace("missing=True", "--missing")
+        raise UsageError(msg if args.data and os.path.basename(args.data) in msg else
+                         f"{name}: {msg}") from None
+    ll = tv.column_log_likelihood(src, seed=args.seed)
     secs = time.perf_counter() - t0
-    kinds = {c.name: c.kind for c in tv.schema.data}
+    kinds = {c.name: c.kind for c in tv.schema.columns}
+    cols = ll["column"]
     nll = None
     if args.iwae:
         s = tv.score_samples(df, k=args.iwae, seed=args.seed).to_numpy()
@@ -118,7 +131,7 @@ def evaluate(args, model):
                else float("nan"))
     if args.json:
         out = {**ev, "data": name, "seconds": secs,
-               "columns": {k: float(v) for k, v in ll.items() if k != "kl"},
+               "columns": {str(k): float(v) for k, v in cols.items()},
                "kl": float(ev.kl)}
         if nll is not None:
             out.update(nll=nll[0], nll_stderr=nll[1], iwae_k=args.iwae)
@@ -130,14 +143,14 @@ def evaluate(args, model):
     if nll is not None:
         print(f"{name}: negative log-likelihood {nll[0]:.3f} +- {nll[1]:.3f} nats per row "
               f"(importance-weighted bound, k={args.iwae})")
-    w = max([len("column")] + [len(str(c)) for c in ll.index])
+    w = max([len("column")] + [len(str(c)) for c in cols.index])
     print(f"{'column':<{w}}  {'kind':<11}  log-likelihood (nats per row)")
-    for c, v in ll.items():
-        if c != "kl":
-            print(f"{str(c):<{w}}  {kinds.get(c, ''):<11}  {v:12.4f}")
-    print(f"{'KL':<{w}}  {'':<11}  {ll['kl']:12.4f}")
+    for c, v in cols.items():
+        print(f"{str(c):<{w}}  {kinds.get(c, ''):<11}  {v:12.4f}")
+    print(f"{'(KL)':<{w}}  {'':<11}  {ll[('kl', '')]:12.4f}")
     print("(numeric columns are scored on their mapped scale, categorical ones as the "
-          "log-probability of the observed category; missing cells count 0)")
+          "log-probability of the observed category; a column with gaps adds its observed "
+          "head's term; missing cells count 0)")
     return 0
 
 
@@ -147,8 +160,9 @@ def add_score_parser(sub):
         description="Score each row of a table with a model trained by 'fastvae train "
         "--data table.csv': the negative ELBO in nats (higher: less likely), or with --k "
         "the importance-weighted negative log-likelihood.  With --csv, writes one row per "
-        "input row (the row number in 'row', then 'score'); without, prints the 10 "
-        "highest-scoring rows.")
+        "input row: 'row' (its number, from 0), 'score', and with --per-column 'kl' and "
+        "'column:<name>' for each column's share (the prefix keeps them apart from any "
+        "data column's name); without, prints the 10 highest-scoring rows.")
     checkpoint_args(s)
     s.add_argument("table", help="the table to score (.csv, .tsv, .parquet, .pq), with the "
                    "model's columns")
@@ -183,17 +197,44 @@ def cmd_score(args):
                          "fastvae.VAE.score_samples)")
     tv = from_model(model)
     df = read_table(args.table, "table")
-    sc = tv.score_samples(df, k=args.k, per_column=args.per_column, seed=args.seed,
-                          unknown=args.unknown)
-    frame = sc.to_frame() if not args.per_column else sc
-    frame = frame.reset_index(drop=True)
-    frame.insert(0, "row", np.arange(len(df)))
+    if args.unknown == "missing" and tv.model.missing is None:
+        raise UsageError(f"--unknown missing reads unseen categories as missing cells, but "
+                         f"{args.model} was trained without the missing-cell mask; train it "
+                         f"with --missing")
+    try:  # (the path: an error names the file's line)
+        sc = tv.score_samples(args.table, k=args.k, per_column=args.per_column,
+                              seed=args.seed, unknown=args.unknown)
+    except ValueError as e:
+        msg = str(e).replace("missing=True", "--missing")
+        raise UsageError(msg if os.path.basename(args.table) in msg else
+                         f"{args.table}: {msg}") from None
+    import pandas as pd
+    cols = {"row": np.arange(len(df)), "score": (sc["score"] if args.per_column
+                                                 else sc).to_numpy()}
+    if args.per_column:
+        cols["kl"] = sc["kl"].to_numpy()
+        for name, v in sc["column"].items():
+            cols[f"column:{name}"] = v.to_numpy()
+    frame = pd.DataFrame(cols)
     if args.csv:
         _write(frame, args.csv)
         top = int(np.argmax(frame["score"].to_numpy()))
         print(f"wrote {args.csv} ({len(frame)} rows; highest score "
               f"{frame['score'].iloc[top]:.3f} at row {top})", file=sys.stderr)
         return 0
+    order = np.argsort(-frame["score"].to_numpy(), kind="stable")[:args.top]
+    shown = [frame["row"].iloc[order].rename("row"), frame["score"].iloc[order]]
+    if args.per_column:
+        shown.append(pd.Series(sc["column"].iloc[order].idxmax(axis=1).to_numpy(),
+                               index=shown[0].index, name="most unlikely"))
+    rows = df.reset_index(drop=True).iloc[order]
+    shown += [pd.Series(rows.iloc[:, j].to_numpy(), index=shown[0].index, name=str(c))
+              for j, c in enumerate(rows.columns)]
+    table = pd.concat(shown, axis=1)  # (a data column may share a name with ours: kept)
+    print(f"{args.table}: the {len(table)} highest scores of {len(df)} rows (nats; "
+          f"{'k=' + str(args.k) if args.k else 'negative ELBO'})")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
     order = np.argsort(-frame["score"].to_numpy(), kind="stable")[:args.top]
     shown = frame.iloc[order][["row", "score"]].copy()
     if args.per_column:

@@ -1,7 +1,7 @@
 """``TabularVAE``: a VAE on a pandas table, in and out.
 
     from fastvae.tabular import TabularVAE
-    tv = TabularVAE().fit("diamonds.csv", epochs=30)
+    tv = TabularVAE().fit("diamonds.csv")          # trains until held-out rows stop improving
     synthetic = tv.sample(1000, seed=0)            # a DataFrame like the training table
     scores = tv.score_samples(df, per_column=True) # per-row anomaly scores and their cells
     filled = tv.impute(df_with_gaps)               # missing cells from the posterior
@@ -10,120 +10,191 @@
 
 The schema (:mod:`fastvae.tabular.schema`) turns the table into a block model's data row
 and back; the engine does the rest.  Everything the schema learned (categories, numeric
-maps, dtypes, ranges, the conditions' training marginals) is saved in the checkpoint's
-metadata, so a loaded model reads and writes tables exactly as the one that was saved.
+maps, dtypes, ranges, the conditions' training distributions) and the latent density are
+saved in the checkpoint's metadata, so a loaded model reads and writes tables exactly as
+the one that was saved.
 """
 from __future__ import annotations
 
+import math
 import os
+import time
+import warnings
 
 import numpy as np
 
-from .schema import Schema, TableError, pandas_module, infer
+from . import policy
+from .column import TableError, pandas_module
+from .infer import check_label
+from .schema import Schema, infer
+from .tableio import read_table, row_names
 
 #: the model a table gets unless told otherwise (ctgan's TVAE: 2x128 hidden, latent 128;
 #: a latent of 32 scored the same on diamonds and trains faster, benchmarks/bench_tables.py)
-DEFAULTS = {"hidden": (128, 128), "latent_dim": 32, "batch_size": 500, "lr": 1e-3}
+DEFAULTS = {"hidden": (128, 128), "latent_dim": 32, "lr": 1e-3}
+#: the latent density's mixture components (see :mod:`fastvae.tabular.latent`)
+MIXTURE_COMPONENTS = 10
+PARAMS = ("hidden", "latent_dim", "types", "numeric", "missing", "unknown", "latent",
+          "seed", "backend", "dtype")
 
 
-def read_table(data, what="data"):
-    """A DataFrame from a DataFrame or a path (.csv, .tsv, .parquet, .pq)."""
-    pd = pandas_module()
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{what}: {path} does not exist")
-        ext = os.path.splitext(path)[1].lower()
-        try:
-            if ext in (".csv", ".txt"):
-                return pd.read_csv(path)
-            if ext == ".tsv":
-                return pd.read_csv(path, sep="\t")
-            if ext in (".parquet", ".pq"):
-                return pd.read_parquet(path)
-        except (ValueError, OSError, ImportError) as e:
-            raise TableError(f"{what}: cannot read {path} ({e})") from None
-        raise TableError(f"{what}: {path} is not a table fastvae reads (.csv, .tsv, "
-                         f".parquet, .pq)")
-    raise TypeError(f"{what} must be a pandas DataFrame or a path to a .csv or .parquet "
-                    f"file, got {type(data).__name__}")
+class CollapseWarning(UserWarning):
+    """A fit ended with codes that carry next to nothing (see
+    :func:`fastvae.tabular.policy.collapse_note`)."""
 
 
 class TabularVAE:
-    """A VAE for a table of numeric, categorical, count, datetime and boolean columns with
+    """A VAE for a table of numeric, categorical, count, datetime and boolean columns, with
     missing cells and optional condition columns.
 
     hidden, latent_dim : the encoder's hidden widths (the decoder mirrors them) and the
         latent size [(128, 128), 32].
     types : {column: type} overriding inference: "numeric", "categorical", "count" (or
-        "negbin"), "poisson", "ignore" (:data:`fastvae.tabular.schema.TYPES`).
+        "negbin"), "poisson", "datetime", "id", "ignore" (:mod:`fastvae.tabular.infer`).
     numeric : "quantile" (the default: each numeric column through its quantile map to a
         standard normal) or "standard" (mean 0, variance 1).
     missing : None (a missing-cell mask when the training table has a missing cell), True
         (always: the model can then score and impute tables with gaps it never saw in
-        training) or False (a missing cell is an error).
+        training) or False (a missing cell is an error).  Columns with gaps in training
+        also get an observed head, so samples have gaps at the data's rate and in its
+        pattern.
     unknown : "error" (a category not seen in training is an error naming it) or
         "missing" (it is read as a missing cell; needs the mask).
+    latent : "mixture" (the default: samples draw their codes from a Gaussian mixture fit
+        on the training rows' posterior draws, :mod:`fastvae.tabular.latent`) or "prior"
+        (z ~ N(0, I)).
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
+
+    The settings are checked by :meth:`fit` (scikit-learn's convention: ``__init__`` only
+    stores them, and :meth:`get_params` / :meth:`set_params` read and change them).  What
+    fit learns ends in an underscore: ``schema_``, ``model_``, ``latent_`` (``schema`` and
+    ``model`` still read them).
     """
 
     def __init__(self, hidden=DEFAULTS["hidden"], latent_dim=DEFAULTS["latent_dim"], *,
-                 types=None, numeric="quantile", missing=None, unknown="error", seed=0,
-                 backend=None, dtype="float32", **vae_kw):
-        if numeric not in ("quantile", "standard"):
-            raise ValueError(f"numeric must be 'quantile' or 'standard', got {numeric!r}")
-        if missing not in (None, True, False):
-            raise ValueError(f"missing must be None, True or False, got {missing!r}")
-        if unknown not in ("error", "missing"):
-            raise ValueError(f"unknown must be 'error' or 'missing', got {unknown!r}")
-        if unknown == "missing" and missing is False:
-            raise ValueError("unknown='missing' reads unseen categories as missing cells, "
-                             "which needs missing=None or True")
-        self.hidden, self.latent_dim = tuple(hidden), latent_dim
-        self.types = dict(types or {})
-        self.numeric, self.missing, self.unknown = numeric, missing, unknown
-        self.seed, self.backend, self.dtype, self.vae_kw = seed, backend, dtype, vae_kw
-        self.schema = None
-        self.model = None
-        self.cond_marginals = None
+                 types=None, numeric="quantile", missing=None, unknown="error",
+                 latent="mixture", seed=0, backend=None, dtype="float32", **vae_kw):
+        self.hidden, self.latent_dim = hidden, latent_dim
+        self.types, self.numeric, self.missing, self.unknown = types, numeric, missing, unknown
+        self.latent, self.seed, self.backend, self.dtype = latent, seed, backend, dtype
+        self.vae_kw = dict(vae_kw)
+        self.schema_ = self.model_ = self.latent_ = None
 
-    # ------------------------------------------------------------------ training
-    def fit(self, data, conditions=None, epochs=30, batch_size=None, val=None, progress=True,
-            checkpoint=None, **fit_kw):
-        """Train on ``data`` (a DataFrame or a .csv/.parquet path) for ``epochs`` more
-        epochs; the first call infers the schema and builds the model.  ``conditions``:
-        the name (or names) of the condition columns, in ``data``.  ``val``: a held-out
-        table for the per-epoch validation ELBO.  Other keywords go to
-        :meth:`fastvae.VAE.fit` (lr, kl_warmup, optimizer, callbacks, ...).  Returns self;
-        the history is ``self.history``."""
-        df = read_table(data)
-        conds = [conditions] if isinstance(conditions, str) else list(conditions or ())
-        if self.model is None:
-            self._build(df, conds)
-        elif conds and conds != [c.name for c in self.schema.conditions]:
-            raise TableError(f"this model's conditions are "
-                             f"{[c.name for c in self.schema.conditions]}; got {conds}")
-        X, C = self._rows(df, check_missing=True)
-        if batch_size is None and (self.model.train_state is None or
-                                   self.model.train_state.settings.get("batch_size") is None):
-            batch_size = min(DEFAULTS["batch_size"], len(df))
-        if self.model.train_state is None and "lr" not in fit_kw:
-            fit_kw["lr"] = DEFAULTS["lr"]
-        if val is not None:
-            vX, vC = self._rows(read_table(val, "val"), check_missing=True)
-            val = (vX, vC) if vC is not None else vX
-        self.model.fit(X, epochs=epochs, batch_size=batch_size, val=val, progress=progress,
-                       checkpoint=checkpoint, conditions=C, **fit_kw)
-        # (the schema went into the metadata when the model was built, so fit's own
-        # checkpoints hold it; a fit of no epochs writes none)
-        if checkpoint is not None and not os.path.exists(checkpoint):
-            self.model.save(checkpoint)
+    # ------------------------------------------------------------------ parameters
+    def get_params(self, deep=True):
+        """The constructor's settings (the VAE keywords included), by name."""
+        return {**{k: getattr(self, k) for k in PARAMS}, **self.vae_kw}
+
+    def set_params(self, **params):
+        """Change settings (before fit; a fitted model keeps the ones it was built with
+        until it is fitted anew from scratch).  Returns self."""
+        for k, v in params.items():
+            if k in PARAMS:
+                setattr(self, k, v)
+            else:
+                self.vae_kw[k] = v
         return self
 
-    def _build(self, df, conds):
+    def _check_params(self):
+        if self.numeric not in ("quantile", "standard"):
+            raise ValueError(f"numeric must be 'quantile' or 'standard', got {self.numeric!r}")
+        if self.missing not in (None, True, False):
+            raise ValueError(f"missing must be None, True or False, got {self.missing!r}")
+        if self.unknown not in ("error", "missing"):
+            raise ValueError(f"unknown must be 'error' or 'missing', got {self.unknown!r}")
+        if self.unknown == "missing" and self.missing is False:
+            raise ValueError("unknown='missing' reads unseen categories as missing cells, "
+                             "which needs missing=None or True")
+        if self.latent not in ("mixture", "prior"):
+            raise ValueError(f"latent must be 'mixture' or 'prior', got {self.latent!r}")
+        if not isinstance(self.types, (dict, type(None))):
+            raise ValueError(f"types must be a dict {{column: type}}, got {self.types!r}")
+        for k in self.types or {}:
+            check_label(k)
+
+    @property
+    def schema(self):
+        return self.schema_
+
+    @property
+    def model(self):
+        return self.model_
+
+    # ------------------------------------------------------------------ training
+    def fit(self, data, conditions=None, epochs=None, batch_size=None, val=None,
+            progress=True, checkpoint=None, max_seconds=None, **fit_kw):
+        """Train on ``data`` (a DataFrame or a .csv/.tsv/.parquet path); the first call
+        checks the whole table, infers the schema and builds the model.  Returns self; the
+        history is ``self.history``.
+
+        epochs : None (the default) trains by the policy of :mod:`fastvae.tabular.policy`:
+            it holds out a share of the rows (or validates on ``val``), picks the batch size
+            from the row count, and trains until the held-out loss stops improving (between
+            a minimum and a maximum number of steps), keeping the best weights; a later
+            ``fit`` with epochs=None continues a policy in progress (a checkpoint carries
+            its state) and does nothing once it has stopped.  An integer trains exactly
+            that many more epochs on every row (``val``, if given, is only reported).
+        conditions : the label (or labels) of the condition columns, in ``data``.
+        batch_size : default: from the row count (:func:`fastvae.tabular.policy.batch_size`).
+        max_seconds : stop the policy after this many seconds of training (the one
+            machine-dependent stop; the best weights are kept).
+        Other keywords go to :meth:`fastvae.VAE.fit` (lr, kl_warmup, optimizer, callbacks,
+        shards, ...)."""
+        df = read_table(data)
+        where = row_names(data, df)
+        conds = [conditions] if isinstance(conditions, (str, int)) else list(conditions or ())
+        if self.model_ is None:
+            self._check_params()
+            self._build(df, conds, where)
+        elif conds and conds != [c.name for c in self.schema_.conditions]:
+            raise TableError(f"this model's conditions are "
+                             f"{[c.name for c in self.schema_.conditions]}; got {conds}")
+        X, C = self._rows(df, where=where, check_missing=True)
+        vX = vC = None
+        if val is not None:
+            vdf = read_table(val, "val")
+            vX, vC = self._rows(vdf, where=row_names(val, vdf), check_missing=True)
+        model, st = self.model_, self.model_.train_state
+        if st is None and "lr" not in fit_kw:
+            fit_kw["lr"] = DEFAULTS["lr"]
+        saved_batch = None if st is None else st.settings.get("batch_size")
+        if epochs is None:
+            train, vrows = policy.split(len(X), self.seed) if vX is None else \
+                (np.arange(len(X)), None)
+            if vX is None and vrows.size:
+                vX, vC = X[vrows], None if C is None else C[vrows]
+            X, C = X[train], None if C is None else C[train]
+            B = batch_size or (saved_batch if st is not None else policy.batch_size(len(X)))
+            if vX is None:  # a small table: a fixed number of steps
+                rule, cap = False, policy.fixed_epochs(len(X), B)
+            else:
+                rule, cap = policy.plan(len(X), B)
+                if st is not None and st.stopper is not None:
+                    if st.stopper.stopped:
+                        return self  # the policy has ended this run
+                    rule = None  # continue the saved rule
+            epochs = max(0, cap - (st.epoch if st is not None else 0))
+            fit_kw["early_stopping"] = rule
+        else:
+            B = batch_size or (saved_batch if st is not None else policy.batch_size(len(X)))
+            fit_kw.setdefault("early_stopping", False)
+        if max_seconds is not None:
+            fit_kw["callbacks"] = list(fit_kw.get("callbacks", ())) + [_deadline(max_seconds)]
+        vset = None if vX is None else ((vX, vC) if vC is not None else vX)
+        hist = model.fit(X, epochs=epochs, batch_size=B, val=vset, progress=progress,
+                         checkpoint=checkpoint, conditions=C, **fit_kw)
+        st = model.train_state
+        if max_seconds is not None and st.stopper is not None and not st.stopper.stopped:
+            st.stopper.stop(model, f"max_seconds ({max_seconds}) reached")
+        if epochs > 0 and not hist.interrupted:
+            self._after_training(X, C, vX, vC)
+        self.model_.metadata["tabular"] = self._meta()
+        if checkpoint is not None and (epochs > 0 or not os.path.exists(checkpoint)):
+            self.model_.save(checkpoint)
+        return self
+
+    def _build(self, df, conds, where):
         from ..core.model import VAE
         if self.vae_kw.get("inject_conditions") and not conds:
             raise TableError("inject_conditions=True feeds the condition columns to every "
@@ -131,245 +202,302 @@ class TabularVAE:
         if self.vae_kw.get("encode_conditions") is False and not conds:
             raise TableError("encode_conditions=False keeps the condition columns out of "
                              "the encoder, but none was given: fit(df, conditions=COLUMN)")
-        self.schema = infer(df, self.types, conds, self.numeric)
-        has_gaps = bool(df[[c.name for c in self.schema.data]].isna().to_numpy().any())
+        schema = infer(df, self.types, conds, self.numeric, where=where,
+                       salt=np.random.default_rng(self.seed).bytes(16))
+        has_gaps = any(c.gaps for c in schema.columns)
+        if has_gaps and self.missing is False:
+            c = next(c for c in schema.columns if c.gaps)
+            miss = df[c.name].isna().to_numpy()
+            raise TableError(f"column {c.name!r}, {where(int(np.flatnonzero(miss)[0]))}: a "
+                             f"missing cell, and this model was built with missing=False")
         mask = self.missing is True or (self.missing is None and has_gaps) or \
             self.unknown == "missing"
-        self.model = VAE(likelihood=self.schema.blocks(), hidden=self.hidden,
-                         latent_dim=self.latent_dim, n_conditions=self.schema.n_conditions,
-                         missing="mask" if mask else None, seed=self.seed,
-                         backend=self.backend, dtype=self.dtype, **self.vae_kw)
-        self.schema.encode_conditions(df)  # a missing or bad condition, named, first
-        self.cond_marginals = self._marginals(df)
-        self.model.metadata["tabular"] = self._meta()
+        self.schema_ = schema
+        schema.encode(df, self.unknown, where)  # every cell checked, before the model
+        schema.encode_conditions(df, where)
+        self.model_ = VAE(likelihood=schema.blocks(), hidden=tuple(self.hidden),
+                          latent_dim=self.latent_dim, n_conditions=schema.n_conditions,
+                          missing="mask" if mask else None, seed=self.seed,
+                          backend=self.backend, dtype=self.dtype, **self.vae_kw)
+        self.model_.metadata["tabular"] = self._meta()
 
-    def _marginals(self, df):
-        """Each condition column's training distribution, to draw conditions from when
-        sample() is given none: category frequencies, or 1001 quantiles."""
-        out = {}
-        for c in self.schema.conditions:
-            s = df[c.name]
-            if c.kind == "categorical":
-                codes = c.codes(s).astype(np.int64)
-                out[c.name] = (np.bincount(codes, minlength=len(c.categories))
-                               / len(codes)).tolist()
-            else:
-                out[c.name] = np.quantile(c.raw(s), np.linspace(0, 1, 1001)).tolist()
-        return out
+    def _after_training(self, X, C, vX, vC):
+        """The latent density, fit on the training rows' posterior draws, and the collapse
+        note, from the held-out rows (the training rows when none were held out)."""
+        from .latent import fit_latent
+        model = self.model_
+        diag = model.diagnostics(X, conditions=C)
+        if self.latent == "mixture":
+            mu, logvar = model.encode(X, conditions=C)
+            self.latent_ = fit_latent(self._host(mu), self._host(logvar), diag.kl_per_dim,
+                                      MIXTURE_COMPONENTS, np.random.default_rng(self.seed))
+        hX, hC = (X, C) if vX is None else (vX, vC)
+        ev = model.elbo(hX, conditions=hC)
+        note = policy.collapse_note(float(ev.kl), float(ev.neg_elbo),
+                                    policy.independent_loss(self.schema_,
+                                                            np.asarray(hX, np.float64)))
+        if note is not None:
+            warnings.warn(note, CollapseWarning, stacklevel=3)
 
     def _meta(self):
-        return {"schema": self.schema.config(), "cond_marginals": self.cond_marginals,
+        types = [[k, v] for k, v in (self.types or {}).items()]
+        return {"schema": self.schema_.config(),
+                "latent": None if self.latent_ is None else self.latent_.config(),
                 "settings": {"hidden": list(self.hidden), "latent_dim": self.latent_dim,
-                             "types": self.types, "numeric": self.numeric,
+                             "types": types, "numeric": self.numeric,
                              "missing": self.missing, "unknown": self.unknown,
-                             "seed": self.seed, "dtype": self.dtype}}
+                             "latent": self.latent, "seed": self.seed, "dtype": self.dtype}}
 
     def _need(self):
-        if self.model is None:
+        if self.model_ is None:
             raise RuntimeError("this TabularVAE is not fitted yet: call fit(table) first")
 
-    def _rows(self, df, check_missing=False, unknown=None):
-        """(X (N, D), conditions (N, C) or None), float32, for the model's methods."""
-        X = self.schema.encode(df, unknown or self.unknown)
-        if check_missing and self.model.missing is None and np.isnan(X).any():
+    def _rows(self, df, unknown=None, where=None, check_missing=False, encoder=False):
+        """(X (N, D), conditions (N, C) or None) in the model's dtype."""
+        where = where or row_names(None, df)
+        X = self.schema_.encode(df, unknown or self.unknown, where, encoder=encoder)
+        if check_missing and self.model_ is not None and self.model_.missing is None and \
+                np.isnan(X).any():
             j = int(np.flatnonzero(np.isnan(X).any(0))[0])
             r = int(np.flatnonzero(np.isnan(X[:, j]))[0])
-            raise TableError(f"column {self.schema.data[j].name!r} has a missing cell (row "
-                             f"{r}), and this model was built without the missing-cell "
-                             f"mask: build TabularVAE(missing=True)")
-        C = self.schema.encode_conditions(df)
-        return X.astype(self.model.dtype), None if C is None else C.astype(self.model.dtype)
+            name = self.schema_.parts()[j]
+            raise TableError(f"column {name!r}, {where(r)}: a missing cell (or an unseen "
+                             f"category read as one), and this model was trained without "
+                             f"the missing-cell mask: train it with missing=True")
+        C = self.schema_.encode_conditions(df, where)
+        return X.astype(self.model_.dtype), None if C is None else C.astype(self.model_.dtype)
 
     @property
     def history(self):
         self._need()
-        return self.model.history
+        return self.model_.history
 
     # ------------------------------------------------------------------ tables out
-    def _conditions_for(self, n, conditions, rng):
-        """A DataFrame (n rows) of condition values, from ``conditions`` or drawn from the
-        training marginals."""
-        pd = pandas_module()
-        names = [c.name for c in self.schema.conditions]
-        if not names:
-            if conditions is not None:
-                raise TableError("this model has no conditions; conditions= must be None")
-            return None
-        if conditions is None:
-            cols = {}
-            for c in self.schema.conditions:
-                m = np.asarray(self.cond_marginals[c.name])
-                if c.kind == "categorical":
-                    idx = rng.choice(len(m), size=n, p=m)
-                    cols[c.name] = c.values(idx.astype(np.float64))
-                else:  # a numeric condition: its training quantiles, interpolated
-                    cols[c.name] = c.values(np.interp(rng.random(n),
-                                                      np.linspace(0, 1, m.size), m))
-            return pd.DataFrame(cols)
-        if isinstance(conditions, pd.DataFrame):
-            frame = conditions.reset_index(drop=True)
-        elif isinstance(conditions, dict):
-            frame = pd.DataFrame({k: (v if np.ndim(v) else [v] * n) for k, v in
-                                  conditions.items()})
-        elif len(names) == 1:
-            frame = pd.DataFrame({names[0]: conditions if np.ndim(conditions) and not
-                                  isinstance(conditions, str) else [conditions] * n})
-        else:
-            raise TableError(f"this model has conditions {names}: pass a dict or a "
-                             f"DataFrame with those columns")
-        if len(frame) != n:
-            raise TableError(f"conditions have {len(frame)} rows; {n} are asked for")
-        self.schema.check_columns(frame, need_data=False)
-        self.schema.encode_conditions(frame)  # unseen or missing values, named
-        # the given values in the training column's dtype (a category stays a category)
-        # (a numeric condition as given: values() would clip it to the training range)
-        return pd.DataFrame({c.name: c.values(c.codes(frame[c.name])) if c.kind ==
-                             "categorical" else frame[c.name].reset_index(drop=True)
-                             for c in self.schema.conditions})
+    def draw_codes(self, n, rng):
+        """n codes (n, Z) float64 to decode, drawn with NumPy Generator ``rng``: from the
+        latent density (``latent_``), or N(0, I)."""
+        if self.latent_ is not None:
+            return self.latent_.sample(n, rng)
+        return rng.standard_normal((n, self.model_.latent_dim))
 
     def sample(self, n, conditions=None, seed=None, mean=False):
-        """A DataFrame of ``n`` synthetic rows: z ~ N(0, I), then a draw of every cell from
-        p(x|z) (``mean=True``: each cell's mean, or most probable category).  The columns
-        have the training table's names, order, dtypes and categories; values stay within
-        the training ranges.  ``conditions``: None (drawn from the training marginals), one
-        value (a model with one condition), a dict {column: value or n values} or a
-        DataFrame with the condition columns.  Ignored columns are left out."""
+        """A DataFrame of ``n`` synthetic rows: codes from the latent density (``latent``),
+        then a draw of every cell from p(x|z) (``mean=True``: each cell's mean, or most
+        probable category).  The table has the training table's labels, order and dtypes
+        (a Categorical keeps its declared categories; only categories seen in training are
+        drawn), every column included: constant columns hold their value, ignored columns
+        are drawn on their own from their training values, identifiers are new ones of the
+        same shape; missing cells appear at the data's rate and in its pattern.  Values
+        stay within the training ranges, and a string seen in fewer than
+        :data:`~fastvae.tabular.column.RARE_MIN` training rows is written
+        :data:`~fastvae.tabular.column.RARE` instead (numbers are clipped to their
+        RARE_MIN-th smallest and largest values).  ``conditions``: None (drawn from the
+        training distributions), one value (a model with one condition), a dict {column:
+        value or n values} or a DataFrame with the condition columns.  Rows are drawn
+        :data:`~fastvae.tabular.sampling.CHUNK` at a time: the memory beyond the returned
+        table does not grow with n."""
+        from .sampling import assemble, sample_chunks
         self._need()
-        rng = np.random.default_rng(seed)
-        n = int(n)
-        if n < 1:
-            raise ValueError(f"n must be a positive integer, got {n}")
-        frame = self._conditions_for(n, conditions, rng)
-        C = None if frame is None else self.schema.encode_conditions(frame).astype(
-            self.model.dtype)
-        z = rng.standard_normal((n, self.model.latent_dim)).astype(self.model.dtype)
-        v = self.model.decode_values(z, mean=mean, seed=rng, conditions=C)
-        return self.schema.decode(self._host(v), frame)
+        n = _count(n)
+        return assemble(sample_chunks(self, n, conditions, seed, mean), n)
+
+    def iter_sample(self, n, conditions=None, seed=None, mean=False, chunk=None):
+        """:meth:`sample`'s rows as DataFrames of at most ``chunk`` rows (to write a large
+        sample as it is drawn); together they are ``sample(n, ...)``'s table."""
+        from .sampling import CHUNK, sample_chunks
+        self._need()
+        return sample_chunks(self, _count(n), conditions, seed, mean, chunk or CHUNK)
 
     def _host(self, a):
-        return np.asarray(self.model.kernels.to_numpy(a), dtype=np.float64)
+        return np.asarray(self.model_.kernels.to_numpy(a), dtype=np.float64)
 
     def transform(self, data):
-        """The posterior means of the rows, (N, latent_dim) float array."""
+        """The posterior means of the rows, (N, latent_dim) float array (numbers beyond the
+        training range are read at its edge)."""
         self._need()
-        X, C = self._rows(read_table(data), check_missing=True)
-        mu, _ = self.model.encode(X, conditions=C)
+        df = read_table(data)
+        X, C = self._rows(df, where=row_names(data, df), check_missing=True, encoder=True)
+        mu, _ = self.model_.encode(X, conditions=C)
         return self._host(mu)
 
     def reconstruct(self, data, conditions=None, mean=True, seed=None):
         """The rows encoded (z = the posterior mean, under their own conditions) and decoded
         under ``conditions`` (default: their own; another value gives the counterfactual
-        table, how a batch effect is removed), as a DataFrame."""
+        table, how a batch effect is removed), as a DataFrame (the sample's rules apply)."""
+        from .sampling import given_conditions
         self._need()
         df = read_table(data)
-        X, C = self._rows(df, check_missing=True)
-        mu, _ = self.model.encode(X, conditions=C)
+        X, C = self._rows(df, where=row_names(data, df), check_missing=True, encoder=True)
+        mu, _ = self.model_.encode(X, conditions=C)
         if conditions is None:
-            frame = None if C is None else df[[c.name for c in self.schema.conditions]]
+            frame = None if C is None else df[[c.name for c in self.schema_.conditions]]
         else:
-            frame = self._conditions_for(len(df), conditions, np.random.default_rng(0))
-        C2 = None if frame is None else self.schema.encode_conditions(frame).astype(
-            self.model.dtype)
-        v = self.model.decode_values(mu, mean=mean, seed=seed, conditions=C2)
-        return self.schema.decode(self._host(v), frame, index=df.index)
+            frame = given_conditions(self.schema_, len(df), conditions)
+        C2 = None if frame is None else self.schema_.encode_conditions(frame).astype(
+            self.model_.dtype)
+        rng = np.random.default_rng(seed)
+        v = self._host(self.model_.decode_values(mu, mean=mean, seed=rng, conditions=C2))
+        cells = self.schema_.cells(v, rng, "mean" if mean else "sample")
+        keep = {c.name: cells[c.name] for c in self.schema_.columns if c.name in cells}
+        out = self.schema_.frame(keep, frame, index=df.index)
+        for c in self.schema_.free:  # columns the model does not hold: as they were
+            out.insert(list(self.schema_.order).index(c.name), c.name, df[c.name]) \
+                if c.name not in out else None
+        return out[[n for n in self.schema_.order if n in out.columns]]
 
     def impute(self, data, seed=None):
         """A copy of the table with its missing cells filled from the posterior: the
         decoder's mean at z = the posterior mean (``seed=None``), or with a seed a draw of z
-        from q(z|x) and of the cells from p(x|z).  Observed cells are kept as they are."""
+        from q(z|x) and of the cells from p(x|z).  Observed cells are kept as they are; a
+        constant column's gaps get its value; ignored and id columns keep their gaps."""
         self._need()
-        if self.model.missing is None:
-            raise TableError("this model was built without the missing-cell mask: build "
-                             "TabularVAE(missing=True) to impute")
+        if self.model_.missing is None:
+            raise TableError("this model was trained without the missing-cell mask: train "
+                             "it with missing=True to impute")
         df = read_table(data)
-        X, C = self._rows(df)
+        X, C = self._rows(df, where=row_names(data, df), encoder=True)
         if seed is None:
-            z, _ = self.model.encode(X, conditions=C)
-            v = self._host(self.model.decode_values(z, mean=True, conditions=C))
+            z, _ = self.model_.encode(X, conditions=C)
+            v = self._host(self.model_.decode_values(z, mean=True, conditions=C))
+            rng = np.random.default_rng(0)
         else:
             rng = np.random.default_rng(seed)
-            z = self.model.encode(X, sample=True, seed=rng, conditions=C)
-            v = self._host(self.model.decode_values(z, mean=False, seed=rng, conditions=C))
+            z = self.model_.encode(X, sample=True, seed=rng, conditions=C)
+            v = self._host(self.model_.decode_values(z, mean=False, seed=rng, conditions=C))
+        cells = self.schema_.cells(v, rng, "impute")
         out = df.copy()
-        filled = self.schema.decode(v, None if C is None else df, index=df.index)
-        for c in self.schema.data:
+        for c in self.schema_.columns:
             gap = df[c.name].isna().to_numpy()
-            if gap.any():
-                col = out[c.name]
-                if col.dtype != filled[c.name].dtype and str(col.dtype) == "float64" and \
-                        c.source == "int":
-                    col = col.astype(float)
-                col = col.copy()
-                col[gap] = filled[c.name][gap].to_numpy()
-                out[c.name] = col
+            if not gap.any() or not (c.modeled or (c.kind == "constant" and c.value is not None)):
+                continue
+            if c.modeled:
+                filled = c.series(cells[c.name][0])
+            else:
+                from .free import constant_cells
+                filled = c.series(constant_cells(c, len(df))[0])
+            col = out[c.name]
+            if col.dtype != filled.dtype and str(col.dtype) == "float64":
+                filled = filled.astype("float64")
+            col = col.copy()
+            col[gap] = filled.to_numpy()[gap]
+            out[c.name] = col
         return out
 
     # ------------------------------------------------------------------ scores
     def score_samples(self, data, k=None, per_column=False, seed=0, unknown=None):
         """Per-row anomaly scores in nats (higher: less likely): the negative ELBO, or with
         ``k`` the importance-weighted negative log-likelihood; a Series indexed as the
-        table.  ``per_column=True`` returns a DataFrame: ``score``, then each modeled
-        column's share of the reconstruction term (which cells made the row unlikely) and
-        ``kl``.  Numeric cells are scored on their mapped scale.  ``unknown``: this call's
-        policy for unseen categories (default: the model's)."""
+        table.
+
+        per_column=True returns a DataFrame with two-level column labels: ``score``, then
+        ("column", label) for each column the model scores (its share of the
+        reconstruction term, its observed head's included: which cells made the row
+        unlikely), then ``kl`` (how far the row's code is from the prior: a row unlike any
+        other in its combination of values).  ``sc["score"]``, ``sc["column"]`` and
+        ``sc["kl"]`` read them; the shares and the KL add up to the score.  The encoder
+        reads numbers clipped to their training range, so an absurd cell is blamed on its
+        own column and not spread over the others through the code; the likelihood scores
+        the cell as it is.  Numeric cells are scored on their mapped scale.  ``unknown``:
+        this call's policy for unseen categories (default: the model's)."""
         self._need()
         pd = pandas_module()
         df = read_table(data)
-        X, C = self._rows(df, check_missing=True, unknown=unknown)
-        s = self.model.score_samples(X, k=k, per_column=per_column, seed=seed, conditions=C)
+        where = row_names(data, df)
+        X, C = self._rows(df, unknown=unknown, where=where, check_missing=True)
+        Xe, _ = self._rows(df, unknown=unknown, where=where, encoder=True)
+        s = self.model_.score_samples(X, k=k, per_column=per_column, seed=seed, conditions=C,
+                                      encoder_x=Xe)
         score = pd.Series(np.asarray(s.scores, dtype=np.float64), index=df.index,
                           name="score")
         if not per_column:
             return score
-        cols = np.asarray(s.columns, dtype=np.float64)
-        out = {"score": score.to_numpy()}
-        for j, c in enumerate(self.schema.data):
-            out[c.name] = cols[:, j]
-        out["kl"] = np.asarray(s.kl, dtype=np.float64)
-        return pd.DataFrame(out, index=df.index)
+        return self._parts_frame(np.asarray(s.columns, dtype=np.float64),
+                                 np.asarray(s.kl, dtype=np.float64), score)
+
+    def _parts_frame(self, cols, kl, score):
+        """The per-column score frame (see :meth:`score_samples`): cols (N, D) the model
+        columns' shares, folded per table column."""
+        pd = pandas_module()
+        parts = self.schema_.parts()
+        names = [n for n in self.schema_.order if n in set(parts)]
+        folded = {n: np.zeros(len(score)) for n in names}
+        for j, n in enumerate(parts):
+            folded[n] = folded[n] + cols[:, j]
+        data = [score.to_numpy()] + [folded[n] for n in names] + [kl]
+        index = pd.MultiIndex.from_tuples([("score", "")] + [("column", n) for n in names]
+                                          + [("kl", "")])
+        return pd.DataFrame(np.column_stack(data), index=score.index, columns=index)
 
     def column_log_likelihood(self, data, seed=0):
-        """Each modeled column's mean reconstruction log-likelihood per row, in nats, and
-        the KL: a Series (what ``fastvae eval`` prints for a table)."""
+        """Each scored column's mean reconstruction log-likelihood per row, in nats, and
+        the KL: a Series with two-level labels ("column", label) and ("kl", "") (what
+        ``fastvae eval`` prints for a table)."""
         sc = self.score_samples(data, per_column=True, seed=seed)
         ll = -sc.drop(columns=["score"]).mean()
-        ll["kl"] = -ll["kl"]
+        ll[("kl", "")] = -ll[("kl", "")]
         return ll
 
     def elbo(self, data, n_samples=1, seed=0):
         """The ELBO over the table (:meth:`fastvae.VAE.elbo`)."""
         self._need()
-        X, C = self._rows(read_table(data), check_missing=True)
-        return self.model.elbo(X, n_samples=n_samples, seed=seed, conditions=C)
+        df = read_table(data)
+        X, C = self._rows(df, where=row_names(data, df), check_missing=True)
+        return self.model_.elbo(X, n_samples=n_samples, seed=seed, conditions=C)
 
     # ------------------------------------------------------------------ files
     def save(self, path):
-        """Write the model, its training state and the schema to ``path`` (a fastvae
-        checkpoint, .npz).  Returns the path."""
+        """Write the model, its training state, the schema and the latent density to
+        ``path`` (a fastvae checkpoint, .npz).  Returns the path."""
         self._need()
-        self.model.metadata["tabular"] = self._meta()
-        return self.model.save(path)
+        self.model_.metadata["tabular"] = self._meta()
+        return self.model_.save(path)
 
     def __repr__(self):
-        if self.model is None:
+        if self.model_ is None:
             return f"TabularVAE(hidden={self.hidden}, latent_dim={self.latent_dim}, unfitted)"
-        return f"TabularVAE({self.schema!r}, {self.model!r})"
+        return f"TabularVAE({self.schema_!r}, {self.model_!r})"
+
+
+def _count(n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def _deadline(seconds):
+    from ..training.loop import StopTraining
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or \
+            not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"max_seconds must be a positive number, got {seconds!r}")
+    t0 = time.perf_counter()
+
+    def stop(model, rec):
+        if time.perf_counter() - t0 > seconds:
+            raise StopTraining
+    return stop
 
 
 def from_model(model):
     """The TabularVAE of a loaded :class:`fastvae.VAE` whose metadata holds a table's
     schema (what :meth:`TabularVAE.save` writes)."""
+    from .latent import GaussianMixture
     meta = model.metadata.get("tabular")
     if meta is None:
         raise TableError("this checkpoint holds a model of arrays, not of a table (no "
                          "schema in its metadata)")
     st = meta["settings"]
-    tv = TabularVAE(tuple(st["hidden"]), st["latent_dim"], types=st["types"],
+    types = st["types"]
+    types = dict(types) if isinstance(types, dict) else {k: v for k, v in types}
+    tv = TabularVAE(tuple(st["hidden"]), st["latent_dim"], types=types,
                     numeric=st["numeric"], missing=st["missing"], unknown=st["unknown"],
-                    seed=st["seed"], dtype=st["dtype"])
-    tv.schema = Schema.from_config(meta["schema"])
-    tv.cond_marginals = meta["cond_marginals"]
-    tv.model = model
+                    latent=st.get("latent", "prior"), seed=st["seed"], dtype=st["dtype"])
+    tv.schema_ = Schema.from_config(meta["schema"])
+    if "cond_marginals" in meta:  # a schema of version 1 kept them beside it
+        from .legacy import marginals_v1
+        marginals_v1(tv.schema_, meta["cond_marginals"])
+    lat = meta.get("latent")
+    tv.latent_ = None if lat is None else GaussianMixture.from_config(lat)
+    tv.model_ = model
     return tv
 
 
@@ -384,4 +512,4 @@ def is_tabular(model):
     return "tabular" in (model.metadata or {})
 
 
-__all__ = ["TabularVAE", "load", "from_model", "read_table", "is_tabular"]
+__all__ = ["TabularVAE", "CollapseWarning", "load", "from_model", "read_table", "is_tabular"]

@@ -55,8 +55,8 @@ def _short(text, n=14):
 def _kind(col):
     if col.kind == "categorical":
         return "bool" if col.source == "bool" else "categorical"
-    if col.source in ("datetime", "timedelta"):
-        return col.source
+    if col.is_time:
+        return "timedelta" if col.source == "timedelta" else "datetime"
     return {"negbin": "count (NB)", "poisson": "count (Poisson)"}.get(col.kind, "numeric")
 
 
@@ -85,7 +85,7 @@ def _codes(col, s, shown):
 
 def _numbers(col, s):
     """Float values (N,), NaN for missing cells: datetimes and timedeltas in ns."""
-    return col.raw(s)
+    return col.absolute(s)
 
 
 def _columns(schema, conditions=False):
@@ -117,7 +117,8 @@ def _hist_panel(ax, col, real, synth):
         edges = np.arange(lo - 0.5, hi + 1.5)
     else:
         edges = np.linspace(lo, hi if hi > lo else lo + 1, BINS + 1)
-    if col.source == "datetime":
+    dates = col.is_time and col.source != "timedelta"
+    if dates:
         from matplotlib import dates as mdates
         def conv(v):  # ns -> matplotlib's dates
             return mdates.date2num(v.astype("int64").astype("datetime64[ns]"))
@@ -134,7 +135,7 @@ def _hist_panel(ax, col, real, synth):
     if xlabel:
         ax.set_xlabel(xlabel, fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
-    if col.source != "datetime":
+    if not dates:
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 5), useOffset=False)
         ax.xaxis.get_offset_text().set_fontsize(7)
 

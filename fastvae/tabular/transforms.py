@@ -24,6 +24,10 @@ import numpy as np
 
 #: knots of the quantile map (fewer when the column has fewer rows)
 N_KNOTS = 1000
+#: mapped values are clipped to +-ZMAX: a float32 model's Gaussian cell squares them, and
+#: an absurd cell (1e300) must score as very unlikely, not as inf (its score saturates at
+#: about 5e29 nats)
+ZMAX = 1e15
 
 
 def _normal_ppf(p):
@@ -67,11 +71,14 @@ class QuantileNormal:
         k = max(1, (q.size - 1) // 100)
         out = []
         for a, b in ((0, k), (q.size - 1 - k, q.size - 1)):
-            s = (q[b] - q[a]) / (z[b] - z[a])
-            out.append(s if s > 0 else max((q[-1] - q[0]) / (z[-1] - z[0]), 1e-300))
+            # (halves: -1e308 .. 1e308 spans more than a float64 holds)
+            s = (q[b] / 2 - q[a] / 2) / ((z[b] - z[a]) / 2)
+            out.append(s if s > 0 else max((q[-1] / 2 - q[0] / 2) / ((z[-1] - z[0]) / 2),
+                                           1e-300))
         return out
 
     def forward(self, x):
+        x = np.asarray(x, dtype=np.float64)
         # the mean of the increasing and the decreasing interpolation: a value that is a
         # run of equal knots maps to the middle of the run (np.interp alone would take the
         # run's last knot going up)
@@ -82,9 +89,10 @@ class QuantileNormal:
         # far outside scores as unlikely (np.interp would clamp it to the range's edge)
         lo, hi = self._tails()
         below, above = x < self.q[0], x > self.q[-1]
-        z[below] = self.z[0] + (x[below] - self.q[0]) / lo
-        z[above] = self.z[-1] + (x[above] - self.q[-1]) / hi
-        return z
+        z[below] = self.z[0] + (x[below] / 2 - self.q[0] / 2) / lo * 2
+        z[above] = self.z[-1] + (x[above] / 2 - self.q[-1] / 2) / hi * 2
+        # (a float32 model squares these: beyond ZMAX its score would be inf)
+        return np.clip(z, -ZMAX, ZMAX)
 
     def inverse(self, z):
         """Back onto the training values; z past the outer knots gives the range's edges."""
@@ -104,10 +112,15 @@ class Standardize:
 
     @classmethod
     def fit(cls, values):
-        return cls(values.mean(), values.std(), values.min(), values.max())
+        # moments of the values divided by a power of two (exact), so that 1e308 does not
+        # overflow the sum of squares
+        scale = _power_of_two(values)
+        v = values / scale
+        return cls(v.mean() * scale, v.std() * scale, values.min(), values.max())
 
     def forward(self, x):
-        return (x - self.mean) / self.std
+        # (x - mean could overflow; a float32 model squares the result)
+        return np.clip(x / self.std - self.mean / self.std, -ZMAX, ZMAX)
 
     def inverse(self, z):
         return np.clip(z * self.std + self.mean, self.lo, self.hi)
@@ -115,6 +128,16 @@ class Standardize:
     def config(self):
         return {"map": self.name, "mean": self.mean, "std": self.std, "lo": self.lo,
                 "hi": self.hi}
+
+
+def _power_of_two(values):
+    """A power of two at least half the largest magnitude of ``values`` (1.0 when they are
+    all zero): dividing by it is exact and brings them into [-2, 2] (2**1024 itself would
+    overflow)."""
+    m = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    if not np.isfinite(m) or m == 0.0:
+        return 1.0
+    return float(np.ldexp(1.0, int(np.frexp(m)[1]) - 1))
 
 
 MAPS = {"quantile": QuantileNormal, "standard": Standardize}
@@ -130,12 +153,13 @@ def map_from_config(cfg):
 
 def decimals(values, most=6):
     """The fewest decimals (0..most) that write every value of ``values`` (finite float64)
-    exactly to 1e-9 of its size, or None when more are needed: sampled values are rounded to
-    it, so a price in cents stays in cents."""
-    scale = max(1.0, float(np.abs(values).max()))
+    exactly to 1e-9 of its own size, or None when more are needed: sampled values are
+    rounded to it, so a price in cents stays in cents (and 1e-300 is not rounded to 0)."""
+    values = values[np.abs(values) < 1e15]  # (beyond, every float is a whole number)
     for d in range(most + 1):
         f = 10.0 ** d
-        if np.all(np.abs(values * f - np.round(values * f)) <= 1e-9 * scale * f):
+        vf = values * f
+        if np.all(np.abs(vf - np.round(vf)) <= 1e-9 * np.abs(vf)):
             return d
     return None
 

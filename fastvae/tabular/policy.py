@@ -1,0 +1,134 @@
+"""How long a table model trains when it is not told: the training policy, and the check
+that the codes learned something.
+
+``TabularVAE().fit(table)`` with no ``epochs``:
+
+1. **Validation rows.**  ``val_rows(n)`` of the n training rows (a seeded draw, never the
+   command line's test split) are held out; the model trains on the rest and the policy
+   watches their negative ELBO.  Tables of fewer than :data:`MIN_VAL_TABLE` rows hold
+   none out and train :data:`MIN_STEPS` steps.
+2. **Batch size** from the row count (:func:`batch_size`): small tables take small
+   batches, so that they get enough optimizer steps per epoch.
+3. **Length.**  Validation every :data:`EVAL_STEPS` steps or so (a whole number of
+   epochs); the run stops when the held-out loss has not improved for :data:`PATIENCE`
+   validations, after at least :data:`MIN_STEPS` and at most :data:`MAX_STEPS` steps, and
+   the best weights are kept (:class:`~fastvae.training.stopping.EarlyStopping`).  The
+   rules count steps, so a seed gives the same run on any machine; ``max_seconds`` is the
+   one machine-dependent stop, off unless asked for.
+
+The numbers were chosen by measuring on a suite of real tables
+(``benchmarks/bench_tables.py``); they are not tuned to any one of them.
+
+After a fit, :func:`collapse_note` says (one line) when the codes carry next to nothing: a
+held-out KL below :data:`COLLAPSED_KL` nats per row, or a held-out loss no better than a
+model of independent columns (each column's own training distribution).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: share of the training rows the policy validates on, and its bounds (rows)
+VAL_SHARE = 0.1
+MIN_VAL_ROWS, MAX_VAL_ROWS = 20, 5000
+#: tables smaller than this are not split (every row trains)
+MIN_VAL_TABLE = 100
+#: steps between validations (rounded to whole epochs), validations without improvement
+EVAL_STEPS, PATIENCE = 50, 10
+#: the fewest and the most optimizer steps
+MIN_STEPS, MAX_STEPS = 1000, 20000
+#: batch size bounds: n / BATCH_DIVISOR rows, a power of two within these
+MIN_BATCH, MAX_BATCH, BATCH_DIVISOR = 32, 512, 10
+#: the collapse note's thresholds: KL per row (nats) and the gain over independent
+#: columns (nats per row) below which the codes are said to carry next to nothing
+COLLAPSED_KL, COLLAPSED_GAIN = 0.05, 0.05
+
+
+def val_rows(n):
+    """How many of n training rows the policy holds out (0 for a small table)."""
+    if n < MIN_VAL_TABLE:
+        return 0
+    return int(min(MAX_VAL_ROWS, max(MIN_VAL_ROWS, round(VAL_SHARE * n))))
+
+
+def split(n, seed):
+    """(train, validation) positions of n rows: a seeded draw of val_rows(n), both sorted."""
+    k = val_rows(n)
+    order = np.random.default_rng(np.random.SeedSequence((int(seed), 0x5011C7))).permutation(n)
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+def batch_size(n):
+    """The batch size for n training rows: n / BATCH_DIVISOR as a power of two, within
+    [MIN_BATCH, MAX_BATCH], and never above n."""
+    b = 2 ** int(round(math.log2(max(1.0, n / BATCH_DIVISOR))))
+    return int(max(1, min(n, max(MIN_BATCH, min(MAX_BATCH, b)))))
+
+
+def plan(n, batch):
+    """The :class:`~fastvae.training.stopping.EarlyStopping` rule and the epoch cap for
+    n rows trained in batches of ``batch``: (rule or None, epochs)."""
+    from ..training.stopping import EarlyStopping
+    steps = -(-n // batch)  # per epoch
+    every = max(1, int(round(EVAL_STEPS / steps)))
+    epochs = -(-MAX_STEPS // steps)
+    return (EarlyStopping(patience=PATIENCE, every=every, min_steps=MIN_STEPS,
+                          max_steps=MAX_STEPS), epochs)
+
+
+def fixed_epochs(n, batch):
+    """Epochs of MIN_STEPS steps, for a table too small to validate on."""
+    return max(1, -(-MIN_STEPS // -(-n // batch)))
+
+
+def independent_loss(schema, X):
+    """The negative log-likelihood per row (nats) of rows X (N, D) (the model's values)
+    under independent columns, each with its training distribution: a numeric column's
+    mapped values are standard normal (the quantile map's purpose; a standardized column
+    is too), a categorical column's codes have their training frequencies, a count column
+    is Poisson at its mean, an observed head is Bernoulli at the column's gap share.
+    Missing cells count 0, as in the model."""
+    N = X.shape[0]
+    total = np.zeros(N)
+    for j, c in enumerate(schema.data):
+        v = X[:, j]
+        ok = ~np.isnan(v)
+        if c.kind == "numeric":
+            cell = 0.5 * v[ok] ** 2 + 0.5 * math.log(2 * math.pi)
+        elif c.kind == "categorical":
+            p = np.asarray(c.freq["p"], dtype=np.float64)
+            if c.rare:
+                p = np.append(p, max(1e-12, 1.0 - p.sum()))
+            p = p / p.sum()
+            cell = -np.log(np.maximum(p[v[ok].astype(np.int64)], 1e-12))
+        else:  # counts: Poisson at the mean of these rows (a generous baseline)
+            mu = max(float(v[ok].mean()) if ok.any() else 1.0, 1e-9)
+            from math import lgamma
+            cell = mu - v[ok] * math.log(mu) + np.array([lgamma(x + 1) for x in v[ok]])
+        total[ok] += cell
+    for k, c in enumerate(schema.heads):
+        v = X[:, len(schema.data) + k]
+        ok = ~np.isnan(v)
+        p = float(np.clip(np.nanmean(v), 1e-6, 1 - 1e-6))
+        total[ok] += -(v[ok] * math.log(p) + (1 - v[ok]) * math.log(1 - p))
+    return float(total.mean())
+
+
+def collapse_note(kl, neg_elbo, baseline):
+    """One line when the codes carry next to nothing (None otherwise): ``kl`` and
+    ``neg_elbo`` the held-out KL and negative ELBO per row, ``baseline`` the independent
+    columns' loss (:func:`independent_loss`)."""
+    gain = baseline - neg_elbo
+    if kl >= COLLAPSED_KL and gain >= COLLAPSED_GAIN:
+        return None
+    why = (f"the codes carry {kl:.3f} nats per row" if kl < COLLAPSED_KL else
+           f"the held-out loss ({neg_elbo:.3f} nats per row) is no better than independent "
+           f"columns' ({baseline:.3f})")
+    return (f"{why}: samples will have each column's own distribution but little of how "
+            f"the columns go together.  If the columns are related, train longer (epochs=, "
+            f"or fit again to continue), or lower beta (TabularVAE(beta=0.5))")
+
+
+__all__ = ["val_rows", "split", "batch_size", "plan", "fixed_epochs", "independent_loss",
+           "collapse_note"]

@@ -1,0 +1,158 @@
+"""Synthetic rows in chunks: conditions, codes, the decoder's draws, every column's cells.
+
+:func:`sample_chunks` yields DataFrames of at most :data:`CHUNK` rows; :func:`assemble`
+puts them into one table whose columns are filled in place (a NumPy-backed column is
+allocated once at its final size and each chunk is copied into it), so the memory a
+sample needs beyond the table it returns does not grow with the number of rows.  The
+rows depend on the seed alone, not on the chunk size: chunk k draws from its own
+generator, spawned from the seed.
+
+Codes come from the model's latent density (:mod:`fastvae.tabular.latent`) when it has
+one, else from N(0, I); conditions not given are drawn from their training frequencies
+(or quantiles), under the rare-value rule.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .column import RARE_MIN, TableError, pandas_module
+from .free import FreeDraws
+
+#: rows per chunk: the model's work for a sample is this many rows at a time
+CHUNK = 8192
+
+
+def generators(seed):
+    """(the run's generator, chunk k -> its generator) for ``seed`` (None, an int or a
+    NumPy Generator)."""
+    if isinstance(seed, np.random.Generator):
+        root = np.random.SeedSequence(seed.integers(0, 2**63))
+    else:
+        root = np.random.SeedSequence(seed)
+    run = np.random.default_rng(root.spawn(1)[0])
+    return run, lambda k: np.random.default_rng(
+        np.random.SeedSequence(root.entropy, spawn_key=(1, k)))
+
+
+def draw_conditions(schema, n, rng):
+    """A DataFrame (n rows) of condition values drawn from the training distributions: a
+    categorical condition's frequencies (string values seen in fewer than RARE_MIN rows
+    left out, unless that leaves none), a numeric one's quantiles (its protected range)."""
+    pd = pandas_module()
+    cols = {}
+    for c in schema.conditions:
+        if c.kind == "categorical":
+            p = np.asarray(c.freq["p"], dtype=np.float64)
+            if c.strings:
+                keep = np.asarray(c.freq["counts"]) >= RARE_MIN
+                if keep.any():
+                    p = np.where(keep, p, 0.0)
+            p = p / p.sum()
+            idx = np.minimum((np.cumsum(p)[None, :] < rng.random(n)[:, None]).sum(1),
+                             len(p) - 1).astype(np.int32)
+            cols[c.name] = c.series(idx)
+        else:
+            q = np.asarray(c.freq["quantiles"], dtype=np.float64)
+            u = np.interp(rng.random(n), np.linspace(0.0, 1.0, q.size), q)
+            cols[c.name] = c.series(c.finish(u))
+    return pd.DataFrame(cols)
+
+
+def given_conditions(schema, n, conditions):
+    """``conditions`` as a DataFrame of n rows with every condition column (in its training
+    dtype): one value (a model with one condition), a dict {column: value or n values} or a
+    DataFrame; checked (unseen or missing values named)."""
+    pd = pandas_module()
+    names = [c.name for c in schema.conditions]
+    if not names:
+        raise TableError("this model has no conditions; conditions= must be None")
+    if isinstance(conditions, pd.DataFrame):
+        frame = conditions.reset_index(drop=True)
+    elif isinstance(conditions, dict):
+        frame = pd.DataFrame({k: (v if np.ndim(v) else [v] * n) for k, v in
+                              conditions.items()})
+    elif len(names) == 1:
+        one = np.ndim(conditions) and not isinstance(conditions, str)
+        frame = pd.DataFrame({names[0]: conditions if one else [conditions] * n})
+    else:
+        raise TableError(f"this model has conditions {names}: pass a dict or a DataFrame "
+                         f"with those columns")
+    if len(frame) != n:
+        raise TableError(f"conditions have {len(frame)} rows; {n} are asked for")
+    schema.check_columns(frame, need_data=False)
+    schema.encode_conditions(frame)  # unseen, missing or infinite values, named
+    # the given values in the training column's dtype (a category stays a category; a
+    # numeric condition as given: it is not clipped to the training range)
+    return pd.DataFrame({c.name: c.series(c.codes(frame[c.name]).astype(np.int32))
+                         if c.kind == "categorical" else frame[c.name].reset_index(drop=True)
+                         for c in schema.conditions})
+
+
+def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
+    """DataFrames of at most ``chunk`` rows, n rows in all, from TabularVAE ``tv`` (see
+    :meth:`TabularVAE.sample <fastvae.tabular.TabularVAE.sample>`)."""
+    schema, model = tv.schema_, tv.model_
+    run, gen = generators(seed)
+    given = None if conditions is None else given_conditions(schema, n, conditions)
+    free = FreeDraws(schema, run, salt=schema.salt)
+    for k, start in enumerate(range(0, n, CHUNK)):
+        rng = gen(k)
+        m = min(CHUNK, n - start)
+        frame = None
+        if schema.conditions:
+            frame = (draw_conditions(schema, m, rng) if given is None else
+                     given.iloc[start:start + m].reset_index(drop=True))
+        C = None if frame is None else schema.encode_conditions(frame).astype(model.dtype)
+        z = tv.draw_codes(m, rng).astype(model.dtype)
+        v = np.asarray(model.kernels.to_numpy(model.decode_values(z, mean=mean, seed=rng,
+                                                                   conditions=C)),
+                       dtype=np.float64)
+        cells = schema.cells(v, rng, "mean" if mean else "sample", free)
+        out = schema.frame(cells, frame)
+        if chunk >= CHUNK:
+            yield out
+        else:  # (smaller pieces for a caller that asked: the rows are the same)
+            for s in range(0, m, chunk):
+                yield out.iloc[s:s + chunk].reset_index(drop=True)
+
+
+def assemble(chunks, n):
+    """One DataFrame of n rows from DataFrames ``chunks`` (same columns and dtypes): a
+    column held in a NumPy array is allocated once and filled chunk by chunk; other
+    columns (categories, strings held by pyarrow, nullable integers) are joined at the
+    end, one column at a time."""
+    pd = pandas_module()
+    filled, parts, order, at = {}, {}, None, 0
+    for df in chunks:
+        if order is None:
+            order = list(df.columns)
+            for pos, name in enumerate(order):
+                s = df.iloc[:, pos]
+                if isinstance(s.dtype, np.dtype):
+                    filled[pos] = np.empty(n, dtype=s.dtype)
+                else:
+                    parts[pos] = []
+        m = len(df)
+        for pos in range(len(order)):
+            s = df.iloc[:, pos]
+            if pos in filled:
+                filled[pos][at:at + m] = s.to_numpy()
+            else:
+                parts[pos].append(s)
+        at += m
+    if order is None:
+        return pd.DataFrame()
+    cols = {}
+    for pos, name in enumerate(order):
+        if pos in filled:
+            a = filled.pop(pos)
+            cols[pos] = pd.Series(a, dtype=a.dtype, copy=False)  # (object stays object)
+        else:
+            cols[pos] = pd.concat(parts.pop(pos), ignore_index=True)
+    out = pd.DataFrame(cols, copy=False)
+    out.columns = pd.Index(order)
+    return out
+
+
+__all__ = ["CHUNK", "sample_chunks", "assemble", "draw_conditions", "given_conditions",
+           "generators"]

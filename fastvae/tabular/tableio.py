@@ -1,0 +1,178 @@
+"""Tables from files and back: reading CSV, TSV and Parquet with errors that name the file,
+writing them whole or chunk by chunk, and naming a row the way its file does.
+
+- :func:`read_table` reads a DataFrame (or passes one through).  A CSV header that names a
+  column twice is refused (pandas would rename the second ``x.1``); a file that is not
+  UTF-8, is empty, is a directory or is not a table says so in one line.
+- :func:`row_names` gives ``where(i)``, the name of row i of a frame for messages: "line 7
+  of t.csv" for a CSV or TSV file (the header is line 1, one line per row), "row 6 of
+  t.parquet" (from 1) for Parquet, and the index label for a DataFrame.
+- :class:`TableWriter` writes a table chunk by chunk (CSV, TSV or Parquet), so a sample of
+  ten million rows goes to disk in constant memory.
+"""
+from __future__ import annotations
+
+import csv
+import os
+
+from .column import TableError, pandas_module
+
+#: what read_table reads, by extension
+READERS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet",
+           ".pq": "parquet"}
+OTHER_TABLES = (".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".json", ".jsonl",
+                ".h5", ".hdf5", ".sav", ".dta", ".sas7bdat", ".orc", ".avro")
+
+
+def table_kind(path):
+    """"csv", "tsv" or "parquet" by the extension of ``path``; None for anything else."""
+    return READERS.get(os.path.splitext(os.fspath(path))[1].lower())
+
+
+def read_table(data, what="data"):
+    """A DataFrame from a DataFrame or a path (.csv, .txt, .tsv, .parquet, .pq)."""
+    pd = pandas_module()
+    if isinstance(data, pd.DataFrame):
+        return data
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a pandas DataFrame or a path to a .csv or .parquet "
+                        f"file, got {type(data).__name__}")
+    path = os.fspath(data)
+    if os.path.isdir(path):
+        raise TableError(f"{what}: {path} is a directory; name a .csv, .tsv or .parquet file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    kind = table_kind(path)
+    if kind is None:
+        ext = os.path.splitext(path)[1] or "no extension"
+        raise TableError(f"{what}: {path} is not a table fastvae reads ({ext}): save it "
+                         f"as .csv, .tsv or .parquet")
+    if kind == "parquet":
+        try:
+            return pd.read_parquet(path)
+        except ImportError as e:
+            raise ImportError(f"{what}: reading Parquet needs pyarrow ({e})") from None
+        except Exception as e:  # noqa: BLE001  (pyarrow's errors share no base class)
+            raise TableError(f"{what}: cannot read {path} as Parquet "
+                             f"({type(e).__name__}: {_short(e)})") from None
+    sep = "\t" if kind == "tsv" else ","
+    _check_header(path, sep, what)
+    try:
+        return pd.read_csv(path, sep=sep)
+    except UnicodeDecodeError as e:
+        raise TableError(_not_utf8(path, what, e)) from None
+    except pd.errors.EmptyDataError:
+        raise TableError(f"{what}: {path} is empty (no header line)") from None
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        raise TableError(f"{what}: cannot read {path} ({_short(e)})") from None
+
+
+def _short(e):
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _not_utf8(path, what, e):
+    return (f"{what}: {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at "
+            f"position {e.start}); save it as UTF-8, or read it with pandas "
+            f"(pd.read_csv(path, encoding=...)) and pass the DataFrame")
+
+
+def _check_header(path, sep, what):
+    """Refuse a header that names a column twice (pandas would rename it silently)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f, delimiter=sep), None)
+    except UnicodeDecodeError as e:
+        raise TableError(_not_utf8(path, what, e)) from None
+    except csv.Error as e:
+        raise TableError(f"{what}: cannot read the header of {path} ({e})") from None
+    if header is None:
+        return
+    seen, dup = set(), []
+    for h in header:
+        if h in seen and h not in dup:
+            dup.append(h)
+        seen.add(h)
+    if dup:
+        raise TableError(f"{what}: {path} names column(s) {dup} twice in its header; every "
+                         f"column needs a name of its own")
+
+
+def row_names(data, df):
+    """where(i): the name of row i (a position) of ``df``, a frame read from ``data`` (a
+    path) or ``data`` itself, for messages (see the module docstring)."""
+    pd = pandas_module()
+    index = df.index
+    if isinstance(data, (str, os.PathLike)) and isinstance(index, pd.RangeIndex) or (
+            isinstance(data, (str, os.PathLike)) and index.dtype.kind == "i"):
+        name = os.path.basename(os.fspath(data))
+        if table_kind(data) in ("csv", "tsv"):
+            return lambda i: f"line {int(index[i]) + 2} of {name}"
+        return lambda i: f"row {int(index[i]) + 1} of {name}"
+    return lambda i: f"row {index[i]!r}"
+
+
+class TableWriter:
+    """Writes a table to ``path`` chunk by chunk: ``fmt`` "csv", "tsv" or "parquet" (None:
+    by the extension, CSV for anything that is not .tsv, .parquet or .pq).  A failure
+    names the file; use as a context manager."""
+
+    def __init__(self, path, fmt=None):
+        self.path = os.fspath(path)
+        self.fmt = fmt or table_kind(self.path) or "csv"
+        if self.fmt == "csv" and self.path.lower().endswith(".tsv"):
+            self.fmt = "tsv"
+        self.rows = 0
+        self._pq = None
+        self._started = False
+        d = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(d):
+            raise TableError(f"cannot write {self.path}: directory {d} does not exist")
+        if os.path.isdir(self.path):
+            raise TableError(f"cannot write {self.path}: it is a directory")
+
+    def write(self, df):
+        try:
+            if self.fmt == "parquet":
+                self._parquet(df)
+            else:
+                df.to_csv(self.path, index=False, sep="\t" if self.fmt == "tsv" else ",",
+                          mode="a" if self._started else "w", header=not self._started)
+        except OSError as e:
+            raise TableError(f"cannot write {self.path} ({e.strerror or e})") from None
+        self._started = True
+        self.rows += len(df)
+
+    def _parquet(self, df):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ImportError(f"{self.path}: writing Parquet needs pyarrow ({e})") from None
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if self._pq is None:
+            self._pq = pq.ParquetWriter(self.path, table.schema)
+        self._pq.write_table(table.cast(self._pq.schema))
+
+    def close(self):
+        if self._pq is not None:
+            self._pq.close()
+            self._pq = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_table(df, path, fmt=None):
+    """Write DataFrame ``df`` whole (see :class:`TableWriter`); returns the path."""
+    with TableWriter(path, fmt) as w:
+        w.write(df)
+    return os.fspath(path)
+
+
+__all__ = ["read_table", "row_names", "table_kind", "TableWriter", "write_table",
+           "READERS", "OTHER_TABLES"]

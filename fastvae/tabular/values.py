@@ -1,0 +1,285 @@
+"""Exact conversions between a table's cells and the model's float64 values, in NumPy.
+
+- **Integers of any size.**  An integer column is modelled as its offset from the training
+  minimum, ``x - lo``, computed exactly in unsigned 64-bit arithmetic: float64 holds every
+  offset below 2**53 exactly, so a column of values near 2**62 keeps its spread (float64 of
+  the values themselves would round them all to one), and the way back clips and rounds in
+  integer space, so a sample is always an integer of the column's range and dtype: no
+  float64 overflow, no wrap-around (:func:`int_offsets`, :func:`ints_from_offsets`).
+- **Dates written as text.**  :data:`DATE_FORMATS` are the layouts a text column may use to
+  be read as dates or date-times; :func:`date_format` finds the one every value of a column
+  follows (plain numbers and years are never dates), so samples are written back in it.
+- **Identifiers.**  :func:`id_pattern` reads the shape of a column of unique strings (a
+  letter, a digit or a fixed character per position, or a UUID) and :class:`IdDrawer`
+  draws new values of that shape that no training row has, none twice.
+
+Shapes: every function takes and returns 1-D arrays (N,).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+import numpy as np
+
+_SIGN = np.uint64(1 << 63)
+
+
+# ------------------------------------------------------------------ integers
+def _keys(a):
+    """Order-keeping uint64 keys of an int64 or uint64 array (int64: the sign bit flipped)."""
+    a = np.asarray(a)
+    if a.dtype == np.uint64:
+        return a
+    return a.astype(np.int64).view(np.uint64) ^ _SIGN
+
+
+def _key_of(v, signed):
+    v = int(v)
+    return np.uint64((v + (1 << 63)) if signed else v)
+
+
+def int_offsets(values, lo, signed=True):
+    """values - lo as float64 (N,), exact while the difference is below 2**53 in size.
+
+    values : (N,) int64 (``signed``) or uint64 integers; lo : a Python int.  A value below
+    lo gives a negative offset (scoring a table with values outside the training range)."""
+    k = _keys(values)
+    base = _key_of(lo, signed)
+    up = k >= base
+    out = np.empty(k.shape, dtype=np.float64)
+    out[up] = (k[up] - base).astype(np.float64)
+    out[~up] = -(base - k[~up]).astype(np.float64)
+    return out
+
+
+def ints_from_offsets(v, lo, hi, signed=True):
+    """The integers lo + round(v) clipped to [lo, hi], as int64 (``signed``) or uint64
+    (N,); v (N,) float64 offsets, lo <= hi Python ints.  NaN gives lo (the caller masks
+    missing cells)."""
+    span = hi - lo
+    top = float(span)
+    if top >= 2.0 ** 64:  # float(2**64 - 1) rounds up to 2**64, past uint64
+        top = np.nextafter(2.0 ** 64, 0.0)
+    v = np.where(np.isnan(v), 0.0, v)
+    off = np.clip(np.rint(v), 0.0, top).astype(np.uint64)
+    off = np.minimum(off, np.uint64(span))  # (exact, in integer space)
+    k = off + _key_of(lo, signed)  # wraps mod 2**64 only where the key space does
+    if not signed:
+        return k
+    return (k ^ _SIGN).view(np.int64)
+
+
+# ------------------------------------------------------------------ dates as text
+#: text layouts read as dates (strftime codes), most specific first.  A column is a date
+#: column when every value parses with one of them; day-first and month-first layouts are
+#: told apart by the values (a column that parses both ways is read month-first, as pandas
+#: does).  Layouts without a separator (20240305) are never tried: they are numbers.
+DATE_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%MZ",
+    "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d",
+    "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y",
+    "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y",
+    "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
+    "%m-%d-%Y", "%d-%m-%Y", "%d %b %Y", "%b %d %Y", "%d %B %Y", "%B %d %Y",
+)
+_DATEISH = re.compile(r"^\s*\d{1,4}[-/.T :]|^\s*\d{1,2} [A-Za-z]|^\s*[A-Za-z]{3,9} \d")
+
+
+def date_format(strings, pd):
+    """The first of :data:`DATE_FORMATS` that parses every string of ``strings`` (a
+    non-empty object array of str) exactly, or None.  ``pd``: the pandas module."""
+    if not all(_DATEISH.match(s) for s in strings[:50]):
+        return None
+    sample = pd.Series(strings[:200])
+    for fmt in DATE_FORMATS:
+        if _parses(sample, fmt, pd) and _parses(pd.Series(strings), fmt, pd):
+            return fmt
+    return None
+
+
+def _parses(s, fmt, pd):
+    try:
+        t = pd.to_datetime(s, format=fmt, errors="raise")
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return not t.isna().any()
+
+
+def parse_dates(s, fmt, pd):
+    """A text Series in layout ``fmt`` as datetime64 (naive, UTC where the layout has an
+    offset), NaT where missing; raises ValueError naming the first value that does not
+    parse."""
+    t = pd.to_datetime(s, format=fmt, errors="coerce", utc="%z" in fmt)
+    bad = t.isna() & s.notna()
+    if bad.any():
+        raise ValueError(repr(s[bad].iloc[0]))
+    if "%z" in fmt:
+        t = t.dt.tz_localize(None)
+    return t
+
+
+def date_layout(strings, fmt):
+    """How a date column of layout ``fmt`` writes what strftime cannot say alone: the
+    digits of its fractional seconds (%f parses 1 to 6) and whether its offsets have a
+    colon (+00:00).  A JSON-able dict for :func:`format_dates`."""
+    out = {"format": fmt, "fraction": None, "colon": False}
+    first = strings[0]
+    if "%f" in fmt:
+        m = re.search(r"\d[.,](\d{1,9})", first)
+        out["fraction"] = len(m.group(1)) if m else 6
+    if "%z" in fmt:
+        out["colon"] = bool(re.search(r"[+-]\d\d:\d\d$", first))
+    return out
+
+
+def format_dates(ns, layout, pd):
+    """int64 nanoseconds (N,) since the epoch as text in ``layout`` (:func:`date_layout`),
+    an object array; a layout with an offset writes UTC (+0000, or +00:00)."""
+    fmt, frac = layout["format"], layout["fraction"]
+    t = pd.Series(pd.to_datetime(ns, unit="ns"))
+    if "%z" in fmt:
+        t = t.dt.tz_localize("UTC")
+    if frac is None:
+        out = t.dt.strftime(fmt)
+    else:  # %f writes 6 digits: write the column's own number of them
+        out = t.dt.strftime(fmt.replace("%f", "\x01"))
+        digits = (np.asarray(ns, dtype=np.int64) % 10**9) // 10 ** (9 - min(frac, 9))
+        text = pd.Series(digits).astype(str).str.zfill(frac)
+        out = pd.Series([a.replace("\x01", b) for a, b in zip(out, text)], dtype=object)
+    if layout["colon"]:
+        out = out.str.replace(r"([+-]\d\d)(\d\d)$", r"\1:\2", regex=True)
+    return out.to_numpy(dtype=object)
+
+
+# ------------------------------------------------------------------ identifiers
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                   r"[0-9a-fA-F]{12}$")
+_CLASSES = {"9": "0123456789", "A": "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            "a": "abcdefghijklmnopqrstuvwxyz"}
+
+
+def id_pattern(strings):
+    """The shape of identifiers ``strings`` (object array of str): {"uuid": True} for
+    UUIDs; otherwise the shapes seen, one per length: a list of positions each "9" (a
+    digit), "A" (an upper case letter), "a" (a lower case letter) or ["=", c] (always the
+    character c), with the share of values of that length."""
+    if all(_UUID.match(s) for s in strings[:1000]):
+        return {"uuid": True, "upper": bool(any(ch.isupper() for ch in strings[0]))}
+    by_len = {}
+    for s in strings:
+        by_len.setdefault(len(s), []).append(s)
+    shapes = []
+    for n, group in sorted(by_len.items()):
+        pos = []
+        for i in range(n):
+            chars = {g[i] for g in group}
+            if len(chars) == 1 and len(group) > 1:
+                pos.append(["=", next(iter(chars))])
+            elif all(c.isdigit() for c in chars):
+                pos.append("9")
+            elif all(c.isupper() for c in chars):
+                pos.append("A")
+            elif all(c.islower() for c in chars):
+                pos.append("a")
+            else:  # letters and digits mixed: letters of the case the column uses most
+                up = sum(c.isupper() for c in chars) >= sum(c.islower() for c in chars)
+                pos.append("A" if up else "a")
+        shapes.append({"length": n, "share": len(group) / len(strings), "positions": pos})
+    return {"uuid": False, "shapes": shapes}
+
+
+def id_hashes(strings, salt):
+    """Salted 64-bit hashes (sorted uint64) of the training identifiers: what a model
+    keeps to never write one of them again, without keeping the identifiers."""
+    import hashlib
+    out = np.array([int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"),
+                                                   digest_size=8, key=salt).digest(),
+                                   "little") for s in strings], dtype=np.uint64)
+    return np.unique(out)
+
+
+class Taken:
+    """Membership in the training identifiers, by their salted hashes (:func:`id_hashes`)."""
+
+    def __init__(self, hashes, salt):
+        self.hashes, self.salt = hashes, salt
+
+    def __contains__(self, s):
+        h = id_hashes([s], self.salt)[0]
+        i = np.searchsorted(self.hashes, h)
+        return bool(i < self.hashes.size and self.hashes[i] == h)
+
+
+class IdDrawer:
+    """New identifiers of a shape (:func:`id_pattern`), none a training one (``taken``)
+    and none twice however many are drawn: each shape's values are visited in a seeded
+    affine permutation of all of them (no memory of what was drawn).  A shape whose
+    values run out continues with a numbered suffix."""
+
+    def __init__(self, pattern, taken, rng):
+        self.pattern, self.taken = pattern, taken
+        self.counters = []
+        self.perms = []
+        if not pattern["uuid"]:
+            for shape in pattern["shapes"]:
+                radix = [1 if isinstance(p, list) else len(_CLASSES[p])
+                         for p in shape["positions"]]
+                size = 1
+                for r in radix:
+                    size *= r
+                a = int(rng.integers(1, 2**62)) % size or 1
+                while np.gcd(a, size) != 1 if size < 2**63 else _gcd(a, size) != 1:
+                    a += 1
+                self.perms.append((size, a, int(rng.integers(0, 2**62)) % size, radix))
+                self.counters.append(0)
+
+    def draw(self, n, rng):
+        """n new identifiers, an object array (n,)."""
+        out = np.empty(n, dtype=object)
+        if self.pattern["uuid"]:
+            up = self.pattern.get("upper")
+            for k in range(n):
+                while True:
+                    s = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+                    s = s.upper() if up else s
+                    if s not in self.taken:
+                        break
+                out[k] = s
+            return out
+        shapes = self.pattern["shapes"]
+        share = np.array([s["share"] for s in shapes])
+        which = rng.choice(len(shapes), size=n, p=share / share.sum())
+        for k in range(n):
+            j = int(which[k])
+            while True:
+                s = self._next(j)
+                if s not in self.taken:
+                    break
+            out[k] = s
+        return out
+
+    def _next(self, j):
+        size, a, b, radix = self.perms[j]
+        i = self.counters[j]
+        self.counters[j] += 1
+        v = (a * (i % size) + b) % size
+        chars = []
+        for p, r in zip(self.pattern["shapes"][j]["positions"], radix):
+            v, d = divmod(v, r)
+            chars.append(p[1] if isinstance(p, list) else _CLASSES[p][d])
+        s = "".join(chars)
+        return s if i < size else f"{s}-{i // size}"
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+__all__ = ["int_offsets", "ints_from_offsets", "DATE_FORMATS", "date_format", "parse_dates",
+           "date_layout", "format_dates", "id_pattern", "id_hashes", "Taken", "IdDrawer"]

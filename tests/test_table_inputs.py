@@ -1,0 +1,462 @@
+"""A catalogue of awkward and bad tables for fastvae.tabular (issue 29): every input gets a
+right answer or one clear error that names the column (and the row, or the value).
+
+Each case asserts its exact outcome: for an error, the exception class and a message naming
+the column or value; for a legitimate input, a round trip (columns, labels, dtypes, ranges).
+The models are tiny (one hidden layer of 16, a latent of 2) and train an epoch or two: these
+tests are about what goes in and comes out, not about quality.  The command line's cases are
+in test_table_inputs_cli.py; a property test over random frames is in
+test_table_property.py.
+"""
+import datetime as dt
+import decimal
+import warnings
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+import fastvae.tabular as tabular  # noqa: E402
+from fastvae.tabular import RARE, TableError, TabularVAE  # noqa: E402
+
+warnings.filterwarnings("ignore", category=tabular.CollapseWarning)
+
+
+def tiny(**kw):
+    kw.setdefault("hidden", (16,))
+    kw.setdefault("latent_dim", 2)
+    kw.setdefault("backend", "cpu")
+    return TabularVAE(**kw)
+
+
+def fitted(df, epochs=2, **kw):
+    cond = kw.pop("conditions", None)
+    return tiny(**kw).fit(df, conditions=cond, epochs=epochs, batch_size=min(64, len(df)),
+                          progress=False)
+
+
+def base(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    return pd.DataFrame({"x": x, "y": x + 0.3 * rng.standard_normal(n),
+                         "c": rng.choice(["u", "v", "w"], n)})
+
+
+def round_trip(df, n=300, **kw):
+    """Fit, sample and check the sample is shaped as df; returns (model, sample)."""
+    tv = fitted(df, **kw)
+    s = tv.sample(n, seed=1)
+    assert list(s.columns) == list(df.columns)
+    assert [type(c) for c in s.columns] == [type(c) for c in df.columns]
+    assert list(s.dtypes.astype(str)) == list(df.dtypes.astype(str)), (s.dtypes, df.dtypes)
+    for c in df.columns:
+        if not df[c].isna().any():
+            assert not s[c].isna().any(), c
+    return tv, s
+
+
+def within(s, df, col):
+    v, r = s[col].dropna(), df[col].dropna()
+    assert v.min() >= r.min() and v.max() <= r.max(), (col, v.min(), v.max())
+
+
+# ------------------------------------------------------------------ wrong results, silently
+def test_data_columns_named_like_the_score_parts_stay_apart():
+    df = base().rename(columns={"x": "score", "y": "kl"})
+    tv = fitted(df)
+    sc = tv.score_samples(df.head(20), per_column=True)
+    assert list(sc["column"].columns) == ["score", "kl", "c"]
+    np.testing.assert_allclose(sc["column"].sum(axis=1) + sc["kl"], sc["score"], rtol=1e-5,
+                               atol=1e-4)
+    assert not np.allclose(sc["column"]["score"], sc["score"])
+    ll = tv.column_log_likelihood(df.head(20))
+    assert set(ll["column"].index) == {"score", "kl", "c"} and ("kl", "") in ll.index
+
+
+def test_declared_but_unused_categories_are_kept_in_the_dtype_and_never_sampled():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"c": pd.Categorical(rng.choice(["a", "b"], 300),
+                                           categories=["a", "b", "z"], ordered=True),
+                       "x": rng.standard_normal(300)})
+    tv, s = round_trip(df, n=2000, epochs=5)
+    assert list(s["c"].cat.categories) == ["a", "b", "z"] and s["c"].cat.ordered
+    assert (s["c"] != "z").all()
+
+
+@pytest.mark.parametrize("values, dtype", [
+    ([0, 2**63 - 1], "int64"),
+    ([-2**63, 2**63 - 1], "int64"),
+    ([2**62 + 7, 2**62 + 1000, 2**62 + 333], "int64"),
+    ([0, 2**64 - 1, 2**63 + 5], "uint64"),
+    ([-5, 120, 7], "int8"),
+    ([1, 2**40, 77], "Int64"),
+])
+def test_integers_of_any_size_come_back_as_integers_in_range(values, dtype):
+    n = 240
+    rng = np.random.default_rng(1)
+    vals = np.array(values * (n // len(values)), dtype=object)[rng.permutation(n)]
+    df = pd.DataFrame({"i": pd.array(vals.tolist(), dtype=dtype),
+                       "x": rng.standard_normal(n)})
+    tv, s = round_trip(df)
+    assert str(s["i"].dtype) == dtype
+    lo, hi = min(values), max(values)
+    got = [int(v) for v in s["i"]]
+    assert min(got) >= lo and max(got) <= hi, (min(got), max(got))
+
+
+def test_integers_near_2_62_keep_their_spread():
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame({"i": (2**62 + rng.integers(0, 1000, 400)).astype(np.int64),
+                       "x": rng.standard_normal(400)})
+    _, s = round_trip(df, n=1000, epochs=5)
+    off = s["i"].to_numpy() - 2**62
+    assert off.min() >= 0 and off.max() <= 999 and np.unique(off).size > 100
+
+
+@pytest.mark.parametrize("numeric", ["standard", "quantile"])
+def test_enormous_floats_are_numbers_not_gaps(numeric):
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"x": np.r_[rng.standard_normal(198), 1e308, -1e308]})
+    tv, s = round_trip(df, numeric=numeric)
+    within(s, df, "x")
+    assert np.isfinite(tv.score_samples(df)).all()
+
+
+def test_tiny_floats_are_not_rounded_to_zero():
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"t": rng.uniform(1, 2, 300) * 1e-300, "s": rng.uniform(1, 2, 300) * 5e-320})
+    _, s = round_trip(df)
+    within(s, df, "t")
+    assert (s["t"] > 0).all() and (s["s"] > 0).all()
+
+
+# ------------------------------------------------------------------ column labels
+def test_integer_labels_fit_sample_score_and_survive_save(tmp_path):
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame(rng.standard_normal((200, 3)))
+    df[3] = rng.choice(["a", "b"], 200)
+    tv, s = round_trip(df)
+    assert list(s.columns) == [0, 1, 2, 3]
+    assert list(tv.score_samples(df, per_column=True)["column"].columns) == [0, 1, 2, 3]
+    back = tabular.load(tv.save(tmp_path / "m.npz"))
+    pd.testing.assert_frame_equal(back.sample(50, seed=2), tv.sample(50, seed=2))
+    assert list(back.sample(5).columns) == [0, 1, 2, 3]
+
+
+def test_labels_with_spaces_dots_and_unicode(tmp_path):
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame({"a b": rng.standard_normal(200), "x.1": rng.standard_normal(200),
+                       "température °C": rng.standard_normal(200), "é": rng.choice(["α", "β"], 200)})
+    tv, s = round_trip(df)
+    back = tabular.load(tv.save(tmp_path / "m.npz"))
+    assert list(back.sample(5).columns) == list(df.columns)
+
+
+def test_integer_labels_as_conditions_and_in_types():
+    rng = np.random.default_rng(7)
+    df = pd.DataFrame({0: rng.choice(["a", "b"], 200), 1: rng.integers(0, 5, 200),
+                       2: rng.standard_normal(200)})
+    tv = fitted(df, conditions=0, types={1: "categorical"})
+    assert [c.name for c in tv.schema.conditions] == [0]
+    assert {c.name: c.kind for c in tv.schema.columns}[1] == "categorical"
+    s = tv.sample(50, conditions="b", seed=0)
+    assert (s[0] == "b").all() and list(s.columns) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("label", [("a", "b"), 1.5, True, None, dt.date(2020, 1, 1)])
+def test_labels_that_are_not_strings_or_integers_are_refused_at_fit(label):
+    df = pd.DataFrame({label: np.arange(50.0), "y": np.arange(50.0) ** 2})
+    with pytest.raises(TableError, match="column label .* strings or integers"):
+        tiny().fit(df, epochs=1, progress=False)
+
+
+def test_labels_that_a_file_writes_alike_are_refused():
+    df = pd.DataFrame({1: np.arange(50.0), "1": np.arange(50.0)})
+    with pytest.raises(TableError, match=r"duplicate column names \(1 and '1'\)"):
+        tiny().fit(df, epochs=1, progress=False)
+
+
+def test_multiindex_columns_are_refused():
+    df = pd.DataFrame(np.ones((50, 2)), columns=pd.MultiIndex.from_tuples([("a", "x"),
+                                                                           ("a", "y")]))
+    with pytest.raises(TableError, match=r"\('a', 'x'\)"):
+        tiny().fit(df, epochs=1, progress=False)
+
+
+def test_types_naming_a_missing_column():
+    with pytest.raises(TableError, match="'nope'"):
+        tiny(types={"nope": "numeric"}).fit(base(), epochs=1, progress=False)
+
+
+# ------------------------------------------------------------------ dtypes
+def test_object_column_of_integers_with_none_is_numeric():
+    rng = np.random.default_rng(8)
+    vals = rng.integers(0, 50, 200).astype(object)
+    vals[[3, 9]] = None
+    df = pd.DataFrame({"o": pd.Series(vals, dtype=object), "x": rng.standard_normal(200)})
+    tv, s = round_trip(df)
+    assert tv.schema.columns[0].kind == "numeric"
+    assert all(isinstance(v, int) for v in s["o"].dropna())
+    within(s, df, "o")
+
+
+def test_strings_beside_numbers_say_how_to_fix_it():
+    df = base().assign(mix=pd.Series(["a", 1] * 100, dtype=object))
+    with pytest.raises(TableError, match=r"'mix' holds values of types int, str side by "
+                                         r"side.*to_numeric"):
+        fitted(df)
+    tv, s = round_trip(df, types={"mix": "categorical"})
+    assert set(s["mix"]) <= {"a", 1}
+
+
+def test_a_single_unreadable_type_is_named():
+    df = base().assign(d=[decimal.Decimal("1.5")] * 200)
+    with pytest.raises(TableError, match="'d' holds values of type Decimal"):
+        fitted(df)
+
+
+def test_lists_are_refused_and_come_back_missing_when_ignored():
+    df = base().assign(l=[[1, 2]] * 200)
+    with pytest.raises(TableError, match="'l' holds values of type list.*'ignore'"):
+        fitted(df)
+    tv = fitted(df, types={"l": "ignore"})
+    s = tv.sample(20, seed=0)
+    assert list(s.columns) == ["x", "y", "c", "l"] and s["l"].isna().all()
+
+
+def test_complex_numbers_are_refused_naming_the_fix():
+    df = base().assign(z=np.arange(200) * (1 + 1j))
+    with pytest.raises(TableError, match="'z': complex numbers .* real and imaginary"):
+        fitted(df)
+
+
+def test_periods_are_refused():
+    df = base().assign(p=pd.period_range("2020-01", periods=200, freq="M"))
+    with pytest.raises(TableError, match="'p': dtype period"):
+        fitted(df)
+
+
+def test_category_dtype_of_timestamps_is_refused():
+    df = base().assign(t=pd.Categorical(pd.to_datetime(["2020-01-01", "2021-01-01"] * 100)))
+    with pytest.raises(TableError, match="'t': categories of type Timestamp"):
+        fitted(df)
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng, n: pd.array(rng.random(n) < 0.4, dtype="boolean"),
+    lambda rng, n: pd.Series(np.where(rng.random(n) < 0.1, None, rng.random(n) < 0.5),
+                             dtype=object),
+    lambda rng, n: pd.array(rng.choice(["p", "q"], n), dtype="string"),
+    lambda rng, n: pd.Categorical(rng.choice([10, 20, 30], n)),
+    lambda rng, n: pd.array(rng.normal(size=n), dtype="Float64"),
+    lambda rng, n: rng.normal(size=n).astype(np.float32),
+    lambda rng, n: rng.integers(0, 9, n).astype(np.uint16),
+], ids=["boolean", "bool-with-None", "string", "category-of-ints", "Float64", "float32",
+        "uint16"])
+def test_dtypes_round_trip(make):
+    rng = np.random.default_rng(9)
+    df = base().assign(v=make(rng, 200))
+    round_trip(df)
+
+
+def test_datetimes_timedeltas_and_dates_round_trip(tmp_path):
+    rng = np.random.default_rng(10)
+    n = 200
+    df = base(n).assign(
+        when=(pd.Timestamp("2021-06-01 12:00") + pd.to_timedelta(rng.integers(0, 999, n),
+                                                                 unit="h")
+              ).tz_localize("America/New_York"),
+        took=pd.to_timedelta(rng.integers(1, 600, n), unit="m"),
+        day=[dt.date(2020, 1, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 99, n)])
+    tv, s = round_trip(df)
+    assert str(s["when"].dt.tz) == "America/New_York"
+    assert all(type(v) is dt.date for v in s["day"])
+    within(s, df, "when")
+    within(s, df, "took")
+
+
+@pytest.mark.parametrize("fmt, text", [
+    ("%Y-%m-%d", "2024-03-05"), ("%Y-%m-%d %H:%M:%S", "2024-03-05 14:30:00"),
+    ("%Y-%m-%dT%H:%M:%SZ", "2024-03-05T14:30:00Z"), ("%m/%d/%Y", "03/25/2024"),
+    ("%d.%m.%Y", "25.03.2024"), ("%Y-%m-%dT%H:%M:%S.%f", "2024-03-05T14:30:00.250"),
+])
+def test_dates_written_as_text_come_back_as_text_in_their_layout(fmt, text):
+    rng = np.random.default_rng(11)
+    start = pd.Timestamp("2024-01-01")
+    when = start + pd.to_timedelta(rng.integers(0, 300, 200), unit="D")
+    if "%H" in fmt:
+        when = when + pd.to_timedelta(rng.integers(0, 24 * 60, 200), unit="m")
+    strings = when.strftime(fmt) if "%f" not in fmt else \
+        [t.strftime("%Y-%m-%dT%H:%M:%S") + ".250" for t in when]
+    df = base().assign(d=pd.Series(list(strings), dtype=object))
+    tv, s = round_trip(df)
+    col = next(c for c in tv.schema.columns if c.name == "d")
+    assert col.source == "datetext" and col.kind == "numeric"
+    parsed = pd.to_datetime(s["d"], format=fmt)
+    assert parsed.notna().all()
+    assert len(s["d"].iloc[0]) == len(text)
+
+
+@pytest.mark.parametrize("strings", [["2020", "2021", "2022"], ["1", "2", "3"],
+                                     ["20200101", "20200102", "20200103"]])
+def test_numbers_and_years_written_as_text_are_not_dates(strings):
+    df = base(210).assign(t=pd.Series(strings * 70, dtype=object))
+    tv = fitted(df)
+    assert next(c for c in tv.schema.columns if c.name == "t").source == "object"
+
+
+def test_datetime_type_on_text_that_is_not_dates():
+    df = base().assign(t=pd.Series(["soon", "later"] * 100, dtype=object))
+    with pytest.raises(TableError, match="'t' was asked to be datetime, but 'soon'"):
+        fitted(df, types={"t": "datetime"})
+
+
+# ------------------------------------------------------------------ every column back
+def test_constant_and_empty_columns_come_back():
+    df = base().assign(k=5.0, s="q", i=np.int64(3), e=np.nan,
+                       b=pd.Series([None] * 200, dtype=object))
+    tv, s = round_trip(df)
+    assert (s["k"] == 5.0).all() and (s["s"] == "q").all() and (s["i"] == 3).all()
+    assert s["e"].isna().all() and s["b"].isna().all()
+
+
+def test_identifiers_come_back_new_and_in_their_shape():
+    df = base().assign(id=[f"CUST-{i:05d}" for i in range(200)])
+    tv, s = round_trip(df, n=500)
+    assert next(c for c in tv.schema.columns if c.name == "id").kind == "id"
+    assert s["id"].str.fullmatch(r"CUST-\d{5}").all()
+    assert s["id"].is_unique and not set(s["id"]) & set(df["id"])
+
+
+def test_ignored_columns_come_back_drawn_from_their_values():
+    rng = np.random.default_rng(12)
+    df = base().assign(note=rng.choice(["ok", "late", "never"], 200, p=[.6, .3, .1]),
+                       w=rng.normal(50, 5, 200))
+    tv, s = round_trip(df, n=2000, types={"note": "ignore", "w": "ignore"})
+    assert set(s["note"]) <= {"ok", "late", "never"}
+    assert abs((s["note"] == "ok").mean() - 0.6) < 0.06
+    within(s, df, "w")
+
+
+def test_rare_strings_are_never_copied():
+    rng = np.random.default_rng(13)
+    names = [f"name{i}" for i in range(60)]  # 60 values each in 2 rows: all rare
+    df = base(400).assign(common=rng.choice(["a", "b"], 400),
+                          tail=rng.choice(names + ["x", "y"], 400,
+                                          p=[0.002] * 60 + [0.44, 0.44]))
+    tv, s = round_trip(df, n=3000)
+    counts = df["tail"].value_counts()
+    rare = set(counts[counts < tabular.RARE_MIN].index)
+    assert rare and not set(s["tail"]) & rare
+    assert RARE in set(s["tail"])
+
+
+def test_extremes_seen_in_fewer_than_k_rows_are_never_copied():
+    rng = np.random.default_rng(14)
+    df = pd.DataFrame({"v": np.r_[rng.integers(10, 20, 300), 1000], "x": rng.normal(size=301)})
+    _, s = round_trip(df, n=3000, epochs=5)
+    assert s["v"].max() < 1000
+
+
+# ------------------------------------------------------------------ whole-table checks
+def test_infinite_cells_name_column_and_row_label():
+    df = base().set_axis([f"r{i}" for i in range(200)])
+    df.loc["r7", "x"] = np.inf
+    with pytest.raises(TableError, match=r"column 'x', row 'r7': inf is not a finite"):
+        fitted(df)
+
+
+def test_a_condition_cell_that_is_inf_or_missing_names_the_condition_and_row():
+    df = base().assign(g=np.linspace(0, 1, 200))
+    df.loc[5, "g"] = -np.inf
+    with pytest.raises(TableError, match=r"condition column 'g', row 5: -inf"):
+        fitted(df, conditions="g")
+    df.loc[5, "g"] = np.nan
+    with pytest.raises(TableError, match=r"condition column 'g', row 5: a missing value"):
+        fitted(df, conditions="g")
+
+
+def test_counts_that_are_not_counts_name_the_value():
+    df = base().assign(k=np.arange(200) % 5 - 2)
+    with pytest.raises(TableError, match="'k' was asked to be 'count' .counts., but holds -2"):
+        fitted(df, types={"k": "count"})
+
+
+def test_scoring_an_unseen_category_names_the_row_label():
+    tv = fitted(base())
+    rows = base(10, seed=3).set_axis(list("abcdefghij"))
+    rows.loc["d", "c"] = "zz"
+    with pytest.raises(TableError, match=r"column 'c', row 'd': 'zz' is not one of the 3"):
+        tv.score_samples(rows)
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda: pd.DataFrame({"x": [np.nan] * 10, "y": [None] * 10}),
+     "no column is left to model"),
+    (lambda: pd.DataFrame({"x": [1.0], "y": ["a"]}), "1 row"),
+    (lambda: pd.DataFrame({"x": [], "y": []}), "0 row"),
+])
+def test_tables_with_nothing_to_learn(make, says):
+    with pytest.raises(TableError, match=says):
+        tiny().fit(make(), epochs=1, progress=False)
+
+
+def test_missing_false_with_gaps_names_the_cell():
+    df = base()
+    df.loc[11, "y"] = np.nan
+    with pytest.raises(TableError, match="column 'y', row 11: a missing cell"):
+        fitted(df, missing=False)
+
+
+def test_settings_are_checked_in_fit_not_in_init():
+    tv = TabularVAE(numeric="bogus")  # scikit-learn's convention: stored as given
+    assert tv.get_params()["numeric"] == "bogus"
+    with pytest.raises(ValueError, match="numeric must be 'quantile' or 'standard'"):
+        tv.fit(base(), epochs=1, progress=False)
+    tv.set_params(numeric="standard", hidden=(8,))
+    assert tv.fit(base(), epochs=1, progress=False).model_.config()["hidden"] in ((8,), [8])
+
+
+# ------------------------------------------------------------------ files
+def test_file_errors_name_the_file(tmp_path):
+    (tmp_path / "latin.csv").write_bytes("x,y\n1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TableError, match="latin.csv is not UTF-8 text"):
+        tiny().fit(tmp_path / "latin.csv", epochs=1)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(TableError, match="empty.csv is empty"):
+        tiny().fit(tmp_path / "empty.csv", epochs=1)
+    (tmp_path / "head.csv").write_text("x,y\n")
+    with pytest.raises(TableError, match="0 row"):
+        tiny().fit(tmp_path / "head.csv", epochs=1)
+    (tmp_path / "dup.csv").write_text("x,x\n1,2\n3,4\n")
+    with pytest.raises(TableError, match=r"dup.csv names column\(s\) \['x'\] twice"):
+        tiny().fit(tmp_path / "dup.csv", epochs=1)
+    (tmp_path / "fake.parquet").write_text("x,y\n1,2\n")
+    with pytest.raises(TableError, match="cannot read .*fake.parquet as Parquet"):
+        tiny().fit(tmp_path / "fake.parquet", epochs=1)
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(TableError, match="dir.csv is a directory"):
+        tiny().fit(tmp_path / "dir.csv", epochs=1)
+    (tmp_path / "t.xlsx").write_bytes(b"PK")
+    with pytest.raises(TableError, match=r"t.xlsx is not a table fastvae reads \(.xlsx\)"):
+        tiny().fit(tmp_path / "t.xlsx", epochs=1)
+
+
+def test_errors_in_a_file_name_its_line(tmp_path):
+    df = base()
+    df["x"] = df["x"].astype(object)
+    df.loc[7, "x"] = "oops"
+    df.to_csv(tmp_path / "t.csv", index=False)
+    # (pandas reads the whole column as text)
+    with pytest.raises(TableError, match="column 'x', line 9 of t.csv: 'oops' is not a "
+                                         "number, but 199 of the column's 200 values are"):
+        tiny().fit(tmp_path / "t.csv", epochs=1)
+    good = base()
+    good.loc[7, "x"] = np.inf
+    good.to_csv(tmp_path / "u.csv", index=False)
+    with pytest.raises(TableError, match="column 'x', line 9 of u.csv: inf"):
+        tiny().fit(tmp_path / "u.csv", epochs=1)
+    good.to_parquet(tmp_path / "u.parquet")
+    with pytest.raises(TableError, match="column 'x', row 8 of u.parquet: inf"):
+        tiny().fit(tmp_path / "u.parquet", epochs=1)
