@@ -15,7 +15,8 @@ A :class:`Column` is made by :mod:`fastvae.tabular.infer` and saved as JSON
 
 A column with missing cells in training gets an *observed* head: a Bernoulli cell of the
 model, 1 where the cell is present, read from the same code as the rest of the row, so a
-sampled row has gaps where the data has them, and gaps that go together stay together.
+sampled row has gaps where the data has them, and gaps that go together stay together
+(columns whose gaps fall on exactly the same rows share one head: ``gap_group``).
 
 Cells out go through a *store*: a flat NumPy array per column (float64 values, exact int64
 or uint64 integers, int64 nanoseconds, int32 codes into :meth:`Column.out_values`, or
@@ -42,7 +43,7 @@ TIMES = ("datetime", "timedelta", "datetext", "date")
 FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values",
           "declared", "ordered", "lo", "hi", "slo", "shi", "signed", "decimals", "unit",
           "tz", "layout", "mean", "std", "gaps", "value", "freq", "pattern",
-          "missing_share")
+          "missing_share", "gap_group")
 
 
 class TableError(ValueError):

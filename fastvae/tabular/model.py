@@ -260,7 +260,7 @@ class TabularVAE:
                 np.isnan(X).any():
             j = int(np.flatnonzero(np.isnan(X).any(0))[0])
             r = int(np.flatnonzero(np.isnan(X[:, j]))[0])
-            name = self.schema_.parts()[j]
+            name = self.schema_.parts()[j][0]
             raise TableError(f"column {name!r}, {where(r)}: a missing cell (or an unseen "
                              f"category read as one), and this model was trained without "
                              f"the missing-cell mask: train it with missing=True")
@@ -419,10 +419,12 @@ class TabularVAE:
         columns' shares, folded per table column."""
         pd = pandas_module()
         parts = self.schema_.parts()
-        names = [n for n in self.schema_.order if n in set(parts)]
+        scored = {n for p in parts for n in p}
+        names = [n for n in self.schema_.order if n in scored]
         folded = {n: np.zeros(len(score)) for n in names}
-        for j, n in enumerate(parts):
-            folded[n] = folded[n] + cols[:, j]
+        for j, group in enumerate(parts):  # (a shared head's term split evenly)
+            for n in group:
+                folded[n] = folded[n] + cols[:, j] / len(group)
         data = [score.to_numpy()] + [folded[n] for n in names] + [kl]
         index = pd.MultiIndex.from_tuples([("score", "")] + [("column", n) for n in names]
                                           + [("kl", "")])

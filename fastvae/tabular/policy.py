@@ -107,7 +107,7 @@ def independent_loss(schema, X):
             from math import lgamma
             cell = mu - v[ok] * math.log(mu) + np.array([lgamma(x + 1) for x in v[ok]])
         total[ok] += cell
-    for k, c in enumerate(schema.heads):
+    for k in range(len(schema.heads)):
         v = X[:, len(schema.data) + k]
         ok = ~np.isnan(v)
         p = float(np.clip(np.nanmean(v), 1e-6, 1 - 1e-6))

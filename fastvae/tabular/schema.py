@@ -4,8 +4,9 @@
 :class:`~fastvae.tabular.column.Column` objects (see :mod:`fastvae.tabular.infer` for the
 rules).  The model's data row is ``[modelled columns | observed heads]``: the modelled
 columns in the order numeric, categorical, negbin, poisson (the table's order within a
-kind), then one Bernoulli cell per column with gaps in training, 1 where the cell is
-present.
+kind), then one Bernoulli cell per group of columns with gaps in training (the columns
+whose gaps fall on the same rows form one group: they come back missing together), 1 where
+the cells are present.
 
 Shapes: :meth:`Schema.encode` gives X (N, D) float64 (codes for categorical cells, NaN for
 missing ones); :meth:`Schema.encode_conditions` the conditions (N, C) float64;
@@ -39,9 +40,10 @@ class Schema:
     """The columns of a table as the model sees them.
 
     columns : every data column (not the conditions), in the table's order; data : the
-    modelled ones, in the model's order; heads : the columns with an observed head, in the
-    model's order; free : the columns the model does not hold (constant, independent, id);
-    conditions : the condition columns; order : every label of the table, in its order.
+    modelled ones, in the model's order; heads : the groups of columns (lists) that share an
+    observed head, in the model's order; free : the columns the model does not hold
+    (constant, independent, id); conditions : the condition columns; order : every label of
+    the table, in its order.
     """
 
     def __init__(self, columns, conditions, order, salt=None):
@@ -49,8 +51,13 @@ class Schema:
         #: the key of the id columns' hashes of their training values (bytes)
         self.salt = salt
         self.data = sorted((c for c in self.columns if c.modeled), key=lambda c: _RANK[c.kind])
-        self.heads = [c for c in self.data if c.gaps] + \
+        gappy = [c for c in self.data if c.gaps] + \
             [c for c in self.columns if c.kind == "constant" and c.gaps]
+        groups = {}
+        for c in gappy:  # (a column without a group, from an older schema, is its own)
+            groups.setdefault(("g", c.gap_group) if c.gap_group is not None else ("c", c.name),
+                              []).append(c)
+        self.heads = list(groups.values())
         self.free = [c for c in self.columns if not c.modeled]
 
     # ---------------------------------------------------------------- the model's side
@@ -76,9 +83,10 @@ class Schema:
         return out
 
     def parts(self):
-        """For each model column, the table column its score belongs to: the modelled
-        columns, then each head's column (list of labels, length D)."""
-        return [c.name for c in self.data] + [c.name for c in self.heads]
+        """For each model column, the table columns its score belongs to (a list of labels
+        per model column, length D): a modelled column's own, then each head's group (its
+        score is shared equally between them)."""
+        return [[c.name] for c in self.data] + [[c.name for c in g] for g in self.heads]
 
     @property
     def n_conditions(self):
@@ -90,7 +98,7 @@ class Schema:
     # ---------------------------------------------------------------- tables in
     def check_columns(self, df, need_data=True, need_conditions=True):
         have = set(df.columns)
-        want = ([c.name for c in self.data] + [c.name for c in self.heads
+        want = ([c.name for c in self.data] + [c.name for g in self.heads for c in g
                                                 if not c.modeled] if need_data else []) + \
             ([c.name for c in self.conditions] if need_conditions else [])
         missing = [n for n in dict.fromkeys(want) if n not in have]
@@ -135,12 +143,15 @@ class Schema:
                 ok = ~np.isnan(v)
                 v[ok] = c.map.forward(v[ok])
             X[:, j] = v
-        for k, c in enumerate(self.heads):
-            present = df[c.name].notna().to_numpy().astype(np.float64)
-            j = len(self.data) + k
-            if c.modeled:  # an unseen category read as missing is not scored as a gap
-                present[np.isnan(X[:, self._index(c)]) & (present == 1)] = np.nan
-            X[:, j] = present
+        for k, group in enumerate(self.heads):
+            present = np.stack([df[c.name].notna().to_numpy() for c in group]).astype(
+                np.float64)
+            h = present[0].copy()
+            h[(present != present[0]).any(0)] = np.nan  # some of the group's cells: unscored
+            for c in group:  # an unseen category read as missing is not scored as a gap
+                if c.modeled:
+                    h[np.isnan(X[:, self._index(c)]) & df[c.name].notna().to_numpy()] = np.nan
+            X[:, len(self.data) + k] = h
         return X
 
     def _index(self, col):
@@ -191,13 +202,10 @@ class Schema:
         for j, c in enumerate(self.data):
             out[c.name] = (c.cells(values[:, j], rng, cmode), None)
         if mode != "impute":
-            for k, c in enumerate(self.heads):
-                h = values[:, len(self.data) + k]
-                gap = h < 0.5
-                if c.modeled:
-                    out[c.name] = (out[c.name][0], gap)
-                else:
-                    out[c.name] = (None, gap)
+            for k, group in enumerate(self.heads):
+                gap = values[:, len(self.data) + k] < 0.5
+                for c in group:
+                    out[c.name] = (out[c.name][0] if c.modeled else None, gap)
         if free is not None:
             for c in self.free:
                 store, gap = free.draw(c, N, rng)
@@ -277,13 +285,17 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
         raise TableError(f"the table has {len(df)} row(s); a model needs at least 2")
     salt = os.urandom(16) if salt is None else salt
     where = where or row_namer(df)
-    data, conds = [], []
+    data, conds, masks = [], [], {}
     for pos, n in enumerate(labels):
         s = df.iloc[:, pos]
         if n in conditions:
             conds.append(make_column(n, s, types.get(n), "condition", numeric, salt, where))
         else:
-            data.append(make_column(n, s, types.get(n), "data", numeric, salt, where))
+            col = make_column(n, s, types.get(n), "data", numeric, salt, where)
+            if col.gaps:  # columns whose gaps fall on the same rows share a head
+                key = np.packbits(s.isna().to_numpy()).tobytes()
+                col.gap_group = masks.setdefault(key, len(masks))
+            data.append(col)
     if not any(c.modeled for c in data) and not any(c.gaps for c in data):
         raise TableError("no column is left to model: every column is "
                          + ("ignored, a condition, " if types or conditions else "")

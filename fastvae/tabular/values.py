@@ -132,17 +132,26 @@ def date_layout(strings, fmt):
         m = re.search(r"\d[.,](\d{1,9})", first)
         out["fraction"] = len(m.group(1)) if m else 6
     if "%z" in fmt:
-        out["colon"] = bool(re.search(r"[+-]\d\d:\d\d$", first))
+        out["colon"] = bool(re.search(r"[+-]\d\d:?\d\d$", first) and
+                            re.search(r"[+-]\d\d:\d\d$", first))
+        offsets = [m.group(0) for m in (re.search(r"([+-]\d\d):?(\d\d)$", s)
+                                        for s in strings[:10000]) if m]
+        if offsets:  # the most common one, as minutes east of UTC
+            o = max(set(offsets), key=offsets.count).replace(":", "")
+            out["offset"] = (1 if o[0] == "+" else -1) * (int(o[1:3]) * 60 + int(o[3:5]))
     return out
 
 
 def format_dates(ns, layout, pd):
     """int64 nanoseconds (N,) since the epoch as text in ``layout`` (:func:`date_layout`),
-    an object array; a layout with an offset writes UTC (+0000, or +00:00)."""
+    an object array; a layout with an offset writes the column's most common offset
+    (+0100, or +01:00), or UTC."""
     fmt, frac = layout["format"], layout["fraction"]
     t = pd.Series(pd.to_datetime(ns, unit="ns"))
     if "%z" in fmt:
-        t = t.dt.tz_localize("UTC")
+        import datetime as dt
+        off = layout.get("offset") or 0
+        t = t.dt.tz_localize("UTC").dt.tz_convert(dt.timezone(dt.timedelta(minutes=off)))
     if frac is None:
         out = t.dt.strftime(fmt)
     else:  # %f writes 6 digits: write the column's own number of them
@@ -166,7 +175,8 @@ def id_pattern(strings):
     """The shape of identifiers ``strings`` (object array of str): {"uuid": True} for
     UUIDs; otherwise the shapes seen, one per length: a list of positions each "9" (a
     digit), "A" (an upper case letter), "a" (a lower case letter) or ["=", c] (always the
-    character c), with the share of values of that length."""
+    letter or sign c; a digit position is always "9": u-000123 has room for a million),
+    with the share of values of that length."""
     if all(_UUID.match(s) for s in strings[:1000]):
         return {"uuid": True, "upper": bool(any(ch.isupper() for ch in strings[0]))}
     by_len = {}
@@ -177,7 +187,8 @@ def id_pattern(strings):
         pos = []
         for i in range(n):
             chars = {g[i] for g in group}
-            if len(chars) == 1 and len(group) > 1:
+            if len(chars) == 1 and len(group) > 1 and not next(iter(chars)).isdigit():
+                # (a digit that never changes is a counter's leading zero: any digit)
                 pos.append(["=", next(iter(chars))])
             elif all(c.isdigit() for c in chars):
                 pos.append("9")

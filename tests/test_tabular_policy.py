@@ -1,0 +1,147 @@
+"""TabularVAE without epochs: the training policy (fastvae.tabular.policy) and the collapse
+note (issue 28).  Small models on a few hundred rows: the policy's own numbers are scaled
+down here (monkeypatched) so that each run takes a fraction of a second."""
+import warnings
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+import fastvae.tabular as tabular  # noqa: E402
+from fastvae.tabular import CollapseWarning, TabularVAE, policy  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch):
+    monkeypatch.setattr(policy, "MIN_STEPS", 60)
+    monkeypatch.setattr(policy, "MAX_STEPS", 600)
+    monkeypatch.setattr(policy, "EVAL_STEPS", 10)
+    monkeypatch.setattr(policy, "PATIENCE", 4)
+
+
+def tiny(**kw):
+    kw.setdefault("hidden", (16,))
+    kw.setdefault("latent_dim", 3)
+    kw.setdefault("backend", "cpu")
+    return TabularVAE(**kw)
+
+
+def correlated(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    return pd.DataFrame({"x": x, "y": 2 * x + 0.2 * rng.standard_normal(n),
+                         "c": np.where(x + 0.3 * rng.standard_normal(n) > 0, "hi", "lo")})
+
+
+def fit(tv, df, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CollapseWarning)
+        return tv.fit(df, progress=False, **kw)
+
+
+def params(tv):
+    return np.asarray(tv.model.flat_params).copy()
+
+
+def test_the_policy_stops_within_its_bounds_and_keeps_the_best_weights():
+    tv = fit(tiny(), correlated())
+    st = tv.model.train_state
+    es = st.stopper
+    assert es.stopped and policy.MIN_STEPS <= st.step <= policy.MAX_STEPS + 20
+    assert st.settings["batch_size"] == policy.batch_size(len(correlated()) - 40)
+    np.testing.assert_array_equal(params(tv), es.best_params)
+    vals = [r["val_neg_elbo"] for r in tv.history if "val_neg_elbo" in r]
+    assert es.best == min(vals)
+    # its validation rows are its own share of the table: 10% of 400, seeded
+    train, val = policy.split(400, 0)
+    assert len(val) == 40 and not set(train) & set(val)
+
+
+def test_the_policy_is_deterministic_for_a_seed():
+    a, b = fit(tiny(seed=3), correlated()), fit(tiny(seed=3), correlated())
+    assert a.model.train_state.step == b.model.train_state.step
+    np.testing.assert_array_equal(params(a), params(b))
+    pd.testing.assert_frame_equal(a.sample(100, seed=1), b.sample(100, seed=1))
+
+
+def test_the_policy_resumes_exactly_from_a_checkpoint(tmp_path, monkeypatch):
+    df = correlated()
+    straight = fit(tiny(seed=1), df)
+    # the same run cut short by its deadline after a few epochs, saved, loaded, continued
+    calls = {"n": 0}
+
+    def stop_early(model, rec):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            from fastvae import StopTraining
+            raise StopTraining
+    cut = fit(tiny(seed=1), df, callbacks=[stop_early])
+    assert not cut.model.train_state.stopper.stopped
+    back = tabular.load(cut.save(tmp_path / "m.npz"))
+    fit(back, df)  # epochs=None: the saved rule goes on
+    assert back.model.train_state.step == straight.model.train_state.step
+    assert back.model.train_state.stopper.stopped == straight.model.train_state.stopper.stopped
+    np.testing.assert_array_equal(params(back), params(straight))
+    before = params(back)
+    fit(back, df)  # the policy has ended: nothing more
+    np.testing.assert_array_equal(params(back), before)
+
+
+def test_explicit_epochs_mean_exactly_that():
+    df = correlated()
+    tv = fit(tiny(), df, epochs=3, batch_size=50)
+    st = tv.model.train_state
+    assert st.epoch == 3 and st.step == 3 * 8 and st.stopper is None
+    fit(tv, df, epochs=2)
+    assert tv.model.train_state.epoch == 5
+
+
+def test_a_small_table_trains_a_fixed_number_of_steps():
+    df = correlated(60)
+    tv = fit(tiny(), df)
+    st = tv.model.train_state
+    assert st.stopper is None and st.step >= policy.MIN_STEPS
+    assert policy.val_rows(60) == 0
+
+
+def test_max_seconds_stops_the_policy_with_the_best_weights(monkeypatch):
+    monkeypatch.setattr(policy, "MAX_STEPS", 10**6)
+    monkeypatch.setattr(policy, "PATIENCE", 10**6)
+    tv = fit(tiny(), correlated(), max_seconds=0.5)
+    es = tv.model.train_state.stopper
+    assert es.stopped == "max_seconds (0.5) reached"
+    np.testing.assert_array_equal(params(tv), es.best_params)
+
+
+@pytest.mark.parametrize("n", [1, 50, 99, 100, 1000, 10**5, 10**7])
+def test_the_rules_are_in_their_bounds(n):
+    b = policy.batch_size(n)
+    assert 1 <= b <= min(n, policy.MAX_BATCH) and (b >= policy.MIN_BATCH or b == n)
+    v = policy.val_rows(n)
+    assert v == 0 if n < policy.MIN_VAL_TABLE else policy.MIN_VAL_ROWS <= v <= policy.MAX_VAL_ROWS
+
+
+# ------------------------------------------------------------------ the collapse note
+def independent(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"a": rng.standard_normal(n), "b": rng.exponential(size=n),
+                         "c": rng.choice(["p", "q", "r"], n)})
+
+
+def test_the_collapse_note_fires_on_independent_columns_and_not_on_related_ones():
+    with pytest.warns(CollapseWarning, match="the codes carry|no better than independent"):
+        tiny().fit(independent(), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CollapseWarning)
+        tiny().fit(correlated(), progress=False)
+
+
+def test_the_independent_columns_baseline():
+    df = independent(2000)
+    tv = fit(tiny(), df, epochs=1)
+    X = tv.schema.encode(df)
+    # a standard normal cell per numeric column (the quantile map), the categories' entropy
+    p = df["c"].value_counts(normalize=True).to_numpy()
+    want = 2 * (0.5 + 0.5 * np.log(2 * np.pi)) - (p * np.log(p)).sum()
+    assert policy.independent_loss(tv.schema, X) == pytest.approx(want, abs=0.02)
