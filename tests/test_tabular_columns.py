@@ -177,3 +177,100 @@ def test_an_absurd_cell_is_blamed_on_its_own_column():
     assert sc.loc[3, ("kl", "")] < 3 * normal["kl"].max()
     for c in ("flipper", "bill", "kind"):
         assert parts.loc[3, c] < 100, (c, parts.loc[3, c])
+
+
+def test_values_beyond_the_category_cap_come_back_by_their_frequencies(monkeypatch):
+    """A column of more frequent values than MAX_CATEGORIES models the most frequent; the
+    rest share a bucket, drawn as one of them by its training frequency (they are not
+    rare: writing them is allowed), so the column's marginal is kept."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module("fastvae.tabular.kinds"), "MAX_CATEGORIES", 4)
+    rng = np.random.default_rng(5)
+    vals = [f"v{i}" for i in range(10)]
+    p = np.array([0.3, 0.2, 0.15, 0.1, 0.08, 0.06, 0.05, 0.03, 0.02, 0.01])
+    df = pd.DataFrame({"v": rng.choice(vals, 4000, p=p), "x": rng.standard_normal(4000)})
+    tv = fitted(df, epochs=10)
+    col = tv.schema.columns[0]
+    assert col.categories == ["v0", "v1", "v2", "v3"] and col.others == vals[4:]
+    assert tv.model.config()["likelihood"][1]["classes"] == [5]
+    s = tv.sample(20000, seed=0)
+    freq = s["v"].value_counts(normalize=True).reindex(vals, fill_value=0).to_numpy()
+    real = df["v"].value_counts(normalize=True).reindex(vals).to_numpy()
+    np.testing.assert_allclose(freq, real, atol=0.02)  # seen: 0.012 at most
+    assert RARE not in set(s["v"])
+    # a row with one of the others scores as that bucket
+    assert np.isfinite(tv.score_samples(df[df["v"] == "v9"].head(3))).all()
+
+
+def test_numbers_of_few_values_come_back_as_those_values_at_their_rates():
+    """A count of children (0..8, a quarter of rows 0): modelled as categories of numbers,
+    its samples are its own values at their rates (a Gaussian on the quantile map gave 0
+    40% of the samples where the data has 27%); a number of more values (up to
+    DISCRETE_MAX, each seen often) samples only its own values too."""
+    rng = np.random.default_rng(6)
+    n = 6000
+    p = np.array([0.27, 0.16, 0.25, 0.155, 0.08, 0.036, 0.019, 0.01, 0.02])
+    childs = rng.choice(np.arange(9), n, p=p / p.sum()).astype(float)
+    minute = rng.choice(np.arange(0, 60, 1), n)  # 60 values; more with DISCRETE_CATEGORIES=10
+    df = pd.DataFrame({"childs": childs, "age": 20 + 3 * childs + rng.normal(0, 5, n),
+                       "minute": minute, "w": rng.standard_normal(n)})
+    df.loc[rng.random(n) < 0.02, "childs"] = np.nan
+    tv = fitted(df, epochs=20)
+    kinds = {c.name: (c.kind, c.support is not None) for c in tv.schema.columns}
+    assert kinds["childs"] == ("categorical", False) and kinds["w"] == ("numeric", False)
+    s = tv.sample(20000, seed=0)
+    assert s["childs"].dtype == np.float64
+    assert set(s["childs"].dropna()) <= set(df["childs"].dropna())
+    real = df["childs"].value_counts(normalize=True)
+    syn = s["childs"].value_counts(normalize=True).reindex(real.index, fill_value=0)
+    np.testing.assert_allclose(syn, real, atol=0.02)  # seen: 0.01
+    import importlib
+    kinds_mod = importlib.import_module("fastvae.tabular.kinds")
+    old = kinds_mod.DISCRETE_CATEGORIES
+    kinds_mod.DISCRETE_CATEGORIES = 10
+    try:
+        tv2 = fitted(df, epochs=5)
+    finally:
+        kinds_mod.DISCRETE_CATEGORIES = old
+    col = next(c for c in tv2.schema.columns if c.name == "minute")
+    assert col.kind == "numeric" and col.support is not None
+    assert set(tv2.sample(3000, seed=0)["minute"]) <= set(range(60))
+
+
+def test_relations_that_hold_on_every_row_hold_in_samples(tmp_path):
+    """internet = 'no' -> addon = 'no internet' on every training row, and plan ->
+    price (each plan one price): kept exactly in samples (fastvae.tabular.rules), saved with
+    the model; rules=False leaves the cells as the decoder draws them."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    internet = rng.choice(["no", "dsl", "fiber"], n, p=[0.2, 0.4, 0.4])
+    addon = np.where(internet == "no", "no internet", rng.choice(["yes", "no"], n))
+    plan = rng.choice(["basic", "plus", "pro", "max"], n)
+    price = pd.Series(plan).map({"basic": 9.99, "plus": 19.99, "pro": 29.99, "max": 49.99})
+    df = pd.DataFrame({"internet": internet, "addon": addon, "plan": plan, "price": price,
+                       "x": rng.standard_normal(n)})
+    tv = fitted(df, epochs=3)
+    found = {(a, b) for a, b, _ in tv.rules_}
+    assert ("internet", "addon") in found and ("plan", "price") in found
+    assert not any(b == "x" for _, b in found)
+    s = tv.sample(5000, seed=0)
+    assert (s.loc[s["internet"] == "no", "addon"] == "no internet").all()
+    assert (s.groupby("plan")["price"].nunique() == 1).all()
+    assert (s["price"] == s["plan"].map({"basic": 9.99, "plus": 19.99, "pro": 29.99,
+                                         "max": 49.99})).all()
+    back = tabular.load(tv.save(tmp_path / "m.npz"))
+    pd.testing.assert_frame_equal(back.sample(500, seed=1), tv.sample(500, seed=1))
+    loose = fitted(df, epochs=3, rules=False)
+    assert loose.rules_ == []
+
+
+def test_a_relation_that_holds_by_chance_is_not_a_rule():
+    """Groups of a few rows agree on a common value by chance: no rule (the chance of the
+    agreement under the column's own frequencies must be below rules.ALPHA)."""
+    rng = np.random.default_rng(8)
+    n = 400
+    df = pd.DataFrame({"g": rng.integers(0, 60, n).astype(str),
+                       "flag": rng.choice(["y", "n"], n, p=[0.9, 0.1]),
+                       "x": rng.standard_normal(n)})
+    tv = fitted(df, epochs=1)
+    assert not [r for r in tv.rules_ if r[1] == "flag"]

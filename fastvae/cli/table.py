@@ -32,7 +32,7 @@ TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
 OTHER_TABLES = (".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".json", ".jsonl",
                 ".h5", ".hdf5", ".sav", ".dta", ".sas7bdat", ".orc", ".avro")
 #: a table run's defaults where they differ from an image run's (epochs None: the policy)
-DEFAULTS = {"epochs": None, "hidden": (128, 128), "latent": 32, "lr": 1e-3, "seed": 0,
+DEFAULTS = {"epochs": None, "hidden": None, "latent": None, "lr": 1e-3, "seed": 0,
             "val_fraction": 0.1}
 #: command-line option -> TabularVAE (fastvae.VAE) keyword
 MODEL_OPTIONS = {"activation": "activation", "activation_alpha": "activation_alpha",
@@ -59,7 +59,8 @@ def add_arguments(parser):
     """The table options of ``fastvae train``."""
     g = parser.add_argument_group(
         "tables (--data a .csv, .tsv, .parquet or .pq file: a TabularVAE; defaults --epochs "
-        "30, --hidden 128,128, --latent 32, --batch-size min(500, rows))")
+        "by the training policy, --hidden and --latent by the row count, --batch-size from the "
+        "rows)")
     g.add_argument("--condition", action="append", default=None, metavar="COL",
                    help="a condition column (repeatable): observed, given to the encoder "
                    "and the decoder; 'fastvae sample --condition COL=VALUE' fixes it")

@@ -89,10 +89,11 @@ def add_parser(sub):
         choices=("none", "static", "dynamic"))
     m = t.add_argument_group("model")
     add(m, "hidden", "encoder hidden widths, comma-separated", type=ints,
-        shown="400; 128,128 for a table")
+        shown="400; for a table 64,64 below 10,000 rows, else 128,128")
     add(m, "decoder_hidden", "decoder hidden widths, comma-separated", type=ints,
         shown="the encoder's, mirrored")
-    add(m, "latent", "latent dimensions", type=positive(int), shown="20; 32 for a table")
+    add(m, "latent", "latent dimensions", type=positive(int),
+        shown="20; for a table 16 below 10,000 rows, else 32")
     add(m, "activation", "activation of every hidden layer", choices=tuple(ACTIVATIONS))
     add(m, "activation_alpha", "slope of leaky_relu or scale of elu, > 0", type=positive(float),
         shown="0.01 for leaky_relu, 1.0 for elu")
@@ -115,9 +116,10 @@ def add_parser(sub):
     o = t.add_argument_group("optimisation (saved in the checkpoint; --resume keeps them)")
     add(o, "epochs", "the run's total number of epochs: a new run trains this many; --resume "
         "trains until the run has this many (so --resume finishes an interrupted run)",
-        type=int, shown="10, 30 for a table; with --resume the run's total")
+        type=int, shown="10; a table trains until its own held-out share of the training "
+        "rows stops improving; with --resume the run's total")
     add(o, "batch_size", "rows per step", type=positive(int),
-        shown="128; min(500, rows) for a table")
+        shown="128; for a table about rows/10, a power of two from 32 to 512")
     add(o, "optimizer", "adam (as torch.optim.Adam), adamw (decoupled weight decay) or sgd",
         choices=("adam", "adamw", "sgd"))
     add(o, "lr", "learning rate", type=positive(float))

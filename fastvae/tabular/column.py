@@ -1,13 +1,15 @@
 """One column of a table: how its cells become the model's values, and how values become
 cells again.
 
-A :class:`Column` is made by :mod:`fastvae.tabular.infer` and saved as JSON
+A :class:`Column` is made by :mod:`fastvae.tabular.kinds` and saved as JSON
 (:meth:`Column.config`).  Its ``kind`` says what the model does with it:
 
 - ``numeric``: a Gaussian cell on the column's numeric map (floats, integers, datetimes,
   timedeltas, dates written as text: times as nanoseconds);
-- ``categorical``: a categorical cell over the column's frequent values (plus one bucket
-  for its rare ones, see :data:`RARE_MIN`);
+- ``categorical``: a categorical cell over the column's frequent values (at most
+  MAX_CATEGORIES of them); the values beyond the cap share one bucket (``others``: a
+  draw of it is one of them, by their training frequencies) and the rare ones another
+  (see :data:`RARE_MIN`);
 - ``negbin`` and ``poisson``: count cells;
 - ``constant``: one value in every row that has one; not modelled;
 - ``independent``: an ignored column, drawn on its own from its training values;
@@ -43,7 +45,7 @@ TIMES = ("datetime", "timedelta", "datetext", "date")
 FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values",
           "declared", "ordered", "lo", "hi", "slo", "shi", "signed", "decimals", "unit",
           "tz", "layout", "mean", "std", "gaps", "value", "freq", "pattern",
-          "missing_share", "gap_group")
+          "missing_share", "gap_group", "support")
 
 
 class TableError(ValueError):
@@ -71,12 +73,14 @@ class Column:
         timedelta | datetext (dates written as text, ``layout``) | date (datetime.date
         objects).  dtype : the pandas dtype's name, restored on the way out.  role : data
         or condition.  categories : the modelled values of a categorical column (the
-        frequent ones; ``rare``: a last code stands for the rest); declared, ordered : a
-        pandas Categorical's own categories and order; rare_values : the training values
-        too rare to model, which read as the rare bucket.  lo, hi : the training range (exact
+        frequent ones); freq["others"] : frequent values beyond the cap, which share a
+        code (drawn by freq["others_p"]); rare_values : the training values too rare to
+        copy, which share the last code; declared, ordered : a pandas Categorical's own
+        categories and order.  lo, hi : the training range (exact
         Python ints for integers and times); slo, shi : the range samples are clipped to.
         map : the numeric map (:mod:`fastvae.tabular.transforms`) of a numeric column, on
-        offsets from lo.  gaps : the column has an observed head.  value : a constant's
+        offsets from lo.  support : a discrete numeric column's values (raw units, seen in at
+        least RARE_MIN rows each), which its samples are snapped to.  gaps : the column has an observed head.  value : a constant's
         value; freq : an independent column's values and frequencies (or quantiles);
         pattern : an id column's shape; missing_share : the share of missing cells of a
         column that has no head.
@@ -95,6 +99,17 @@ class Column:
     def rare(self):
         """Whether a categorical column has a rare bucket (its last code)."""
         return bool(self.rare_values)
+
+    @property
+    def others(self):
+        """The frequent values beyond the cap, which share the code after the categories."""
+        return list((self.freq or {}).get("others") or [])
+
+    @property
+    def classes(self):
+        """The model's classes of a categorical column: its categories, the others'
+        bucket, the rare bucket."""
+        return len(self.categories) + bool(self.others) + self.rare
 
     # ------------------------------------------------------------------ properties
     @property
@@ -115,7 +130,8 @@ class Column:
         column's categories (and RARE last, for a string column with a rare bucket); an
         independent column's frequent values (and RARE); a constant's value."""
         if self.kind == "categorical":
-            return list(self.categories) + ([RARE] if self.rare and self.strings else [])
+            return list(self.categories) + self.others + ([RARE] if self.rare and
+                                                          self.strings else [])
         if self.kind == "constant":
             return [] if self.value is None else [self.value]
         return list(self.freq["values"]) + ([RARE] if self.freq.get("rare") and
@@ -230,7 +246,9 @@ class Column:
         training is a TableError naming it, or with unknown="missing" a missing cell."""
         pd = pandas_module()
         miss = s.isna().to_numpy()
-        cats = pd.Index(list(self.categories) + list(self.rare_values or []), dtype=object)
+        others = self.others
+        cats = pd.Index(list(self.categories) + others + list(self.rare_values or []),
+                        dtype=object)
         vals = pd.Index(s.astype(object).to_numpy(dtype=object), dtype=object)
         idx = cats.get_indexer(vals)
         new = (idx < 0) & ~miss
@@ -245,7 +263,9 @@ class Column:
                                           "pass unknown='missing' to score such cells as "
                                           "missing"))))
         out = idx.astype(np.float64)
-        out[idx >= len(self.categories)] = len(self.categories)  # the rare bucket
+        k = len(self.categories)
+        out[idx >= k] = k  # the others' bucket
+        out[idx >= k + len(others)] = k + bool(others)  # the rare bucket
         out[idx < 0] = np.nan
         return out
 
@@ -267,10 +287,18 @@ class Column:
         becomes one of the frequent values too).  ``probs`` (N, K): a categorical column's
         class probabilities, which a rare-bucket code is redrawn from."""
         if self.kind == "categorical":
-            k = len(self.categories)
-            c = np.clip(np.rint(np.nan_to_num(v)), 0, k - 1 + self.rare).astype(np.int32)
+            k, others = len(self.categories), self.others
+            c = np.clip(np.rint(np.nan_to_num(v)), 0, self.classes - 1).astype(np.int32)
+            rare = k + bool(others)  # the rare bucket's code
             if self.rare and not (self.strings and mode == "sample"):
-                c = self._redraw(c, rng, probs)
+                c = self._redraw(c, rng, probs, rare)
+            elif self.rare:  # RARE, after the others in out_values
+                c[c == rare] = k + len(others)
+            if others:  # one of the others, by their training frequencies
+                hit = np.flatnonzero(c == k)
+                p = np.asarray(self.freq["others_p"], dtype=np.float64)
+                u = (rng or np.random.default_rng(0)).random(hit.size)[:, None]
+                c[hit] = k + np.minimum((np.cumsum(p / p.sum()) < u).sum(1), len(p) - 1)
             return c
         if self.kind in ("negbin", "poisson"):
             return self.finish(v, mode)
@@ -285,6 +313,8 @@ class Column:
         signed = self.signed is not False
         if self.kind in ("negbin", "poisson"):
             return ints_from_offsets(u - float(lo), lo, hi, signed)
+        if self.support:  # a discrete column: its nearest value
+            u = snap(u, np.asarray(self.support, dtype=np.float64))
         if self.is_time:
             u = np.rint(u / self.unit) * self.unit
         if self.is_time or self.source == "int":
@@ -293,11 +323,11 @@ class Column:
             u = np.round(u, self.decimals)
         return np.clip(u, lo, hi)
 
-    def _redraw(self, c, rng, probs):
-        """Rare-bucket codes replaced by a frequent value: drawn from the row's class
-        probabilities (``probs``), or from the training frequencies."""
+    def _redraw(self, c, rng, probs, rare):
+        """Rare-bucket codes (``rare``) replaced by a frequent value: drawn from the row's
+        class probabilities (``probs``), or from the training frequencies."""
         k = len(self.categories)
-        hit = np.flatnonzero(c == k)
+        hit = np.flatnonzero(c == rare)
         if hit.size == 0:
             return c
         if probs is not None:
@@ -401,6 +431,16 @@ class Column:
     def __repr__(self):
         extra = f", {len(self.categories)} categories" if self.categories else ""
         return f"Column({self.name!r}, {self.kind}, from {self.source} {self.dtype}{extra})"
+
+
+def snap(u, support):
+    """Each of u (N,) replaced by the nearest of ``support`` (sorted, (K,) float64)."""
+    i = np.clip(np.searchsorted(support, u), 1, support.size - 1) if support.size > 1 else \
+        np.zeros(u.shape, np.int64)
+    if support.size == 1:
+        return np.full(u.shape, support[0])
+    below, above = support[i - 1], support[i]
+    return np.where(u - below <= above - u, below, above)
 
 
 def _take(values, codes):

@@ -25,17 +25,17 @@ import numpy as np
 
 from . import policy
 from .column import TableError, pandas_module
-from .infer import check_label
+from .kinds import check_label
 from .schema import Schema, infer
 from .tableio import read_table, row_names
 
-#: the model a table gets unless told otherwise (ctgan's TVAE: 2x128 hidden, latent 128;
-#: a latent of 32 scored the same on diamonds and trains faster, benchmarks/bench_tables.py)
-DEFAULTS = {"hidden": (128, 128), "latent_dim": 32, "lr": 1e-3}
+#: the learning rate a table model trains with unless told otherwise (its size comes from
+#: the row count: :func:`fastvae.tabular.policy.model_size`)
+DEFAULTS = {"lr": 1e-3}
 #: the latent density's mixture components (see :mod:`fastvae.tabular.latent`)
 MIXTURE_COMPONENTS = 10
 PARAMS = ("hidden", "latent_dim", "types", "numeric", "missing", "unknown", "latent",
-          "seed", "backend", "dtype")
+          "rules", "seed", "backend", "dtype")
 
 
 class CollapseWarning(UserWarning):
@@ -48,9 +48,11 @@ class TabularVAE:
     missing cells and optional condition columns.
 
     hidden, latent_dim : the encoder's hidden widths (the decoder mirrors them) and the
-        latent size [(128, 128), 32].
+        latent size; None (the default): from the training rows
+        (:func:`fastvae.tabular.policy.model_size`: (64, 64) and 16 below 10,000 rows,
+        (128, 128) and 32 from there).
     types : {column: type} overriding inference: "numeric", "categorical", "count" (or
-        "negbin"), "poisson", "datetime", "id", "ignore" (:mod:`fastvae.tabular.infer`).
+        "negbin"), "poisson", "datetime", "id", "ignore" (:mod:`fastvae.tabular.kinds`).
     numeric : "quantile" (the default: each numeric column through its quantile map to a
         standard normal) or "standard" (mean 0, variance 1).
     missing : None (a missing-cell mask when the training table has a missing cell), True
@@ -63,6 +65,9 @@ class TabularVAE:
     latent : "mixture" (the default: samples draw their codes from a Gaussian mixture fit
         on the training rows' posterior draws, :mod:`fastvae.tabular.latent`) or "prior"
         (z ~ N(0, I)).
+    rules : True (the default): relations that hold on every training row (a column's
+        value fixes another's: :mod:`fastvae.tabular.rules`) hold exactly in samples;
+        False: every cell as the decoder draws it.
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
 
@@ -72,14 +77,17 @@ class TabularVAE:
     ``model`` still read them).
     """
 
-    def __init__(self, hidden=DEFAULTS["hidden"], latent_dim=DEFAULTS["latent_dim"], *,
+    def __init__(self, hidden=None, latent_dim=None, *,
                  types=None, numeric="quantile", missing=None, unknown="error",
-                 latent="mixture", seed=0, backend=None, dtype="float32", **vae_kw):
+                 latent="mixture", rules=True, seed=0, backend=None, dtype="float32",
+                 **vae_kw):
         self.hidden, self.latent_dim = hidden, latent_dim
         self.types, self.numeric, self.missing, self.unknown = types, numeric, missing, unknown
-        self.latent, self.seed, self.backend, self.dtype = latent, seed, backend, dtype
+        self.latent, self.rules, self.seed, self.backend, self.dtype = (latent, rules, seed,
+                                                                        backend, dtype)
         self.vae_kw = dict(vae_kw)
         self.schema_ = self.model_ = self.latent_ = None
+        self.rules_ = []
 
     # ------------------------------------------------------------------ parameters
     def get_params(self, deep=True):
@@ -108,6 +116,8 @@ class TabularVAE:
                              "which needs missing=None or True")
         if self.latent not in ("mixture", "prior"):
             raise ValueError(f"latent must be 'mixture' or 'prior', got {self.latent!r}")
+        if self.rules not in (True, False):
+            raise ValueError(f"rules must be True or False, got {self.rules!r}")
         if not isinstance(self.types, (dict, type(None))):
             raise ValueError(f"types must be a dict {{column: type}}, got {self.types!r}")
         for k in self.types or {}:
@@ -212,11 +222,17 @@ class TabularVAE:
                              f"missing cell, and this model was built with missing=False")
         mask = self.missing is True or (self.missing is None and has_gaps) or \
             self.unknown == "missing"
+        hidden, latent = policy.model_size(len(df))
+        hidden = tuple(self.hidden) if self.hidden is not None else hidden
+        latent = self.latent_dim if self.latent_dim is not None else latent
         self.schema_ = schema
         schema.encode(df, self.unknown, where)  # every cell checked, before the model
         schema.encode_conditions(df, where)
-        self.model_ = VAE(likelihood=schema.blocks(), hidden=tuple(self.hidden),
-                          latent_dim=self.latent_dim, n_conditions=schema.n_conditions,
+        if self.rules:
+            from . import rules
+            self.rules_ = rules.find(df, schema)
+        self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
+                          latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,
                           backend=self.backend, dtype=self.dtype, **self.vae_kw)
         self.model_.metadata["tabular"] = self._meta()
@@ -241,12 +257,14 @@ class TabularVAE:
 
     def _meta(self):
         types = [[k, v] for k, v in (self.types or {}).items()]
-        return {"schema": self.schema_.config(),
+        return {"schema": self.schema_.config(), "rules": self.rules_,
                 "latent": None if self.latent_ is None else self.latent_.config(),
-                "settings": {"hidden": list(self.hidden), "latent_dim": self.latent_dim,
+                "settings": {"hidden": None if self.hidden is None else list(self.hidden),
+                             "latent_dim": self.latent_dim,
                              "types": types, "numeric": self.numeric,
                              "missing": self.missing, "unknown": self.unknown,
-                             "latent": self.latent, "seed": self.seed, "dtype": self.dtype}}
+                             "latent": self.latent, "rules": self.rules, "seed": self.seed,
+                             "dtype": self.dtype}}
 
     def _need(self):
         if self.model_ is None:
@@ -339,7 +357,11 @@ class TabularVAE:
         v = self._host(self.model_.decode_values(mu, mean=mean, seed=rng, conditions=C2))
         cells = self.schema_.cells(v, rng, "mean" if mean else "sample")
         keep = {c.name: cells[c.name] for c in self.schema_.columns if c.name in cells}
-        out = self.schema_.frame(keep, frame, index=df.index)
+        out = self.schema_.frame(keep, frame)
+        if self.rules_:
+            from . import rules
+            rules.apply(out, self.rules_)
+        out.index = df.index
         for c in self.schema_.free:  # columns the model does not hold: as they were
             out.insert(list(self.schema_.order).index(c.name), c.name, df[c.name]) \
                 if c.name not in out else None
@@ -456,7 +478,8 @@ class TabularVAE:
 
     def __repr__(self):
         if self.model_ is None:
-            return f"TabularVAE(hidden={self.hidden}, latent_dim={self.latent_dim}, unfitted)"
+            return (f"TabularVAE(hidden={self.hidden or 'by rows'}, latent_dim="
+                    f"{self.latent_dim or 'by rows'}, unfitted)")
         return f"TabularVAE({self.schema_!r}, {self.model_!r})"
 
 
@@ -490,10 +513,13 @@ def from_model(model):
     st = meta["settings"]
     types = st["types"]
     types = dict(types) if isinstance(types, dict) else {k: v for k, v in types}
-    tv = TabularVAE(tuple(st["hidden"]), st["latent_dim"], types=types,
+    tv = TabularVAE(None if st["hidden"] is None else tuple(st["hidden"]), st["latent_dim"],
+                    types=types,
                     numeric=st["numeric"], missing=st["missing"], unknown=st["unknown"],
-                    latent=st.get("latent", "prior"), seed=st["seed"], dtype=st["dtype"])
+                    latent=st.get("latent", "prior"), rules=st.get("rules", False),
+                    seed=st["seed"], dtype=st["dtype"])
     tv.schema_ = Schema.from_config(meta["schema"])
+    tv.rules_ = [list(r) for r in meta.get("rules") or []]
     if "cond_marginals" in meta:  # a schema of version 1 kept them beside it
         from .legacy import marginals_v1
         marginals_v1(tv.schema_, meta["cond_marginals"])

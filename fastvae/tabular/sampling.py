@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import rules
 from .column import RARE_MIN, TableError, pandas_module
 from .free import FreeDraws
 
@@ -109,6 +110,8 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
                        dtype=np.float64)
         cells = schema.cells(v, rng, "mean" if mean else "sample", free)
         out = schema.frame(cells, frame)
+        if tv.rules_:  # relations that hold on every training row, kept exactly
+            rules.apply(out, tv.rules_)
         if chunk >= CHUNK:
             yield out
         else:  # (smaller pieces for a caller that asked: the rows are the same)

@@ -1,7 +1,7 @@
 """A table's schema: what each column is, how it becomes the model's columns, how it comes back.
 
 :func:`infer` reads a pandas DataFrame and gives a :class:`Schema` of
-:class:`~fastvae.tabular.column.Column` objects (see :mod:`fastvae.tabular.infer` for the
+:class:`~fastvae.tabular.column.Column` objects (see :mod:`fastvae.tabular.kinds` for the
 rules).  The model's data row is ``[modelled columns | observed heads]``: the modelled
 columns in the order numeric, categorical, negbin, poisson (the table's order within a
 kind), then one Bernoulli cell per group of columns with gaps in training (the columns
@@ -22,7 +22,7 @@ import os
 import numpy as np
 
 from .column import (RARE, RARE_MIN, Column, TableError, pandas_module)  # noqa: F401
-from .infer import TYPES, check_labels, make_column
+from .kinds import TYPES, check_labels, make_column
 from .transforms import MAPS
 
 #: the schema's format in a checkpoint (1: fastvae 0.x before observed heads)
@@ -71,8 +71,7 @@ class Schema:
         from ..core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
         out = []
         for kind, make in (("numeric", lambda cs: Gaussian(len(cs), scale="per_column")),
-                           ("categorical", lambda cs: Categorical(
-                               [len(c.categories) + c.rare for c in cs])),
+                           ("categorical", lambda cs: Categorical([c.classes for c in cs])),
                            ("negbin", lambda cs: NegBinomial(len(cs))),
                            ("poisson", lambda cs: Poisson(len(cs)))):
             cs = [c for c in self.data if c.kind == kind]

@@ -7,9 +7,12 @@ kept aside.  The run stops at the end of an epoch when
 
 - ``max_steps`` optimizer steps have been taken, or
 - at least ``min_steps`` have been taken and the validation loss has not improved by more
-  than ``min_delta`` nats for ``patience`` validations in a row;
+  than ``min_delta`` nats for ``patience`` validations in a row, ``decays`` times over;
 
-then (``restore_best``) the best weights are put back.  Steps, not seconds: a run is the
+then (``restore_best``) the best weights are put back.  With ``decays`` > 0, each of the
+first plateaus instead multiplies the optimizer's learning rate by ``factor`` (from the
+best weights, when ``restore_best``) and waits ``patience`` validations again: a smaller
+step finds what the larger one stepped over, in fewer epochs than a constant rate.  Steps, not seconds: a run is the
 same for a seed on any machine.  The policy's state (best loss, its epoch and step, the
 validations since, the best weights) is part of the training state, so a checkpoint
 written mid-run resumes to the same stop and the same weights.
@@ -28,11 +31,13 @@ class EarlyStopping:
 
     patience : validations without improvement before stopping [10]; every : epochs
     between validations [1]; min_steps, max_steps : optimizer steps [0, no limit];
-    min_delta : nats per row an improvement must exceed [0]; restore_best [True].
+    min_delta : nats per row an improvement must exceed [0]; restore_best [True];
+    decays : plateaus that lower the learning rate before one stops the run [0]; factor :
+    what each multiplies it by [0.5].
     """
 
     def __init__(self, patience=10, every=1, min_steps=0, max_steps=None, min_delta=0.0,
-                 restore_best=True):
+                 restore_best=True, decays=0, factor=0.5):
         self.patience = positive_int(patience, "patience")
         self.every = positive_int(every, "every")
         self.min_steps = nonneg_int(min_steps, "min_steps")
@@ -41,6 +46,9 @@ class EarlyStopping:
             raise ValueError(f"max_steps={max_steps} is below min_steps={min_steps}")
         self.min_delta = real(min_delta, "min_delta", at_least=0)
         self.restore_best = boolean(restore_best, "restore_best")
+        self.decays = nonneg_int(decays, "decays")
+        self.factor = real(factor, "factor", above=0, below=1)
+        self.decayed = 0  # plateaus that lowered the learning rate so far
         self.best = math.inf
         self.best_epoch = self.best_step = None
         self.waited = 0
@@ -49,7 +57,8 @@ class EarlyStopping:
 
     def config(self):
         return {k: getattr(self, k) for k in ("patience", "every", "min_steps", "max_steps",
-                                              "min_delta", "restore_best")}
+                                              "min_delta", "restore_best", "decays",
+                                              "factor")}
 
     def due(self, epoch):
         """Whether epoch ``epoch`` (counted from 1) is validated."""
@@ -73,6 +82,15 @@ class EarlyStopping:
         if self.max_steps is not None and step >= self.max_steps:
             why = f"max_steps ({self.max_steps}) reached"
         elif step >= self.min_steps and self.waited >= self.patience:
+            if self.decayed < self.decays:  # a plateau: a smaller step, from the best
+                self.decayed += 1
+                self.waited = 0
+                if self.restore_best and self.best_params is not None:
+                    model.flat_params[...] = model.kernels.asarray(self.best_params)
+                opt = model.train_state.optimizer
+                opt.lr = opt.lr * self.factor
+                rec["lr"] = opt.lr
+                return None
             why = (f"the validation loss has not improved for {self.waited} validations "
                    f"(best {self.best:.4f} at epoch {self.best_epoch})")
         if why is not None:
@@ -91,7 +109,7 @@ class EarlyStopping:
         """(meta, arrays) of the rule and its state."""
         meta = {"config": self.config(), "best": None if math.isinf(self.best) else self.best,
                 "best_epoch": self.best_epoch, "best_step": self.best_step,
-                "waited": self.waited, "stopped": self.stopped}
+                "waited": self.waited, "stopped": self.stopped, "decayed": self.decayed}
         arrays = {} if self.best_params is None else {"best": self.best_params}
         return meta, arrays
 
@@ -101,6 +119,7 @@ class EarlyStopping:
         es.best = math.inf if meta["best"] is None else float(meta["best"])
         es.best_epoch, es.best_step = meta["best_epoch"], meta["best_step"]
         es.waited, es.stopped = int(meta["waited"]), meta["stopped"]
+        es.decayed = int(meta.get("decayed", 0))
         es.best_params = arrays.get("best")
         return es
 

@@ -25,6 +25,7 @@ limited to fewer threads), set more.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -37,21 +38,24 @@ MIN_CHUNK = 1 << 16
 MAX_CHUNKS = 8
 
 
+@functools.lru_cache(maxsize=4096)
 def n_chunks(rows, cols=1):
     """How many chunks a kernel over (rows, cols) elements is cut into (rows split): a
     function of the shape alone, so that results do not depend on the thread count."""
     return max(1, min(MAX_CHUNKS, rows, (rows * cols) // MIN_CHUNK))
 
 
+@functools.lru_cache(maxsize=4096)
 def bounds(n, k):
-    """The k chunks of range(n): [(lo, hi)], sizes differing by at most one."""
+    """The k chunks of range(n): ((lo, hi), ...), sizes differing by at most one (kept:
+    a step asks for the same few shapes every time)."""
     q, r = divmod(n, k)
     out, lo = [], 0
     for i in range(k):
         hi = lo + q + (i < r)
         out.append((lo, hi))
         lo = hi
-    return out
+    return tuple(out)
 
 
 def _default_threads():
