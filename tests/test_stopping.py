@@ -113,3 +113,24 @@ def test_bad_rules_are_refused_before_anything_changes():
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(patience=0)
     assert m.train_state is None
+
+
+def test_plateaus_halve_the_learning_rate_before_one_stops_the_run(tmp_path):
+    X, V = data()
+    m = model()
+    m.fit(X, epochs=600, batch_size=50, val=V, lr=0.02,
+          early_stopping=rule(decays=2, factor=0.5), progress=False)
+    es = m.train_state.stopper
+    assert es.stopped and es.decayed == 2
+    assert m.train_state.optimizer.lr == pytest.approx(0.02 * 0.25)
+    lrs = [r["lr"] for r in m.history if "lr" in r]
+    assert lrs == pytest.approx([0.01, 0.005])
+    np.testing.assert_array_equal(flat(m), es.best_params)
+    # the decays are part of the saved state
+    cut = model()
+    cut.fit(X, epochs=12, batch_size=50, val=V, lr=0.02,
+            early_stopping=rule(decays=2, factor=0.5), progress=False)
+    back = fastvae.load(cut.save(tmp_path / "c.npz"))
+    back.fit(X, epochs=600 - 12, val=V, progress=False)
+    assert back.train_state.step == m.train_state.step
+    np.testing.assert_array_equal(flat(back), flat(m))
