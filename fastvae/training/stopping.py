@@ -7,7 +7,8 @@ kept aside.  The run stops at the end of an epoch when
 
 - ``max_steps`` optimizer steps have been taken, or
 - at least ``min_steps`` have been taken and the validation loss has not improved by more
-  than ``min_delta`` nats for ``patience`` validations in a row, ``decays`` times over;
+  than ``min_delta`` nats plus ``rel_delta`` times its best value for ``patience``
+  validations in a row, ``decays`` times over;
 
 then (``restore_best``) the best weights are put back.  With ``decays`` > 0, each of the
 first plateaus instead multiplies the optimizer's learning rate by ``factor`` (from the
@@ -31,13 +32,14 @@ class EarlyStopping:
 
     patience : validations without improvement before stopping [10]; every : epochs
     between validations [1]; min_steps, max_steps : optimizer steps [0, no limit];
-    min_delta : nats per row an improvement must exceed [0]; restore_best [True];
+    min_delta : nats per row an improvement must exceed [0], plus ``rel_delta`` times the
+    best loss's size [0]; restore_best [True];
     decays : plateaus that lower the learning rate before one stops the run [0]; factor :
     what each multiplies it by [0.5].
     """
 
     def __init__(self, patience=10, every=1, min_steps=0, max_steps=None, min_delta=0.0,
-                 restore_best=True, decays=0, factor=0.5):
+                 restore_best=True, decays=0, factor=0.5, rel_delta=0.0):
         self.patience = positive_int(patience, "patience")
         self.every = positive_int(every, "every")
         self.min_steps = nonneg_int(min_steps, "min_steps")
@@ -45,6 +47,7 @@ class EarlyStopping:
         if self.max_steps is not None and self.max_steps < self.min_steps:
             raise ValueError(f"max_steps={max_steps} is below min_steps={min_steps}")
         self.min_delta = real(min_delta, "min_delta", at_least=0)
+        self.rel_delta = real(rel_delta, "rel_delta", at_least=0)
         self.restore_best = boolean(restore_best, "restore_best")
         self.decays = nonneg_int(decays, "decays")
         self.factor = real(factor, "factor", above=0, below=1)
@@ -57,8 +60,8 @@ class EarlyStopping:
 
     def config(self):
         return {k: getattr(self, k) for k in ("patience", "every", "min_steps", "max_steps",
-                                              "min_delta", "restore_best", "decays",
-                                              "factor")}
+                                              "min_delta", "rel_delta", "restore_best",
+                                              "decays", "factor")}
 
     def due(self, epoch):
         """Whether epoch ``epoch`` (counted from 1) is validated."""
@@ -70,7 +73,8 @@ class EarlyStopping:
         stop the best weights are put back (``restore_best``)."""
         val = rec.get("val_neg_elbo")
         if val is not None:
-            if val < self.best - self.min_delta or self.best_params is None:
+            margin = self.min_delta + self.rel_delta * abs(self.best)
+            if self.best_params is None or val < self.best - margin:
                 self.best, self.best_epoch, self.best_step = float(val), rec["epoch"], step
                 self.waited = 0
                 self.best_params = np.array(model.kernels.to_numpy(model.flat_params),
