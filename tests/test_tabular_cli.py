@@ -190,6 +190,46 @@ def test_interrupted_table_run_loads_and_resumes_to_the_straight_run(workdir, mo
     assert json.load(open("b/run.json"))["epochs"] == 3
 
 
+def test_a_policy_run_resumes_to_the_straight_run(workdir, monkeypatch, capsys):
+    """Without --epochs the run follows the training policy; interrupted, --resume
+    continues the policy (its state is in the checkpoint) to the straight run's stop and
+    weights, and says what it is doing in the policy's words."""
+    from fastvae.tabular import policy
+    monkeypatch.setattr(policy, "MIN_STEPS", 30)
+    monkeypatch.setattr(policy, "MAX_STEPS", 300)
+    monkeypatch.setattr(policy, "EVAL_STEPS", 10)
+    monkeypatch.setattr(policy, "PATIENCE", 3)
+    args = ["--data", "t.csv", "--hidden", "16", "--latent", "4", "--backend", "cpu",
+            "--no-pictures"]
+    assert main(["train", "--out", "a", "--quiet", *args]) == 0
+    run = json.load(open("a/run.json"))
+    assert run["epochs"] is None
+    a = fastvae.tabular.load("a/model.npz")
+    st = a.model.train_state
+    assert st.stopper.stopped and st.step >= 30 and a.latent_ is not None
+    calls, forward = [0], fastvae.VAE.forward
+
+    def interrupting(self, *x, **k):
+        if k.get("grad", True):
+            calls[0] += 1
+            if calls[0] == 25:
+                signal.raise_signal(signal.SIGINT)
+        return forward(self, *x, **k)
+
+    monkeypatch.setattr(fastvae.VAE, "forward", interrupting)
+    assert main(["train", "--out", "b", "--quiet", *args]) == 130
+    monkeypatch.setattr(fastvae.VAE, "forward", forward)
+    assert "continue with: fastvae train --out b --resume" in capsys.readouterr().err
+    assert main(["train", "--out", "b", "--resume", "--no-pictures"]) == 0
+    err = capsys.readouterr().err
+    assert "training until its held-out rows stop improving" in err
+    assert f"trained {st.epoch} epochs ({st.step} steps)" in err
+    b = fastvae.tabular.load("b/model.npz")
+    assert b.model.train_state.step == st.step
+    np.testing.assert_array_equal(a.model.flat_params, b.model.flat_params)
+    pd.testing.assert_frame_equal(a.sample(50, seed=1), b.sample(50, seed=1))
+
+
 # ---------------------------------------------------------------------------- sample
 def test_sample_writes_the_table_with_its_names_and_dtypes(run, tmp_path):
     d, _ = run

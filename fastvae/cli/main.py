@@ -157,7 +157,8 @@ def main(argv=None):
         return args.func(args) or 0
     except (UsageError, DataError, CheckpointError, FileNotFoundError, BackendUnavailable,
             MemoryError, _table_error()) as e:
-        print(f"fastvae {args.command}: error: {e}", file=sys.stderr)
+        from .table import cli_words  # (a table's fixes in the command line's words)
+        print(f"fastvae {args.command}: error: {cli_words(str(e))}", file=sys.stderr)
         return 2
     except ImportError as e:
         print(f"fastvae {args.command}: error: {e}", file=sys.stderr)

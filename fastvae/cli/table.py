@@ -259,7 +259,7 @@ def cmd_train(args, given):
         schema.encode(df, where=row_names(path, df))
         schema.encode_conditions(df, where=row_names(path, df))
     except ValueError as e:
-        msg = _cli_words(str(e))
+        msg = cli_words(str(e))
         raise UsageError(msg if os.path.basename(path) in msg else f"{path}: {msg}") from None
     train, test = split(df, opts["seed"], opts["val_fraction"], opts["columns"], schema)
     t_data = time.perf_counter() - t0
@@ -275,7 +275,7 @@ def cmd_train(args, given):
                             **{v: opts[k] for k, v in MODEL_OPTIONS.items() if k in opts})
             tv.fit(train, conditions=conds, epochs=0, progress=False, **fit_kw)
         except (ValueError, RuntimeError) as e:  # a TableError, a setting the model refuses
-            raise UsageError(_cli_words(str(e))) from None
+            raise UsageError(cli_words(str(e))) from None
         tv.model.metadata["data"] = path
         opts["missing"] = tv.model.missing is not None
     st = tv.model.train_state
@@ -308,18 +308,18 @@ def cmd_train(args, given):
         except (ValueError, RuntimeError) as e:  # a setting refused on --resume
             if isinstance(e, (FloatingPointError, ArithmeticError)):
                 raise
-            raise UsageError(_cli_words(str(e))) from None
+            raise UsageError(cli_words(str(e))) from None
     for w in caught:  # --quiet: the one line fit would have printed
         if issubclass(w.category, SettingChangedWarning):
             print(str(w.message), file=sys.stderr)
         elif issubclass(w.category, CollapseWarning):
-            print(f"note: {_cli_words(str(w.message))}", file=sys.stderr)
+            print(f"note: {cli_words(str(w.message))}", file=sys.stderr)
         else:
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(list(tv.history), f, indent=1)
     st = tv.model.train_state
-    if getattr(tv.history, "interrupted", False) or (
+    if tv.interrupted_ or (
             not policy and st.epoch < opts["epochs"]):  # Ctrl-C: fit wrote the checkpoint
         print(f"stopped; continue with: fastvae train --out {out} --resume", file=sys.stderr)
         return 130
@@ -334,7 +334,7 @@ def cmd_train(args, given):
     return 0
 
 
-def _cli_words(message):
+def cli_words(message):
     """A fastvae.tabular message in the command line's words: types={'c': 'ignore'} is
     --column c=ignore."""
     import re
@@ -346,6 +346,14 @@ def _cli_words(message):
                          flag + r" \1, but none was given: name one with --condition COL",
                          message)
     message = message.replace("train it with missing=True", "train it with --missing")
+    # a fix in pandas' words has its file's words here
+    message = re.sub(r"make it one type \(pd\.to_numeric\(df\[[^]]*\], errors='coerce'\) "
+                     r"reads the strings as missing\)", "make it one type in the file (a blank "
+                     "cell is a missing one)", message)
+    message = re.sub(r" \(s\.cat\.rename_categories\(str\)\)", "", message)
+    message = re.sub(r"; save it as UTF-8, or read it with pandas \(pd\.read_csv\(path, "
+                     r"encoding=\.\.\.\)\) and pass the DataFrame", "; save it as UTF-8",
+                     message)
     message = message.replace("TabularVAE(beta=0.5)", "--beta 0.5").replace(
         "(epochs=, or fit again to continue)", "(--epochs, or --resume)")
     return message.replace("types names column", "--column names column")

@@ -87,6 +87,7 @@ class TabularVAE:
                                                                         backend, dtype)
         self.vae_kw = dict(vae_kw)
         self.schema_ = self.model_ = self.latent_ = None
+        self.interrupted_ = False
         self.rules_ = []
 
     # ------------------------------------------------------------------ parameters
@@ -136,7 +137,8 @@ class TabularVAE:
             progress=True, checkpoint=None, max_seconds=None, **fit_kw):
         """Train on ``data`` (a DataFrame or a .csv/.tsv/.parquet path); the first call
         checks the whole table, infers the schema and builds the model.  Returns self; the
-        history is ``self.history``.
+        history is ``self.history``, and ``self.interrupted_`` is True when Ctrl-C cut the
+        run short (a later ``fit`` with the same arguments continues it).
 
         epochs : None (the default) trains by the policy of :mod:`fastvae.tabular.policy`:
             it holds out a share of the rows (or validates on ``val``), picks the batch size
@@ -197,6 +199,7 @@ class TabularVAE:
         st = model.train_state
         if max_seconds is not None and st.stopper is not None and not st.stopper.stopped:
             st.stopper.stop(model, f"max_seconds ({max_seconds}) reached")
+        self.interrupted_ = bool(hist.interrupted)
         if epochs > 0 and not hist.interrupted:
             self._after_training(X, C, vX, vC)
         self.model_.metadata["tabular"] = self._meta()
@@ -457,7 +460,7 @@ class TabularVAE:
         the KL: a Series with two-level labels ("column", label) and ("kl", "") (what
         ``fastvae eval`` prints for a table)."""
         sc = self.score_samples(data, per_column=True, seed=seed)
-        ll = -sc.drop(columns=["score"]).mean()
+        ll = -sc.drop(columns="score", level=0).mean()
         ll[("kl", "")] = -ll[("kl", "")]
         return ll
 
