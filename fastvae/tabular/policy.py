@@ -12,9 +12,10 @@ that the codes learned something.
 3. **Length.**  Validation every :data:`EVAL_STEPS` steps or so (a whole number of
    epochs); the run stops when the held-out loss has not improved by more than
    :data:`REL_DELTA` of itself for :data:`PATIENCE` validations, after at least
-   :data:`MIN_STEPS` and at most :data:`MAX_STEPS` steps, and the best weights are kept (:class:`~fastvae.training.stopping.EarlyStopping`).  The
-   rules count steps, so a seed gives the same run on any machine; ``max_seconds`` is the
-   one machine-dependent stop, off unless asked for.
+   :data:`MIN_STEPS` and at most :data:`MAX_STEPS` steps, and the best weights are kept
+   (:class:`~fastvae.training.stopping.EarlyStopping`).  The rules count steps, so a
+   seed gives the same run on any machine; ``max_seconds`` is the one machine-dependent
+   stop, off unless asked for.
 
 The numbers were chosen by measuring on a suite of real tables
 (``benchmarks/bench_tables.py``); they are not tuned to any one of them.
