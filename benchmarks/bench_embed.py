@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-LOGVAR_RANGE = (-30.0, 20.0)  # fastvae.core.codes.LOGVAR_RANGE, without importing fastvae early
+LOGVAR_RANGE = (-30.0, 20.0)  # fastvae.backends.codes.LOGVAR_RANGE, without importing fastvae early
 
 # One cold start: argv = case, file, input_dim, latent_dim, threads.  Times inside the
 # process: import (library + NumPy), load (the file), encode (the first row).

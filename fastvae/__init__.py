@@ -6,12 +6,12 @@ from .version import __version__
 from .backends import get_backend_name, set_backend, set_tf32
 
 _LAZY = {
-    "VAE": ("fastvae.core.model", "VAE"),
+    "VAE": ("fastvae.vae", "VAE"),
     "Cache": ("fastvae.core.cache", "Cache"),
     "Adam": ("fastvae.training.optim", "Adam"),
     "AdamW": ("fastvae.training.optim", "AdamW"),
     "SGD": ("fastvae.training.optim", "SGD"),
-    "load": ("fastvae.core.model", "load"),
+    "load": ("fastvae.vae", "load"),
     "TrainState": ("fastvae.training.state", "TrainState"),
     "Dataset": ("fastvae.io.dataset", "Dataset"),
     "StopTraining": ("fastvae.training.loop", "StopTraining"),

@@ -31,7 +31,7 @@ import traceback
 import numpy as np
 
 from .version import __version__
-from .core.codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN, LOGVAR_RANGE
+from .backends.codes import ACTIVATIONS, LIK_BERNOULLI, LIK_GAUSSIAN, LOGVAR_RANGE
 
 
 def _tol(dtype):

@@ -113,7 +113,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     # ------------------------------------------------------------------- fitting
     def fit(self, X, y=None):
         """Train a new model on X (N, D) for ``epochs`` epochs.  y is ignored.  Returns self."""
-        from .core.model import VAE
+        from .vae import VAE
         dtype = _dtype(self.dtype)  # before X is converted to it
         X = self._check_range(validate_data(self, X, dtype=dtype, ensure_min_samples=1))
         model = VAE(X.shape[1], hidden=self.hidden, latent_dim=self.latent_dim,

@@ -25,15 +25,15 @@
 // [exposure column or -1, first condition column, condition groups or 0] are those of
 // fastvae/core/columns.py.  A NaN cell is missing.  Cell math is in double whatever T is,
 // as in the cpu backend: lgamma and digamma differences below are written out (the same
-// formulas as fastvae/core/special.py; CUDA has no digamma).
+// formulas as fastvae/backends/special.py; CUDA has no digamma).
 #include "common.cuh"
 
 #if !defined(BLK_GAUSSIAN) || !defined(BLK_BERNOULLI) || !defined(BLK_CATEGORICAL) \
     || !defined(BLK_POISSON) || !defined(BLK_NEGBIN)
-#error "BLK_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "BLK_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 #if !defined(ENC_VALUE) || !defined(ENC_LOG1P) || !defined(ENC_MASK)
-#error "ENC_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "ENC_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 
 #define SPECIAL_SHIFT 10.0

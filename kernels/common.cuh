@@ -11,7 +11,7 @@
 // - Philox4x32-10 (Salmon et al., SC'11), the counter-based generator behind normal_eps.
 //
 // The tile shape and the Philox constants, like the activation and likelihood codes, are
-// not written here: fastvae/core/codes.py holds them and passes them as -D options
+// not written here: fastvae/backends/codes.py holds them and passes them as -D options
 // (codes.cuda_defines(), part of fastvae.backends.cuda.compile_options()), so that Python
 // and CUDA cannot disagree.  A compile without them stops at the #error below.
 //
@@ -24,12 +24,12 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 
 #if !defined(TILE_W) || !defined(TILE_H)
-#error "TILE_W, TILE_H must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "TILE_W, TILE_H must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #elif TILE_W != 32
 #error "TILE_W is the warp size: warp_sum and the full-warp shuffle masks assume 32 lanes"
 #endif
 #if !defined(PHILOX_M0) || !defined(PHILOX_M1) || !defined(PHILOX_W0) || !defined(PHILOX_W1)
-#error "PHILOX_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "PHILOX_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 
 __device__ __forceinline__ float vexp(float x) { return expf(x); }

@@ -4,14 +4,14 @@
 //   act_bias_bwd   da (R, N) = dy * act'(y);  db partial sums  (TILE_W, TILE_H) tiles
 //   sum_partials   out (n,) = scale * sum_c part[c, :]         finishes split column sums
 //
-// The activation codes (ACT_*) come from fastvae/core/codes.py as -D options (cuda_defines).
+// The activation codes (ACT_*) come from fastvae/backends/codes.py as -D options (cuda_defines).
 // act' is read off the saved output y, so forward
 // keeps only y.  R, N are rows and columns; i64 indexes keep R * N > 2^31 safe.
 #include "common.cuh"
 
 #if !defined(ACT_IDENTITY) || !defined(ACT_RELU) || !defined(ACT_LEAKY_RELU) || \
     !defined(ACT_TANH) || !defined(ACT_SIGMOID) || !defined(ACT_ELU) || !defined(ACT_SOFTPLUS)
-#error "ACT_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "ACT_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 
 template <class T>

@@ -17,11 +17,11 @@
 // (ceil(D / TILE_W), n_chunks), block (TILE_W, TILE_H): each warp handles one row of a
 // 32-column tile at a time, its row loss is a warp reduction, and column sums are reduced
 // over the block's warps into row chunk c's partial row.  The likelihood codes (LIK_*) come
-// from fastvae/core/codes.py as -D options.
+// from fastvae/backends/codes.py as -D options.
 #include "common.cuh"
 
 #if !defined(LIK_BERNOULLI) || !defined(LIK_GAUSSIAN)
-#error "LIK_* must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "LIK_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 
 // rowpart (n_tiles, R); dbpart, lspart (n_chunks, D).  logscale (1,) when shared, else

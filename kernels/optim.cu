@@ -12,13 +12,13 @@
 // were, without the host having to look.
 //
 // Step-dependent scalars (bias corrections, the first-step flag) are computed on the host,
-// where the step count lives.  Moments below MOMENT_FLUSH (fastvae/core/codes.py, passed as
+// where the step count lives.  Moments below MOMENT_FLUSH (fastvae/backends/codes.py, passed as
 // a -D option) are stored as zero, as in reference.py: a moment that decays into denormals
 // is worthless and slow.
 #include "common.cuh"
 
 #ifndef MOMENT_FLUSH
-#error "MOMENT_FLUSH must be passed by fastvae.core.codes (cuda_defines(), in cuda.compile_options())"
+#error "MOMENT_FLUSH must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 
 // Adam: shrink = 1, l2 = weight decay.  AdamW: shrink = 1 - lr * wd, l2 = 0.

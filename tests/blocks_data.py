@@ -2,7 +2,7 @@
 import numpy as np
 
 from fastvae.core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
-from fastvae.core.codes import LOGSCALE_FLOOR
+from fastvae.backends.codes import LOGSCALE_FLOOR
 from fastvae.core.columns import Columns
 
 

@@ -1,5 +1,5 @@
 """The constants the backends share (activation and likelihood codes, MOMENT_FLUSH, the
-Philox4x32-10 constants, the CUDA tile shape) are written once, in fastvae/core/codes.py:
+Philox4x32-10 constants, the CUDA tile shape) are written once, in fastvae/backends/codes.py:
 the CUDA kernels get them as -D options (codes.cuda_defines, in cuda.compile_options), use
 no other, and define none of them themselves; a compile without them stops with an #error
 (g++ for the emulator, NVRTC where CuPy's binding is installed)."""
@@ -14,7 +14,7 @@ import pytest
 
 from fastvae.backends import cuda as C
 from fastvae.backends import reference as R
-from fastvae.core import codes
+from fastvae.backends import codes
 
 import cuda_emu
 
@@ -101,7 +101,7 @@ def test_the_emulator_compile_needs_every_define(name, cu, tmp_path):
         assert r.returncode == 0, r.stderr
     else:
         assert r.returncode != 0
-        assert "must be passed by fastvae.core.codes" in r.stderr, r.stderr
+        assert "must be passed by fastvae.backends.codes" in r.stderr, r.stderr
         assert name.split("_")[0] in r.stderr.split("must be passed")[0], r.stderr
 
 
@@ -122,4 +122,4 @@ def test_the_nvrtc_compile_needs_every_define(name, cu):
     prog = nvrtc.createProgram((KERNELS / cu).read_text(), cu, [], [])
     with pytest.raises(nvrtc.NVRTCError):
         nvrtc.compileProgram(prog, [*opts, "--gpu-architecture=compute_80"])
-    assert "must be passed by fastvae.core.codes" in nvrtc.getProgramLog(prog)
+    assert "must be passed by fastvae.backends.codes" in nvrtc.getProgramLog(prog)

@@ -8,7 +8,7 @@ import pytest
 
 import fastvae
 from fastvae import Bernoulli
-from fastvae.core.snapshot import snapshot
+from fastvae.training.snapshot import snapshot
 
 from conftest import interrupt_at, make_data, make_model
 

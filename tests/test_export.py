@@ -10,7 +10,7 @@ import pytest
 import fastvae
 from fastvae.io import export
 from fastvae.backends.reference import _act
-from fastvae.core.codes import ACTIVATIONS, LOGVAR_RANGE
+from fastvae.backends.codes import ACTIVATIONS, LOGVAR_RANGE
 from fastvae.cli import main
 
 onnx = pytest.importorskip("onnx")

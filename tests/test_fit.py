@@ -200,7 +200,7 @@ def test_identical_runs_give_the_same_bits_wherever_the_buffers_land():
     """Buffers start on 64-byte boundaries: OpenBLAS's path through a transposed operand
     depends on where the operand starts, and buffers wherever the allocator put them made
     identical fits in one process differ in their last bits (1 run in 8 here, before)."""
-    from fastvae.core.workspace import ALIGN_BYTES
+    from fastvae.backends.aligned import ALIGN_BYTES
     X = np.random.default_rng(0).normal(size=(240, 2))
     X = (X - X.mean(0)) / X.std(0)
 

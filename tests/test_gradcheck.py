@@ -18,7 +18,7 @@ element by element (test_backend_contract.py), so its every element is covered t
 import numpy as np
 import pytest
 
-from fastvae.core.codes import LOGSCALE_FLOOR, LOGVAR_RANGE
+from fastvae.backends.codes import LOGSCALE_FLOOR, LOGVAR_RANGE
 
 from conftest import BACKEND_PARAMS, host, make_data, make_eps, make_model
 

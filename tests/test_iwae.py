@@ -8,7 +8,7 @@ import pytest
 
 import fastvae
 from fastvae.backends import reference as ref
-from fastvae.core.evaluate import CHUNK_ROWS, noise_key
+from fastvae.training.evaluate import CHUNK_ROWS, noise_key
 
 from conftest import BACKEND_PARAMS, host, make_data, make_eps, make_model
 from test_gradcheck import ACTIVATIONS, LIKELIHOODS, _cases, _fd_check
@@ -170,7 +170,7 @@ def test_log_likelihood_does_not_depend_on_batching_or_chunking(monkeypatch):
     whole = m.log_likelihood(x, k=50, seed=0).per_row
     np.testing.assert_allclose(m.log_likelihood(x, k=50, batch_size=4).per_row, whole,
                                rtol=1e-12)
-    import fastvae.core.evaluate as ev
+    import fastvae.training.evaluate as ev
     monkeypatch.setattr(ev, "CHUNK_ROWS", 7 * 3)  # chunks of 3 samples for 7 rows
     np.testing.assert_allclose(m.log_likelihood(x, k=50, batch_size=7).per_row, whole,
                                rtol=1e-12)

@@ -44,7 +44,7 @@ def test_scores_are_the_elbos_per_row_terms(backend, lik):
 
 def _common_eps(m, L, seed=0):
     """The noise score_samples gives every row: (L, 1, Z) from its own key."""
-    from fastvae.core.evaluate import noise_key
+    from fastvae.training.evaluate import noise_key
     eps = m.kernels.xp.empty((L, 1, m.latent_dim), dtype=m.dtype)
     m.kernels.normal_eps(eps, noise_key(m, seed, stream=0x5C0E), 0, 0)
     return eps

@@ -1,4 +1,4 @@
-"""fastvae.core.special: lgamma, digamma and the negative binomial's differences, against
+"""fastvae.backends.special: lgamma, digamma and the negative binomial's differences, against
 exact sums, Python's math.lgamma and torch.digamma (float64), and compiled by Numba as the
 cpu backend will (the same source, its fast-math flags)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fastvae.core import special as S
+from fastvae.backends import special as S
 
 Z = [1e-8, 1e-3, 0.1, 0.5, 0.9, 1.0, 1.4616321449683622, 2.0, 3.7, 9.999, 10.0, 10.001,
      57.3, 1e3, 1e6, 1e12]

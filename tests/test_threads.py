@@ -10,8 +10,8 @@ from fastvae import VAE, Adam
 from fastvae.backends import cpu as K
 from fastvae.backends import reference as R
 from fastvae.backends.cpu import dense, likelihood, optim, pool, reparam, split
-from fastvae.core.workspace import aligned_empty
-from fastvae.core.codes import ACT_RELU, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN
+from fastvae.backends.aligned import aligned_empty
+from fastvae.backends.codes import ACT_RELU, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN
 
 
 @pytest.fixture

@@ -129,3 +129,17 @@ def get(name: str | None = None):
     Modules are imported on first use, so ``import fastvae`` stays light.
     """
     return importlib.import_module(_MODULES[split(resolve(name))[0]])
+
+
+def host(kernels):
+    """The host kernels that gather, scatter and binarize data rows for a model running on
+    ``kernels`` (a module :func:`get` returned): the numpy backend's own, so that backend
+    stays free of Numba, else the cpu backend's (a GPU model's host batches included)."""
+    return kernels if kernels.NAME == "numpy" else get("cpu")
+
+
+def gpu_count():
+    """The number of GPUs the cuda backend sees (call it where :func:`resolve` gave
+    "cuda")."""
+    from . import cuda
+    return cuda.device().xp.cuda.runtime.getDeviceCount()

@@ -29,7 +29,7 @@ from .cuda_device import (BLOCK_1D, DTYPE_SUFFIX, MIN_CHUNK_ROWS, WAVES_1D,  # n
                           WAVES_TILE, CupyDevice, compile_options, gemm_args, grid_1d,
                           kernel_dir, kernel_name, kernel_signatures, tile_plan)
 from .tf32 import tf32_enabled
-from ..core.codes import ACT_IDENTITY, LIK_GAUSSIAN, TILE_H, TILE_W  # noqa: F401  (the tile: cuda.TILE_W)
+from .codes import ACT_IDENTITY, LIK_GAUSSIAN, TILE_H, TILE_W  # noqa: F401  (the tile: cuda.TILE_W)
 
 NAME = "cuda"
 DEVICE = True

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.codes import TILE_H, TILE_W, cuda_defines
+from .codes import TILE_H, TILE_W, cuda_defines
 
 
 BLOCK_1D = 256
@@ -50,8 +50,8 @@ def compile_options(directory=None):
     The third option defines a digest of the shared header: CuPy's on-disk kernel cache is
     keyed by the source, the options and the compiler, not by included files, so without it
     a changed ``common.cuh`` (a new fastvae) would keep running kernels built from the old.
-    The rest are the constants of :mod:`fastvae.core.codes` (activation and likelihood codes,
-    Philox constants, tile shape: :func:`~fastvae.core.codes.cuda_defines`), which the
+    The rest are the constants of :mod:`fastvae.backends.codes` (activation and likelihood codes,
+    Philox constants, tile shape: :func:`~fastvae.backends.codes.cuda_defines`), which the
     kernel files do not define themselves."""
     directory = Path(directory if directory is not None else kernel_dir())
     digest = hashlib.sha256((directory / "common.cuh").read_bytes()).hexdigest()[:16]

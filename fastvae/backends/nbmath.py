@@ -29,7 +29,7 @@ jit = njit(fastmath=FASTMATH, error_model="numpy", cache=True, nogil=True)
 
 def jit_module_functions(module, names):
     """Numba versions of the scalar functions ``names`` of ``module`` (plain Python that uses
-    only ``math``, such as :mod:`fastvae.core.special`), compiled from the same source:
+    only ``math``, such as :mod:`fastvae.backends.special`), compiled from the same source:
     each is rebuilt over a copy of the module's globals in which the functions already
     compiled (list helpers first) are the Numba ones, so that they call each other compiled.
     Returns {name: dispatcher}."""

@@ -25,8 +25,8 @@ from . import reference_blocks as _blocks
 from .reference_bf16 import bf16_support, matmul_bf16, to_bf16  # noqa: F401
 from .reference_blocks import (block_cells, blocks_bwd, blocks_fwd, blocks_fwd_bwd,  # noqa: F401
                                decoder_input, embed_bwd, embed_fwd, encoder_input)
-from ..core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
+from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
+                    ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
 
 NAME = "numpy"
 xp = np
@@ -34,7 +34,7 @@ DEVICE = False  # arrays live in host memory: reading a scalar costs nothing
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
-# MOMENT_FLUSH (fastvae.core.codes): optimizer moments smaller than it are stored as zero
+# MOMENT_FLUSH (fastvae.backends.codes): optimizer moments smaller than it are stored as zero
 
 
 def asarray(a, dtype=None):
@@ -430,7 +430,7 @@ def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, ob
 def philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 (Salmon et al., SC'11) on uint32 arrays c0..c3 with the key (k0, k1);
     returns the four output words as uint32 arrays.  The constants PHILOX_M, PHILOX_W are
-    fastvae.core.codes'; the answers match Random123's known-answer vectors."""
+    fastvae.backends.codes'; the answers match Random123's known-answer vectors."""
     c = [np.asarray(v, dtype=np.uint32) for v in (c0, c1, c2, c3)]
     k0, k1 = int(k0) & 0xFFFFFFFF, int(k1) & 0xFFFFFFFF
     for _ in range(10):

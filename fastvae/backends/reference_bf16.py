@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.workspace import aligned_empty
+from .aligned import aligned_empty
 
 
 def to_bf16(dst, src):
@@ -35,7 +35,7 @@ def widen(a16):
 
 def _widened(a16):
     """widen(a16) in a 64-byte aligned buffer: BLAS's path through a transposed operand
-    depends on where it starts (fastvae.core.workspace.aligned_empty), and a product whose
+    depends on where it starts (fastvae.backends.aligned.aligned_empty), and a product whose
     bits changed with the allocator would make identical runs differ."""
     out = aligned_empty(np, a16.shape, np.float32)
     out[...] = widen(a16)

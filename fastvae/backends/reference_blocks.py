@@ -25,7 +25,7 @@ NB2            -lgd(x, th) + lgamma(x+1) + th sp(d) + x sp(-d)  th sig(d) - x si
 =============  ===============================================  ======================  ======================
 
 with sp = softplus, lgd(x, th) = lgamma(x + th) - lgamma(th) and dgd = digamma(x + th) -
-digamma(th) (:mod:`fastvae.core.special`): th sp(d) is -th log(th / (th + mu)) and x sp(-d)
+digamma(th) (:mod:`fastvae.backends.special`): th sp(d) is -th log(th / (th + mu)) and x sp(-d)
 is -x log(mu / (th + mu)), each without overflow for any mu.
 """
 from __future__ import annotations
@@ -34,9 +34,9 @@ import math
 
 import numpy as np
 
-from ..core import special
-from ..core.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                          BLK_POISSON, ENC_LOG1P, ENC_MASK)
+from . import special
+from .codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
+                    BLK_POISSON, ENC_LOG1P, ENC_MASK)
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _lgamma_diff = np.vectorize(special.lgamma_diff, otypes=[np.float64])
@@ -69,7 +69,7 @@ def block_cells(out, x, aux, cols, meta):
     Returns (terms (R, D), dout (R, P) = d term / d out, daux_cell (R, D) = d term / d aux
     of the cell's aux entry, aux_index (R, D) that entry, -1 for none); a missing cell has
     term 0, no gradient and aux index -1.  Shared by the three likelihood kernels and by
-    the per-column scores (:func:`fastvae.core.evaluate.score_samples`)."""
+    the per-column scores (:func:`fastvae.training.evaluate.score_samples`)."""
     R, P = out.shape
     B, D = x.shape[0], cols.shape[0]
     rows = np.arange(R) % B

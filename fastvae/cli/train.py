@@ -18,7 +18,7 @@ import warnings
 
 from . import table
 from .common import (BACKEND_HELP, BACKENDS, FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError,
-    binarized, ints, load_data, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
+                     binarized, ints, load_data, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -56,7 +56,7 @@ def _flag(dest):
 
 def add_parser(sub):
     """The ``train`` subcommand's parser."""
-    from ..core.codes import ACTIVATIONS
+    from ..backends.codes import ACTIVATIONS
 
     t = sub.add_parser(
         "train", help="train a VAE and write the model and pictures",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .codes import BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON
+from ..backends.codes import BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON
 
 
 def _count(n, what):
@@ -70,7 +70,7 @@ class Gaussian(Block):
     """Real-valued columns: the decoder gives the mean; the log standard deviation is fixed
     (``scale`` a float > 0, the standard deviation), one learned for the block ("learned") or
     one learned per column ("per_column").  Learned log-scales have the soft floor
-    LOGSCALE_FLOOR (fastvae.core.codes), as ``obs_scale`` has."""
+    LOGSCALE_FLOOR (fastvae.backends.codes), as ``obs_scale`` has."""
 
     kind, name = BLK_GAUSSIAN, "gaussian"
 

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validate import DataError
 from .blocks import Categorical, Gaussian, NegBinomial, Poisson
-from .codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON,
-                    ENC_LOG1P, ENC_MASK, ENC_VALUE)
-from ..io.dataset import DataError
+from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON,
+                              ENC_LOG1P, ENC_MASK, ENC_VALUE)
 
 
 class Columns:
@@ -182,7 +182,7 @@ class Columns:
                 rows[:, D + C] if self.E else None)
 
     def check(self, rows, row0=0, name="x"):
-        """Raise :class:`~fastvae.io.dataset.DataError` (a ValueError) naming the first bad
+        """Raise :class:`~fastvae.core.validate.DataError` (a ValueError) naming the first bad
         cell of the data rows (N, width) on the host, by column and value: a value the
         column's block cannot hold, NaN where ``missing`` is off, a condition that is not
         finite (or not one-hot when a dispersion depends on it), an exposure <= 0.

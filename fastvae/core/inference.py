@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from .codes import ACT_IDENTITY, ACT_SIGMOID, LIK_BERNOULLI, LOGVAR_RANGE
+from ..backends.codes import ACT_IDENTITY, ACT_SIGMOID, LIK_BERNOULLI, LOGVAR_RANGE
 from .columns import Readout
 from .validate import boolean, check_batch, check_latent, check_seed, generator, positive_int
 

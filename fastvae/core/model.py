@@ -1,42 +1,40 @@
-"""The VAE: parameters in one flat buffer, forward and backward written out in mirrored order.
+"""The engine: parameters in one flat buffer, forward and backward written out in mirrored
+order.
 
 Read ``forward`` and ``backward`` side by side: backward calls the kernels of forward in
 exactly the reverse order, and every buffer that backward reads was saved by forward for that
 reason (see the comments marked SAVE).  Only backward writes gradients.
 
-The model is the engine: configuration, parameters, the explicit passes and their
+:class:`Engine` is the checked configuration (:class:`~fastvae.core.spec.Spec`), its
+parameters (the layout of :mod:`fastvae.core.params`), the explicit passes and their
 workspaces.  A training run's optimizer, settings, position and history live in one
-:class:`~fastvae.training.state.TrainState` (``model.train_state``), which ``fit`` reads and advances and
-a checkpoint saves whole.
+:class:`~fastvae.training.state.TrainState` (``model.train_state``), which ``fit`` reads and
+advances and a checkpoint saves whole; ``fit``, the estimates and the files are the public
+:class:`fastvae.VAE`'s (:mod:`fastvae.vae`), a layer above.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import types
 
 import numpy as np
 
 from .. import backends as _backend
-from ..io import checkpoint as _io
+from ..backends.aligned import aligned_zeros
+from ..backends.codes import LOGSCALE_FLOOR, LOGVAR_RANGE
 from .cache import Cache, DeviceFloat, Grads
-from .blocks import parse_blocks
-from .codes import ACT_ELU, ACT_LEAKY_RELU, LOGSCALE_FLOOR, LOGVAR_RANGE, likelihood_code
-from .columns import Columns, one_block
-from .noise import Noise
-from .precision import Products, precision_config
-from .snapshot import restore, saved_config, snapshot
-from .step import ALONE
 from .inference import Inference, on_device as _on_device
-from .workflows import Workflows
-from .params import build_layout, init_linear_, views
-from .validate import (OBJECTIVES, activation_config, boolean, check_batch, check_eps,
-    choice, data_bounds, int_tuple, nonneg_int, objective_config, obs_scale_config,
-    positive_int, real)
-from .workspace import Workspace, WorkspacePool, aligned_zeros
+from .noise import Noise
+from .params import initial_values, spec_layout, views
+from .precision import Products, precision_config
+from .spec import Spec
+from .step import ALONE
+from .validate import (OBJECTIVES, boolean, check_batch, check_eps, choice, data_bounds,
+                       positive_int)
+from .workspace import Workspace, WorkspacePool
 
 
-class VAE(Inference, Workflows):
+class Engine(Spec, Inference):
     """A fully connected VAE with explicit, hand-written forward and backward passes.
 
     Parameters
@@ -122,66 +120,13 @@ class VAE(Inference, Workflows):
                  obs_scale=1.0, activation_alpha=None, objective="elbo", n_conditions=0,
                  missing=None, encode_conditions=True, inject_conditions=False,
                  precision="full"):
-        blocks = parse_blocks(likelihood)
-        self.n_conditions = nonneg_int(n_conditions, "n_conditions")
-        self.encode_conditions = boolean(encode_conditions, "encode_conditions")
-        self.inject_conditions = boolean(inject_conditions, "inject_conditions")
-        if self.inject_conditions and not self.n_conditions:
-            raise ValueError("inject_conditions=True feeds the conditions to every decoder "
-                             "layer, but the model has none: build it with n_conditions=C")
-        if missing is not None and missing != "mask":
-            raise ValueError(f"missing must be None (NaN is an error) or 'mask' (NaN marks a "
-                             f"missing cell), got {missing!r}")
-        self.missing = missing
-        if blocks is None:
-            self.input_dim = positive_int(input_dim, "input_dim")
-            self.lik_code = likelihood_code(likelihood)
-        else:
-            width = sum(b.n for b in blocks)
-            if input_dim is not None and input_dim != width:
-                raise ValueError(f"the likelihood's blocks cover {width} columns, but "
-                                 f"input_dim={input_dim!r}; the block widths must add up to "
-                                 "the data's width")
-            if not (isinstance(obs_scale, (int, float)) and obs_scale == 1.0):
-                raise ValueError("obs_scale applies to likelihood='gaussian'; a block model "
-                                 "gives each Gaussian block its scale: Gaussian(n, scale=...)")
-            self.input_dim = width
-            self.lik_code = None
-        self.latent_dim = positive_int(latent_dim, "latent_dim")
-        self.enc_hidden = int_tuple(hidden, "hidden")
-        self.dec_hidden = (self.enc_hidden[::-1] if decoder_hidden is None
-                           else int_tuple(decoder_hidden, "decoder_hidden"))
-        self.n_samples = positive_int(n_samples, "n_samples")
-        self.activation = activation
-        self.act_code, self.act_alpha = activation_config(activation, activation_alpha)
-        self.likelihood = likelihood if blocks is None else [b.config() for b in blocks]
-        self.beta = real(beta, "beta", at_least=0)
-        self.free_bits = real(free_bits, "free_bits", at_least=0)
-        self.objective = objective_config(objective, self.beta, self.free_bits)
-        self.kl_scale = 1.0  # multiplies beta during KL warm-up (set by fit, then restored)
-        try:
-            ok = np.dtype(dtype).name in ("float32", "float64")
-        except TypeError:  # not a dtype at all ('bogus', 3, ...)
-            ok = False
-        if not ok or dtype is None:
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.dtype = np.dtype(dtype)
-        self.seed = nonneg_int(seed, "seed")
-        if blocks is None:
-            self.learn_scale, self.logscale_size, fixed = obs_scale_config(
-                obs_scale, self.lik_code, self.input_dim)
-            if self.n_conditions or self.missing:
-                blocks = one_block(likelihood, self.input_dim, obs_scale)
-        # (a plain float, so that the config is JSON whatever number type was given)
-        self.obs_scale = obs_scale if isinstance(obs_scale, str) else float(obs_scale)
-        #: the column layout of a block model (None: the one-likelihood kernels)
-        self.columns = (None if blocks is None else
-                        Columns(blocks, self.n_conditions, self.missing == "mask",
-                                self.encode_conditions))
+        Spec.__init__(self, input_dim, hidden, latent_dim, activation, likelihood, n_samples,
+                      beta, free_bits, dtype, seed, decoder_hidden=decoder_hidden,
+                      obs_scale=obs_scale, activation_alpha=activation_alpha,
+                      objective=objective, n_conditions=n_conditions, missing=missing,
+                      encode_conditions=encode_conditions,
+                      inject_conditions=inject_conditions)
         cl = self.columns
-        if cl is not None:
-            self.learn_scale, self.logscale_size = cl.n_logscale > 0, cl.n_logscale
-            fixed = 0.0
         self.backend, device_id = _backend.split(_backend.resolve(backend))
         self.kernels = _backend.get(self.backend)
         xp = self.kernels.xp
@@ -191,17 +136,7 @@ class VAE(Inference, Workflows):
         if self.kernels.DEVICE:
             self.device_id = xp.cuda.Device().id if device_id is None else device_id
         with self.on_device():  # the parameters live on the model's GPU
-            extras = [("dec.logscale", self.logscale_size if self.learn_scale else 0)]
-            if cl is None:
-                enc_in, out_dim, dec_in = self.input_dim, self.input_dim, None
-            else:
-                enc_in, out_dim = cl.n_dense + cl.n_onehot, cl.P
-                dec_in = self.latent_dim + cl.C
-                extras.append(("dec.log_theta", cl.n_theta))
-            self._entries, size = build_layout(enc_in, self.enc_hidden, self.latent_dim,
-                                               self.dec_hidden, out_dim, extras,
-                                               self.dtype.itemsize, dec_in,
-                                               self._injected())
+            self._entries, size = spec_layout(self, self._injected())
             init_rng, noise_rng = np.random.SeedSequence(self.seed).spawn(2)
             # the training noise (Philox keyed by the seed; see core/noise.py), and the
             # stream a loss-only pass given neither eps nor rng draws from, so that
@@ -209,16 +144,13 @@ class VAE(Inference, Workflows):
             self.noise = Noise(noise_rng.generate_state(2, np.uint32))
             self.eval_noise = Noise(np.random.SeedSequence((self.seed, 0xE7A1)).generate_state(
                 2, np.uint32))
-            host = aligned_zeros(np, size, self.dtype)
-            named = views(host, self._entries)
-            init_linear_(named, self._entries, np.random.Generator(np.random.PCG64(init_rng)))
-            if self.learn_scale:  # raw value whose floored log-scale is 0: sigma starts at 1
-                named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
+            host = initial_values(self._entries, size, self.dtype, self.learn_scale,
+                                  np.random.Generator(np.random.PCG64(init_rng)))
             self.flat_params = self.kernels.asarray(host)
             self.flat_grads = aligned_zeros(xp, size, self.dtype)
             self._params = views(self.flat_params, self._entries)
             self.grads = Grads(views(self.flat_grads, self._entries), self.flat_grads)
-            self._fixed_logscale = xp.full(1, fixed, dtype=self.dtype)
+            self._fixed_logscale = xp.full(1, self.fixed_logscale, dtype=self.dtype)
             if cl is not None:  # the kernels' tables, and the fixed entries of the aux vector
                 self.tables = {k: self.kernels.asarray(getattr(cl, k)) for k in (
                     "cols", "meta", "enc_src", "enc_mode", "cat_cols", "cat_rows",
@@ -239,20 +171,6 @@ class VAE(Inference, Workflows):
         if self.device_id is None:
             return contextlib.nullcontext()
         return self.kernels.xp.cuda.Device(self.device_id)
-
-    def config(self):
-        """The constructor arguments that rebuild this model (without its backend)."""
-        has_alpha = self.act_code in (ACT_LEAKY_RELU, ACT_ELU)
-        return {"input_dim": self.input_dim, "hidden": list(self.enc_hidden),
-                "latent_dim": self.latent_dim, "activation": self.activation,
-                "likelihood": self.likelihood, "n_samples": self.n_samples,
-                "beta": self.beta, "free_bits": self.free_bits, "dtype": self.dtype.name,
-                "seed": self.seed, "decoder_hidden": list(self.dec_hidden),
-                "obs_scale": self.obs_scale,
-                "activation_alpha": self.act_alpha if has_alpha else None,
-                "objective": self.objective, "n_conditions": self.n_conditions,
-                "missing": self.missing, "encode_conditions": self.encode_conditions,
-                "inject_conditions": self.inject_conditions, "precision": self.precision}
 
     @property
     def precision(self):
@@ -746,20 +664,6 @@ class VAE(Inference, Workflows):
             return DeviceFloat(lambda: cache.loss)
         return cache.loss
 
-    # ------------------------------------------------------------------- pickle
-    def __getstate__(self):
-        with self.on_device():
-            meta, arrays = snapshot(self)
-        return {"format": _io.FORMAT_VERSION, "meta": meta, "arrays": arrays}
-
-    def __setstate__(self, state):
-        meta = state["meta"]
-        # the backend by name: a CUDA model unpickled where there is no GPU fails here,
-        # saying so (fastvae.load(path, backend="cpu") moves a model between devices)
-        self.__init__(backend=meta["backend"], **saved_config(meta))
-        with self.on_device():
-            restore(self, meta, state["arrays"])
-
     def __repr__(self):
         sizes = "-".join(map(str, (self.input_dim, *self.enc_hidden, self.latent_dim,
                                    *self.dec_hidden, self.input_dim)))
@@ -768,40 +672,3 @@ class VAE(Inference, Workflows):
         return (f"VAE({sizes}, activation={self.activation!r}, likelihood={lik}, "
                 f"n_samples={self.n_samples}, beta={self.beta}, dtype={self.dtype.name!r}, "
                 f"backend={self.backend!r}, parameters={self.n_parameters})")
-
-
-# Pickles name the class by its public path, fastvae.VAE, so that moving the engine inside
-# the package never breaks them again (those made before the move name fastvae.model.VAE,
-# which fastvae/model.py keeps).
-VAE.__module__ = "fastvae"
-
-
-def load(path, backend=None, precision=None):
-    """Rebuild the model saved at ``path`` on ``backend`` (default: the current default),
-    with its whole training state (optimizer and moments, settings, generator states,
-    position in the epoch, history), so that ``model.fit(X, epochs=n)`` continues exactly
-    where the saved run stopped.  ``precision``: "full" or "bf16" for the products (default:
-    the saved model's; a bf16 model's parameters are float32 masters, so precision="full"
-    loads it anywhere).  Raises :class:`fastvae.io.CheckpointError` naming the file for
-    anything that is not a usable checkpoint."""
-    meta, arrays = _io.read(path)
-    try:
-        cfg = saved_config(meta)
-        if precision is not None:
-            cfg["precision"] = precision
-        model = VAE(backend=backend, **cfg)
-    except RuntimeError as e:
-        if cfg.get("precision") != "bf16" or precision is not None:
-            raise
-        # bf16 products cannot run here: the float32 masters load at full precision
-        raise RuntimeError(f"{path}: {e}; fastvae.load(path, precision='full') loads this "
-                           "model with full-precision products") from e
-    except (KeyError, TypeError, ValueError) as e:
-        raise _io.CheckpointError(f"{path}: cannot rebuild the model from its configuration "
-                                  f"({e})") from None
-    try:
-        with model.on_device():
-            restore(model, meta, arrays)
-    except (KeyError, ValueError, TypeError, IndexError) as e:
-        raise _io.CheckpointError(f"{path}: {e}") from None
-    return model

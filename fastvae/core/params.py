@@ -9,6 +9,11 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import numpy as np
+
+from ..backends.aligned import aligned_zeros
+from ..backends.codes import LOGSCALE_FLOOR
+
 
 #: each tensor starts on a 64-byte boundary (16 float32 / 8 float64) so SIMD loads of a row
 #: start aligned; the few padding entries stay zero in params, grads and moments
@@ -75,3 +80,32 @@ def init_linear_(named, entries, rng):
         else:
             bound = 1.0 / math.sqrt(fan_in)
             v[...] = rng.uniform(-bound, bound, size=shape)
+
+
+def spec_layout(spec, dec_inject=0):
+    """(entries, size) of :func:`build_layout` for the model a
+    :class:`~fastvae.core.spec.Spec` describes: a block model's encoder reads its dense
+    columns and one-hot codes and its decoder writes the blocks' P outputs from [z |
+    conditions]; ``dec.logscale`` holds learned Gaussian log-scales, ``dec.log_theta`` the
+    negative binomial log inverse dispersions."""
+    cl = spec.columns
+    extras = [("dec.logscale", spec.logscale_size if spec.learn_scale else 0)]
+    if cl is None:
+        enc_in, out_dim, dec_in = spec.input_dim, spec.input_dim, None
+    else:
+        enc_in, out_dim = cl.n_dense + cl.n_onehot, cl.P
+        dec_in = spec.latent_dim + cl.C
+        extras.append(("dec.log_theta", cl.n_theta))
+    return build_layout(enc_in, spec.enc_hidden, spec.latent_dim, spec.dec_hidden, out_dim,
+                        extras, spec.dtype.itemsize, dec_in, dec_inject)
+
+
+def initial_values(entries, size, dtype, learn_scale, rng):
+    """The flat parameters (size,) on the host, 64-byte aligned, initialised from NumPy
+    Generator ``rng`` (:func:`init_linear_`); learned log-scales start where sigma is 1."""
+    host = aligned_zeros(np, size, dtype)
+    named = views(host, entries)
+    init_linear_(named, entries, rng)
+    if learn_scale:  # the raw value whose soft-floored log-scale is 0
+        named["dec.logscale"][...] = LOGSCALE_FLOOR + math.log(math.expm1(-LOGSCALE_FLOOR))
+    return host

@@ -12,7 +12,7 @@ Each operand is rounded once, into a bf16 copy (*shadow*) that every product rea
 shares: a weight's shadow serves its forward product and the input gradient of backward,
 an activation's serves its forward product and the weight gradient.  A shadow is named by
 a key (weights "W:<parameter name>", activations and gradients by their place in the pass,
-see :class:`~fastvae.core.model.VAE`) and made on its first use after the buffer it copies
+see :class:`~fastvae.core.model.Engine`) and made on its first use after the buffer it copies
 was last written: the encoder's and the decoder's passes make their own keys stale when
 they start (new data, new weights), backward its gradients' keys.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .workspace import aligned_empty
+from ..backends.aligned import aligned_empty
 
 PRECISIONS = ("full", "bf16")
 

@@ -9,7 +9,12 @@ import numbers
 
 import numpy as np
 
-from .codes import ACT_ELU, ACT_LEAKY_RELU, LIK_BERNOULLI, LIK_GAUSSIAN, activation_code
+from ..backends.codes import ACT_ELU, ACT_LEAKY_RELU, LIK_BERNOULLI, LIK_GAUSSIAN, activation_code
+
+
+class DataError(ValueError):
+    """A data file or array that cannot be used, with the reason (also
+    ``fastvae.data.DataError``)."""
 
 
 def positive_int(v, what):

@@ -28,8 +28,7 @@ import zlib
 import numpy as np
 
 from ..version import __version__
-from ..core.codes import LOGSCALE_FLOOR
-from ..training.state import default_generator_states
+from ..backends.codes import LOGSCALE_FLOOR
 
 FORMAT = "fastvae-checkpoint"
 FORMAT_VERSION = 2
@@ -175,13 +174,13 @@ def _upgrade_v1(path, meta, arrays):
                           f"{old_ts.get('epoch', 0) + 1}: that epoch restarts when training "
                           "resumes (version 1 did not record the batch size)", UserWarning,
                           stacklevel=3)
-        order, binar = default_generator_states(int(cfg.get("seed", 0)))
         ts = {"settings": None, "optimizer": opt, "epoch": int(old_ts.get("epoch", 0)),
               "row": 0, "epoch_steps": 0, "n_rows": None, "step": int(old_ts.get("step", 0)),
               "seconds": 0.0 if mid else float(old_ts.get("seconds", 0.0)),
               "sums": [0.0, 0.0, 0.0, 0],
-              "order_rng": old_ts.get("order_rng", order),
-              "binarize_rng": old_ts.get("binarize_rng", binar),
+              # None: the generators a run of the model's seed starts from (TrainState)
+              "order_rng": old_ts.get("order_rng"),
+              "binarize_rng": old_ts.get("binarize_rng"),
               "history": list(meta.get("history") or [])}
         for k in [k for k in arrays if k.startswith("opt.")]:
             arrays["train." + k] = arrays.pop(k)

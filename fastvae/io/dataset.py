@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.validate import DataError  # noqa: F401  (raised here, named here too)
+
 _CHUNK_ROWS = 8192  # rows per pass when scanning a (possibly memory-mapped) array
-
-
-class DataError(ValueError):
-    """A data file or array that cannot be used, with the reason."""
 
 
 class Dataset:

@@ -14,7 +14,7 @@ decoder    ``z`` (B, Z)                  ``x_hat`` (B, D)
 vae        ``x`` (B, D), ``eps`` (B, Z)  ``x_hat``, ``mu``, ``logvar``, ``z``
 =========  ============================  ==============================================
 
-- ``logvar`` is clamped to :data:`fastvae.core.codes.LOGVAR_RANGE` (a ``Clip``), as the model does;
+- ``logvar`` is clamped to :data:`fastvae.backends.codes.LOGVAR_RANGE` (a ``Clip``), as the model does;
 - ``x_hat`` is what :meth:`VAE.decode` returns: pixel probabilities (the sigmoid of the
   logits) for the Bernoulli likelihood, means for the Gaussian one;
 - ``vae`` takes the noise as an input: ``z = mu + exp(0.5 * logvar) * eps`` and
@@ -82,7 +82,7 @@ import json
 
 import numpy as np
 
-from ..core.codes import ACTIVATIONS, BLK_NEGBIN, BLK_POISSON, LIKELIHOODS, LOGVAR_RANGE
+from ..backends.codes import ACTIVATIONS, BLK_NEGBIN, BLK_POISSON, LIKELIHOODS, LOGVAR_RANGE
 
 PARTS = ("encoder", "decoder", "vae")
 DEFAULT_OPSET = 17

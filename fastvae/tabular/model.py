@@ -208,7 +208,7 @@ class TabularVAE:
         return self
 
     def _build(self, df, conds, where):
-        from ..core.model import VAE
+        from ..vae import VAE
         if self.vae_kw.get("inject_conditions") and not conds:
             raise TableError("inject_conditions=True feeds the condition columns to every "
                              "decoder layer, but none was given: fit(df, conditions=COLUMN)")
@@ -535,7 +535,7 @@ def from_model(model):
 def load(path, backend=None):
     """A :class:`TabularVAE` from a checkpoint written by :meth:`TabularVAE.save` (or by
     ``fastvae train --data table.csv``)."""
-    from ..core.model import load as load_model
+    from ..vae import load as load_model
     return from_model(load_model(path, backend=backend))
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.workspace import aligned_empty
+from .. import backends
+from ..backends.aligned import aligned_empty
 
 
 class Batches:
@@ -41,13 +42,7 @@ class Batches:
                 self.X = None  # does not fit next to the model: host batches instead
         if self.on_device:
             return
-        # host batches: the gather kernel of the cpu backend (the numpy backend's own keeps
-        # that backend free of Numba)
-        if self.bk.NAME == "numpy":
-            from ..backends import reference as host
-        else:
-            from ..backends import cpu as host
-        self.host = host
+        self.host = backends.host(self.bk)  # host batches: the switch's gather kernels
         self.X = np.asarray(ds.x)  # drops the memmap subclass only: a file stays a file
         # the kernels read native integers and float32/64; other data (big-endian IDX
         # floats, float16) goes through Dataset.batch, which converts with a temporary

@@ -100,8 +100,7 @@ def rank_backend(backend, local):
     name = _backend.resolve(backend)
     if name != "cuda":
         return name
-    from ..backends import cuda
-    return f"cuda:{local % cuda.device().xp.cuda.runtime.getDeviceCount()}"
+    return f"cuda:{local % _backend.gpu_count()}"
 
 
 def shard(start, stop, rank, size):

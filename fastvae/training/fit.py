@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 
-from ..core.evaluate import as_dataset
+from .evaluate import as_dataset
 from ..core.validate import boolean, nonneg_int
 from ..io.dataset import DataError
 from .agreement import agreement

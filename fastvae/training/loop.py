@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from ..core.evaluate import elbo
+from .evaluate import elbo
 from ..core.step import StepContext
 from .batches import Batches
 from .distributed import DistributedError

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.cpu import blas_threads, onednn, pool
 from ..core.step import StepContext
 
 
@@ -31,6 +30,9 @@ class Shards:
     def __init__(self, model, n):
         self.model = model
         self.parts = [model] + [model.replica() for _ in range(n - 1)]
+        # the cpu backend's thread pool and thread limits (shards run on no other backend)
+        bk = model.kernels
+        self.pool, self.blas_threads, self.onednn = bk.pool, bk.blas_threads, bk.onednn
 
     def step(self, xb, row0, batch):
         """Forward and backward of the rows ``xb`` (m, width): rows ``row0 .. row0 + m`` of
@@ -43,6 +45,7 @@ class Shards:
             raise ValueError(f"free_bits={model.free_bits!r} was set during a run with "
                              f"shards={len(self.parts)}: free bits gate the KL on the whole "
                              "batch's per-dimension mean, which shards do not share")
+        pool, onednn = self.pool, self.onednn
         cuts = pool.bounds(m, min(len(self.parts), m))
         for part in self.parts[1:len(cuts)]:  # (before shard 0 moves the model's noise on)
             model.update_replica(part)
@@ -60,7 +63,7 @@ class Shards:
                 sums[k] = (n * loss, n * recon, n * kl)
                 part.backward(cache)
 
-        with blas_threads.limited_to_one():
+        with self.blas_threads.limited_to_one():
             pool.run(shard, [(k, lo, hi) for k, (lo, hi) in enumerate(cuts)])
         self.add_gradients(len(cuts))
         return tuple(float(sum(s[i] for s in sums)) for i in range(3))
@@ -70,7 +73,7 @@ class Shards:
         ranges over the threads: each entry's sum is the same whatever the cut)."""
         if used < 2:
             return
-        g = self.model.flat_grads
+        g, pool = self.model.flat_grads, self.pool
         others = [p.flat_grads for p in self.parts[1:used]]
 
         def add(lo, hi):

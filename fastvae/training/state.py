@@ -122,9 +122,11 @@ class TrainState:
         st.n_rows = None if meta["n_rows"] is None else int(meta["n_rows"])
         st.seconds = float(meta["seconds"])
         st.sums = [float(v) for v in meta["sums"][:3]] + [int(meta["sums"][3])]
-        np.random.PCG64().state = meta["order_rng"]  # (refused here if damaged, not in fit)
-        st.order_rng = meta["order_rng"]
-        st.binarize_rng.bit_generator.state = meta["binarize_rng"]
+        if meta["order_rng"] is not None:  # (None: a version 1 file's run, from its seed)
+            np.random.PCG64().state = meta["order_rng"]  # (refused here if damaged)
+            st.order_rng = meta["order_rng"]
+        if meta["binarize_rng"] is not None:
+            st.binarize_rng.bit_generator.state = meta["binarize_rng"]
         st.history = list(meta["history"])
         if meta.get("stopper"):
             from .stopping import EarlyStopping

@@ -31,6 +31,8 @@ from .split import (bias_act_fwd, act_bias_bwd, likelihood_fwd, likelihood_fwd_b
                     blocks_fwd, blocks_fwd_bwd, encoder_input, normal_eps, adam_step,
                     sgd_step, check_data, to_bf16)
 from .pool import get_num_threads, set_num_threads  # noqa: F401
+# the thread pool and thread limits a sharded step (fastvae.training.shards) runs under
+from . import blas_threads, onednn, pool  # noqa: F401,E402
 
 get_num_threads()  # a bad FASTVAE_NUM_THREADS fails here, when a model is built, not mid-step
 

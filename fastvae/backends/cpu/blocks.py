@@ -4,7 +4,7 @@ CUDA: kernels/blocks.cu).
 One pass per decoder row over its columns, branching on each column's block kind (a
 predictable branch: columns of a block are consecutive).  Cell math runs in float64 whatever
 the arrays' dtype: the negative binomial's lgamma and digamma differences
-(:mod:`fastvae.core.special`, compiled from the same source) are float64 functions, and a
+(:mod:`fastvae.backends.special`, compiled from the same source) are float64 functions, and a
 table's few hundred columns make this pass a small part of the step.  Sums over rows run in
 row order, so the results do not depend on anything but the inputs.
 """
@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from ...core import special
-from ...core.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                           BLK_POISSON, ENC_LOG1P, ENC_MASK)
+from .. import special
+from ..codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
+                     BLK_POISSON, ENC_LOG1P, ENC_MASK)
 from ..nbmath import exp_nonpos, jit, jit_module_functions, log1p_unit
 
 _special = jit_module_functions(special, special.FUNCTIONS)
@@ -52,7 +52,7 @@ def _lgamma1(x):
 def _nb_diffs(x, th, grad):
     """(lgamma(x + th) - lgamma(th), digamma(x + th) - digamma(th)) of a count x > 0: for a
     small integer x the exact sums over k < x of log(th + k) (one log of their product) and
-    1 / (th + k); otherwise core/special.py's series (the digamma only when ``grad``)."""
+    1 / (th + k); otherwise backends/special.py's series (the digamma only when ``grad``)."""
     if x < _SMALL and x == math.floor(x) and th < _THETA_EXACT:
         prod = 1.0
         dg = 0.0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
-from ...core.codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
-                           ACT_SOFTPLUS, ACT_TANH)
+from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
+                     ACT_SOFTPLUS, ACT_TANH)
 from ..nbmath import exp_nonpos, jit, log1p_unit, vexpm1
 
 

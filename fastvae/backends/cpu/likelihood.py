@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ...core.codes import LIK_BERNOULLI, LIK_GAUSSIAN
+from ..codes import LIK_BERNOULLI, LIK_GAUSSIAN
 from ..nbmath import exp_nonpos, jit, log1p_unit
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ...core.codes import MOMENT_FLUSH
+from ..codes import MOMENT_FLUSH
 from ..nbmath import jit
 from ..reference import clip_scale_of
 
@@ -56,7 +56,7 @@ def adam_step(p, m, v, g, lr, beta1, beta2, eps, weight_decay, decoupled, step, 
             gi += wd * pi
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
-        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in core/codes.py
+        mi = mi if abs(mi) >= tiny else zero  # see MOMENT_FLUSH in backends/codes.py
         vi = vi if vi >= tiny else zero
         m[i] = mi
         v[i] = vi

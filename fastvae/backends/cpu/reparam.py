@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ...core.codes import PHILOX_M, PHILOX_W
+from ..codes import PHILOX_M, PHILOX_W
 from numba import njit
 
 from ..nbmath import FASTMATH, jit, vexp, vexpm1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..training.state import TrainState
+from .state import TrainState
 
 
 def snapshot(model):

@@ -9,10 +9,10 @@ import math
 
 import numpy as np
 
-from ..backends.reference_blocks import block_cells
+from .. import backends
 from ..io.dataset import Dataset, DataError
-from .step import StepContext
-from .validate import boolean, nonneg_int, positive_int
+from ..core.step import StepContext
+from ..core.validate import boolean, nonneg_int, positive_int
 
 #: the most decoder rows (samples x data rows) one pass of the log-likelihood estimate
 #: holds: its memory is this many rows of the decoder's activations, D + sum(decoder widths)
@@ -198,7 +198,8 @@ def score_samples(model, X, k=None, n_samples=1, per_column=False, batch_size=10
             a = bk.to_numpy(cache.out).astype(np.float64)  # (L, n, D)
             x = xb.astype(np.float64)
             if cl is not None:  # the kernels' own per-cell terms (reference, on the host)
-                cells = block_cells(a.reshape(-1, cl.P), x, aux, cl.cols, cl.meta)[0]
+                cells = backends.get("numpy").block_cells(a.reshape(-1, cl.P), x, aux, cl.cols,
+                                                          cl.meta)[0]
                 cells = cells.reshape(L, n, cl.D)
             elif model.likelihood == "bernoulli":
                 cells = np.logaddexp(0.0, a) - x * a
@@ -220,14 +221,14 @@ def noise_key(model, seed, stream=0x11CE):
 
 
 def _agreement(comm, model):
-    from ..training.agreement import agreement
+    from .agreement import agreement
     return agreement(comm, model)
 
 
 def estimate_fingerprint(model, data, args):
     """What MPI ranks compare before an estimate (see
     :func:`fastvae.training.distributed.estimate_fingerprint`)."""
-    from ..training.distributed import estimate_fingerprint as fingerprint
+    from .distributed import estimate_fingerprint as fingerprint
     return fingerprint(model, data, args)
 
 
