@@ -8,6 +8,13 @@ object's state gets a public name.  Dunder names (``__version__``, ``__init__``)
 
 Import circles: the graph of every import in the package (module-level and inside
 functions alike: a lazy import still ties the two modules together) has no cycle.
+
+Layers: the package stacks, and every import goes down or stays on its floor (lazy ones
+included).  From the bottom: backends (with the kernel contract: ``codes``, ``special``,
+``aligned``) < core (the engine) < io (data, checkpoints, export) < training < the front
+ends (``fastvae.VAE``'s methods that train, the CLI, sklearn, tabular, ...).  Below the
+front ends no module names a backend: core, io and training ask the switch
+(``fastvae.backends``) and read the contract, nothing else of ``backends/``.
 """
 from __future__ import annotations
 
@@ -83,6 +90,44 @@ def import_graph(modules):
     return graph
 
 
+#: the floors, from the bottom: (name, module prefixes); a module on no floor is a front end
+LAYERS = (("backends", ("fastvae.version", "fastvae.backends")),
+          ("core", ("fastvae.core",)),
+          ("io", ("fastvae.io",)),
+          ("training", ("fastvae.training",)),
+          ("front ends", ("",)))
+#: what core, io and training may import of backends/: the switch and the kernel contract
+SWITCH = ("fastvae.backends", "fastvae.backends.codes", "fastvae.backends.special",
+          "fastvae.backends.aligned")
+
+
+def layer_of(module, layers=LAYERS):
+    """The index of ``module``'s floor in ``layers`` (the longest matching prefix)."""
+    best, length = None, -1
+    for i, (_, prefixes) in enumerate(layers):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".") or p == "") and len(p) > length:
+                best, length = i, len(p)
+    return best
+
+
+def layering_faults(graph, layers=LAYERS, switch=SWITCH):
+    """["a -> b (core imports training)", ...]: every import that goes up a floor, and every
+    import of a backend by name from a floor between the backends and the front ends."""
+    found = []
+    top, bottom = len(layers) - 1, 0
+    for a in sorted(graph):
+        la = layer_of(a, layers)
+        for b in sorted(graph[a]):
+            lb = layer_of(b, layers)
+            if lb > la:
+                found.append(f"{a} -> {b} ({layers[la][0]} imports {layers[lb][0]})")
+            elif lb == bottom < la < top and b not in switch and \
+                    b.startswith(layers[bottom][1][-1] + "."):
+                found.append(f"{a} -> {b} ({layers[la][0]} names a backend; ask the switch)")
+    return found
+
+
 def cycles(graph):
     """The strongly connected components of more than one module (Tarjan), each sorted."""
     index, low, stack, on, out = {}, {}, [], set(), []
@@ -126,6 +171,11 @@ def test_the_package_has_no_import_circle():
     assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
 
 
+def test_every_import_goes_down_the_layers():
+    faults = layering_faults(import_graph(_modules()))
+    assert not faults, "imports against the layers:\n" + "\n".join(faults)
+
+
 # ---------------------------------------------------------- the checks can fail
 def test_the_reach_in_scan_finds_each_kind():
     src = ("class A:\n"
@@ -153,3 +203,25 @@ def test_the_cycle_finder_finds_a_lazy_circle(tmp_path):
     graph = import_graph(_modules(pkg))
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.d"] == {"pkg.a"}
     assert cycles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
+
+
+def test_the_layer_check_finds_a_lazy_upward_import_and_a_backend_by_name(tmp_path):
+    pkg = tmp_path / "fastvae"
+    for d in ("backends", "backends/cpu", "core", "io", "training", "cli"):
+        (pkg / d).mkdir(parents=True, exist_ok=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("from .cli import run\n")
+    (pkg / "backends" / "codes.py").write_text("X = 1\n")
+    (pkg / "backends" / "cpu" / "dense.py").write_text("from ..codes import X\n")
+    (pkg / "core" / "model.py").write_text("from ..backends.codes import X\n"
+                                           "def fit():\n    from ..training import loop\n")
+    (pkg / "io" / "data.py").write_text("from ..core import model\n")
+    (pkg / "training" / "loop.py").write_text("from ..io import data\n"
+                                              "from ..backends.cpu import dense\n")
+    (pkg / "cli" / "run.py").write_text("from ..backends.cpu import dense\n"
+                                        "from ..training import loop\n")
+    graph = import_graph(_modules(pkg))
+    assert layering_faults(graph) == [
+        "fastvae.core.model -> fastvae.training.loop (core imports training)",
+        "fastvae.training.loop -> fastvae.backends.cpu.dense (training names a backend; ask "
+        "the switch)"]
