@@ -56,7 +56,10 @@ def _default_backend(monkeypatch):
 # test where there is one (marked ``gpu``, skipped elsewhere).
 from cuda_helpers import dev, emu, emu_library, gpu_device, host  # noqa: E402,F401  (fixtures)
 
+# The one list of backends every test module parametrizes over: the reference first, then
+# the backends held against it.
 BACKEND_PARAMS = ["numpy", "cpu", "cuda", pytest.param("cuda-gpu", marks=pytest.mark.gpu)]
+DEVICE_BACKENDS = BACKEND_PARAMS[1:]
 
 
 def install_backend(request, name):

@@ -16,10 +16,9 @@ import pytest
 import fastvae
 from fastvae.backends import reference as R
 
-from conftest import host, make_data
+from conftest import DEVICE_BACKENDS, host, make_data
 from tolerances import assert_close
 
-DEVICE_BACKENDS = ["cpu", "cuda", pytest.param("cuda-gpu", marks=pytest.mark.gpu)]
 
 CONFIGS = [
     dict(),

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from fastvae.backends import cpu, reference as ref
-from fastvae.core.codes import ACTIVATIONS, ACT_IDENTITY, LIK_BERNOULLI, LIK_GAUSSIAN
+from fastvae.backends.codes import ACTIVATIONS, ACT_IDENTITY, LIK_BERNOULLI, LIK_GAUSSIAN
 
+from conftest import DEVICE_BACKENDS
 from cuda_helpers import host
 from tolerances import RTOL
 
@@ -97,7 +98,7 @@ class Kernels:
         return [host(o) for o in o_b]
 
 
-KERNEL_BACKENDS = ["cpu", "cuda", pytest.param("cuda-gpu", marks=pytest.mark.gpu)]
+KERNEL_BACKENDS = DEVICE_BACKENDS  # (the one list, in conftest.py)
 
 
 def _kernels(request, name):

@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch_ref import loss_and_grads  # noqa: E402
 
-from conftest import BACKEND_PARAMS, host, make_data, make_eps, make_model  # noqa: E402
+from conftest import (BACKEND_PARAMS, DEVICE_BACKENDS, host, make_data, make_eps,  # noqa: E402
+                      make_model)
 
 CASES = [
     dict(activation="relu"),
@@ -52,9 +53,7 @@ def test_float32_loose(backend, case):
     _compare(model, x, make_eps(model, 9), rtol=2e-4, atol_frac=2e-5)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda", pytest.param("cuda-gpu",
-                                                                   marks=pytest.mark.gpu)],
-                         indirect=True)
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS, indirect=True)
 def test_canonical_model_float32(backend):
     """The benchmark's model (784-400-20-400-784, ReLU, Bernoulli) at batch 64."""
     model = make_model(backend=backend, dtype="float32", D=784, hidden=(400,), Z=20)

@@ -9,7 +9,8 @@ import fastvae
 from fastvae.backends.cpu import pool
 from fastvae.backends import reference as ref
 
-from conftest import BACKEND_PARAMS, host, make_data, make_eps, make_model
+from conftest import (BACKEND_PARAMS, DEVICE_BACKENDS, host, make_data, make_eps,
+                      make_model)
 
 
 def _train(backend, steps, dtype="float32", opt_cls=fastvae.Adam, **kw):
@@ -24,9 +25,7 @@ def _train(backend, steps, dtype="float32", opt_cls=fastvae.Adam, **kw):
     return model, np.array(losses)
 
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda", pytest.param("cuda-gpu",
-                                                                   marks=pytest.mark.gpu)],
-                         indirect=True)
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS, indirect=True)
 def test_backend_tracks_reference_over_100_adam_steps(backend):
     """Same seed, same noise, float32: loss curves agree to 1e-3 relative (float32 rounding
     differs, BLAS against BLAS or cuBLAS, and the runs drift apart slowly) and the
