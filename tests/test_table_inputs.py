@@ -210,9 +210,17 @@ def test_strings_beside_numbers_say_how_to_fix_it():
     assert set(s["mix"]) <= {"a", 1}
 
 
+def test_bools_beside_strings_are_not_told_to_become_numbers():
+    df = base().assign(m=pd.Series([True, "yes"] * 100, dtype=object))
+    with pytest.raises(TableError, match=r"'m' holds values of types bool, str side by side; "
+                       r"make it one type, or pass types=\{'m': 'categorical'\}$"):
+        fitted(df)
+
+
 def test_a_single_unreadable_type_is_named():
     df = base().assign(d=[decimal.Decimal("1.5")] * 200)
-    with pytest.raises(TableError, match="'d' holds values of type Decimal"):
+    with pytest.raises(TableError, match=r"'d' holds values of type Decimal, .* convert them "
+                       r"\(df\['d'\]\.astype\(float\)\)"):
         fitted(df)
 
 
@@ -235,6 +243,27 @@ def test_periods_are_refused():
     df = base().assign(p=pd.period_range("2020-01", periods=200, freq="M"))
     with pytest.raises(TableError, match="'p': dtype period"):
         fitted(df)
+
+
+def test_date_times_in_several_time_zones_say_how_to_make_them_one():
+    t = pd.date_range("2024-01-01", periods=200, freq="h")
+    zoned = [x.tz_localize("UTC" if i % 2 else "Europe/Berlin") for i, x in enumerate(t)]
+    with pytest.raises(TableError, match=r"'t' holds date-times in more than one time zone "
+                       r"\(Europe/Berlin, UTC\); .*pd.to_datetime\(df\['t'\], utc=True\)"):
+        fitted(base().assign(t=zoned))
+    zoned[0] = zoned[0].tz_localize(None)  # naive beside zoned: the same
+    with pytest.raises(TableError, match=r"\(Europe/Berlin, UTC, no time zone\)"):
+        fitted(base().assign(t=zoned))
+
+
+def test_numpy_datetime64_and_timedelta64_objects_are_times():
+    t = [np.datetime64("2024-01-01") + np.timedelta64(int(i), "D") for i in range(200)]
+    d = [np.timedelta64(int(i), "s") for i in range(200)]
+    df = base().assign(t=pd.Series(t, dtype=object), d=pd.Series(d, dtype=object))
+    tv, s = round_trip(df)
+    assert [c.source for c in tv.schema.columns[-2:]] == ["datetime", "timedelta"]
+    got = pd.to_datetime(s["t"])
+    assert got.min() >= pd.Timestamp("2024-01-01") and got.max() <= pd.Timestamp(t[-1])
 
 
 def test_category_dtype_of_timestamps_is_refused():
@@ -394,6 +423,7 @@ def test_scoring_an_unseen_category_names_the_row_label():
 @pytest.mark.parametrize("make, says", [
     (lambda: pd.DataFrame({"x": [np.nan] * 10, "y": [None] * 10}),
      "no column is left to model"),
+    (lambda: pd.DataFrame(index=range(10)), "the table has no columns$"),
     (lambda: pd.DataFrame({"x": [1.0], "y": ["a"]}), "1 row"),
     (lambda: pd.DataFrame({"x": [], "y": []}), "0 row"),
 ])
@@ -419,6 +449,49 @@ def test_settings_are_checked_in_fit_not_in_init():
 
 
 # ------------------------------------------------------------------ files
+@pytest.mark.parametrize("name, write", [
+    ("t.csv.gz", lambda d, f: d.to_csv(f, index=False)),
+    ("t.csv.bz2", lambda d, f: d.to_csv(f, index=False)),
+    ("t.csv.xz", lambda d, f: d.to_csv(f, index=False)),
+    ("t.csv.zip", lambda d, f: d.to_csv(f, index=False)),
+    ("t.tsv.gz", lambda d, f: d.to_csv(f, index=False, sep="\t")),
+    ("t.txt", lambda d, f: d.to_csv(f, index=False)),
+    ("semicolons.csv", lambda d, f: d.to_csv(f, index=False, sep=";")),
+    ("pipes.csv", lambda d, f: d.to_csv(f, index=False, sep="|")),
+    ("bom.csv", lambda d, f: d.to_csv(f, index=False, encoding="utf-8-sig")),
+])
+def test_compressed_and_differently_separated_files_are_read(tmp_path, name, write):
+    df = base(60).round(6)
+    path = tmp_path / name
+    write(df, path)
+    got = tabular.read_table(path)
+    pd.testing.assert_frame_equal(got, df)
+
+
+def test_a_compressed_file_names_a_duplicate_header_and_a_zip_of_two_files(tmp_path):
+    import gzip
+    import zipfile
+    with gzip.open(tmp_path / "d.csv.gz", "wt") as f:
+        f.write("x,x\n1,2\n")
+    with pytest.raises(TableError, match=r"names column\(s\) \['x'\] twice"):
+        tabular.read_table(tmp_path / "d.csv.gz")
+    with zipfile.ZipFile(tmp_path / "two.csv.zip", "w") as z:
+        z.writestr("a.csv", "x\n1\n")
+        z.writestr("b.csv", "x\n2\n")
+    with pytest.raises(TableError, match="holds 2 files; a zipped table holds one"):
+        tabular.read_table(tmp_path / "two.csv.zip")
+    (tmp_path / "p.parquet.gz").write_bytes(b"x")
+    with pytest.raises(TableError, match="is not a table fastvae reads"):
+        tabular.read_table(tmp_path / "p.parquet.gz")
+
+
+def test_a_column_of_rare_values_only_is_named_as_such():
+    df = pd.DataFrame({"s": [f"v{i}" for i in range(149)] + ["v0"], "c": 1})
+    with pytest.raises(TableError, match=r"'s': every value in fewer than 5 rows \(written "
+                                         r"as '_RARE_'\), 'c': constant\)"):
+        fitted(df)
+
+
 def test_file_errors_name_the_file(tmp_path):
     (tmp_path / "latin.csv").write_bytes("x,y\n1,caf\xe9\n".encode("latin-1"))
     with pytest.raises(TableError, match="latin.csv is not UTF-8 text"):

@@ -92,6 +92,17 @@ def test_train_refuses_ragged_rows(wd, capsys):
                 "cannot read")
 
 
+@pytest.mark.parametrize("name, sep", [("t.csv.gz", ","), ("t.tsv.bz2", "\t"),
+                                       ("t.csv.zip", ","), ("semicolons.csv", ";")])
+def test_train_reads_compressed_and_semicolon_files_and_score_too(wd, capsys, name, sep):
+    table().to_csv(wd / name, index=False, sep=sep)
+    assert main(["train", "--data", name, "--out", "r", *SMALL]) == 0
+    assert main(["score", "r/model.npz", name, "--csv", "s.csv"]) == 0
+    assert len(pd.read_csv("s.csv")) == 200
+    assert main(["sample", "r/model.npz", "-n", "5", "--csv", "o.csv"]) == 0
+    assert list(pd.read_csv("o.csv").columns) == ["x", "y", "c", "g"]
+
+
 def test_train_names_the_parquet_column_of_lists(wd, capsys):
     df = table().assign(tags=[["a", "b"]] * 200)
     train_fails(wd, capsys, lambda p: df.to_parquet(p), "column 'tags' holds values of type",

@@ -27,10 +27,6 @@ import warnings
 from .common import (FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError, next_run_dir,
                      set_threads, write_pictures)
 
-#: extensions read as tables; the second group is refused with a one-line error
-TABLE_EXTS = (".csv", ".tsv", ".parquet", ".pq")
-OTHER_TABLES = (".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".json", ".jsonl",
-                ".h5", ".hdf5", ".sav", ".dta", ".sas7bdat", ".orc", ".avro")
 #: a table run's defaults where they differ from an image run's (epochs None: the policy)
 DEFAULTS = {"epochs": None, "hidden": None, "latent": None, "lr": 1e-3, "seed": 0,
             "val_fraction": 0.1}
@@ -52,7 +48,9 @@ FIXED = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "lat
 
 
 def is_table_path(path):
-    return os.path.splitext(str(path))[1].lower() in TABLE_EXTS + OTHER_TABLES
+    """Whether --data names a table (:func:`fastvae.tabular.tableio.is_table_path`)."""
+    from ..tabular.tableio import is_table_path as by_extension
+    return by_extension(path)
 
 
 def add_arguments(parser):

@@ -96,25 +96,36 @@ def _strings_or_mixed(name, vals):
         return "object"
     if kinds <= {bool, np.bool_}:
         return "bool"
+    if all(issubclass(k, (_dt.datetime, np.datetime64)) for k in kinds):
+        zones = sorted({"no time zone" if getattr(v, "tzinfo", None) is None else
+                        str(v.tzinfo) for v in vals})
+        if len(zones) > 1:
+            return ("unreadable", f"column {name!r} holds date-times in more than one time "
+                    f"zone ({', '.join(zones[:4])}); make them one: "
+                    f"df[{name!r}] = pd.to_datetime(df[{name!r}], utc=True)")
+        return "datetime"
+    if all(issubclass(k, _dt.date) and not issubclass(k, _dt.datetime) for k in kinds):
+        return "date"
+    # (before the numbers: NumPy's timedelta64 is a subclass of its integers)
+    if all(issubclass(k, (_dt.timedelta, np.timedelta64)) for k in kinds):
+        return "timedelta"
     if all(issubclass(k, (numbers.Integral, np.integer)) and not issubclass(k, (bool, np.bool_))
            for k in kinds):
         return "int"
     if all(issubclass(k, (numbers.Real, np.floating, np.integer)) and
            not issubclass(k, (bool, np.bool_)) for k in kinds):
         return "float"
-    if all(issubclass(k, _dt.datetime) for k in kinds):
-        return "datetime"
-    if all(issubclass(k, _dt.date) and not issubclass(k, _dt.datetime) for k in kinds):
-        return "date"
-    if all(issubclass(k, _dt.timedelta) for k in kinds):
-        return "timedelta"
     hashable = all(k.__hash__ is not None for k in kinds)
     simple = all(issubclass(k, (str, np.str_, numbers.Real, np.generic)) for k in kinds)
     if hashable and simple and len(kinds) > 1:
         return "mixed"
     shown = ", ".join(sorted(k.__name__ for k in kinds))
+    # (Decimal is a Number but not Complex: it converts to float; complex does not)
+    how = (f" (df[{name!r}].astype(float))" if all(
+        issubclass(k, numbers.Number) and not issubclass(k, numbers.Complex)
+        for k in kinds) else "")
     return ("unreadable", f"column {name!r} holds values of type {shown}, which fastvae "
-            f"cannot model; convert them, or pass types={{{name!r}: 'ignore'}}")
+            f"cannot model; convert them{how}, or pass types={{{name!r}: 'ignore'}}")
 
 
 def source_of(name, s):
@@ -247,10 +258,15 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         col.missing_share = 1.0
         return col
     if source == "mixed" and asked not in ("categorical", "id"):
-        shown = ", ".join(sorted({type(v).__name__ for v in present}))
+        types_ = {type(v) for v in present}
+        shown = ", ".join(sorted(k.__name__ for k in types_))
+        # numbers beside strings: often a number column with a few typos or markers
+        numeric = any(issubclass(k, (numbers.Real, np.number)) and
+                      not issubclass(k, (bool, np.bool_)) for k in types_)
+        hint = (f" (pd.to_numeric(df[{name!r}], errors='coerce') reads the strings as "
+                f"missing)" if numeric else "")
         raise TableError(f"column {name!r} holds values of types {shown} side by side; "
-                         f"make it one type (pd.to_numeric(df[{name!r}], errors='coerce') "
-                         f"reads the strings as missing), or pass types={{{name!r}: "
+                         f"make it one type{hint}, or pass types={{{name!r}: "
                          f"'categorical'}}")
     if asked == "id":
         return _identifier(col, present, miss, salt)

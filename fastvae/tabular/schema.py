@@ -295,12 +295,25 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
                 key = np.packbits(s.isna().to_numpy()).tobytes()
                 col.gap_group = masks.setdefault(key, len(masks))
             data.append(col)
+    if not data:
+        raise TableError("the table has no columns" + (
+            f" besides its conditions ({', '.join(map(repr, conditions))})"
+            if conditions else ""))
     if not any(c.modeled for c in data) and not any(c.gaps for c in data):
         raise TableError("no column is left to model: every column is "
                          + ("ignored, a condition, " if types or conditions else "")
-                         + "constant, empty or an identifier ("
-                         + ", ".join(f"{c.name!r}: {c.kind}" for c in data[:10]) + ")")
+                         + "constant, empty, an identifier or rare values only ("
+                         + ", ".join(f"{c.name!r}: {_what(c)}" for c in data[:10]) + ")")
     return Schema(data, conds, labels, salt)
 
 
 __all__ = ["Schema", "TableError", "infer", "row_namer", "TYPES", "VERSION"]
+
+
+def _what(col):
+    """What an unmodelled column is, in a message's words."""
+    if col.kind == "constant" and col.value == RARE and col.source in ("object", "mixed"):
+        return f"every value in fewer than {RARE_MIN} rows (written as {RARE!r})"
+    if col.kind == "constant" and col.missing_share == 1.0:
+        return "empty"
+    return "identifier" if col.kind == "id" else col.kind

@@ -3,7 +3,10 @@ writing them whole or chunk by chunk, and naming a row the way its file does.
 
 - :func:`read_table` reads a DataFrame (or passes one through).  A CSV header that names a
   column twice is refused (pandas would rename the second ``x.1``); a file that is not
-  UTF-8, is empty, is a directory or is not a table says so in one line.
+  UTF-8, is empty, is a directory or is not a table says so in one line.  CSV and TSV
+  files may be compressed (``.csv.gz``, ``.bz2``, ``.xz``, ``.zip``, ``.zst``), and a
+  ``.csv`` whose header has no comma but a ``;`` or ``|`` is read with that separator (a
+  semicolon-separated export would otherwise be one column).
 - :func:`row_names` gives ``where(i)``, the name of row i of a frame for messages: "line 7
   of t.csv" for a CSV or TSV file (the header is line 1, one line per row), "row 6 of
   t.parquet" (from 1) for Parquet, and the index label for a DataFrame.
@@ -12,8 +15,13 @@ writing them whole or chunk by chunk, and naming a row the way its file does.
 """
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
+import lzma
 import os
+import zipfile
 
 from .column import TableError, pandas_module
 
@@ -22,11 +30,32 @@ READERS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet",
            ".pq": "parquet"}
 OTHER_TABLES = (".xlsx", ".xls", ".xlsm", ".ods", ".feather", ".arrow", ".json", ".jsonl",
                 ".h5", ".hdf5", ".sav", ".dta", ".sas7bdat", ".orc", ".avro")
+#: compressions a CSV or TSV file may have (pandas reads them by the extension)
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zip", ".zst")
+#: separators a .csv file is read with when its header has no comma
+OTHER_SEPARATORS = (";", "|")
 
 
 def table_kind(path):
     """"csv", "tsv" or "parquet" by the extension of ``path``; None for anything else."""
-    return READERS.get(os.path.splitext(os.fspath(path))[1].lower())
+    ext, compressed = extensions(path)
+    kind = READERS.get(ext)
+    return None if compressed and kind == "parquet" else kind
+
+
+def extensions(path):
+    """(the table's extension, the compression's or None), lower case: "t.csv.gz" ->
+    (".csv", ".gz")."""
+    root, ext = os.path.splitext(os.fspath(path))
+    if ext.lower() in COMPRESSIONS:
+        return os.path.splitext(root)[1].lower(), ext.lower()
+    return ext.lower(), None
+
+
+def is_table_path(path):
+    """Whether ``path`` names a table by its extension: one read_table reads, or one it
+    refuses with a line saying how to save it."""
+    return table_kind(path) is not None or extensions(path)[0] in OTHER_TABLES
 
 
 def read_table(data, what="data"):
@@ -55,8 +84,7 @@ def read_table(data, what="data"):
         except Exception as e:  # noqa: BLE001  (pyarrow's errors share no base class)
             raise TableError(f"{what}: cannot read {path} as Parquet "
                              f"({type(e).__name__}: {_short(e)})") from None
-    sep = "\t" if kind == "tsv" else ","
-    _check_header(path, sep, what)
+    sep = _check_header(path, "\t" if kind == "tsv" else ",", what)
     try:
         return pd.read_csv(path, sep=sep)
     except UnicodeDecodeError as e:
@@ -78,17 +106,46 @@ def _not_utf8(path, what, e):
             f"(pd.read_csv(path, encoding=...)) and pass the DataFrame")
 
 
+def _open_text(path):
+    """The text of a CSV or TSV file, through its compression (None for zstandard, which
+    only pandas reads)."""
+    kw = {"encoding": "utf-8", "newline": ""}
+    comp = extensions(path)[1]
+    if comp in (".gz", ".bz2", ".xz"):
+        return {".gz": gzip, ".bz2": bz2, ".xz": lzma}[comp].open(path, "rt", **kw)
+    if comp == ".zip":
+        z = zipfile.ZipFile(path)
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        if len(names) != 1:
+            raise TableError(f"{path} holds {len(names)} files; a zipped table holds one")
+        return io.TextIOWrapper(z.open(names[0]), **kw)
+    if comp is not None:
+        return None
+    return open(path, **kw)
+
+
 def _check_header(path, sep, what):
-    """Refuse a header that names a column twice (pandas would rename it silently)."""
+    """The separator to read ``path`` with (``sep``, or for a .csv whose header has no
+    comma one of OTHER_SEPARATORS it holds); refuses a header that names a column twice
+    (pandas would rename it silently)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f, delimiter=sep), None)
+        f = _open_text(path)
+        if f is None:
+            return sep
+        with f:
+            line = f.readline()
     except UnicodeDecodeError as e:
         raise TableError(_not_utf8(path, what, e)) from None
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as e:
+        raise TableError(f"{what}: cannot read {path} ({_short(e)})") from None
+    if sep == "," and "," not in line:
+        sep = next((o for o in OTHER_SEPARATORS if o in line), sep)
+    try:
+        header = next(csv.reader([line], delimiter=sep), None)
     except csv.Error as e:
         raise TableError(f"{what}: cannot read the header of {path} ({e})") from None
     if header is None:
-        return
+        return sep
     seen, dup = set(), []
     for h in header:
         if h in seen and h not in dup:
@@ -97,6 +154,7 @@ def _check_header(path, sep, what):
     if dup:
         raise TableError(f"{what}: {path} names column(s) {dup} twice in its header; every "
                          f"column needs a name of its own")
+    return sep
 
 
 def row_names(data, df):
