@@ -1,5 +1,5 @@
 // bf16.cu: operands of the bfloat16 products (precision="bf16"; the products themselves are
-// cublasGemmEx with bf16 inputs, float32 outputs and float32 compute: fastvae/backends/cuda.py).
+// cublasGemmEx with bf16 inputs, float32 outputs and float32 compute: fastvae/backends/cuda/bf16.py).
 //
 //   to_bf16   dst (n,) bf16 bits (uint16) <- src (n,) float32, rounded to nearest-even
 //

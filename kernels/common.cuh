@@ -16,7 +16,7 @@
 // and CUDA cannot disagree.  A compile without them stops at the #error below.
 //
 // Kernels are exported as extern "C" <name>_f32 / <name>_f64 so that NVRTC, nvcc and the
-// launchers in fastvae/backends/cuda.py all see plain, unmangled names.
+// launchers in fastvae/backends/cuda/ all see plain, unmangled names.
 #pragma once
 
 typedef long long i64;

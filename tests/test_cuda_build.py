@@ -21,6 +21,7 @@ from fastvae.backends import reference as R
 from cuda_helpers import emu_library  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
+LAUNCHERS = ROOT / "fastvae" / "backends" / "cuda"
 CU_FILES = sorted((ROOT / "kernels").glob("*.cu"))
 
 
@@ -36,10 +37,10 @@ FLOAT32_ONLY = ("to_bf16_f32",)
 
 
 def test_every_launcher_kernel_exists_in_both_precisions():
-    """The launchers of cuda.py launch, for each device kernel of the reference, the CUDA
+    """The launchers of backends/cuda/ launch, for each device kernel of the reference, the CUDA
     kernel of its name; every kernel they name exists as _f32 and _f64."""
     sigs = C.kernel_signatures(ROOT / "kernels")
-    src = (ROOT / "fastvae" / "backends" / "cuda.py").read_text()
+    src = "".join(f.read_text() for f in sorted(LAUNCHERS.glob("*.py")))
     bases = set(re.findall(r'kernel_name\("(\w+)"', src))
     assert set(DEVICE_KERNELS) - set(OTHER_LAUNCH) <= bases
     assert {"sum_partials", "sq_norm_partial"} <= bases
@@ -56,6 +57,27 @@ def test_every_launcher_kernel_exists_in_both_precisions():
         if name.endswith("_f32") and not name.startswith("gather_rows"):
             other = sigs[name[:-4] + "_f64"][1]
             assert [t.replace("float", "double") for t in types] == other, name
+
+
+def test_each_launcher_module_launches_its_own_cu_file():
+    """backends/cuda/ has one launcher module per kernels/*.cu file (as cpu/ has one kernel
+    module per file), and each launches only the kernels of its file; launch.py, the shared
+    helpers, launches dense.cu's sum_partials."""
+    sigs = C.kernel_signatures(ROOT / "kernels")
+    files = {Path(f).stem for f, _ in sigs.values()}
+    modules = {f.stem for f in LAUNCHERS.glob("*.py")} - {"__init__", "launch"}
+    assert modules == files, (modules, files)
+    for mod in sorted(modules | {"launch"}):
+        src = (LAUNCHERS / f"{mod}.py").read_text()
+        names = set(re.findall(r'kernel_name\("(\w+)"', src)) | {
+            n.rsplit("_", 1)[0] for n in re.findall(r'launch\("(\w+)"', src)}
+        if mod == "data":
+            names.add("gather_rows")  # (named by an f-string: gather_rows_<out>_<data>)
+        assert names, mod
+        home = "dense" if mod == "launch" else mod
+        for base in names:
+            found = {Path(f).stem for k, (f, _) in sigs.items() if k.startswith(base + "_")}
+            assert found == {home}, (mod, base, found)
 
 
 def test_the_kernel_list_comes_from_the_reference():
@@ -84,7 +106,7 @@ def test_the_same_kernels_as_the_reference():
         assert hasattr(cpu, name), f"reference.{name} has no twin in the cpu backend"
         assert params(getattr(cpu, name)) == params(getattr(R, name)), name
         if name in DEVICE_KERNELS:
-            assert hasattr(C, name), f"reference.{name} has no twin in cuda.py"
+            assert hasattr(C, name), f"reference.{name} has no twin in backends/cuda/"
             assert params(getattr(C, name)) == params(getattr(R, name)), name
 
 

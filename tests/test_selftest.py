@@ -42,7 +42,7 @@ def test_without_a_gpu_it_says_why_and_checks_the_cpu(capsys):
 def test_a_broken_install_is_reported_not_raised(emu, monkeypatch):
     """Kernel sources missing (a broken install): the report says so, no traceback."""
     from fastvae.backends import cuda as C
-    C._devices.clear()  # as in a fresh process: the device is made on first use
+    C.forget_devices()  # as in a fresh process: the device is made on first use
 
     def missing(*a, **k):
         raise FileNotFoundError("the CUDA kernel sources were not found; reinstall fastvae")

@@ -78,7 +78,7 @@ def cuda_status(raise_if_missing: bool = False) -> str | None:
     """
     problem = None
     try:
-        import cupy  # noqa: F401  (optional dependency, imported only here and in backends/cuda.py)
+        import cupy  # noqa: F401  (optional dependency, imported only here and in backends/cuda/)
     except Exception as exc:  # ImportError, or a CuPy that fails to load its CUDA libraries
         problem = (
             f"the cuda backend needs CuPy, which could not be imported ({type(exc).__name__}: {exc}); "

@@ -1,9 +1,9 @@
 """Plain NumPy kernels: the living definition of every fused step, and the test oracle.
 
 Every kernel here has a twin of the same name and argument order in ``cpu/`` (Numba)
-and ``cuda.py`` (CuPy and the CUDA C of ``kernels/*.cu``; the host data path's kernels,
+and ``cuda/`` (CuPy and the CUDA C of ``kernels/*.cu``; the host data path's kernels,
 :data:`HOST_KERNELS`, have no cuda twin).  :data:`KERNELS`, computed at the end of this
-file from its public functions, lists them all, and the tests hold cpu/ and cuda.py to it.
+file from its public functions, lists them all, and the tests hold cpu/ and cuda/ to it.
 Conventions, after llm.c:
 
 - outputs first, then inputs, then scalars;
@@ -494,7 +494,7 @@ def binarize_rows(x, u):
 
 # ------------------------------------------------------------------------ the kernel list
 #: the host data path's kernels (batches made in host memory): cpu/ has a twin of each,
-#: cuda.py none
+#: cuda/ none
 HOST_KERNELS = ("scatter_rows", "binarize_rows")
 #: the public functions of this module that are not kernels: array helpers, and the
 #: generator under normal_eps (cpu/reparam.py has its own; the CUDA one is a device function)
@@ -504,7 +504,7 @@ HELPERS = ("asarray", "to_numpy", "philox4x32_10", "clip_scale_of", "block_cells
 #: models' kernels and the bf16 products (imported above, so that they are reached as reference.<name>)
 MODULES = (__name__, _blocks.__name__, _bf16.__name__)
 #: every kernel, in the order of this file: each public function defined here or in
-#: reference_blocks but the HELPERS.  cpu/ has a twin of each, and cuda.py of each but the
+#: reference_blocks but the HELPERS.  cpu/ has a twin of each, and cuda/ of each but the
 #: HOST_KERNELS, of the same name and parameters (tests/test_cuda_build.py): a kernel added
 #: here without its twins fails there.
 KERNELS = tuple(name for name, f in list(globals().items())
