@@ -172,10 +172,10 @@ def plot_marginals(real_df, synth_df, schema, path):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         real, synth = real_df[col.name], synth_df[col.name]
         (_bar_panel if col.kind == "categorical" else _hist_panel)(ax, col, real, synth)
-        miss = float(real.isna().mean())
+        miss, smiss = float(real.isna().mean()), float(synth.isna().mean())
         title = f"{_short(col.name, 24)}  [{_kind(col)}]"
-        if miss > 0:
-            title += f"\n{miss:.1%} missing in the real table"
+        if miss > 0 or smiss > 0:  # the gaps come back too: their rate, side by side
+            title += f"\nmissing: {miss:.1%} real, {smiss:.1%} synthetic"
         ax.set_title(title, fontsize=8)
         if handles is None:
             handles = ax.get_legend_handles_labels()
