@@ -171,6 +171,40 @@ def test_the_package_has_no_import_circle():
     assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
 
 
+#: the likelihood's block classes (fastvae.core.blocks)
+BLOCK_CLASSES = {"Block", "Gaussian", "Bernoulli", "Categorical", "Poisson", "NegBinomial"}
+
+
+def block_type_tests(source, filename="<source>"):
+    """[(line, text)] of every isinstance(x, <a block class>) in a module's source."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" \
+                and len(node.args) == 2:
+            kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+            if any(getattr(k, "id", getattr(k, "attr", None)) in BLOCK_CLASSES for k in kinds):
+                found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_engine_asks_a_block_never_tests_its_type():
+    """A block owns its behaviour (issue 30): the engine (core/, training/) asks it
+    (Block.invalid, .aux, .enc_mode, ...) and never tests which block it is; isinstance
+    matches subclasses, so such a test silently takes NegBinomial for Poisson."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}: {text}"
+             for name, (path, _) in _modules().items()
+             if name.split(".")[1:2] in (["core"], ["training"]) and name != "fastvae.core.blocks"
+             for line, text in block_type_tests(path.read_text(), str(path))]
+    assert not found, "block type tests in the engine (ask the block):\n" + "\n".join(found)
+
+
+def test_the_block_type_scan_finds_one():
+    src = ("def f(b, Gaussian, blocks):\n"
+           "    if isinstance(b, (int, blocks.NegBinomial)):\n"
+           "        return isinstance(b, Gaussian) or isinstance(b, str)\n")
+    assert [line for line, _ in block_type_tests(src)] == [2, 3]
+
+
 def test_every_import_goes_down_the_layers():
     faults = layering_faults(import_graph(_modules()))
     assert not faults, "imports against the layers:\n" + "\n".join(faults)

@@ -257,3 +257,20 @@ def test_readme_embedding_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "vae.onnx").exists()
+
+
+def test_every_block_kind_has_an_onnx_head():
+    """The front end's table of ONNX heads covers every block kind (a new block is found
+    in one place, and this fails until it has a head)."""
+    from fastvae.core.blocks import BLOCKS
+    assert set(BLOCKS) == set(export.HEADS)
+
+
+def test_a_block_kind_without_a_head_is_refused_by_name(monkeypatch):
+    from fastvae.core.blocks import Gaussian, Poisson
+    model = fastvae.VAE(likelihood=[Gaussian(2), Poisson(1)], hidden=(4,), latent_dim=2,
+                        backend="numpy")
+    monkeypatch.delitem(export.HEADS, "poisson")
+    with pytest.raises(ValueError, match=r"block Poisson\(n=1, exposure=False\) has no ONNX "
+                                         r"head here"):
+        export.check_exportable(model)

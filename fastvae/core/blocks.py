@@ -18,7 +18,10 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..backends.codes import BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON
+import numpy as np
+
+from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
+                              BLK_POISSON, ENC_LOG1P, ENC_VALUE)
 
 
 def _count(n, what):
@@ -35,10 +38,20 @@ def _flag(v, what):
 
 class Block:
     """A run of consecutive data columns with one likelihood.  ``n`` columns; ``kind`` the
-    kernel's code; :meth:`widths` the decoder outputs per column."""
+    kernel's code; :meth:`widths` the decoder outputs per column.
+
+    What the engine needs of a block, it asks the block (:class:`~fastvae.core.columns.Columns`
+    tests no block's type): ``enc_mode``, how the encoder reads a column (None: as a
+    categorical code, a row of the first weight matrix); :meth:`invalid`, the values it
+    cannot hold; :meth:`aux`, the aux parameters (log-scales, dispersions) its columns read.
+    """
 
     kind = None
     name = None
+    #: how the encoder reads the block's columns: ENC_VALUE, ENC_LOG1P, or None (embedded)
+    enc_mode = ENC_VALUE
+    #: whether the block's aux parameters are per condition (one-hot conditions needed)
+    per_condition = False
 
     def __init__(self, n):
         self.n = _count(n, f"{type(self).__name__}'s n")
@@ -50,6 +63,20 @@ class Block:
     @property
     def exposure(self):
         return False
+
+    def invalid(self, v):
+        """(bad, why, classes) for the block's present cells v (N, n) of float data: bad (N,
+        n) marks the values the block cannot hold (NaN never; the caller masks missing
+        cells), ``why`` ends the message naming one ("... which is not finite"), with
+        ``{k}`` for the column's class count when ``classes`` (n,) is given."""
+        raise NotImplementedError(type(self).__name__)
+
+    def aux(self, n_conditions):
+        """The aux parameters the block's columns read: None, or (section, size, index,
+        stride, fixed) with section "fixed" (fixed log-scales, their values ``fixed``),
+        "ls" (learned log-scales) or "theta" (log inverse dispersions); ``size`` entries
+        in all; column k reads entry index[k] (+ stride * its condition group)."""
+        return None
 
     def config(self):
         """A JSON-able dict that :func:`block_from_config` turns back into this block."""
@@ -88,6 +115,16 @@ class Gaussian(Block):
             scale = float(scale)
         self.scale = scale
 
+    def invalid(self, v):
+        return ~np.isfinite(v), "is not finite", None
+
+    def aux(self, n_conditions):
+        if not isinstance(self.scale, str):
+            return "fixed", 1, [0] * self.n, 0, [math.log(self.scale)]
+        if self.scale == "learned":
+            return "ls", 1, [0] * self.n, 0, None
+        return "ls", self.n, list(range(self.n)), 0, None
+
     def config(self):
         return {"type": self.name, "n": self.n, "scale": self.scale}
 
@@ -97,6 +134,9 @@ class Bernoulli(Block):
 
     kind, name = BLK_BERNOULLI, "bernoulli"
 
+    def invalid(self, v):
+        return ~((v >= 0) & (v <= 1)), "is outside [0, 1]", None
+
 
 class Categorical(Block):
     """One column per entry of ``classes`` (an int, or a list of ints >= 2): the column
@@ -105,6 +145,7 @@ class Categorical(Block):
     matrix, the product of a one-hot vector with it, without building the vector."""
 
     kind, name = BLK_CATEGORICAL, "categorical"
+    enc_mode = None  # the code picks a row of the encoder's first weight matrix
 
     def __init__(self, classes):
         many = classes if isinstance(classes, (list, tuple)) else [classes]
@@ -122,6 +163,11 @@ class Categorical(Block):
     def widths(self):
         return list(self.classes)
 
+    def invalid(self, v):
+        k = np.array(self.classes)
+        return ((v != np.floor(v)) | (v < 0) | (v >= k),
+                "is not a code in 0..K-1 (K = {k} classes)", k)
+
     def config(self):
         return {"type": self.name, "classes": list(self.classes)}
 
@@ -132,6 +178,7 @@ class Poisson(Block):
     to fit and the estimators as ``exposure=``)."""
 
     kind, name = BLK_POISSON, "poisson"
+    enc_mode = ENC_LOG1P  # counts reach the encoder as log(1 + x)
 
     def __init__(self, n, exposure=False):
         super().__init__(n)
@@ -140,6 +187,10 @@ class Poisson(Block):
     @property
     def exposure(self):
         return self._exposure
+
+    def invalid(self, v):
+        return (v != np.floor(v)) | (v < 0) | ~np.isfinite(v), \
+            "is not a count (an integer >= 0)", None
 
     def config(self):
         return {"type": self.name, "n": self.n, "exposure": self._exposure}
@@ -160,6 +211,14 @@ class NegBinomial(Poisson):
             raise ValueError(f"NegBinomial dispersion must be 'column' or 'condition', got "
                              f"{dispersion!r}")
         self.dispersion = dispersion
+        self.per_condition = dispersion == "condition"
+
+    def aux(self, n_conditions):
+        groups = n_conditions if self.per_condition else 1
+        return ("theta", self.n * groups, list(range(self.n)),
+                self.n if self.per_condition else 0, None)
+
+    # (its checks are Poisson's: counts)
 
     def config(self):
         return {"type": self.name, "n": self.n, "exposure": self.exposure,

@@ -31,9 +31,13 @@ from __future__ import annotations
 import numpy as np
 
 from .validate import DataError
-from .blocks import Categorical, Gaussian, NegBinomial, Poisson
-from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN, BLK_POISSON,
-                              ENC_LOG1P, ENC_MASK, ENC_VALUE)
+from .blocks import Gaussian
+from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
+                              BLK_POISSON, ENC_MASK, ENC_VALUE)
+
+
+#: the aux vector's sections, in order (see Block.aux)
+SECTIONS = ("fixed", "ls", "theta")
 
 
 class Columns:
@@ -58,58 +62,42 @@ class Columns:
         self.P = sum(widths)
         self.E = int(any(b.exposure for b in self.blocks))
         self.width = self.D + self.C + self.E
-        grouped = [b for b in self.blocks if isinstance(b, NegBinomial)
-                   and b.dispersion == "condition"]
+        grouped = [b for b in self.blocks if b.per_condition]
         if grouped and self.C < 2:
             raise ValueError("NegBinomial(dispersion='condition') learns one dispersion per "
                              "column and condition: it needs n_conditions >= 2 (one-hot "
                              f"conditions), got n_conditions={self.C}")
         self.grouped = bool(grouped)
-        # the aux vector: fixed Gaussian log-scales, learned ones, then log thetas
-        fixed = [b for b in self.blocks if isinstance(b, Gaussian) and not isinstance(b.scale, str)]
-        self.aux_fixed = np.array([np.log(b.scale) for b in fixed], dtype=np.float64)
-        nf = len(fixed)
-        self.n_logscale = sum(1 if b.scale == "learned" else b.n for b in self.blocks
-                              if isinstance(b, Gaussian) and isinstance(b.scale, str))
-        self.n_theta = sum(b.n * (self.C if b.dispersion == "condition" else 1)
-                           for b in self.blocks if isinstance(b, NegBinomial))
-        self.n_aux = nf + self.n_logscale + self.n_theta
+        # the aux vector: [fixed log-scales | learned log-scales | log inverse dispersions],
+        # each section in block order; a block says what it reads (Block.aux)
+        aux = [b.aux(self.C) for b in self.blocks]
+        size = {sec: sum(a[1] for a in aux if a is not None and a[0] == sec)
+                for sec in SECTIONS}
+        self.aux_fixed = np.array([v for a in aux if a is not None and a[0] == "fixed"
+                                   for v in a[4]], dtype=np.float64)
+        self.n_logscale, self.n_theta = size["ls"], size["theta"]
+        self.n_aux = sum(size.values())
+        nxt = dict(zip(SECTIONS, np.cumsum([0] + [size[sec] for sec in SECTIONS[:-1]])))
         cols = np.zeros((self.D, 6), dtype=np.int32)
-        nxt = {"fixed": 0, "ls": nf, "theta": nf + self.n_logscale}
         j = o = 0
         self.block_columns = []  # (first column, stop) of each block
-        for b in self.blocks:
+        for b, a in zip(self.blocks, aux):
             self.block_columns.append((j, j + b.n))
             for k, w in enumerate(b.widths()):
-                aux, stride = -1, 0
-                if isinstance(b, Gaussian):
-                    if not isinstance(b.scale, str):
-                        aux = nxt["fixed"]
-                    elif b.scale == "learned":
-                        aux = nxt["ls"]
-                    else:
-                        aux = nxt["ls"] + k
-                elif isinstance(b, NegBinomial):
-                    aux = nxt["theta"] + k
-                    stride = b.n if b.dispersion == "condition" else 0
-                cols[j] = (b.kind, o, w, aux, stride, int(b.exposure))
+                index, stride = (-1, 0) if a is None else (int(nxt[a[0]]) + a[2][k], a[3])
+                cols[j] = (b.kind, o, w, index, stride, int(b.exposure))
                 j, o = j + 1, o + w
-            if isinstance(b, Gaussian):
-                if not isinstance(b.scale, str):
-                    nxt["fixed"] += 1
-                else:
-                    nxt["ls"] += 1 if b.scale == "learned" else b.n
-            elif isinstance(b, NegBinomial):
-                nxt["theta"] += b.n * (self.C if b.dispersion == "condition" else 1)
+            if a is not None:
+                nxt[a[0]] += a[1]
         self.cols = cols
         self.meta = np.array([self.D + self.C if self.E else -1, self.D,
                               self.C if self.grouped else 0], dtype=np.int32)
         kinds = cols[:, 0]
         src, mode = [], []
-        for jj in range(self.D):
-            if kinds[jj] != BLK_CATEGORICAL:
-                src.append(jj)
-                mode.append(ENC_LOG1P if kinds[jj] in (BLK_POISSON, BLK_NEGBIN) else ENC_VALUE)
+        for b, (j0, j1) in zip(self.blocks, self.block_columns):
+            if b.enc_mode is not None:  # (None: a code, read as a row of the weights)
+                src += list(range(j0, j1))
+                mode += [b.enc_mode] * b.n
         if self.missing:
             src += list(range(self.D))
             mode += [ENC_MASK] * self.D
@@ -198,24 +186,9 @@ class Columns:
             if nan.any() and not self.missing:
                 self._fail(name, b, j0, v, nan, row0, "is missing (NaN); build the model with "
                            "missing='mask' to train on rows with missing cells")
-            ok = ~nan
-            if isinstance(b, Gaussian):
-                bad = ok & ~np.isfinite(v)
-                self._fail(name, b, j0, v, bad, row0, "is not finite")
-            elif isinstance(b, Categorical):
-                k = np.array(b.classes)
-                with np.errstate(invalid="ignore"):
-                    bad = ok & ((v != np.floor(v)) | (v < 0) | (v >= k))
-                self._fail(name, b, j0, v, bad, row0, "is not a code in 0..K-1 (K = {k} "
-                           "classes)", classes=k)
-            elif isinstance(b, Poisson):
-                with np.errstate(invalid="ignore"):
-                    bad = ok & ((v != np.floor(v)) | (v < 0) | ~np.isfinite(v))
-                self._fail(name, b, j0, v, bad, row0, "is not a count (an integer >= 0)")
-            else:
-                with np.errstate(invalid="ignore"):
-                    bad = ok & ~((v >= 0) & (v <= 1))
-                self._fail(name, b, j0, v, bad, row0, "is outside [0, 1]")
+            with np.errstate(invalid="ignore"):
+                bad, why, classes = b.invalid(v)
+            self._fail(name, b, j0, v, ~nan & bad, row0, why, classes=classes)
         D, C = self.D, self.C
         if C:
             c = rows[:, D:D + C]

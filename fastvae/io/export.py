@@ -134,8 +134,11 @@ def check_exportable(model):
         raise ValueError(f"cannot export to ONNX: activation {model.activation!r} (code "
                          f"{model.act_code}) has no ONNX form here; exportable: "
                          f"{', '.join(_ACTIVATIONS)}")
-    if getattr(model, "columns", None) is not None:
-        pass  # a block model: every block kind, conditions and missing cells export
+    if getattr(model, "columns", None) is not None:  # conditions and missing cells export
+        missing = [b for b in model.columns.blocks if b.name not in HEADS]
+        if missing:
+            raise ValueError(f"cannot export to ONNX: block {missing[0]!r} has no ONNX head "
+                             f"here (fastvae.io.export.HEADS); exportable: {', '.join(HEADS)}")
     elif model.likelihood not in LIKELIHOODS or LIKELIHOODS[model.likelihood] != model.lik_code:
         raise ValueError(f"cannot export to ONNX: likelihood {model.likelihood!r} has no ONNX "
                          f"form here; exportable: {', '.join(LIKELIHOODS)}")
@@ -327,53 +330,75 @@ def _block_input(g, model, params, x):
     return first
 
 
+def _gaussian_head(g, b, i, a, ctx):
+    m = g.op("Identity", a, out=f"block{i}_mean")
+    ls = ctx.aux[ctx.cl.cols[ctx.j0:ctx.j1, 3]][None]
+    g.op("Expand", g.param(f"block{i}_ls", ls), g.op("Shape", m), out=f"block{i}_log_scale")
+    return m, {m: b.n, f"block{i}_log_scale": b.n}
+
+
+def _bernoulli_head(g, b, i, a, ctx):
+    m = _sigmoid(g, a, out=f"block{i}_prob")
+    return m, {m: b.n}
+
+
+def _categorical_head(g, b, i, a, ctx):
+    probs, k0 = [], 0
+    for K in b.classes:
+        col = g.op("Gather", a, _ints(g, f"block{i}_cat{k0}", range(k0, k0 + K)), axis=1)
+        probs.append(g.op("Softmax", col, axis=1))
+        k0 += K
+    m = g.op("Concat", *probs, axis=1, out=f"block{i}_probs") if len(probs) > 1 else \
+        g.op("Identity", probs[0], out=f"block{i}_probs")
+    return m, {m: sum(b.classes)}
+
+
+def _poisson_head(g, b, i, a, ctx, kind="rate"):
+    eta = g.op("Add", a, ctx.logex) if b.exposure else a
+    m = g.op("Exp", eta, out=f"block{i}_{kind}")
+    return m, {m: b.n}
+
+
+def _negbinomial_head(g, b, i, a, ctx):
+    m, names = _poisson_head(g, b, i, a, ctx, kind="mean")
+    cl, aux = ctx.cl, ctx.aux
+    first = cl.cols[ctx.j0:ctx.j1, 3]
+    if b.per_condition:  # theta of each row's condition group
+        table = np.exp(np.stack([aux[first + gi * b.n] for gi in range(cl.C)]))
+        grp = g.op("ArgMax", "conditions", axis=1, keepdims=0)
+        g.op("Gather", g.param(f"block{i}_theta_table", table), grp, axis=0,
+             out=f"block{i}_theta")
+    else:
+        g.op("Expand", g.param(f"block{i}_theta_row", np.exp(aux[first])[None]),
+             g.op("Shape", m), out=f"block{i}_theta")
+    names[f"block{i}_theta"] = b.n
+    return m, names
+
+
+#: each block kind's ONNX head, by its config name (Block.name): head(g, block, i, outputs
+#: (B, the block's widths), ctx) -> (its x_hat piece, {output name: width}); a block kind
+#: without an entry cannot be exported (tests/test_export.py checks every kind has one)
+HEADS = {"gaussian": _gaussian_head, "bernoulli": _bernoulli_head,
+         "categorical": _categorical_head, "poisson": _poisson_head,
+         "negbinomial": _negbinomial_head}
+
+
 def _block_outputs(g, model, params, out):
     """The decoder outputs out (B, P) of a block model (bias added) -> each block's
     parameters (see BLOCK_OUTPUTS) and x_hat (B, P), what :meth:`VAE.decode` returns.
     Returns {output name: width}."""
-    from ..core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
+    import types
     cl = model.columns
-    aux = model.aux_values()
     logex = g.op("Unsqueeze", g.op("Log", "exposure"), _ints(g, "axis_1b", [1])) if cl.E else None
+    aux = model.aux_values()
     pieces, names = [], {}
     o = 0
     for i, (b, (j0, j1)) in enumerate(zip(cl.blocks, cl.block_columns)):
         w = sum(b.widths())
         a = g.op("Gather", out, _ints(g, f"block{i}_outputs", range(o, o + w)), axis=1)
-        if isinstance(b, Gaussian):
-            m = g.op("Identity", a, out=f"block{i}_mean")
-            ls = aux[cl.cols[j0:j1, 3]][None]
-            g.op("Expand", g.param(f"block{i}_ls", ls), g.op("Shape", m),
-                 out=f"block{i}_log_scale")
-            names.update({m: b.n, f"block{i}_log_scale": b.n})
-        elif isinstance(b, Bernoulli):
-            m = _sigmoid(g, a, out=f"block{i}_prob")
-            names[m] = b.n
-        elif isinstance(b, Categorical):
-            probs, k0 = [], 0
-            for K in b.classes:
-                col = g.op("Gather", a, _ints(g, f"block{i}_cat{k0}", range(k0, k0 + K)), axis=1)
-                probs.append(g.op("Softmax", col, axis=1))
-                k0 += K
-            m = g.op("Concat", *probs, axis=1, out=f"block{i}_probs") if len(probs) > 1 else \
-                g.op("Identity", probs[0], out=f"block{i}_probs")
-            names[m] = w
-        else:
-            eta = g.op("Add", a, logex) if b.exposure else a
-            kind = "mean" if isinstance(b, NegBinomial) else "rate"
-            m = g.op("Exp", eta, out=f"block{i}_{kind}")
-            names[m] = b.n
-            if isinstance(b, NegBinomial):
-                first = cl.cols[j0:j1, 3]
-                if b.dispersion == "condition":  # theta of each row's condition group
-                    table = np.exp(np.stack([aux[first + gi * b.n] for gi in range(cl.C)]))
-                    grp = g.op("ArgMax", "conditions", axis=1, keepdims=0)
-                    g.op("Gather", g.param(f"block{i}_theta_table", table), grp, axis=0,
-                         out=f"block{i}_theta")
-                else:
-                    g.op("Expand", g.param(f"block{i}_theta_row", np.exp(aux[first])[None]),
-                         g.op("Shape", m), out=f"block{i}_theta")
-                names[f"block{i}_theta"] = b.n
+        ctx = types.SimpleNamespace(cl=cl, aux=aux, j0=j0, j1=j1, logex=logex)
+        m, more = HEADS[b.name](g, b, i, a, ctx)
+        names.update(more)
         pieces.append(m)
         o += w
     g.op("Concat", *pieces, axis=1, out="x_hat") if len(pieces) > 1 else \
