@@ -71,6 +71,23 @@ class Block:
         ``{k}`` for the column's class count when ``classes`` (n,) is given."""
         raise NotImplementedError(type(self).__name__)
 
+    def draw(self, m, cols, aux, groups, rng, mean):
+        """The block's columns (N, n) of host values from the means m (N, P) (float64, every
+        block's; see :class:`~fastvae.core.columns.Readout`): with ``mean`` their typical
+        values, else a draw from p(x | z) with NumPy Generator ``rng``, one column after
+        another.  cols (n, 6): the block's rows of the kernels' column table (its outputs'
+        offset, width, aux index, stride); aux: the model's aux vector; groups (N,) the rows'
+        condition groups."""
+        out = np.empty((m.shape[0], self.n))
+        for k, (_, o, _, ab, stride, _) in enumerate(cols.tolist()):
+            mu = m[:, o]  # (one output per column: a categorical block draws its own way)
+            out[:, k] = mu if mean else self.draw_column(mu, aux, ab, stride, groups, rng)
+        return out
+
+    def draw_column(self, mu, aux, ab, stride, groups, rng):
+        """One column's draw (N,) from its means mu (N,) (see :meth:`draw`)."""
+        raise NotImplementedError(type(self).__name__)
+
     def aux(self, n_conditions):
         """The aux parameters the block's columns read: None, or (section, size, index,
         stride, fixed) with section "fixed" (fixed log-scales, their values ``fixed``),
@@ -118,6 +135,9 @@ class Gaussian(Block):
     def invalid(self, v):
         return ~np.isfinite(v), "is not finite", None
 
+    def draw_column(self, mu, aux, ab, stride, groups, rng):
+        return mu + np.exp(aux[ab]) * rng.standard_normal(mu.shape[0])
+
     def aux(self, n_conditions):
         if not isinstance(self.scale, str):
             return "fixed", 1, [0] * self.n, 0, [math.log(self.scale)]
@@ -136,6 +156,9 @@ class Bernoulli(Block):
 
     def invalid(self, v):
         return ~((v >= 0) & (v <= 1)), "is outside [0, 1]", None
+
+    def draw_column(self, mu, aux, ab, stride, groups, rng):
+        return (rng.random(mu.shape[0]) < mu).astype(float)
 
 
 class Categorical(Block):
@@ -168,6 +191,19 @@ class Categorical(Block):
         return ((v != np.floor(v)) | (v < 0) | (v >= k),
                 "is not a code in 0..K-1 (K = {k} classes)", k)
 
+    def draw(self, m, cols, aux, groups, rng, mean):
+        """Codes: the most probable (``mean``) or one drawn from the K probabilities."""
+        N = m.shape[0]
+        out = np.empty((N, self.n))
+        for k, (_, o, w, _, _, _) in enumerate(cols.tolist()):
+            p = m[:, o:o + w]
+            if mean:
+                out[:, k] = p.argmax(axis=1)
+            else:
+                u = rng.random(N)[:, None]
+                out[:, k] = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), w - 1)
+        return out
+
     def config(self):
         return {"type": self.name, "classes": list(self.classes)}
 
@@ -191,6 +227,9 @@ class Poisson(Block):
     def invalid(self, v):
         return (v != np.floor(v)) | (v < 0) | ~np.isfinite(v), \
             "is not a count (an integer >= 0)", None
+
+    def draw_column(self, mu, aux, ab, stride, groups, rng):
+        return rng.poisson(mu)
 
     def config(self):
         return {"type": self.name, "n": self.n, "exposure": self._exposure}
@@ -219,6 +258,10 @@ class NegBinomial(Poisson):
                 self.n if self.per_condition else 0, None)
 
     # (its checks are Poisson's: counts)
+
+    def draw_column(self, mu, aux, ab, stride, groups, rng):
+        th = np.exp(aux[ab + groups * stride])  # a gamma-Poisson mixture
+        return rng.poisson(rng.gamma(th, mu / th))
 
     def config(self):
         return {"type": self.name, "n": self.n, "exposure": self.exposure,

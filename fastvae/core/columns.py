@@ -32,8 +32,8 @@ import numpy as np
 
 from .validate import DataError
 from .blocks import Gaussian
-from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                              BLK_POISSON, ENC_MASK, ENC_VALUE)
+from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_NEGBIN, BLK_POISSON,
+                              ENC_MASK, ENC_VALUE)
 
 
 #: the aux vector's sections, in order (see Block.aux)
@@ -288,28 +288,7 @@ class Readout:
         (a gamma-Poisson mixture).  aux: the model's aux vector; groups (N,) condition
         groups (negative binomial dispersions per condition)."""
         cl = self.cl
-        N = m.shape[0]
-        out = np.empty((N, cl.D))
-        for j in range(cl.D):
-            kind, o, w, ab, stride, _ = (int(v) for v in cl.cols[j])
-            if kind == BLK_CATEGORICAL:
-                p = m[:, o:o + w]
-                if mean:
-                    out[:, j] = p.argmax(axis=1)
-                else:
-                    u = rng.random(N)[:, None]
-                    out[:, j] = np.minimum((np.cumsum(p, axis=1) < u).sum(axis=1), w - 1)
-                continue
-            mu = m[:, o]
-            if mean:
-                out[:, j] = mu
-            elif kind == BLK_GAUSSIAN:
-                out[:, j] = mu + np.exp(aux[ab]) * rng.standard_normal(N)
-            elif kind == BLK_BERNOULLI:
-                out[:, j] = (rng.random(N) < mu).astype(float)
-            elif kind == BLK_POISSON:
-                out[:, j] = rng.poisson(mu)
-            else:
-                th = np.exp(aux[ab + groups * stride])
-                out[:, j] = rng.poisson(rng.gamma(th, mu / th))
+        out = np.empty((m.shape[0], cl.D))
+        for b, (j0, j1) in zip(cl.blocks, cl.block_columns):  # each block draws its own
+            out[:, j0:j1] = b.draw(m, cl.cols[j0:j1], aux, groups, rng, mean)
         return out
