@@ -24,6 +24,12 @@ from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_
                               BLK_POISSON, ENC_LOG1P, ENC_VALUE)
 
 
+def sigmoid(xp, a):
+    """The logistic function of a, stable at both ends (xp: a's array module)."""
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
 def _count(n, what):
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{what} must be a positive integer (a number of columns), got {n!r}")
@@ -70,6 +76,13 @@ class Block:
         cells), ``why`` ends the message naming one ("... which is not finite"), with
         ``{k}`` for the column's class count when ``classes`` (n,) is given."""
         raise NotImplementedError(type(self).__name__)
+
+    def means(self, a, log_exposure, xp):
+        """The block's distribution means from its decoder outputs a (N, sum of widths),
+        bias added, as a new array of a's kind (``xp``: its array module): Gaussian means,
+        Bernoulli probabilities, each categorical column's K class probabilities, count
+        means exp(a + log exposure) (log_exposure (N,) or None)."""
+        return a.copy()
 
     def draw(self, m, cols, aux, groups, rng, mean):
         """The block's columns (N, n) of host values from the means m (N, P) (float64, every
@@ -157,6 +170,9 @@ class Bernoulli(Block):
     def invalid(self, v):
         return ~((v >= 0) & (v <= 1)), "is outside [0, 1]", None
 
+    def means(self, a, log_exposure, xp):
+        return sigmoid(xp, a)
+
     def draw_column(self, mu, aux, ab, stride, groups, rng):
         return (rng.random(mu.shape[0]) < mu).astype(float)
 
@@ -190,6 +206,15 @@ class Categorical(Block):
         k = np.array(self.classes)
         return ((v != np.floor(v)) | (v < 0) | (v >= k),
                 "is not a code in 0..K-1 (K = {k} classes)", k)
+
+    def means(self, a, log_exposure, xp):
+        m, o = a.copy(), 0
+        for w in self.classes:  # a softmax per column
+            g = a[:, o:o + w]
+            e = xp.exp(g - g.max(axis=1, keepdims=True))
+            m[:, o:o + w] = e / e.sum(axis=1, keepdims=True)
+            o += w
+        return m
 
     def draw(self, m, cols, aux, groups, rng, mean):
         """Codes: the most probable (``mean``) or one drawn from the K probabilities."""
@@ -227,6 +252,11 @@ class Poisson(Block):
     def invalid(self, v):
         return (v != np.floor(v)) | (v < 0) | ~np.isfinite(v), \
             "is not a count (an integer >= 0)", None
+
+    def means(self, a, log_exposure, xp):
+        if self.exposure and log_exposure is not None:
+            a = a + log_exposure[:, None]
+        return xp.exp(a)
 
     def draw_column(self, mu, aux, ab, stride, groups, rng):
         return rng.poisson(mu)

@@ -32,8 +32,7 @@ import numpy as np
 
 from .validate import DataError
 from .blocks import Gaussian
-from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_NEGBIN, BLK_POISSON,
-                              ENC_MASK, ENC_VALUE)
+from ..backends.codes import BLK_CATEGORICAL, ENC_MASK, ENC_VALUE
 
 
 #: the aux vector's sections, in order (see Block.aux)
@@ -237,47 +236,24 @@ def one_block(likelihood, D, obs_scale):
     return [Gaussian(D, scale=scale)]
 
 
-def _sigmoid(xp, a):
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
-
-
 class Readout:
     """The decoder's outputs of a block model turned into what users read: distribution
     means (``means``), and draws or typical values per data column (``draw``)."""
 
     def __init__(self, columns):
         self.cl = columns
-        cols = columns.cols
-        kinds, offs = cols[:, 0], cols[:, 1]
-        self.off = offs
-        self.exposed = cols[:, 5] == 1
-        self.kind = kinds
-        self.count_cols = np.flatnonzero((kinds == BLK_POISSON) | (kinds == BLK_NEGBIN))
-        self.bern_cols = np.flatnonzero(kinds == BLK_BERNOULLI)
-        self.cat_cols = np.flatnonzero(kinds == BLK_CATEGORICAL)
+        #: (block, first output, stop) of each block's decoder outputs
+        self.spans = []
+        for b, (j0, _) in zip(columns.blocks, columns.block_columns):
+            lo = int(columns.cols[j0, 1])
+            self.spans.append((b, lo, lo + sum(b.widths())))
 
     def means(self, a, log_exposure, xp):
-        """(N, P) of the decoder outputs a (N, P) (bias added): Gaussian means, Bernoulli
-        probabilities, each categorical column's K class probabilities, count means
-        exp(a + log exposure) (log_exposure (N,) or None)."""
+        """(N, P) of the decoder outputs a (N, P) (bias added): each block's means
+        (:meth:`fastvae.core.blocks.Block.means`; log_exposure (N,) or None)."""
         m = a.copy()
-        cols = self.cl.cols
-        if self.bern_cols.size:
-            o = xp.asarray(self.off[self.bern_cols])
-            m[:, o] = _sigmoid(xp, a[:, o])
-        if self.count_cols.size:
-            o = xp.asarray(self.off[self.count_cols])
-            eta = a[:, o]
-            if log_exposure is not None:  # (only the columns that take the exposure)
-                eta = eta + log_exposure[:, None] * xp.asarray(
-                    self.exposed[self.count_cols].astype(a.dtype))
-            m[:, o] = xp.exp(eta)
-        for j in self.cat_cols:
-            o, w = int(cols[j, 1]), int(cols[j, 2])
-            g = a[:, o:o + w]
-            e = xp.exp(g - g.max(axis=1, keepdims=True))
-            m[:, o:o + w] = e / e.sum(axis=1, keepdims=True)
+        for b, lo, hi in self.spans:
+            m[:, lo:hi] = b.means(a[:, lo:hi], log_exposure, xp)
         return m
 
     def draw(self, m, aux, groups, rng, mean):
