@@ -47,12 +47,6 @@ FIXED = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "lat
          "missing", *MODEL_OPTIONS)
 
 
-def is_table_path(path):
-    """Whether --data names a table (:func:`fastvae.tabular.tableio.is_table_path`)."""
-    from ..tabular.tableio import is_table_path as by_extension
-    return by_extension(path)
-
-
 def add_arguments(parser):
     """The table options of ``fastvae train``."""
     g = parser.add_argument_group(
@@ -84,6 +78,7 @@ def add_arguments(parser):
 def wanted(args):
     """Whether ``fastvae train`` trains a table: --data names one, or --resume continues a
     table run.  --condition and --column without a table are a usage error."""
+    from ..tabular.tableio import is_table_path
     if args.data is not None:
         table = is_table_path(args.data)
     elif args.resume and args.out is not None:

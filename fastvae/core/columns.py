@@ -89,6 +89,9 @@ class Columns:
             if a is not None:
                 nxt[a[0]] += a[1]
         self.cols = cols
+        #: (block, first decoder output, stop) of each block
+        self.spans = [(b, int(cols[j0, 1]), int(cols[j0, 1]) + sum(b.widths()))
+                      for b, (j0, _) in zip(self.blocks, self.block_columns)]
         self.meta = np.array([self.D + self.C if self.E else -1, self.D,
                               self.C if self.grouped else 0], dtype=np.int32)
         kinds = cols[:, 0]
@@ -242,17 +245,12 @@ class Readout:
 
     def __init__(self, columns):
         self.cl = columns
-        #: (block, first output, stop) of each block's decoder outputs
-        self.spans = []
-        for b, (j0, _) in zip(columns.blocks, columns.block_columns):
-            lo = int(columns.cols[j0, 1])
-            self.spans.append((b, lo, lo + sum(b.widths())))
 
     def means(self, a, log_exposure, xp):
         """(N, P) of the decoder outputs a (N, P) (bias added): each block's means
         (:meth:`fastvae.core.blocks.Block.means`; log_exposure (N,) or None)."""
         m = a.copy()
-        for b, lo, hi in self.spans:
+        for b, lo, hi in self.cl.spans:
             m[:, lo:hi] = b.means(a[:, lo:hi], log_exposure, xp)
         return m
 

@@ -79,6 +79,7 @@ written; the file is written atomically.
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 
@@ -387,7 +388,6 @@ def _block_outputs(g, model, params, out):
     """The decoder outputs out (B, P) of a block model (bias added) -> each block's
     parameters (see BLOCK_OUTPUTS) and x_hat (B, P), what :meth:`VAE.decode` returns.
     Returns {output name: width}."""
-    import types
     cl = model.columns
     logex = g.op("Unsqueeze", g.op("Log", "exposure"), _ints(g, "axis_1b", [1])) if cl.E else None
     aux = model.aux_values()

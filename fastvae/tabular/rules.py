@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .column import RARE_MIN, pandas_module
+from .column import RARE_MIN, pandas_module, plain
 
 #: a rule must be this unlikely to hold by chance (B's frequencies, independence)
 ALPHA = 1e-4
@@ -44,8 +44,7 @@ def _json(v):
             return None
     except (TypeError, ValueError):
         pass
-    if isinstance(v, np.generic):
-        v = v.item()
+    v = plain(v)
     if isinstance(v, (str, bool, int, float)):
         return v
     raise TypeError(type(v).__name__)
@@ -60,7 +59,6 @@ def _eligible(col):
 def find(df, schema):
     """The value rules of training table ``df`` (see the module docstring): a list of
     [A, B, [[a, b], ...]] in the order they are applied."""
-    pd = pandas_module()
     cols = [c for c in schema.columns if _eligible(c)]
     if len(cols) < 2:
         return []
