@@ -19,7 +19,7 @@ _LAZY = {
     "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
     # the likelihood's column blocks: VAE(likelihood=[Gaussian(3), Categorical([4, 2]), ...])
     **{name: ("fastvae.core.blocks", name) for name in
-       ("Gaussian", "Bernoulli", "Categorical", "Poisson", "NegBinomial")},
+       ("Gaussian", "Bernoulli", "Categorical", "Poisson", "NegBinomial", "ZINB")},
 }
 
 __all__ = ["__version__", "set_backend", "set_tf32", "get_backend_name", *_LAZY]

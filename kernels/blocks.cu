@@ -1,6 +1,7 @@
 // blocks.cu: the column-block models (contracts: fastvae/backends/reference_blocks.py).
 //
-//   blocks_fwd(_bwd), blocks_bwd (blocks_cells_impl)
+//   blocks_fwd(_bwd), blocks_bwd (blocks_cells_impl); a ZINB column's two outputs are
+//                     [a, inflation logit] (reference_blocks.py: a zero's two ways)
 //                     out (R, P) decoder outputs (bias added in place unless ADD_BIAS is
 //                     false), x (B, W) data rows -> rowpart (n_tiles, R) partial row losses
 //                     over column tiles, and with GRAD dout (R, P) = w_r d loss / d out and
@@ -29,7 +30,7 @@
 #include "common.cuh"
 
 #if !defined(BLK_GAUSSIAN) || !defined(BLK_BERNOULLI) || !defined(BLK_CATEGORICAL) \
-    || !defined(BLK_POISSON) || !defined(BLK_NEGBIN)
+    || !defined(BLK_POISSON) || !defined(BLK_NEGBIN) || !defined(BLK_ZINB)
 #error "BLK_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 #if !defined(ENC_VALUE) || !defined(ENC_LOG1P) || !defined(ENC_MASK)
@@ -174,7 +175,7 @@ __device__ void blocks_cells_impl(T* dout, T* rowpart, T* dcell, T* out, const T
                     double eta = a + o, mu = exp(eta);
                     t = mu - xv * eta + lgamma_fv(xv + 1.0);
                     da = mu - xv;
-                } else if (kind == BLK_NEGBIN) {
+                } else if (kind == BLK_NEGBIN || kind == BLK_ZINB) {
                     int g = row_group(x, xi, W, g0, ng);
                     double rr = (double)aux[ab + g * stride];
                     double th = exp(rr), d = a + o - rr;
@@ -183,6 +184,18 @@ __device__ void blocks_cells_impl(T* dout, T* rowpart, T* dcell, T* out, const T
                     t = -lgamma_diff(xv, th) + lgamma_fv(xv + 1.0) + th * sp + xv * sm;
                     da = th * s - xv * sn;
                     if (GRAD) dx = -(th * digamma_diff(xv, th) - th * sp + th * s - xv * sn);
+                    if (kind == BLK_ZINB) {  // the inflation logit; a zero's two ways
+                        double gz = (double)o_row[1], dz = sigmoid_d(gz);
+                        if (xv == 0.0) {
+                            double u = gz + th * sp, w0 = sigmoid_d(-u);
+                            t = th * sp - softplus_d(u);
+                            da *= w0;
+                            dx *= w0;
+                            dz -= sigmoid_d(u);
+                        }
+                        t += softplus_d(gz);
+                        if (GRAD) dout[(i64)r * P + off + 1] = T(w * dz);
+                    }
                 }
                 if (GRAD) {
                     dout[(i64)r * P + off] = T(w * da);

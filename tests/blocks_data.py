@@ -1,8 +1,8 @@
 """Block layouts and data rows for the column-block tests, edge values included."""
 import numpy as np
 
-from fastvae.core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
-from fastvae.backends.codes import LOGSCALE_FLOOR
+from fastvae.core.blocks import ZINB, Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
+from fastvae.backends.codes import BLK_ZINB, LOGSCALE_FLOOR
 from fastvae.core.columns import Columns
 
 
@@ -13,20 +13,23 @@ def layout(name):
         "mixed": ([Gaussian(3, scale="learned"), Categorical([4, 3]),
                    NegBinomial(2, exposure=True, dispersion="condition"),
                    Poisson(2, exposure=True), Bernoulli(2), Gaussian(2, scale=0.5),
-                   Gaussian(2, scale="per_column"), NegBinomial(1)], 2, True),
+                   Gaussian(2, scale="per_column"), NegBinomial(1),
+                   ZINB(2, exposure=True, dispersion="condition"), ZINB(1)], 2, True),
         "gaussian": ([Gaussian(5, scale="learned"), Gaussian(2, scale=2.0),
                       Gaussian(3, scale="per_column")], 0, False),
         "bernoulli": ([Bernoulli(6)], 0, False),
         "categorical": ([Categorical([2, 5, 40])], 0, False),
         "poisson": ([Poisson(3), Poisson(2, exposure=True)], 0, False),
         "negbinomial": ([NegBinomial(4, exposure=True)], 0, False),
+        "zinb": ([ZINB(5, exposure=True), ZINB(2)], 0, False),
         # wide: several column tiles on the GPU, dispersions per condition (3 groups)
         "wide_nb": ([NegBinomial(40, exposure=True, dispersion="condition"), Gaussian(30)],
                     3, True),
     }[name]
 
 
-LAYOUTS = ["mixed", "gaussian", "bernoulli", "categorical", "poisson", "negbinomial", "wide_nb"]
+LAYOUTS = ["mixed", "gaussian", "bernoulli", "categorical", "poisson", "negbinomial", "zinb",
+           "wide_nb"]
 
 
 def columns(name):
@@ -51,6 +54,8 @@ def rows(cl, B, rng, edges=True, moderate=False):
                 x[:, j0 + k] = rng.integers(0, K, B)
         else:
             x[:, j0:j1] = rng.poisson(5.0, (B, n))
+            if isinstance(b, ZINB):  # inflated zeros
+                x[:, j0:j1][rng.random((B, n)) < 0.4] = 0
             if edges:
                 x[0, j0] = 0
                 x[-1, j1 - 1] = 1e3 if moderate else 1e6
@@ -87,11 +92,15 @@ def aux(cl, rng, edges=True):
 
 def outputs(cl, R, rng, confident=True):
     """Decoder outputs (R, P) around 0, with one categorical class at +30 (probability near
-    1) when ``confident``."""
+    1) when ``confident``, and ZINB inflation logits of +-30 (pi near 1 and 0) in rows 0 and
+    1 and of +-3 in rows 2 and 3."""
     out = rng.normal(size=(R, cl.P))
     if confident:
         for j in cl.cat_cols:
             out[:, cl.cols[j, 1]] = 30.0
+    gates = cl.cols[cl.cols[:, 0] == BLK_ZINB, 1] + 1
+    for r, v in zip(range(R), (30.0, -30.0, 3.0, -3.0) if confident else (3.0, -3.0)):
+        out[r, gates] = v
     return out
 
 

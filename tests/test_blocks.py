@@ -86,7 +86,7 @@ def test_gradients_match_torch(backend, name, dtype):
 
 
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
-@pytest.mark.parametrize("name", ["mixed", "categorical", "negbinomial", "gaussian",
+@pytest.mark.parametrize("name", ["mixed", "categorical", "negbinomial", "zinb", "gaussian",
                                   "mixed-dec", "mixed-inj"])
 @pytest.mark.parametrize("hidden", [(6,), ()])
 def test_gradients_match_finite_differences(backend, name, objective, hidden):
@@ -127,7 +127,7 @@ def test_gradients_match_finite_differences(backend, name, objective, hidden):
 
 
 @pytest.mark.parametrize("objective", ["iwae", "iwae-dreg"])
-@pytest.mark.parametrize("name", ["mixed", "wide_nb"])
+@pytest.mark.parametrize("name", ["mixed", "wide_nb", "zinb"])
 def test_importance_weighted_gradients_match_torch(backend, name, objective):
     """The IWAE bound and DReG's encoder gradients of a block model against autograd."""
     import torch_blocks
@@ -366,8 +366,8 @@ def test_a_string_likelihood_with_conditions_runs_on_blocks():
 
 # ------------------------------------------------------------------------------- ONNX
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", ["mixed", "wide_nb", "categorical", "poisson", "mixed-dec",
-                                  "mixed-inj"])
+@pytest.mark.parametrize("name", ["mixed", "wide_nb", "categorical", "poisson", "zinb",
+                                  "mixed-dec", "mixed-inj"])
 def test_onnx_export_of_block_models(tmp_path, name, dtype):
     """Each part runs in onnxruntime on the rows fastvae reads (codes, counts, NaN cells,
     conditions, exposures) and gives what encode and decode give, each block's parameters
@@ -410,9 +410,12 @@ def test_onnx_export_of_block_models(tmp_path, name, dtype):
         for i, b in enumerate(cl.blocks):  # each block's outputs are its slice of x_hat
             w = sum(b.widths())
             key = {"gaussian": "mean", "bernoulli": "prob", "categorical": "probs",
-                   "poisson": "rate", "negbinomial": "mean"}[b.name]
+                   "poisson": "rate", "negbinomial": "mean", "zinb": "params"}[b.name]
             close(res[f"block{i}_{key}"], xh[:, o:o + w])
-            if b.name == "negbinomial":
+            if b.name == "zinb":  # [mean, dropout] per column
+                close(res[f"block{i}_mean"], xh[:, o:o + w:2])
+                close(res[f"block{i}_dropout"], xh[:, o + 1:o + w:2])
+            if b.name in ("negbinomial", "zinb"):
                 assert res[f"block{i}_theta"].shape == (7, b.n)
                 assert np.all(res[f"block{i}_theta"] > 0)
             o += w

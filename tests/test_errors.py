@@ -209,7 +209,7 @@ VAE_BAD = [
                               rf"list of blocks .*got {re.escape(repr(v))}$")
       for v in [None, 3, []]],
     case({"likelihood": [Bernoulli(2), 3]}, r"a likelihood block must be one of Gaussian, "
-                                            r"Bernoulli, Categorical, Poisson, NegBinomial.*got 3"),
+                                            r"Bernoulli, Categorical, Poisson, NegBinomial, ZINB.*got 3"),
     *[case({"backend": v}, rf"backend {re.escape(repr(v))} \(backend=\); choose one of: "
                            r"numpy, cpu, cuda, auto \(cuda:N for GPU N\)$")
       for v in ["gpu", "", 3]],

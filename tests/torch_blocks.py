@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from fastvae.core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
+from fastvae.core.blocks import ZINB, Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
 
 from torch_ref import _act, _host
 
@@ -87,7 +87,8 @@ def logp_cells(model, p, out, rows, R):
                 cells.append(lp.gather(1, x0[:, j:j + 1].long()))
                 j, o = j + 1, o + K
         else:
-            eta = out[:, o:o + b.n]
+            wd = 2 if isinstance(b, ZINB) else 1  # (ZINB: [a, inflation logit] per column)
+            eta = out[:, o:o + wd * b.n:wd]
             mu = torch.exp(eta) * (expo[:, None] if b.exposure else 1.0)
             xv = x0[:, j:j + b.n]
             if isinstance(b, NegBinomial):
@@ -101,8 +102,13 @@ def logp_cells(model, p, out, rows, R):
                                          ).log_prob(xv)
             else:
                 lp = D_.Poisson(mu).log_prob(xv)
+            if isinstance(b, ZINB):  # a zero: inflated, or the NB's zero
+                zeta = out[:, o + 1:o + 2 * b.n:2]
+                lp = torch.where(xv == 0, torch.logaddexp(torch.nn.functional.logsigmoid(zeta),
+                                                          torch.nn.functional.logsigmoid(-zeta) + lp),
+                                 torch.nn.functional.logsigmoid(-zeta) + lp)
             cells.append(lp)
-            j, o = j + b.n, o + b.n
+            j, o = j + b.n, o + wd * b.n
     lp = torch.cat(cells, dim=1)
     return torch.where(obs, lp, torch.zeros_like(lp))
 

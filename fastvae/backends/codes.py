@@ -39,6 +39,7 @@ BLK_BERNOULLI = 1
 BLK_CATEGORICAL = 2
 BLK_POISSON = 3
 BLK_NEGBIN = 4
+BLK_ZINB = 5
 
 #: the modes of the encoder's dense input columns (encoder_input): the value (NaN read as
 #: 0), log1p of a count (NaN read as 0), and the observed mask (1, or 0 where NaN)

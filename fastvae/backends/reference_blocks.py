@@ -27,6 +27,18 @@ NB2            -lgd(x, th) + lgamma(x+1) + th sp(d) + x sp(-d)  th sig(d) - x si
 with sp = softplus, lgd(x, th) = lgamma(x + th) - lgamma(th) and dgd = digamma(x + th) -
 digamma(th) (:mod:`fastvae.backends.special`): th sp(d) is -th log(th / (th + mu)) and x sp(-d)
 is -x log(mu / (th + mu)), each without overflow for any mu.
+
+ZINB (two outputs per column: the NB's a and the zero-inflation logit g, pi = sig(g)).  A
+count x > 0 is an NB count that was not inflated: -log p = sp(g) + the NB2 term (-log(1 - pi)
+= sp(g)), d/da and d/d aux the NB2's, d/dg = sig(g).  A zero is either: with L0 = -th sp(d) =
+log NB(0) and u = g - L0,
+
+    -log p(0) = sp(g) - logaddexp(g, L0) = sp(g) - L0 - sp(u)
+    d/dg = sig(g) - sig(u)        d/da = w th sig(d)        d/d aux = w th (sp(d) - sig(d))
+
+where w = sig(-u) = NB(0)(1 - pi) / p(0) is the NB's share of the zero (the NB2 zero's
+gradients times w).  No log pi or log(1 - pi) is formed by subtraction: as pi -> 0 (g -> -inf)
+this is the NB2's zero (sp(g) -> 0, w -> 1), and as pi -> 1 it goes to 0 with w -> 0.
 """
 from __future__ import annotations
 
@@ -36,7 +48,7 @@ import numpy as np
 
 from . import special
 from .codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                    BLK_POISSON, ENC_LOG1P, ENC_MASK)
+                    BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_MASK)
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _lgamma_diff = np.vectorize(special.lgamma_diff, otypes=[np.float64])
@@ -113,7 +125,7 @@ def block_cells(out, x, aux, cols, meta):
             mu = np.exp(eta)
             t = mu - x0 * eta + _lgamma(x0 + 1)
             da, dx = mu - x0, None
-        elif kind == BLK_NEGBIN:
+        elif kind in (BLK_NEGBIN, BLK_ZINB):
             idx = ab + g * stride
             r_ = aux[idx].astype(np.float64)
             th = np.exp(r_)
@@ -124,6 +136,15 @@ def block_cells(out, x, aux, cols, meta):
             da = th * s - x0 * sn
             dx = -(th * _digamma_diff(x0, th) - th * sp + th * s - x0 * sn)
             aidx[:, j] = np.where(obs, idx, -1)
+            if kind == BLK_ZINB:  # the inflation logit, and a zero's two ways (see above)
+                gz = a64[:, off + 1]
+                u = gz + th * sp
+                w0 = _sigmoid(-u)
+                zero = x0 == 0
+                t = _softplus(gz) + np.where(zero, th * sp - _softplus(u), t)
+                da = np.where(zero, w0 * da, da)  # (the NB's zero, its share w0)
+                dx = np.where(zero, w0 * dx, dx)
+                dout[:, off + 1] = np.where(obs, _sigmoid(gz) - np.where(zero, _sigmoid(u), 0), 0)
         else:
             raise ValueError(f"unknown block code {kind} in column {j}")
         terms[:, j] = np.where(obs, t, 0)

@@ -21,7 +21,7 @@ import numbers
 import numpy as np
 
 from ..backends.codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                              BLK_POISSON, ENC_LOG1P, ENC_VALUE)
+                              BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_VALUE)
 
 
 def sigmoid(xp, a):
@@ -298,8 +298,50 @@ class NegBinomial(Poisson):
                 "dispersion": self.dispersion}
 
 
+class ZINB(NegBinomial):
+    """Count columns with a zero-inflated negative binomial (scVI's ``gene_likelihood=
+    "zinb"``): a zero with probability pi, else a NegBinomial count.  Two decoder outputs per
+    column, [a, zeta]: the NB's log-mean a (plus the log-exposure when ``exposure``) and the
+    zero-inflation logit zeta, pi = sigmoid(zeta), so the inflation depends on the code like
+    the mean does; theta as :class:`NegBinomial` (``dispersion``).  Its means (decode's
+    output) are, per column, the distribution's mean (1 - pi) mu and pi."""
+
+    kind, name = BLK_ZINB, "zinb"
+
+    def widths(self):
+        return [2] * self.n
+
+    def means(self, a, log_exposure, xp):
+        eta = a[:, 0::2]
+        if self.exposure and log_exposure is not None:
+            eta = eta + log_exposure[:, None]
+        pi = sigmoid(xp, a[:, 1::2])
+        m = xp.empty_like(a)
+        m[:, 0::2] = (1 - pi) * xp.exp(eta)
+        m[:, 1::2] = pi
+        return m
+
+    def draw(self, m, cols, aux, groups, rng, mean):
+        """Counts: the mean (``mean``), or zero with probability pi and else an NB draw of
+        mean (1 - pi) mu / (1 - pi) (a gamma-Poisson mixture)."""
+        N = m.shape[0]
+        out = np.empty((N, self.n))
+        for k, (_, o, _, ab, stride, _) in enumerate(cols.tolist()):
+            mix, pi = m[:, o], m[:, o + 1]
+            if mean:
+                out[:, k] = mix
+                continue
+            keep = 1 - pi
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mu = np.where(keep > 0, mix / keep, 0.0)  # (pi = 1: always a zero)
+            nb = super().draw_column(mu, aux, ab, stride, groups, rng)
+            out[:, k] = np.where(rng.random(N) < pi, 0.0, nb)
+        return out
+
+
 #: config "type" -> block class
-BLOCKS = {cls.name: cls for cls in (Gaussian, Bernoulli, Categorical, Poisson, NegBinomial)}
+BLOCKS = {cls.name: cls for cls in (Gaussian, Bernoulli, Categorical, Poisson, NegBinomial,
+                                    ZINB)}
 
 
 def block_from_config(cfg):
@@ -322,6 +364,6 @@ def parse_blocks(likelihood):
         likelihood = [likelihood]
     if not isinstance(likelihood, (list, tuple)) or not likelihood:
         raise ValueError(f"likelihood must be 'bernoulli', 'gaussian' or a non-empty list of "
-                         f"blocks (Gaussian, Bernoulli, Categorical, Poisson, NegBinomial), "
-                         f"got {likelihood!r}")
+                         f"blocks ("
+                         f"{', '.join(c.__name__ for c in BLOCKS.values())}), got {likelihood!r}")
     return [block_from_config(b) for b in likelihood]

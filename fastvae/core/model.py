@@ -50,7 +50,7 @@ class Engine(Spec, Inference):
                            "bernoulli" (decoder outputs logits; data in [0, 1]),
                            "gaussian" (decoder outputs means), or a list of column blocks
                            (:mod:`fastvae.core.blocks`: Gaussian, Bernoulli, Categorical,
-                           Poisson, NegBinomial) over consecutive columns of x.
+                           Poisson, NegBinomial, ZINB) over consecutive columns of x.
     n_samples : int        L latent samples per datapoint; the reconstruction term is
                            their mean.
     beta : float >= 0      weight of the KL term.  free_bits : float >= 0, per-dimension

@@ -83,7 +83,7 @@ import types
 
 import numpy as np
 
-from ..backends.codes import ACTIVATIONS, BLK_NEGBIN, BLK_POISSON, LIKELIHOODS, LOGVAR_RANGE
+from ..backends.codes import ACTIVATIONS, ENC_LOG1P, LIKELIHOODS, LOGVAR_RANGE
 
 PARTS = ("encoder", "decoder", "vae")
 DEFAULT_OPSET = 17
@@ -298,7 +298,9 @@ def _block_input(g, model, params, x):
     nc = [j for j in range(cl.D) if j not in set(cl.cat_cols.tolist())]
     if nc:
         v = g.op("Gather", x0, _ints(g, "enc_value_cols", nc), axis=1)
-        counts = np.isin(cl.cols[nc, 0], [BLK_POISSON, BLK_NEGBIN])[None]
+        # (each non-categorical block's columns, in order, as Columns reads them)
+        counts = np.array([[b.enc_mode == ENC_LOG1P for b in cl.blocks if b.enc_mode is not None
+                            for _ in range(b.n)]])
         is_count = g.onnx.numpy_helper.from_array(counts, "enc_count_cols")
         g.inits.append(is_count)
         parts.append(g.op("Where", "enc_count_cols", g.op("Log", g.op("Add", v, g.const(1))), v))
@@ -360,8 +362,9 @@ def _poisson_head(g, b, i, a, ctx, kind="rate"):
     return m, {m: b.n}
 
 
-def _negbinomial_head(g, b, i, a, ctx):
-    m, names = _poisson_head(g, b, i, a, ctx, kind="mean")
+def _theta(g, b, i, ctx, like):
+    """block{i}_theta (B, n): the inverse dispersions of each row (of its condition group
+    when they depend on it); ``like`` an output of shape (B, n)."""
     cl, aux = ctx.cl, ctx.aux
     first = cl.cols[ctx.j0:ctx.j1, 3]
     if b.per_condition:  # theta of each row's condition group
@@ -371,9 +374,29 @@ def _negbinomial_head(g, b, i, a, ctx):
              out=f"block{i}_theta")
     else:
         g.op("Expand", g.param(f"block{i}_theta_row", np.exp(aux[first])[None]),
-             g.op("Shape", m), out=f"block{i}_theta")
-    names[f"block{i}_theta"] = b.n
+             g.op("Shape", like), out=f"block{i}_theta")
+    return {f"block{i}_theta": b.n}
+
+
+def _negbinomial_head(g, b, i, a, ctx):
+    m, names = _poisson_head(g, b, i, a, ctx, kind="mean")
+    names.update(_theta(g, b, i, ctx, m))
     return m, names
+
+
+def _zinb_head(g, b, i, a, ctx):
+    """block{i}_mean (1 - pi) mu, block{i}_dropout pi, block{i}_theta, each (B, n), and
+    x_hat's piece block{i}_params (B, 2n): [mean, pi] per column, as decode gives them."""
+    eta = g.op("Gather", a, _ints(g, f"block{i}_eta_cols", range(0, 2 * b.n, 2)), axis=1)
+    zeta = g.op("Gather", a, _ints(g, f"block{i}_zeta_cols", range(1, 2 * b.n, 2)), axis=1)
+    if b.exposure:
+        eta = g.op("Add", eta, ctx.logex)
+    pi = _sigmoid(g, zeta, out=f"block{i}_dropout")
+    m = g.op("Mul", g.op("Sub", g.const(1), pi), g.op("Exp", eta), out=f"block{i}_mean")
+    last = _ints(g, f"block{i}_axis2", [2])
+    pair = g.op("Concat", g.op("Unsqueeze", m, last), g.op("Unsqueeze", pi, last), axis=2)
+    p = g.op("Reshape", pair, _ints(g, f"block{i}_flat", [0, -1]), out=f"block{i}_params")
+    return p, {p: 2 * b.n, m: b.n, pi: b.n, **_theta(g, b, i, ctx, m)}
 
 
 #: each block kind's ONNX head, by its config name (Block.name): head(g, block, i, outputs
@@ -381,12 +404,12 @@ def _negbinomial_head(g, b, i, a, ctx):
 #: without an entry cannot be exported (tests/test_export.py checks every kind has one)
 HEADS = {"gaussian": _gaussian_head, "bernoulli": _bernoulli_head,
          "categorical": _categorical_head, "poisson": _poisson_head,
-         "negbinomial": _negbinomial_head}
+         "negbinomial": _negbinomial_head, "zinb": _zinb_head}
 
 
 def _block_outputs(g, model, params, out):
     """The decoder outputs out (B, P) of a block model (bias added) -> each block's
-    parameters (see BLOCK_OUTPUTS) and x_hat (B, P), what :meth:`VAE.decode` returns.
+    parameters (see HEADS) and x_hat (B, P), what :meth:`VAE.decode` returns.
     Returns {output name: width}."""
     cl = model.columns
     logex = g.op("Unsqueeze", g.op("Log", "exposure"), _ints(g, "axis_1b", [1])) if cl.E else None
