@@ -27,9 +27,16 @@ and from the held-out cells' posterior means two classifiers' 5-fold accuracy (a
 regression, and 15 nearest neighbours, what batch-mixing scores use) at predicting the
 batch (chance 0.5: lower is better corrected) and the cluster (higher is better kept).
 
+With ``--likelihood zinb`` both sides model zero-inflated counts (fastvae's ZINB block,
+SCVI's ``gene_likelihood="zinb"``, each with a learned dropout logit per cell and gene) on
+the same matrix with planted dropout: each count set to 0 with probability ``--dropout``
+(0.3), the library sizes taken after it.
+
     pip install -c constraints.txt scvi-tools     # constraints.txt: torch==2.13.0
     python benchmarks/bench_scvi.py --json benchmarks/results/scvi_2core.json \\
         --md benchmarks/results/scvi_2core.md
+    python benchmarks/bench_scvi.py --likelihood zinb --json benchmarks/results/scvi_zinb_2core.json \\
+        --md benchmarks/results/scvi_zinb_2core.md
 """
 from __future__ import annotations
 
@@ -64,15 +71,16 @@ def probe(codes, labels):
             for c in (LogisticRegression(max_iter=2000), KNeighborsClassifier(15))]
 
 
-def run_fastvae(X, batch, cluster, tr, te, stops, seed, precision="full", shards=2):
+def run_fastvae(X, batch, cluster, tr, te, stops, seed, precision="full", shards=2,
+                likelihood="nb"):
     """fastvae trained to each epoch count in ``stops`` in turn (one run, continued), a
     row per stop: the training seconds so far, and the held-out scores there.  ``shards``:
     fit's data-parallel shards of a batch (the cpu backend's threads are set by main)."""
     import fastvae
-    from fastvae import NegBinomial
     onehot = np.eye(2, dtype=np.float32)[batch]
     lib = X.sum(1)
-    m = fastvae.VAE(likelihood=[NegBinomial(X.shape[1], exposure=True)], hidden=(128,),
+    block = {"nb": fastvae.NegBinomial, "zinb": fastvae.ZINB}[likelihood]
+    m = fastvae.VAE(likelihood=[block(X.shape[1], exposure=True)], hidden=(128,),
                     latent_dim=10, n_conditions=2, encode_conditions=False,
                     inject_conditions=True, backend="cpu", seed=seed, precision=precision)
     opt = fastvae.Adam(m, lr=1e-3, eps=0.01, weight_decay=1e-6)
@@ -94,7 +102,7 @@ def run_fastvae(X, batch, cluster, tr, te, stops, seed, precision="full", shards
     return rows
 
 
-def run_scvi(X, batch, cluster, tr, te, epochs, seed, threads):
+def run_scvi(X, batch, cluster, tr, te, epochs, seed, threads, likelihood="nb"):
     import importlib.util
     import anndata
     if importlib.util.find_spec("flax") is None and "optax" not in sys.modules:
@@ -114,7 +122,7 @@ def run_scvi(X, batch, cluster, tr, te, epochs, seed, threads):
         scvi.model.SCVI.setup_anndata(a, batch_key="batch")
         return a
     a_tr, a_te = adata(tr), adata(te)
-    m = scvi.model.SCVI(a_tr, n_hidden=128, n_latent=10, n_layers=1)
+    m = scvi.model.SCVI(a_tr, n_hidden=128, n_latent=10, n_layers=1, gene_likelihood=likelihood)
     t0 = time.perf_counter()
     m.train(max_epochs=epochs, batch_size=128, train_size=1.0, accelerator="cpu",
             plan_kwargs={"lr": 1e-3, "n_epochs_kl_warmup": KL_WARMUP},
@@ -149,6 +157,10 @@ def main(argv=None):
     ap.add_argument("--no-scvi", action="store_true")
     ap.add_argument("--bf16", action="store_true",
                     help="also fastvae with precision='bf16' (a CPU with bf16 units)")
+    ap.add_argument("--likelihood", choices=["nb", "zinb"], default="nb",
+                    help="both sides: negative binomial, or zero-inflated (with --dropout)")
+    ap.add_argument("--dropout", type=float, default=None,
+                    help="share of counts set to 0 (default: 0.3 with --likelihood zinb, else 0)")
     ap.add_argument("--json")
     ap.add_argument("--md")
     args = ap.parse_args(argv)
@@ -170,28 +182,34 @@ def compare(args, shards):
     """Both sides, the table, and the files (see the module docstring)."""
     from fastvae.benchmark.machine import describe, save
     X, batch, cluster = counts(args.cells, 2000, seed=0)
+    dropout = args.dropout if args.dropout is not None else (0.3 if args.likelihood == "zinb"
+                                                             else 0.0)
+    if dropout:  # planted dropout: each count zeroed with this probability (seeded)
+        X[np.random.default_rng(1).random(X.shape) < dropout] = 0
     tr, te = split(len(X))
+    lik = args.likelihood
     stops = [args.epochs] + ([args.epochs + args.more_epochs] if args.more_epochs else [])
-    rows = run_fastvae(X, batch, cluster, tr, te, stops, 0, shards=shards)
+    rows = run_fastvae(X, batch, cluster, tr, te, stops, 0, shards=shards, likelihood=lik)
     first = rows[0]
     scvi = None
     if not args.no_scvi:
-        scvi = run_scvi(X, batch, cluster, tr, te, args.epochs, 0, args.threads)
+        scvi = run_scvi(X, batch, cluster, tr, te, args.epochs, 0, args.threads, lik)
         print(scvi, flush=True)
         # this shared machine's speed drifts over minutes: fastvae's epochs are timed again
         # after SCVI's, and its seconds per epoch are the mean of the two timings
         again = run_fastvae(X, batch, cluster, tr, te, [max(1, args.epochs // 3)], 0,
-                            shards=shards)[0]
+                            shards=shards, likelihood=lik)[0]
         first["s_per_epoch_before"] = first["s_per_epoch"]
         first["s_per_epoch_after"] = again["s_per_epoch"]
         first["s_per_epoch"] = 0.5 * (first["s_per_epoch"] + again["s_per_epoch"])
         rows.append(scvi)
     if args.bf16:
-        rows += run_fastvae(X, batch, cluster, tr, te, stops, 0, "bf16", shards)
+        rows += run_fastvae(X, batch, cluster, tr, te, stops, 0, "bf16", shards, lik)
     machine = describe()
     lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, {args.threads} threads; "
              f"torch {machine.get('torch')}; {machine['date']}.  {len(tr)} training cells, "
-             f"{len(te)} held out, 2,000 genes, KL warm-up {KL_WARMUP:g} epochs; fastvae "
+             f"{len(te)} held out, 2,000 genes, {lik.upper()} likelihood, planted dropout "
+             f"{dropout:g}, KL warm-up {KL_WARMUP:g} epochs; fastvae "
              f"with inject_conditions=True and {shards} shards per batch on {args.threads} "
              f"threads.  Rows of one run at more epochs continue it.", "",
              "| implementation | epochs | train s | s/epoch | held-out recon. log-lik./cell | "

@@ -93,7 +93,8 @@ def test_bench_bf16_smoke(tmp_path, capsys):
     assert "| 1 |" in capsys.readouterr().out
 
 
-def test_bench_scvi_smoke(tmp_path, capsys):
+@pytest.mark.parametrize("likelihood", ["nb", "zinb"])
+def test_bench_scvi_smoke(tmp_path, capsys, likelihood):
     """fastvae's side of the SCVI comparison (scvi-tools is a benchmark peer, never a test
     dependency): one run trained to 1 and then 2 epochs, a row per stop with its training
     seconds, likelihood and probe accuracies, and the markdown table."""
@@ -101,7 +102,7 @@ def test_bench_scvi_smoke(tmp_path, capsys):
     import bench_scvi
     out, md = tmp_path / "s.json", tmp_path / "s.md"
     bench_scvi.main(["--no-scvi", "--cells", "300", "--epochs", "1", "--more-epochs", "1",
-                     "--json", str(out), "--md", str(md)])
+                     "--likelihood", likelihood, "--json", str(out), "--md", str(md)])
     rows = json.loads(out.read_text())["rows"]
     assert [(r["impl"], r["epochs"]) for r in rows] == [("fastvae", 1), ("fastvae", 2)]
     assert 0 < rows[0]["train_s"] <= rows[1]["train_s"]
@@ -109,4 +110,6 @@ def test_bench_scvi_smoke(tmp_path, capsys):
         assert r["heldout_recon_ll"] < 0 and len(r["batch_acc"]) == len(r["cluster_acc"]) == 2
         assert all(0.0 <= a <= 1.0 for a in r["batch_acc"] + r["cluster_acc"])
     assert "inject_conditions=True" in md.read_text()
+    assert f"{likelihood.upper()} likelihood, planted dropout {0.3 if likelihood == 'zinb' else 0:g}" \
+        in md.read_text()
     assert "| fastvae | 2 |" in capsys.readouterr().out

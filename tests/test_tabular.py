@@ -502,3 +502,39 @@ def test_count_columns():
         assert (s[c] >= 0).all()
         assert abs(s[c].mean() / df[c].mean() - 1) < 0.25, (c, s[c].mean(), df[c].mean())
     assert s["nb"].var() > 1.5 * s["nb"].mean()  # over-dispersed, as the data
+
+
+def test_zero_inflated_count_columns_come_back_with_their_zeros():
+    """types={"col": "zinb"}: a count column with many extra zeros is modelled with the
+    ZINB block, comes back as integers of its dtype, with its share of zeros and its mean,
+    and the plots draw it (as a count histogram)."""
+    rng = np.random.default_rng(1)
+    n = 1500
+    x = rng.standard_normal(n)
+    k = rng.negative_binomial(3, 3 / (3 + np.exp(1.5 + 0.5 * x)))
+    k[rng.random(n) < 0.5] = 0
+    df = pd.DataFrame({"x": x, "k": k})
+    tv = fit(tvae(types={"k": "zinb"}), df, epochs=60)
+    assert [(c.name, c.kind) for c in tv.schema.data] == [("x", "numeric"), ("k", "zinb")]
+    assert [b.name for b in tv.model_.columns.blocks] == ["gaussian", "zinb"]
+    s = tv.sample(4000, seed=0)
+    assert s["k"].dtype == df["k"].dtype and (s["k"] >= 0).all()
+    assert abs((s["k"] == 0).mean() - (df["k"] == 0).mean()) < 0.08
+    assert abs(s["k"].mean() / df["k"].mean() - 1) < 0.25
+    scores = tv.score_samples(df.head(50), per_column=True)
+    assert np.isfinite(scores.to_numpy(dtype=float)).all()
+
+
+def test_every_block_kind_has_a_table_column_entry():
+    """A new likelihood block gets its entry in the tabular front end's one table
+    (fastvae.tabular.blocktypes), and each entry's block is that kind."""
+    from fastvae.core.blocks import BLOCKS
+    from fastvae.tabular import blocktypes
+    from fastvae.tabular.kinds import TYPES
+    assert set(blocktypes.BY_BLOCK) == set(BLOCKS), "block kinds without a tabular entry"
+    for name, t in blocktypes.BY_BLOCK.items():
+        if t is None:
+            continue
+        cols = [type("C", (), {"classes": 3})()] * 2  # (a categorical column reads .classes)
+        assert t.make(cols).name == name and t.make(cols).n == 2
+        assert TYPES[t.kind] == t.kind and t.panel in ("bars", "histogram")

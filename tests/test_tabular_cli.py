@@ -69,6 +69,19 @@ def one_error_line(capsys, cmd):
 
 
 # ----------------------------------------------------------------------------- train
+def test_a_zero_inflated_count_column_from_the_command_line(workdir):
+    pytest.importorskip("matplotlib")
+    assert main(["train", "--data", "t.csv", "--column", "k=zinb", *SMALL]) == 0
+    tv = fastvae.tabular.load(workdir / "runs" / "t-1" / "model.npz")
+    assert {c.name: c.kind for c in tv.schema.data}["k"] == "zinb"
+    assert "zinb" in [b.name for b in tv.model_.columns.blocks]
+    assert (workdir / "runs" / "t-1" / "marginals.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["sample", str(workdir / "runs" / "t-1" / "model.npz"), "-n", "20",
+                 "--csv", "s.csv"]) == 0
+    s = pd.read_csv(workdir / "s.csv")
+    assert pd.api.types.is_integer_dtype(s["k"]) and (s["k"] >= 0).all()
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_train_on_a_table_writes_the_run(workdir, capsys, fmt):
     pytest.importorskip("matplotlib")

@@ -66,7 +66,8 @@ def add_arguments(parser):
                    "included (a learned shift of each column per condition)")
     g.add_argument("--column", action="append", default=None, metavar="COL=TYPE",
                    help="a column's type instead of the inferred one (repeatable): numeric, "
-                   "categorical, count (negative binomial), poisson, datetime (dates written "
+                   "categorical, count (negative binomial), poisson, zinb (zero-inflated counts), "
+                   "datetime (dates written "
                    "as text), id (new identifiers of the same shape) or ignore (drawn on "
                    "its own from its training values)")
     g.add_argument("--missing", action="store_const", const=True, default=None,

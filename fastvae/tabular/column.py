@@ -10,7 +10,7 @@ A :class:`Column` is made by :mod:`fastvae.tabular.kinds` and saved as JSON
   MAX_CATEGORIES of them); the values beyond the cap share one bucket (``others``: a
   draw of it is one of them, by their training frequencies) and the rare ones another
   (see :data:`RARE_MIN`);
-- ``negbin`` and ``poisson``: count cells;
+- ``negbin``, ``poisson`` and ``zinb``: count cells (:mod:`fastvae.tabular.blocktypes`);
 - ``constant``: one value in every row that has one; not modelled;
 - ``independent``: an ignored column, drawn on its own from its training values;
 - ``id``: identifiers (a value per row), written back as new identifiers of their shape.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blocktypes import COUNT_KINDS, MODELED
 from .transforms import map_from_config
 from .values import format_dates, int_offsets, ints_from_offsets, parse_dates
 
@@ -39,7 +40,6 @@ from .values import format_dates, int_offsets, ints_from_offsets, parse_dates
 RARE_MIN = 5
 #: what a string column's rare bucket is written as
 RARE = "_RARE_"
-MODELED = ("numeric", "categorical", "negbin", "poisson")
 #: the store of each source's numbers (see the module docstring)
 TIMES = ("datetime", "timedelta", "datetext", "date")
 FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values",
@@ -148,7 +148,7 @@ class Column:
             return "int" if self.source == "int" else "object"
         if self.is_time:
             return "ns"
-        if self.source == "int" or self.kind in ("negbin", "poisson"):
+        if self.source == "int" or self.kind in COUNT_KINDS:
             return "int"
         if self.source == "float":
             return "float"
@@ -168,7 +168,7 @@ class Column:
             out = int_offsets(ns, self.lo)
         elif self.source == "int":
             ints = self.integers(s, miss, where)
-            out = (ints.astype(np.float64) if self.kind in ("negbin", "poisson") else
+            out = (ints.astype(np.float64) if self.kind in COUNT_KINDS else
                    int_offsets(ints, self.lo, self.signed))
         else:
             try:
@@ -186,7 +186,7 @@ class Column:
         """The cells of ``s`` as float64 (N,) in the column's own units (times in
         nanoseconds since the epoch), NaN where missing: for pictures, not exact."""
         v = self.numbers(s)
-        return v if self.source == "float" or self.kind in ("negbin", "poisson") else \
+        return v if self.source == "float" or self.kind in COUNT_KINDS else \
             v + float(self.lo)
 
     def nanoseconds(self, s, miss, where):
@@ -300,7 +300,7 @@ class Column:
                 u = (rng or np.random.default_rng(0)).random(hit.size)[:, None]
                 c[hit] = k + np.minimum((np.cumsum(p / p.sum()) < u).sum(1), len(p) - 1)
             return c
-        if self.kind in ("negbin", "poisson"):
+        if self.kind in COUNT_KINDS:
             return self.finish(v, mode)
         return self.finish(self.map.inverse(v), mode)
 
@@ -311,7 +311,7 @@ class Column:
         (``mode`` "sample") or the training range, exact in integer space."""
         lo, hi = (self.slo, self.shi) if mode == "sample" else (self.lo, self.hi)
         signed = self.signed is not False
-        if self.kind in ("negbin", "poisson"):
+        if self.kind in COUNT_KINDS:
             return ints_from_offsets(u - float(lo), lo, hi, signed)
         if self.support:  # a discrete column: its nearest value
             u = snap(u, np.asarray(self.support, dtype=np.float64))

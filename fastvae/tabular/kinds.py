@@ -33,6 +33,7 @@ import numbers
 
 import numpy as np
 
+from .blocktypes import COUNT_KINDS
 from .column import (Column, RARE, RARE_MIN, TableError, pandas_module, plain)
 from .transforms import MAPS, decimals, time_unit
 from .values import date_format, date_layout, id_hashes, id_pattern
@@ -40,6 +41,7 @@ from .values import date_format, date_layout, id_hashes, id_pattern
 #: the column types a user can ask for, and what each is called inside
 TYPES = {"numeric": "numeric", "categorical": "categorical", "category": "categorical",
          "count": "negbin", "negbin": "negbin", "nb": "negbin", "poisson": "poisson",
+         "zinb": "zinb",
          "datetime": "datetime", "id": "id", "ignore": "ignore"}
 #: the most categories a categorical column models (its most frequent values); the rest
 #: share the rare bucket
@@ -371,14 +373,14 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
         ints = np.sort(col.integers(present, np.zeros(len(present), bool),
                                      lambda i: where(rows[i])))
         lo, hi = int(ints[0]), int(ints[-1])
-        if kind in ("negbin", "poisson") and lo < 0:
+        if kind in COUNT_KINDS and lo < 0:
             raise TableError(f"column {name!r} was asked to be {word!r} (counts), but holds "
                              f"{lo}: counts are integers >= 0")
         col.lo, col.hi = lo, hi
         col.slo, col.shi = (int(v) for v in _protected(ints))
         if lo == hi:
             return _constant(col, lo)
-        if kind in ("negbin", "poisson"):
+        if kind in COUNT_KINDS:
             return col
         off = _offsets(ints, lo, col.signed)
         col.map = MAPS[numeric].fit(off)
@@ -393,7 +395,7 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
     v = np.sort(v)
     col.lo, col.hi = float(v[0]), float(v[-1])
     col.slo, col.shi = (float(x) for x in _protected(v))
-    if kind in ("negbin", "poisson"):
+    if kind in COUNT_KINDS:
         if (v < 0).any() or (v != np.round(v)).any():
             bad = v[(v < 0) | (v != np.round(v))]
             raise TableError(f"column {name!r} was asked to be {word!r} (counts), but holds "
@@ -401,7 +403,7 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
         col.signed = True
     if col.lo == col.hi:
         return _constant(col, col.lo)
-    if kind in ("negbin", "poisson"):
+    if kind in COUNT_KINDS:
         return col
     col.decimals = decimals(v)
     col.map = MAPS[numeric].fit(v)

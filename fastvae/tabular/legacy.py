@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .blocktypes import COUNT_KINDS
 from .transforms import map_from_config
 
 _TIMES = ("datetime", "timedelta")
@@ -39,7 +40,7 @@ def _column_v1(d):
             out["declared"] = list(d["categories"])
         out["freq"] = {"p": [1.0 / len(d["categories"])] * len(d["categories"])}
         return out
-    integral = src == "int" or src in _TIMES or kind in ("negbin", "poisson")
+    integral = src == "int" or src in _TIMES or kind in COUNT_KINDS
     lo, hi = d.get("lo"), d.get("hi")
     if integral and lo is not None:
         lo, hi = int(round(lo)), int(round(hi))

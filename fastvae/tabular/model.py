@@ -52,7 +52,9 @@ class TabularVAE:
         (:func:`fastvae.tabular.policy.model_size`: (64, 64) and 16 below 10,000 rows,
         (128, 128) and 32 from there).
     types : {column: type} overriding inference: "numeric", "categorical", "count" (or
-        "negbin"), "poisson", "datetime", "id", "ignore" (:mod:`fastvae.tabular.kinds`).
+        "negbin"), "poisson", "zinb" (zero-inflated counts), "datetime", "id", "ignore"
+        (:mod:`fastvae.tabular.kinds`; each block's column type:
+        :mod:`fastvae.tabular.blocktypes`).
     numeric : "quantile" (the default: each numeric column through its quantile map to a
         standard normal) or "standard" (mean 0, variance 1).
     missing : None (a missing-cell mask when the training table has a missing cell), True

@@ -34,6 +34,7 @@ import os
 import numpy as np
 
 from ..viz import figure, plot_history
+from .blocktypes import BY_KIND, COUNT_KINDS
 
 #: categories shown per categorical column; the rest are summed as "other"
 MAX_CATEGORIES = 20
@@ -57,7 +58,7 @@ def _kind(col):
         return "bool" if col.source == "bool" else "categorical"
     if col.is_time:
         return "timedelta" if col.source == "timedelta" else "datetime"
-    return {"negbin": "count (NB)", "poisson": "count (Poisson)"}.get(col.kind, "numeric")
+    return BY_KIND[col.kind].label if col.kind in BY_KIND else "numeric"
 
 
 def _labels(col, s):
@@ -112,7 +113,7 @@ def _hist_panel(ax, col, real, synth):
             if hi - lo >= 3 * unit:
                 scale, xlabel = unit, name + (f"; {xlabel}" if xlabel else "")
                 break
-    integer = col.source == "int" or col.kind in ("negbin", "poisson")
+    integer = col.source == "int" or col.kind in COUNT_KINDS
     if integer and hi - lo + 1 <= BINS:
         edges = np.arange(lo - 0.5, hi + 1.5)
     else:
@@ -157,6 +158,10 @@ def _bar_panel(ax, col, real, synth):
     ax.tick_params(axis="y", labelsize=7)
 
 
+#: each column type's marginal panel (blocktypes.ColumnType.panel)
+_PANELS = {"bars": _bar_panel, "histogram": _hist_panel}
+
+
 def plot_marginals(real_df, synth_df, schema, path):
     """One panel per modeled column of ``schema``: the real table's values (``real_df``)
     against the synthetic rows' (``synth_df``); see the module docstring.  Returns the
@@ -171,7 +176,8 @@ def plot_marginals(real_df, synth_df, schema, path):
     for i, col in enumerate(cols):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         real, synth = real_df[col.name], synth_df[col.name]
-        (_bar_panel if col.kind == "categorical" else _hist_panel)(ax, col, real, synth)
+        panel = BY_KIND[col.kind].panel if col.kind in BY_KIND else "histogram"
+        _PANELS[panel](ax, col, real, synth)
         miss, smiss = float(real.isna().mean()), float(synth.isna().mean())
         title = f"{_short(col.name, 24)}  [{_kind(col)}]"
         if miss > 0 or smiss > 0:  # the gaps come back too: their rate, side by side

@@ -3,8 +3,8 @@
 :func:`infer` reads a pandas DataFrame and gives a :class:`Schema` of
 :class:`~fastvae.tabular.column.Column` objects (see :mod:`fastvae.tabular.kinds` for the
 rules).  The model's data row is ``[modelled columns | observed heads]``: the modelled
-columns in the order numeric, categorical, negbin, poisson (the table's order within a
-kind), then one Bernoulli cell per group of columns with gaps in training (the columns
+columns in the order of :data:`~fastvae.tabular.blocktypes.MODELED` (numeric, categorical,
+negbin, poisson, zinb; the table's order within a kind), then one Bernoulli cell per group of columns with gaps in training (the columns
 whose gaps fall on the same rows form one group: they come back missing together), 1 where
 the cells are present.
 
@@ -22,12 +22,13 @@ import os
 import numpy as np
 
 from .column import (RARE, RARE_MIN, Column, TableError, pandas_module)  # noqa: F401
+from .blocktypes import BY_KIND, COUNT_KINDS, MODELED
 from .kinds import TYPES, check_labels, make_column
 from .transforms import MAPS
 
 #: the schema's format in a checkpoint (1: fastvae 0.x before observed heads)
 VERSION = 2
-_RANK = {"numeric": 0, "categorical": 1, "negbin": 2, "poisson": 3}
+_RANK = {kind: i for i, kind in enumerate(MODELED)}
 
 
 def row_namer(df):
@@ -68,15 +69,12 @@ class Schema:
 
     def blocks(self):
         """The likelihood blocks of the model's data columns, in order."""
-        from ..core.blocks import Bernoulli, Categorical, Gaussian, NegBinomial, Poisson
+        from ..core.blocks import Bernoulli
         out = []
-        for kind, make in (("numeric", lambda cs: Gaussian(len(cs), scale="per_column")),
-                           ("categorical", lambda cs: Categorical([c.classes for c in cs])),
-                           ("negbin", lambda cs: NegBinomial(len(cs))),
-                           ("poisson", lambda cs: Poisson(len(cs)))):
+        for kind, t in BY_KIND.items():
             cs = [c for c in self.data if c.kind == kind]
             if cs:
-                out.append(make(cs))
+                out.append(t.make(cs))
         if self.heads:
             out.append(Bernoulli(len(self.heads)))
         return out
@@ -127,7 +125,7 @@ class Schema:
             if bad.any():
                 raise TableError(f"column {c.name!r}, {where(int(np.flatnonzero(bad)[0]))}: "
                                  f"{float(v[bad][0])!r} is not a finite number")
-            if c.kind in ("negbin", "poisson"):
+            if c.kind in COUNT_KINDS:
                 bad = ~np.isnan(v) & ((v < 0) | (v != np.floor(v)))
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
