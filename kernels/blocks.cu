@@ -37,7 +37,18 @@
 #error "ENC_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
 #endif
 
+#ifndef GRAD_FLUSH
+#error "GRAD_FLUSH must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
+#endif
+
 #define SPECIAL_SHIFT 10.0
+
+// a decoder-output gradient below GRAD_FLUSH in magnitude is written as 0 (codes.py: no
+// denormal reaches the products)
+template <class T>
+__device__ __forceinline__ T flushed(T g) {
+    return fabs((double)g) >= GRAD_FLUSH ? g : T(0);
+}
 
 __device__ double lgamma_series(double z) {
     double r = 1.0 / z, r2 = r * r;
@@ -155,7 +166,7 @@ __device__ void blocks_cells_impl(T* dout, T* rowpart, T* dcell, T* out, const T
                 if (GRAD) {
                     for (int k = 0; k < width; ++k) {
                         double p = exp((double)o_row[k] - m) / se;
-                        dout[(i64)r * P + off + k] = T(w * (p - (k == code ? 1.0 : 0.0)));
+                        dout[(i64)r * P + off + k] = flushed(T(w * (p - (k == code ? 1.0 : 0.0))));
                     }
                     dcell[(i64)r * D + j] = T(0);
                 }
@@ -194,11 +205,11 @@ __device__ void blocks_cells_impl(T* dout, T* rowpart, T* dcell, T* out, const T
                             dz -= sigmoid_d(u);
                         }
                         t += softplus_d(gz);
-                        if (GRAD) dout[(i64)r * P + off + 1] = T(w * dz);
+                        if (GRAD) dout[(i64)r * P + off + 1] = flushed(T(w * dz));
                     }
                 }
                 if (GRAD) {
-                    dout[(i64)r * P + off] = T(w * da);
+                    dout[(i64)r * P + off] = flushed(T(w * da));
                     dcell[(i64)r * D + j] = T(w * dx);
                 }
             }

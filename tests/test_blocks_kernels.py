@@ -17,7 +17,7 @@ import torch
 from fastvae.backends import reference as ref
 
 import blocks_data as bd
-from test_kernels import Kernels, kb, tol  # noqa: F401  (kb: a fixture)
+from test_kernels import Kernels, any_kb, kb, tol  # noqa: F401  (kb, any_kb: fixtures)
 
 DTYPES = ["float32", "float64"]
 SIZES = [(1, 1), (6, 3), (300, 150)]  # (R, B): one row, samples of few rows, row chunks
@@ -245,3 +245,24 @@ def test_negative_binomial_over_counts_and_dispersions(kb, dtype):
     _close(o_c[0], o_r[0], dtype)
     _close(o_c[1], o_r[1], dtype, reduction=True, terms=cl.D)
     _close(o_c[3], o_r[3], dtype, reduction=True, terms=R * cl.D)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_no_denormal_gradient_reaches_the_products(any_kb, dtype):
+    """A confident softmax's or logit's gradient (p = e^-100) is written as an exact 0, not
+    a denormal (GRAD_FLUSH, fastvae.backends.codes): a product reading denormals ran 20x
+    slower.  Every other entry is as the reference's."""
+    from fastvae.backends.codes import GRAD_FLUSH
+    from fastvae.core.blocks import Bernoulli, Categorical
+    from fastvae.core.columns import Columns
+    cl = Columns([Categorical([3]), Bernoulli(2)])
+    R = 4
+    out = np.array([[100.0, 0.0, 0.0, -100.0, 100.0]] * (R - 1) + [[0.0] * 5], dtype)
+    x = np.array([[0.0, 0.0, 1.0]] * R, dtype)
+    outs = [np.full((R, cl.P), np.nan, dtype), np.full(R, np.nan, dtype),
+            np.full(cl.P, np.nan, dtype), np.zeros(0, dtype)]
+    d = any_kb.call("blocks_fwd_bwd", outs, out, np.zeros(cl.P, dtype), x, np.zeros(0, dtype),
+                    cl.cols, cl.meta, 1.0)[0]
+    assert np.all(d[:3] == 0), d  # (rows 0-2: every cell predicted with certainty)
+    np.testing.assert_allclose(d[3], [-2 / 3, 1 / 3, 1 / 3, 0.5, -0.5], rtol=1e-6)
+    assert GRAD_FLUSH > np.finfo(np.float32).tiny  # (flushed values include every denormal)

@@ -24,7 +24,7 @@ SOURCES = sorted(KERNELS.glob("*.cu")) + [KERNELS / "common.cuh"]
 PASSED = {o[2:].split("=")[0] for o in codes.cuda_defines()}
 #: what such a name looks like in a kernel file
 CONSTANT = re.compile(r"\b(?:ACT_[A-Z_0-9]+|LIK_[A-Z_]+|BLK_[A-Z_]+|ENC_[A-Z_0-9]+|PHILOX_[MW]\d|"
-                      r"TILE_[WH]|MOMENT_FLUSH)\b")
+                      r"TILE_[WH]|MOMENT_FLUSH|GRAD_FLUSH)\b")
 
 
 def _code(path):
@@ -40,10 +40,11 @@ def test_cuda_defines_carry_the_values_of_codes():
     for name, code in codes.LIKELIHOODS.items():
         assert int(d["LIK_" + name.upper()]) == code
     for name in ("BLK_GAUSSIAN", "BLK_BERNOULLI", "BLK_CATEGORICAL", "BLK_POISSON", "BLK_NEGBIN",
-                 "ENC_VALUE", "ENC_LOG1P", "ENC_MASK"):
+                 "BLK_ZINB", "ENC_VALUE", "ENC_LOG1P", "ENC_MASK"):
         assert int(d[name]) == getattr(codes, name)
     assert int(d["ACT_IDENTITY"]) == codes.ACT_IDENTITY
     assert float(d["MOMENT_FLUSH"]) == codes.MOMENT_FLUSH == R.MOMENT_FLUSH
+    assert float(d["GRAD_FLUSH"]) == codes.GRAD_FLUSH
     for i in range(2):
         assert int(d[f"PHILOX_M{i}"].rstrip("u"), 16) == codes.PHILOX_M[i]
         assert int(d[f"PHILOX_W{i}"].rstrip("u"), 16) == codes.PHILOX_W[i]
@@ -82,7 +83,7 @@ def test_no_kernel_file_hard_codes_a_shared_constant(path):
 #: one constant of each guard, and a file whose compile reaches that guard
 DROPPED = [("ACT_SOFTPLUS", "dense.cu"), ("LIK_GAUSSIAN", "likelihood.cu"),
            ("MOMENT_FLUSH", "optim.cu"), ("TILE_H", "data.cu"), ("PHILOX_W1", "reparam.cu"),
-           ("BLK_NEGBIN", "blocks.cu"), ("ENC_LOG1P", "blocks.cu")]
+           ("BLK_NEGBIN", "blocks.cu"), ("ENC_LOG1P", "blocks.cu"), ("GRAD_FLUSH", "blocks.cu")]
 
 
 def _without(name):

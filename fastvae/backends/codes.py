@@ -83,6 +83,12 @@ LOGSCALE_FLOOR = -6.0
 #: training step 3x slower.  Flushed values cannot matter: the update they would make is
 #: below 1e-22 * lr.
 MOMENT_FLUSH = 1e-30
+#: the block kernels write a decoder-output gradient (dout) smaller in magnitude than this
+#: as zero.  A confident softmax's gradient p - onehot reaches float32's denormals (p below
+#: 1.2e-38) after a few thousand steps on a table, and a product reading denormals ran 20x
+#: slower (wa_churn: the dec.out weight gradient from 62 to 1,281 us, the whole fit 2x);
+#: such a gradient moves no weight by more than 1e-30 * lr
+GRAD_FLUSH = 1e-30
 
 #: Philox4x32-10 (Salmon et al., SC'11), the counter-based generator of the noise contract:
 #: the two round multipliers and the two Weyl increments of the key (Random123's
@@ -98,12 +104,13 @@ TILE_W, TILE_H = 32, 8
 
 def cuda_defines():
     """The ``-DNAME=VALUE`` compiler options that give the CUDA kernels this module's
-    constants (activation and likelihood codes, MOMENT_FLUSH, the Philox constants, the tile
+    constants (activation and likelihood codes, MOMENT_FLUSH, GRAD_FLUSH, the Philox constants, the tile
     shape), in a fixed order.  Every compile of ``kernels/*.cu`` passes them."""
     # every activation, likelihood, block and input-mode code above, so that a new one reaches the kernels too
     values = {name: value for name, value in globals().items()
               if name.startswith(("ACT_", "LIK_", "BLK_", "ENC_")) and isinstance(value, int)}
     values["MOMENT_FLUSH"] = repr(MOMENT_FLUSH)
+    values["GRAD_FLUSH"] = repr(GRAD_FLUSH)
     for name, pair in (("PHILOX_M", PHILOX_M), ("PHILOX_W", PHILOX_W)):
         for i, v in enumerate(pair):
             values[f"{name}{i}"] = f"0x{v:08X}u"  # unsigned, as in Random123

@@ -48,7 +48,7 @@ import numpy as np
 
 from . import special
 from .codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                    BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_MASK)
+                    BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_MASK, GRAD_FLUSH)
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _lgamma_diff = np.vectorize(special.lgamma_diff, otypes=[np.float64])
@@ -156,6 +156,14 @@ def block_cells(out, x, aux, cols, meta):
     return terms, dout, dcell, aidx
 
 
+def _flushed(g, dtype):
+    """g (float64) rounded to ``dtype``, its entries below GRAD_FLUSH in magnitude zero
+    (fastvae.backends.codes: no denormal decoder-output gradient reaches a product)."""
+    g = g.astype(dtype)
+    g[np.abs(g) < GRAD_FLUSH] = 0
+    return g
+
+
 def _aux_sums(daux, dcell, aidx):
     """daux (A,) = the per-cell aux gradients summed into their entries."""
     keep = aidx >= 0
@@ -182,7 +190,7 @@ def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_s
     out += b
     terms, d, dcell, aidx = block_cells(out, x, aux, cols, meta)
     loss_rows[...] = terms.sum(axis=1)
-    dout[...] = grad_scale * d
+    dout[...] = _flushed(grad_scale * d, dout.dtype)
     db[...] = dout.sum(axis=0)
     _aux_sums(daux, grad_scale * dcell, aidx)
 
@@ -193,7 +201,7 @@ def blocks_bwd(dout, db, daux, out, x, aux, cols, meta, row_scale, scale):
     as in :func:`blocks_fwd_bwd` with the factor scale * row_scale[r] on row r."""
     _, d, dcell, aidx = block_cells(out, x, aux, cols, meta)
     w = (scale * row_scale.astype(np.float64))[:, None]
-    dout[...] = w * d
+    dout[...] = _flushed(w * d, dout.dtype)
     db[...] = dout.sum(axis=0)
     _aux_sums(daux, w * dcell, aidx)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import special
 from ..codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
-                     BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_MASK)
+                     BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_MASK, GRAD_FLUSH)
 from ..nbmath import exp_nonpos, jit, jit_module_functions, log1p_unit
 
 _special = jit_module_functions(special, special.FUNCTIONS)
@@ -76,6 +76,13 @@ def _logistic(a, T):
     if a >= 0.0:
         return a + l1, l1, inv, e * inv
     return l1, l1 - a, e * inv, inv
+
+
+@jit
+def _flushed(g, T):
+    """g, or 0 when |g| < GRAD_FLUSH (fastvae.backends.codes): the decoder-output gradients
+    the next products read are never denormal."""
+    return g if abs(g) >= GRAD_FLUSH else T(0.0)
 
 
 @jit
@@ -150,7 +157,7 @@ def _nb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
             th = eaux[k]
             sp, sm, s, sn = _logistic(float(out[k]) + oj - float(aux[k]), T)
             acc += (th * sp + x0 * sm) if obs else 0.0
-            g = T(w * (th * s - x0 * sn)) if obs else T(0.0)
+            g = _flushed(T(w * (th * s - x0 * sn)), T) if obs else T(0.0)
             dout[k] = g
             db[k] += g
             daux[k] += T(w * (th * sp - th * s + x0 * sn)) if obs else T(0.0)
@@ -208,8 +215,8 @@ def _zinb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
         t = (th * sp - spu) if zero else (th * sp + x0 * sm)
         acc += (t + spg) if obs else 0.0
         if grad:
-            g = T(w * f * (th * s - x0 * sn)) if obs else T(0.0)
-            gg = T(w * (sg - su if zero else sg)) if obs else T(0.0)
+            g = _flushed(T(w * f * (th * s - x0 * sn)), T) if obs else T(0.0)
+            gg = _flushed(T(w * (sg - su if zero else sg)), T) if obs else T(0.0)
             dout[2 * k] = g
             dout[2 * k + 1] = gg
             db[2 * k] += g
@@ -307,7 +314,7 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                 if grad:
                     for k in range(width):
                         p = float(exp_nonpos(T(float(out[r, off0 + k]) - m))) / se
-                        g = T(w * (p - (1.0 if k == code else 0.0)))
+                        g = _flushed(T(w * (p - (1.0 if k == code else 0.0))), T)
                         dout[r, off0 + k] = g
                         db[off0 + k] += g
                 continue
@@ -327,15 +334,13 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                                  aux[a0:a0 + n], eaux[a0:a0 + n], lg[:, a0:a0 + n],
                                  dg[:, a0:a0 + n], oj, w, grad, T)
                 continue
-            width = cols[j0, 2]  # (1, or a ZINB column's 2: [a, inflation logit])
-            for j in range(j0, j1):
-                off = off0 + (j - j0) * width
+            for j in range(j0, j1):  # Gaussian, Bernoulli, Poisson: one output per column
+                off = off0 + (j - j0)
                 idx = ab0 + astep * (j - j0)
                 xv = float(x[xi, j])
                 if math.isnan(xv):
                     if grad:
-                        for k in range(width):
-                            dout[r, off + k] = T(0.0)
+                        dout[r, off] = T(0.0)
                     continue
                 a = float(out[r, off])
                 dx = 0.0
@@ -350,44 +355,17 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                     sp, _, s, _ = _logistic(a, T)
                     t = sp - xv * a
                     da = s - xv
-                elif kind == BLK_POISSON:
+                else:  # BLK_POISSON
                     eta = a + oj
                     mu = math.exp(eta)
                     t = mu - xv * eta + _lgamma1(xv)
                     da = mu - xv
-                else:  # BLK_ZINB: the NB's terms, then its zero (NB runs took _nb_run)
-                    idx += grp * cols[j, 4]  # (the row's group's dispersion)
-                    th = eaux[idx]
-                    sp, sm, s, sn = _logistic(a + oj - float(aux[idx]), T)
-                    t = th * sp + xv * sm
-                    da = th * s - xv * sn
-                    dgd = 0.0
-                    if xv > 0.0:
-                        lgd, dgd = _nb_diffs(xv, th, grad)
-                        t += _lgamma1(xv) - lgd
-                    dx = -(th * dgd - th * sp + th * s - xv * sn)
-                    if kind == BLK_ZINB:  # reference_blocks: a zero's two ways
-                        gz = float(out[r, off + 1])
-                        spg, _, sg, _ = _logistic(gz, T)
-                        dz = sg
-                        if xv == 0.0:
-                            u = gz + th * sp
-                            spu, _, su, w0 = _logistic(u, T)
-                            t = th * sp - spu
-                            da *= w0
-                            dx *= w0
-                            dz -= su
-                        t += spg
-                        if grad:
-                            gg = T(w * dz)
-                            dout[r, off + 1] = gg
-                            db[off + 1] += gg
                 acc += t
                 if grad:
-                    g = T(w * da)
+                    g = _flushed(T(w * da), T)
                     dout[r, off] = g
                     db[off] += g
-                    if kind != BLK_BERNOULLI and kind != BLK_POISSON:
+                    if kind == BLK_GAUSSIAN:
                         daux[idx] += T(w * dx)
         if not weighted:
             loss_rows[r] = T(acc)
