@@ -91,8 +91,9 @@ def _runs(cols):
     k]: maximal runs of consecutive columns of one kind, width, exposure flag and aux stride
     whose outputs are consecutive (a ZINB column's two outputs, then the next column's) and
     whose aux entries are one entry (step 0) or consecutive (step 1); k is the exposure flag
-    in col 5 and the stride is read from cols.  A categorical column is a run of its own.  The inner loops then run over a run's columns with no table
-    lookups (3.5x faster per cell than one branch per cell, measured on the NB block)."""
+    in col 5 and the stride is read from cols.  A categorical column is a run of its own.
+    The inner loops then run over a run's columns with no table lookups (3.5x faster per
+    cell than one branch per cell, measured on the NB block)."""
     D = cols.shape[0]
     runs = np.empty((max(D, 1), 7), dtype=np.int64)
     n = 0
