@@ -169,10 +169,19 @@ def _nb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
             x0 = xv if obs else 0.0
             sp, sm, _, _ = _logistic(float(out[k]) + oj - float(aux[k]), T)
             acc += (eaux[k] * sp + x0 * sm) if obs else 0.0
-    # the lgamma and digamma terms of the counts below _NB_TABLE from the tables, with no
-    # branch (a zero, or a missing cell, reads row 0 of the tables: 0); whether a count is
-    # zero is a coin toss per cell, and branching on it cost more than the sums
-    if grad:
+    return acc + _count_terms(daux, x, eaux, lg, dg, w, grad, T)
+
+
+@jit
+def _count_terms(daux, x, eaux, lg, dg, w, grad, T):
+    """The lgamma and digamma terms of a negative binomial (or ZINB) run's positive counts,
+    its second and third passes; returns their loss, and with ``grad`` subtracts their
+    dispersion gradients from daux.  Counts below _NB_TABLE read the tables, with no
+    branch (a zero, or a missing cell, reads row 0 of the tables: 0): whether a count is
+    zero is a coin toss per cell, and branching on it cost more than the sums."""
+    n = x.shape[0]
+    acc = 0.0
+    if grad:  # (the branch outside the loops: inside, it kept LLVM from vectorising)
         for k in range(n):
             xv = float(x[k])
             iv = int(xv if xv < _NB_TABLE else 0.0)  # (NaN: 0)
@@ -198,8 +207,8 @@ def _zinb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
     """:func:`_nb_run` of a ZINB run: out, dout and db hold the run's 2n outputs [a,
     inflation logit] per column, the rest one entry per column.  The first pass computes
     both ways of every cell, a zero's and a positive count's, and selects (no branch:
-    whether a count is zero is a coin toss per cell); the second adds the NB's lgamma and
-    digamma sums of the positive counts (a zero reads row 0 of the tables: 0)."""
+    whether a count is zero is a coin toss per cell); then the NB's lgamma and digamma
+    terms of the positive counts (:func:`_count_terms`)."""
     n = x.shape[0]
     acc = 0.0
     for k in range(n):
@@ -223,20 +232,7 @@ def _zinb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
             db[2 * k] += g
             db[2 * k + 1] += gg
             daux[k] += T(w * f * (th * sp - th * s + x0 * sn)) if obs else T(0.0)
-    for k in range(n):  # the positive counts' sums: tables, then exact sums or the series
-        xv = float(x[k])
-        iv = int(xv if xv < _NB_TABLE else 0.0)  # (NaN: 0)
-        acc += _LGAMMA1_TABLE[iv] - lg[iv, k]
-        if grad:
-            daux[k] -= T(w * eaux[k] * dg[iv, k])
-    for k in range(n):
-        xv = float(x[k])
-        if xv >= _NB_TABLE:
-            lgd, dgd = _nb_diffs(xv, eaux[k], grad)
-            acc += _lgamma1(xv) - lgd
-            if grad:
-                daux[k] -= T(w * eaux[k] * dgd)
-    return acc
+    return acc + _count_terms(daux, x, eaux, lg, dg, w, grad, T)
 
 
 @jit
