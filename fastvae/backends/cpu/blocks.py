@@ -304,16 +304,21 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                 for k in range(1, width):
                     m = max(m, float(out[r, off0 + k]))
                 se = 0.0
-                for k in range(width):
-                    se += float(exp_nonpos(T(float(out[r, off0 + k]) - m)))
                 code = int(xv)
-                acc += m + math.log(se) - float(out[r, off0 + code])
-                if grad:
+                if grad:  # (each exp once: kept in dout, exact (exp_nonpos gives a T))
                     for k in range(width):
-                        p = float(exp_nonpos(T(float(out[r, off0 + k]) - m))) / se
+                        e = exp_nonpos(T(float(out[r, off0 + k]) - m))
+                        dout[r, off0 + k] = e
+                        se += float(e)
+                    for k in range(width):
+                        p = float(dout[r, off0 + k]) / se
                         g = _flushed(T(w * (p - (1.0 if k == code else 0.0))), T)
                         dout[r, off0 + k] = g
                         db[off0 + k] += g
+                else:
+                    for k in range(width):
+                        se += float(exp_nonpos(T(float(out[r, off0 + k]) - m)))
+                acc += m + math.log(se) - float(out[r, off0 + code])
                 continue
             if kind == BLK_NEGBIN:  # (dispersions: one per column, of the row's group)
                 n = j1 - j0

@@ -9,7 +9,8 @@ Two kinds of cut, so that the bits never depend on the thread count:
   gradient) is cut by its shape alone (:func:`~fastvae.backends.cpu.pool.n_chunks`), each
   chunk writes partial sums, and they are added in chunk order.
 A kernel of about 65k elements or fewer (everything at batch 128 of the canonical model but
-Adam) stays whole on the calling thread.  The partial-sum buffers (chunks x columns, a few
+Adam) stays whole on the calling thread; a block kernel's output counts as BLOCK_COST
+elements.  The partial-sum buffers (chunks x columns, a few
 kB) and the chunks' views are the only allocations here.
 """
 from __future__ import annotations
@@ -100,9 +101,16 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
         _sum_chunks(dlogscale, pls)
 
 
+#: a block kernel's decoder output costs about this many elementwise kernels' elements (an
+#: exp and a log1p per cell, a softmax per categorical column: 7-9 ns per output measured,
+#: against about 1 ns), so its chunks are cut for R x P x BLOCK_COST elements: wa_churn's
+#: 512 x 121 outputs ran on one thread in 0.41 ms before
+BLOCK_COST = 8
+
+
 def blocks_fwd(loss_rows, out, b, x, aux, cols, meta):
     """A block model's loss per row (contract: reference_blocks.blocks_fwd)."""
-    parts = _spread(*out.shape)
+    parts = _spread(out.shape[0], out.shape[1] * BLOCK_COST)
     if len(parts) == 1 or out.shape[0] != x.shape[0]:
         _blocks.blocks_fwd(loss_rows, out, b, x, aux, cols, meta)
         return
@@ -113,7 +121,7 @@ def blocks_fwd(loss_rows, out, b, x, aux, cols, meta):
 
 def blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, grad_scale):
     """A block model's loss per row and its gradient (contract: reference_blocks)."""
-    parts = _rows(*out.shape)
+    parts = _rows(out.shape[0], out.shape[1] * BLOCK_COST)
     if len(parts) == 1 or out.shape[0] != x.shape[0]:
         _blocks.blocks_fwd_bwd(dout, loss_rows, db, daux, out, b, x, aux, cols, meta,
                                grad_scale)
