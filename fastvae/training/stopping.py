@@ -13,10 +13,13 @@ kept aside.  The run stops at the end of an epoch when
 then (``restore_best``) the best weights are put back.  With ``decays`` > 0, each of the
 first plateaus instead multiplies the optimizer's learning rate by ``factor`` (from the
 best weights, when ``restore_best``) and waits ``patience`` validations again: a smaller
-step finds what the larger one stepped over, in fewer epochs than a constant rate.  Steps, not seconds: a run is the
-same for a seed on any machine.  The policy's state (best loss, its epoch and step, the
-validations since, the best weights) is part of the training state, so a checkpoint
-written mid-run resumes to the same stop and the same weights.
+step finds what the larger one stepped over, in fewer epochs than a constant rate.
+
+Steps, not seconds: a run is the same for a seed however fast the machine, wherever the
+arithmetic is the same (its stopping point moves with the products' last bits: another CPU
+kind, BLAS library or BLAS thread count).  The policy's state (best loss, its epoch and
+step, the validations since, the best weights) is part of the training state, so a
+checkpoint written mid-run resumes to the same stop and the same weights.
 """
 from __future__ import annotations
 
