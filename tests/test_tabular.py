@@ -538,3 +538,18 @@ def test_every_block_kind_has_a_table_column_entry():
         cols = [type("C", (), {"classes": 3})()] * 2  # (a categorical column reads .classes)
         assert t.make(cols).name == name and t.make(cols).n == 2
         assert TYPES[t.kind] == t.kind and t.panel in ("bars", "histogram")
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"epochs": 20}, r"unknown setting 'epochs'.*argument of fit"),
+    ({"betta": 0.5}, r"unknown setting 'betta'.*fastvae.VAE"),
+    ({"likelihood": "gaussian"}, r"sets likelihood= itself"),
+])
+def test_a_wrong_extra_setting_is_named_at_fit(kw, message):
+    """Extra keywords go to fastvae.VAE: a misspelt one, a fit argument or one the table
+    decides is one line naming it, at fit (scikit-learn's convention), before any work."""
+    tv = tvae(**kw)  # (the constructor stores, fit checks)
+    with pytest.raises(ValueError, match=message):
+        tv.fit(pd.DataFrame({"x": np.arange(30.0)}), epochs=1)
+    assert tv.model_ is None
+    assert tvae(beta=0.5).fit(pd.DataFrame({"x": np.arange(30.0)}), epochs=1).model_.beta == 0.5

@@ -121,10 +121,31 @@ class TabularVAE:
             raise ValueError(f"latent must be 'mixture' or 'prior', got {self.latent!r}")
         if self.rules not in (True, False):
             raise ValueError(f"rules must be True or False, got {self.rules!r}")
+        self._check_vae_kw()
         if not isinstance(self.types, (dict, type(None))):
             raise ValueError(f"types must be a dict {{column: type}}, got {self.types!r}")
         for k in self.types or {}:
             check_label(k)
+
+    #: the VAE settings TabularVAE makes itself from the table
+    _OWN = ("input_dim", "likelihood", "n_conditions", "missing")
+
+    def _check_vae_kw(self):
+        """The extra keywords must be fastvae.VAE settings the table does not decide."""
+        import inspect
+        from ..vae import VAE
+        known = set(inspect.signature(VAE.__init__).parameters) - {"self"}
+        for k in self.vae_kw:
+            if k in self._OWN:
+                raise ValueError(f"TabularVAE sets {k}= itself, from the table's columns; "
+                                 f"drop {k}={self.vae_kw[k]!r}")
+            if k not in known:
+                hint = (f"; {k}= is an argument of fit (TabularVAE().fit(table, {k}=...))"
+                        if k in ("epochs", "batch_size", "lr", "val", "max_seconds")
+                        else "")
+                raise ValueError(f"TabularVAE got an unknown setting {k!r}: its extra "
+                                 f"keywords go to fastvae.VAE (beta, activation, objective, "
+                                 f"...){hint}")
 
     @property
     def schema(self):
