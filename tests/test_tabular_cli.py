@@ -464,3 +464,19 @@ def test_help_and_image_training_do_not_import_pandas(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_csv_dash_is_standard_output(run, capsys, tmp_path, monkeypatch):
+    """``--csv -`` writes CSV to standard output (sample and score), never a file named
+    '-'."""
+    import io
+    d, _ = run
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", str(d / "model.npz"), "-n", "7", "--csv", "-", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    s = pd.read_csv(io.StringIO(out))
+    assert len(s) == 7 and set(COLUMNS) <= set(s.columns)
+    assert main(["score", str(d / "model.npz"), str(d.parent / "t.csv"), "--csv", "-"]) == 0
+    scores = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(scores.columns) == ["row", "score"] and len(scores) == 400
+    assert not (tmp_path / "-").exists()

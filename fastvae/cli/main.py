@@ -48,8 +48,8 @@ def build_parser():
     s.add_argument("--npy", default=None, help="also save the (n, D) pixel array here")
     s.add_argument("--seed", type=seed, default=0, help="seed of the latent draws")
     s.add_argument("--csv", default=None, metavar="PATH",
-                   help="a table model: write the rows as CSV here (without --csv, "
-                   "--parquet or --out: CSV on stdout)")
+                   help="a table model: write the rows as CSV here ('-': standard output; "
+                   "without --csv, --parquet or --out: CSV on stdout too)")
     s.add_argument("--parquet", default=None, metavar="PATH",
                    help="a table model: write the rows as Parquet here")
     s.add_argument("--condition", action="append", default=None, metavar="COL=VALUE",

@@ -68,15 +68,16 @@ def sample(args, model):
         raise UsageError(f"--out {out}: a table model's samples are rows, not a "
                          "picture; write them with --csv PATH or --parquet PATH")
     from ..tabular.tableio import TableWriter
-    targets = [(p, fmt) for p, fmt in ((args.csv, "csv"), (args.parquet, "parquet"),
-                                       (out, None)) if p]
+    stdout = args.csv == "-"  # (standard output, as the usual "-" means)
+    targets = [(p, fmt) for p, fmt in ((None if stdout else args.csv, "csv"),
+                                       (args.parquet, "parquet"), (out, None)) if p]
     writers = [TableWriter(p, fmt) for p, fmt in targets]  # (a bad path, before any work)
     chunks = tv.iter_sample(args.n, conditions=given, seed=args.seed, mean=args.mean)
     rows = 0
     try:
         for k, chunk in enumerate(chunks):  # written as drawn: memory does not grow with -n
             rows += len(chunk)
-            if not writers:  # CSV on stdout, for a pipe
+            if stdout or not writers:  # CSV on stdout, for a pipe
                 chunk.to_csv(sys.stdout, index=False, header=k == 0)
             for w in writers:
                 w.write(chunk)
@@ -167,7 +168,8 @@ def add_score_parser(sub):
     s.add_argument("table", help="the table to score (.csv, .tsv, .parquet, .pq), with the "
                    "model's columns")
     s.add_argument("--csv", default=None, metavar="PATH",
-                   help="write the scores here (CSV; .parquet/.pq: Parquet)")
+                   help="write the scores here (CSV; .parquet/.pq: Parquet; '-': CSV on "
+                   "standard output)")
     s.add_argument("--per-column", action="store_true",
                    help="add each column's share of the score (which cells made the row "
                    "unlikely) and the KL")
@@ -216,6 +218,9 @@ def cmd_score(args):
         for name, v in sc["column"].items():
             cols[f"column:{name}"] = v.to_numpy()
     frame = pd.DataFrame(cols)
+    if args.csv == "-":  # (standard output, as the usual "-" means)
+        frame.to_csv(sys.stdout, index=False)
+        return 0
     if args.csv:
         _write(frame, args.csv)
         top = int(np.argmax(frame["score"].to_numpy()))
@@ -234,16 +239,4 @@ def cmd_score(args):
     print(f"{args.table}: the {len(table)} highest scores of {len(df)} rows (nats; "
           f"{'k=' + str(args.k) if args.k else 'negative ELBO'})")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return 0
-    order = np.argsort(-frame["score"].to_numpy(), kind="stable")[:args.top]
-    shown = frame.iloc[order][["row", "score"]].copy()
-    if args.per_column:
-        shares = frame.drop(columns=["row", "score", "kl"]).iloc[order]
-        shown["most unlikely"] = shares.idxmax(axis=1).to_numpy()
-    rows = df.reset_index(drop=True).iloc[order]
-    for c in rows.columns:
-        shown[str(c) if str(c) not in shown else f"{c} (value)"] = rows[c].to_numpy()
-    print(f"{args.table}: the {len(shown)} highest scores of {len(df)} rows (nats; "
-          f"{'k=' + str(args.k) if args.k else 'negative ELBO'})")
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
