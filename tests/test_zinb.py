@@ -49,9 +49,12 @@ def test_cells_match_torch_autograd_at_the_edges():
     want = -lp.detach().numpy()
     np.testing.assert_allclose(terms, want, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(d, o.grad.numpy(), rtol=1e-8, atol=1e-12)
-    daux = np.zeros(3)
-    rb._aux_sums(daux, dcell, np.broadcast_to(np.arange(3), dcell.shape))
+    R = len(x)  # (the aux gradient as the kernels sum it, each column's own entry)
+    d2, lr, db, daux = np.empty((R, cl.P)), np.empty(R), np.empty(cl.P), np.empty(3)
+    rb.blocks_fwd_bwd(d2, lr, db, daux, out.copy(), np.zeros(cl.P), x, aux, cl.cols,
+                      cl.meta, 1.0)
     np.testing.assert_allclose(daux, r.grad.numpy(), rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(dcell.sum(0), daux, rtol=1e-12, atol=1e-12)
     assert np.all(terms >= -1e-12)  # -log of a probability
 
 
@@ -136,6 +139,23 @@ def test_draws_follow_the_mixture():
     np.testing.assert_allclose(block.draw(m, cl.cols, aux, None, rng, mean=True)[0],
                                [2.0, 15.0])
     assert np.all(s == np.round(s)) and np.all(s >= 0)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(n=0), r"ZINB's n must be a positive integer"),
+    (dict(n=2.5), r"ZINB's n must be a positive integer"),
+    (dict(n=2, dispersion="gene"), r"ZINB dispersion must be 'column' or 'condition'"),
+    (dict(n=2, exposure="yes"), r"ZINB's exposure must be True or False"),
+])
+def test_bad_arguments_are_named(kw, message):
+    with pytest.raises(ValueError, match=message):
+        ZINB(**kw)
+
+
+def test_per_condition_dispersions_need_conditions():
+    with pytest.raises(ValueError, match=r"ZINB\(n=2.*dispersion='condition'\) learns one "
+                                         r"dispersion per column and condition"):
+        fastvae.VAE(likelihood=[ZINB(2, dispersion="condition")])
 
 
 def test_bad_counts_are_named_like_the_nb():

@@ -243,7 +243,7 @@ class Poisson(Block):
 
     def __init__(self, n, exposure=False):
         super().__init__(n)
-        self._exposure = _flag(exposure, "exposure")
+        self._exposure = _flag(exposure, f"{type(self).__name__}'s exposure")
 
     @property
     def exposure(self):
@@ -277,8 +277,8 @@ class NegBinomial(Poisson):
     def __init__(self, n, exposure=False, dispersion="column"):
         super().__init__(n, exposure)
         if dispersion not in ("column", "condition"):
-            raise ValueError(f"NegBinomial dispersion must be 'column' or 'condition', got "
-                             f"{dispersion!r}")
+            raise ValueError(f"{type(self).__name__} dispersion must be 'column' or "
+                             f"'condition', got {dispersion!r}")
         self.dispersion = dispersion
         self.per_condition = dispersion == "condition"
 

@@ -63,9 +63,9 @@ class Columns:
         self.width = self.D + self.C + self.E
         grouped = [b for b in self.blocks if b.per_condition]
         if grouped and self.C < 2:
-            raise ValueError("NegBinomial(dispersion='condition') learns one dispersion per "
-                             "column and condition: it needs n_conditions >= 2 (one-hot "
-                             f"conditions), got n_conditions={self.C}")
+            raise ValueError(f"{grouped[0]!r} learns one dispersion per column and "
+                             "condition: it needs n_conditions >= 2 (one-hot conditions), "
+                             f"got n_conditions={self.C}")
         self.grouped = bool(grouped)
         # the aux vector: [fixed log-scales | learned log-scales | log inverse dispersions],
         # each section in block order; a block says what it reads (Block.aux)
@@ -204,8 +204,9 @@ class Columns:
                 if not onehot.all():
                     i = int(np.flatnonzero(~onehot)[0])
                     raise DataError(f"{name}: the conditions of row {row0 + i} are "
-                                    f"{[float(v) for v in c[i]]}, not one-hot; NegBinomial(dispersion="
-                                    "'condition') needs one-hot conditions")
+                                    f"{[float(v) for v in c[i]]}, not one-hot; a dispersion per "
+                                    "condition (dispersion='condition') needs one-hot "
+                                    "conditions")
         if self.E:
             e = rows[:, D + C]
             with np.errstate(invalid="ignore"):
