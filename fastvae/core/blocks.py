@@ -323,7 +323,7 @@ class ZINB(NegBinomial):
 
     def draw(self, m, cols, aux, groups, rng, mean):
         """Counts: the mean (``mean``), or zero with probability pi and else an NB draw of
-        mean (1 - pi) mu / (1 - pi) (a gamma-Poisson mixture)."""
+        mean mu (a gamma-Poisson mixture; mu is the means' (1 - pi) mu over 1 - pi)."""
         N = m.shape[0]
         out = np.empty((N, self.n))
         for k, (_, o, _, ab, stride, _) in enumerate(cols.tolist()):
@@ -363,7 +363,7 @@ def parse_blocks(likelihood):
     if isinstance(likelihood, (Block, dict)):
         likelihood = [likelihood]
     if not isinstance(likelihood, (list, tuple)) or not likelihood:
+        names = ", ".join(c.__name__ for c in BLOCKS.values())
         raise ValueError(f"likelihood must be 'bernoulli', 'gaussian' or a non-empty list of "
-                         f"blocks ("
-                         f"{', '.join(c.__name__ for c in BLOCKS.values())}), got {likelihood!r}")
+                         f"blocks ({names}), got {likelihood!r}")
     return [block_from_config(b) for b in likelihood]
