@@ -264,6 +264,41 @@ def test_relations_that_hold_on_every_row_hold_in_samples(tmp_path):
     assert loose.rules_ == []
 
 
+def test_a_column_fixed_by_several_columns_together_keeps_that_relation(tmp_path):
+    """fee is a function of (region, tier) and of neither alone (a price table), and
+    fixes neither (region is a function of (fee, tier) as well): a key rule over the three
+    keeps the relation exactly in samples; saved with the model."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    region = rng.choice(["north", "south", "east", "west"], n)
+    tier = rng.integers(1, 4, n)
+    table = {(r, t): 5.0 * ((i + t) % 4) for i, r in enumerate(["north", "south", "east",
+                                                                 "west"]) for t in (1, 2, 3)}
+    fee = np.array([table[(r, t)] for r, t in zip(region, tier)])
+    df = pd.DataFrame({"region": region, "tier": tier, "fee": fee,
+                       "x": rng.standard_normal(n)})
+    tv = fitted(df, epochs=3)
+    keyed = [r for r in tv.rules_ if isinstance(r[0], list)]
+    assert [sorted(a + [b]) for a, b, _ in keyed] == [["fee", "region", "tier"]]
+    s = tv.sample(3000, seed=0)
+    want = np.array([table[(r, t)] for r, t in zip(s["region"], s["tier"])])
+    assert (s["fee"].to_numpy() == want).all()
+    back = tabular.load(tv.save(tmp_path / "k.npz"))
+    pd.testing.assert_frame_equal(back.sample(500, seed=1), tv.sample(500, seed=1))
+    assert not [r for r in fitted(df, epochs=1, rules=False).rules_]
+
+
+def test_a_key_of_tiny_groups_is_not_a_rule():
+    """Any column is a function of enough columns when their groups hold a row or two:
+    with most rows in groups below RARE_MIN rows there is no key rule."""
+    rng = np.random.default_rng(12)
+    n = 600
+    df = pd.DataFrame({"a": rng.integers(0, 30, n), "b": rng.integers(0, 30, n),
+                       "v": rng.integers(0, 1000, n).astype(str)})
+    tv = fitted(df, epochs=1)
+    assert not [r for r in tv.rules_ if isinstance(r[0], list)]
+
+
 def test_a_relation_that_holds_by_chance_is_not_a_rule():
     """Groups of a few rows agree on a common value by chance: no rule (the chance of the
     agreement under the column's own frequencies must be below rules.ALPHA)."""

@@ -15,6 +15,17 @@ values as the column they set (a determinant has more values than what it determ
 ties in table order), and are applied in that order (:func:`apply`), so every column is
 final before it sets another: no cycle, and a chain A -> B -> C holds.
 
+*Key rules* ``(A1, ..., Ak) = (a1, ..., ak)  ->  B = b`` do the same for a column that
+is a function of a few others together and of none alone: a flight's timestamp of its
+month, day and hour, a fee of a region and a tier.  For each column B that takes no part
+in a value rule, :func:`find` adds, greedily, the column of at most :data:`KEY_VALUES`
+values that leaves the fewest rows off their group's most common B, up to
+:data:`KEY_COLUMNS` columns, until B is constant in every group.  The rule keeps the
+groups of at least RARE_MIN rows that pass the chance test above, and only when they hold
+at least :data:`KEY_COVER` of the rows (groups of a row or two each would make any column a
+function of enough others).  A column set by a key rule reads no other rule's output and
+sets none: key rules come after the value rules, in any order.
+
 Rules read and write the cells as the table holds them (labels, strings, numbers, times
 as text) and are saved with the model as JSON.  Only modelled and constant columns take
 part (identifiers, ignored and condition columns do not), and the search skips columns of
@@ -32,6 +43,9 @@ ALPHA = 1e-4
 MAX_VALUES = 5000
 #: rows the search reads (a rule found on them is then checked on every row)
 SEARCH_ROWS = 20000
+#: a key rule reads at most KEY_COLUMNS columns of at most KEY_VALUES values each, and its
+#: groups must hold at least KEY_COVER of the rows
+KEY_COLUMNS, KEY_VALUES, KEY_COVER = 4, 100, 0.5
 
 
 def _json(v):
@@ -94,7 +108,83 @@ def find(df, schema):
             pairs = _verified(df, a, b, pairs) if len(df) > len(sample) else pairs
             if pairs:
                 rules.append([a, b, pairs])
-    return _ordered(rules, rank)
+    return _ordered(rules, rank) + _key_rules(df, order, card, freq, rules)
+
+
+def _mismatches(key, b):
+    """The rows whose int code in b (N,) is not their group's most common one, groups by
+    int codes key (N,): 0 when b is constant within each group, and never more after a
+    group is split."""
+    nb = int(b.max()) + 1
+    pair, count = np.unique(key * nb + b, return_counts=True)
+    top = np.zeros(int(key.max()) + 1, np.int64)
+    np.maximum.at(top, pair // nb, count)
+    return len(key) - int(top.sum())
+
+
+def _key_rules(df, order, card, freq, rules):
+    """The key rules of table ``df`` (see the module docstring): [[A1, ..., Ak], B, [[[a1,
+    ..., ak], b], ...]] each; ``order`` the eligible columns by falling cardinality
+    (``card``, on the value rules' sample), ``freq`` their value frequencies, ``rules``
+    the value rules found.  Every row is read: a key's groups are small on a sample."""
+    pd = pandas_module()
+    taken = {r[0] for r in rules} | {r[1] for r in rules}
+    codes = {n: pd.factorize(df[n].astype(object), use_na_sentinel=False)[0]
+             for n in order}
+    card = {n: int(codes[n].max()) + 1 for n in order}
+    parts = [n for n in order if 2 <= card[n] <= KEY_VALUES]
+    out, read = [], set()
+    for b in order:
+        if b in taken or b in read or card[b] < 2:
+            continue
+        key, S = np.zeros(len(df), np.int64), []
+        left = _mismatches(key, codes[b])
+        while left > 0 and len(S) < KEY_COLUMNS:
+            best = None
+            for c in parts:
+                if c == b or c in S:
+                    continue
+                k2 = key * card[c] + codes[c]
+                d = _mismatches(k2, codes[b])
+                if best is None or d < best[0]:
+                    best = (d, c, k2)
+            if best is None or best[0] >= left:
+                break
+            left, c, k2 = best
+            S.append(c)
+            key = np.unique(k2, return_inverse=True)[1].reshape(-1)
+        if left > 0 or len(S) < 2:
+            continue
+        pairs = _key_pairs(df, S, b, key, freq[b])
+        if pairs:
+            out.append([S, b, pairs])
+            read.update(S)
+            parts = [n for n in parts if n != b]
+    return out
+
+
+def _key_pairs(df, S, b, key, freq):
+    """The [[a1, ..., ak], b] of the groups (``key``: their codes per row) of at least
+    RARE_MIN rows that pass the chance test, or [] when these hold under KEY_COVER of the
+    rows."""
+    n = np.bincount(key)
+    first = np.zeros(n.size, np.int64)
+    first[key[::-1]] = np.arange(len(key))[::-1]  # each group's first row
+    pairs, rows = [], 0
+    cells = df[S + [b]].astype(object).to_numpy()
+    for g in np.flatnonzero(n >= RARE_MIN):
+        row = cells[first[g]]
+        if _frequency(freq, row[-1]) ** int(n[g]) >= ALPHA:
+            continue
+        try:
+            ks = [_json(v) for v in row[:-1]]
+            if any(v is None for v in ks):
+                continue
+            pairs.append([ks, _json(row[-1])])
+        except TypeError:
+            continue
+        rows += int(n[g])
+    return pairs if rows >= KEY_COVER * len(df) else []
 
 
 def _frequency(freq, value):
@@ -127,16 +217,22 @@ def _ordered(rules, rank):
 
 def apply(frame, rules):
     """Set, in DataFrame ``frame`` (a sample, in place), each rule's column B to b where
-    its column A holds a; a cell already set by an earlier rule keeps that value."""
+    its column A holds a (a key rule: its columns hold a1, ..., ak); a cell already set by
+    an earlier rule keeps that value."""
     pd = pandas_module()
     done = {}
     for a, b, pairs in rules:
-        if a not in frame or b not in frame:
+        reads = a if isinstance(a, list) else [a]
+        if b not in frame or any(c not in frame for c in reads):
             continue
-        keys = pd.Series([p[0] for p in pairs], dtype=object)
         vals = [p[1] for p in pairs]
-        src = frame[a].astype(object)
-        idx = pd.Index(keys).get_indexer(src)
+        if isinstance(a, list):  # a key rule
+            keys = pd.MultiIndex.from_tuples([tuple(p[0]) for p in pairs])
+            idx = keys.get_indexer(pd.MultiIndex.from_arrays(
+                [frame[c].astype(object) for c in a]))
+        else:
+            keys = pd.Series([p[0] for p in pairs], dtype=object)
+            idx = pd.Index(keys).get_indexer(frame[a].astype(object))
         hit = idx >= 0
         if b in done:
             hit &= ~done[b]
@@ -170,4 +266,4 @@ def _cast(values, col):
         return values
 
 
-__all__ = ["find", "apply", "ALPHA", "MAX_VALUES"]
+__all__ = ["find", "apply", "ALPHA", "MAX_VALUES", "KEY_COLUMNS", "KEY_VALUES", "KEY_COVER"]
