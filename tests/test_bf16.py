@@ -18,6 +18,8 @@ import torch_ref
 from cuda_helpers import emu, emu_library  # noqa: F401  (fixtures)
 
 CPU_BF16 = CPU.bf16_support()
+#: every product on bf16 operands, however small (the tests' models are small)
+ALL = (0, 0)
 needs_cpu_bf16 = pytest.mark.skipif(CPU_BF16 is not None, reason=str(CPU_BF16))
 
 
@@ -108,6 +110,35 @@ def test_cpu_product_of_empty_shapes():
         CPU.matmul_bf16(out, np.zeros((3, 2), np.uint16), np.zeros((3, 4), np.uint16))
 
 
+@pytest.mark.parametrize("where", ["numpy", "cpu", "emulated"])
+@pytest.mark.parametrize("M,K,N,ta,tb", SHAPES + [(0, 3, 4, False, False),
+                                                  (3, 0, 4, False, True)])
+def test_a_bf16_models_float32_products_are_float32_products(where, M, K, N, ta, tb, request):
+    """matmul_f32_beside_bf16 (the products the bf16 rule keeps in float32): the float32
+    product of the operands as they are, within float32 summation error, on every backend
+    (the cpu backend's runs on oneDNN, beside its bf16 products)."""
+    if where == "cpu" and CPU_BF16 is not None:
+        pytest.skip(CPU_BF16)
+    bk = {"numpy": R, "cpu": CPU}.get(where)
+    xp = np
+    if where == "emulated":
+        xp, bk = request.getfixturevalue("emu").xp, C
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((K, M) if ta else (M, K), dtype=np.float32)
+    b = rng.standard_normal((N, K) if tb else (K, N), dtype=np.float32)
+    A, B = (a.T if ta else a).astype(np.float64), (b.T if tb else b).astype(np.float64)
+    exact, bound = A @ B, (np.abs(A) @ np.abs(B)) * max(K, 1) * 2.0 ** -22
+    out = xp.asarray(np.full((M, N), np.nan, np.float32))
+    bk.matmul_f32_beside_bf16(out, xp.asarray(a), xp.asarray(b), ta, tb)
+    got = bk.to_numpy(out)
+    assert (np.abs(got - exact) <= bound + 1e-30).all()
+    if where == "cpu":
+        with pytest.raises(ValueError, match="do not agree"):
+            CPU.matmul_f32_beside_bf16(np.empty((3, 4), np.float32),
+                                       np.zeros((3, 2), np.float32),
+                                       np.zeros((3, 4), np.float32))
+
+
 def test_cuda_rounding_and_product_on_the_emulated_device(emu):
     x = special_and_random(seed=4)[:5000]
     want = np.empty(x.shape, np.uint16)
@@ -156,7 +187,7 @@ def test_gradients_are_autograds_with_the_same_rounding(where, arch, request):
         backend = "cuda"
     rng = np.random.default_rng(7)
     x = batch(rng)
-    model = VAE(30, seed=3, backend=backend, precision="bf16", **arch)
+    model = VAE(30, seed=3, backend=backend, precision="bf16", bf16_rule=ALL, **arch)
     eps = rng.standard_normal((24, model.latent_dim)).astype(np.float32)
     loss, got = grads_of(model, model.kernels.asarray(x), model.kernels.asarray(eps))
     want_loss, want = torch_ref.loss_and_grads(model, x, eps[None], bf16=True)
@@ -190,7 +221,8 @@ def test_a_block_model_in_bf16_matches_the_reference_backend(inject):
     res = {}
     for be, prec in [("numpy", "bf16"), ("numpy", "full")] + (
             [("cpu", "bf16")] if CPU_BF16 is None else []):
-        res[be, prec] = grads_of(VAE(backend=be, precision=prec, **kw), rows, eps)
+        res[be, prec] = grads_of(VAE(backend=be, precision=prec, bf16_rule=ALL, **kw),
+                                 rows, eps)
     (l0, g0), (lf, gf) = res["numpy", "bf16"], res["numpy", "full"]
     assert abs(l0 - lf) > 1e-7 * abs(lf)  # bf16 changes the numbers
     for key in [k for k in res if k[0] == "cpu"]:
@@ -224,7 +256,7 @@ def test_bf16_checkpoints_resume_exactly_and_load_at_full_precision(tmp_path):
     X = batch(rng, 96, 30)
 
     def fresh():
-        return VAE(30, (16,), 4, seed=5, backend=backend, precision="bf16")
+        return VAE(30, (16,), 4, seed=5, backend=backend, precision="bf16", bf16_rule=ALL)
 
     whole = fresh()
     whole.fit(X, epochs=3, batch_size=32, lr=3e-3, progress=False)
@@ -261,7 +293,7 @@ def test_shadows_follow_the_weights_and_the_data_across_passes():
     product reads the current weights and rows (autograd with the same rounding at the
     current parameters), never a shadow left from an earlier pass."""
     rng = np.random.default_rng(21)
-    model = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    model = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16", bf16_rule=ALL)
     opt = fastvae.Adam(model, lr=1e-2)
     for _ in range(3):
         model.train_step(batch(rng), opt)
@@ -281,7 +313,7 @@ def test_shadows_follow_the_weights_and_the_data_across_passes():
 
 def test_switching_precision_makes_every_shadow_stale():
     rng = np.random.default_rng(22)
-    model = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    model = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16", bf16_rule=ALL)
     cache = model.forward(batch(rng))
     assert cache.workspace.half_fresh  # the forward's operands have shadows
     model.precision = "full"
@@ -290,7 +322,7 @@ def test_switching_precision_makes_every_shadow_stale():
     x = batch(rng)
     eps = rng.standard_normal((24, 4)).astype(np.float32)
     loss, got = grads_of(model, x, eps)
-    fresh = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    fresh = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16", bf16_rule=ALL)
     want_loss, want = grads_of(fresh, x, eps)
     assert loss == want_loss
     for k in want:
@@ -302,7 +334,7 @@ def test_a_bf16_model_pickles_and_continues_exactly():
     rng = np.random.default_rng(23)
     X = batch(rng, 96, 30)
     a = VAE(30, (16,), 4, seed=8, backend="numpy", precision="bf16", beta=0.5,
-            activation="tanh")
+            activation="tanh", bf16_rule=ALL)
     a.fit(X, epochs=1, batch_size=32, lr=3e-3, progress=False)
     b = pickle.loads(pickle.dumps(a))
     assert b.precision == "bf16" and b.config() == a.config()
@@ -310,3 +342,50 @@ def test_a_bf16_model_pickles_and_continues_exactly():
         m.fit(X, epochs=1, progress=False)
     for k, v in a.parameters().items():
         np.testing.assert_array_equal(b.parameters()[k], v)
+
+
+def test_bf16_goes_where_the_rule_says_it_pays():
+    """The default rule (precision.BF16_RULE) reads shapes alone: a product of fewer
+    multiply-adds, or summing fewer terms (a weight gradient over a small batch), runs in
+    float32 on its float32 operands, and an operand only such products read gets no
+    shadow.  A model whose products are all below it computes exactly what the full
+    precision model does; one whose products are all above, what bf16_rule=(0, 0) does."""
+    from fastvae.core.precision import BF16_RULE, Products
+    rng = np.random.default_rng(31)
+    x = batch(rng)
+    eps = rng.standard_normal((24, 4)).astype(np.float32)
+    small = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16")
+    assert small.config()["bf16_rule"] == list(BF16_RULE)
+    full = VAE(30, (24,), 4, seed=6, backend="numpy")
+    (l1, g1), (l2, g2) = grads_of(small, x, eps), grads_of(full, x, eps)
+    assert l1 == l2 and all(np.array_equal(g1[k], g2[k]) for k in g2)
+    assert not small.forward(x).workspace.half_fresh
+    a = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16", bf16_rule=(1, 1))
+    b = VAE(30, (24,), 4, seed=6, backend="numpy", precision="bf16", bf16_rule=ALL)
+    (la, ga), (lb, gb) = grads_of(a, x, eps), grads_of(b, x, eps)
+    assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in gb)
+    rule = (24 * 24 * 30, 24)
+    mm = Products(small.kernels, small._params, "bf16", rule)
+    assert mm.pays(24, 24, 30) and not mm.pays(24, 24, 29)  # multiply-adds
+    assert mm.pays(100, 100, 24) and not mm.pays(100, 100, 23)  # terms summed
+    assert not Products(small.kernels, small._params, "full", rule).pays(10**4, 10**4, 10**4)
+
+
+def test_the_bf16_rule_is_saved_with_the_run(tmp_path):
+    """The rule travels with the model (save, load, pickle, resume), so a run resumed on
+    another machine makes the same choices; a bf16 checkpoint from before the rule ran
+    every product in bf16 and loads so; a bad rule is named."""
+    import pickle
+    from fastvae.training.snapshot import saved_config
+    m = VAE(30, (16,), 4, seed=5, backend="numpy", precision="bf16", bf16_rule=(1000, 8))
+    m.save(tmp_path / "m.npz")
+    back = fastvae.load(tmp_path / "m.npz", backend="numpy")
+    assert back.config()["bf16_rule"] == [1000, 8] and back._mm.rule == (1000, 8)
+    assert pickle.loads(pickle.dumps(m))._mm.rule == (1000, 8)
+    assert VAE(30, precision="full").config()["bf16_rule"] is None
+    old = m.config()
+    del old["bf16_rule"]
+    assert saved_config({"config": old})["bf16_rule"] == [0, 0]
+    for bad in [(1,), (-1, 2), ("a", 2), (1.5, 2)]:
+        with pytest.raises(ValueError, match="bf16_rule must be"):
+            VAE(30, backend="numpy", precision="bf16", bf16_rule=bad)

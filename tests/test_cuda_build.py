@@ -31,7 +31,8 @@ DEVICE_KERNELS = tuple(k for k in R.KERNELS if k not in R.HOST_KERNELS)
 #: device kernels whose launcher does not launch a kernel of the same base name: cuBLAS's
 #: products, the sum of squares (sq_norm_partial), the gather (one kernel per dtype pair),
 #: the bf16 rounding (of float32 only: to_bf16_f32)
-OTHER_LAUNCH = ("matmul", "matmul_bf16", "sq_norm", "gather_rows", "to_bf16")
+OTHER_LAUNCH = ("matmul", "matmul_bf16", "matmul_f32_beside_bf16", "sq_norm", "gather_rows",
+                "to_bf16")
 #: kernels that exist for float32 only
 FLOAT32_ONLY = ("to_bf16_f32",)
 

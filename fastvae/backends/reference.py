@@ -22,7 +22,8 @@ import numpy as np
 
 from . import reference_bf16 as _bf16
 from . import reference_blocks as _blocks
-from .reference_bf16 import bf16_support, matmul_bf16, to_bf16  # noqa: F401
+from .reference_bf16 import (bf16_support, matmul_bf16, matmul_f32_beside_bf16,  # noqa: F401
+                             to_bf16)
 from .reference_blocks import (block_cells, blocks_bwd, blocks_fwd, blocks_fwd_bwd,  # noqa: F401
                                decoder_input, embed_bwd, embed_fwd, encoder_input)
 from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,

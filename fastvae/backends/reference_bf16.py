@@ -49,6 +49,14 @@ def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
     np.matmul(A.T if trans_a else A, Bm.T if trans_b else Bm, out=out)
 
 
+def matmul_f32_beside_bf16(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) float32 = op(a) @ op(b) for float32 a, b: the products a bf16 model keeps
+    in float32 (:data:`fastvae.core.precision.BF16_RULE`).  The plain product; a backend
+    runs it where its bf16 products run (the cpu backend: oneDNN, whose threads would
+    otherwise fight the BLAS library's)."""
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+
 def bf16_support():
     """None: this backend computes bf16 products (here by exact emulation, slowly)."""
     return None

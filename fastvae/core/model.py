@@ -26,7 +26,7 @@ from .cache import Cache, DeviceFloat, Grads
 from .inference import Inference, on_device as _on_device
 from .noise import Noise
 from .params import initial_values, spec_layout, views
-from .precision import Products, precision_config
+from .precision import Products, bf16_rule_config, precision_config
 from .spec import Spec
 from .step import ALONE
 from .validate import (OBJECTIVES, boolean, check_batch, check_eps, choice, data_bounds,
@@ -101,7 +101,15 @@ class Engine(Spec, Inference):
                            needs a backend that runs bf16 products here: a GPU of compute
                            capability 8.0+, a CPU with AVX512_BF16 or AMX and ``pip install
                            'fastvae[bf16]'``, or the numpy backend (exact, slow emulation);
-                           elsewhere it is an error that says what is missing.
+                           elsewhere it is an error that says what is missing.  bf16
+                           goes where it pays: products smaller than ``bf16_rule`` run in
+                           float32.
+    bf16_rule : (min_macs, min_k) or None
+                           A product takes bf16 operands when it has at least min_macs
+                           multiply-adds and sums over at least min_k terms; None (the
+                           default) is :data:`fastvae.core.precision.BF16_RULE`, (0, 0)
+                           every product.  Shapes alone decide, so a resumed run makes the
+                           same choices on any machine; saved with the model.
 
     Block models (a list likelihood, conditions or missing cells) run on the block kernels
     (:mod:`fastvae.backends.reference_blocks`); their data rows are ``[x | conditions |
@@ -119,7 +127,7 @@ class Engine(Spec, Inference):
                  dtype="float32", seed=0, backend=None, *, decoder_hidden=None,
                  obs_scale=1.0, activation_alpha=None, objective="elbo", n_conditions=0,
                  missing=None, encode_conditions=True, inject_conditions=False,
-                 precision="full"):
+                 precision="full", bf16_rule=None):
         Spec.__init__(self, input_dim, hidden, latent_dim, activation, likelihood, n_samples,
                       beta, free_bits, dtype, seed, decoder_hidden=decoder_hidden,
                       obs_scale=obs_scale, activation_alpha=activation_alpha,
@@ -158,6 +166,7 @@ class Engine(Spec, Inference):
                 self.tables["cond_only"] = self.kernels.asarray(np.arange(cl.C, dtype=np.int32))
                 self._aux_fixed = self.kernels.asarray(cl.aux_fixed.astype(self.dtype))
             self.workspaces = WorkspacePool(self._new_workspace)
+        self._bf16_rule = None if bf16_rule is None else bf16_rule_config(bf16_rule, "bf16")
         self.precision = precision
         #: the training run's state (optimizer, settings, position, history); None until
         #: the first fit.  See :class:`fastvae.training.state.TrainState`.
@@ -181,8 +190,10 @@ class Engine(Spec, Inference):
     @precision.setter
     def precision(self, value):
         self._precision = precision_config(value, self.dtype, self.kernels)
+        if value == "bf16":
+            self._bf16_rule = bf16_rule_config(self._bf16_rule, value)
         #: the passes' matrix products (fastvae.core.precision)
-        self._mm = Products(self.kernels, self._params, self._precision)
+        self._mm = Products(self.kernels, self._params, self._precision, self._bf16_rule)
         for ws in self.workspaces.values():  # shadows made before the switch are stale
             ws.half_fresh.clear()
 
@@ -269,7 +280,8 @@ class Engine(Spec, Inference):
                           eval_noise=Noise(self.eval_noise.key, self.eval_noise.counter),
                           # (the factory reads the configuration alone, which the two share)
                           workspaces=WorkspacePool(self._new_workspace),
-                          _mm=Products(self.kernels, self._params, self._precision),
+                          _mm=Products(self.kernels, self._params, self._precision,
+                                       self._bf16_rule),
                           train_state=None, metadata={})
         return r
 
@@ -279,8 +291,10 @@ class Engine(Spec, Inference):
         a callback may change them) and the noise position, keeping the buffers it owns
         (its bf16 shadows are made anew when the precision changed)."""
         own = {k: r.__dict__[k] for k in self.REPLICA_OWNS}
-        if own["_mm"].bf16 != (self._precision == "bf16"):
-            own["_mm"] = Products(self.kernels, self._params, self._precision)
+        if own["_mm"].bf16 != (self._precision == "bf16") or own["_mm"].rule != \
+                self._mm.rule:
+            own["_mm"] = Products(self.kernels, self._params, self._precision,
+                                  self._bf16_rule)
             for ws in own["workspaces"].values():  # (shadows made before the switch)
                 ws.half_fresh.clear()
         own["noise"].give_back(self.noise.mark())

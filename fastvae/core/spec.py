@@ -99,4 +99,6 @@ class Spec:
                 "objective": self.objective, "n_conditions": self.n_conditions,
                 "missing": self.missing, "encode_conditions": self.encode_conditions,
                 "inject_conditions": self.inject_conditions,
-                "precision": getattr(self, "precision", "full")}
+                "precision": getattr(self, "precision", "full"),
+                "bf16_rule": (list(self._bf16_rule) if getattr(self, "precision", "full") ==
+                              "bf16" else None)}

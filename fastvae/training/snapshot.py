@@ -45,8 +45,10 @@ def restore(model, meta, arrays):
 def saved_config(meta):
     """The constructor arguments a checkpoint saved.  Files written before the Bernoulli
     likelihood refused a numeric obs_scale may hold one: it never had an effect, and loads
-    as the default."""
+    as the default; a bf16 model saved before ``bf16_rule`` ran every product in bf16."""
     cfg = dict(meta["config"])
+    if cfg.get("precision") == "bf16" and "bf16_rule" not in cfg:
+        cfg["bf16_rule"] = [0, 0]  # (saved before the rule: every product ran in bf16)
     if cfg.get("likelihood", "bernoulli") != "gaussian" and not isinstance(
             cfg.get("obs_scale", 1.0), str):
         cfg["obs_scale"] = 1.0

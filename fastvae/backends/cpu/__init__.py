@@ -24,7 +24,7 @@ from .reparam import (reparam_kl_fwd, reparam_kl_bwd, iwae_fwd, reparam_iw_bwd, 
 from .likelihood import likelihood_bwd, logscale_fwd, logscale_bwd, loss_stats  # noqa: F401
 from .optim import sq_norm, clip_scale  # noqa: F401
 from .blocks import blocks_bwd, embed_fwd, embed_bwd, decoder_input  # noqa: F401
-from .bf16 import matmul_bf16, bf16_support  # noqa: F401
+from .bf16 import matmul_bf16, matmul_f32_beside_bf16, bf16_support  # noqa: F401
 from .data import scatter_rows, binarize_rows, gather_rows  # noqa: F401
 # run on every core (split.py; the same contracts)
 from .split import (bias_act_fwd, act_bias_bwd, likelihood_fwd, likelihood_fwd_bwd,  # noqa: F401

@@ -112,9 +112,9 @@ class OneDNN:
         return md
 
     def _primitive(self, key):
-        (M, K, N), sa, sb, so = key
+        (M, K, N), sa, sb, so, dt = key
         lib = self.lib
-        descs = (self._desc((M, K), sa, _BF16), self._desc((K, N), sb, _BF16),
+        descs = (self._desc((M, K), sa, dt), self._desc((K, N), sb, dt),
                  self._desc((M, N), so, _F32))
         attr, pd, prim = _vp(), _vp(), _vp()
         self._check(lib.dnnl_primitive_attr_create(ctypes.byref(attr)),
@@ -134,11 +134,12 @@ class OneDNN:
         return prim, mems, args
 
     def matmul(self, out, a, b):
-        """out (M, N) float32 = a (M, K) @ b (K, N), a and b bf16 bits (uint16) in any
-        strided layout (a transpose is a view)."""
+        """out (M, N) float32 = a (M, K) @ b (K, N), a and b bf16 bits (uint16) or both
+        float32, in any strided layout (a transpose is a view)."""
+        size = a.itemsize
         key = ((a.shape[0], a.shape[1], b.shape[1]),
-               tuple(s // 2 for s in a.strides), tuple(s // 2 for s in b.strides),
-               tuple(s // 4 for s in out.strides))
+               tuple(s // size for s in a.strides), tuple(s // size for s in b.strides),
+               tuple(s // 4 for s in out.strides), _BF16 if size == 2 else _F32)
         stream, cache = self._thread_state()
         # (a primitive's threads are fixed when it is made, and may decide how it sums:
         # one made inside a shard, on one OpenMP thread, is not reused outside, nor the

@@ -33,7 +33,7 @@ from . import launch
 from .launch import device, forget_devices  # noqa: F401
 # the launchers, one module per kernels/*.cu file
 from .dense import matmul, bias_act_fwd, act_bias_bwd  # noqa: F401
-from .bf16 import to_bf16, matmul_bf16, bf16_support  # noqa: F401
+from .bf16 import to_bf16, matmul_bf16, matmul_f32_beside_bf16, bf16_support  # noqa: F401
 from .reparam import (reparam_kl_fwd, reparam_kl_bwd, iwae_fwd, reparam_iw_bwd,  # noqa: F401
                       normal_eps)
 from .likelihood import (likelihood_fwd_bwd, likelihood_fwd, likelihood_bwd,  # noqa: F401

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..cuda_device import BLOCK_1D, grid_1d
 from .dense import contiguous, gemm_plan
+from .dense import matmul as dense_matmul
 from .launch import device
 
 
@@ -17,6 +18,12 @@ def to_bf16(dst, src):
     if n:
         dev.launch("to_bf16_f32", (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
                    (dst, src, np.int64(n)))
+
+
+def matmul_f32_beside_bf16(out, a, b, trans_a=False, trans_b=False):
+    """out (M, N) float32 = op(a) @ op(b), a bf16 model's float32 products: cuBLAS's sgemm,
+    as in full precision (contract: reference_bf16.matmul_f32_beside_bf16)."""
+    dense_matmul(out, a, b, trans_a, trans_b)
 
 
 def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
