@@ -269,6 +269,30 @@ def test_a_timestamp_of_business_hours_is_sampled_in_business_hours():
     assert hour.between(9, 17).mean() > 0.98
 
 
+@pytest.mark.parametrize("freq,first", [("MS", "month"), ("YS", "year")])
+def test_monthly_and_yearly_dates_stay_on_the_first(freq, first, tmp_path):
+    """A column of firsts of months (a monthly series) or of years: samples are firsts of
+    months (of years) too, as text and as datetime64, and the rule survives save and
+    load.  Times that are not all firsts keep the day unit."""
+    rng = np.random.default_rng(13)
+    n = 600 if first == "month" else 200  # (years within datetime64[ns]: 1967-2166)
+    t = pd.Series(pd.date_range("1967-07-01", periods=n, freq=freq))
+    df = pd.DataFrame({"when": t, "as_text": t.dt.strftime("%Y-%m-%d"),
+                       "x": rng.standard_normal(n).cumsum()})
+    tv = fitted(df, epochs=3)
+    s = tv.sample(2000, seed=0)
+    back = tabular.load(tv.save(tmp_path / "c.npz")).sample(500, seed=1)
+    for col in (s["when"], pd.to_datetime(s["as_text"]), back["when"]):
+        assert (col.dt.day == 1).all()
+        if first == "year":
+            assert (col.dt.month == 1).all()
+    assert s["when"].dtype == df["when"].dtype
+    daily = pd.DataFrame({"when": pd.Series(pd.date_range("2020-01-01", periods=n,
+                                                          freq="D")),
+                          "x": rng.standard_normal(n)})
+    assert (fitted(daily, epochs=3).sample(2000, seed=0)["when"].dt.day != 1).mean() > 0.5
+
+
 def test_relations_that_hold_on_every_row_hold_in_samples(tmp_path):
     """internet = 'no' -> addon = 'no internet' on every training row, and plan ->
     price (each plan one price): kept exactly in samples (fastvae.tabular.rules), saved with
@@ -318,6 +342,15 @@ def test_a_column_fixed_by_several_columns_together_keeps_that_relation(tmp_path
     back = tabular.load(tv.save(tmp_path / "k.npz"))
     pd.testing.assert_frame_equal(back.sample(500, seed=1), tv.sample(500, seed=1))
     assert not [r for r in fitted(df, epochs=1, rules=False).rules_]
+    # one row off the relation (the hour a daylight-saving change repeats has two
+    # timestamps): the rule holds on the other groups, and that row's group is left alone
+    odd = df.copy()
+    odd.loc[0, "fee"] = 99.0
+    keyed = [r for r in fitted(odd, epochs=1).rules_ if isinstance(r[0], list)]
+    assert [sorted(a + [b]) for a, b, _ in keyed] == [["fee", "region", "tier"]]
+    a, b, pairs = keyed[0]
+    row = odd.loc[0]
+    assert [row[c] for c in a] not in [p[0] for p in pairs]
 
 
 def test_a_key_of_tiny_groups_is_not_a_rule():

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from .blocktypes import COUNT_KINDS, MODELED
-from .transforms import map_from_config
+from .transforms import map_from_config, round_calendar
 from .values import format_dates, int_offsets, ints_from_offsets, parse_dates
 
 #: a value seen in fewer training rows than this is never copied into a sampled row
@@ -45,7 +45,7 @@ TIMES = ("datetime", "timedelta", "datetext", "date")
 FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values",
           "declared", "ordered", "lo", "hi", "slo", "shi", "signed", "decimals", "unit",
           "tz", "layout", "mean", "std", "gaps", "value", "freq", "pattern",
-          "missing_share", "gap_group", "support")
+          "missing_share", "gap_group", "support", "calendar")
 
 
 class TableError(ValueError):
@@ -80,7 +80,9 @@ class Column:
         Python ints for integers and times); slo, shi : the range samples are clipped to.
         map : the numeric map (:mod:`fastvae.tabular.transforms`) of a numeric column, on
         offsets from lo.  support : a discrete numeric column's values (raw units, seen in at
-        least RARE_MIN rows each), which its samples are snapped to.  gaps : the column has an observed head.  value : a constant's
+        least RARE_MIN rows each), which its samples are snapped to.  calendar : "month"
+        or "year" when a naive time column holds only firsts of months (or of years),
+        which its samples are rounded to.  gaps : the column has an observed head.  value : a constant's
         value; freq : an independent column's values and frequencies (or quantiles);
         pattern : an id column's shape; missing_share : the share of missing cells of a
         column that has no head.
@@ -317,6 +319,8 @@ class Column:
             u = snap(u, np.asarray(self.support, dtype=np.float64))
         if self.is_time:
             u = np.rint(u / self.unit) * self.unit
+            if self.calendar:  # monthly or yearly data: the first of the nearest one
+                u = round_calendar(u + float(self.lo), self.calendar) - float(self.lo)
         if self.is_time or self.source == "int":
             return ints_from_offsets(u - float(lo - self.lo), lo, hi, signed)
         if self.decimals is not None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from .blocktypes import COUNT_KINDS
 from .column import (Column, RARE, RARE_MIN, TableError, pandas_module, plain)
-from .transforms import MAPS, decimals, time_unit
+from .transforms import MAPS, calendar_unit, decimals, time_unit
 from .values import date_format, date_layout, id_hashes, id_pattern
 
 #: the column types a user can ask for, and what each is called inside
@@ -365,6 +365,8 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
             col.tz = None if tz is None else str(tz)
         if col.lo == col.hi:
             return _constant(col, col.lo)
+        if col.unit == 86_400 * 10**9 and col.tz is None and col.source != "timedelta":
+            col.calendar = calendar_unit(ns)
         off = np.sort((ns - ns[0]).astype(np.uint64).astype(np.float64))
         col.map = MAPS[numeric].fit(off)
         col.support = _support(off, float(col.slo - col.lo), float(col.shi - col.lo))

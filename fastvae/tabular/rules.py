@@ -20,8 +20,9 @@ is a function of a few others together and of none alone: a flight's timestamp o
 month, day and hour, a fee of a region and a tier.  For each column B that takes no part
 in a value rule, :func:`find` adds, greedily, the column of at most :data:`KEY_VALUES`
 values that leaves the fewest rows off their group's most common B, up to
-:data:`KEY_COLUMNS` columns, until B is constant in every group.  The rule keeps the
-groups of at least RARE_MIN rows that pass the chance test above, and only when they hold
+:data:`KEY_COLUMNS` columns, until B is constant in every group but a few rows'
+(:data:`KEY_SLACK`).  The rule keeps the groups of at least RARE_MIN rows where B is
+constant that pass the chance test above, and only when they hold
 at least :data:`KEY_COVER` of the rows (groups of a row or two each would make any column a
 function of enough others).  A column set by a key rule reads no other rule's output and
 sets none: key rules come after the value rules, in any order.
@@ -46,6 +47,9 @@ SEARCH_ROWS = 20000
 #: a key rule reads at most KEY_COLUMNS columns of at most KEY_VALUES values each, and its
 #: groups must hold at least KEY_COVER of the rows
 KEY_COLUMNS, KEY_VALUES, KEY_COVER = 4, 100, 0.5
+#: the share of rows a key's groups may leave off their B (the groups where B varies take
+#: no part: the hour a daylight-saving change repeats maps to two timestamps)
+KEY_SLACK = 0.001
 
 
 def _json(v):
@@ -139,7 +143,7 @@ def _key_rules(df, order, card, freq, rules):
             continue
         key, S = np.zeros(len(df), np.int64), []
         left = _mismatches(key, codes[b])
-        while left > 0 and len(S) < KEY_COLUMNS:
+        while left > KEY_SLACK * len(df) and len(S) < KEY_COLUMNS:
             best = None
             for c in parts:
                 if c == b or c in S:
@@ -153,9 +157,9 @@ def _key_rules(df, order, card, freq, rules):
             left, c, k2 = best
             S.append(c)
             key = np.unique(k2, return_inverse=True)[1].reshape(-1)
-        if left > 0 or len(S) < 2:
+        if left > KEY_SLACK * len(df) or len(S) < 2:
             continue
-        pairs = _key_pairs(df, S, b, key, freq[b])
+        pairs = _key_pairs(df, S, b, key, codes[b], freq[b])
         if pairs:
             out.append([S, b, pairs])
             read.update(S)
@@ -163,16 +167,18 @@ def _key_rules(df, order, card, freq, rules):
     return out
 
 
-def _key_pairs(df, S, b, key, freq):
+def _key_pairs(df, S, b, key, bcode, freq):
     """The [[a1, ..., ak], b] of the groups (``key``: their codes per row) of at least
-    RARE_MIN rows that pass the chance test, or [] when these hold under KEY_COVER of the
-    rows."""
+    RARE_MIN rows in which B (codes ``bcode``) is constant and that pass the chance test,
+    or [] when these hold under KEY_COVER of the rows."""
     n = np.bincount(key)
+    pair = np.unique(key * (int(bcode.max()) + 1) + bcode)
+    one = np.bincount(pair // (int(bcode.max()) + 1), minlength=n.size) == 1
     first = np.zeros(n.size, np.int64)
     first[key[::-1]] = np.arange(len(key))[::-1]  # each group's first row
     pairs, rows = [], 0
     cells = df[S + [b]].astype(object).to_numpy()
-    for g in np.flatnonzero(n >= RARE_MIN):
+    for g in np.flatnonzero((n >= RARE_MIN) & one):
         row = cells[first[g]]
         if _frequency(freq, row[-1]) ** int(n[g]) >= ALPHA:
             continue
@@ -266,4 +272,5 @@ def _cast(values, col):
         return values
 
 
-__all__ = ["find", "apply", "ALPHA", "MAX_VALUES", "KEY_COLUMNS", "KEY_VALUES", "KEY_COVER"]
+__all__ = ["find", "apply", "ALPHA", "MAX_VALUES", "KEY_COLUMNS", "KEY_VALUES", "KEY_COVER",
+           "KEY_SLACK"]

@@ -224,5 +224,29 @@ def time_unit(ns):
     return 1
 
 
+def calendar_unit(ns):
+    """"year" when every int64 time ``ns`` (nanoseconds, naive: wall-clock) is midnight of
+    a January 1st, "month" when every one is midnight of a month's first day, else None:
+    sampled times are rounded to it, so monthly data stays on the first of the month (a
+    month is no whole number of nanoseconds, so time_unit cannot say it)."""
+    t = np.asarray(ns, dtype=np.int64).astype("datetime64[ns]")
+    months = t.astype("datetime64[M]")
+    if not np.all(months.astype("datetime64[ns]") == t):
+        return None
+    years = t.astype("datetime64[Y]")
+    return "year" if np.all(years.astype("datetime64[ns]") == t) else "month"
+
+
+def round_calendar(ns, unit):
+    """float64 times ``ns`` (nanoseconds) rounded to the nearest first of a month
+    (``unit`` "month") or of a year ("year"), as float64 nanoseconds."""
+    t = np.asarray(ns, dtype=np.float64).astype(np.int64).astype("datetime64[ns]")
+    if unit == "year":
+        r = (t + np.timedelta64(182, "D") + np.timedelta64(12, "h")).astype("datetime64[Y]")
+    else:
+        r = (t + np.timedelta64(15, "D") + np.timedelta64(5, "h")).astype("datetime64[M]")
+    return r.astype("datetime64[ns]").astype(np.int64).astype(np.float64)
+
+
 __all__ = ["QuantileNormal", "Standardize", "MAPS", "map_from_config", "decimals",
-           "time_unit"]
+           "time_unit", "calendar_unit", "round_calendar"]
