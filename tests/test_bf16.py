@@ -137,6 +137,12 @@ def test_a_bf16_models_float32_products_are_float32_products(where, M, K, N, ta,
             CPU.matmul_f32_beside_bf16(np.empty((3, 4), np.float32),
                                        np.zeros((3, 2), np.float32),
                                        np.zeros((3, 4), np.float32))
+        with pytest.raises(TypeError, match="must be float32"):
+            CPU.matmul_f32_beside_bf16(np.empty((3, 4), np.float32),
+                                       np.zeros((3, 2)), np.zeros((2, 4)))
+        with pytest.raises(TypeError, match="must be uint16"):
+            CPU.matmul_bf16(np.empty((3, 4), np.float32), np.zeros((3, 2), np.float32),
+                            np.zeros((2, 4), np.float32))
 
 
 def test_cuda_rounding_and_product_on_the_emulated_device(emu):
@@ -386,6 +392,6 @@ def test_the_bf16_rule_is_saved_with_the_run(tmp_path):
     old = m.config()
     del old["bf16_rule"]
     assert saved_config({"config": old})["bf16_rule"] == [0, 0]
-    for bad in [(1,), (-1, 2), ("a", 2), (1.5, 2)]:
+    for bad in [(1,), (-1, 2), ("a", 2), (1.5, 2), (float("inf"), 1)]:
         with pytest.raises(ValueError, match="bf16_rule must be"):
             VAE(30, backend="numpy", precision="bf16", bf16_rule=bad)

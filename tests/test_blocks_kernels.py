@@ -5,8 +5,9 @@ backend on the emulated device (the real kernels/blocks.cu), and the GPU where t
 Inputs carry the edge values of the block likelihoods (tests/blocks_data.py): learned
 scales at the floor, dispersions of 1e-3 and 1e4, counts of 0 and 10^6, a categorical class
 with probability near 1, exposures of 1e-3 and 1e3, missing cells.  Cell math is float64 in
-every backend, so float32 outputs differ from the reference by their final rounding and by
-the order of the sums (tolerances as in test_kernels.py).
+every backend (but the cpu kernel's categorical softmax, in the arrays' precision), so
+float32 outputs differ from the reference by their final rounding and by the order of the
+sums (tolerances as in test_kernels.py).
 """
 from __future__ import annotations
 
@@ -266,3 +267,28 @@ def test_no_denormal_gradient_reaches_the_products(any_kb, dtype):
     assert np.all(d[:3] == 0), d  # (rows 0-2: every cell predicted with certainty)
     np.testing.assert_allclose(d[3], [-2 / 3, 1 / 3, 1 / 3, 0.5, -0.5], rtol=1e-6)
     assert GRAD_FLUSH > np.finfo(np.float32).tiny  # (flushed values include every denormal)
+
+
+def test_a_confident_categorical_cell_keeps_its_gradient():
+    """The cpu kernel's softmax runs in float32 for float32 arrays; the true class's
+    gradient w (p - 1) is taken as -w (sum of the other classes) / (sum of all), so it
+    keeps float32's relative precision as p nears 1 (p - 1 itself lost every digit at a
+    logit margin of 22 over 1,000 classes), and each row's gradients still sum to 0."""
+    from fastvae.backends.cpu import blocks as cb
+    from fastvae.core.blocks import Categorical
+    from fastvae.core.columns import Columns
+    cl = Columns([Categorical([1000])], 0, False)
+    R = 64
+    out = np.random.default_rng(1).normal(size=(R, cl.P)).astype(np.float32)
+    out[:, 0] += 8 + 0.25 * np.arange(R)  # class 0 ever more probable: p up to 1 - 1e-9
+    x = np.zeros((R, cl.width), np.float32)
+    d = np.empty((R, cl.P), np.float32)
+    e32 = np.empty(0, np.float32)
+    cb.blocks_fwd_bwd(d, np.empty(R, np.float32), np.empty(cl.P, np.float32), e32, out.copy(),
+                      np.zeros(cl.P, np.float32), x, e32, cl.cols, cl.meta, 1.0)
+    want = np.empty((R, cl.P))
+    ref.blocks_fwd_bwd(want, np.empty(R), np.empty(cl.P), np.empty(0), out.astype(np.float64),
+                       np.zeros(cl.P), x.astype(np.float64), np.empty(0), cl.cols, cl.meta, 1.0)
+    rel = np.abs(d[:, 0] - want[:, 0]) / np.abs(want[:, 0])
+    assert rel.max() < 1e-5
+    assert np.abs(d.astype(np.float64).sum(1)).max() < 1e-6

@@ -50,7 +50,7 @@ def bf16_rule_config(rule, precision):
         macs, k = (int(v) for v in rule)
         if any(int(v) != v for v in rule):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"bf16_rule must be (min_macs, min_k), two integers >= 0, got "
                          f"{rule!r}") from None
     if macs < 0 or k < 0:

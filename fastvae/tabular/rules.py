@@ -119,6 +119,8 @@ def _mismatches(key, b):
     """The rows whose int code in b (N,) is not their group's most common one, groups by
     int codes key (N,): 0 when b is constant within each group, and never more after a
     group is split."""
+    if b.size == 0:
+        return 0
     nb = int(b.max()) + 1
     pair, count = np.unique(key * nb + b, return_counts=True)
     top = np.zeros(int(key.max()) + 1, np.int64)
@@ -136,25 +138,28 @@ def _key_rules(df, order, card, freq, rules):
     codes = {n: pd.factorize(df[n].astype(object), use_na_sentinel=False)[0]
              for n in order}
     card = {n: int(codes[n].max()) + 1 for n in order}
-    parts = [n for n in order if 2 <= card[n] <= KEY_VALUES]
+    # (a row with a key cell missing takes no part: a missing key is never a rule's key)
+    present = {n: df[n].notna().to_numpy() for n in order}
+    parts = [n for n in order if 2 <= card[n] <= KEY_VALUES and
+             present[n].mean() >= KEY_COVER]
     out, read = [], set()
     for b in order:
         if b in taken or b in read or card[b] < 2:
             continue
-        key, S = np.zeros(len(df), np.int64), []
+        key, S, ok = np.zeros(len(df), np.int64), [], np.ones(len(df), bool)
         left = _mismatches(key, codes[b])
         while left > KEY_SLACK * len(df) and len(S) < KEY_COLUMNS:
             best = None
             for c in parts:
                 if c == b or c in S:
                     continue
-                k2 = key * card[c] + codes[c]
-                d = _mismatches(k2, codes[b])
+                k2, ok2 = key * card[c] + codes[c], ok & present[c]
+                d = _mismatches(k2[ok2], codes[b][ok2])
                 if best is None or d < best[0]:
-                    best = (d, c, k2)
+                    best = (d, c, k2, ok2)
             if best is None or best[0] >= left:
                 break
-            left, c, k2 = best
+            left, c, k2, ok = best
             S.append(c)
             key = np.unique(k2, return_inverse=True)[1].reshape(-1)
         if left > KEY_SLACK * len(df) or len(S) < 2:

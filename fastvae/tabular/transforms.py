@@ -71,7 +71,8 @@ class QuantileNormal:
         p, q = _gap_knots(v, p, q)
         lo = 0.5 / n
         z = _normal_ppf(lo + (1.0 - 2.0 * lo) * p)
-        return cls(q, z)
+        keep = np.r_[True, np.diff(z) > 0]  # (levels a float step apart can share a z)
+        return cls(q[keep], z[keep])
 
     def _tails(self):
         """(slope below, slope above): value per unit of z over the outer 1% of knots (the
@@ -240,12 +241,12 @@ def calendar_unit(ns):
 def round_calendar(ns, unit):
     """float64 times ``ns`` (nanoseconds) rounded to the nearest first of a month
     (``unit`` "month") or of a year ("year"), as float64 nanoseconds."""
-    t = np.asarray(ns, dtype=np.float64).astype(np.int64).astype("datetime64[ns]")
-    if unit == "year":
-        r = (t + np.timedelta64(182, "D") + np.timedelta64(12, "h")).astype("datetime64[Y]")
-    else:
-        r = (t + np.timedelta64(15, "D") + np.timedelta64(5, "h")).astype("datetime64[M]")
-    return r.astype("datetime64[ns]").astype(np.int64).astype(np.float64)
+    step = "datetime64[Y]" if unit == "year" else "datetime64[M]"
+    t = np.asarray(ns, dtype=np.float64).astype(np.int64)
+    lo = t.astype("datetime64[ns]").astype(step)
+    a = lo.astype("datetime64[ns]").astype(np.int64)
+    b = (lo + 1).astype("datetime64[ns]").astype(np.int64)
+    return np.where(t - a <= b - t, a, b).astype(np.float64)
 
 
 __all__ = ["QuantileNormal", "Standardize", "MAPS", "map_from_config", "decimals",

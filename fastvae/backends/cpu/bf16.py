@@ -26,9 +26,13 @@ def to_bf16(dst, src):
     _round_bits(dst.reshape(-1), src.reshape(-1).view(np.uint32))
 
 
-def _onednn_product(name, out, a, b, trans_a, trans_b):
-    """out (M, N) float32 = op(a) @ op(b) on oneDNN, after the shapes are checked (the
-    error names kernel ``name``); an empty sum writes zeros."""
+def _onednn_product(name, operand, out, a, b, trans_a, trans_b):
+    """out (M, N) float32 = op(a) @ op(b) on oneDNN, a and b of dtype ``operand``, after the
+    shapes and dtypes are checked (the errors name kernel ``name``); an empty sum writes
+    zeros."""
+    if a.dtype != operand or b.dtype != operand or out.dtype != np.float32:
+        raise TypeError(f"{name}: dtypes {a.dtype}, {b.dtype} -> {out.dtype}; the operands "
+                        f"must be {np.dtype(operand).name} and out float32")
     A = a.T if trans_a else a
     Bm = b.T if trans_b else b
     M, K = A.shape
@@ -46,7 +50,7 @@ def _onednn_product(name, out, a, b, trans_a, trans_b):
 def matmul_bf16(out, a, b, trans_a=False, trans_b=False):
     """out (M, N) float32 = op(a) @ op(b), a and b bf16 bits (uint16), float32 sums
     (oneDNN; :func:`bf16_support` says whether it can run)."""
-    _onednn_product("matmul_bf16", out, a, b, trans_a, trans_b)
+    _onednn_product("matmul_bf16", np.uint16, out, a, b, trans_a, trans_b)
 
 
 def matmul_f32_beside_bf16(out, a, b, trans_a=False, trans_b=False):
@@ -55,7 +59,7 @@ def matmul_f32_beside_bf16(out, a, b, trans_a=False, trans_b=False):
     threads (oneDNN's) spin for a while after each product, and OpenBLAS's threads
     alternating with them on the same cores made the canonical step at batch 32 take 15.7
     ms instead of 1.6."""
-    _onednn_product("matmul_f32_beside_bf16", out, a, b, trans_a, trans_b)
+    _onednn_product("matmul_f32_beside_bf16", np.float32, out, a, b, trans_a, trans_b)
 
 
 def bf16_support():

@@ -319,11 +319,18 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                         d[k] = e
                         se += e
                     inv = T(w) / se
-                    tw = T(w)
+                    ec = d[code]
                     for k in range(width):
-                        g = d[k] * inv
-                        g = _flushed(g - tw if k == code else g, T)
-                        d[k] = g
+                        d[k] = _flushed(d[k] * inv, T)
+                    if ec > T(0.5) * se:  # p near 1: w (p - 1) as -w (the others' sum) / se,
+                        so = T(0.0)  # without the cancellation of p - 1
+                        for k in range(code):
+                            so += d[k]
+                        for k in range(code + 1, width):
+                            so += d[k]
+                        d[code] = _flushed(-so, T)
+                    else:
+                        d[code] = _flushed(ec * inv - T(w), T)
                     dbs = db[off0:off0 + width]
                     for k in range(width):  # (its own loop: fused, it ran 1.5x slower)
                         dbs[k] += d[k]
