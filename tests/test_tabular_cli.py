@@ -109,8 +109,13 @@ def test_train_on_a_table_writes_the_run(workdir, capsys, fmt):
     assert opts["table"] is True and opts["data"] == str(workdir / data)
     assert opts["conditions"] == ["group"] and opts["columns"] == {"k": "count"}
     assert opts["hidden"] == [16] and opts["latent"] == 4 and opts["epochs"] == 2
-    # 10% held out: the validation ELBO is the printed test ELBO
+    # 10% held out: the printed test ELBO is the saved model's on those rows, which
+    # are the run's validation rows
+    from fastvae.cli.table import run_table
     out = capsys.readouterr().out
+    test, _ = run_table(str(run / "model.npz"), "test")
+    assert len(test) == 40
+    assert f"test negative ELBO {tv.elbo(test).neg_elbo:.2f} nats" in out
     assert f"test negative ELBO {tv.history[-1]['val_neg_elbo']:.2f} nats" in out
     assert "on 40 rows" in out and "3 pictures" in out
 

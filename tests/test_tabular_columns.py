@@ -291,6 +291,40 @@ def test_monthly_and_yearly_dates_stay_on_the_first(freq, first, tmp_path):
                                                           freq="D")),
                           "x": rng.standard_normal(n)})
     assert (fitted(daily, epochs=3).sample(2000, seed=0)["when"].dt.day != 1).mean() > 0.5
+    from fastvae.tabular.transforms import round_calendar
+    ns = pd.to_datetime(["2023-02-14 01:00", "2023-02-15 01:00", "1955-12-20 00:00",
+                         "1955-06-30 00:00"]
+                        ).to_numpy().astype("datetime64[ns]").astype(np.int64).astype(float)
+    got = pd.to_datetime(round_calendar(ns, "month").astype(np.int64), unit="ns")
+    assert [str(t.date()) for t in got] == ["2023-02-01", "2023-03-01", "1956-01-01",
+                                            "1955-07-01"]
+    got = pd.to_datetime(round_calendar(ns[2:], "year").astype(np.int64), unit="ns")
+    assert [str(t.date()) for t in got] == ["1956-01-01", "1955-01-01"]
+
+
+def test_sampled_class_shares_are_the_tables(monkeypatch):
+    """After training, the categorical biases are shifted so that the class shares of
+    samples are the training rows' (fastvae.tabular.calibrate): far closer than the
+    decoder alone gives them after a short fit, and what the decoder says of how the
+    columns go together is kept (a class's logit moves by the same amount in every row)."""
+    from fastvae.tabular import calibrate
+    rng = np.random.default_rng(14)
+    n = 4000
+    a = rng.choice(["x", "y", "z", "w"], n, p=[0.55, 0.25, 0.15, 0.05])
+    b = np.where(rng.random(n) < 0.8, a, rng.choice(["x", "y", "z", "w"], n))
+    df = pd.DataFrame({"a": a, "b": b, "v": rng.standard_normal(n)})
+    want = df["a"].value_counts(normalize=True)
+
+    def error(tv):
+        s = tv.sample(40000, seed=0)
+        got = s["a"].value_counts(normalize=True).reindex(want.index, fill_value=0)
+        return float(np.abs(got - want).max()), float((s["a"] == s["b"]).mean())
+
+    err, same = error(fitted(df, epochs=2))
+    monkeypatch.setattr(calibrate, "ROUNDS", 0)
+    raw, raw_same = error(fitted(df, epochs=2))
+    assert err < 0.01 < raw
+    assert abs(same - raw_same) < 0.05  # (how often a and b agree: the decoder's, kept)
 
 
 def test_relations_that_hold_on_every_row_hold_in_samples(tmp_path):

@@ -73,24 +73,27 @@ class Inference:
         return self.compose(x, conditions, np.ones(n) if cl.E else None)
 
     @on_device
-    def decode(self, z, *, conditions=None, exposure=None):
+    def decode(self, z, *, conditions=None, exposure=None, shift=None):
         """Decoder mean for latent codes z (N, Z): pixel probabilities (Bernoulli) or means
         (Gaussian), (N, D), as a new array.  A block model takes the rows' ``conditions``
         (N, C) (decoding the same z under another condition is the counterfactual) and
         optional ``exposure`` (N,) (default 1), and returns (N, P): each column's mean, a
         categorical column's K class probabilities (:meth:`Readout.means
-        <fastvae.core.columns.Readout.means>`)."""
+        <fastvae.core.columns.Readout.means>`).  ``shift`` (P,): added to the output layer's
+        bias for this call only (a block model; a table model's sampling calibration)."""
         z = check_latent(z, self)
         ws = self.workspaces.get(z.shape[0], 1, False)
         ws.generation += 1
         if self.columns is not None:
-            return self._decode_blocks(ws, z, conditions, exposure)
+            return self._decode_blocks(ws, z, conditions, exposure, shift)
+        if shift is not None:
+            raise ValueError("shift is for block models")
         self._decoder_forward(ws, z)
         final = ACT_SIGMOID if self.lik_code == LIK_BERNOULLI else ACT_IDENTITY
         self.kernels.bias_act_fwd(ws.out, self._params["dec.out.b"], final, 0.0)
         return ws.out.copy()
 
-    def _decode_blocks(self, ws, z, conditions, exposure):
+    def _decode_blocks(self, ws, z, conditions, exposure, shift=None):
         cl, xp = self.columns, self.kernels.xp
         N = z.shape[0]
         if (conditions is None) != (cl.C == 0):
@@ -112,7 +115,13 @@ class Inference:
                 raise ValueError(f"exposure must be {N} finite values > 0")
             logex = self.kernels.asarray(np.log(e).astype(self.dtype))
         self._decoder_forward(ws, z, cond, self.tables["cond_only"])
-        self.kernels.bias_act_fwd(ws.out, self._params["dec.out.b"], ACT_IDENTITY, 0.0)
+        b = self._params["dec.out.b"]
+        if shift is not None:
+            sh = np.asarray(shift, dtype=np.float64).reshape(-1)
+            if sh.shape != (cl.P,) or not np.isfinite(sh).all():
+                raise ValueError(f"shift must be {cl.P} finite values")
+            b = b + self.kernels.asarray(sh.astype(self.dtype))
+        self.kernels.bias_act_fwd(ws.out, b, ACT_IDENTITY, 0.0)
         return Readout(cl).means(ws.out, logex, xp)
 
     @on_device
@@ -149,21 +158,24 @@ class Inference:
         return m + xp.asarray(scale * noise)
 
     @on_device
-    def decode_values(self, z, mean=True, seed=None, *, conditions=None, exposure=None):
+    def decode_values(self, z, mean=True, seed=None, *, conditions=None, exposure=None,
+                      shift=None):
         """A block model's values per data column (N, D) for latent codes z (N, Z), as
         :meth:`sample` gives them for z ~ N(0, I): with mean=True each column's mean (a
         categorical column's most probable code), else a draw from p(x|z) (``seed``: None,
-        an int or a NumPy Generator).  Encode rows first to impute or reconstruct them."""
+        an int or a NumPy Generator).  Encode rows first to impute or reconstruct them.
+        ``shift``: as in :meth:`decode`."""
         if self.columns is None:
             raise ValueError("decode_values is for block models (a list likelihood, "
                              "conditions or missing cells); use decode or sample")
         z = check_latent(z, self)
         return self._sample_blocks(z, generator(seed), boolean(mean, "mean"), conditions,
-                                   exposure)
+                                   exposure, shift)
 
-    def _sample_blocks(self, z, rng, mean, conditions, exposure):
+    def _sample_blocks(self, z, rng, mean, conditions, exposure, shift=None):
         cl = self.columns
-        m = self.kernels.to_numpy(self.decode(z, conditions=conditions, exposure=exposure))
+        m = self.kernels.to_numpy(self.decode(z, conditions=conditions, exposure=exposure,
+                                              shift=shift))
         groups = np.zeros(len(z), dtype=np.int64)
         if cl.grouped:
             groups = np.argmax(np.asarray(conditions), axis=1)

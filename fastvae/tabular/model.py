@@ -88,7 +88,7 @@ class TabularVAE:
         self.latent, self.rules, self.seed, self.backend, self.dtype = (latent, rules, seed,
                                                                         backend, dtype)
         self.vae_kw = dict(vae_kw)
-        self.schema_ = self.model_ = self.latent_ = None
+        self.schema_ = self.model_ = self.latent_ = self.calibration_ = None
         self.interrupted_ = False
         self.rules_ = []
 
@@ -264,8 +264,11 @@ class TabularVAE:
         self.model_.metadata["tabular"] = self._meta()
 
     def _after_training(self, X, C, vX, vC):
-        """The latent density, fit on the training rows' posterior draws, and the collapse
-        note, from the held-out rows (the training rows when none were held out)."""
+        """The latent density, fit on the training rows' posterior draws, the categorical
+        biases shifted to the training class shares (:mod:`fastvae.tabular.calibrate`), and
+        the collapse note, from the held-out rows (the training rows when none were held
+        out)."""
+        from .calibrate import calibrate
         from .latent import fit_latent
         model = self.model_
         diag = model.diagnostics(X, conditions=C)
@@ -273,6 +276,8 @@ class TabularVAE:
             mu, logvar = model.encode(X, conditions=C)
             self.latent_ = fit_latent(self._host(mu), self._host(logvar), diag.kl_per_dim,
                                       MIXTURE_COMPONENTS, np.random.default_rng(self.seed))
+        self.calibration_ = calibrate(self, self._host(X), None if C is None else
+                                      self._host(C), self.seed)
         hX, hC = (X, C) if vX is None else (vX, vC)
         ev = model.elbo(hX, conditions=hC)
         note = policy.collapse_note(float(ev.kl), float(ev.neg_elbo),
@@ -285,6 +290,8 @@ class TabularVAE:
         types = [[k, v] for k, v in (self.types or {}).items()]
         return {"schema": self.schema_.config(), "rules": self.rules_,
                 "latent": None if self.latent_ is None else self.latent_.config(),
+                "calibration": (None if self.calibration_ is None else
+                                [float(v) for v in self.calibration_]),
                 "settings": {"hidden": None if self.hidden is None else list(self.hidden),
                              "latent_dim": self.latent_dim,
                              "types": types, "numeric": self.numeric,
@@ -551,6 +558,8 @@ def from_model(model):
         marginals_v1(tv.schema_, meta["cond_marginals"])
     lat = meta.get("latent")
     tv.latent_ = None if lat is None else GaussianMixture.from_config(lat)
+    cal = meta.get("calibration")
+    tv.calibration_ = None if cal is None else np.asarray(cal, dtype=np.float64)
     tv.model_ = model
     return tv
 

@@ -105,9 +105,8 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
                      given.iloc[start:start + m].reset_index(drop=True))
         C = None if frame is None else schema.encode_conditions(frame).astype(model.dtype)
         z = tv.draw_codes(m, rng).astype(model.dtype)
-        v = np.asarray(model.kernels.to_numpy(model.decode_values(z, mean=mean, seed=rng,
-                                                                   conditions=C)),
-                       dtype=np.float64)
+        v = np.asarray(model.kernels.to_numpy(model.decode_values(
+            z, mean=mean, seed=rng, conditions=C, shift=tv.calibration_)), dtype=np.float64)
         cells = schema.cells(v, rng, "mean" if mean else "sample", free)
         out = schema.frame(cells, frame)
         if tv.rules_:  # relations that hold on every training row, kept exactly
