@@ -112,7 +112,7 @@ def find(df, schema):
             pairs = _verified(df, a, b, pairs) if len(df) > len(sample) else pairs
             if pairs:
                 rules.append([a, b, pairs])
-    return _ordered(rules, rank) + _key_rules(df, order, card, freq, rules)
+    return _ordered(rules, rank) + _key_rules(df, order, freq, rules)
 
 
 def _mismatches(key, b):
@@ -128,11 +128,11 @@ def _mismatches(key, b):
     return len(key) - int(top.sum())
 
 
-def _key_rules(df, order, card, freq, rules):
+def _key_rules(df, order, freq, rules):
     """The key rules of table ``df`` (see the module docstring): [[A1, ..., Ak], B, [[[a1,
-    ..., ak], b], ...]] each; ``order`` the eligible columns by falling cardinality
-    (``card``, on the value rules' sample), ``freq`` their value frequencies, ``rules``
-    the value rules found.  Every row is read: a key's groups are small on a sample."""
+    ..., ak], b], ...]] each; ``order`` the eligible columns by falling cardinality (on
+    the value rules' sample), ``freq`` their value frequencies, ``rules`` the value rules
+    found.  Every row is read: a key's groups are small on a sample."""
     pd = pandas_module()
     taken = {r[0] for r in rules} | {r[1] for r in rules}
     codes = {n: pd.factorize(df[n].astype(object), use_na_sentinel=False)[0]
@@ -179,8 +179,7 @@ def _key_pairs(df, S, b, key, bcode, freq):
     n = np.bincount(key)
     pair = np.unique(key * (int(bcode.max()) + 1) + bcode)
     one = np.bincount(pair // (int(bcode.max()) + 1), minlength=n.size) == 1
-    first = np.zeros(n.size, np.int64)
-    first[key[::-1]] = np.arange(len(key))[::-1]  # each group's first row
+    first = np.unique(key, return_index=True)[1]  # each group's first row
     pairs, rows = [], 0
     cells = df[S + [b]].astype(object).to_numpy()
     for g in np.flatnonzero((n >= RARE_MIN) & one):
