@@ -10,6 +10,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
+import fastvae  # noqa: E402
 import fastvae.tabular as tabular  # noqa: E402
 from fastvae.tabular import RARE, CollapseWarning, TabularVAE  # noqa: E402
 from fastvae.tabular import sampling  # noqa: E402
@@ -325,6 +326,17 @@ def test_sampled_class_shares_are_the_tables(monkeypatch):
     raw, raw_same = error(fitted(df, epochs=2))
     assert err < 0.01 < raw
     assert abs(same - raw_same) < 0.05  # (how often a and b agree: the decoder's, kept)
+
+    model = fitted(df, epochs=1).model_
+    z = np.zeros((3, model.latent_dim), np.float32)
+    P = model.columns.P
+    np.testing.assert_array_equal(model.decode(z, shift=np.zeros(P)), model.decode(z))
+    for bad in (np.zeros(P - 1), np.full(P, np.nan)):
+        with pytest.raises(ValueError, match=f"shift must be {P} finite values"):
+            model.decode(z, shift=bad)
+    with pytest.raises(ValueError, match="shift is for block models"):
+        fastvae.VAE(6, (4,), 2, backend="numpy").decode(np.zeros((1, 2), np.float32),
+                                                        shift=np.zeros(6))
 
 
 def test_relations_that_hold_on_every_row_hold_in_samples(tmp_path):
