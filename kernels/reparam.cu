@@ -6,7 +6,8 @@
 //   reparam_kl_fwd   head, hb, eps -> mu, logvar (clamped), sigma, z; KL per row (partial
 //                    over latent tiles) and per dimension (partial over row chunks)
 //   reparam_kl_bwd   dz, saved eps/mu/sigma/raw logvar -> dhead, dhb partial sums
-//   normal_eps       eps (L, B, Z) <- N(0, 1), counter-based (Philox4x32-10, Box-Muller):
+//   normal_eps       eps (L, B, Z) <- N(0, 1), counter-based (Philox4x32-10, Box-Muller
+//                    in double, or in float with polynomials for float eps):
 //                    element first + l*Z + d of the stream of counter row0 + b
 //   iwae_fwd         loss rows, z, eps, logvar -> log weights, normalised weights, IWAE
 //                    loss per datapoint (one thread per datapoint; logsumexp in double)
@@ -18,6 +19,14 @@
 // kl itself; with one chunk the column partials are the outputs (and col_scale finishes
 // them); otherwise sum_partials (dense.cu) completes them.
 #include "common.cuh"
+
+#if !defined(NOISE_LOG0) || !defined(NOISE_LOG1) || !defined(NOISE_LOG2) || !defined(NOISE_LOG3) || \
+    !defined(NOISE_LOG4) || !defined(NOISE_SIN0) || !defined(NOISE_SIN1) || !defined(NOISE_SIN2) || \
+    !defined(NOISE_SIN3) || !defined(NOISE_COS0) || !defined(NOISE_COS1) || !defined(NOISE_COS2) || \
+    !defined(NOISE_COS3) || !defined(NOISE_LN2) || !defined(NOISE_PIO2) || !defined(NOISE_SQRT1_2) || \
+    !defined(NOISE_SQRT2)
+#error "NOISE_* must be passed by fastvae.backends.codes (cuda_defines(), in cuda.compile_options())"
+#endif
 
 template <class T>
 __device__ void reparam_kl_fwd_impl(T* mu, T* logvar, T* sigma, T* z, T* klpart, T* kldpart,
@@ -112,14 +121,60 @@ __device__ void reparam_kl_bwd_impl(T* dhead, T* dhbpart, const T* dz, const T* 
     head_bias_partials(dhbpart, acc_mu, acc_lv, Z, k, valid);
 }
 
+// The Box-Muller pair of two Philox words (reference.normal_eps): in double for double
+// noise, rounded at the end; in float for float noise, as reference.box_muller_f32 does it,
+// every operation a rounded intrinsic (__fmul_rn, ...) so that no multiply and add fuse
+// into an FMA (what -fmad=false would do for the whole file): the same bits as the CPU.
+__device__ __forceinline__ void box_muller(u32 w1, u32 w2, double* a, double* b) {
+    const double two_pi = 6.283185307179586, inv32 = 2.3283064365386963e-10;
+    double rad = sqrt(-2.0 * log(((double)w1 + 1.0) * inv32));
+    double ang = two_pi * (double)w2 * inv32;
+    *a = rad * cos(ang);
+    *b = rad * sin(ang);
+}
+
+__device__ __forceinline__ void box_muller(u32 w1, u32 w2, float* a, float* b) {
+    int bits = __float_as_int(__ll2float_rn((long long)w1 + 1));  // u = m 2^e, m in [1, 2)
+    float e = __int2float_rn((bits >> 23) - 159);                  // e - 32
+    float m = __int_as_float((bits & 0x7FFFFF) | 0x3F800000);
+    if (m > NOISE_SQRT2) {
+        m = __fmul_rn(m, 0.5f);
+        e = __fadd_rn(e, 1.0f);
+    }
+    float t = __fdiv_rn(__fsub_rn(m, 1.0f), __fadd_rn(m, 1.0f));
+    float t2 = __fmul_rn(t, t);
+    float pl = __fadd_rn(NOISE_LOG3, __fmul_rn(t2, NOISE_LOG4));
+    pl = __fadd_rn(NOISE_LOG2, __fmul_rn(t2, pl));
+    pl = __fadd_rn(NOISE_LOG1, __fmul_rn(t2, pl));
+    pl = __fadd_rn(NOISE_LOG0, __fmul_rn(t2, pl));
+    float ln = __fadd_rn(__fmul_rn(t, pl), __fmul_rn(e, NOISE_LN2));
+    float r = __fsqrt_rn(__fmul_rn(-2.0f, ln));
+    int k = (int)(w2 >> 30);
+    float f = __fmul_rn(__int2float_rn((int)(w2 & 0x3FFFFFFFu)), 9.313225746154785e-10f);  // 2^-30
+    float x = __fmul_rn(__fsub_rn(f, 0.5f), NOISE_PIO2);
+    float x2 = __fmul_rn(x, x);
+    float ps = __fadd_rn(NOISE_SIN2, __fmul_rn(x2, NOISE_SIN3));
+    float pc = __fadd_rn(NOISE_COS2, __fmul_rn(x2, NOISE_COS3));
+    ps = __fadd_rn(NOISE_SIN1, __fmul_rn(x2, ps));
+    pc = __fadd_rn(NOISE_COS1, __fmul_rn(x2, pc));
+    ps = __fadd_rn(NOISE_SIN0, __fmul_rn(x2, ps));
+    pc = __fadd_rn(NOISE_COS0, __fmul_rn(x2, pc));
+    float sn = __fadd_rn(x, __fmul_rn(x, __fmul_rn(x2, ps)));
+    float cs = __fadd_rn(1.0f, __fmul_rn(x2, pc));
+    float c = __fmul_rn(__fsub_rn(cs, sn), NOISE_SQRT1_2);  // cos(pi/4 + x)
+    float s = __fmul_rn(__fadd_rn(cs, sn), NOISE_SQRT1_2);  // sin(pi/4 + x)
+    float ca = k == 0 ? c : (k == 1 ? -s : (k == 2 ? -c : s));
+    float sa = k == 0 ? s : (k == 1 ? c : (k == 2 ? -s : -c));
+    *a = __fmul_rn(r, ca);
+    *b = __fmul_rn(r, sa);
+}
+
 // eps (L, B, Z): eps[l, b, d] is element first + l*Z + d of the stream of counter row0 + b:
 // word e % 4 of philox4x32_10((e/4 lo, e/4 hi, c lo, c hi), key), words (0, 1) and (2, 3)
-// each a Box-Muller pair in double, then rounded (reference.normal_eps).  One thread per
-// (row, quad of elements).
+// each a Box-Muller pair (box_muller).  One thread per (row, quad of elements).
 template <class T>
 __device__ void normal_eps_impl(T* eps, int L, int B, int Z, i64 row0, i64 first, u32 key0,
                                 u32 key1) {
-    const double two_pi = 6.283185307179586, inv32 = 2.3283064365386963e-10;
     i64 n = (i64)L * Z, q0 = first / 4, nq = (first + n + 3) / 4 - q0;
     for (i64 t = grid_start(); t < (i64)B * nq; t += grid_stride()) {
         i64 b = t / nq, q = q0 + t % nq;
@@ -127,12 +182,11 @@ __device__ void normal_eps_impl(T* eps, int L, int B, int Z, i64 row0, i64 first
         u32x4 ctr = {{(u32)q, (u32)((u64)q >> 32), (u32)c, (u32)(c >> 32)}};
         u32x4 r = philox4x32_10(ctr, key0, key1);
         for (int p = 0; p < 2; ++p) {
-            double rad = sqrt(-2.0 * log(((double)r.v[2 * p] + 1.0) * inv32));
-            double ang = two_pi * (double)r.v[2 * p + 1] * inv32;
+            T pair[2];
+            box_muller(r.v[2 * p], r.v[2 * p + 1], &pair[0], &pair[1]);
             for (int s = 0; s < 2; ++s) {
                 i64 j = 4 * q + 2 * p + s - first;  // l * Z + d
-                if (j >= 0 && j < n)
-                    eps[((j / Z) * B + b) * Z + j % Z] = (T)(rad * (s == 0 ? cos(ang) : sin(ang)));
+                if (j >= 0 && j < n) eps[((j / Z) * B + b) * Z + j % Z] = pair[s];
             }
         }
     }

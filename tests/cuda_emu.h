@@ -28,6 +28,18 @@ struct uint3 { unsigned x, y, z; };
 #define __forceinline__ inline
 #define __shared__ static
 
+// CUDA's rounded float intrinsics: one IEEE operation each (no -mfma here, so g++ fuses
+// nothing either)
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return sqrtf(a); }
+inline float __ll2float_rn(long long a) { return (float)a; }
+inline float __int2float_rn(int a) { return (float)a; }
+inline int __float_as_int(float a) { int i; memcpy(&i, &a, 4); return i; }
+inline float __int_as_float(int i) { float a; memcpy(&a, &i, 4); return a; }
+
 static uint3 threadIdx, blockIdx;
 static dim3 blockDim, gridDim;
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fastvae.backends import cuda as C
@@ -24,7 +25,7 @@ SOURCES = sorted(KERNELS.glob("*.cu")) + [KERNELS / "common.cuh"]
 PASSED = {o[2:].split("=")[0] for o in codes.cuda_defines()}
 #: what such a name looks like in a kernel file
 CONSTANT = re.compile(r"\b(?:ACT_[A-Z_0-9]+|LIK_[A-Z_]+|BLK_[A-Z_]+|ENC_[A-Z_0-9]+|PHILOX_[MW]\d|"
-                      r"TILE_[WH]|MOMENT_FLUSH|GRAD_FLUSH)\b")
+                      r"TILE_[WH]|MOMENT_FLUSH|GRAD_FLUSH|NOISE_[A-Z0-9_]+)\b")
 
 
 def _code(path):
@@ -49,6 +50,9 @@ def test_cuda_defines_carry_the_values_of_codes():
         assert int(d[f"PHILOX_M{i}"].rstrip("u"), 16) == codes.PHILOX_M[i]
         assert int(d[f"PHILOX_W{i}"].rstrip("u"), 16) == codes.PHILOX_W[i]
     assert (int(d["TILE_W"]), int(d["TILE_H"])) == (codes.TILE_W, codes.TILE_H)
+    for name, v in codes.noise_f32().items():  # float32 literals that are the float32 values
+        assert np.float32(d[name].strip("()").rstrip("f")) == np.float32(v)
+        assert float(np.float32(v)) == v
     assert (C.TILE_W, C.TILE_H) == (codes.TILE_W, codes.TILE_H)  # what the launchers plan with
 
 
@@ -83,7 +87,8 @@ def test_no_kernel_file_hard_codes_a_shared_constant(path):
 #: one constant of each guard, and a file whose compile reaches that guard
 DROPPED = [("ACT_SOFTPLUS", "dense.cu"), ("LIK_GAUSSIAN", "likelihood.cu"),
            ("MOMENT_FLUSH", "optim.cu"), ("TILE_H", "data.cu"), ("PHILOX_W1", "reparam.cu"),
-           ("BLK_NEGBIN", "blocks.cu"), ("ENC_LOG1P", "blocks.cu"), ("GRAD_FLUSH", "blocks.cu")]
+           ("BLK_NEGBIN", "blocks.cu"), ("ENC_LOG1P", "blocks.cu"), ("GRAD_FLUSH", "blocks.cu"),
+           ("NOISE_SQRT2", "reparam.cu")]
 
 
 def _without(name):

@@ -168,11 +168,12 @@ def test_split_kernels_match_the_serial_ones_for_every_thread_count(n, threads):
         for u, v in zip(*res):
             np.testing.assert_allclose(v, u, rtol=1e-4, atol=1e-6)
     # noise: the same bits whichever rows a call covers
-    eps1, eps2 = np.empty((2, 3000, 20), np.float32), np.empty((2, 3000, 20), np.float32)
     key = np.array([12345, 678], np.uint32)
-    reparam.normal_eps(eps1, key, 17, 5)
-    K.normal_eps(eps2, key, 17, 5)
-    np.testing.assert_array_equal(eps2, eps1)
+    for dt, serial in ((np.float32, reparam.normal_eps_f32), (np.float64, reparam.normal_eps)):
+        eps1, eps2 = np.empty((2, 3000, 20), dt), np.empty((2, 3000, 20), dt)
+        serial(eps1, key, 17, 5)
+        K.normal_eps(eps2, key, 17, 5)
+        np.testing.assert_array_equal(eps2, eps1)
     # Adam over parameter ranges
     P = 600_000
     p, m, v, g = (rng.standard_normal(P).astype(np.float32) for _ in range(4))

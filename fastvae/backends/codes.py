@@ -96,6 +96,35 @@ GRAD_FLUSH = 1e-30
 PHILOX_M = (0xD2511F53, 0xCD9E8D57)
 PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 
+#: The float32 noise (normal_eps on float32 arrays, reference.normal_eps): Box-Muller in
+#: float32 with these polynomials, the same IEEE operations in the same order on every
+#: backend (no contraction into fused multiply-adds), so the same bits everywhere.
+#: ln m = t (2 + t^2 (2/3 + t^2 (2/5 + ...))), t = (m - 1) / (m + 1), m in [1/sqrt 2, sqrt 2]
+#: (truncation below 1e-9); sin and cos on [-pi/4, pi/4] by their Taylor series to x^9 and
+#: x^8 (below 3e-8).  Held as float32 values.
+NOISE_LOG = (2.0, 2.0 / 3, 2.0 / 5, 2.0 / 7, 2.0 / 9)
+NOISE_SIN = (-1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880)
+NOISE_COS = (-1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320)
+#: ln 2, pi / 2, sqrt(1/2) and sqrt(2) for the same (float32 values)
+NOISE_LN2, NOISE_PIO2, NOISE_SQRT1_2, NOISE_SQRT2 = (0.6931471805599453, 1.5707963267948966,
+                                                     0.7071067811865476, 1.4142135623730951)
+
+
+def noise_f32():
+    """{name: value as a Python float holding the float32 value} of the float32 noise's
+    constants: NOISE_LOG0..4, NOISE_SIN0..3, NOISE_COS0..3, NOISE_LN2, NOISE_PIO2,
+    NOISE_SQRT1_2, NOISE_SQRT2."""
+    import numpy as np
+    out = {}
+    for name, vals in (("NOISE_LOG", NOISE_LOG), ("NOISE_SIN", NOISE_SIN),
+                       ("NOISE_COS", NOISE_COS)):
+        for i, v in enumerate(vals):
+            out[f"{name}{i}"] = float(np.float32(v))
+    for name in ("NOISE_LN2", "NOISE_PIO2", "NOISE_SQRT1_2", "NOISE_SQRT2"):
+        out[name] = float(np.float32(globals()[name]))
+    return out
+
+
 #: The tile of the CUDA kernels that reduce over rows or columns: a block is TILE_H warps of
 #: TILE_W lanes (kernels/common.cuh; fastvae.backends.cuda plans launches with it).  TILE_W
 #: is the warp size, 32: common.cuh refuses any other.
@@ -115,4 +144,6 @@ def cuda_defines():
         for i, v in enumerate(pair):
             values[f"{name}{i}"] = f"0x{v:08X}u"  # unsigned, as in Random123
     values["TILE_W"], values["TILE_H"] = TILE_W, TILE_H
+    for name, v in noise_f32().items():  # the float32 value's double digits: exact as float
+        values[name] = f"({v!r}f)"
     return tuple(f"-D{name}={value}" for name, value in values.items())

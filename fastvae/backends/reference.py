@@ -26,6 +26,7 @@ from .reference_bf16 import (bf16_support, matmul_bf16, matmul_f32_beside_bf16, 
                              to_bf16)
 from .reference_blocks import (block_cells, blocks_bwd, blocks_fwd, blocks_fwd_bwd,  # noqa: F401
                                decoder_input, embed_bwd, embed_fwd, encoder_input)
+from . import codes as _codes
 from .codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
                     ACT_SOFTPLUS, ACT_TANH, LIK_BERNOULLI, LIK_GAUSSIAN, MOMENT_FLUSH, PHILOX_M, PHILOX_W)
 
@@ -456,6 +457,9 @@ def normal_eps(eps, key, row0, first):
     global batch, or in the dataset) and its element index alone, never on how rows are
     batched, split over processes or chunked; training puts the step in the high word of
     the element index (first = step * 2^34).  The same on every backend.
+
+    float32 eps take a float32 Box-Muller of the same words instead (:func:`box_muller_f32`):
+    polynomial, so that it vectorises, and the same bits on every backend.
     """
     L, B, Z = eps.shape
     first, n = int(first), L * Z
@@ -467,12 +471,63 @@ def normal_eps(eps, key, row0, first):
                                                    rows.astype(np.uint32)[:, None],
                                                    (rows >> np.uint64(32)).astype(np.uint32)[:, None])]
     w = np.stack(philox4x32_10(*c, key[0], key[1]), axis=2).reshape(B, -1)
+    if eps.dtype == np.float32:
+        zz = np.stack(box_muller_f32(w[:, 0::2], w[:, 1::2]), axis=2).reshape(B, -1)
+        eps[...] = zz[:, first - 4 * q0: first - 4 * q0 + n].reshape(B, L, Z).transpose(1, 0, 2)
+        return
     u1 = (w[:, 0::2].astype(np.float64) + 1.0) * 2.0 ** -32
     u2 = w[:, 1::2].astype(np.float64) * 2.0 ** -32
     rad = np.sqrt(-2.0 * np.log(u1))
     angle = 2.0 * np.pi * u2
     zz = np.stack((rad * np.cos(angle), rad * np.sin(angle)), axis=2).reshape(B, -1)
     eps[...] = zz[:, first - 4 * q0: first - 4 * q0 + n].reshape(B, L, Z).transpose(1, 0, 2)
+
+
+def box_muller_f32(w1, w2):
+    """Two standard normals (float32 arrays) from two uint32 words each (arrays of one
+    shape), in float32 with the constants NOISE_* of fastvae.backends.codes, every operation
+    an IEEE float32 one in this order (the kernels repeat it: no fused multiply-add):
+
+    - radius: u = float32(w1 + 1), in [1, 2^32] (u / 2^32 is the uniform in (0, 1]), is
+      m 2^e with m in [1/sqrt 2, sqrt 2] (from u's bits); t = (m - 1) / (m + 1);
+      ln(u / 2^32) = t (L0 + t^2 (L1 + t^2 (... L4))) + (e - 32) ln 2; r = sqrt(-2 ln).
+    - angle: the top two bits of w2 pick the quadrant k, the other 30 the place in it:
+      f = float32(w2 mod 2^30) 2^-30, x = (f - 1/2) pi/2, and the angle is
+      k pi/2 + pi/4 + x, whose cosine and sine are (c - s, c + s) sqrt(1/2) with c, s the
+      polynomials for cos x and sin x, then turned by k quarter turns.
+    - (r cos, r sin) of the angle.
+    """
+    f32 = np.float32
+    K = {k: f32(v) for k, v in _codes.noise_f32().items()}
+    u = (np.asarray(w1, np.int64) + 1).astype(f32)
+    bits = u.view(np.int32)
+    e = (bits >> 23) - 127
+    m = ((bits & 0x7FFFFF) | 0x3F800000).astype(np.int32).view(f32)
+    big = m > K["NOISE_SQRT2"]
+    m = np.where(big, m * f32(0.5), m)
+    e = np.where(big, e + 1, e)
+    t = (m - f32(1)) / (m + f32(1))
+    t2 = t * t
+    p = K["NOISE_LOG4"]
+    for i in (3, 2, 1, 0):
+        p = K[f"NOISE_LOG{i}"] + t2 * p
+    ln = t * p + (e - 32).astype(f32) * K["NOISE_LN2"]
+    r = np.sqrt(f32(-2) * ln)
+    w2 = np.asarray(w2, np.int64)
+    k = w2 >> 30
+    x = ((w2 & 0x3FFFFFFF).astype(f32) * f32(2.0 ** -30) - f32(0.5)) * K["NOISE_PIO2"]
+    x2 = x * x
+    ps, pc = K["NOISE_SIN3"], K["NOISE_COS3"]
+    for i in (2, 1, 0):
+        ps = K[f"NOISE_SIN{i}"] + x2 * ps
+        pc = K[f"NOISE_COS{i}"] + x2 * pc
+    sn = x + x * (x2 * ps)
+    cs = f32(1) + x2 * pc
+    c = (cs - sn) * K["NOISE_SQRT1_2"]  # cos(pi/4 + x)
+    s = (cs + sn) * K["NOISE_SQRT1_2"]  # sin(pi/4 + x)
+    cos_a = np.where(k == 0, c, np.where(k == 1, -s, np.where(k == 2, -c, s)))
+    sin_a = np.where(k == 0, s, np.where(k == 1, c, np.where(k == 2, -s, -c)))
+    return (r * cos_a).astype(f32), (r * sin_a).astype(f32)
 
 
 def gather_rows(out, X, idx, scale):
@@ -499,7 +554,7 @@ def binarize_rows(x, u):
 HOST_KERNELS = ("scatter_rows", "binarize_rows")
 #: the public functions of this module that are not kernels: array helpers, and the
 #: generator under normal_eps (cpu/reparam.py has its own; the CUDA one is a device function)
-HELPERS = ("asarray", "to_numpy", "philox4x32_10", "clip_scale_of", "block_cells",
+HELPERS = ("asarray", "to_numpy", "philox4x32_10", "box_muller_f32", "clip_scale_of", "block_cells",
            "bf16_support")
 #: the modules whose public functions are reference kernels: this one, the column-block
 #: models' kernels and the bf16 products (imported above, so that they are reached as reference.<name>)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..codes import PHILOX_M, PHILOX_W
+from ..codes import PHILOX_M, PHILOX_W, noise_f32
 from numba import njit
 
 from ..nbmath import FASTMATH, jit, vexp, vexpm1
@@ -226,3 +226,86 @@ def normal_eps(eps, key, row0, first):
         for l_ in range(L):
             for d in range(Z):
                 eps[l_, b, d] = zz[off + l_ * Z + d]
+
+
+_NF = {k: np.float32(v) for k, v in noise_f32().items()}
+_L0, _L1, _L2, _L3, _L4 = (_NF[f"NOISE_LOG{i}"] for i in range(5))
+_S0, _S1, _S2, _S3 = (_NF[f"NOISE_SIN{i}"] for i in range(4))
+_C0, _C1, _C2, _C3 = (_NF[f"NOISE_COS{i}"] for i in range(4))
+_LN2, _PIO2, _SQRT1_2, _SQRT2 = (_NF[k] for k in ("NOISE_LN2", "NOISE_PIO2", "NOISE_SQRT1_2",
+                                                   "NOISE_SQRT2"))
+
+
+# No fastmath here: the float32 noise is the same bits on every backend only when every
+# multiply and add rounds on its own (reference.box_muller_f32), and fastmath's "contract"
+# would fuse them.  Without it the loops still vectorise: they are plain arithmetic.
+@njit(error_model="numpy", cache=True, nogil=True)
+def normal_eps_f32(eps, key, row0, first):
+    """eps (L, B, Z) float32 <- counter-based standard normal noise (contract:
+    reference.normal_eps; Philox4x32-10, then reference.box_muller_f32 in float32)."""
+    L, B, Z = eps.shape
+    n = L * Z
+    k0, k1 = np.uint64(key[0]) & _MASK, np.uint64(key[1]) & _MASK
+    one, half, two = np.float32(1.0), np.float32(0.5), np.float32(-2.0)
+    q0 = first // 4
+    nq = (first + n + 3) // 4 - q0
+    W = np.empty((4, nq), dtype=np.uint64)
+    u = np.empty(nq, dtype=np.float32)
+    ubits = u.view(np.int32)
+    mbits = np.empty(nq, dtype=np.int32)
+    m_ = mbits.view(np.float32)
+    ex = np.empty(nq, dtype=np.float32)
+    out = np.empty((4, nq), dtype=np.float32)  # out[2p + s, i]: element 4i + 2p + s
+    off = first - 4 * q0
+    for b in range(B):
+        cnt = np.uint64(row0 + b)
+        c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
+        for i in range(nq):
+            q = np.uint64(q0 + i)
+            a0, a1, a2, a3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
+            W[0, i] = a0
+            W[1, i] = a1
+            W[2, i] = a2
+            W[3, i] = a3
+        for p in range(2):
+            for i in range(nq):
+                u[i] = np.float32(np.int64(W[2 * p, i]) + 1)
+            for i in range(nq):  # u = m 2^e from its bits, m in [1, 2)
+                bits = ubits[i]
+                ex[i] = np.float32((bits >> 23) - 159)  # e - 32
+                mbits[i] = (bits & 0x7FFFFF) | 0x3F800000
+            for i in range(nq):
+                m = m_[i]
+                e = ex[i]
+                if m > _SQRT2:
+                    m = m * half
+                    e = e + one
+                t = (m - one) / (m + one)
+                t2 = t * t
+                pl = _L3 + t2 * _L4
+                pl = _L2 + t2 * pl
+                pl = _L1 + t2 * pl
+                pl = _L0 + t2 * pl
+                r = math.sqrt(two * (t * pl + e * _LN2))
+                w2 = np.int64(W[2 * p + 1, i])
+                k = w2 >> 30
+                x = (np.float32(w2 & 0x3FFFFFFF) * np.float32(2.0 ** -30) - half) * _PIO2
+                x2 = x * x
+                ps = _S2 + x2 * _S3
+                pc = _C2 + x2 * _C3
+                ps = _S1 + x2 * ps
+                pc = _C1 + x2 * pc
+                ps = _S0 + x2 * ps
+                pc = _C0 + x2 * pc
+                sn = x + x * (x2 * ps)
+                cs = one + x2 * pc
+                c = (cs - sn) * _SQRT1_2
+                s = (cs + sn) * _SQRT1_2
+                ca = c if k == 0 else (-s if k == 1 else (-c if k == 2 else s))
+                sa = s if k == 0 else (c if k == 1 else (-s if k == 2 else -c))
+                out[2 * p, i] = r * ca
+                out[2 * p + 1, i] = r * sa
+        for l_ in range(L):
+            for d in range(Z):
+                j = off + l_ * Z + d
+                eps[l_, b, d] = out[j & 3, j >> 2]

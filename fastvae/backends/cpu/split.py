@@ -150,11 +150,14 @@ def normal_eps(eps, key, row0, first):
     """eps (L, B, Z) <- counter-based normal noise (contract: reference.normal_eps): each
     row's noise is keyed by its place in the batch, so row ranges draw the same bits."""
     L, B, Z = eps.shape
-    parts = _spread(B, L * Z * 16)  # (a draw costs about 16 simple elements)
+    f32 = eps.dtype == np.float32
+    kernel = _reparam.normal_eps_f32 if f32 else _reparam.normal_eps
+    # (a float64 draw costs about 16 simple elements, a float32 one about 4)
+    parts = _spread(B, L * Z * (4 if f32 else 16))
     if len(parts) == 1:
-        _reparam.normal_eps(eps, key, row0, first)
+        kernel(eps, key, row0, first)
         return
-    run(_reparam.normal_eps, [(eps[:, lo:hi], key, row0 + lo, first) for lo, hi in parts])
+    run(kernel, [(eps[:, lo:hi], key, row0 + lo, first) for lo, hi in parts])
 
 
 def _chunk_views(*bufs):
