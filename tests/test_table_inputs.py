@@ -358,6 +358,33 @@ def test_identifiers_come_back_new_and_in_their_shape():
     assert s["id"].is_unique and not set(s["id"]) & set(df["id"])
 
 
+def test_identifiers_keep_each_shape_in_its_share():
+    """Tail numbers of three shapes of one length (N102UW, N10575, N1108A) come back in
+    those shapes at their shares; the values of a shape held by fewer than ID_SHAPE_MIN
+    values are pooled by length (here alone: Q and five letters) and keep their share."""
+    from fastvae.tabular.values import ID_SHAPE_MIN
+    rng = np.random.default_rng(21)
+    L, D = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"
+    pick = lambda chars, k: "".join(rng.choice(list(chars), k))  # noqa: E731
+    ids = list(dict.fromkeys(
+        [f"N{pick(D, 3)}{pick(L, 2)}" for _ in range(120)] + [f"N{pick(D, 5)}" for _ in range(60)]
+        + [f"N{pick(D, 4)}{pick(L, 1)}" for _ in range(17)]
+        + [f"Q{pick(L, 5)}" for _ in range(ID_SHAPE_MIN - 2)]))
+    df = base(len(ids)).assign(tail=ids)
+    tv, s = round_trip(df, n=4000)
+    assert next(c for c in tv.schema.columns if c.name == "tail").kind == "id"
+    shape = s["tail"].str.replace(r"[0-9]", "9", regex=True).str.replace(r"[A-Z]", "A", regex=True)
+    share = shape.value_counts(normalize=True)
+    n = len(df)
+    want = {"A999AA": 120 / n, "A99999": 60 / n, "A9999A": 17 / n, "AAAAAA": (ID_SHAPE_MIN - 2) / n}
+    assert set(share.index) == set(want)
+    for k, v in want.items():
+        assert abs(share[k] - v) < 0.03, (k, share[k], v)
+    assert s["tail"][shape == "AAAAAA"].str.startswith("Q").all()
+    assert s["tail"][shape != "AAAAAA"].str.startswith("N").all()
+    assert s["tail"].is_unique and not set(s["tail"]) & set(df["tail"])
+
+
 def test_ignored_columns_come_back_drawn_from_their_values():
     rng = np.random.default_rng(12)
     df = base().assign(note=rng.choice(["ok", "late", "never"], 200, p=[.6, .3, .1]),
