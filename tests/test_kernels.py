@@ -463,7 +463,8 @@ def test_reparam_iw_bwd(any_kb, dtype, dreg, B, K, Z):
 
 # ------------------------------------------------------------------------------- noise
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("L,B,Z,first", [(1, 1, 1, 0), (1, 5, 3, 7), (3, 37, 20, 5 << 34)])
+@pytest.mark.parametrize("L,B,Z,first", [(1, 1, 1, 0), (1, 5, 3, 7), (3, 37, 20, 5 << 34),
+                                         (1, 500, 40, 3)])
 def test_normal_eps_matches_reference(kb, dtype, L, B, Z, first):
     """The same counter-based draws as the reference.  float32 noise is the same bits on
     every backend (a polynomial Box-Muller, every operation rounded on its own).  float64
@@ -491,21 +492,34 @@ def test_normal_eps_is_addressed_by_row_and_element(any_kb, dtype):
     np.testing.assert_array_equal(again, big)
 
 
-def test_normal_eps_is_standard_normal_and_counter_based():
-    a = np.empty((1, 100, 2000))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_normal_eps_is_standard_normal_and_counter_based(dtype):
+    a = np.empty((1, 100, 2000), dtype)
     ref.normal_eps(a, (1, 2), 0, 0)
-    b = np.empty((1, 100, 2000))
+    b = np.empty((1, 100, 2000), dtype)
     ref.normal_eps(b, (1, 2), 100, 0)  # the next 100 rows
-    c = np.empty((1, 100, 2000))
+    c = np.empty((1, 100, 2000), dtype)
     ref.normal_eps(c, (1, 2), 0, 1 << 34)  # the same rows, the next step
     for v in (a, b, c):
         assert abs(v.mean()) < 0.01 and abs(v.std() - 1) < 0.01
         assert abs((v > 1.96).mean() - 0.025) < 0.002  # the tail, not just two moments
     assert abs(np.corrcoef(a.ravel(), c.ravel())[0, 1]) < 0.01
     assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
-    d = np.empty((1, 7, 2000))
+    d = np.empty((1, 7, 2000), dtype)
     ref.normal_eps(d, (1, 2), 3, 0)
     np.testing.assert_array_equal(d, a[:, 3:10])  # a row's noise is its own, however batched
+    assert (np.abs(a) > 4.5).mean() < 2e-5 and np.abs(a).max() > 4  # the tails, both ways
+
+
+def test_float32_noise_is_the_float64_noise_rounded_nearly():
+    """The float32 Box-Muller draws what the float64 one does from the same words, to
+    float32's precision (the polynomials' error is below 3e-8): the float32 stream is the
+    same noise, not another."""
+    a = np.empty((2, 300, 50), np.float32)
+    b = np.empty((2, 300, 50), np.float64)
+    ref.normal_eps(a, (5, 6), 11, 1 << 34)
+    ref.normal_eps(b, (5, 6), 11, 1 << 34)
+    np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)
 
 
 # -------------------------------------------------------------------------------- data
