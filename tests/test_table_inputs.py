@@ -513,10 +513,28 @@ def test_a_compressed_file_names_a_duplicate_header_and_a_zip_of_two_files(tmp_p
 
 
 def test_a_column_of_rare_values_only_is_named_as_such():
-    df = pd.DataFrame({"s": [f"v{i}" for i in range(149)] + ["v0"], "c": 1})
+    # 50 values of 3 rows each: every one rare, and too few distinct to be names or codes
+    df = pd.DataFrame({"s": [f"v{i // 3}" for i in range(150)], "c": 1})
     with pytest.raises(TableError, match=r"'s': every value in fewer than 5 rows \(written "
                                          r"as '_RARE_'\), 'c': constant\)"):
         fitted(df)
+
+
+def test_names_with_a_few_repeats_come_back_as_new_names_of_their_shape():
+    """Every value rare and most distinct (149 of 150): an identifier-like column, written
+    back as new values of its shape, never a training one, not one '_RARE_'."""
+    from fastvae.tabular.kinds import ID_LIKE_SHARE
+    names = [f"Ab{i:03d}" for i in range(149)] + ["Ab000"]
+    df = base(150).assign(s=names)
+    tv, s = round_trip(df, n=300)
+    assert next(c for c in tv.schema.columns if c.name == "s").kind == "id"
+    assert s["s"].str.fullmatch(r"Ab\d{3}").all() and s["s"].is_unique
+    assert not set(s["s"]) & set(names)
+    # under the share: the rare bucket, as before
+    few = [f"Ab{i % (int(150 * ID_LIKE_SHARE) - 10):03d}" for i in range(150)]
+    few[0] = few[1] = few[2] = "Ab999"
+    tv2, _ = round_trip(base(150).assign(s=few), n=10)
+    assert next(c for c in tv2.schema.columns if c.name == "s").kind != "id"
 
 
 def test_file_errors_name_the_file(tmp_path):

@@ -8,8 +8,9 @@ Inference, each step overridable with ``types={column: TYPE}`` (:data:`TYPES`):
   :data:`MAX_CATEGORIES`, the most frequent); the rest share one rare bucket, written back
   as :data:`~fastvae.tabular.column.RARE`.  Booleans and a Categorical's declared
   categories are a fixed vocabulary, not personal values: each is a category of its own;
-- a string column whose values are all different (at least :data:`MIN_ID_ROWS` of them)
-  -> ``id``: written back as new identifiers of the same shape;
+- a string column whose values are all different (at least :data:`MIN_ID_ROWS` of them),
+  or all rare with at least :data:`ID_LIKE_SHARE` of them distinct -> ``id``: written back
+  as new identifiers of the values' shapes, never a training value;
 - a string column whose values all parse as dates or date-times in one layout (plain
   numbers and years do not) -> a datetime, written back as text in that layout;
 - integer, float, datetime (with or without a time zone), timedelta and date columns ->
@@ -48,6 +49,11 @@ TYPES = {"numeric": "numeric", "categorical": "categorical", "category": "catego
 MAX_CATEGORIES = 1000
 #: a string column of all-different values is an identifier from this many rows on
 MIN_ID_ROWS = 20
+#: ... and so is one whose every value is rare (in fewer than RARE_MIN rows: none may be
+#: written back) with at least this share of distinct values: tail numbers or names with
+#: a few repeats come back as new values of their shapes, not as one "_RARE_" (a string
+#: column of few values, each rare, still does)
+ID_LIKE_SHARE = 0.5
 #: quantiles kept of an ignored numeric column (it is drawn by interpolating them)
 FREE_QUANTILES = 1001
 #: a numeric column is discrete (its samples take its own values) when it has at most
@@ -274,9 +280,11 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         return _identifier(col, present, miss, salt)
     if asked == "categorical" or (asked is None and source in ("bool", "category", "object",
                                                                "mixed")):
-        if asked is None and source == "object" and present.nunique() == len(present) \
-                and len(present) >= MIN_ID_ROWS:
-            return _identifier(col, present, miss, salt)
+        if asked is None and source == "object" and len(present) >= MIN_ID_ROWS:
+            k = present.nunique()
+            if k == len(present) or (k >= ID_LIKE_SHARE * len(present) and
+                                     not _categories(col, present)[0]):
+                return _identifier(col, present, miss, salt)
         return _categorical(col, present)
     if source in ("bool", "category", "object", "mixed"):
         raise TableError(f"column {name!r} holds {source if source != 'object' else 'string'} "
