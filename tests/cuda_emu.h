@@ -28,8 +28,8 @@ struct uint3 { unsigned x, y, z; };
 #define __forceinline__ inline
 #define __shared__ static
 
-// CUDA's rounded float intrinsics: one IEEE operation each (no -mfma here, so g++ fuses
-// nothing either)
+// CUDA's rounded float intrinsics: one IEEE operation each (the emulator compiles with
+// -ffp-contract=off, so g++ fuses none of them into an FMA)
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline float __fmul_rn(float a, float b) { return a * b; }

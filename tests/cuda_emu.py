@@ -62,7 +62,10 @@ def gxx_command(kernel_dir=None, defines=None):
     kernel_dir = Path(kernel_dir or cuda_backend.kernel_dir())
     if defines is None:
         defines = [o for o in cuda_backend.compile_options(kernel_dir) if o.startswith("-D")]
-    return ["g++", "-std=c++17", "-O1", "-fPIC", "-w", "-I", str(HERE), "-I", str(kernel_dir),
+    # (-ffp-contract=off: no multiply and add fused, as the float32 noise's rounded
+    # intrinsics require, on any host that has FMA instructions)
+    return ["g++", "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-w", "-I", str(HERE),
+            "-I", str(kernel_dir),
             *defines]
 
 

@@ -520,6 +520,24 @@ def test_a_column_of_rare_values_only_is_named_as_such():
         fitted(df)
 
 
+def test_identifier_shapes_never_draw_a_value_twice_or_a_training_one():
+    """A pool of rare shapes that comes out as a kept shape is one shape (two would draw
+    the same values twice), and a pool of one value repeated pins nothing (it would draw
+    that training value with a suffix)."""
+    from fastvae.tabular.values import IdDrawer, Taken, id_hashes, id_pattern
+    rng = np.random.default_rng(3)
+    low = list("abcdefghijklmnopqrstuvwxyz")
+    ids = ["".join(rng.choice(low, 4)) for _ in range(30)] + ["1bcd", "a2cd", "ab3d", "abc4"]
+    ids += ["".join(rng.choice(list("ABCDEFGH"), 5)) for _ in range(40)] + ["O'Neil"] * 3
+    strings = np.array(ids, dtype=object)
+    pat = id_pattern(strings)
+    keys = [str(sh["positions"]) for sh in pat["shapes"]]
+    assert len(keys) == len(set(keys))
+    drawn = IdDrawer(pat, Taken(id_hashes(strings, b"k"), b"k"), rng).draw(30000, rng)
+    assert len(set(drawn)) == len(drawn) and not set(drawn) & set(ids)
+    assert not any(v.startswith("O'Neil") for v in drawn)
+
+
 def test_names_with_a_few_repeats_come_back_as_new_names_of_their_shape():
     """Every value rare and most distinct (149 of 150): an identifier-like column, written
     back as new values of its shape, never a training one, not one '_RARE_'."""

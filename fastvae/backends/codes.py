@@ -101,7 +101,9 @@ PHILOX_W = (0x9E3779B9, 0xBB67AE85)
 #: backend (no contraction into fused multiply-adds), so the same bits everywhere.
 #: ln m = t (2 + t^2 (2/3 + t^2 (2/5 + ...))), t = (m - 1) / (m + 1), m in [1/sqrt 2, sqrt 2]
 #: (truncation below 1e-9); sin and cos on [-pi/4, pi/4] by their Taylor series to x^9 and
-#: x^8 (below 3e-8).  Held as float32 values.
+#: x^8 (below 3e-8).  Held as float32 values.  (Numba freezes them into cpu/reparam.py's
+#: cached code, whose cache is keyed by that file alone, as with PHILOX_*: a change here
+#: needs a fresh compile, NUMBA_CACHE_DIR emptied.)
 NOISE_LOG = (2.0, 2.0 / 3, 2.0 / 5, 2.0 / 7, 2.0 / 9)
 NOISE_SIN = (-1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880)
 NOISE_COS = (-1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320)

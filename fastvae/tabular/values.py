@@ -184,9 +184,10 @@ def _char_class(ch):
 def _positions(group):
     """The positions of identifiers ``group`` (strings of one length), as id_pattern says."""
     pos = []
+    distinct = len(set(group)) > 1  # (one value many times pins nothing: it is a value)
     for i in range(len(group[0])):
         chars = {g[i] for g in group}
-        if len(chars) == 1 and len(group) > 1 and not next(iter(chars)).isdigit():
+        if len(chars) == 1 and distinct and not next(iter(chars)).isdigit():
             # (a digit that never changes is a counter's leading zero: any digit)
             pos.append(["=", next(iter(chars))])
         elif all(c.isdigit() for c in chars):
@@ -226,8 +227,15 @@ def id_pattern(strings):
         if k not in names:
             by_len.setdefault(len(k), []).extend(g)
     groups = [g for _, g in kept] + [g for _, g in sorted(by_len.items())]
-    shapes = [{"length": len(g[0]), "share": len(g) / len(strings), "positions": _positions(g)}
-              for g in groups]
+    shapes = []
+    for g in groups:
+        pos = _positions(g)
+        same = next((sh for sh in shapes if sh["positions"] == pos), None)
+        if same is not None:  # a pool that came out as a kept shape: one shape, one draw
+            same["share"] += len(g) / len(strings)  # (two would draw the same values twice)
+        else:
+            shapes.append({"length": len(g[0]), "share": len(g) / len(strings),
+                           "positions": pos})
     return {"uuid": False, "shapes": shapes}
 
 
