@@ -538,6 +538,21 @@ def test_identifier_shapes_never_draw_a_value_twice_or_a_training_one():
     assert not any(v.startswith("O'Neil") for v in drawn)
 
 
+def test_identifier_letters_are_the_ones_each_position_shows():
+    """Tail numbers whose suffix is one of five airlines' codes come back with those
+    letters in those positions (not any letter), digits still any digit, none a training
+    value."""
+    rng = np.random.default_rng(8)
+    suf = ["UW", "US", "AA", "DL", "UA"]
+    ids = list(dict.fromkeys(f"N{rng.integers(100, 999)}{rng.choice(suf)}" for _ in range(400)))
+    df = base(len(ids)).assign(tail=ids)
+    tv, s = round_trip(df, n=3000)
+    t = s["tail"]
+    assert t.str.fullmatch(r"N\d{3}[ADU][ALSW]").all(), t[~t.str.fullmatch(r"N\d{3}[ADU][ALSW]")]
+    assert set(t.str[4]) == {"A", "D", "U"} and set(t.str[5]) == {"A", "L", "S", "W"}
+    assert t.is_unique and not set(t) & set(ids)
+
+
 def test_names_with_a_few_repeats_come_back_as_new_names_of_their_shape():
     """Every value rare and most distinct (149 of 150): an identifier-like column, written
     back as new values of its shape, never a training one, not one '_RARE_'."""

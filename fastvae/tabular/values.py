@@ -182,7 +182,9 @@ def _char_class(ch):
 
 
 def _positions(group):
-    """The positions of identifiers ``group`` (strings of one length), as id_pattern says."""
+    """The positions of identifiers ``group`` (strings of one length), as id_pattern says;
+    an ASCII letter position of a group of at least ID_SHAPE_MIN distinct values that shows
+    fewer than the 26 letters is ["set", its letters]."""
     pos = []
     distinct = len(set(group)) > 1  # (one value many times pins nothing: it is a value)
     for i in range(len(group[0])):
@@ -192,6 +194,12 @@ def _positions(group):
             pos.append(["=", next(iter(chars))])
         elif all(c.isdigit() for c in chars):
             pos.append("9")
+        elif all(c in _CLASSES["A"] for c in chars) or all(c in _CLASSES["a"] for c in chars):
+            cls = "A" if next(iter(chars)) in _CLASSES["A"] else "a"
+            # the letters this position takes (a tail number's airline suffix, a code's
+            # prefix), once enough different values show them
+            few = len(set(group)) >= ID_SHAPE_MIN and len(chars) < len(_CLASSES[cls])
+            pos.append(["set", "".join(sorted(chars))] if few else cls)
         elif all(c.isupper() for c in chars):
             pos.append("A")
         elif all(c.islower() for c in chars):
@@ -205,9 +213,9 @@ def _positions(group):
 def id_pattern(strings):
     """The shape of identifiers ``strings`` (object array of str): {"uuid": True} for
     UUIDs; otherwise a list of shapes with the share of values of each.  A shape is a list
-    of positions each "9" (a digit), "A" (an upper case letter), "a" (a lower case letter)
-    or ["=", c] (always the letter or sign c; a digit position is always "9": u-000123 has
-    room for a million).
+    of positions each "9" (a digit), "A" (an upper case letter), "a" (a lower case letter),
+    ["set", letters] (one of the letters that position shows) or ["=", c] (always the
+    letter or sign c; a digit position is always "9": u-000123 has room for a million).
 
     The shapes are the values' own: N102UW, N10575 and N1108A are three (A999AA, A99999,
     A9999A), each kept in its share of the samples (one shape per length made every
@@ -230,13 +238,25 @@ def id_pattern(strings):
     shapes = []
     for g in groups:
         pos = _positions(g)
-        same = next((sh for sh in shapes if sh["positions"] == pos), None)
-        if same is not None:  # a pool that came out as a kept shape: one shape, one draw
-            same["share"] += len(g) / len(strings)  # (two would draw the same values twice)
+        # kept shapes never share a value (each has its own class at some position); a
+        # pool that could draw a kept shape's values joins it: two shapes that overlap
+        # would draw some values twice
+        same = next((sh for sh in shapes if _overlap(sh["positions"], pos)), None)
+        if same is not None:
+            same["share"] += len(g) / len(strings)
         else:
             shapes.append({"length": len(g[0]), "share": len(g) / len(strings),
                            "positions": pos})
     return {"uuid": False, "shapes": shapes}
+
+
+def _chars(p):
+    return set(p[1]) if isinstance(p, list) else set(_CLASSES[p])
+
+
+def _overlap(a, b):
+    """Whether two shapes' positions (id_pattern) can spell the same string."""
+    return len(a) == len(b) and all(_chars(x) & _chars(y) for x, y in zip(a, b))
 
 
 def id_hashes(strings, salt):
@@ -273,7 +293,7 @@ class IdDrawer:
         self.perms = []
         if not pattern["uuid"]:
             for shape in pattern["shapes"]:
-                radix = [1 if isinstance(p, list) else len(_CLASSES[p])
+                radix = [len(p[1]) if isinstance(p, list) else len(_CLASSES[p])
                          for p in shape["positions"]]
                 size = 1
                 for r in radix:
@@ -317,7 +337,7 @@ class IdDrawer:
         chars = []
         for p, r in zip(self.pattern["shapes"][j]["positions"], radix):
             v, d = divmod(v, r)
-            chars.append(p[1] if isinstance(p, list) else _CLASSES[p][d])
+            chars.append(p[1][d] if isinstance(p, list) else _CLASSES[p][d])
         s = "".join(chars)
         return s if i < size else f"{s}-{i // size}"
 
