@@ -158,6 +158,10 @@ def judge(trn, hol, syn, report_dir):
     qa.set_random_state(0)
     _, m = qa.report(syn_tgt_data=syn, trn_tgt_data=trn, hol_tgt_data=hol,
                      report_path=os.path.join(report_dir, "qa.html"))
+    if m is None:  # (its prerequisites: 100 synthetic, 90 training and 10 holdout rows)
+        raise ValueError(f"mostlyai-qa gives no metrics for {len(trn)} training, {len(hol)} "
+                         f"holdout and {len(syn)} synthetic rows: it needs at least 90, 10 "
+                         f"and 100")
     out = {"accuracy": m.accuracy.overall, "univariate": m.accuracy.univariate,
            "bivariate": m.accuracy.bivariate, "trivariate": m.accuracy.trivariate,
            "accuracy_max": m.accuracy.overall_max,
