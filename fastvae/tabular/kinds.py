@@ -282,9 +282,13 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
                                                                "mixed")):
         if asked is None and source == "object" and len(present) >= MIN_ID_ROWS:
             k = present.nunique()
-            if k == len(present) or (k >= ID_LIKE_SHARE * len(present) and
-                                     not _categories(col, present)[0]):
+            if k == len(present):
                 return _identifier(col, present, miss, salt)
+            if k >= ID_LIKE_SHARE * len(present):
+                cats = _categories(col, present)
+                if not cats[0]:
+                    return _identifier(col, present, miss, salt)
+                return _categorical(col, present, cats)
         return _categorical(col, present)
     if source in ("bool", "category", "object", "mixed"):
         raise TableError(f"column {name!r} holds {source if source != 'object' else 'string'} "
@@ -331,10 +335,12 @@ def _constant(col, value):
     return col
 
 
-def _categorical(col, present):
+def _categorical(col, present, cats=None):
+    """``col`` as a categorical (or constant) column of ``present``; ``cats``:
+    _categories(col, present) when the caller has it already."""
     if present.nunique() < 2:
         return _constant(col, plain(present.iloc[0]))
-    cats, rare, p, others = _categories(col, present)
+    cats, rare, p, others = cats if cats is not None else _categories(col, present)
     if not cats:  # every value is rare: none may be written back
         return _constant(col, RARE)
     if len(cats) == 1 and not rare:

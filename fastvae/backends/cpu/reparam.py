@@ -187,6 +187,20 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
+@njit(error_model="numpy", cache=True, nogil=True, inline="always")
+def _philox_row(W, q0, c2, c3, k0, k1):
+    """W (4, nq) <- the Philox words of quads q0 .. q0 + nq - 1 of the counter (c2, c3):
+    the integer work of both noise kernels (inlined into each, so each keeps its own
+    flags; philox itself is inlined too: called, this loop did not vectorise)."""
+    for i in range(W.shape[1]):
+        q = np.uint64(q0 + i)
+        a0, a1, a2, a3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
+        W[0, i] = a0
+        W[1, i] = a1
+        W[2, i] = a2
+        W[3, i] = a3
+
+
 @jit
 def normal_eps(eps, key, row0, first):
     """eps (L, B, Z) <- counter-based standard normal noise (contract: reference.normal_eps;
@@ -207,13 +221,7 @@ def normal_eps(eps, key, row0, first):
     for b in range(B):
         cnt = np.uint64(row0 + b)
         c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
-        for i in range(nq):
-            q = np.uint64(q0 + i)  # (philox inlined: called, this loop did not vectorise)
-            a0, a1, a2, a3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
-            W[0, i] = a0
-            W[1, i] = a1
-            W[2, i] = a2
-            W[3, i] = a3
+        _philox_row(W, q0, c2, c3, k0, k1)
         for i in range(nq):
             rad0 = math.sqrt(-2.0 * math.log((np.float64(W[0, i]) + 1.0) * inv32))
             ang0 = two_pi * np.float64(W[1, i]) * inv32
@@ -260,13 +268,7 @@ def normal_eps_f32(eps, key, row0, first):
     for b in range(B):
         cnt = np.uint64(row0 + b)
         c2, c3 = cnt & _MASK, cnt >> np.uint64(32)
-        for i in range(nq):
-            q = np.uint64(q0 + i)
-            a0, a1, a2, a3 = philox4x32_10(q & _MASK, q >> np.uint64(32), c2, c3, k0, k1)
-            W[0, i] = a0
-            W[1, i] = a1
-            W[2, i] = a2
-            W[3, i] = a3
+        _philox_row(W, q0, c2, c3, k0, k1)
         for p in range(2):
             for i in range(nq):
                 u[i] = np.float32(np.int64(W[2 * p, i]) + 1)
