@@ -5,9 +5,10 @@ backend on the emulated device (the real kernels/blocks.cu), and the GPU where t
 Inputs carry the edge values of the block likelihoods (tests/blocks_data.py): learned
 scales at the floor, dispersions of 1e-3 and 1e4, counts of 0 and 10^6, a categorical class
 with probability near 1, exposures of 1e-3 and 1e3, missing cells.  Cell math is float64 in
-every backend (but the cpu kernel's categorical softmax, in the arrays' precision), so
-float32 outputs differ from the reference by their final rounding and by the order of the
-sums (tolerances as in test_kernels.py).
+every backend but the cpu kernel's categorical softmax and its count cells' terms (but the
+lgamma and digamma sums), which run in the arrays' precision so that they vectorise; float32
+outputs differ from the reference by their rounding and by the order of the sums
+(tolerances as in test_kernels.py).
 """
 from __future__ import annotations
 
@@ -226,11 +227,11 @@ def test_decoder_input(kb, R, B, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_negative_binomial_over_counts_and_dispersions(kb, dtype):
     """Every path of the count cells against the reference: counts 0..70 (the small-count
-    tables, the exact sums, and past them) and 10^6, under dispersions from 1e-3 to 1e6
+    tables, the exact sums, and past them) and 10^6, under dispersions from 1e-33 to 1e6
     (where (theta + k)^k overflows a float64 product the series must take over)."""
     from fastvae.core.blocks import NegBinomial
     from fastvae.core.columns import Columns
-    thetas = np.array([1e-3, 0.5, 7.5, 2.9e4, 3.1e4, 1e5, 1e6])
+    thetas = np.array([1e-33, 1e-3, 0.5, 7.5, 2.9e4, 3.1e4, 1e5, 1e6])
     counts = np.concatenate([np.arange(71.0), [1e6]])
     cl = Columns([NegBinomial(len(thetas))])
     x = np.repeat(counts, 1)[:, None] * np.ones((1, len(thetas)))
@@ -245,6 +246,32 @@ def test_negative_binomial_over_counts_and_dispersions(kb, dtype):
     assert all(np.isfinite(o).all() for o in o_c)
     _close(o_c[0], o_r[0], dtype)
     _close(o_c[1], o_r[1], dtype, reduction=True, terms=cl.D)
+    _close(o_c[3], o_r[3], dtype, reduction=True, terms=R * cl.D)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_count_runs_longer_than_a_cell_chunk(kb, dtype):
+    """Count runs of 600 columns (the cpu kernel sums a run's cell terms in chunks of 256
+    cells: two whole chunks and a part) with missing cells and the edge values, against
+    the reference."""
+    from fastvae.core.blocks import ZINB, NegBinomial
+    from fastvae.core.columns import Columns
+    rng = np.random.default_rng(5)
+    cl = Columns([NegBinomial(600, exposure=True), ZINB(600)], 0, True)
+    R = 7
+    x = bd.rows(cl, R, rng).astype(dtype)
+    counts = x[:, :cl.block_columns[-1][1]]  # (a view: the exposure column stays as it is)
+    counts[rng.random(counts.shape) < 0.05] = np.nan
+    out = bd.outputs(cl, R, rng).astype(dtype)
+    aux = bd.aux(cl, rng).astype(dtype)
+    outs = [_nan(R, cl.P, dtype=dtype), _nan(R, dtype=dtype), _nan(cl.P, dtype=dtype),
+            _nan(cl.n_aux, dtype=dtype)]
+    (o_r, _, _), (o_c, _, _) = kb.run("blocks_fwd_bwd", outs, out, np.zeros(cl.P, dtype), x,
+                                      aux, cl.cols, cl.meta, 1.0 / R)
+    assert all(np.isfinite(o).all() for o in o_c)
+    _close(o_c[0], o_r[0], dtype)
+    _close(o_c[1], o_r[1], dtype, reduction=True, terms=cl.D)
+    _close(o_c[2], o_r[2], dtype, reduction=True, terms=R)
     _close(o_c[3], o_r[3], dtype, reduction=True, terms=R * cl.D)
 
 

@@ -3,12 +3,12 @@ CUDA: kernels/blocks.cu).
 
 One pass per decoder row over its columns, branching on each column's block kind (a
 predictable branch: columns of a block are consecutive).  Cell math runs in float64 whatever
-the arrays' dtype: the negative binomial's lgamma and digamma differences
-(:mod:`fastvae.backends.special`, compiled from the same source) are float64 functions.  The
-one exception is the categorical softmax, which runs in the arrays' precision so that its
-loops over a column's classes vectorise (a table's wide categorical columns made it most of
-the step: 2.9 ms of flights' 8.3 at batch 512).  Sums over rows run in
-row order, so the results do not depend on anything but the inputs.
+the arrays' dtype, with two exceptions in the arrays' precision, so that their loops
+vectorise: the categorical softmax (a table's wide categorical columns made it most of the
+step: 2.9 ms of flights' 8.3 at batch 512), and the terms every negative binomial and ZINB
+cell has (:mod:`fastvae.backends.cpu.counts`: a ZINB call on 64 rows of 2,000 genes in the
+scVI benchmark's training took 2.17 ms with them in float64, 1.31 ms now).  Sums over rows
+run in row order, so the results do not depend on anything but the inputs.
 """
 from __future__ import annotations
 
@@ -16,55 +16,12 @@ import math
 
 import numpy as np
 
-from .. import special
 from ..codes import (BLK_BERNOULLI, BLK_CATEGORICAL, BLK_GAUSSIAN, BLK_NEGBIN,
                      BLK_POISSON, BLK_ZINB, ENC_LOG1P, ENC_MASK, GRAD_FLUSH)
-from ..nbmath import exp_nonpos, jit, jit_module_functions, log1p_unit
+from ..nbmath import exp_nonpos, jit, log1p_unit
+from .counts import LOG1P_TABLE, SMALL, count_run, lgamma1, nb_tables
 
-_special = jit_module_functions(special, special.FUNCTIONS)
-_lgamma = _special["lgamma"]
-_lgamma_diff = _special["lgamma_diff"]
-_digamma_diff = _special["digamma_diff"]
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-#: counts below this are integers whose log1p, lgamma(x + 1) and negative binomial sums are
-#: read from tables or summed exactly (most counts of a count matrix are small: 63% zeros,
-#: 97% below 16 in benchmarks/nb_counts.py)
-_SMALL = 64
-_LOG1P_TABLE = np.log1p(np.arange(_SMALL, dtype=np.float64))
-_LGAMMA1_TABLE = np.array([math.lgamma(k + 1.0) for k in range(_SMALL)])
-#: above this theta the exact product of (theta + k), k < _SMALL, could overflow float64
-#: ((3e4 + 64)^64 is 1e287): the series take over
-_THETA_EXACT = 3e4
-#: counts below this read lgamma(x + th) - lgamma(th) and digamma(x + th) - digamma(th)
-#: from per-call tables of each dispersion's cumulative sums of log(th + k) and 1/(th + k):
-#: the nonzero counts of a count matrix are mostly this small, and the tables cost
-#: _NB_TABLE logs per dispersion per call instead of one log per nonzero cell
-_NB_TABLE = 8
-
-
-@jit
-def _lgamma1(x):
-    """lgamma(x + 1) of a count x >= 0."""
-    if x < _SMALL and x == math.floor(x):
-        return _LGAMMA1_TABLE[int(x)]
-    return _lgamma(x + 1.0)
-
-
-@jit
-def _nb_diffs(x, th, grad):
-    """(lgamma(x + th) - lgamma(th), digamma(x + th) - digamma(th)) of a count x > 0: for a
-    small integer x the exact sums over k < x of log(th + k) (one log of their product) and
-    1 / (th + k); otherwise backends/special.py's series (the digamma only when ``grad``)."""
-    if x < _SMALL and x == math.floor(x) and th < _THETA_EXACT:
-        prod = 1.0
-        dg = 0.0
-        n = int(x)
-        for k in range(n):
-            t = th + k
-            prod *= t
-            dg += 1.0 / t
-        return math.log(prod), dg
-    return _lgamma_diff(x, th), _digamma_diff(x, th) if grad else 0.0
 
 
 @jit
@@ -128,125 +85,18 @@ def _runs(cols):
 
 
 @jit
-def _nb_tables(eaux, first, stop):
-    """(lg, dg) (_NB_TABLE, n_aux) float64: for aux entries first..stop-1 (the log
-    dispersions), lg[x, a] = sum_{k<x} log(th + k) = lgamma(x + th) - lgamma(th) and
-    dg[x, a] = sum_{k<x} 1 / (th + k) = digamma(x + th) - digamma(th), th = eaux[a]."""
-    n = eaux.shape[0]
-    lg = np.zeros((_NB_TABLE, n))
-    dg = np.zeros((_NB_TABLE, n))
-    for x in range(1, _NB_TABLE):
-        for a in range(first, stop):
-            t = eaux[a] + (x - 1)
-            lg[x, a] = lg[x - 1, a] + math.log(t)
-            dg[x, a] = dg[x - 1, a] + 1.0 / t
-    return lg, dg
-
-
-@jit
-def _nb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
-    """One row's cells of a negative binomial run, every argument a 1-D slice over the run's
-    columns (their outputs, dispersions, data); returns their loss.  Two passes: the terms
-    every cell has (the zero count's), with no branch, so that LLVM vectorises it (a missing
-    cell selects 0), then the lgamma and digamma sums of the nonzero counts only.  (Unit
-    stride slices: with the run's offsets as indices the same loop ran 2.4x slower.)"""
-    n = x.shape[0]
-    acc = 0.0
-    if grad:  # (the branch outside the loops: inside, it kept LLVM from vectorising)
-        for k in range(n):
-            xv = float(x[k])
-            obs = xv == xv
-            x0 = xv if obs else 0.0
-            th = eaux[k]
-            sp, sm, s, sn = _logistic(float(out[k]) + oj - float(aux[k]), T)
-            acc += (th * sp + x0 * sm) if obs else 0.0
-            g = _flushed(T(w * (th * s - x0 * sn)), T) if obs else T(0.0)
-            dout[k] = g
-            db[k] += g
-            daux[k] += T(w * (th * sp - th * s + x0 * sn)) if obs else T(0.0)
-    else:
-        for k in range(n):
-            xv = float(x[k])
-            obs = xv == xv
-            x0 = xv if obs else 0.0
-            sp, sm, _, _ = _logistic(float(out[k]) + oj - float(aux[k]), T)
-            acc += (eaux[k] * sp + x0 * sm) if obs else 0.0
-    return acc + _count_terms(daux, x, eaux, lg, dg, w, grad, T)
-
-
-@jit
-def _count_terms(daux, x, eaux, lg, dg, w, grad, T):
-    """The lgamma and digamma terms of a negative binomial (or ZINB) run's positive counts,
-    its second and third passes; returns their loss, and with ``grad`` subtracts their
-    dispersion gradients from daux.  Counts below _NB_TABLE read the tables, with no
-    branch (a zero, or a missing cell, reads row 0 of the tables: 0): whether a count is
-    zero is a coin toss per cell, and branching on it cost more than the sums."""
-    n = x.shape[0]
-    acc = 0.0
-    if grad:  # (the branch outside the loops: inside, it kept LLVM from vectorising)
-        for k in range(n):
-            xv = float(x[k])
-            iv = int(xv if xv < _NB_TABLE else 0.0)  # (NaN: 0)
-            acc += _LGAMMA1_TABLE[iv] - lg[iv, k]
-            daux[k] -= T(w * eaux[k] * dg[iv, k])
-    else:
-        for k in range(n):
-            xv = float(x[k])
-            iv = int(xv if xv < _NB_TABLE else 0.0)
-            acc += _LGAMMA1_TABLE[iv] - lg[iv, k]
-    for k in range(n):  # the larger counts: exact sums or the series
-        xv = float(x[k])
-        if xv >= _NB_TABLE:
-            lgd, dgd = _nb_diffs(xv, eaux[k], grad)
-            acc += _lgamma1(xv) - lgd
-            if grad:
-                daux[k] -= T(w * eaux[k] * dgd)
-    return acc
-
-
-@jit
-def _zinb_run(dout, db, daux, out, x, aux, eaux, lg, dg, oj, w, grad, T):
-    """:func:`_nb_run` of a ZINB run: out, dout and db hold the run's 2n outputs [a,
-    inflation logit] per column, the rest one entry per column.  The first pass computes
-    both ways of every cell, a zero's and a positive count's, and selects (no branch:
-    whether a count is zero is a coin toss per cell); then the NB's lgamma and digamma
-    terms of the positive counts (:func:`_count_terms`)."""
-    n = x.shape[0]
-    acc = 0.0
-    for k in range(n):
-        xv = float(x[k])
-        obs = xv == xv
-        x0 = xv if obs else 0.0
-        zero = x0 == 0.0
-        th = eaux[k]
-        sp, sm, s, sn = _logistic(float(out[2 * k]) + oj - float(aux[k]), T)
-        gz = float(out[2 * k + 1])
-        spg, _, sg, _ = _logistic(gz, T)
-        spu, _, su, w0 = _logistic(gz + th * sp, T)  # (a zero: the NB's share w0)
-        f = w0 if zero else 1.0
-        t = (th * sp - spu) if zero else (th * sp + x0 * sm)
-        acc += (t + spg) if obs else 0.0
-        if grad:
-            g = _flushed(T(w * f * (th * s - x0 * sn)), T) if obs else T(0.0)
-            gg = _flushed(T(w * (sg - su if zero else sg)), T) if obs else T(0.0)
-            dout[2 * k] = g
-            dout[2 * k + 1] = gg
-            db[2 * k] += g
-            db[2 * k + 1] += gg
-            daux[k] += T(w * f * (th * sp - th * s + x0 * sn)) if obs else T(0.0)
-    return acc + _count_terms(daux, x, eaux, lg, dg, w, grad, T)
-
-
-@jit
 def blocks_tables(aux, cols, meta):
-    """(eaux, runs, lg, dg): what every row of a pass reads, made once per call (the pool's
-    row chunks share them): exp of every aux entry (a few thousand values, not one exp per
-    cell), the column runs (:func:`_runs`) and the negative binomial's small-count tables
-    over the aux entries of its dispersions (:func:`_nb_tables`).  These and the run table
-    are the only allocations of the block kernels."""
+    """(eaux, runs, lg, dg, th): what every row of a pass reads, made once per call (the
+    pool's row chunks share them): exp of every aux entry (a few thousand values, not one
+    exp per cell) in float64 and (th) in the arrays' precision, the column runs
+    (:func:`_runs`) and the negative binomial's small-count tables over the aux entries of
+    its dispersions (:func:`~fastvae.backends.cpu.counts.nb_tables`).  These and the run table are the only
+    allocations of the block kernels."""
     eaux = np.empty(aux.shape[0])
+    th = np.empty(aux.shape[0], aux.dtype)
     for k in range(aux.shape[0]):
         eaux[k] = math.exp(float(aux[k]))
+        th[k] = eaux[k]
     ng = meta[2]
     t0, t1 = aux.shape[0], 0
     for j in range(cols.shape[0]):
@@ -254,8 +104,8 @@ def blocks_tables(aux, cols, meta):
             a_lo = cols[j, 3]
             a_hi = a_lo + cols[j, 4] * max(ng - 1, 0) + 1
             t0, t1 = min(t0, a_lo), max(t1, a_hi)
-    lg, dg = _nb_tables(eaux, t0, t1)
-    return eaux, _runs(cols), lg, dg
+    lg, dg = nb_tables(eaux, t0, t1)
+    return eaux, _runs(cols), lg, dg, th
 
 
 @jit
@@ -267,7 +117,7 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
     R, P = out.shape
     B = x.shape[0]
     T = out.dtype.type
-    eaux, runs, lg, dg = tables
+    eaux, runs, lg, dg, th = tables
     if add_bias:
         for r in range(R):
             for k in range(P):
@@ -345,21 +195,15 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                     prod = 1.0
                 acc += float(m) - float(lo[code])
                 continue
-            if kind == BLK_NEGBIN:  # (dispersions: one per column, of the row's group)
-                n = j1 - j0
-                a0 = ab0 + grp * cols[j0, 4]
-                acc += _nb_run(dout[r, off0:off0 + n], db[off0:off0 + n],
-                               daux[a0:a0 + n], out[r, off0:off0 + n], x[xi, j0:j1],
-                               aux[a0:a0 + n], eaux[a0:a0 + n], lg[:, a0:a0 + n],
-                               dg[:, a0:a0 + n], oj, w, grad, T)
-                continue
-            if kind == BLK_ZINB:  # (two outputs per column)
-                n = j1 - j0
-                a0 = ab0 + grp * cols[j0, 4]
-                acc += _zinb_run(dout[r, off0:off0 + 2 * n], db[off0:off0 + 2 * n],
-                                 daux[a0:a0 + n], out[r, off0:off0 + 2 * n], x[xi, j0:j1],
-                                 aux[a0:a0 + n], eaux[a0:a0 + n], lg[:, a0:a0 + n],
-                                 dg[:, a0:a0 + n], oj, w, grad, T)
+            if kind == BLK_NEGBIN or kind == BLK_ZINB:  # (ZINB: two outputs per column;
+                n = j1 - j0                          # dispersions: one per column, of the
+                a0 = ab0 + grp * cols[j0, 4]         # row's group)
+                no = 2 * n if kind == BLK_ZINB else n
+                acc += count_run(dout[r, off0:off0 + no], db[off0:off0 + no],
+                               daux[a0:a0 + n], out[r, off0:off0 + no], x[xi, j0:j1],
+                               aux[a0:a0 + n], th[a0:a0 + n], eaux[a0:a0 + n],
+                               lg[:, a0:a0 + n], dg[:, a0:a0 + n], oj, w, grad,
+                               kind == BLK_ZINB, T)
                 continue
             for j in range(j0, j1):  # Gaussian, Bernoulli, Poisson: one output per column
                 off = off0 + (j - j0)
@@ -385,7 +229,7 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                 else:  # BLK_POISSON
                     eta = a + oj
                     mu = math.exp(eta)
-                    t = mu - xv * eta + _lgamma1(xv)
+                    t = mu - xv * eta + lgamma1(xv)
                     da = mu - xv
                 acc += t
                 if grad:
@@ -448,10 +292,10 @@ def encoder_input(xin, x, src, mode):
             v = float(xi[src[k]])
             md = mode[k]
             if md == ENC_LOG1P:
-                if v >= 0.0 and v < _SMALL:  # (False for NaN)
+                if v >= 0.0 and v < SMALL:  # (False for NaN)
                     iv = int(v)
                     if iv == v:
-                        oi[k] = T(_LOG1P_TABLE[iv])
+                        oi[k] = T(LOG1P_TABLE[iv])
                         continue
                 oi[k] = T(0.0) if v != v else T(math.log1p(v))
             elif md == ENC_MASK:
