@@ -200,10 +200,10 @@ def _blocks_pass(dout, loss_rows, db, daux, out, b, x, aux, cols, meta, scale, r
                 a0 = ab0 + grp * cols[j0, 4]         # row's group)
                 no = 2 * n if kind == BLK_ZINB else n
                 acc += count_run(dout[r, off0:off0 + no], db[off0:off0 + no],
-                               daux[a0:a0 + n], out[r, off0:off0 + no], x[xi, j0:j1],
-                               aux[a0:a0 + n], th[a0:a0 + n], eaux[a0:a0 + n],
-                               lg[:, a0:a0 + n], dg[:, a0:a0 + n], oj, w, grad,
-                               kind == BLK_ZINB, T)
+                                 daux[a0:a0 + n], out[r, off0:off0 + no], x[xi, j0:j1],
+                                 aux[a0:a0 + n], th[a0:a0 + n], eaux[a0:a0 + n],
+                                 lg[:, a0:a0 + n], dg[:, a0:a0 + n], oj, w, grad,
+                                 kind == BLK_ZINB, T)
                 continue
             for j in range(j0, j1):  # Gaussian, Bernoulli, Poisson: one output per column
                 off = off0 + (j - j0)
