@@ -172,6 +172,26 @@ def test_missing_cells_add_nothing():
 
 # ----------------------------------------------------------------------- the input side
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_encoder_input_count_runs_after_a_code(kb, dtype):
+    """Runs of count columns whose dense inputs do not start at their data column (a
+    categorical column before them is read as a code, not an input), with missing cells,
+    fractional values past the counts' table and 10^6: the cpu kernel's run pass reads the
+    data columns the map says."""
+    from fastvae.core.blocks import Categorical, Gaussian, NegBinomial, Poisson
+    from fastvae.core.columns import Columns
+    cl = Columns([Categorical(3), NegBinomial(20), Gaussian(2), Poisson(17)], 0, True)
+    assert cl.enc_src[0] != 0  # (the case this test is for)
+    rng = np.random.default_rng(11)
+    x = bd.rows(cl, 9, rng).astype(dtype)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    x[0, 1:4] = [63.0, 64.0, 1e6]
+    (o_r, _, _), (o_c, _, _) = kb.run("encoder_input", [_nan(9, cl.n_dense, dtype=dtype)], x,
+                                      cl.enc_src, cl.enc_mode)
+    np.testing.assert_allclose(o_c[0], o_r[0], **tol(dtype))
+    assert np.isfinite(o_c[0]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B", [1, 7, 150])
 @pytest.mark.parametrize("name", ["mixed", "wide_nb", "poisson"])
 def test_encoder_input(kb, name, B, dtype):
