@@ -281,6 +281,17 @@ def blocks_bwd(dout, db, daux, out, x, aux, cols, meta, row_scale, scale):
 
 
 @jit
+def _log1p_count(v, T):
+    """log(1 + v) of a count column's value, in precision T: a small integer reads the
+    table, NaN (missing) reads 0."""
+    if v >= 0.0 and v < SMALL:  # (False for NaN)
+        iv = int(v)
+        if iv == v:
+            return T(LOG1P_TABLE[iv])
+    return T(0.0) if v != v else T(math.log1p(v))
+
+
+@jit
 def _log1p_rows(xin, x, k0, k1, s0):
     """xin[:, k0:k1] = log1p(x[:, s0:s0 + k1 - k0]) of a run of count columns that read
     consecutive data columns (a NaN reads 0): :func:`_input_cells` without the column
@@ -291,13 +302,7 @@ def _log1p_rows(xin, x, k0, k1, s0):
         xi = x[i, s0:s0 + n]
         oi = xin[i, k0:k1]
         for j in range(n):
-            v = float(xi[j])
-            if v >= 0.0 and v < SMALL:  # (False for NaN)
-                iv = int(v)
-                if iv == v:
-                    oi[j] = T(LOG1P_TABLE[iv])
-                    continue
-            oi[j] = T(0.0) if v != v else T(math.log1p(v))
+            oi[j] = _log1p_count(float(xi[j]), T)
 
 
 @jit
@@ -313,12 +318,7 @@ def _input_cells(xin, x, k0, k1, src, mode):
             v = float(xi[src[k]])
             md = mode[k]
             if md == ENC_LOG1P:
-                if v >= 0.0 and v < SMALL:  # (False for NaN)
-                    iv = int(v)
-                    if iv == v:
-                        oi[k] = T(LOG1P_TABLE[iv])
-                        continue
-                oi[k] = T(0.0) if v != v else T(math.log1p(v))
+                oi[k] = _log1p_count(v, T)
             elif md == ENC_MASK:
                 oi[k] = T(0.0) if v != v else T(1.0)
             else:
