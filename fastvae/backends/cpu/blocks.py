@@ -30,7 +30,8 @@ _LOG1P_RUN = 16
 def _logistic(a, T):
     """(softplus(a), softplus(-a), sigmoid(a), sigmoid(-a)) from one exp and one log1p, taken
     in the arrays' precision T (float32: nbmath's polynomial exp and log1p, a few ulp; the
-    rest of the cell math stays float64)."""
+    rest of the cell math stays float64).  The count cells' twin, all in T so that their
+    loops vectorise, is counts._softplus_parts."""
     e = float(exp_nonpos(T(-abs(a))))
     l1 = float(log1p_unit(T(e)))
     inv = 1.0 / (1.0 + e)
@@ -92,8 +93,8 @@ def blocks_tables(aux, cols, meta):
     pool's row chunks share them): exp of every aux entry (a few thousand values, not one
     exp per cell) in float64 and (th) in the arrays' precision, the column runs
     (:func:`_runs`) and the negative binomial's small-count tables over the aux entries of
-    its dispersions (:func:`~fastvae.backends.cpu.counts.nb_tables`).  These and the run table are the only
-    allocations of the block kernels."""
+    its dispersions (:func:`~fastvae.backends.cpu.counts.nb_tables`).  These and the run
+    table are the only allocations of the block kernels."""
     eaux = np.empty(aux.shape[0])
     th = np.empty(aux.shape[0], aux.dtype)
     for k in range(aux.shape[0]):
