@@ -119,7 +119,7 @@ def add_parser(sub):
         type=int, shown="10; a table trains until its own held-out share of the training "
         "rows stops improving; with --resume the run's total")
     add(o, "batch_size", "rows per step", type=positive(int),
-        shown="128; for a table about rows/10, a power of two from 32 to 512")
+        shown="128; for a table about rows/10, a power of two from 32 to 256")
     add(o, "optimizer", "adam (as torch.optim.Adam), adamw (decoupled weight decay) or sgd",
         choices=("adam", "adamw", "sgd"))
     add(o, "lr", "learning rate", type=positive(float))
