@@ -145,3 +145,12 @@ def test_the_independent_columns_baseline():
     p = df["c"].value_counts(normalize=True).to_numpy()
     want = 2 * (0.5 + 0.5 * np.log(2 * np.pi)) - (p * np.log(p)).sum()
     assert policy.independent_loss(tv.schema, X) == pytest.approx(want, abs=0.02)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "x", True])
+def test_fit_refuses_a_bad_batch_size(bad):
+    """A batch size that is not a positive integer is refused by name, before any work
+    (0 used to mean "the default", and 2.5 surfaced as an error about epochs)."""
+    df = pd.DataFrame({"a": np.arange(200.0), "b": np.arange(200) % 3})
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        TabularVAE().fit(df, batch_size=bad, progress=False)

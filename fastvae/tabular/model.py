@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from ..core.validate import positive_int
 from . import policy
 from .column import TableError, pandas_module
 from .kinds import check_label
@@ -176,6 +177,8 @@ class TabularVAE:
             machine-dependent stop; the best weights are kept).
         Other keywords go to :meth:`fastvae.VAE.fit` (lr, kl_warmup, optimizer, callbacks,
         shards, ...)."""
+        if batch_size is not None:  # (0 would read as "the default" below)
+            batch_size = positive_int(batch_size, "batch_size")
         df = read_table(data)
         where = row_names(data, df)
         conds = [conditions] if isinstance(conditions, (str, int)) else list(conditions or ())
