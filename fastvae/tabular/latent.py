@@ -55,7 +55,14 @@ class GaussianMixture:
         k = np.minimum((np.cumsum(self.weights)[None, :] < rng.random(n)[:, None]).sum(1),
                        self.K - 1)
         e = rng.standard_normal((n, self.dims.size))
-        z[:, self.dims] = self.means[k] + np.einsum("nij,nj->ni", self.chol[k], e)
+        # one product per component, not an (n, d, d) stack of factors: 20,000 codes of 16
+        # dimensions from 10 components, 23 -> 13 ms
+        act = np.empty_like(e)
+        for j in range(self.K):
+            rows = np.flatnonzero(k == j)
+            if rows.size:
+                act[rows] = self.means[j] + e[rows] @ self.chol[j].T
+        z[:, self.dims] = act
         return z
 
     def log_density(self, x):
@@ -78,13 +85,17 @@ class GaussianMixture:
 def _component_logpdf(x, means, chol):
     """log N(x | means[k], L L^T) (n, K) for points x (n, d)."""
     n, d = x.shape
-    out = np.empty((n, len(means)))
-    for k in range(len(means)):
-        L = chol[k]
-        sol = np.linalg.inv(L) @ (x - means[k]).T  # (d, n); L is small and well posed
-        out[:, k] = (-0.5 * np.einsum("ij,ij->j", sol, sol) - np.log(np.diag(L)).sum()
-                     - 0.5 * d * math.log(2 * math.pi))
-    return out
+    K = len(means)
+    inv = np.linalg.inv(chol)  # (K, d, d): the factors are small and well posed
+    # every component's whitened points L^-1 (x - mean) from one product of [x | 1] (n, d+1)
+    # with the stacked inverses and their offsets (d+1, K d): a product and a subtraction per
+    # component took 2.4x longer (4,096 points of 16 dimensions, 10 components: 2.6 ms)
+    w = np.concatenate([inv.transpose(0, 2, 1), -np.einsum("kij,kj->ki", inv, means)[:, None, :]],
+                       axis=1)  # (K, d+1, d)
+    xa = np.concatenate([x, np.ones((n, 1))], axis=1)
+    sol = (xa @ w.transpose(1, 0, 2).reshape(d + 1, K * d)).reshape(n, K, d)
+    const = -np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1) - 0.5 * d * math.log(2 * math.pi)
+    return -0.5 * np.einsum("nki,nki->nk", sol, sol) + const[None, :]
 
 
 def _logsumexp(a):
@@ -109,6 +120,7 @@ def fit_mixture(x, K, rng, iters=100, tol=1e-4):
     chol = np.repeat(np.linalg.cholesky(cov0)[None], K, axis=0)
     weights = np.full(K, 1.0 / K)
     prev = -np.inf
+    outer = (x[:, :, None] * x[:, None, :]).reshape(n, d * d)
     for _ in range(iters):
         logp = _component_logpdf(x, means, chol) + np.log(weights)[None, :]
         norm = _logsumexp(logp)
@@ -117,10 +129,13 @@ def fit_mixture(x, K, rng, iters=100, tol=1e-4):
         nk = resp.sum(0) + 1e-12
         weights = nk / n
         means = (resp.T @ x) / nk[:, None]
-        for k in range(K):
-            diff = x - means[k]
-            cov = (diff * resp[:, k, None]).T @ diff / nk[k]
-            chol[k] = np.linalg.cholesky(cov + RIDGE * np.eye(d))
+        # every component's weighted second moments from one product with the points'
+        # outer products (n, d d, made once), less the outer products of the means (the
+        # codes are centred near 0 at scale 1: the difference loses nothing next to the
+        # ridge); a product per component took 2.7x longer
+        second = (resp.T @ outer).reshape(K, d, d)
+        cov = second / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+        chol = np.linalg.cholesky(cov + RIDGE * np.eye(d)[None])
         if ll - prev < tol * max(1.0, abs(ll)):
             break
         prev = ll
