@@ -17,6 +17,7 @@ _LAZY = {
     "StopTraining": ("fastvae.training.loop", "StopTraining"),
     "EarlyStopping": ("fastvae.training.stopping", "EarlyStopping"),
     "SettingChangedWarning": ("fastvae.training.fit", "SettingChangedWarning"),
+    "ShardThreadsWarning": ("fastvae.training.shards", "ShardThreadsWarning"),
     # the likelihood's column blocks: VAE(likelihood=[Gaussian(3), Categorical([4, 2]), ...])
     **{name: ("fastvae.core.blocks", name) for name in
        ("Gaussian", "Bernoulli", "Categorical", "Poisson", "NegBinomial", "ZINB")},

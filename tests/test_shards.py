@@ -18,6 +18,12 @@ from fastvae import VAE, NegBinomial
 from fastvae.backends import cpu
 from fastvae.backends.cpu import blas_threads
 from fastvae.training.fit import SettingChangedWarning
+from fastvae.training.shards import ShardThreadsWarning
+
+# (these tests run shards on fewer threads than shards on purpose: the bits must not
+# depend on it; the warning that it is slow has a test of its own)
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::fastvae.training.shards.ShardThreadsWarning")
 
 
 @pytest.fixture
@@ -277,3 +283,16 @@ def test_shards_are_refused_on_a_gpu_given_or_saved(emu, tmp_path):
     with pytest.warns(SettingChangedWarning, match="shards 2 -> 1"):
         moved.fit(binary(n), epochs=1, progress=False, shards=1)
     assert moved.train_state.epoch == 2
+
+
+@pytest.mark.filterwarnings("error::fastvae.training.shards.ShardThreadsWarning")
+def test_more_shards_than_threads_says_it_is_slow_and_how_to_fix_it(threads):
+    threads(1)
+    with pytest.warns(ShardThreadsWarning, match=r"shards=2 on 1 thread of the cpu backend.*"
+                      r"set_num_threads\(2\)") as got:
+        train("dense", 2, epochs=1)
+    assert got[0].filename == __file__  # (it points at the caller's fit, not into fastvae)
+    threads(2)
+    train("dense", 2, epochs=1)  # (a warning would be an error here)
+    with pytest.warns(ShardThreadsWarning, match="shards=3 on 2 threads"):
+        train("dense", 3, epochs=1)

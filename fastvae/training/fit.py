@@ -69,10 +69,11 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     a whole forward and backward on one of the cpu backend's threads with its products on
     one BLAS thread, the gradients added in memory (:mod:`fastvae.training.shards`).  Give
     the backend a thread per shard (``fastvae.backends.cpu.set_num_threads(n)`` or
-    ``FASTVAE_NUM_THREADS``): on the 2-core machine the scVI-sized step at batch 128 ran
-    1.15-1.3x faster with 2 shards on 2 threads.  The results depend on the shard count
-    (like a change of MPI ranks: to the rounding of the gradient sums), never on the thread
-    count; cpu backend, free_bits=0.
+    ``FASTVAE_NUM_THREADS``; with fewer, the shards run one after another, slower than
+    one pass, and fit says so in a ``fastvae.ShardThreadsWarning``): on the 2-core
+    machine the scVI-sized step at batch 128 ran 1.15-1.3x faster with 2 shards on 2
+    threads.  The results depend on the shard count (like a change of MPI ranks: to the
+    rounding of the gradient sums), never on the thread count; cpu backend, free_bits=0.
 
     early_stopping : an :class:`~fastvae.training.stopping.EarlyStopping` (needs ``val``):
         stop when the validation loss stops improving, within ``epochs``, and keep the best
