@@ -31,7 +31,7 @@ from ..core.step import StepContext
 def _user_level():
     """warnings.warn's stacklevel, from its caller, of the first frame outside fastvae:
     the user's call (fit is reached through several of the package's layers)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
     frame, level = inspect.currentframe().f_back, 1
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
