@@ -90,3 +90,16 @@ def test_draws_follow_each_component_and_the_prior_elsewhere():
     # the same generator state gives the same draws
     np.testing.assert_array_equal(g.sample(100, np.random.default_rng(9)),
                                   g.sample(100, np.random.default_rng(9)))
+
+
+def test_em_without_the_outer_products_table_fits_the_same_mixture(monkeypatch):
+    """Past OUTER_MAX numbers (a large latent_dim) EM sums the second moments a component
+    at a time instead: the same mixture, to the rounding of the sums."""
+    import fastvae.tabular.latent as latent
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.normal(0, 1, (500, 5)), rng.normal(3, 0.4, (300, 5))])
+    table = fit_mixture(x, 3, np.random.default_rng(1))
+    monkeypatch.setattr(latent, "OUTER_MAX", 0)
+    loop = fit_mixture(x, 3, np.random.default_rng(1))
+    for a, b in zip(table, loop):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)

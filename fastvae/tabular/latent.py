@@ -28,6 +28,8 @@ MAX_POINTS = 4096
 ACTIVE_KL = 0.01
 #: ridge added to every covariance (the codes' scale is about 1)
 RIDGE = 1e-3
+#: the most numbers EM's table of the points' outer products may hold (32 MB)
+OUTER_MAX = 1 << 22
 
 
 class GaussianMixture:
@@ -120,7 +122,9 @@ def fit_mixture(x, K, rng, iters=100, tol=1e-4):
     chol = np.repeat(np.linalg.cholesky(cov0)[None], K, axis=0)
     weights = np.full(K, 1.0 / K)
     prev = -np.inf
-    outer = (x[:, :, None] * x[:, None, :]).reshape(n, d * d)
+    # the points' outer products (n, d d), made once, when they fit in OUTER_MAX numbers (a
+    # latent_dim of 128 would need 512 MB for 4,096 points): else a product per component
+    outer = (x[:, :, None] * x[:, None, :]).reshape(n, d * d) if n * d * d <= OUTER_MAX else None
     for _ in range(iters):
         logp = _component_logpdf(x, means, chol) + np.log(weights)[None, :]
         norm = _logsumexp(logp)
@@ -133,7 +137,8 @@ def fit_mixture(x, K, rng, iters=100, tol=1e-4):
         # outer products (n, d d, made once), less the outer products of the means (the
         # codes are centred near 0 at scale 1: the difference loses nothing next to the
         # ridge); a product per component took 2.7x longer
-        second = (resp.T @ outer).reshape(K, d, d)
+        second = ((resp.T @ outer).reshape(K, d, d) if outer is not None else
+                  np.stack([(x * resp[:, k, None]).T @ x for k in range(K)]))
         cov = second / nk[:, None, None] - means[:, :, None] * means[:, None, :]
         chol = np.linalg.cholesky(cov + RIDGE * np.eye(d)[None])
         if ll - prev < tol * max(1.0, abs(ll)):
