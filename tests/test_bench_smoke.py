@@ -113,3 +113,36 @@ def test_bench_scvi_smoke(tmp_path, capsys, likelihood):
     assert f"{likelihood.upper()} likelihood, planted dropout {0.3 if likelihood == 'zinb' else 0:g}" \
         in md.read_text()
     assert "| fastvae | 2 |" in capsys.readouterr().out
+
+
+def test_bench_gemm_smoke(tmp_path, capsys):
+    """The bf16 product libraries, one tiny round: every library that is here ran every
+    product it can (a blocked weight layout only where the operand is a weight), and the
+    step's product list is the one a training step makes."""
+    import bench_gemm
+    prods = bench_gemm.products((784, 400, 20), 8)
+    # 2 layers a side: forward and weight gradient each, an input gradient but the data's
+    assert len(prods) == 4 * 3 - 1 and ("enc0 dX" not in {p[0] for p in prods})
+    assert sum(M * K * N for _, M, K, N, *_ in prods) == 8 * (
+        3 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784) - 784 * 400)
+    out, md = tmp_path / "g.json", tmp_path / "g.md"
+    bench_gemm.main(["--tiny", "--rounds", "1", "--reps", "1", "--json", str(out),
+                     "--markdown", str(md)])
+    data = json.loads(out.read_text())
+    assert "numpy-f32" in data["libraries"] and "torch" in data["libraries"]
+    from fastvae.backends.cpu import onednn
+    try:
+        onednn.library()
+        here = True
+    except RuntimeError:
+        here = False
+    assert ("onednn" in data["libraries"]) == ("onednn-blocked" in data["libraries"]) == here
+    assert set(data["libraries"]) | set(data["missing"]) == set(bench_gemm.LIBRARIES)
+    for lib in data["libraries"]:
+        times = data["seconds"][lib]
+        assert len(times) == len(prods)
+        weight = {k for k in times if k.split("|")[2].split()[1] in ("fwd", "dX")}
+        ran = {k for k, t in times.items() if t is not None}
+        assert all(times[k] > 0 for k in ran)
+        assert ran == (weight if lib == "onednn-blocked" else set(times))
+    assert "| canonical | 8 |" in md.read_text() and "| canonical | 8 |" in capsys.readouterr().out
