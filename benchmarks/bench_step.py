@@ -12,6 +12,7 @@ float32 GEMM rate plus Adam's bytes at the measured bandwidth).
 
     python benchmarks/bench_step.py --compile            # batch 32, 128, 512, 2048 + deep 512
     python benchmarks/bench_step.py --batch 128 --rounds 30 --json out.json
+    python benchmarks/bench_step.py --compile --shards 2  # also fastvae cut into 2 shards
 
 Cold start (a fresh process: import, build the model, first training step) is measured with
 the Numba cache cold (an empty cache directory) and warm (the same directory again).
@@ -24,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 
-from fastvae.benchmark.impls import MODELS, available, build, make_batches, n_params, train_flop
+from fastvae.benchmark.impls import (MODELS, available, build, make_batches, n_params, sharded,
+                                     train_flop)
 from fastvae.benchmark.machine import describe, save
 from fastvae.benchmark.measure import (bandwidth, bf16_emulated, bf16_gemm_peak,
                                        fastvae_bf16_peak, gemm_peak, step_limit_ms, time_turns)
@@ -49,14 +51,21 @@ def peers(compile_):
     return [n for n in names if available(n) is None]
 
 
-def bench_batch(B, rounds, threads, names, limits, model="canonical", block_steps=None):
+def bench_batch(B, rounds, threads, names, limits, model="canonical", block_steps=None,
+                shards=None):
+    """One row: every implementation's median step at batch B.  ``shards``: also fastvae
+    (float32 and bf16) with each batch cut into that many shards on as many threads."""
     D = MODELS[model][0]
     batches = make_batches(D, B)  # the same 8 batches, in turn, for every implementation
     ours = ["fastvae-cpu"] + (["fastvae-bf16"] if available("fastvae-bf16") is None else [])
+    if shards:
+        ours += [sharded(n, shards) for n in ours]
     built = {n: build(n, model) for n in ours + names}
     fns = {n: cycling(impl.train_step, batches) for n, impl in built.items()}
     timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps,
-                       syncs={n: impl.sync for n, impl in built.items()})
+                       syncs={n: impl.sync for n, impl in built.items()},
+                       enters={n: impl.enter for n, impl in built.items()
+                               if hasattr(impl, "enter")})
     med = {k: t for k, (t, _) in timed.items()}
     flop = train_flop(model, B)
     limit_ms = step_limit_ms(flop, n_params(model), limits["gemm_gflops"],
@@ -65,7 +74,16 @@ def bench_batch(B, rounds, threads, names, limits, model="canonical", block_step
     peer_ms = {k: 1e3 * v for k, v in med.items()
                if not k.startswith("fastvae") and k != "torch-bf16"}
     fastest = min(peer_ms, key=peer_ms.get) if peer_ms else None
-    row = {"model": model, "batch": B, "threads": threads, "rounds": rounds,
+    sh = {}
+    if shards:  # the sharded steps against the same peers as the one-pass ones
+        fs, bs = sharded("fastvae-cpu", shards), sharded("fastvae-bf16", shards)
+        sh = {"shards": shards,
+              "shards_vs_fastest_peer": None if fastest is None else
+              peer_ms[fastest] / (1e3 * med[fs]),
+              "shards_bf16_vs_torch_bf16": med["torch-bf16"] / med[bs]
+              if bs in med and "torch-bf16" in med else None,
+              "shards_bf16_vs_float32": med[fs] / med[bs] if bs in med else None}
+    row = {"model": model, "batch": B, "threads": threads, "rounds": rounds, **sh,
            "steps_per_block": {k: c for k, (_, c) in timed.items()},
            "median_ms": {k: 1e3 * v for k, v in med.items()},
            "gflops": {k: flop / v / 1e9 for k, v in med.items()},
@@ -117,6 +135,7 @@ def cold_start():
 def markdown(rows, cold, machine, limits):
     impls = list(rows[0]["median_ms"])
     has_bf16 = "fastvae-bf16" in impls
+    n_sh = rows[0].get("shards")
     bf16 = limits.get("bf16_gflops")
     flags = machine.get("cpu_flags")
     cpu = machine["cpu"] + (f" ({', '.join(flags) or 'no AVX2'})" if flags is not None else "")
@@ -132,9 +151,13 @@ def markdown(rows, cold, machine, limits):
              + " | fastest float32 peer | fastvae vs fastest float32 peer | fastvae share of the "
              "step limit |"
              + (" bf16 vs fastvae float32 | bf16 vs torch-bf16 | bf16 share of its limit |"
-                if has_bf16 else ""),
+                if has_bf16 else "")
+             + (f" {n_sh} shards: float32 vs fastest float32 peer |" if n_sh else "")
+             + (f" {n_sh} shards: bf16 vs torch-bf16 | {n_sh} shards: bf16 vs float32 |"
+                if n_sh and has_bf16 else ""),
              "|---|---:|" + "---:|" * len(impls) + "---|---:|---:|"
-             + ("---:|---:|---:|" if has_bf16 else "")]
+             + ("---:|---:|---:|" if has_bf16 else "") + ("---:|" if n_sh else "")
+             + ("---:|---:|" if n_sh and has_bf16 else "")]
     for r in rows:
         ms = [f"{r['median_ms'][k]:.2f}" if k in r["median_ms"] else "–" for k in impls]
         vs = "–" if r["vs_fastest_peer"] is None else f"**{r['vs_fastest_peer']:.2f}x**"
@@ -146,6 +169,13 @@ def markdown(rows, cold, machine, limits):
             line += (f" {r['bf16_vs_float32']:.2f}x | " + ("–" if tb is None else f"{tb:.2f}x")
                      + " | " + ("–" if not lim else
                                 f"{lim / r['median_ms']['fastvae-bf16']:.0%}") + " |")
+        if n_sh:
+            v = r["shards_vs_fastest_peer"]
+            line += " " + ("–" if v is None else f"**{v:.2f}x**") + " |"
+            if has_bf16:
+                tb = r["shards_bf16_vs_torch_bf16"]
+                line += (" " + ("–" if tb is None else f"**{tb:.2f}x**")
+                         + f" | {r['shards_bf16_vs_float32']:.2f}x |")
         lines.append(line)
     if cold:
         lines += ["", "Cold start (fresh process: import, model, first training step at batch 128):",
@@ -166,6 +196,9 @@ def main(argv=None):
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--block-steps", type=int, default=None,
                     help="steps per timed block (default: about 0.25 s worth)")
+    ap.add_argument("--shards", type=int, default=None,
+                    help="also time fastvae with each batch cut into this many shards, one "
+                         "thread of the cpu backend each (fit's shards)")
     ap.add_argument("--no-cold-start", action="store_true")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write a markdown table here")
@@ -185,7 +218,8 @@ def main(argv=None):
     for model, B in work:
         here = [n for n in names if not (n == "torch-bf16" and slow_bf16 and
                                          (model, B) != ("canonical", min(a.batch)))]
-        r = bench_batch(B, a.rounds, a.threads, here, limits, model, a.block_steps)
+        r = bench_batch(B, a.rounds, a.threads, here, limits, model, a.block_steps,
+                        a.shards if a.shards and a.shards > 1 else None)
         rows.append(r)
         print(f"{model} batch {B:5d}: " + "  ".join(f"{k} {v:.3f} ms" for k, v in
                                                   r["median_ms"].items())

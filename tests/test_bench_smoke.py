@@ -146,3 +146,44 @@ def test_bench_gemm_smoke(tmp_path, capsys):
         assert all(times[k] > 0 for k in ran)
         assert ran == (weight if lib == "onednn-blocked" else set(times))
     assert "| canonical | 8 |" in md.read_text() and "| canonical | 8 |" in capsys.readouterr().out
+
+
+def test_bench_step_shards_smoke(tmp_path):
+    """--shards adds fastvae cut into shards (float32, and bf16 where it runs), each block
+    on its own thread count, with its ratios against the same peers."""
+    out = tmp_path / "r.json"
+    bench_step.main(["--batch", "8", "--deep-batch", "--rounds", "1", "--block-steps", "2",
+                     "--no-cold-start", "--shards", "2", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    ms = row["median_ms"]
+    assert row["shards"] == 2 and ms["fastvae-cpu-2shards"] > 0
+    assert row["shards_vs_fastest_peer"] == pytest.approx(
+        ms[row["fastest_peer"]] / ms["fastvae-cpu-2shards"])
+    if "fastvae-bf16" in ms:
+        assert row["shards_bf16_vs_torch_bf16"] == pytest.approx(
+            ms["torch-bf16"] / ms["fastvae-bf16-2shards"])
+
+
+def test_sharded_impl_is_the_same_step():
+    """The benchmark's sharded step is fit's: the same loss and weights as one pass over the
+    batch (to float32 rounding), and the thread count it ran on is given back to the
+    others' blocks."""
+    import numpy as np
+    from fastvae.backends import cpu
+    from fastvae.benchmark.impls import build, make_batches
+    x = make_batches(64, 16, n=1)[0]
+    one, two = build("fastvae-cpu", "tiny"), build("fastvae-cpu-2shards", "tiny")
+    before = cpu.get_num_threads()
+    try:
+        for _ in range(3):
+            one.enter()
+            a = one.train_step(x)
+            assert cpu.get_num_threads() == before
+            two.enter()
+            b = two.train_step(x)
+            assert cpu.get_num_threads() == 2
+            assert b == pytest.approx(a, rel=1e-5)
+        np.testing.assert_allclose(two.model.flat_params, one.model.flat_params, rtol=1e-4,
+                                   atol=1e-6)
+    finally:
+        cpu.set_num_threads(before)

@@ -56,7 +56,12 @@ def make_batches(D, batch, n=8, seed=0, dtype=np.float32):
 
 
 class FastvaeImpl:
-    def __init__(self, backend, model, seed=0, precision="full"):
+    """fastvae's step; with ``shards`` > 1 (cpu backend) each batch is cut into that many
+    data-parallel shards on as many threads of the cpu backend (fit's ``shards``), and
+    :meth:`enter` gives the backend that many threads before each timed block (the others'
+    blocks get the thread count this one was built under)."""
+
+    def __init__(self, backend, model, seed=0, precision="full", shards=1):
         import fastvae
 
         D, hidden, Z = MODELS[model]
@@ -64,9 +69,39 @@ class FastvaeImpl:
         self.model = fastvae.VAE(D, hidden=hidden, latent_dim=Z, backend=backend, seed=seed,
                                  precision=precision)
         self.opt = fastvae.Adam(self.model, lr=1e-3)
+        self.shards, self._shards = int(shards), None
+        if self.shards > 1:
+            from ..backends import cpu
+            from ..training.shards import Shards
+            self.name += f"-{self.shards}shards"
+            self.threads = self.shards
+            before = cpu.get_num_threads()
+            cpu.set_num_threads(self.threads)
+            try:
+                self._shards = Shards(self.model, self.shards)
+            finally:
+                cpu.set_num_threads(before)
+        elif backend == "cpu":
+            from ..backends import cpu
+            self.threads = cpu.get_num_threads()
+        else:
+            self.threads = None
+
+    def enter(self):
+        """Before a block of steps: the cpu backend's thread count this implementation runs
+        with (nothing for the other backends)."""
+        if self.threads is not None:
+            from ..backends import cpu
+            from ..backends.cpu import pool
+            cpu.set_num_threads(self.threads)
+            pool.pool()  # (its threads start here, not inside the timed block)
 
     def train_step(self, x):
-        return self.model.train_step(x, self.opt)
+        if self._shards is None:
+            return self.model.train_step(x, self.opt)
+        loss = self._shards.step(x, 0, x.shape[0])[0]
+        self.opt.step()
+        return loss / x.shape[0]
 
     def encode(self, x):
         return self.model.encode(x)
@@ -291,6 +326,7 @@ class JaxImpl:
 
 def available(name):
     """None when implementation ``name`` can run here, else the reason it cannot."""
+    name = _unshard(name)[0]
     if name == "fastvae-cuda":
         from ..backends import cuda_status
         return cuda_status()
@@ -311,8 +347,31 @@ def available(name):
     return None
 
 
+def sharded(name, n):
+    """The name of fastvae implementation ``name`` (fastvae-cpu or fastvae-bf16) with each
+    batch cut into ``n`` shards."""
+    if name not in ("fastvae-cpu", "fastvae-bf16"):
+        raise ValueError(f"shards run on the cpu backend only (fastvae-cpu, fastvae-bf16), "
+                         f"not {name!r}")
+    return f"{name}-{int(n)}shards"
+
+
+def _unshard(name):
+    """(base name, shards) of an implementation name."""
+    head, _, tail = name.rpartition("-")
+    if head in ("fastvae-cpu", "fastvae-bf16") and tail.endswith("shards") \
+            and tail[:-6].isdigit() and int(tail[:-6]) > 1:
+        return head, int(tail[:-6])
+    return name, 1
+
+
 def build(name, model, seed=0):
-    """The implementation ``name`` (see ALL) of the model named ``model``."""
+    """The implementation ``name`` (see ALL, or :func:`sharded`) of the model named
+    ``model``."""
+    base, shards = _unshard(name)
+    if shards > 1:
+        return FastvaeImpl("cpu", model, seed, "full" if base == "fastvae-cpu" else "bf16",
+                           shards=shards)
     if name in FASTVAE:
         return FastvaeImpl(name.split("-", 1)[1], model, seed)
     if name in FASTVAE_BF16:

@@ -22,7 +22,8 @@ def _block(fn, n, sync=None):
     return (time.perf_counter() - t) / n
 
 
-def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, syncs=None):
+def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, syncs=None,
+               enters=None):
     """Median seconds per call of each no-argument callable in ``fns`` (name -> fn).
 
     The callables take turns: every round times one block of each, so load from the rest
@@ -34,11 +35,15 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, s
     right after fastvae, 43 ms in 0.5 s blocks).
     ``syncs`` (name -> callable) waits for a GPU implementation's queued work: after the
     warm-up, and inside the timing at the end of every block.
+    ``enters`` (name -> callable) sets up before each of that callable's blocks (the
+    warm-up and calibration included), outside the timing: a thread count of its own.
     Returns {name: (median_s, calls_per_block)}.
     """
-    syncs = syncs or {}
+    syncs, enters = syncs or {}, enters or {}
     blocks = {}
     for k, fn in fns.items():
+        if k in enters:
+            enters[k]()
         for _ in range(warmup):
             fn()
         if k in syncs:
@@ -51,6 +56,8 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, s
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            if k in enters:
+                enters[k]()
             time.sleep(pause_s)
             times[k].append(_block(fn, blocks[k], syncs.get(k)))
     return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
