@@ -8,11 +8,15 @@ side starts from the same weights (fastvae's), sees the same batches, and runs w
 thread count.  They take turns: each round times a block of each, so that whatever else the
 machine does falls on all alike.  Medians per step are reported, with fastvae against the
 fastest peer and against the machine's limit for the step (the products at the measured
-float32 GEMM rate plus Adam's bytes at the measured bandwidth).
+float32 GEMM rate plus Adam's bytes at the measured bandwidth).  Each implementation runs in
+a process of its own (:class:`fastvae.benchmark.measure.RemoteStep`), one at a time: in one
+process, the thread pools of the libraries that took the previous turns slowed the next
+(fastvae's bf16 step at batch 128: 3.41 ms in one process, 2.18 in its own).
 
     python benchmarks/bench_step.py --compile            # batch 32, 128, 512, 2048 + deep 512
     python benchmarks/bench_step.py --batch 128 --rounds 30 --json out.json
     python benchmarks/bench_step.py --compile --shards 2  # also fastvae cut into 2 shards
+    python benchmarks/bench_step.py --in-process          # every implementation in this one
 
 Cold start (a fresh process: import, build the model, first training step) is measured with
 the Numba cache cold (an empty cache directory) and warm (the same directory again).
@@ -28,8 +32,9 @@ import tempfile
 from fastvae.benchmark.impls import (MODELS, available, build, make_batches, n_params, sharded,
                                      train_flop)
 from fastvae.benchmark.machine import describe, save
-from fastvae.benchmark.measure import (bandwidth, bf16_emulated, bf16_gemm_peak,
-                                       fastvae_bf16_peak, gemm_peak, step_limit_ms, time_turns)
+from fastvae.benchmark.measure import (RemoteStep, bandwidth, bf16_emulated, bf16_gemm_peak,
+                                       fastvae_bf16_peak, gemm_peak, step_limit_ms, time_turns,
+                                       time_turns_remote)
 
 
 def cycling(step, batches):
@@ -52,20 +57,32 @@ def peers(compile_):
 
 
 def bench_batch(B, rounds, threads, names, limits, model="canonical", block_steps=None,
-                shards=None):
+                shards=None, isolate=False):
     """One row: every implementation's median step at batch B.  ``shards``: also fastvae
-    (float32 and bf16) with each batch cut into that many shards on as many threads."""
+    (float32 and bf16) with each batch cut into that many shards on as many threads.
+    ``isolate``: each implementation in a process of its own (taking turns as before)."""
     D = MODELS[model][0]
-    batches = make_batches(D, B)  # the same 8 batches, in turn, for every implementation
     ours = ["fastvae-cpu"] + (["fastvae-bf16"] if available("fastvae-bf16") is None else [])
     if shards:
         ours += [sharded(n, shards) for n in ours]
-    built = {n: build(n, model) for n in ours + names}
-    fns = {n: cycling(impl.train_step, batches) for n, impl in built.items()}
-    timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps,
-                       syncs={n: impl.sync for n, impl in built.items()},
-                       enters={n: impl.enter for n, impl in built.items()
-                               if hasattr(impl, "enter")})
+    if isolate:
+        remote = {}
+        try:
+            for n in ours + names:
+                remote[n] = RemoteStep(n, model, B, threads)
+            timed = time_turns_remote(remote, rounds=rounds, target_s=0.25,
+                                      calls=block_steps)
+        finally:
+            for r in remote.values():
+                r.close()
+    else:
+        batches = make_batches(D, B)  # the same 8 batches, in turn, for every implementation
+        built = {n: build(n, model) for n in ours + names}
+        fns = {n: cycling(impl.train_step, batches) for n, impl in built.items()}
+        timed = time_turns(fns, rounds=rounds, target_s=0.25, calls=block_steps,
+                           syncs={n: impl.sync for n, impl in built.items()},
+                           enters={n: impl.enter for n, impl in built.items()
+                                   if hasattr(impl, "enter")})
     med = {k: t for k, (t, _) in timed.items()}
     flop = train_flop(model, B)
     limit_ms = step_limit_ms(flop, n_params(model), limits["gemm_gflops"],
@@ -84,6 +101,7 @@ def bench_batch(B, rounds, threads, names, limits, model="canonical", block_step
               if bs in med and "torch-bf16" in med else None,
               "shards_bf16_vs_float32": med[fs] / med[bs] if bs in med else None}
     row = {"model": model, "batch": B, "threads": threads, "rounds": rounds, **sh,
+           "isolated": bool(isolate),
            "steps_per_block": {k: c for k, (_, c) in timed.items()},
            "median_ms": {k: 1e3 * v for k, v in med.items()},
            "gflops": {k: flop / v / 1e9 for k, v in med.items()},
@@ -141,7 +159,9 @@ def markdown(rows, cold, machine, limits):
     cpu = machine["cpu"] + (f" ({', '.join(flags) or 'no AVX2'})" if flags is not None else "")
     lines = [f"Machine: {cpu}, {machine['cores']} cores; threads {rows[0]['threads']}; "
              f"numpy {machine['numpy']}, numba {machine['numba']}, torch {machine.get('torch')}, "
-             f"jax {machine.get('jax')}; {machine['date']}.  Measured limits: float32 GEMM "
+             f"jax {machine.get('jax')}; {machine['date']}"
+             + ("; each implementation in a process of its own, taking turns"
+                if rows[0].get("isolated") else "") + ".  Measured limits: float32 GEMM "
              f"{limits['gemm_gflops']:.0f} GFLOP/s, bfloat16 GEMM (PyTorch) "
              + (f"{bf16:.1f} GFLOP/s" if bf16 else "n/a")
              + (f", bfloat16 GEMM (fastvae: oneDNN) {limits['fastvae_bf16_gflops']:.0f} GFLOP/s"
@@ -199,6 +219,10 @@ def main(argv=None):
     ap.add_argument("--shards", type=int, default=None,
                     help="also time fastvae with each batch cut into this many shards, one "
                          "thread of the cpu backend each (fit's shards)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="every implementation in this process (the default runs each in a "
+                         "process of its own, taking turns: no two libraries' thread pools "
+                         "in one process)")
     ap.add_argument("--no-cold-start", action="store_true")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write a markdown table here")
@@ -219,7 +243,7 @@ def main(argv=None):
         here = [n for n in names if not (n == "torch-bf16" and slow_bf16 and
                                          (model, B) != ("canonical", min(a.batch)))]
         r = bench_batch(B, a.rounds, a.threads, here, limits, model, a.block_steps,
-                        a.shards if a.shards and a.shards > 1 else None)
+                        a.shards if a.shards and a.shards > 1 else None, not a.in_process)
         rows.append(r)
         print(f"{model} batch {B:5d}: " + "  ".join(f"{k} {v:.3f} ms" for k, v in
                                                   r["median_ms"].items())

@@ -148,13 +148,18 @@ def test_bench_gemm_smoke(tmp_path, capsys):
     assert "| canonical | 8 |" in md.read_text() and "| canonical | 8 |" in capsys.readouterr().out
 
 
-def test_bench_step_shards_smoke(tmp_path):
+@pytest.mark.parametrize("isolate", [False, True])
+def test_bench_step_shards_smoke(tmp_path, isolate):
     """--shards adds fastvae cut into shards (float32, and bf16 where it runs), each block
-    on its own thread count, with its ratios against the same peers."""
-    out = tmp_path / "r.json"
+    on its own thread count, with its ratios against the same peers; each implementation
+    runs in a process of its own unless --in-process."""
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
     bench_step.main(["--batch", "8", "--deep-batch", "--rounds", "1", "--block-steps", "2",
-                     "--no-cold-start", "--shards", "2", "--json", str(out)])
+                     "--no-cold-start", "--shards", "2", "--json", str(out), "--markdown",
+                     str(md)] + ([] if isolate else ["--in-process"]))
     (row,) = json.loads(out.read_text())["rows"]
+    assert row["isolated"] is isolate
+    assert ("a process of its own" in md.read_text()) is isolate
     ms = row["median_ms"]
     assert row["shards"] == 2 and ms["fastvae-cpu-2shards"] > 0
     assert row["shards_vs_fastest_peer"] == pytest.approx(

@@ -63,6 +63,59 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, s
     return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
 
 
+class RemoteStep:
+    """One implementation's training step in a process of its own (``python -m
+    fastvae.benchmark.remote``), driven over a pipe: only one process runs at a time, so
+    the implementations still take turns, but no library's thread pool (OpenBLAS's,
+    oneDNN's OpenMP, PyTorch's, XLA's) shares a process with another's.  Measured on a
+    2-core Xeon with AMX: fastvae's bf16 step at batch 128 took 2.2-2.4 ms alone in a
+    process and 3.4 ms taking turns in one process with the float32 and sharded steps and
+    the peers."""
+
+    def __init__(self, name, model, batch, torch_threads=None):
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastvae.benchmark.remote", name, model, str(batch),
+             str(int(torch_threads or 0))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._ask("ready")
+
+    def _ask(self, line):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline()
+        if not out:
+            raise RuntimeError(f"the benchmark process of {self.name} ended (exit "
+                               f"{self.proc.wait()}); its error is above")
+        return out.strip()
+
+    def calibrate(self, target_s, calls=None):
+        """Warm up, then the block length: ``calls``, or about ``target_s`` seconds."""
+        return int(self._ask(f"calibrate {target_s} {int(calls or 0)}"))
+
+    def block(self, n):
+        """Seconds per call over a block of n calls (a GPU's queued work included)."""
+        return float(self._ask(f"block {int(n)}"))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def time_turns_remote(steps, rounds=7, target_s=0.1, pause_s=0.3, calls=None):
+    """:func:`time_turns` for :class:`RemoteStep` s (name -> step): each round times one
+    block of each, one process at a time.  Returns {name: (median_s, calls_per_block)}."""
+    blocks = {k: r.calibrate(target_s, calls) for k, r in steps.items()}
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, r in steps.items():
+            time.sleep(pause_s)
+            times[k].append(r.block(blocks[k]))
+    return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
+
+
 def gemm_peak(n=2048, repeats=5):
     """The machine's float32 matrix-product throughput through NumPy's BLAS, in GFLOP/s
     (best of ``repeats`` n x n x n products): the ceiling for the training-step rows."""
