@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 
-def _block(fn, n, sync=None):
+def time_block(fn, n, sync=None):
+    """Seconds per call of ``fn`` over n calls in a row (then ``sync``, a GPU's wait)."""
     t = time.perf_counter()
     for _ in range(n):
         fn()
@@ -51,7 +52,7 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, s
         if calls:
             blocks[k] = int(calls)
         else:
-            t = _block(fn, 1, syncs.get(k))
+            t = time_block(fn, 1, syncs.get(k))
             blocks[k] = max(1, min(1000, int(target_s / max(t, 1e-7))))
     times = {k: [] for k in fns}
     for _ in range(rounds):
@@ -59,7 +60,7 @@ def time_turns(fns, rounds=7, target_s=0.1, warmup=3, pause_s=0.3, calls=None, s
             if k in enters:
                 enters[k]()
             time.sleep(pause_s)
-            times[k].append(_block(fn, blocks[k], syncs.get(k)))
+            times[k].append(time_block(fn, blocks[k], syncs.get(k)))
     return {k: (statistics.median(v), blocks[k]) for k, v in times.items()}
 
 
@@ -124,7 +125,7 @@ def gemm_peak(n=2048, repeats=5):
     b = rng.random((n, n), dtype=np.float32)
     out = np.empty((n, n), dtype=np.float32)
     np.matmul(a, b, out=out)
-    best = min(_block(lambda: np.matmul(a, b, out=out), 1) for _ in range(repeats))
+    best = min(time_block(lambda: np.matmul(a, b, out=out), 1) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -145,7 +146,7 @@ def bf16_gemm_peak(n=2048, repeats=5):
         a = torch.rand((k, k), generator=g).to(torch.bfloat16)
         b = torch.rand((k, k), generator=g).to(torch.bfloat16)
         torch.matmul(a, b)
-        return 2 * k ** 3 / min(_block(lambda: torch.matmul(a, b), 1) for _ in range(reps)) / 1e9
+        return 2 * k ** 3 / min(time_block(lambda: torch.matmul(a, b), 1) for _ in range(reps)) / 1e9
 
     # a small product first: emulated bf16 (no bf16 units) runs below 1 GFLOP/s, where the
     # full size would take minutes; it tells the two apart well enough
@@ -167,7 +168,7 @@ def fastvae_bf16_peak(n=2048, repeats=5):
     out = np.empty((n, n), np.float32)
     time.sleep(0.3)  # (see bf16_gemm_peak)
     cpu.matmul_bf16(out, a, b)
-    best = min(_block(lambda: cpu.matmul_bf16(out, a, b), 1) for _ in range(repeats))
+    best = min(time_block(lambda: cpu.matmul_bf16(out, a, b), 1) for _ in range(repeats))
     return 2 * n ** 3 / best / 1e9
 
 
@@ -183,7 +184,7 @@ def bandwidth(mb=256, repeats=5):
     n = mb * 2 ** 20 // 4
     a, b, c = (np.ones(n, dtype=np.float32) for _ in range(3))
     np.add(a, b, out=c)
-    best = min(_block(lambda: np.add(a, b, out=c), 1) for _ in range(repeats))
+    best = min(time_block(lambda: np.add(a, b, out=c), 1) for _ in range(repeats))
     return 3 * 4 * n / best / 1e9
 
 

@@ -19,7 +19,7 @@ def main(argv=None):
         import torch
         torch.set_num_threads(int(args[3]))
     from .impls import MODELS, build, make_batches
-    from .measure import _block
+    from .measure import time_block
     impl = build(name, model)
     batches = make_batches(MODELS[model][0], int(batch))
     state = {"i": 0}
@@ -44,9 +44,9 @@ def main(argv=None):
                 step()
             sync()
             out = calls if calls > 0 else max(1, min(1000, int(target / max(
-                _block(step, 1, sync), 1e-7))))
+                time_block(step, 1, sync), 1e-7))))
         elif cmd == "block":
-            out = repr(_block(step, int(args[0]), sync))
+            out = repr(time_block(step, int(args[0]), sync))
         else:
             raise ValueError(f"unknown command {line!r}")
         sys.stdout.write(f"{out}\n")
