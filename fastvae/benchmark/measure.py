@@ -146,7 +146,8 @@ def bf16_gemm_peak(n=2048, repeats=5):
         a = torch.rand((k, k), generator=g).to(torch.bfloat16)
         b = torch.rand((k, k), generator=g).to(torch.bfloat16)
         torch.matmul(a, b)
-        return 2 * k ** 3 / min(time_block(lambda: torch.matmul(a, b), 1) for _ in range(reps)) / 1e9
+        best = min(time_block(lambda: torch.matmul(a, b), 1) for _ in range(reps))
+        return 2 * k ** 3 / best / 1e9
 
     # a small product first: emulated bf16 (no bf16 units) runs below 1 GFLOP/s, where the
     # full size would take minutes; it tells the two apart well enough
