@@ -10,10 +10,5 @@
 
 extern "C" __global__ void to_bf16_f32(unsigned short* dst, const float* src, long long n) {
     const u32* u = (const u32*)src;
-    for (i64 i = grid_start(); i < n; i += grid_stride()) {
-        u32 v = u[i];
-        u32 r = (v + 0x7FFFu + ((v >> 16) & 1u)) >> 16;
-        if ((v & 0x7FFFFFFFu) > 0x7F800000u) r = (v >> 16) | 0x0040u;  // NaN: keep it NaN
-        dst[i] = (unsigned short)r;
-    }
+    for (i64 i = grid_start(); i < n; i += grid_stride()) dst[i] = bf16_bits(u[i]);
 }

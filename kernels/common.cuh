@@ -85,6 +85,23 @@ __device__ T block_sum(T v) {
     return s;
 }
 
+// ---- bfloat16 bits ---------------------------------------------------------------------
+// The bf16 bits of a float32 (its bits v), rounded to nearest-even; NaN stays a quiet NaN of
+// the same sign (rounding its payload could carry into the exponent).  bf16.cu's to_bf16,
+// and the kernels that write a bf16 product's operand beside their float32 output.
+__device__ __forceinline__ unsigned short bf16_bits(u32 v) {
+    u32 r = (v + 0x7FFFu + ((v >> 16) & 1u)) >> 16;
+    if ((v & 0x7FFFFFFFu) > 0x7F800000u) r = (v >> 16) | 0x0040u;
+    return (unsigned short)r;
+}
+// half[k] <- the bf16 bits of v (a float64 kernel has no bf16 operands: nothing to write)
+__device__ __forceinline__ void store_half(unsigned short* half, i64 k, float v) {
+    union { float f; u32 u; } c;
+    c.f = v;
+    half[k] = bf16_bits(c.u);
+}
+__device__ __forceinline__ void store_half(unsigned short*, i64, double) {}
+
 // ---- Philox4x32-10 -------------------------------------------------------------------
 struct u32x4 { u32 v[4]; };
 

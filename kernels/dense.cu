@@ -2,6 +2,8 @@
 //
 //   bias_act_fwd   y (R, N) <- act(y + b)                      one thread per element
 //   act_bias_bwd   da (R, N) = dy * act'(y);  db partial sums  (TILE_W, TILE_H) tiles
+//   (both: with fuse, half (R, N) <- the output's bf16 bits, a bf16 product's operand
+//   rounded where it is written)
 //   sum_partials   out (n,) = scale * sum_c part[c, :]         finishes split column sums
 //
 // The activation codes (ACT_*) come from fastvae/backends/codes.py as -D options (cuda_defines).
@@ -46,9 +48,14 @@ __device__ __forceinline__ T act_bwd(T dy, T y, int act, T alpha) {
 }
 
 template <class T>
-__device__ void bias_act_fwd_impl(T* y, const T* b, i64 R, int N, int act, T alpha) {
+__device__ void bias_act_fwd_impl(T* y, const T* b, i64 R, int N, int act, T alpha,
+                                  unsigned short* half, int fuse) {
     i64 n = R * N;
-    for (i64 i = grid_start(); i < n; i += grid_stride()) y[i] = act_fwd(y[i] + b[i % N], act, alpha);
+    for (i64 i = grid_start(); i < n; i += grid_stride()) {
+        T v = act_fwd(y[i] + b[i % N], act, alpha);
+        y[i] = v;
+        if (fuse) store_half(half, i, v);
+    }
 }
 
 // grid (ceil(N / TILE_W), n_chunks), block (TILE_W, TILE_H).  Block (t, c) covers columns
@@ -56,7 +63,8 @@ __device__ void bias_act_fwd_impl(T* y, const T* b, i64 R, int N, int act, T alp
 // sums to dbpart[c, :] (dbpart is db itself when n_chunks == 1).  da may alias dy.
 template <class T>
 __device__ void act_bias_bwd_impl(T* da, T* dbpart, const T* dy, const T* y, int R, int N,
-                                  int rows_per_chunk, int act, T alpha) {
+                                  int rows_per_chunk, int act, T alpha, unsigned short* half,
+                                  int fuse) {
     int j = blockIdx.x * TILE_W + threadIdx.x;
     int r0 = blockIdx.y * rows_per_chunk;
     int r1 = min(R, r0 + rows_per_chunk);
@@ -66,6 +74,7 @@ __device__ void act_bias_bwd_impl(T* da, T* dbpart, const T* dy, const T* y, int
             i64 k = (i64)r * N + j;
             T g = act_bwd(dy[k], y[k], act, alpha);
             da[k] = g;
+            if (fuse) store_half(half, k, g);
             acc += g;
         }
     }
@@ -83,17 +92,17 @@ __device__ void sum_partials_impl(T* out, const T* part, int n_parts, int n, T s
     }
 }
 
-extern "C" __global__ void bias_act_fwd_f32(float* y, const float* b, long long R, int N, int act, float alpha) {
-    bias_act_fwd_impl(y, b, R, N, act, alpha);
+extern "C" __global__ void bias_act_fwd_f32(float* y, const float* b, long long R, int N, int act, float alpha, unsigned short* half, int fuse) {
+    bias_act_fwd_impl(y, b, R, N, act, alpha, half, fuse);
 }
-extern "C" __global__ void bias_act_fwd_f64(double* y, const double* b, long long R, int N, int act, double alpha) {
-    bias_act_fwd_impl(y, b, R, N, act, alpha);
+extern "C" __global__ void bias_act_fwd_f64(double* y, const double* b, long long R, int N, int act, double alpha, unsigned short* half, int fuse) {
+    bias_act_fwd_impl(y, b, R, N, act, alpha, half, fuse);
 }
-extern "C" __global__ void act_bias_bwd_f32(float* da, float* dbpart, const float* dy, const float* y, int R, int N, int rows_per_chunk, int act, float alpha) {
-    act_bias_bwd_impl(da, dbpart, dy, y, R, N, rows_per_chunk, act, alpha);
+extern "C" __global__ void act_bias_bwd_f32(float* da, float* dbpart, const float* dy, const float* y, int R, int N, int rows_per_chunk, int act, float alpha, unsigned short* half, int fuse) {
+    act_bias_bwd_impl(da, dbpart, dy, y, R, N, rows_per_chunk, act, alpha, half, fuse);
 }
-extern "C" __global__ void act_bias_bwd_f64(double* da, double* dbpart, const double* dy, const double* y, int R, int N, int rows_per_chunk, int act, double alpha) {
-    act_bias_bwd_impl(da, dbpart, dy, y, R, N, rows_per_chunk, act, alpha);
+extern "C" __global__ void act_bias_bwd_f64(double* da, double* dbpart, const double* dy, const double* y, int R, int N, int rows_per_chunk, int act, double alpha, unsigned short* half, int fuse) {
+    act_bias_bwd_impl(da, dbpart, dy, y, R, N, rows_per_chunk, act, alpha, half, fuse);
 }
 extern "C" __global__ void sum_partials_f32(float* out, const float* part, int n_parts, int n, float scale) {
     sum_partials_impl(out, part, n_parts, n, scale);

@@ -32,7 +32,8 @@ template <class T, bool GRAD>
 __device__ void likelihood_impl(T* dout, T* rowpart, T* dbpart, T* lspart, T* out,
                                         const T* b, const T* x, const T* logscale, int R,
                                         int B, int D, int rows_per_chunk, int kind,
-                                        int learn_scale, int shared_scale, T grad_scale) {
+                                        int learn_scale, int shared_scale, T grad_scale,
+                                        unsigned short* half, int fuse) {
     int j = blockIdx.x * TILE_W + threadIdx.x;
     bool valid = j < D;
     int r0 = blockIdx.y * rows_per_chunk;
@@ -70,6 +71,7 @@ __device__ void likelihood_impl(T* dout, T* rowpart, T* dbpart, T* lspart, T* ou
             }
             if (GRAD) {
                 dout[k] = g;
+                if (fuse) store_half(half, k, g);  // (dout's bf16 bits, when asked)
                 col += g;
             }
         }
@@ -175,17 +177,17 @@ __device__ void logscale_bwd_impl(T* draw, const T* dls, const T* raw, int S, T 
     }
 }
 
-extern "C" __global__ void likelihood_fwd_bwd_f32(float* dout, float* rowpart, float* dbpart, float* lspart, float* out, const float* b, const float* x, const float* logscale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, float grad_scale) {
-    likelihood_impl<float, true>(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale);
+extern "C" __global__ void likelihood_fwd_bwd_f32(float* dout, float* rowpart, float* dbpart, float* lspart, float* out, const float* b, const float* x, const float* logscale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, float grad_scale, unsigned short* half, int fuse) {
+    likelihood_impl<float, true>(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale, half, fuse);
 }
-extern "C" __global__ void likelihood_fwd_bwd_f64(double* dout, double* rowpart, double* dbpart, double* lspart, double* out, const double* b, const double* x, const double* logscale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, double grad_scale) {
-    likelihood_impl<double, true>(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale);
+extern "C" __global__ void likelihood_fwd_bwd_f64(double* dout, double* rowpart, double* dbpart, double* lspart, double* out, const double* b, const double* x, const double* logscale, int R, int B, int D, int rows_per_chunk, int kind, int learn_scale, int shared_scale, double grad_scale, unsigned short* half, int fuse) {
+    likelihood_impl<double, true>(dout, rowpart, dbpart, lspart, out, b, x, logscale, R, B, D, rows_per_chunk, kind, learn_scale, shared_scale, grad_scale, half, fuse);
 }
 extern "C" __global__ void likelihood_fwd_f32(float* rowpart, float* out, const float* b, const float* x, const float* logscale, int R, int B, int D, int rows_per_chunk, int kind, int shared_scale) {
-    likelihood_impl<float, false>(nullptr, rowpart, nullptr, nullptr, out, b, x, logscale, R, B, D, rows_per_chunk, kind, 0, shared_scale, 0.0f);
+    likelihood_impl<float, false>(nullptr, rowpart, nullptr, nullptr, out, b, x, logscale, R, B, D, rows_per_chunk, kind, 0, shared_scale, 0.0f, nullptr, 0);
 }
 extern "C" __global__ void likelihood_fwd_f64(double* rowpart, double* out, const double* b, const double* x, const double* logscale, int R, int B, int D, int rows_per_chunk, int kind, int shared_scale) {
-    likelihood_impl<double, false>(nullptr, rowpart, nullptr, nullptr, out, b, x, logscale, R, B, D, rows_per_chunk, kind, 0, shared_scale, 0.0);
+    likelihood_impl<double, false>(nullptr, rowpart, nullptr, nullptr, out, b, x, logscale, R, B, D, rows_per_chunk, kind, 0, shared_scale, 0.0, nullptr, 0);
 }
 extern "C" __global__ void logscale_fwd_f32(float* ls, const float* raw, int S, float ls_floor) {
     logscale_fwd_impl(ls, raw, S, ls_floor);

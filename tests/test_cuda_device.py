@@ -310,15 +310,25 @@ def test_matmul_refuses_bad_arguments(emu):
 
 def test_launches_are_checked_against_the_kernel_signatures(emu):
     y = emu.xp.zeros((2, 3), dtype=np.float32)
+    h = emu.xp.zeros((2, 3), dtype=np.uint16)  # (the kernel's optional bf16 output, off)
     with pytest.raises(TypeError, match="expected int32"):
         emu.launch("bias_act_fwd_f32", (1,), (256,), (y, y[0], np.int64(2), np.int64(3),
-                                                      np.int32(0), np.float32(0)))
+                                                      np.int32(0), np.float32(0), h,
+                                                      np.int32(0)))
     with pytest.raises(TypeError, match="float32 device array"):
         emu.launch("bias_act_fwd_f32", (1,), (256,), (y.astype(np.float64), y[0], np.int64(2),
-                                                      np.int32(3), np.int32(0), np.float32(0)))
+                                                      np.int32(3), np.int32(0), np.float32(0),
+                                                      h, np.int32(0)))
     with pytest.raises(TypeError, match="device array, got ndarray"):  # a host array
         emu.launch("bias_act_fwd_f32", (1,), (256,), (np.zeros((2, 3), np.float32), y[0],
                                                       np.int64(2), np.int32(3), np.int32(0),
-                                                      np.float32(0)))
+                                                      np.float32(0), h, np.int32(0)))
+    with pytest.raises(TypeError, match="uint16 device array"):  # the bf16 output's type
+        emu.launch("bias_act_fwd_f32", (1,), (256,), (y, y[0], np.int64(2), np.int32(3),
+                                                      np.int32(0), np.float32(0), y,
+                                                      np.int32(1)))
+    with pytest.raises(TypeError, match="6 arguments for 8 parameters"):
+        emu.launch("bias_act_fwd_f32", (1,), (256,), (y, y[0], np.int64(2), np.int32(3),
+                                                      np.int32(0), np.float32(0)))
     with pytest.raises(KeyError, match="no CUDA kernel"):
         emu.launch("bias_act_fwd_f16", (1,), (256,), ())

@@ -108,18 +108,30 @@ def _act_grad_from_output(y, act, alpha):
     raise ValueError(f"unknown activation code {act}")
 
 
-def bias_act_fwd(y, b, act, alpha):
-    """y (B, N) <- act(y + b), in place; b (N,)."""
+def _shadow(half, a):
+    """half <- a rounded to bf16, when a kernel is given a ``half`` output: a bf16 product's
+    operand rounded where it is written, not in a pass of its own (the bits of
+    :func:`to_bf16`)."""
+    if half is not None:
+        _bf16.to_bf16(half, a)
+
+
+def bias_act_fwd(y, b, act, alpha, half=None):
+    """y (B, N) <- act(y + b), in place; b (N,).  ``half`` (B, N) uint16 or None: also
+    receives the result's bf16 bits (to_bf16(half, y))."""
     y[...] = _act(y + b, act, alpha)
+    _shadow(half, y)
 
 
-def act_bias_bwd(da, db, dy, y, act, alpha):
+def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
     """da (B, N) = dy * act'(.) taken from the saved output y (B, N); db (N,) = sum_rows da.
+    ``half`` (B, N) uint16 or None: also receives da's bf16 bits.
 
     ``da`` may be the same array as ``dy``.
     """
     da[...] = dy * _act_grad_from_output(y, act, alpha)
     db[...] = da.sum(axis=0)
+    _shadow(half, da)
 
 
 def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_max):
@@ -212,7 +224,7 @@ def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
 
 
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                       learn_scale, grad_scale):
+                       learn_scale, grad_scale, half=None):
     """Reconstruction loss per row and its gradient, in one pass.
 
     out, b, x, logscale, loss_rows: as in :func:`likelihood_fwd`.
@@ -220,6 +232,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
     db (D,)         out: column sums of dout.
     dlogscale       out, only when learn_scale: grad_scale * d sum(loss_rows) / d logscale,
                     (1,) or (D,) like logscale.
+    half (R, D)     uint16 or None: out, dout's bf16 bits (to_bf16(half, dout)).
     """
     terms, r, inv_var = _recon_terms(out, b, x, logscale, kind)
     loss_rows[...] = terms.sum(axis=1)
@@ -231,6 +244,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
             g = 1 - r * r * inv_var
             dlogscale[...] = grad_scale * (g.sum() if logscale.shape[0] == 1 else g.sum(axis=0))
     db[...] = dout.sum(axis=0)
+    _shadow(half, dout)
 
 
 def likelihood_bwd(dout, db, dlogscale, out, x, logscale, kind, learn_scale, row_scale,

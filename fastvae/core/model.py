@@ -400,6 +400,7 @@ class Engine(Spec, Inference):
         self._decoder_forward(ws, ws.z, x)
         ls = self._logscale_forward(ws)
         ws.objective = obj
+        self._mm.stale(ws, "lik")  # (ws.dout, the likelihood's gradient, is rewritten below)
         obj_rows = ws.no_rows
         if block:
             obj_rows = self._blocks_loss(ws, x, ls, obj, grad, Bg, L)
@@ -415,9 +416,14 @@ class Engine(Spec, Inference):
         elif grad:
             # SAVE dout, dout_b, dls: the loss gradient is computed with the loss (one
             # pass); backward starts from it and copies the bias and scale gradients out
+            # (dout's bf16 shadow for the two products backward starts with, written by
+            # the likelihood kernel as it writes dout)
+            R, P, Wo = ws.dout.shape[0], ws.dout.shape[1], p["dec.out.W"]
+            half = self._mm.shadow(ws, "lik", ws.dout, ((Wo.shape[0], P, R),
+                                                        (R, Wo.shape[0], P)))
             bk.likelihood_fwd_bwd(ws.dout, ws.loss_rows, ws.dout_b, ws.dls, ws.out,
                                   p["dec.out.b"], x, ls, self.lik_code, self.learn_scale,
-                                  1.0 / (Bg * L))
+                                  1.0 / (Bg * L), half=half)
         else:
             bk.likelihood_fwd(ws.loss_rows, ws.out, p["dec.out.b"], x, ls, self.lik_code)
         recon = ws.loss_rows
@@ -472,9 +478,17 @@ class Engine(Spec, Inference):
         [h | conditions]).  The input of product i is keyed "e<i>" (encoder) or "g<i>"
         (decoder) for its bf16 shadow."""
         bk, h, key = self.kernels, x, "e" if side == "enc" else "g"
-        for i, ((W, b, _, _), hi) in enumerate(zip(self._layers(side), hidden)):
+        layers = self._layers(side)
+        for i, ((W, b, _, _), hi) in enumerate(zip(layers, hidden)):
             self._product(ws, hi, h, f"{key}{i}", W, f"W:{side}.{i}.W", raw)
-            bk.bias_act_fwd(hi, b, self.act_code, self.act_alpha)
+            half = None
+            if join is None:  # (else the next product reads [h | conditions], not h)
+                # hi's readers: the next product and, backward, its weight gradient
+                Wn = layers[i + 1][0] if i + 1 < len(layers) else self._params[last_W]
+                R, n = hi.shape
+                half = self._mm.shadow(ws, f"{key}{i + 1}", hi,
+                                       ((R, Wn.shape[1], n), (n, Wn.shape[1], R)))
+            bk.bias_act_fwd(hi, b, self.act_code, self.act_alpha, half=half)
             h, raw = (hi if join is None else join(i, hi)), None
         self._product(ws, out, h, f"{key}{len(hidden)}", self._params[last_W], f"W:{last_W}",
                       raw)
@@ -615,8 +629,8 @@ class Engine(Spec, Inference):
         # and the keys of the operands' bf16 shadows (fastvae.core.precision)
         g_in = [ws.z if ws.zin is None else ws.zin] + (ws.g if ws.gin is None else ws.gin)
         nd = len(dec)
-        mm(ws, gr["dec.out.W"], g_in[-1], f"g{nd}", ws.dout, "dout", trans_a=True)
-        d, dk = ws.dout, "dout"
+        mm(ws, gr["dec.out.W"], g_in[-1], f"g{nd}", ws.dout, "lik", trans_a=True)
+        d, dk = ws.dout, "lik"
         Wnext, wk = p["dec.out.W"], "W:dec.out.W"
         for j in range(nd - 1, -1, -1):
             W, b, gW, gb = dec[j]
@@ -624,7 +638,11 @@ class Engine(Spec, Inference):
             # (with injected conditions, the rows of Wnext after g_j's are the conditions':
             # observed, they take no gradient)
             mm(ws, pre, d, dk, Wnext[:pre.shape[1]], wk, trans_b=True)
-            bk.act_bias_bwd(ws.dg[j], gb, pre, ws.g[j], act, alpha)
+            # (dg_j's readers: its weight gradient and the next input gradient)
+            R = pre.shape[0]
+            half = mm.shadow(ws, f"dg{j}", ws.dg[j], ((gW.shape[0], gW.shape[1], R),
+                                                     (R, W.shape[0], W.shape[1])))
+            bk.act_bias_bwd(ws.dg[j], gb, pre, ws.g[j], act, alpha, half=half)
             mm(ws, gW, g_in[j], f"g{j}", ws.dg[j], f"dg{j}", trans_a=True)
             d, dk, Wnext, wk = ws.dg[j], f"dg{j}", W, f"W:dec.{j}.W"
         # (the conditions' rows of the first W take no input gradient: they are observed)
@@ -651,7 +669,10 @@ class Engine(Spec, Inference):
             W, b, gW, gb = enc[i]
             pre = ws.scratch(*ws.dh[i].shape)
             mm(ws, pre, d, dk, Wnext, wk, trans_b=True)
-            bk.act_bias_bwd(ws.dh[i], gb, pre, ws.h[i], act, alpha)
+            R = pre.shape[0]
+            half = mm.shadow(ws, f"dh{i}", ws.dh[i], ((gW.shape[0], gW.shape[1], R),) + (
+                ((R, W.shape[0], W.shape[1]),) if i > 0 else ()))
+            bk.act_bias_bwd(ws.dh[i], gb, pre, ws.h[i], act, alpha, half=half)
             self._product_grad(ws, gW, h_in[i], f"e{i}", ws.dh[i], f"dh{i}",
                                raw if i == 0 else None)
             d, dk, Wnext, wk = ws.dh[i], f"dh{i}", W, f"W:enc.{i}.W"

@@ -8,7 +8,7 @@ from . import onednn
 
 
 @jit
-def _round_bits(dst, u):
+def round_bits(dst, u):
     """dst (n,) uint16 <- u (n,) float32 bits rounded to bf16 (nearest-even, NaN quiet)."""
     half, one, mag, inf, quiet = (np.uint32(0x7FFF), np.uint32(1), np.uint32(0x7FFFFFFF),
                                   np.uint32(0x7F800000), np.uint32(0x0040))
@@ -23,7 +23,7 @@ def _round_bits(dst, u):
 
 def to_bf16(dst, src):
     """dst (uint16, shape of src) <- src (float32, C-contiguous) rounded to bfloat16."""
-    _round_bits(dst.reshape(-1), src.reshape(-1).view(np.uint32))
+    round_bits(dst.reshape(-1), src.reshape(-1).view(np.uint32))
 
 
 def _onednn_product(name, operand, out, a, b, trans_a, trans_b):

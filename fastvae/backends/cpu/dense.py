@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..codes import (ACT_ELU, ACT_IDENTITY, ACT_LEAKY_RELU, ACT_RELU, ACT_SIGMOID,
                      ACT_SOFTPLUS, ACT_TANH)
 from ..nbmath import exp_nonpos, jit, log1p_unit, vexpm1
+from .bf16 import round_bits
 
 
 @jit
@@ -86,12 +89,50 @@ def act_bias_bwd(da, db, dy, y, act, alpha):
 
     ``da`` may be the same array as ``dy``.
     """
+    for j in range(db.shape[0]):
+        db[j] = db.dtype.type(0.0)
+    _act_bias_rows(da, db, dy, y, act, alpha)
+
+
+#: rows per block of a kernel that also writes its output's bf16 bits: a block's output
+#: (16 rows of up to a few thousand floats) is still in the nearest caches when it is read
+#: back to be rounded, where a pass of its own reads it from memory
+FUSE_ROWS = 16
+
+
+@jit
+def bias_act_fwd_bf16(y, b, act, alpha, half):
+    """:func:`bias_act_fwd`, and half (B, N) uint16 <- the result's bf16 bits, a block of
+    rows at a time (the same bits as the two kernels one after the other)."""
+    R = y.shape[0]
+    for r0 in range(0, R, FUSE_ROWS):
+        r1 = min(R, r0 + FUSE_ROWS)
+        bias_act_fwd(y[r0:r1], b, act, alpha)
+        for i in range(r0, r1):
+            round_bits(half[i], y[i].view(np.uint32))
+
+
+@jit
+def act_bias_bwd_bf16(da, db, dy, y, act, alpha, half):
+    """:func:`act_bias_bwd`, and half (B, N) uint16 <- da's bf16 bits, a block of rows at a
+    time (db sums the rows in the same order: the same bits)."""
+    R = y.shape[0]
+    for j in range(db.shape[0]):
+        db[j] = db.dtype.type(0.0)
+    for r0 in range(0, R, FUSE_ROWS):
+        r1 = min(R, r0 + FUSE_ROWS)
+        _act_bias_rows(da[r0:r1], db, dy[r0:r1], y[r0:r1], act, alpha)
+        for i in range(r0, r1):
+            round_bits(half[i], da[i].view(np.uint32))
+
+
+@jit
+def _act_bias_rows(da, db, dy, y, act, alpha):
+    """da = dy * act'(.), and db (N,) += the rows of da, in row order."""
     R, N = y.shape
     al = y.dtype.type(alpha)
     zero = y.dtype.type(0.0)
     one = y.dtype.type(1.0)
-    for j in range(N):
-        db[j] = zero
     # The activation is chosen outside the loops: a branch on ``act`` inside the inner
     # loop kept it scalar (LLVM did not unswitch it), 10x slower for relu.
     if act == ACT_RELU:

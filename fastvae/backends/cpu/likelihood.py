@@ -8,6 +8,7 @@ import numpy as np
 
 from ..codes import LIK_BERNOULLI, LIK_GAUSSIAN
 from ..nbmath import exp_nonpos, jit, log1p_unit
+from .bf16 import round_bits
 
 
 @jit
@@ -52,13 +53,15 @@ def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
 
 @jit
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                       learn_scale, grad_scale):
-    """Reconstruction loss per row and its gradient in one pass (contract: reference)."""
+                       learn_scale, grad_scale, half):
+    """Reconstruction loss per row and its gradient in one pass (contract: reference);
+    half (R, D) uint16 also receives dout's bf16 bits, row by row, unless it has no rows."""
     R, D = out.shape
+    fuse = half.shape[0] != 0
     B = x.shape[0]
     zero = out.dtype.type(0.0)
     one = out.dtype.type(1.0)
-    half = out.dtype.type(0.5)
+    one_half = out.dtype.type(0.5)
     gs = out.dtype.type(grad_scale)
     for j in range(D):
         db[j] = zero
@@ -76,6 +79,8 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
                 dout[r, j] = g
                 db[j] += g
             loss_rows[r] = acc
+            if fuse:  # (the row just written, still in the nearest cache)
+                round_bits(half[r], dout[r].view(np.uint32))
     elif kind == LIK_GAUSSIAN:
         shared = logscale.shape[0] == 1
         c = out.dtype.type(0.5 * math.log(2.0 * math.pi))
@@ -93,7 +98,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
                 out[r, j] = a
                 d = a - x[xi, j]
                 q = d * d * iv
-                acc += half * q + ls + c
+                acc += one_half * q + ls + c
                 g = gs * d * iv
                 dout[r, j] = g
                 db[j] += g
@@ -103,6 +108,8 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
                     else:
                         dlogscale[j] += gs * (one - q)
             loss_rows[r] = acc
+            if fuse:
+                round_bits(half[r], dout[r].view(np.uint32))
         if learn_scale and shared:
             dlogscale[0] = gs * gl
 

@@ -51,24 +51,30 @@ def _spread(R, cols):
     return bounds(R, min(get_num_threads(), n_chunks(R, cols)))
 
 
-def bias_act_fwd(y, b, act, alpha):
-    """y (B, N) <- act(y + b), in place; b (N,) (contract: reference.bias_act_fwd)."""
+def bias_act_fwd(y, b, act, alpha, half=None):
+    """y (B, N) <- act(y + b), in place; b (N,); half: y's bf16 bits too (contract:
+    reference.bias_act_fwd)."""
     parts = _spread(*y.shape)
+    kernel = _dense.bias_act_fwd if half is None else _dense.bias_act_fwd_bf16
+    extra = (lambda lo, hi: ()) if half is None else (lambda lo, hi: (half[lo:hi],))
     if len(parts) == 1:
-        _dense.bias_act_fwd(y, b, act, alpha)
+        kernel(y, b, act, alpha, *extra(0, y.shape[0]))
         return
-    run(_dense.bias_act_fwd, [(y[lo:hi], b, act, alpha) for lo, hi in parts])
+    run(kernel, [(y[lo:hi], b, act, alpha, *extra(lo, hi)) for lo, hi in parts])
 
 
-def act_bias_bwd(da, db, dy, y, act, alpha):
-    """da (B, N) = dy * act'(.), db (N,) = sum_rows da (contract: reference.act_bias_bwd)."""
+def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
+    """da (B, N) = dy * act'(.), db (N,) = sum_rows da; half: da's bf16 bits too (contract:
+    reference.act_bias_bwd)."""
     parts = _rows(*y.shape)
+    kernel = _dense.act_bias_bwd if half is None else _dense.act_bias_bwd_bf16
+    extra = (lambda lo, hi: ()) if half is None else (lambda lo, hi: (half[lo:hi],))
     if len(parts) == 1:
-        _dense.act_bias_bwd(da, db, dy, y, act, alpha)
+        kernel(da, db, dy, y, act, alpha, *extra(0, y.shape[0]))
         return
     pdb = np.empty((len(parts), db.shape[0]), db.dtype)
-    run(_dense.act_bias_bwd, [(da[lo:hi], pdb[c], dy[lo:hi], y[lo:hi], act, alpha)
-                              for c, (lo, hi) in enumerate(parts)])
+    run(kernel, [(da[lo:hi], pdb[c], dy[lo:hi], y[lo:hi], act, alpha, *extra(lo, hi))
+                 for c, (lo, hi) in enumerate(parts)])
     _sum_chunks(db, pdb)
 
 
@@ -82,20 +88,28 @@ def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
                               for lo, hi in parts])
 
 
+#: the likelihood kernel's ``half`` when no bf16 bits are asked for (it has no rows)
+_NO_HALF = np.empty((0, 0), np.uint16)
+
+
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                       learn_scale, grad_scale):
-    """The loss per row and its gradient in one pass (contract: reference)."""
+                       learn_scale, grad_scale, half=None):
+    """The loss per row and its gradient in one pass; half: dout's bf16 bits too (contract:
+    reference)."""
     parts = _rows(*out.shape)
+    if half is None:
+        half = _NO_HALF
     if len(parts) == 1 or out.shape[0] != x.shape[0]:
         _lik.likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                                learn_scale, grad_scale)
+                                learn_scale, grad_scale, half)
         return
     K = len(parts)
     pdb = np.empty((K, db.shape[0]), db.dtype)
     pls = np.zeros((K, dlogscale.shape[0]), dlogscale.dtype)
     run(_lik.likelihood_fwd_bwd,
         [(dout[lo:hi], loss_rows[lo:hi], pdb[c], pls[c], out[lo:hi], b, x[lo:hi], logscale,
-          kind, learn_scale, grad_scale) for c, (lo, hi) in enumerate(parts)])
+          kind, learn_scale, grad_scale, half[lo:hi] if half.shape[0] else half)
+         for c, (lo, hi) in enumerate(parts)])
     _sum_chunks(db, pdb)
     if learn_scale:
         _sum_chunks(dlogscale, pls)

@@ -8,7 +8,7 @@ from ..codes import ACT_IDENTITY
 from ..cuda_device import (BLOCK_1D, DTYPE_SUFFIX, gemm_args, grid_1d, kernel_name,
                            tile_plan)
 from ..tf32 import tf32_enabled
-from .launch import device, finish, partials, scalar
+from .launch import device, finish, half_arg, partials, scalar
 
 
 def contiguous(name, out, a, b):
@@ -49,24 +49,26 @@ def matmul(out, a, b, trans_a=False, trans_b=False):
                   tf32_enabled() and out.dtype == np.float32)
 
 
-def bias_act_fwd(y, b, act, alpha):
-    """y (R, N) <- act(y + b), in place; b (N,)."""
+def bias_act_fwd(y, b, act, alpha, half=None):
+    """y (R, N) <- act(y + b), in place; b (N,); ``half`` (R, N) uint16: also y's bf16
+    bits, written by the same threads."""
     dev = device()
     R, N = y.shape
     dev.launch(kernel_name("bias_act_fwd", y.dtype), (grid_1d(R * N, dev.sm_count),),
-               (BLOCK_1D,), (y, b, np.int64(R), np.int32(N), np.int32(act), scalar(y.dtype, alpha)))
+               (BLOCK_1D,), (y, b, np.int64(R), np.int32(N), np.int32(act),
+                             scalar(y.dtype, alpha), *half_arg(half)))
 
 
-def act_bias_bwd(da, db, dy, y, act, alpha):
-    """da (R, N) = dy * act'(.) read off y (R, N); db (N,) = column sums of da.
-    ``da`` may be ``dy``."""
+def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
+    """da (R, N) = dy * act'(.) read off y (R, N); db (N,) = column sums of da; ``half``
+    (R, N) uint16: also da's bf16 bits.  ``da`` may be ``dy``."""
     dev = device()
     R, N = y.shape
     grid, block, per, n_chunks = tile_plan(R, N, dev.sm_count)
     part = db if n_chunks == 1 else partials(db.dtype, n_chunks * N)[0]
     dev.launch(kernel_name("act_bias_bwd", y.dtype), grid, block,
                (da, part, dy, y, np.int32(R), np.int32(N), np.int32(per), np.int32(act),
-                scalar(y.dtype, alpha)))
+                scalar(y.dtype, alpha), *half_arg(half)))
     if n_chunks > 1:
         finish(dev, db, part, n_chunks, N, 1.0)
 
@@ -79,6 +81,6 @@ def colsum(dev, out, a, part):
     dst = out if n_chunks == 1 else part
     dev.launch(kernel_name("act_bias_bwd", a.dtype), grid, block,
                (a, dst, a, a, np.int32(R), np.int32(N), np.int32(per), np.int32(ACT_IDENTITY),
-                scalar(a.dtype, 0.0)))
+                scalar(a.dtype, 0.0), *half_arg(None)))
     if n_chunks > 1:
         finish(dev, out, part, n_chunks, N, 1.0)

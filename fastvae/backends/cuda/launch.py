@@ -5,6 +5,7 @@ precision, and the fixed-order sum of partial rows (``sum_partials``, dense.cu).
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 
@@ -67,6 +68,23 @@ def partials(dtype, *sizes):
         out.append(buf[off:off + s])
         off += s
     return out
+
+
+#: device -> the one-element uint16 array that stands for "no bf16 output" on it
+_NO_HALF = weakref.WeakKeyDictionary()
+
+
+def half_arg(half):
+    """(array, flag) for a kernel's optional bf16 output: ``half`` and 1, or, without one,
+    a one-element uint16 array of the device's (made once) that the kernel does not touch,
+    and 0 (a launch passes arrays, not null pointers)."""
+    if half is not None:
+        return half, np.int32(1)
+    dev = device()
+    none = _NO_HALF.get(dev)
+    if none is None:
+        none = _NO_HALF[dev] = dev.xp.zeros(1, np.uint16)
+    return none, np.int32(0)
 
 
 def scalar(dtype, v):

@@ -6,12 +6,13 @@ import numpy as np
 
 from ..codes import LIK_GAUSSIAN
 from ..cuda_device import BLOCK_1D, grid_1d, kernel_name, tile_plan
-from .launch import device, finish, partials, scalar
+from .launch import device, finish, half_arg, partials, scalar
 
 
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                       learn_scale, grad_scale):
-    """Reconstruction loss per row and its gradient in one pass (contract: reference)."""
+                       learn_scale, grad_scale, half=None):
+    """Reconstruction loss per row and its gradient in one pass; ``half``: dout's bf16 bits
+    too (contract: reference)."""
     dev = device()
     R, D = out.shape
     B = x.shape[0]
@@ -30,7 +31,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
     dev.launch(kernel_name("likelihood_fwd_bwd", T), grid, block,
                (dout, rowpart, dbpart, lspart if learn else dbpart, out, b, x, logscale,
                 np.int32(R), np.int32(B), np.int32(D), np.int32(per), np.int32(kind),
-                np.int32(learn), np.int32(shared), scalar(T, grad_scale)))
+                np.int32(learn), np.int32(shared), scalar(T, grad_scale), *half_arg(half)))
     if n_tiles > 1:
         finish(dev, loss_rows, rowpart, n_tiles, R, 1.0)
     if n_chunks > 1:
