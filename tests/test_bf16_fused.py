@@ -145,3 +145,31 @@ def test_a_bf16_models_steps_are_the_same_with_the_fusion_on_and_off(where, arch
     # (a model with conditions has column blocks, whose block kernel writes it unfused)
     assert not [s for s in r1 if s in hidden] and [s for s in r0 if s in hidden], r1
     assert r0.count((32, D)) - r1.count((32, D)) == (0 if m.columns is not None else 3)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_cpu_kernels_cut_into_chunks_write_the_same_bits(threads):
+    """Outputs large enough for the cpu backend to cut into chunks (on 1 and 2 threads):
+    each chunk writes its own rows' bits, the same as one call's."""
+    rng = np.random.default_rng(11)
+    R_, N = 4000, 45
+    pre = rng.standard_normal((R_, N)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    x = (rng.random((R_, N)) < 0.4).astype(np.float32)
+    before = CPU.get_num_threads()
+    CPU.set_num_threads(threads)
+    try:
+        y, half = pre.copy(), np.zeros((R_, N), np.uint16)
+        CPU.bias_act_fwd(y, b, ACT_TANH, 0.0, half=half)
+        np.testing.assert_array_equal(half, bits(y))
+        da, db, half = np.empty_like(y), np.empty(N, np.float32), np.zeros((R_, N), np.uint16)
+        CPU.act_bias_bwd(da, db, pre, y, ACT_TANH, 0.0, half=half)
+        np.testing.assert_array_equal(half, bits(da))
+        dout, half = np.empty_like(pre), np.zeros((R_, N), np.uint16)
+        CPU.likelihood_fwd_bwd(dout, np.empty(R_, np.float32), np.empty(N, np.float32),
+                               np.zeros(1, np.float32), pre.copy(), b, x,
+                               np.zeros(1, np.float32), LIK_BERNOULLI, False, 1.0 / R_,
+                               half=half)
+        np.testing.assert_array_equal(half, bits(dout))
+    finally:
+        CPU.set_num_threads(before)

@@ -53,9 +53,17 @@ def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
 
 @jit
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                       learn_scale, grad_scale, half):
-    """Reconstruction loss per row and its gradient in one pass (contract: reference);
-    half (R, D) uint16 also receives dout's bf16 bits, row by row, unless it has no rows."""
+                       learn_scale, grad_scale):
+    """Reconstruction loss per row and its gradient in one pass (contract: reference)."""
+    likelihood_fwd_bwd_bf16(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
+                            learn_scale, grad_scale, np.empty((0, 0), np.uint16))
+
+
+@jit
+def likelihood_fwd_bwd_bf16(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
+                            learn_scale, grad_scale, half):
+    """:func:`likelihood_fwd_bwd`, and half (R, D) uint16 <- dout's bf16 bits, row by row
+    (unless half has no rows)."""
     R, D = out.shape
     fuse = half.shape[0] != 0
     B = x.shape[0]

@@ -88,28 +88,23 @@ def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
                               for lo, hi in parts])
 
 
-#: the likelihood kernel's ``half`` when no bf16 bits are asked for (it has no rows)
-_NO_HALF = np.empty((0, 0), np.uint16)
-
-
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
                        learn_scale, grad_scale, half=None):
     """The loss per row and its gradient in one pass; half: dout's bf16 bits too (contract:
     reference)."""
     parts = _rows(*out.shape)
-    if half is None:
-        half = _NO_HALF
+    kernel = _lik.likelihood_fwd_bwd if half is None else _lik.likelihood_fwd_bwd_bf16
+    extra = (lambda lo, hi: ()) if half is None else (lambda lo, hi: (half[lo:hi],))
     if len(parts) == 1 or out.shape[0] != x.shape[0]:
-        _lik.likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                                learn_scale, grad_scale, half)
+        kernel(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind, learn_scale,
+               grad_scale, *extra(0, out.shape[0]))
         return
     K = len(parts)
     pdb = np.empty((K, db.shape[0]), db.dtype)
     pls = np.zeros((K, dlogscale.shape[0]), dlogscale.dtype)
-    run(_lik.likelihood_fwd_bwd,
+    run(kernel,
         [(dout[lo:hi], loss_rows[lo:hi], pdb[c], pls[c], out[lo:hi], b, x[lo:hi], logscale,
-          kind, learn_scale, grad_scale, half[lo:hi] if half.shape[0] else half)
-         for c, (lo, hi) in enumerate(parts)])
+          kind, learn_scale, grad_scale, *extra(lo, hi)) for c, (lo, hi) in enumerate(parts)])
     _sum_chunks(db, pdb)
     if learn_scale:
         _sum_chunks(dlogscale, pls)
