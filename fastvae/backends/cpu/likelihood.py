@@ -54,9 +54,11 @@ def likelihood_fwd(loss_rows, out, b, x, logscale, kind):
 @jit
 def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
                        learn_scale, grad_scale):
-    """Reconstruction loss per row and its gradient in one pass (contract: reference)."""
+    """Reconstruction loss per row and its gradient in one pass (contract: reference):
+    :func:`likelihood_fwd_bwd_bf16` with no rows of bits to write (an empty view of dout:
+    nothing is allocated, and the array is of the type the kernel writes)."""
     likelihood_fwd_bwd_bf16(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind,
-                            learn_scale, grad_scale, np.empty((0, 0), np.uint16))
+                            learn_scale, grad_scale, dout.view(np.uint16)[:0])
 
 
 @jit
