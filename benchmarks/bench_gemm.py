@@ -170,39 +170,39 @@ def _blocked(L):
         A = A.T if ta else A
         B = _bits(b)
         B = B.T if tb else B
-        a_md = L._desc((M, K), tuple(s // 2 for s in A.strides), od._BF16)
+        a_md = L.desc((M, K), tuple(s // 2 for s in A.strides), od.BF16)
         any_md = vp()
-        L._check(lib.dnnl_memory_desc_create_with_tag(ctypes.byref(any_md), 2,
-                                                      od._Dims(K, N), od._BF16, any_tag), "md")
-        o_md = L._desc((M, N), (N, 1), od._F32)
+        L.check(lib.dnnl_memory_desc_create_with_tag(ctypes.byref(any_md), 2,
+                                                      od.Dims(K, N), od.BF16, any_tag), "md")
+        o_md = L.desc((M, N), (N, 1), od.F32)
         attr, pd, prim = vp(), vp(), vp()
         lib.dnnl_primitive_attr_create(ctypes.byref(attr))
-        L._check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), L.engine, a_md,
+        L.check(lib.dnnl_matmul_primitive_desc_create(ctypes.byref(pd), L.engine, a_md,
                                                        any_md, None, o_md, attr), "matmul pd")
-        L._check(lib.dnnl_primitive_create(ctypes.byref(prim), pd), "matmul")
+        L.check(lib.dnnl_primitive_create(ctypes.byref(prim), pd), "matmul")
         w_md = vp(lib.dnnl_primitive_desc_query_md(pd, query_weights, 0))
         packed = np.empty(lib.dnnl_memory_desc_get_size(w_md), np.uint8)
-        stream, _ = L._thread_state()
+        stream, _ = L.thread_state()
         # the one reorder: plain (strided) -> the primitive's layout
-        plain = L._desc((K, N), tuple(s // 2 for s in B.strides), od._BF16)
+        plain = L.desc((K, N), tuple(s // 2 for s in B.strides), od.BF16)
         rpd, rprim, m_src, m_dst = vp(), vp(), vp(), vp()
-        L._check(lib.dnnl_reorder_primitive_desc_create(ctypes.byref(rpd), plain, L.engine,
+        L.check(lib.dnnl_reorder_primitive_desc_create(ctypes.byref(rpd), plain, L.engine,
                                                         w_md, L.engine, None), "reorder pd")
         lib.dnnl_primitive_create(ctypes.byref(rprim), rpd)
         lib.dnnl_memory_create(ctypes.byref(m_src), plain, L.engine, vp(B.ctypes.data))
         lib.dnnl_memory_create(ctypes.byref(m_dst), w_md, L.engine, vp(packed.ctypes.data))
-        rargs = (od._Arg * 2)(od._Arg(arg_from, m_src), od._Arg(arg_to, m_dst))
-        L._check(lib.dnnl_primitive_execute(rprim, stream, 2, rargs), "reorder")
+        rargs = (od.Arg * 2)(od.Arg(arg_from, m_src), od.Arg(arg_to, m_dst))
+        L.check(lib.dnnl_primitive_execute(rprim, stream, 2, rargs), "reorder")
         lib.dnnl_stream_wait(stream)
         out = np.empty((M, N), np.float32)
         mems = []
         for md, ptr in ((a_md, A.ctypes.data), (w_md, packed.ctypes.data),
                         (o_md, out.ctypes.data)):
             m = vp()
-            L._check(lib.dnnl_memory_create(ctypes.byref(m), md, L.engine, vp(ptr)), "mem")
+            L.check(lib.dnnl_memory_create(ctypes.byref(m), md, L.engine, vp(ptr)), "mem")
             mems.append(m)
-        args = (od._Arg * 3)(od._Arg(od._ARG_SRC, mems[0]), od._Arg(od._ARG_WEIGHTS, mems[1]),
-                             od._Arg(od._ARG_DST, mems[2]))
+        args = (od.Arg * 3)(od.Arg(od.ARG_SRC, mems[0]), od.Arg(od.ARG_WEIGHTS, mems[1]),
+                             od.Arg(od.ARG_DST, mems[2]))
         keep = (A, B, packed, out)  # the pointers above point into these
 
         def call():
@@ -277,21 +277,11 @@ def run(rounds=3, reps=20, threads=None, mkl_path=None, quiet=False, tiny=False)
     from fastvae.backends.cpu import onednn
     info = describe()
     try:
-        info["onednn"] = "%d.%d.%d" % _dnnl_version(onednn.library().lib)
+        info["onednn"] = "%d.%d.%d" % onednn.library().version()
     except Exception:  # noqa: BLE001  (the table says what ran; a missing library is a row)
         info["onednn"] = None
     return {"machine": info, "threads": threads, "rounds": rounds, "reps": reps,
             "libraries": libs, "missing": sorted(missing), "seconds": med}
-
-
-def _dnnl_version(lib):
-    class V(ctypes.Structure):
-        _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int), ("patch", ctypes.c_int),
-                    ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint),
-                    ("gpu_runtime", ctypes.c_uint)]
-    lib.dnnl_version.restype = ctypes.POINTER(V)
-    v = lib.dnnl_version().contents
-    return v.major, v.minor, v.patch
 
 
 def markdown(res):
@@ -359,6 +349,11 @@ def main(argv=None):
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--markdown", help="write a markdown table here")
     a = ap.parse_args(argv)
+    for flag in ("rounds", "reps"):
+        if getattr(a, flag) < 1:
+            ap.error(f"--{flag} must be 1 or more, got {getattr(a, flag)}")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"--threads must be 1 or more, got {a.threads}")
     if a.worker:
         worker(a.worker, a.mkl, a.reps, TINY if a.tiny else MODELS)
         return

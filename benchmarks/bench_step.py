@@ -227,6 +227,10 @@ def main(argv=None):
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write a markdown table here")
     a = ap.parse_args(argv)
+    if a.shards is not None and a.shards < 1:
+        ap.error(f"--shards must be 1 or more (1: no shards), got {a.shards}")
+    if a.rounds < 1:
+        ap.error(f"--rounds must be 1 or more, got {a.rounds}")
     import torch
 
     torch.set_num_threads(a.threads)

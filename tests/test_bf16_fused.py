@@ -173,3 +173,29 @@ def test_the_cpu_kernels_cut_into_chunks_write_the_same_bits(threads):
         np.testing.assert_array_equal(half, bits(dout))
     finally:
         CPU.set_num_threads(before)
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_a_wrong_bf16_output_is_refused_before_anything_is_written(where, request):
+    """A half of the wrong shape, dtype or layout is an error naming the kernel, on every
+    backend (the kernels write it row by row: it would be written out of bounds)."""
+    bk, xp = backend(where, request)
+    y = xp.asarray(np.ones((6, 4), np.float32))
+    b = xp.asarray(np.zeros(4, np.float32))
+    bad = [xp.asarray(np.zeros((6, 5), np.uint16)), xp.asarray(np.zeros((6, 4), np.float32)),
+           xp.asarray(np.zeros((4, 6), np.uint16)).T]
+    for half in bad:
+        with pytest.raises(ValueError, match="bias_act_fwd: half must be"):
+            bk.bias_act_fwd(y, b, ACT_RELU, 0.0, half=half)
+        np.testing.assert_array_equal(bk.to_numpy(y), 1.0)  # nothing was written
+        with pytest.raises(ValueError, match="act_bias_bwd: half must be"):
+            bk.act_bias_bwd(xp.asarray(np.zeros((6, 4), np.float32)),
+                            xp.asarray(np.zeros(4, np.float32)), y, y, ACT_RELU, 0.0,
+                            half=half)
+        with pytest.raises(ValueError, match="likelihood_fwd_bwd: half must be"):
+            bk.likelihood_fwd_bwd(xp.asarray(np.zeros((6, 4), np.float32)),
+                                  xp.asarray(np.zeros(6, np.float32)),
+                                  xp.asarray(np.zeros(4, np.float32)),
+                                  xp.asarray(np.zeros(1, np.float32)), y, b, y,
+                                  xp.asarray(np.zeros(1, np.float32)), LIK_BERNOULLI, False,
+                                  1.0, half=half)

@@ -28,6 +28,17 @@ def to_bf16(dst, src):
     dst[...] = np.where(nan, quiet, rounded).astype(np.uint16).reshape(dst.shape)
 
 
+def check_half(name, half, like):
+    """A kernel's optional bf16 output ``half`` checked against the float32 output ``like``
+    whose bits it receives (every backend's kernel writes it row by row: a wrong one would
+    be written out of bounds)."""
+    if half is not None and (tuple(half.shape) != tuple(like.shape) or half.dtype != np.uint16
+                             or not half.flags.c_contiguous):
+        raise ValueError(f"{name}: half must be a C-contiguous uint16 array of shape "
+                         f"{tuple(like.shape)} (the output's bf16 bits), got {half.dtype} "
+                         f"{tuple(half.shape)}")
+
+
 def widen(a16):
     """The float32 values of bf16 bits a16 (exact)."""
     return (np.asarray(a16).astype(np.uint32) << np.uint32(16)).view(np.float32)

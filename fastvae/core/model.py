@@ -482,7 +482,8 @@ class Engine(Spec, Inference):
         for i, ((W, b, _, _), hi) in enumerate(zip(layers, hidden)):
             self._product(ws, hi, h, f"{key}{i}", W, f"W:{side}.{i}.W", raw)
             half = None
-            if join is None:  # (else the next product reads [h | conditions], not h)
+            # (with injected conditions the next product reads [h | conditions], not h)
+            if self._mm.bf16 and join is None:
                 # hi's readers: the next product and, backward, its weight gradient
                 Wn = layers[i + 1][0] if i + 1 < len(layers) else self._params[last_W]
                 R, n = hi.shape

@@ -27,14 +27,16 @@ from pathlib import Path
 ENV_LIB = "FASTVAE_DNNL_LIB"  # a path to libdnnl.so, when it is not where pip puts it
 INSTALL = "pip install 'fastvae[bf16]'"
 
-_F32, _BF16 = 3, 2                      # dnnl_data_type_t
-_ARG_SRC, _ARG_WEIGHTS, _ARG_DST = 1, 33, 17
+# the C API's values, public for code that builds its own primitives on this library (the
+# benchmarks' blocked-layout product)
+F32, BF16 = 3, 2                        # dnnl_data_type_t
+ARG_SRC, ARG_WEIGHTS, ARG_DST = 1, 33, 17
 _CPU_ENGINE, _IN_ORDER = 1, 1
-_Dims = ctypes.c_int64 * 12             # dnnl_dims_t
+Dims = ctypes.c_int64 * 12             # dnnl_dims_t
 _vp = ctypes.c_void_p
 
 
-class _Arg(ctypes.Structure):           # dnnl_exec_arg_t
+class Arg(ctypes.Structure):           # dnnl_exec_arg_t
     _fields_ = [("arg", ctypes.c_int), ("memory", _vp)]
 
 
@@ -61,7 +63,7 @@ class OneDNN:
             getattr(lib, name).restype = ctypes.c_int
         self.path = path
         self.engine = _vp()
-        self._check(lib.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, 0),
+        self.check(lib.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, 0),
                     "dnnl_engine_create")
         # A primitive's memory handles are set per call, and a stream runs one call at a
         # time: each thread has its own stream and primitives (fit's shards call from
@@ -71,16 +73,26 @@ class OneDNN:
         self._omp_get = getattr(lib, "omp_get_max_threads", None)
         self._omp_set = getattr(lib, "omp_set_num_threads", None)
 
+    def version(self):
+        """(major, minor, patch) of the loaded library."""
+        class V(ctypes.Structure):  # dnnl_version_t
+            _fields_ = [("major", ctypes.c_int), ("minor", ctypes.c_int),
+                        ("patch", ctypes.c_int), ("hash", ctypes.c_char_p),
+                        ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
+        self.lib.dnnl_version.restype = ctypes.POINTER(V)
+        v = self.lib.dnnl_version().contents
+        return v.major, v.minor, v.patch
+
     def after_fork(self):
         """In a forked child: nothing of the parent's threads' streams is kept."""
         self._local = threading.local()
 
-    def _thread_state(self):
+    def thread_state(self):
         """(stream, primitive cache) of the calling thread."""
         mine = getattr(self._local, "state", None)
         if mine is None:
             stream = _vp()
-            self._check(self.lib.dnnl_stream_create(ctypes.byref(stream), self.engine,
+            self.check(self.lib.dnnl_stream_create(ctypes.byref(stream), self.engine,
                                                     _IN_ORDER), "dnnl_stream_create")
             mine = self._local.state = _ThreadState(self.lib, stream)
         return mine.stream, mine.cache
@@ -100,37 +112,37 @@ class OneDNN:
             self._omp_set(before)
 
     @staticmethod
-    def _check(status, what):
+    def check(status, what):
         if status != 0:
             raise RuntimeError(f"oneDNN: {what} failed (dnnl_status_t {status})")
 
-    def _desc(self, shape, strides, dtype):
+    def desc(self, shape, strides, dtype):
         md = _vp()
-        self._check(self.lib.dnnl_memory_desc_create_with_strides(
-            ctypes.byref(md), 2, _Dims(*shape), dtype, _Dims(*strides)),
+        self.check(self.lib.dnnl_memory_desc_create_with_strides(
+            ctypes.byref(md), 2, Dims(*shape), dtype, Dims(*strides)),
             "dnnl_memory_desc_create_with_strides")
         return md
 
     def _primitive(self, key):
         (M, K, N), sa, sb, so, dt = key
         lib = self.lib
-        descs = (self._desc((M, K), sa, dt), self._desc((K, N), sb, dt),
-                 self._desc((M, N), so, _F32))
+        descs = (self.desc((M, K), sa, dt), self.desc((K, N), sb, dt),
+                 self.desc((M, N), so, F32))
         attr, pd, prim = _vp(), _vp(), _vp()
-        self._check(lib.dnnl_primitive_attr_create(ctypes.byref(attr)),
+        self.check(lib.dnnl_primitive_attr_create(ctypes.byref(attr)),
                     "dnnl_primitive_attr_create")
-        self._check(lib.dnnl_matmul_primitive_desc_create(
+        self.check(lib.dnnl_matmul_primitive_desc_create(
             ctypes.byref(pd), self.engine, descs[0], descs[1], None, descs[2], attr),
             f"the matmul primitive for ({M}, {K}) @ ({K}, {N})")
-        self._check(lib.dnnl_primitive_create(ctypes.byref(prim), pd), "dnnl_primitive_create")
+        self.check(lib.dnnl_primitive_create(ctypes.byref(prim), pd), "dnnl_primitive_create")
         mems = []
         for d in descs:
             m = _vp()
-            self._check(lib.dnnl_memory_create(ctypes.byref(m), d, self.engine, None),
+            self.check(lib.dnnl_memory_create(ctypes.byref(m), d, self.engine, None),
                         "dnnl_memory_create")
             mems.append(m)
-        args = (_Arg * 3)(_Arg(_ARG_SRC, mems[0]), _Arg(_ARG_WEIGHTS, mems[1]),
-                          _Arg(_ARG_DST, mems[2]))
+        args = (Arg * 3)(Arg(ARG_SRC, mems[0]), Arg(ARG_WEIGHTS, mems[1]),
+                          Arg(ARG_DST, mems[2]))
         return prim, mems, args
 
     def matmul(self, out, a, b):
@@ -139,8 +151,8 @@ class OneDNN:
         size = a.itemsize
         key = ((a.shape[0], a.shape[1], b.shape[1]),
                tuple(s // size for s in a.strides), tuple(s // size for s in b.strides),
-               tuple(s // 4 for s in out.strides), _BF16 if size == 2 else _F32)
-        stream, cache = self._thread_state()
+               tuple(s // 4 for s in out.strides), BF16 if size == 2 else F32)
+        stream, cache = self.thread_state()
         # (a primitive's threads are fixed when it is made, and may decide how it sums:
         # one made inside a shard, on one OpenMP thread, is not reused outside, nor the
         # other way round)
@@ -153,9 +165,9 @@ class OneDNN:
         lib.dnnl_memory_set_data_handle(mems[0], _vp(a.ctypes.data))
         lib.dnnl_memory_set_data_handle(mems[1], _vp(b.ctypes.data))
         lib.dnnl_memory_set_data_handle(mems[2], _vp(out.ctypes.data))
-        self._check(lib.dnnl_primitive_execute(prim, stream, 3, args),
+        self.check(lib.dnnl_primitive_execute(prim, stream, 3, args),
                     "dnnl_primitive_execute")
-        self._check(lib.dnnl_stream_wait(stream), "dnnl_stream_wait")
+        self.check(lib.dnnl_stream_wait(stream), "dnnl_stream_wait")
 
 
 class _ThreadState:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..nbmath import jit
+from ..reference_bf16 import check_half
 from . import bf16 as _bf16
 from . import blocks as _blocks
 from . import data as _data
@@ -54,6 +55,7 @@ def _spread(R, cols):
 def bias_act_fwd(y, b, act, alpha, half=None):
     """y (B, N) <- act(y + b), in place; b (N,); half: y's bf16 bits too (contract:
     reference.bias_act_fwd)."""
+    check_half("bias_act_fwd", half, y)
     parts = _spread(*y.shape)
     kernel = _dense.bias_act_fwd if half is None else _dense.bias_act_fwd_bf16
     extra = (lambda lo, hi: ()) if half is None else (lambda lo, hi: (half[lo:hi],))
@@ -66,6 +68,7 @@ def bias_act_fwd(y, b, act, alpha, half=None):
 def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
     """da (B, N) = dy * act'(.), db (N,) = sum_rows da; half: da's bf16 bits too (contract:
     reference.act_bias_bwd)."""
+    check_half("act_bias_bwd", half, da)
     parts = _rows(*y.shape)
     kernel = _dense.act_bias_bwd if half is None else _dense.act_bias_bwd_bf16
     extra = (lambda lo, hi: ()) if half is None else (lambda lo, hi: (half[lo:hi],))
@@ -92,6 +95,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
                        learn_scale, grad_scale, half=None):
     """The loss per row and its gradient in one pass; half: dout's bf16 bits too (contract:
     reference)."""
+    check_half("likelihood_fwd_bwd", half, dout)
     parts = _rows(*out.shape)
     kernel = _lik.likelihood_fwd_bwd if half is None else _lik.likelihood_fwd_bwd_bf16
     extra = (lambda lo, hi: ()) if half is None else (lambda lo, hi: (half[lo:hi],))

@@ -56,7 +56,7 @@ def bias_act_fwd(y, b, act, alpha, half=None):
     R, N = y.shape
     dev.launch(kernel_name("bias_act_fwd", y.dtype), (grid_1d(R * N, dev.sm_count),),
                (BLOCK_1D,), (y, b, np.int64(R), np.int32(N), np.int32(act),
-                             scalar(y.dtype, alpha), *half_arg(half)))
+                             scalar(y.dtype, alpha), *half_arg("bias_act_fwd", half, y)))
 
 
 def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
@@ -68,7 +68,7 @@ def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
     part = db if n_chunks == 1 else partials(db.dtype, n_chunks * N)[0]
     dev.launch(kernel_name("act_bias_bwd", y.dtype), grid, block,
                (da, part, dy, y, np.int32(R), np.int32(N), np.int32(per), np.int32(act),
-                scalar(y.dtype, alpha), *half_arg(half)))
+                scalar(y.dtype, alpha), *half_arg("act_bias_bwd", half, da)))
     if n_chunks > 1:
         finish(dev, db, part, n_chunks, N, 1.0)
 
@@ -81,6 +81,6 @@ def colsum(dev, out, a, part):
     dst = out if n_chunks == 1 else part
     dev.launch(kernel_name("act_bias_bwd", a.dtype), grid, block,
                (a, dst, a, a, np.int32(R), np.int32(N), np.int32(per), np.int32(ACT_IDENTITY),
-                scalar(a.dtype, 0.0), *half_arg(None)))
+                scalar(a.dtype, 0.0), *half_arg("colsum", None, a)))
     if n_chunks > 1:
         finish(dev, out, part, n_chunks, N, 1.0)

@@ -10,6 +10,7 @@ import weakref
 import numpy as np
 
 from ..cuda_device import BLOCK_1D, CupyDevice, grid_1d, kernel_name
+from ..reference_bf16 import check_half
 
 _devices = {}        # GPU id -> its CupyDevice
 _modules = None      # (cupy, cublas) the devices are made with: CuPy's, or the tests'
@@ -74,11 +75,13 @@ def partials(dtype, *sizes):
 _NO_HALF = weakref.WeakKeyDictionary()
 
 
-def half_arg(half):
-    """(array, flag) for a kernel's optional bf16 output: ``half`` and 1, or, without one,
-    a one-element uint16 array of the device's (made once) that the kernel does not touch,
-    and 0 (a launch passes arrays, not null pointers)."""
+def half_arg(name, half, like):
+    """(array, flag) for kernel ``name``'s optional bf16 output, the bits of its output
+    ``like``: ``half`` (checked) and 1, or, without one, a one-element uint16 array of the
+    device's (made once) that the kernel does not touch, and 0 (a launch passes arrays, not
+    null pointers)."""
     if half is not None:
+        check_half(name, half, like)
         return half, np.int32(1)
     dev = device()
     none = _NO_HALF.get(dev)

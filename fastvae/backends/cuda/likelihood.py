@@ -31,7 +31,8 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
     dev.launch(kernel_name("likelihood_fwd_bwd", T), grid, block,
                (dout, rowpart, dbpart, lspart if learn else dbpart, out, b, x, logscale,
                 np.int32(R), np.int32(B), np.int32(D), np.int32(per), np.int32(kind),
-                np.int32(learn), np.int32(shared), scalar(T, grad_scale), *half_arg(half)))
+                np.int32(learn), np.int32(shared), scalar(T, grad_scale),
+                *half_arg("likelihood_fwd_bwd", half, dout)))
     if n_tiles > 1:
         finish(dev, loss_rows, rowpart, n_tiles, R, 1.0)
     if n_chunks > 1:
