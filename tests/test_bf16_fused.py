@@ -181,17 +181,18 @@ def test_a_wrong_bf16_output_is_refused_before_anything_is_written(where, reques
     backend (the kernels write it row by row: it would be written out of bounds)."""
     bk, xp = backend(where, request)
     y = xp.asarray(np.ones((6, 4), np.float32))
-    b = xp.asarray(np.zeros(4, np.float32))
+    b = xp.asarray(np.ones(4, np.float32))  # (a call that ran would write 2s)
     bad = [xp.asarray(np.zeros((6, 5), np.uint16)), xp.asarray(np.zeros((6, 4), np.float32)),
            xp.asarray(np.zeros((4, 6), np.uint16)).T]
     for half in bad:
         with pytest.raises(ValueError, match="bias_act_fwd: half must be"):
             bk.bias_act_fwd(y, b, ACT_RELU, 0.0, half=half)
         np.testing.assert_array_equal(bk.to_numpy(y), 1.0)  # nothing was written
+        da = xp.asarray(np.zeros((6, 4), np.float32))
         with pytest.raises(ValueError, match="act_bias_bwd: half must be"):
-            bk.act_bias_bwd(xp.asarray(np.zeros((6, 4), np.float32)),
-                            xp.asarray(np.zeros(4, np.float32)), y, y, ACT_RELU, 0.0,
+            bk.act_bias_bwd(da, xp.asarray(np.zeros(4, np.float32)), y, y, ACT_RELU, 0.0,
                             half=half)
+        np.testing.assert_array_equal(bk.to_numpy(da), 0.0)
         with pytest.raises(ValueError, match="likelihood_fwd_bwd: half must be"):
             bk.likelihood_fwd_bwd(xp.asarray(np.zeros((6, 4), np.float32)),
                                   xp.asarray(np.zeros(6, np.float32)),

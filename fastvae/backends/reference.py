@@ -108,20 +108,20 @@ def _act_grad_from_output(y, act, alpha):
     raise ValueError(f"unknown activation code {act}")
 
 
-def _shadow(name, half, a):
-    """half <- a rounded to bf16, when kernel ``name`` is given a ``half`` output: a bf16
-    product's operand rounded where it is written, not in a pass of its own (the bits of
-    :func:`to_bf16`)."""
+def _shadow(half, a):
+    """half <- a rounded to bf16, when a kernel is given a ``half`` output (checked before
+    the kernel writes anything): a bf16 product's operand rounded where it is written, not
+    in a pass of its own (the bits of :func:`to_bf16`)."""
     if half is not None:
-        _bf16.check_half(name, half, a)
         _bf16.to_bf16(half, a)
 
 
 def bias_act_fwd(y, b, act, alpha, half=None):
     """y (B, N) <- act(y + b), in place; b (N,).  ``half`` (B, N) uint16 or None: also
     receives the result's bf16 bits (to_bf16(half, y))."""
+    _bf16.check_half("bias_act_fwd", half, y)
     y[...] = _act(y + b, act, alpha)
-    _shadow("bias_act_fwd", half, y)
+    _shadow(half, y)
 
 
 def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
@@ -130,9 +130,10 @@ def act_bias_bwd(da, db, dy, y, act, alpha, half=None):
 
     ``da`` may be the same array as ``dy``.
     """
+    _bf16.check_half("act_bias_bwd", half, da)
     da[...] = dy * _act_grad_from_output(y, act, alpha)
     db[...] = da.sum(axis=0)
-    _shadow("act_bias_bwd", half, da)
+    _shadow(half, da)
 
 
 def reparam_kl_fwd(mu, logvar, sigma, z, kl, kl_dim, head, hb, eps, lv_min, lv_max):
@@ -235,6 +236,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
                     (1,) or (D,) like logscale.
     half (R, D)     uint16 or None: out, dout's bf16 bits (to_bf16(half, dout)).
     """
+    _bf16.check_half("likelihood_fwd_bwd", half, dout)
     terms, r, inv_var = _recon_terms(out, b, x, logscale, kind)
     loss_rows[...] = terms.sum(axis=1)
     if kind == LIK_BERNOULLI:
@@ -245,7 +247,7 @@ def likelihood_fwd_bwd(dout, loss_rows, db, dlogscale, out, b, x, logscale, kind
             g = 1 - r * r * inv_var
             dlogscale[...] = grad_scale * (g.sum() if logscale.shape[0] == 1 else g.sum(axis=0))
     db[...] = dout.sum(axis=0)
-    _shadow("likelihood_fwd_bwd", half, dout)
+    _shadow(half, dout)
 
 
 def likelihood_bwd(dout, db, dlogscale, out, x, logscale, kind, learn_scale, row_scale,

@@ -32,11 +32,11 @@ INSTALL = "pip install 'fastvae[bf16]'"
 F32, BF16 = 3, 2                        # dnnl_data_type_t
 ARG_SRC, ARG_WEIGHTS, ARG_DST = 1, 33, 17
 _CPU_ENGINE, _IN_ORDER = 1, 1
-Dims = ctypes.c_int64 * 12             # dnnl_dims_t
+Dims = ctypes.c_int64 * 12              # dnnl_dims_t
 _vp = ctypes.c_void_p
 
 
-class Arg(ctypes.Structure):           # dnnl_exec_arg_t
+class Arg(ctypes.Structure):            # dnnl_exec_arg_t
     _fields_ = [("arg", ctypes.c_int), ("memory", _vp)]
 
 
@@ -64,7 +64,7 @@ class OneDNN:
         self.path = path
         self.engine = _vp()
         self.check(lib.dnnl_engine_create(ctypes.byref(self.engine), _CPU_ENGINE, 0),
-                    "dnnl_engine_create")
+                   "dnnl_engine_create")
         # A primitive's memory handles are set per call, and a stream runs one call at a
         # time: each thread has its own stream and primitives (fit's shards call from
         # several threads at once), so no call waits for another's.
@@ -93,7 +93,7 @@ class OneDNN:
         if mine is None:
             stream = _vp()
             self.check(self.lib.dnnl_stream_create(ctypes.byref(stream), self.engine,
-                                                    _IN_ORDER), "dnnl_stream_create")
+                                                   _IN_ORDER), "dnnl_stream_create")
             mine = self._local.state = _ThreadState(self.lib, stream)
         return mine.stream, mine.cache
 
@@ -130,7 +130,7 @@ class OneDNN:
                  self.desc((M, N), so, F32))
         attr, pd, prim = _vp(), _vp(), _vp()
         self.check(lib.dnnl_primitive_attr_create(ctypes.byref(attr)),
-                    "dnnl_primitive_attr_create")
+                   "dnnl_primitive_attr_create")
         self.check(lib.dnnl_matmul_primitive_desc_create(
             ctypes.byref(pd), self.engine, descs[0], descs[1], None, descs[2], attr),
             f"the matmul primitive for ({M}, {K}) @ ({K}, {N})")
@@ -139,10 +139,10 @@ class OneDNN:
         for d in descs:
             m = _vp()
             self.check(lib.dnnl_memory_create(ctypes.byref(m), d, self.engine, None),
-                        "dnnl_memory_create")
+                       "dnnl_memory_create")
             mems.append(m)
         args = (Arg * 3)(Arg(ARG_SRC, mems[0]), Arg(ARG_WEIGHTS, mems[1]),
-                          Arg(ARG_DST, mems[2]))
+                         Arg(ARG_DST, mems[2]))
         return prim, mems, args
 
     def matmul(self, out, a, b):
@@ -166,7 +166,7 @@ class OneDNN:
         lib.dnnl_memory_set_data_handle(mems[1], _vp(b.ctypes.data))
         lib.dnnl_memory_set_data_handle(mems[2], _vp(out.ctypes.data))
         self.check(lib.dnnl_primitive_execute(prim, stream, 3, args),
-                    "dnnl_primitive_execute")
+                   "dnnl_primitive_execute")
         self.check(lib.dnnl_stream_wait(stream), "dnnl_stream_wait")
 
 
