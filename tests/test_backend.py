@@ -46,6 +46,32 @@ def test_cuda_without_cupy_or_gpu_says_what_is_missing():
         fastvae.VAE(4, backend="cuda")
 
 
+def test_auto_without_driver_never_imports_cupy(monkeypatch):
+    """Where the NVIDIA driver's library does not load, "auto" is "cpu" without importing
+    CuPy (0.6 s), and an explicit "cuda" says the driver is what is missing."""
+    import sys
+    monkeypatch.setattr(backend, "_DRIVER", ("libfastvae-no-such-driver.so.1",))
+    backend.nvidia_driver.cache_clear()
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(backend.importlib.util, "find_spec", lambda name: object())
+    try:
+        assert backend.resolve("auto") == "cpu"
+        assert "cupy" not in sys.modules
+        with pytest.raises(RuntimeError, match=r"needs an NVIDIA GPU, but this machine has "
+                                               r"no NVIDIA driver \(libfastvae-no-such"):
+            backend.resolve("cuda")
+    finally:
+        backend.nvidia_driver.cache_clear()
+
+
+def test_missing_cupy_is_named_without_importing(monkeypatch):
+    monkeypatch.setattr(backend.importlib.util, "find_spec",
+                        lambda name: None if name == "cupy" else object())
+    problem = backend.cuda_status()
+    assert problem.startswith("the cuda backend needs CuPy, which could not be imported "
+                              "(ModuleNotFoundError") and "fastvae[cuda12]" in problem
+
+
 def test_import_is_light():
     """`import fastvae` must not import numba (cold start for embedded use)."""
     import subprocess
