@@ -327,6 +327,26 @@ def test_dates_written_as_text_come_back_as_text_in_their_layout(fmt, text):
     assert len(s["d"].iloc[0]) == len(text)
 
 
+@pytest.mark.parametrize("write", [
+    lambda t: f"{t.month}/{t.day}/{t.year}",                         # 8/6/2021
+    lambda t: f"{t.month}/{t.day}/{t.year} {t.hour}:{t.minute:02d}",  # 8/6/2021 9:05
+    lambda t: f"{t.day}.{t.month}.{t.year}",                          # 6.8.2021
+])
+def test_dates_without_leading_zeros_come_back_without_them(write):
+    rng = np.random.default_rng(12)
+    when = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 300 * 1440, 200),
+                                                        unit="m")
+    text = pd.Series([write(t) for t in when], dtype=object)
+    assert text.str.len().nunique() > 1
+    df = base().assign(d=text)
+    tv, s = round_trip(df)
+    col = next(c for c in tv.schema.columns if c.name == "d")
+    assert col.source == "datetext" and col.layout["pad"] is False
+    back = pd.to_datetime(s["d"], format=col.layout["format"])
+    assert ([write(t) for t in back] == s["d"].tolist())
+    assert not s["d"].str.match(r"^0|[/.]0").any()
+
+
 @pytest.mark.parametrize("strings", [["2020", "2021", "2022"], ["1", "2", "3"],
                                      ["20200101", "20200102", "20200103"]])
 def test_numbers_and_years_written_as_text_are_not_dates(strings):
@@ -413,6 +433,78 @@ def test_extremes_seen_in_fewer_than_k_rows_are_never_copied():
     df = pd.DataFrame({"v": np.r_[rng.integers(10, 20, 300), 1000], "x": rng.normal(size=301)})
     _, s = round_trip(df, n=3000, epochs=5)
     assert s["v"].max() < 1000
+
+
+def test_a_value_too_rare_to_copy_is_withheld_even_as_a_columns_only_value():
+    """The rare-value rule holds where a column has one value, or few: a string in one row
+    comes back as RARE, and a column of numbers or times whose present values are fewer
+    than 2 * RARE_MIN (its protected range would be one or two people's values) comes back
+    empty; a value in RARE_MIN rows or more is still written back."""
+    rng = np.random.default_rng(21)
+    df = base(300)
+    df["note"] = None
+    df.loc[7, "note"] = "patient Jane Doe"
+    df["salary"] = np.nan
+    df.loc[[3, 9], "salary"] = 912345.67
+    df["few"] = np.nan
+    df.loc[[1, 2, 4, 5, 6, 8, 10], "few"] = rng.normal(size=7)
+    df["when"] = pd.NaT
+    df.loc[11, "when"] = pd.Timestamp("1987-06-05 04:03:02")
+    df["count"] = pd.array([None] * 300, dtype="Int64")
+    df.loc[[0, 5, 9], "count"] = 41
+    df["shared"] = np.nan
+    df.loc[: tabular.RARE_MIN - 1, "shared"] = 3.5  # one value in RARE_MIN rows: kept
+    _, s = round_trip(df, n=2000, epochs=3)
+    assert "patient Jane Doe" not in set(s["note"])
+    for c in ("salary", "few", "when", "count"):
+        assert s[c].isna().all(), c
+    assert set(s["shared"].dropna()) <= {3.5} and s["shared"].notna().any()
+
+
+@pytest.mark.parametrize("values", [
+    pd.Series(pd.to_datetime(["1500-06-15", "2000-01-01"] * 100).astype("datetime64[s]")),
+    pd.Series(pd.to_timedelta([1, 200_000] * 100, unit="D")).astype("timedelta64[s]"),
+    pd.Series(["1500-06-15", "2000-01-01"] * 100, dtype=object),
+])
+def test_a_time_beyond_nanoseconds_is_refused_not_wrapped(values):
+    """NumPy wraps a time beyond int64 nanoseconds around silently: such a column is an
+    error naming it and the row, not samples in the wrong centuries."""
+    df = base(200).assign(t=values.to_numpy())
+    with pytest.raises(TableError, match=r"column 't', row [01]: .* beyond what fastvae holds"):
+        fitted(df)
+
+
+def test_date_times_whose_offset_changes_are_dates():
+    """Text written from a time-zone-aware column (daylight saving: -05:00 in winter,
+    -04:00 in summer) is a date column, sampled as instants and written with the column's
+    most common offset."""
+    rng = np.random.default_rng(22)
+    when = pd.Timestamp("2021-01-01", tz="America/New_York") + pd.to_timedelta(
+        rng.integers(0, 300 * 86400, 200), unit="s")
+    text = pd.Series([t.isoformat(sep=" ") for t in when], dtype=object)
+    assert text.str[-6:].nunique() == 2
+    df = base(200).assign(t=text)
+    tv, s = round_trip(df)
+    col = next(c for c in tv.schema.columns if c.name == "t")
+    assert col.source == "datetext"
+    back = pd.to_datetime(s["t"], utc=True)
+    assert back.notna().all()
+    assert back.min() >= when.min() - pd.Timedelta(days=1) and back.max() <= when.max()
+
+
+def test_labels_that_are_mostly_numbers_are_categories_and_a_stray_text_is_a_typo():
+    """Playing cards' values (2..10, J, Q, K, A: 31% letters) are labels, modelled as
+    categories; a column of numbers with one stray text in 200 is an error naming it."""
+    rng = np.random.default_rng(23)
+    ranks = [str(v) for v in range(2, 11)] + ["J", "Q", "K", "A"]
+    df = base(260).assign(card=pd.Series(rng.choice(ranks, 260), dtype=object))
+    tv, s = round_trip(df)
+    assert next(c for c in tv.schema.columns if c.name == "card").kind == "categorical"
+    assert set(s["card"]) <= set(ranks)
+    typo = base(200).assign(y=pd.Series([str(v) for v in rng.normal(size=200)], dtype=object))
+    typo.loc[17, "y"] = "1,5"
+    with pytest.raises(TableError, match=r"column 'y', row 17: '1,5' is not a number"):
+        fitted(typo)
 
 
 # ------------------------------------------------------------------ whole-table checks

@@ -210,7 +210,21 @@ class Column:
                 if bad is not None else f"not {'durations' if self.source == 'timedelta' else 'dates'} ({e})"
             raise TableError(self._at(where, bad, what)) from None
         unit = "timedelta64[ns]" if self.source == "timedelta" else "datetime64[ns]"
-        ns = t.to_numpy().astype(unit).view(np.int64).copy()
+        raw = t.to_numpy()
+        ns = raw.astype(unit)
+        # NumPy's cast wraps a time beyond int64 nanoseconds (the years 1677 to 2262; 292
+        # years of duration) around silently: the cast back tells
+        far = ~miss & (ns.astype(raw.dtype) != raw)
+        if far.any():
+            i = int(np.flatnonzero(far)[0])
+            what = "duration" if self.source == "timedelta" else "time"
+            span = ("292 years" if self.source == "timedelta" else
+                    "the years 1678 to 2261")
+            raise TableError(self._at(where, i, f"{s.iloc[i]!r} is a {what} beyond what "
+                                                f"fastvae holds exactly ({span}, in "
+                                                f"nanoseconds); give the column as "
+                                                f"numbers (a year, days since a date)"))
+        ns = ns.view(np.int64).copy()
         ns[miss] = 0
         return ns
 

@@ -19,7 +19,10 @@ Inference, each step overridable with ``types={column: TYPE}`` (:data:`TYPES`):
   :data:`DISCRETE_ROWS` rows on average, is ``categorical`` over its numbers (written back
   as numbers of its dtype), and one of at most :data:`DISCRETE_MAX` such values samples
   only those values;
-- a column with one value (or none: every cell missing) -> constant, written back as it is;
+- a column with one value (or none: every cell missing) -> constant, written back as it is,
+  under the rare-value rule: a value in fewer than RARE_MIN rows is written ``RARE`` (text)
+  or as missing cells (numbers, times), and so is a column of numbers or times with fewer
+  than 2 * RARE_MIN values (its protected range would be one or two people's values);
 - ``count`` (negative binomial) and ``poisson``: integer counts, only when asked;
 - ``ignore``: left out of the model and drawn on its own from its training values.
 
@@ -56,6 +59,9 @@ MIN_ID_ROWS = 20
 ID_LIKE_SHARE = 0.5
 #: quantiles kept of an ignored numeric column (it is drawn by interpolating them)
 FREE_QUANTILES = 1001
+#: a text column of numbers whose other values are at most this share of its cells is a
+#: column of numbers with typos (an error naming the first), not a column of labels
+STRAY_SHARE = 0.1
 #: a numeric column is discrete (its samples take its own values) when it has at most
 #: DISCRETE_MAX distinct values and DISCRETE_ROWS rows per value on average: a minute of
 #: the hour, a year, a count of children, a distance between two airports ...
@@ -247,7 +253,7 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         strings = present.astype(object).to_numpy(dtype=object)
         fmt = date_format(np.unique(strings), pandas_module()) if strings.size else None
         if fmt is not None:
-            col.source, col.layout = "datetext", date_layout(strings, fmt)
+            col.source, col.layout = "datetext", date_layout(strings, fmt, pandas_module())
             source = "datetext"
         elif asked == "datetime":
             first = strings[0] if strings.size else None
@@ -270,7 +276,8 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         shown = ", ".join(sorted(k.__name__ for k in types_))
         # numbers beside strings: often a number column with a few typos or markers
         numeric = any(issubclass(k, (numbers.Real, np.number)) and
-                      not issubclass(k, (bool, np.bool_)) for k in types_)
+                      not issubclass(k, (bool, np.bool_)) for k in types_) and \
+            any(issubclass(k, str) for k in types_)
         hint = (f" (pd.to_numeric(df[{name!r}], errors='coerce') reads the strings as "
                 f"missing)" if numeric else "")
         raise TableError(f"column {name!r} holds values of types {shown} side by side; "
@@ -313,15 +320,17 @@ def pd_numeric(s):
 
 
 def _numbers_as_text(col, s, miss, where):
-    """A column of text where most values are numbers and a few are not (a typo, "N/A"
-    in a CSV file, which makes pandas read the whole column as text) is an error naming the
-    first one: modelled as text it would come back as categories or identifiers."""
+    """A column of text whose values are numbers but for a few (at most STRAY_SHARE of
+    them: a typo, a marker such as "-" in a CSV file, which makes pandas read the whole
+    column as text) is an error naming the first one: modelled as text it would come back
+    as categories or identifiers.  More than that is a column of labels (playing cards'
+    2..10, J, Q, K, A; course numbers 101A): categorical."""
     pd = pandas_module()
     num = pd.to_numeric(s.where(~pd.Series(miss, index=s.index)), errors="coerce")
     ok = num.notna().to_numpy()
     n = int((~miss).sum())
     bad = ~ok & ~miss
-    if n and ok.sum() >= 0.5 * n and bad.any():
+    if n and bad.any() and bad.sum() <= STRAY_SHARE * n:
         i = int(np.flatnonzero(bad)[0])
         raise TableError(f"column {col.name!r}, {where(i)}: {s.iloc[i]!r} is not a number, "
                          f"but {int(ok.sum())} of the column's {n} values are; fix or blank "
@@ -335,15 +344,25 @@ def _constant(col, value):
     return col
 
 
+def _withheld(col):
+    """A column none of whose values may be written back: it comes back empty (every cell
+    missing).  A column of numbers or times whose present values are fewer than
+    2 * RARE_MIN (the protected range, from the RARE_MIN-th smallest to the RARE_MIN-th
+    largest, would be one or two people's values), or whose one value is in fewer than
+    RARE_MIN rows."""
+    col.gaps = False
+    col = _constant(col, None)
+    col.missing_share = 1.0
+    return col
+
+
 def _categorical(col, present, cats=None):
     """``col`` as a categorical (or constant) column of ``present``; ``cats``:
     _categories(col, present) when the caller has it already."""
-    if present.nunique() < 2:
-        return _constant(col, plain(present.iloc[0]))
     cats, rare, p, others = cats if cats is not None else _categories(col, present)
-    if not cats:  # every value is rare: none may be written back
-        return _constant(col, RARE)
-    if len(cats) == 1 and not rare:
+    if not cats and not others:  # every value is rare: none may be written back
+        return _constant(col, RARE) if col.strings else _withheld(col)
+    if len(cats) == 1 and not rare and not others:
         return _constant(col, cats[0])
     col.kind, col.categories, col.rare_values = "categorical", cats, rare
     col.freq = {"p": p, **others}
@@ -377,6 +396,9 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
         if col.source == "datetime":
             tz = getattr(s.dt, "tz", None) if hasattr(s, "dt") else None
             col.tz = None if tz is None else str(tz)
+        if len(ns) < 2 * RARE_MIN and col.role != "condition":
+            return _constant(col, col.lo) if col.lo == col.hi and len(ns) >= RARE_MIN \
+                else _withheld(col)
         if col.lo == col.hi:
             return _constant(col, col.lo)
         if col.unit == 86_400 * 10**9 and col.tz is None and col.source != "timedelta":
@@ -394,6 +416,9 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
                              f"{lo}: counts are integers >= 0")
         col.lo, col.hi = lo, hi
         col.slo, col.shi = (int(v) for v in _protected(ints))
+        if len(ints) < 2 * RARE_MIN and col.role != "condition":
+            return _constant(col, lo) if lo == hi and len(ints) >= RARE_MIN else \
+                _withheld(col)
         if lo == hi:
             return _constant(col, lo)
         if kind in COUNT_KINDS:
@@ -417,6 +442,9 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
             raise TableError(f"column {name!r} was asked to be {word!r} (counts), but holds "
                              f"{float(bad[0])!r}: counts are integers >= 0")
         col.signed = True
+    if len(v) < 2 * RARE_MIN and col.role != "condition":
+        return _constant(col, col.lo) if col.lo == col.hi and len(v) >= RARE_MIN else \
+            _withheld(col)
     if col.lo == col.hi:
         return _constant(col, col.lo)
     if kind in COUNT_KINDS:

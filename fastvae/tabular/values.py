@@ -103,7 +103,8 @@ def date_format(strings, pd):
 
 def _parses(s, fmt, pd):
     try:
-        t = pd.to_datetime(s, format=fmt, errors="raise")
+        # (utc: offsets that change within a column, daylight saving's, parse only so)
+        t = pd.to_datetime(s, format=fmt, errors="raise", utc="%z" in fmt)
     except (ValueError, TypeError, OverflowError):
         return False
     return not t.isna().any()
@@ -122,12 +123,41 @@ def parse_dates(s, fmt, pd):
     return t
 
 
-def date_layout(strings, fmt):
+#: the strftime fields a layout may write without a leading zero (8/6/2021 18:57), and
+#: the datetime attribute each writes
+_UNPADDED = (("%m", "month"), ("%d", "day"), ("%H", "hour"))
+
+
+def _strftime(t, fmt, pad=True):
+    """Series of datetimes ``t`` as text in ``fmt``; with ``pad`` False, month, day and
+    hour without their leading zeros (strftime's %-m is not portable)."""
+    if pad or not any(code in fmt for code, _ in _UNPADDED):
+        return t.dt.strftime(fmt)
+    marks = []
+    for i, (code, attr) in enumerate(_UNPADDED):
+        if code in fmt:
+            fmt = fmt.replace(code, f"\x02{i}\x03")
+            marks.append((f"\x02{i}\x03", getattr(t.dt, attr).astype(str).to_numpy()))
+    out = t.dt.strftime(fmt).to_numpy(dtype=object)
+    for mark, vals in marks:
+        out = [a.replace(mark, b) for a, b in zip(out, vals)]
+    return type(t)(out, index=t.index, dtype=object)
+
+
+def date_layout(strings, fmt, pd=None):
     """How a date column of layout ``fmt`` writes what strftime cannot say alone: the
-    digits of its fractional seconds (%f parses 1 to 6) and whether its offsets have a
-    colon (+00:00).  A JSON-able dict for :func:`format_dates`."""
-    out = {"format": fmt, "fraction": None, "colon": False}
+    digits of its fractional seconds (%f parses 1 to 6), whether its offsets have a colon
+    (+00:00), and whether its month, day and hour have leading zeros (``pad``: 08/06/2021,
+    or 8/6/2021, read from the values when ``pd``, the pandas module, is given).  A
+    JSON-able dict for :func:`format_dates`."""
+    out = {"format": fmt, "fraction": None, "colon": False, "pad": True}
     first = strings[0]
+    if pd is not None and "%f" not in fmt and "%z" not in fmt and \
+            any(c in fmt for c, _ in _UNPADDED):
+        some = pd.Series(np.asarray(strings[:200], dtype=object))
+        t = pd.to_datetime(some, format=fmt)
+        out["pad"] = bool((_strftime(t, fmt) == some).mean() >=
+                          (_strftime(t, fmt, False) == some).mean())
     if "%f" in fmt:
         m = re.search(r"\d[.,](\d{1,9})", first)
         out["fraction"] = len(m.group(1)) if m else 6
@@ -153,7 +183,7 @@ def format_dates(ns, layout, pd):
         off = layout.get("offset") or 0
         t = t.dt.tz_localize("UTC").dt.tz_convert(dt.timezone(dt.timedelta(minutes=off)))
     if frac is None:
-        out = t.dt.strftime(fmt)
+        out = _strftime(t, fmt, layout.get("pad", True))
     else:  # %f writes 6 digits: write the column's own number of them
         out = t.dt.strftime(fmt.replace("%f", "\x01"))
         digits = (np.asarray(ns, dtype=np.int64) % 10**9) // 10 ** (9 - min(frac, 9))
