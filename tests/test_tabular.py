@@ -325,6 +325,26 @@ def test_given_condition_keeps_its_training_dtype():
     assert s["batch"].dtype == df["batch"].dtype, s["batch"].dtype
 
 
+@pytest.mark.parametrize("column, given, want", [
+    ("age", 30, 30.0), ("kids", {"kids": 2}, 2), ("since", "2020-02-01",
+                                                   pd.Timestamp("2020-02-01", tz="UTC"))])
+def test_a_given_numeric_or_time_condition_takes_the_training_dtype(column, given, want):
+    """A number or time given as a condition comes back in the training column's dtype
+    (float64, Int64, a zoned datetime), not in the given value's (int, str)."""
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"age": rng.uniform(20, 60, n), "x": rng.standard_normal(n),
+                       "kids": pd.array(rng.integers(0, 60, n), dtype="Int64"),
+                       "since": pd.Timestamp("2020-01-01", tz="UTC")
+                       + pd.to_timedelta(rng.integers(0, 100, n), unit="D")})
+    tv = fit(tvae(), df, conditions=column, epochs=2)
+    s = tv.sample(5, conditions=given, seed=0)
+    assert s[column].dtype == df[column].dtype, (s[column].dtype, df[column].dtype)
+    assert (s[column] == want).all()
+    r = tv.reconstruct(df.head(3), conditions=given)
+    assert r[column].dtype == df[column].dtype
+
+
 # ------------------------------------------------------------------ save and load
 def test_save_load_is_exact_and_training_continues(tmp_path):
     rng = np.random.default_rng(0)
@@ -538,6 +558,38 @@ def test_every_block_kind_has_a_table_column_entry():
         cols = [type("C", (), {"classes": 3})()] * 2  # (a categorical column reads .classes)
         assert t.make(cols).name == name and t.make(cols).n == 2
         assert TYPES[t.kind] == t.kind and t.panel in ("bars", "histogram")
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"hidden": 64}, r"hidden must be None \(by the row count\) or a sequence of layer widths"),
+    ({"hidden": "64"}, r"hidden must be .*got '64'"),
+    ({"hidden": (64, 0)}, r"hidden must be .*got \(64, 0\)"),
+    ({"latent_dim": 0}, r"latent_dim must be None \(by the row count\) or a positive integer"),
+    ({"seed": "a"}, r"seed must be an integer >= 0, got 'a'"),
+    ({"seed": -1}, r"seed must be an integer >= 0, got -1"),
+])
+def test_a_bad_setting_is_named_at_fit(kw, message):
+    tv = tvae(**kw)
+    with pytest.raises(ValueError, match=message):
+        tv.fit(pd.DataFrame({"x": np.arange(30.0)}), epochs=1)
+
+
+def test_bad_sampling_arguments_are_named():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"site": rng.choice(["A", "B"], 200), "age": rng.uniform(20, 60, 200),
+                       "x": rng.normal(size=200)})
+    tv = fit(tvae(), df, conditions=["site", "age"], epochs=1)
+    with pytest.raises(ValueError, match=r"seed must be None, an integer >= 0 or a numpy "
+                                         r"Generator, got 'a'"):
+        tv.sample(3, seed="a")
+    for chunk in (-1, 0, 2.5):
+        with pytest.raises(ValueError, match=r"chunk must be a positive integer"):
+            list(tv.iter_sample(10, chunk=chunk))
+    with pytest.raises(TableError, match=r"conditions\['site'\] has 2 values, and 4 rows"):
+        tv.sample(4, conditions={"site": ["A", "B"], "age": 30})
+    with pytest.raises(TableError, match=r"conditions name 'nosuch', which is not a condition"):
+        tv.sample(4, conditions={"nosuch": "B", "age": 3})
+    assert sum(len(c) for c in tv.iter_sample(10, chunk=3)) == 10
 
 
 @pytest.mark.parametrize("kw,message", [

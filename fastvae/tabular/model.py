@@ -109,6 +109,17 @@ class TabularVAE:
         return self
 
     def _check_params(self):
+        hidden = self.hidden
+        if hidden is not None and (isinstance(hidden, (str, bytes)) or np.ndim(hidden) != 1
+                                   or len(hidden) == 0
+                                   or not all(_positive_int(w) for w in hidden)):
+            raise ValueError(f"hidden must be None (by the row count) or a sequence of layer "
+                             f"widths, positive integers such as (64, 64), got {hidden!r}")
+        if self.latent_dim is not None and not _positive_int(self.latent_dim):
+            raise ValueError(f"latent_dim must be None (by the row count) or a positive "
+                             f"integer, got {self.latent_dim!r}")
+        if not _positive_int(self.seed) and not (_is_int(self.seed) and self.seed == 0):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.numeric not in ("quantile", "standard"):
             raise ValueError(f"numeric must be 'quantile' or 'standard', got {self.numeric!r}")
         if self.missing not in (None, True, False):
@@ -360,7 +371,8 @@ class TabularVAE:
         sample as it is drawn); together they are ``sample(n, ...)``'s table."""
         from .sampling import CHUNK, sample_chunks
         self._need()
-        return sample_chunks(self, _count(n), conditions, seed, mean, chunk or CHUNK)
+        return sample_chunks(self, _count(n), conditions, seed, mean,
+                             CHUNK if chunk is None else _count(chunk, "chunk"))
 
     def _host(self, a):
         return np.asarray(self.model_.kernels.to_numpy(a), dtype=np.float64)
@@ -519,9 +531,17 @@ class TabularVAE:
         return f"TabularVAE({self.schema_!r}, {self.model_!r})"
 
 
-def _count(n):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _positive_int(v):
+    return _is_int(v) and v >= 1
+
+
+def _count(n, what="n"):
+    if not _positive_int(n):
+        raise ValueError(f"{what} must be a positive integer, got {n!r}")
     return int(n)
 
 

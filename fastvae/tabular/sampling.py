@@ -28,8 +28,12 @@ def generators(seed):
     NumPy Generator)."""
     if isinstance(seed, np.random.Generator):
         root = np.random.SeedSequence(seed.integers(0, 2**63))
-    else:
+    elif seed is None or (isinstance(seed, (int, np.integer)) and
+                          not isinstance(seed, (bool, np.bool_)) and seed >= 0):
         root = np.random.SeedSequence(seed)
+    else:
+        raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator, got "
+                         f"{seed!r}")
     run = np.random.default_rng(root.spawn(1)[0])
     return run, lambda k: np.random.default_rng(
         np.random.SeedSequence(root.entropy, spawn_key=(1, k)))
@@ -70,6 +74,10 @@ def given_conditions(schema, n, conditions):
     if isinstance(conditions, pd.DataFrame):
         frame = conditions.reset_index(drop=True)
     elif isinstance(conditions, dict):
+        for k, v in conditions.items():
+            if np.ndim(v) and len(v) != n:
+                raise TableError(f"conditions[{k!r}] has {len(v)} values, and {n} rows are "
+                                 f"asked for: give one value or {n}")
         frame = pd.DataFrame({k: (v if np.ndim(v) else [v] * n) for k, v in
                               conditions.items()})
     elif len(names) == 1:
@@ -80,13 +88,30 @@ def given_conditions(schema, n, conditions):
                          f"with those columns")
     if len(frame) != n:
         raise TableError(f"conditions have {len(frame)} rows; {n} are asked for")
+    unknown = [k for k in frame.columns if k not in names]
+    if unknown:
+        raise TableError(f"conditions name {unknown[0]!r}, which is not a condition of this "
+                         f"model; its conditions are {names}")
     schema.check_columns(frame, need_data=False)
     schema.encode_conditions(frame)  # unseen, missing or infinite values, named
-    # the given values in the training column's dtype (a category stays a category; a
-    # numeric condition as given: it is not clipped to the training range)
-    return pd.DataFrame({c.name: c.series(c.codes(frame[c.name]).astype(np.int32))
-                         if c.kind == "categorical" else frame[c.name].reset_index(drop=True)
+    return pd.DataFrame({c.name: _given(c, frame[c.name].reset_index(drop=True))
                          for c in schema.conditions})
+
+
+def _given(c, s):
+    """Condition column c's given values (a Series, checked) in the training column's
+    dtype: a category stays a category, a time keeps its unit and zone, an integer column's
+    values are its integers (a fraction is an error naming it); a numeric condition is not
+    clipped to the training range."""
+    if c.kind == "categorical":
+        return c.series(c.codes(s).astype(np.int32))
+    keep = np.zeros(len(s), dtype=bool)
+    where = lambda i: f"given value {i}"  # noqa: E731
+    if c.is_time:
+        return c.series(c.nanoseconds(s, keep, where))
+    if c.source == "int":
+        return c.series(c.integers(s, keep, where))
+    return c.series(pandas_module().to_numeric(s).to_numpy(dtype=np.float64))
 
 
 def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
