@@ -355,6 +355,14 @@ def test_numbers_and_years_written_as_text_are_not_dates(strings):
     assert next(c for c in tv.schema.columns if c.name == "t").source == "object"
 
 
+def test_numeric_type_on_date_text_is_a_date_column():
+    d = pd.Timestamp("2021-01-01") + pd.to_timedelta(np.arange(200) % 90, unit="D")
+    df = base().assign(d=pd.Series(list(d.strftime("%Y-%m-%d")), dtype=object))
+    tv, s = round_trip(df, types={"d": "numeric"}, rules=False)
+    assert next(c for c in tv.schema.columns if c.name == "d").source == "datetext"
+    assert pd.to_datetime(s["d"], format="%Y-%m-%d").notna().all()
+
+
 def test_datetime_type_on_text_that_is_not_dates():
     df = base().assign(t=pd.Series(["soon", "later"] * 100, dtype=object))
     with pytest.raises(TableError, match="'t' was asked to be datetime, but 'soon'"):

@@ -249,7 +249,7 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
                              f"'ignore'}}")
     if source == "object" and asked is None:
         _numbers_as_text(col, s, miss, where)
-    if source == "object" and asked in (None, "datetime"):
+    if source == "object" and asked in (None, "datetime", "numeric"):  # (a time is numeric)
         strings = present.astype(object).to_numpy(dtype=object)
         fmt = date_format(np.unique(strings), pandas_module()) if strings.size else None
         if fmt is not None:
