@@ -574,6 +574,23 @@ def test_a_bad_setting_is_named_at_fit(kw, message):
         tv.fit(pd.DataFrame({"x": np.arange(30.0)}), epochs=1)
 
 
+def test_conditions_in_another_order_and_settings_after_load(tmp_path):
+    """A model of two conditions takes them in any order on a later fit; a saved model's
+    get_params() still has the VAE settings it was built with."""
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"region": rng.choice(["n", "s"], 300), "x": rng.normal(size=300),
+                       "gender": rng.choice(["f", "m"], 300)})
+    tv = fit(tvae(beta=0.5, activation="tanh"), df, conditions=["gender", "region"],
+             epochs=1)
+    assert [c.name for c in tv.schema.conditions] == ["region", "gender"]
+    fit(tv, df, conditions=["gender", "region"], epochs=1)
+    fit(tv, df, conditions=["region", "gender"], epochs=1)
+    with pytest.raises(TableError, match="this model's conditions are"):
+        fit(tv, df, conditions=["gender"], epochs=1)
+    back = tabular.load(tv.save(tmp_path / "m.npz"))
+    assert back.get_params()["beta"] == 0.5 and back.get_params()["activation"] == "tanh"
+
+
 def test_bad_sampling_arguments_are_named():
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"site": rng.choice(["A", "B"], 200), "age": rng.uniform(20, 60, 200),

@@ -173,7 +173,7 @@ def test_interrupted_table_run_loads_and_resumes_to_the_straight_run(workdir, mo
         ["group"]
     # the data and the model cannot change on --resume
     assert main(["train", "--out", "b", "--resume", "--condition", "flag", "--quiet"]) == 2
-    assert "cannot change on --resume: --conditions ['flag']" in one_error_line(capsys,
+    assert "cannot change on --resume: --condition ['flag']" in one_error_line(capsys,
                                                                                  "train")
     assert main(["train", "--out", "b", "--resume", "--quiet", "--no-pictures"]) == 0
     a, b = fastvae.tabular.load("a/model.npz"), fastvae.tabular.load("b/model.npz")
@@ -206,6 +206,64 @@ def test_interrupted_table_run_loads_and_resumes_to_the_straight_run(workdir, mo
                  "--no-pictures"]) == 0
     assert len(fastvae.tabular.load("b/model.npz").history) == 3
     assert json.load(open("b/run.json"))["epochs"] == 3
+
+
+def test_a_run_cut_after_its_last_step_gets_its_sampler_on_resume(workdir, monkeypatch,
+                                                                    capsys):
+    """Ctrl-C after the policy's last step, while the latent density and the calibration
+    are fit: the run says how to continue, and --resume fits them for the saved weights
+    (training nothing more); the samples are the straight run's."""
+    import fastvae.tabular.calibrate as cal
+    from fastvae.tabular import policy
+    monkeypatch.setattr(policy, "MIN_STEPS", 30)
+    monkeypatch.setattr(policy, "MAX_STEPS", 300)
+    monkeypatch.setattr(policy, "EVAL_STEPS", 10)
+    monkeypatch.setattr(policy, "PATIENCE", 3)
+    args = ["--data", "t.csv", "--hidden", "16", "--latent", "4", "--backend", "cpu",
+            "--no-pictures", "--quiet"]
+    assert main(["train", "--out", "a", *args]) == 0
+    real = cal.calibrate
+
+    def cut(*a, **k):
+        signal.raise_signal(signal.SIGINT)
+    monkeypatch.setattr(cal, "calibrate", cut)
+    assert main(["train", "--out", "b", *args]) == 130
+    assert "continue with: fastvae train --out b --resume" in capsys.readouterr().err
+    assert fastvae.tabular.load("b/model.npz").calibration_ is None
+    monkeypatch.setattr(cal, "calibrate", real)
+    assert main(["train", "--out", "b", "--resume", "--no-pictures", "--quiet"]) == 0
+    a, b = fastvae.tabular.load("a/model.npz"), fastvae.tabular.load("b/model.npz")
+    assert b.calibration_ is not None and b.model.train_state.step == a.model.train_state.step
+    pd.testing.assert_frame_equal(a.sample(50, seed=1), b.sample(50, seed=1))
+
+
+def test_conditions_in_any_order_and_the_policys_batch(workdir):
+    """--condition flags in another order than the file's columns train (the model keeps
+    the file's order), and the command line's policy picks the batch size the library's
+    does, from the rows the policy trains on."""
+    from fastvae.tabular import policy
+    df = table(1000)
+    df["group2"] = np.where(df["x"] > 0, "p", "q")
+    df.to_csv("c.csv", index=False)
+    assert main(["train", "--data", "c.csv", "--out", "c", "--condition", "group2",
+                 "--condition", "group", *SMALL, "--no-pictures"]) == 0
+    tv = fastvae.tabular.load("c/model.npz")
+    assert [c.name for c in tv.schema.conditions] == ["group", "group2"]
+    assert main(["train", "--data", "c.csv", "--out", "p", "--hidden", "16", "--latent", "4",
+                 "--backend", "cpu", "--quiet", "--no-pictures"]) == 0
+    st = fastvae.tabular.load("p/model.npz").model.train_state
+    n = st.n_rows
+    assert st.settings["batch_size"] == policy.batch_size(n), (n, st.settings)
+
+
+def test_sample_refuses_npy_and_unknown_file_kinds_for_tables(run, capsys):
+    d, _ = run
+    model = str(d / "model.npz")
+    assert main(["sample", model, "-n", "5", "--npy", str(d / "y.npy")]) == 2
+    assert "--npy" in one_error_line(capsys, "sample") and not os.path.exists(d / "y.npy")
+    assert main(["sample", model, "-n", "5", "--out", str(d / "x.xlsx")]) == 2
+    assert ".csv, .tsv or .parquet" in one_error_line(capsys, "sample")
+    assert not os.path.exists(d / "x.xlsx")
 
 
 def test_a_policy_run_resumes_to_the_straight_run(workdir, monkeypatch, capsys):
@@ -356,8 +414,10 @@ def test_score_writes_one_row_per_input_row(run, tmp_path, capsys):
                  "--per-column", "--k", "4"]) == 0
     s = pd.read_csv(out)
     assert list(s.columns) == ["row", "score", "kl", "column:x", "column:y", "column:k",
-                               "column:color", "column:flag"]
+                               "column:color", "column:flag", "importance"]
     assert len(s) == 100 and np.isfinite(s.drop(columns="row").to_numpy()).all()
+    np.testing.assert_allclose(s.drop(columns=["row", "score"]).sum(axis=1), s["score"],
+                               rtol=1e-5, atol=1e-4)  # (the parts add up to the score)
     capsys.readouterr()
     assert main(["score", model, str(tmp_path / "new.csv"), "--per-column"]) == 0
     printed = capsys.readouterr().out.splitlines()

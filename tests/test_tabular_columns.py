@@ -154,6 +154,50 @@ def test_sample_memory_does_not_grow_with_n():
     assert excess[300_000] < excess[30_000] + 4e6, excess
 
 
+def test_sample_with_given_conditions_builds_nothing_of_n_rows():
+    """One value per condition is kept as one row and handed out chunk by chunk (the
+    conditions not given are drawn chunk by chunk), so no frame of more than CHUNK rows
+    is built for 10x the rows (a property of the frames' sizes, not a timing)."""
+    rng = np.random.default_rng(5)
+    n = 600
+    df = pd.DataFrame({"g": rng.choice(["u", "v"], n), "h": rng.choice(["p", "q", "r"], n),
+                       "a": rng.standard_normal(n)})
+    tv = TabularVAE(hidden=(16,), latent_dim=3, backend="cpu").fit(
+        df, conditions=["g", "h"], epochs=2, batch_size=64, progress=False)
+    schema = tv.schema
+    rows = []
+    encode = schema.encode_conditions
+
+    def watched(frame, *a, **k):
+        rows.append(len(frame))
+        return encode(frame, *a, **k)
+    schema.encode_conditions = watched
+    for given in ({"g": "v"}, {"g": "u", "h": "r"}, {"h": "p"}):
+        rows.clear()
+        s = tv.sample(3 * sampling.CHUNK + 5, conditions=given, seed=0)
+        assert max(rows) <= sampling.CHUNK, (given, max(rows))
+        for k, v in given.items():
+            assert (s[k] == v).all()
+        free = [c for c in ("g", "h") if c not in given]
+        for c in free:  # drawn from the training shares
+            assert s[c].nunique() > 1
+
+
+def test_an_importance_weighted_score_still_adds_up():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(400)
+    df = pd.DataFrame({"x": x, "y": x + 0.1 * rng.standard_normal(400),
+                       "c": np.where(x > 0, "hi", "lo")})
+    tv = fitted(df, epochs=10)
+    for k in (None, 1, 8):
+        sc = tv.score_samples(df.head(30), k=k, per_column=True)
+        parts = sc["column"].sum(axis=1) + sc["kl"]
+        assert ("importance" in sc) == (k is not None)
+        if k is not None:
+            parts = parts + sc["importance"]
+        np.testing.assert_allclose(parts, sc["score"], rtol=1e-5, atol=1e-4)
+
+
 def test_an_absurd_cell_is_blamed_on_its_own_column():
     rng = np.random.default_rng(4)
     n = 1500

@@ -88,6 +88,54 @@ def test_the_policy_resumes_exactly_from_a_checkpoint(tmp_path, monkeypatch):
     np.testing.assert_array_equal(params(back), before)
 
 
+@pytest.mark.parametrize("reload", [False, True])
+def test_a_run_cut_after_its_last_step_gets_its_sampler_when_continued(tmp_path, monkeypatch,
+                                                                        reload):
+    """Ctrl-C between the last step and the end of fit (the latent density and the
+    calibration follow training) leaves a stopped policy: continuing the fit, in memory or
+    from the saved model, fits them for those weights, and the samples are the straight
+    run's."""
+    import fastvae.tabular.calibrate as cal
+    df = correlated()
+    straight = fit(tiny(seed=3), df)
+    real = cal.calibrate
+
+    def cut(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cal, "calibrate", cut)
+    tv = tiny(seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tv, df)
+    monkeypatch.setattr(cal, "calibrate", real)
+    assert tv.model.train_state.stopper.stopped and tv.after_step_ is None
+    if reload:
+        tv = tabular.load(tv.save(tmp_path / "m.npz"))
+        assert tv.after_step_ is None
+    fit(tv, df)
+    assert tv.after_step_ == straight.after_step_ == straight.model.train_state.step
+    assert tv.calibration_ is not None and tv.latent_ is not None
+    np.testing.assert_array_equal(params(tv), params(straight))
+    pd.testing.assert_frame_equal(tv.sample(100, seed=1), straight.sample(100, seed=1))
+    calls = []
+    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: calls.append(1))
+    fit(tv, df)  # the policy has ended and its sampler is fit: nothing more
+    assert not calls
+
+
+def test_a_build_fit_of_no_epochs_leaves_the_batch_size_to_the_policy():
+    """A fit of 0 epochs (the command line's check of every setting) sees every row; the
+    policy then picks its batch size from the rows it trains on, as a fit from scratch."""
+    df = correlated(960)
+    a = fit(tiny(seed=2), df)
+    b = tiny(seed=2)
+    fit(b, df, epochs=0)
+    fit(b, df)
+    n = len(df) - policy.val_rows(len(df))
+    assert b.model.train_state.settings["batch_size"] == policy.batch_size(n) == \
+        a.model.train_state.settings["batch_size"]
+    np.testing.assert_array_equal(params(a), params(b))
+
+
 def test_explicit_epochs_mean_exactly_that():
     df = correlated()
     tv = fit(tiny(), df, epochs=3, batch_size=50)

@@ -163,6 +163,9 @@ def main(argv=None):
     except ImportError as e:
         print(f"fastvae {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # (before training started: a run in training saves and
+        print(f"fastvae {args.command}: interrupted", file=sys.stderr)  # says so itself)
+        return 130
 
 
 def _table_error():

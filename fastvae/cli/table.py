@@ -212,7 +212,8 @@ def _changed(key, given, saved):
     """How a fixed option given on --resume differs from the run's, in the flags' words."""
     if key in FLAGS:
         return f"{FLAGS[key]} (the run {'has it' if saved != FLAG_DEFAULTS[key] else 'has not'})"
-    return f"--{key.replace('_', '-')} {given!r} (the run has {saved!r})"
+    flag = {"conditions": "condition", "columns": "column"}.get(key, key)  # (repeatable
+    return f"--{flag.replace('_', '-')} {given!r} (the run has {saved!r})"  # flags' names)
 
 
 def cmd_train(args, given):
@@ -224,6 +225,7 @@ def cmd_train(args, given):
     from ..tabular.tableio import row_names
     from ..training.distributed import detected_size
     from ..training.fit import SettingChangedWarning
+    from ..tabular import policy as tab_policy
 
     if detected_size() > 1 and not args.no_distributed:
         raise UsageError(f"data-parallel training (mpiexec, {detected_size()} processes) is "
@@ -257,9 +259,11 @@ def cmd_train(args, given):
         raise UsageError(msg if os.path.basename(path) in msg else f"{path}: {msg}") from None
     train, test = split(df, opts["seed"], opts["val_fraction"], opts["columns"], schema)
     t_data = time.perf_counter() - t0
-    if fit_kw.get("batch_size", 0) > len(train):
-        raise UsageError(f"{path}: {len(train)} training rows is fewer than one batch; use a "
-                         f"--batch-size of at most {len(train)}")
+    # (the policy trains on the rows it does not hold out for its own validation)
+    rows = len(train) - (tab_policy.val_rows(len(train)) if opts["epochs"] is None else 0)
+    if fit_kw.get("batch_size", 0) > rows:
+        raise UsageError(f"{path}: {rows} training rows is fewer than one batch; use a "
+                         f"--batch-size of at most {rows}")
     if tv is None:
         gaps = any(c.gaps for c in schema.columns)
         try:  # everything is checked (a fit of 0 epochs) before anything is written
@@ -303,6 +307,8 @@ def cmd_train(args, given):
             if isinstance(e, (FloatingPointError, ArithmeticError)):
                 raise
             raise UsageError(cli_words(str(e))) from None
+        except KeyboardInterrupt:  # (after the last step, before the sampler was fit: the
+            tv.interrupted_ = True  # checkpoint holds the weights; --resume fits it)
     for w in caught:  # --quiet: the one line fit would have printed
         if issubclass(w.category, SettingChangedWarning):
             print(str(w.message), file=sys.stderr)

@@ -42,8 +42,6 @@ def _condition_value(col, text):
 def sample(args, model):
     """``fastvae sample`` for a table model: n rows to --csv/--parquet/--out, or CSV on
     stdout, written chunk by chunk as they are drawn (constant memory)."""
-    import numpy as np
-
     from ..tabular import from_model
     tv = from_model(model)
     conds = {c.name: c for c in tv.schema.conditions}
@@ -56,14 +54,13 @@ def sample(args, model):
             raise UsageError(f"--condition {spec!r}: {name!r} is not a condition column of "
                              f"this model (its conditions: {list(conds) or 'none'})")
         fixed[name] = _condition_value(conds[name], text)
-    given = None
-    if fixed:  # conditions not fixed are drawn from their training distributions
-        from ..tabular.sampling import draw_conditions
-        given = (draw_conditions(tv.schema, args.n, np.random.default_rng(args.seed))
-                 if len(fixed) < len(conds) else {})
-        for k, v in fixed.items():
-            given[k] = [v] * args.n
+    # (conditions not fixed are drawn from their training distributions, chunk by chunk:
+    # one value per column, so memory does not grow with -n)
+    given = fixed or None
     out = getattr(args, "out", None)
+    if getattr(args, "npy", None):
+        raise UsageError(f"--npy {args.npy}: a table model's samples are rows of typed "
+                         f"columns; write them with --csv PATH or --parquet PATH")
     if out and os.path.splitext(out)[1].lower() in (".png", ".jpg", ".svg", ".pdf"):
         raise UsageError(f"--out {out}: a table model's samples are rows, not a "
                          "picture; write them with --csv PATH or --parquet PATH")
@@ -217,6 +214,8 @@ def cmd_score(args):
         cols["kl"] = sc["kl"].to_numpy()
         for name, v in sc["column"].items():
             cols[f"column:{name}"] = v.to_numpy()
+        if "importance" in sc:  # (--k: what importance weighting takes off the ELBO)
+            cols["importance"] = sc["importance"].to_numpy().ravel()
     frame = pd.DataFrame(cols)
     if args.csv == "-":  # (standard output, as the usual "-" means)
         frame.to_csv(sys.stdout, index=False)

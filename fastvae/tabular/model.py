@@ -90,6 +90,9 @@ class TabularVAE:
                                                                         backend, dtype)
         self.vae_kw = dict(vae_kw)
         self.schema_ = self.model_ = self.latent_ = self.calibration_ = None
+        #: the training step whose weights the latent density and the calibration were
+        #: fit for (None: not yet; an interrupted run's resume fits them)
+        self.after_step_ = None
         self.interrupted_ = False
         self.rules_ = []
 
@@ -196,7 +199,8 @@ class TabularVAE:
         if self.model_ is None:
             self._check_params()
             self._build(df, conds, where)
-        elif conds and conds != [c.name for c in self.schema_.conditions]:
+        elif conds and sorted(map(str, conds)) != sorted(
+                str(c.name) for c in self.schema_.conditions):  # (kept in the table's order)
             raise TableError(f"this model's conditions are "
                              f"{[c.name for c in self.schema_.conditions]}; got {conds}")
         X, C = self._rows(df, where=where, check_missing=True)
@@ -207,26 +211,28 @@ class TabularVAE:
         model, st = self.model_, self.model_.train_state
         if st is None and "lr" not in fit_kw:
             fit_kw["lr"] = DEFAULTS["lr"]
-        saved_batch = None if st is None else st.settings.get("batch_size")
+        # (a run's batch size, once it has trained: a build fit of 0 epochs saw every row,
+        # before the policy held out its own)
+        saved_batch = None if st is None or not st.step else st.settings.get("batch_size")
         if epochs is None:
             train, vrows = policy.split(len(X), self.seed) if vX is None else \
                 (np.arange(len(X)), None)
             if vX is None and vrows.size:
                 vX, vC = X[vrows], None if C is None else C[vrows]
             X, C = X[train], None if C is None else C[train]
-            B = batch_size or (saved_batch if st is not None else policy.batch_size(len(X)))
+            B = batch_size or saved_batch or policy.batch_size(len(X))
             if vX is None:  # a small table: a fixed number of steps
                 rule, cap = False, policy.fixed_epochs(len(X), B)
             else:
                 rule, cap = policy.plan(len(X), B)
                 if st is not None and st.stopper is not None:
-                    if st.stopper.stopped:
-                        return self  # the policy has ended this run
+                    if st.stopper.stopped:  # the policy has ended this run: what follows
+                        return self._finish(X, C, vX, vC, checkpoint)  # training, once
                     rule = None  # continue the saved rule
             epochs = max(0, cap - (st.epoch if st is not None else 0))
             fit_kw["early_stopping"] = rule
         else:
-            B = batch_size or (saved_batch if st is not None else policy.batch_size(len(X)))
+            B = batch_size or saved_batch or policy.batch_size(len(X))
             fit_kw.setdefault("early_stopping", False)
         if max_seconds is not None:
             fit_kw["callbacks"] = list(fit_kw.get("callbacks", ())) + [_deadline(max_seconds)]
@@ -237,10 +243,27 @@ class TabularVAE:
         if max_seconds is not None and st.stopper is not None and not st.stopper.stopped:
             st.stopper.stop(model, f"max_seconds ({max_seconds}) reached")
         self.interrupted_ = bool(hist.interrupted)
-        if epochs > 0 and not hist.interrupted:
+        if hist.interrupted:
+            self.model_.metadata["tabular"] = self._meta()
+            if checkpoint is not None and (epochs > 0 or not os.path.exists(checkpoint)):
+                self.model_.save(checkpoint)
+            return self
+        return self._finish(X, C, vX, vC, checkpoint, fresh=epochs > 0)
+
+    def _finish(self, X, C, vX, vC, checkpoint, fresh=False):
+        """What follows training, for the weights training left (``fresh``: a fit that
+        trained): the latent density, the calibration and the collapse note, unless they
+        were fit for these weights already (a run interrupted after its last step, or in
+        this very part, gets them when it is resumed); then the checkpoint."""
+        st = self.model_.train_state
+        step = None if st is None else st.step
+        if step and (fresh or self.after_step_ != step):  # (no step yet: nothing to fit)
             self._after_training(X, C, vX, vC)
+            self.after_step_ = step
+        elif not fresh and checkpoint is not None and os.path.exists(checkpoint):
+            return self
         self.model_.metadata["tabular"] = self._meta()
-        if checkpoint is not None and (epochs > 0 or not os.path.exists(checkpoint)):
+        if checkpoint is not None:
             self.model_.save(checkpoint)
         return self
 
@@ -306,12 +329,13 @@ class TabularVAE:
                 "latent": None if self.latent_ is None else self.latent_.config(),
                 "calibration": (None if self.calibration_ is None else
                                 [float(v) for v in self.calibration_]),
+                "after_step": self.after_step_,
                 "settings": {"hidden": None if self.hidden is None else list(self.hidden),
                              "latent_dim": self.latent_dim,
                              "types": types, "numeric": self.numeric,
                              "missing": self.missing, "unknown": self.unknown,
                              "latent": self.latent, "rules": self.rules, "seed": self.seed,
-                             "dtype": self.dtype}}
+                             "dtype": self.dtype, "vae": _json_settings(self.vae_kw)}}
 
     def _need(self):
         if self.model_ is None:
@@ -390,15 +414,19 @@ class TabularVAE:
         """The rows encoded (z = the posterior mean, under their own conditions) and decoded
         under ``conditions`` (default: their own; another value gives the counterfactual
         table, how a batch effect is removed), as a DataFrame (the sample's rules apply)."""
-        from .sampling import given_conditions
+        from .sampling import Given
         self._need()
         df = read_table(data)
         X, C = self._rows(df, where=row_names(data, df), check_missing=True, encoder=True)
         mu, _ = self.model_.encode(X, conditions=C)
-        if conditions is None:
-            frame = None if C is None else df[[c.name for c in self.schema_.conditions]]
-        else:
-            frame = given_conditions(self.schema_, len(df), conditions)
+        own = None if C is None else df[[c.name for c in self.schema_.conditions]].reset_index(
+            drop=True)
+        frame = own
+        if conditions is not None:  # (the conditions not given: each row's own)
+            given = Given(self.schema_, len(df), conditions).rows(0, len(df))
+            frame = own.copy()
+            for k in given.columns:
+                frame[k] = given[k]
         C2 = None if frame is None else self.schema_.encode_conditions(frame).astype(
             self.model_.dtype)
         rng = np.random.default_rng(seed)
@@ -464,7 +492,10 @@ class TabularVAE:
         reconstruction term, its observed head's included: which cells made the row
         unlikely), then ``kl`` (how far the row's code is from the prior: a row unlike any
         other in its combination of values).  ``sc["score"]``, ``sc["column"]`` and
-        ``sc["kl"]`` read them; the shares and the KL add up to the score.  The encoder
+        ``sc["kl"]`` read them; the shares and the KL add up to the score.  With ``k`` the
+        shares and the KL are the ELBO's, and a last part ``importance`` (<= 0 but for the
+        draws' noise) is the importance-weighted score less them, so that the parts still
+        add up to the score.  The encoder
         reads numbers clipped to their training range, so an absurd cell is blamed on its
         own column and not spread over the others through the code; the likelihood scores
         the cell as it is.  Numeric cells are scored on their mapped scale.  ``unknown``:
@@ -482,11 +513,13 @@ class TabularVAE:
         if not per_column:
             return score
         return self._parts_frame(np.asarray(s.columns, dtype=np.float64),
-                                 np.asarray(s.kl, dtype=np.float64), score)
+                                 np.asarray(s.kl, dtype=np.float64), score,
+                                 importance=k is not None)
 
-    def _parts_frame(self, cols, kl, score):
+    def _parts_frame(self, cols, kl, score, importance=False):
         """The per-column score frame (see :meth:`score_samples`): cols (N, D) the model
-        columns' shares, folded per table column."""
+        columns' shares, folded per table column; ``importance``: a last part, the score
+        less the others (an importance-weighted score's gain over the ELBO)."""
         pd = pandas_module()
         parts = self.schema_.parts()
         scored = {n for p in parts for n in p}
@@ -496,8 +529,11 @@ class TabularVAE:
             for n in group:
                 folded[n] = folded[n] + cols[:, j] / len(group)
         data = [score.to_numpy()] + [folded[n] for n in names] + [kl]
-        index = pd.MultiIndex.from_tuples([("score", "")] + [("column", n) for n in names]
-                                          + [("kl", "")])
+        labels = [("score", "")] + [("column", n) for n in names] + [("kl", "")]
+        if importance:
+            data.append(score.to_numpy() - kl - sum(folded.values()))
+            labels.append(("importance", ""))
+        index = pd.MultiIndex.from_tuples(labels)
         return pd.DataFrame(np.column_stack(data), index=score.index, columns=index)
 
     def column_log_likelihood(self, data, seed=0):
@@ -529,6 +565,15 @@ class TabularVAE:
             return (f"TabularVAE(hidden={self.hidden or 'by rows'}, latent_dim="
                     f"{self.latent_dim or 'by rows'}, unfitted)")
         return f"TabularVAE({self.schema_!r}, {self.model_!r})"
+
+
+def _json_settings(kw):
+    """The VAE keywords a saved table model records (for get_params after load): those JSON
+    holds (numbers, strings, booleans, None and their lists)."""
+    def ok(v):
+        return v is None or isinstance(v, (str, bool, int, float)) or (
+            isinstance(v, (list, tuple)) and all(ok(x) for x in v))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items() if ok(v)}
 
 
 def _is_int(v):
@@ -570,7 +615,7 @@ def from_model(model):
     types = st["types"]
     types = dict(types) if isinstance(types, dict) else {k: v for k, v in types}
     tv = TabularVAE(None if st["hidden"] is None else tuple(st["hidden"]), st["latent_dim"],
-                    types=types,
+                    types=types or None, **st.get("vae", {}),
                     numeric=st["numeric"], missing=st["missing"], unknown=st["unknown"],
                     latent=st.get("latent", "prior"), rules=st.get("rules", False),
                     seed=st["seed"], dtype=st["dtype"])
@@ -583,6 +628,9 @@ def from_model(model):
     tv.latent_ = None if lat is None else GaussianMixture.from_config(lat)
     cal = meta.get("calibration")
     tv.calibration_ = None if cal is None else np.asarray(cal, dtype=np.float64)
+    # (a model saved before after_step was: fit for its last weights, as fit then did)
+    tv.after_step_ = meta["after_step"] if "after_step" in meta else (
+        None if model.train_state is None else model.train_state.step)
     tv.model_ = model
     return tv
 

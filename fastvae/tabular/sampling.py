@@ -39,13 +39,16 @@ def generators(seed):
         np.random.SeedSequence(root.entropy, spawn_key=(1, k)))
 
 
-def draw_conditions(schema, n, rng):
+def draw_conditions(schema, n, rng, skip=()):
     """A DataFrame (n rows) of condition values drawn from the training distributions: a
     categorical condition's frequencies (string values seen in fewer than RARE_MIN rows
-    left out, unless that leaves none), a numeric one's quantiles (its protected range)."""
+    left out, unless that leaves none), a numeric one's quantiles (its protected range).
+    The columns named in ``skip`` (given by the caller) are neither drawn nor returned."""
     pd = pandas_module()
     cols = {}
     for c in schema.conditions:
+        if c.name in skip:
+            continue
         if c.kind == "categorical":
             p = np.asarray(c.freq["p"], dtype=np.float64)
             if c.strings:
@@ -63,39 +66,76 @@ def draw_conditions(schema, n, rng):
     return pd.DataFrame(cols)
 
 
+class Given:
+    """Conditions a caller gives for n rows, checked once (unseen, missing, infinite values
+    and unknown names are errors naming them) and handed out a chunk at a time: one value
+    per column (a model with one condition may take it bare) is kept as one row, so that
+    memory does not grow with n; a column of n values (a dict's lists, a DataFrame) as
+    given.  Conditions not given are drawn from their training distributions
+    (:func:`draw_conditions`), chunk by chunk.
+
+    names: the given columns; frame: their values (1 or n rows), in the training dtypes."""
+
+    def __init__(self, schema, n, conditions):
+        pd = pandas_module()
+        names = [c.name for c in schema.conditions]
+        if not names:
+            raise TableError("this model has no conditions; conditions= must be None")
+        if isinstance(conditions, pd.DataFrame):
+            frame = conditions.reset_index(drop=True)
+        elif isinstance(conditions, dict):
+            for k, v in conditions.items():
+                if np.ndim(v) and len(v) != n:
+                    raise TableError(f"conditions[{k!r}] has {len(v)} values, and {n} rows "
+                                     f"are asked for: give one value or {n}")
+            rows = n if any(np.ndim(v) for v in conditions.values()) else 1
+            frame = pd.DataFrame({k: (v if np.ndim(v) else [v] * rows) for k, v in
+                                  conditions.items()})
+        elif len(names) == 1:
+            one = np.ndim(conditions) and not isinstance(conditions, str)
+            frame = pd.DataFrame({names[0]: conditions if one else [conditions]})
+        else:
+            raise TableError(f"this model has conditions {names}: pass a dict or a DataFrame "
+                             f"with those columns")
+        if len(frame) not in (1, n) or isinstance(conditions, pd.DataFrame) and \
+                len(frame) != n:
+            raise TableError(f"conditions have {len(frame)} rows; {n} are asked for")
+        unknown = [k for k in frame.columns if k not in names]
+        if unknown:
+            raise TableError(f"conditions name {unknown[0]!r}, which is not a condition of "
+                             f"this model; its conditions are {names}")
+        self.names = [k for k in names if k in frame.columns]
+        # (checked as a whole frame: the columns not given stand in with drawn values)
+        check = draw_conditions(schema, len(frame), np.random.default_rng(0),
+                                skip=self.names)
+        for k in self.names:
+            check[k] = frame[k].to_numpy()
+        schema.encode_conditions(check)
+        self.frame = pd.DataFrame({c.name: _given(c, frame[c.name]) for c in
+                                   schema.conditions if c.name in self.names})
+
+    def rows(self, start, m):
+        """The given columns of rows start..start+m, a DataFrame of m rows."""
+        if len(self.frame) == 1:
+            return self.frame.iloc[np.zeros(m, dtype=np.intp)].reset_index(drop=True)
+        return self.frame.iloc[start:start + m].reset_index(drop=True)
+
+    def chunk(self, schema, start, m, rng):
+        """Every condition column of rows start..start+m: the given ones, and the others
+        drawn with ``rng`` (none drawn when every one is given)."""
+        pd = pandas_module()
+        given = self.rows(start, m)
+        if len(self.names) == len(schema.conditions):
+            return given
+        drawn = draw_conditions(schema, m, rng, skip=self.names)
+        return pd.DataFrame({c.name: (given[c.name] if c.name in self.names else
+                                      drawn[c.name]) for c in schema.conditions})
+
+
 def given_conditions(schema, n, conditions):
-    """``conditions`` as a DataFrame of n rows with every condition column (in its training
-    dtype): one value (a model with one condition), a dict {column: value or n values} or a
-    DataFrame; checked (unseen or missing values named)."""
-    pd = pandas_module()
-    names = [c.name for c in schema.conditions]
-    if not names:
-        raise TableError("this model has no conditions; conditions= must be None")
-    if isinstance(conditions, pd.DataFrame):
-        frame = conditions.reset_index(drop=True)
-    elif isinstance(conditions, dict):
-        for k, v in conditions.items():
-            if np.ndim(v) and len(v) != n:
-                raise TableError(f"conditions[{k!r}] has {len(v)} values, and {n} rows are "
-                                 f"asked for: give one value or {n}")
-        frame = pd.DataFrame({k: (v if np.ndim(v) else [v] * n) for k, v in
-                              conditions.items()})
-    elif len(names) == 1:
-        one = np.ndim(conditions) and not isinstance(conditions, str)
-        frame = pd.DataFrame({names[0]: conditions if one else [conditions] * n})
-    else:
-        raise TableError(f"this model has conditions {names}: pass a dict or a DataFrame "
-                         f"with those columns")
-    if len(frame) != n:
-        raise TableError(f"conditions have {len(frame)} rows; {n} are asked for")
-    unknown = [k for k in frame.columns if k not in names]
-    if unknown:
-        raise TableError(f"conditions name {unknown[0]!r}, which is not a condition of this "
-                         f"model; its conditions are {names}")
-    schema.check_columns(frame, need_data=False)
-    schema.encode_conditions(frame)  # unseen, missing or infinite values, named
-    return pd.DataFrame({c.name: _given(c, frame[c.name].reset_index(drop=True))
-                         for c in schema.conditions})
+    """``conditions`` as a DataFrame of n rows with every condition column, in its training
+    dtype (see :class:`Given`; the ones not given are drawn with a generator of seed 0)."""
+    return Given(schema, n, conditions).chunk(schema, 0, n, np.random.default_rng(0))
 
 
 def _given(c, s):
@@ -119,7 +159,7 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
     :meth:`TabularVAE.sample <fastvae.tabular.TabularVAE.sample>`)."""
     schema, model = tv.schema_, tv.model_
     run, gen = generators(seed)
-    given = None if conditions is None else given_conditions(schema, n, conditions)
+    given = None if conditions is None else Given(schema, n, conditions)
     free = FreeDraws(schema, run, salt=schema.salt)
     for k, start in enumerate(range(0, n, CHUNK)):
         rng = gen(k)
@@ -127,7 +167,7 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
         frame = None
         if schema.conditions:
             frame = (draw_conditions(schema, m, rng) if given is None else
-                     given.iloc[start:start + m].reset_index(drop=True))
+                     given.chunk(schema, start, m, rng))
         C = None if frame is None else schema.encode_conditions(frame).astype(model.dtype)
         z = tv.draw_codes(m, rng).astype(model.dtype)
         v = np.asarray(model.kernels.to_numpy(model.decode_values(
@@ -181,5 +221,5 @@ def assemble(chunks, n):
     return out
 
 
-__all__ = ["CHUNK", "sample_chunks", "assemble", "draw_conditions", "given_conditions",
+__all__ = ["CHUNK", "Given", "sample_chunks", "assemble", "draw_conditions", "given_conditions",
            "generators"]

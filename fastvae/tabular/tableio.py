@@ -178,6 +178,9 @@ class TableWriter:
 
     def __init__(self, path, fmt=None):
         self.path = os.fspath(path)
+        if fmt is None and table_kind(self.path) is None and os.path.splitext(self.path)[1]:
+            raise TableError(f"cannot write {self.path}: fastvae writes tables as .csv, "
+                             f".tsv or .parquet (its extension says which)")
         self.fmt = fmt or table_kind(self.path) or "csv"
         if self.fmt == "csv" and self.path.lower().endswith(".tsv"):
             self.fmt = "tsv"
