@@ -31,6 +31,20 @@ Rules read and write the cells as the table holds them (labels, strings, numbers
 as text) and are saved with the model as JSON.  Only modelled and constant columns take
 part (identifiers, ignored and condition columns do not), and the search skips columns of
 more than :data:`MAX_VALUES` values as determinants.
+
+The search pits each column against the columns after it, so its work grows with the
+square of the columns; it passes over what can hold no rule, and bounds the rest.  A
+column with no value in RARE_MIN rows of the search's sample (a continuous one) neither
+reads nor sets a value rule, and a determinant's search reads only its rows of such
+values; a column whose values of RARE_MIN rows cover under KEY_COVER of the rows sets no
+key rule, and a key that takes it is dropped.  None of this changes what is found.  Then
+each determinant in turn is searched only if the cells it reads (its rows times the
+columns after it) fit in what is left of :data:`SEARCH_CELLS`, and key rules are sought
+column by column until the keys tried could pass :data:`KEY_TRIES`.  A table of thousands
+of few-valued columns keeps the rules of its columns of most values (searched first); the
+others, whose search would hold the fit for minutes or hours, are not sought.  A table of
+100 columns (of 20,000 sample rows) reaches neither bound, and the same table always
+gives the same rules.
 """
 from __future__ import annotations
 
@@ -44,6 +58,16 @@ ALPHA = 1e-4
 MAX_VALUES = 5000
 #: rows the search reads (a rule found on them is then checked on every row)
 SEARCH_ROWS = 20000
+#: the value rules' search reads at most this many cells of the sample (each determinant's
+#: rows of frequent values times the columns after it; 100 columns of 20,000 rows take at
+#: most 99,000,000): a second or two
+SEARCH_CELLS = 10 ** 9
+#: the key rules' search tries at most this many keys (a column added to a key for a
+#: column, each a pass over the rows; 100 columns take at most 39,000): seconds on 200 rows,
+#: some ten on 20,000
+KEY_TRIES = 100000
+#: cells of the sample a determinant's search holds at once
+CHUNK = 2 ** 22
 #: a key rule reads at most KEY_COLUMNS columns of at most KEY_VALUES values each, and its
 #: groups must hold at least KEY_COVER of the rows
 KEY_COLUMNS, KEY_VALUES, KEY_COVER = 4, 100, 0.5
@@ -85,45 +109,108 @@ def find(df, schema):
     pos = {c.name: i for i, c in enumerate(schema.columns)}
     order = sorted((c.name for c in cols), key=lambda n: (-card[n], pos[n]))
     rank = {n: i for i, n in enumerate(order)}
-    freq = {n: sample[n].value_counts(normalize=True, dropna=False) for n in order}
-    rules = []
-    for a in order:
-        if card[a] < 2 or card[a] > MAX_VALUES:
-            continue
-        targets = [b for b in order if rank[b] > rank[a] and card[b] > 1]
-        if not targets:
-            continue
-        g = sample.groupby(sample[a].astype(object), dropna=True, sort=False)
-        n = g.size()
-        one = g[targets].nunique(dropna=False) == 1
-        first = g[targets].first()
-        for b in targets:
-            hit = one.index[one[b].to_numpy() & (n.to_numpy() >= RARE_MIN)]
-            pairs = []
-            for av in hit:
-                bv = first.at[av, b]
-                p = _frequency(freq[b], bv)
-                if p ** int(n.at[av]) >= ALPHA:
-                    continue
-                try:
-                    pairs.append([_json(av), _json(bv)])
-                except TypeError:
-                    continue
-            pairs = _verified(df, a, b, pairs) if len(df) > len(sample) else pairs
-            if pairs:
-                rules.append([a, b, pairs])
+    freq = _Frequencies(sample)
+    rules = _value_rules(df, sample, order, card, freq)
     return _ordered(rules, rank) + _key_rules(df, order, freq, rules)
 
 
-def _mismatches(key, b):
+def _value_rules(df, sample, order, card, freq):
+    """The value rules [A, B, [[a, b], ...]] of ``df`` found on ``sample`` (see
+    :func:`find`), by determinant in ``order``, within :data:`SEARCH_CELLS`."""
+    pd = pandas_module()
+    N = len(sample)
+    # A rule's group holds RARE_MIN rows of one value of A and of one value of B: a column
+    # without a value that frequent (a continuous one) neither reads nor sets a rule, and
+    # the other values of B may share a code (-1: a group that holds one is no rule's).
+    # Codes as groupby's nunique(dropna=False) reads them: a missing cell is a value.
+    names, cols, counts = [], [], []
+    for n in order:
+        if card[n] < 2:
+            continue
+        code = pd.factorize(sample[n], use_na_sentinel=False)[0]
+        count = np.bincount(code)
+        often = count >= RARE_MIN
+        if often.any():
+            names.append(n)
+            cols.append(np.where(often, np.cumsum(often) - 1, -1)[code])
+            counts.append(count[often])
+    if not names:
+        return []
+    frequent = set(names)
+    codes = np.empty((N, len(names)), np.int16 if N < 2 ** 15 else np.int32)
+    for j, c in enumerate(cols):
+        codes[:, j] = c
+    rank = {n: i for i, n in enumerate(order)}
+    after = np.searchsorted([rank[n] for n in names], [rank[n] for n in order], "right")
+    rules, cells, cell, chance = [], 0, {}, {}
+    for i, a in enumerate(order):
+        j0 = int(after[i])  # the targets: the columns after a that have a frequent value
+        if card[a] > MAX_VALUES or a not in frequent or j0 == len(names):
+            continue
+        # groupby's groups of a (its missing cells in none)
+        key, keys = pd.factorize(sample[a].astype(object).to_numpy())
+        size = np.bincount(key[key >= 0], minlength=len(keys))
+        rows = np.flatnonzero(key >= 0)
+        rows = rows[size[key[rows]] >= RARE_MIN]
+        if rows.size == 0:
+            continue
+        cost = rows.size * (len(names) - j0)
+        if cells + cost > SEARCH_CELLS:
+            continue
+        cells += cost
+        rows = rows[np.argsort(key[rows], kind="stable")]  # groups in order of appearance
+        starts = np.flatnonzero(np.diff(key[rows], prepend=-1))
+        group, n = key[rows[starts]], size[key[rows[starts]]]
+        step = max(1, CHUNK // rows.size)
+        for j1 in range(j0, len(names), step):
+            lo, one = _constant(codes[rows, j1:j1 + step], starts)
+            for j in np.flatnonzero(one.any(axis=0)):
+                hit = np.flatnonzero(one[:, j])
+                # the chance test on the codes' counts first (with room for rounding),
+                # then as it reads the cells
+                p = counts[j1 + j][lo[hit, j]] / N
+                hit = hit[p ** n[hit] < 2 * ALPHA]
+                b, pairs = names[j1 + j], []
+                if b not in cell:
+                    cell[b] = sample[b].to_numpy(dtype=object)
+                for g in hit:
+                    av, bv = keys[group[g]], cell[b][rows[starts[g]]]
+                    c = (b, int(lo[g, j]))  # (the cells of a code share a frequency)
+                    if c not in chance:
+                        chance[c] = _frequency(freq[b], bv)
+                    if chance[c] ** int(n[g]) >= ALPHA:
+                        continue
+                    try:
+                        pairs.append([_json(av), _json(bv)])
+                    except TypeError:
+                        continue
+                pairs = _verified(df, a, b, pairs) if len(df) > N else pairs
+                if pairs:
+                    rules.append([a, b, pairs])
+    return rules
+
+
+def _constant(block, starts):
+    """Each group's least code in each column of int codes ``block`` (rows, columns), the
+    groups' rows contiguous from ``starts``, and whether it is the group's only code and
+    not -1."""
+    lo = np.minimum.reduceat(block, starts, axis=0)
+    return lo, (lo == np.maximum.reduceat(block, starts, axis=0)) & (lo >= 0)
+
+
+def _mismatches(key, b, nk=None, nb=None):
     """The rows whose int code in b (N,) is not their group's most common one, groups by
     int codes key (N,): 0 when b is constant within each group, and never more after a
-    group is split."""
+    group is split.  nk, nb: bounds on the codes (default: their largest, plus one)."""
     if b.size == 0:
         return 0
-    nb = int(b.max()) + 1
+    nb = int(b.max()) + 1 if nb is None else nb
+    nk = int(key.max()) + 1 if nk is None else nk
+    if nk * nb <= 4 * b.size + 1024:  # a count per (group, value) fits: no sort
+        top = np.bincount(key * nb + b, minlength=nk * nb).reshape(nk, nb).max(axis=1)
+        return len(key) - int(top.sum())
     pair, count = np.unique(key * nb + b, return_counts=True)
-    top = np.zeros(int(key.max()) + 1, np.int64)
+    top = np.zeros(nk, np.int64)
     np.maximum.at(top, pair // nb, count)
     return len(key) - int(top.sum())
 
@@ -139,30 +226,47 @@ def _key_rules(df, order, freq, rules):
              for n in order}
     card = {n: int(codes[n].max()) + 1 for n in order}
     # (a row with a key cell missing takes no part: a missing key is never a rule's key)
-    present = {n: df[n].notna().to_numpy() for n in order}
-    parts = [n for n in order if 2 <= card[n] <= KEY_VALUES and
-             present[n].mean() >= KEY_COVER]
-    out, read = [], set()
+    present = {n: df[n].notna().to_numpy() for n in order if 2 <= card[n] <= KEY_VALUES}
+    full = {n for n in present if present[n].all()}
+    parts = [n for n in present if present[n].mean() >= KEY_COVER]
+    # A rule's rows lie in groups of at least RARE_MIN rows, each of one value of B and of
+    # each column of the key (not missing): a column whose values that frequent cover
+    # under KEY_COVER of the rows gets no rule, and a key that takes one makes none
+    thin = {n for n in parts if _often(codes[n][present[n]]) < KEY_COVER * len(df)}
+    out, read, tries = [], set(), 0
     for b in order:
         if b in taken or b in read or card[b] < 2:
             continue
-        key, S, ok = np.zeros(len(df), np.int64), [], np.ones(len(df), bool)
-        left = _mismatches(key, codes[b])
+        if _often(codes[b]) < KEY_COVER * len(df):
+            continue
+        if tries + KEY_COLUMNS * len(parts) > KEY_TRIES:
+            break
+        key, S, ok = np.zeros(len(df), np.int64), [], None  # ok None: every row
+        nk, nb = 1, card[b]
+        left = _mismatches(key, codes[b], nk, nb)
         while left > KEY_SLACK * len(df) and len(S) < KEY_COLUMNS:
             best = None
             for c in parts:
                 if c == b or c in S:
                     continue
-                k2, ok2 = key * card[c] + codes[c], ok & present[c]
-                d = _mismatches(k2[ok2], codes[b][ok2])
+                tries += 1
+                k2 = key * card[c] + codes[c]
+                ok2 = ok if c in full else present[c] if ok is None else ok & present[c]
+                d = _mismatches(k2, codes[b], nk * card[c], nb) if ok2 is None else \
+                    _mismatches(k2[ok2], codes[b][ok2], nk * card[c], nb)
                 if best is None or d < best[0]:
                     best = (d, c, k2, ok2)
+                    if d == 0:  # (only a smaller count takes a column's place)
+                        break
             if best is None or best[0] >= left:
                 break
             left, c, k2, ok = best
             S.append(c)
+            if c in thin:
+                break
             key = np.unique(k2, return_inverse=True)[1].reshape(-1)
-        if left > KEY_SLACK * len(df) or len(S) < 2:
+            nk = int(key.max()) + 1
+        if left > KEY_SLACK * len(df) or len(S) < 2 or thin.intersection(S):
             continue
         pairs = _key_pairs(df, S, b, key, codes[b], freq[b])
         if pairs:
@@ -170,6 +274,12 @@ def _key_rules(df, order, freq, rules):
             read.update(S)
             parts = [n for n in parts if n != b]
     return out
+
+
+def _often(code):
+    """The rows of int codes ``code`` whose code is in at least RARE_MIN of them."""
+    count = np.bincount(code) if code.size else np.zeros(0, np.int64)
+    return int(count[count >= RARE_MIN].sum())
 
 
 def _key_pairs(df, S, b, key, bcode, freq):
@@ -195,6 +305,19 @@ def _key_pairs(df, S, b, key, bcode, freq):
             continue
         rows += int(n[g])
     return pairs if rows >= KEY_COVER * len(df) else []
+
+
+class _Frequencies(dict):
+    """Each column's value frequencies in ``sample``, read when first asked for: most
+    columns of a wide table never are."""
+
+    def __init__(self, sample):
+        super().__init__()
+        self.sample = sample
+
+    def __missing__(self, name):
+        self[name] = self.sample[name].value_counts(normalize=True, dropna=False)
+        return self[name]
 
 
 def _frequency(freq, value):
@@ -277,4 +400,4 @@ def _cast(values, col):
 
 
 __all__ = ["find", "apply", "ALPHA", "MAX_VALUES", "KEY_COLUMNS", "KEY_VALUES", "KEY_COVER",
-           "KEY_SLACK"]
+           "KEY_SLACK", "SEARCH_CELLS", "KEY_TRIES"]
