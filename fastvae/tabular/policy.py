@@ -17,8 +17,9 @@ that the codes learned something.
    seconds: a seed gives the same run wherever the arithmetic is the same (the same CPU
    kind, BLAS library and BLAS thread count: the products' last bits move the stopping
    point, e.g. wa_churn stopped after 6,250 steps with OpenBLAS on 2 threads and after
-   5,400 on 1); ``max_seconds`` is the one stop that depends on the machine's speed, off
-   unless asked for.
+   5,400 on 1; Numba's first compile in a fresh install rounds a few reassociated sums one
+   ulp apart from the cached code later runs load); ``max_seconds`` is the one stop that
+   depends on the machine's speed, off unless asked for.
 
 The numbers were chosen by measuring on a suite of real tables
 (``benchmarks/bench_tables.py``); they are not tuned to any one of them.
