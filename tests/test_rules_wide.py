@@ -119,7 +119,8 @@ def addons(n=3000, seed=7):
 
 
 def fees(n=4000, seed=11, odd=False):
-    """tests/test_tabular_columns.py: fee is a function of (region, tier) together."""
+    """fee is a function of (region, tier) together (and region of fee and tier); also
+    read by tests/test_tabular_columns.py."""
     rng = np.random.default_rng(seed)
     region = rng.choice(["north", "south", "east", "west"], n)
     tier = rng.integers(1, 4, n)

@@ -414,19 +414,13 @@ def test_a_column_fixed_by_several_columns_together_keeps_that_relation(tmp_path
     """fee is a function of (region, tier) and of neither alone (a price table), and
     fixes neither (region is a function of (fee, tier) as well): a key rule over the three
     keeps the relation exactly in samples; saved with the model."""
-    rng = np.random.default_rng(11)
-    n = 4000
-    region = rng.choice(["north", "south", "east", "west"], n)
-    tier = rng.integers(1, 4, n)
-    table = {(r, t): 5.0 * ((i + t) % 4) for i, r in enumerate(["north", "south", "east",
-                                                                 "west"]) for t in (1, 2, 3)}
-    fee = np.array([table[(r, t)] for r, t in zip(region, tier)])
-    df = pd.DataFrame({"region": region, "tier": tier, "fee": fee,
-                       "x": rng.standard_normal(n)})
+    from test_rules_wide import fees  # (the table the rule search's tests share)
+    df = fees()
     tv = fitted(df, epochs=3)
     keyed = [r for r in tv.rules_ if isinstance(r[0], list)]
     assert [sorted(a + [b]) for a, b, _ in keyed] == [["fee", "region", "tier"]]
     s = tv.sample(3000, seed=0)
+    table = df.groupby(["region", "tier"])["fee"].first().to_dict()  # (the price table)
     want = np.array([table[(r, t)] for r, t in zip(s["region"], s["tier"])])
     assert (s["fee"].to_numpy() == want).all()
     back = tabular.load(tv.save(tmp_path / "k.npz"))
