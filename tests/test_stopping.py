@@ -134,3 +134,28 @@ def test_plateaus_halve_the_learning_rate_before_one_stops_the_run(tmp_path):
     back.fit(X, epochs=600 - 12, val=V, progress=False)
     assert back.train_state.step == m.train_state.step
     np.testing.assert_array_equal(flat(back), flat(m))
+
+
+class _Model:
+    """What EarlyStopping.update reads of a model: its flat parameters on a backend."""
+    def __init__(self):
+        from fastvae.backends import reference
+        self.kernels, self.flat_params = reference, np.zeros(3)
+
+
+def test_a_plateau_above_the_floor_stops_only_from_floor_steps():
+    """A collapsed model's loss creeps down above the baseline it has not beaten: patience
+    alone does not stop it before floor_steps; once under the floor, patience does."""
+    es = EarlyStopping(patience=2, min_steps=10, floor=1.0, floor_steps=100)
+    m = _Model()
+    stops = [es.update(m, {"epoch": k, "val_neg_elbo": 5.0}, step=10 * k) for k in range(1, 12)]
+    assert next(k for k, why in enumerate(stops, 1) if why) == 10  # step 100, not step 30
+    es = EarlyStopping(patience=2, min_steps=10, floor=1.0, floor_steps=100)
+    losses = [5.0, 0.9, 0.9, 0.9, 0.9]
+    stops = [es.update(m, {"epoch": k, "val_neg_elbo": v}, step=10 * k)
+             for k, v in enumerate(losses, 1)]
+    assert next(k for k, why in enumerate(stops, 1) if why) == 4
+    back = EarlyStopping.from_checkpoint(*es.to_checkpoint())
+    assert (back.floor, back.floor_steps) == (1.0, 100)
+    with pytest.raises(ValueError, match="floor must be a finite number"):
+        EarlyStopping(floor=float("nan"))

@@ -177,6 +177,20 @@ def independent(n=400, seed=0):
                          "c": rng.choice(["p", "q", "r"], n)})
 
 
+def test_a_plateau_no_better_than_independent_columns_trains_on_to_collapse_steps(
+        monkeypatch):
+    """The policy's floor is the held-out rows' loss under independent columns: a table
+    whose loss never beats it trains COLLAPSE_STEPS; a related table beats it."""
+    monkeypatch.setattr(policy, "COLLAPSE_STEPS", 400)
+    flat = fit(tiny(seed=1), independent())
+    st = flat.model.train_state
+    assert st.stopper.floor is not None and st.stopper.best > st.stopper.floor
+    assert st.step >= 400
+    related = fit(tiny(seed=1), correlated())
+    st = related.model.train_state
+    assert st.stopper.best <= st.stopper.floor
+
+
 def test_the_collapse_note_fires_on_independent_columns_and_not_on_related_ones():
     with pytest.warns(CollapseWarning, match="the codes carry|no better than independent"):
         tiny().fit(independent(), progress=False)

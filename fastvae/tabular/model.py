@@ -224,7 +224,8 @@ class TabularVAE:
             if vX is None:  # a small table: a fixed number of steps
                 rule, cap = False, policy.fixed_epochs(len(X), B)
             else:
-                rule, cap = policy.plan(len(X), B)
+                rule, cap = policy.plan(len(X), B, policy.independent_loss(
+                    self.schema_, np.asarray(vX, np.float64)))
                 if st is not None and st.stopper is not None:
                     if st.stopper.stopped:  # the policy has ended this run: what follows
                         return self._finish(X, C, vX, vC, checkpoint)  # training, once

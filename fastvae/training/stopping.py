@@ -38,11 +38,14 @@ class EarlyStopping:
     min_delta : nats per row an improvement must exceed [0], plus ``rel_delta`` times the
     best loss's size [0]; restore_best [True];
     decays : plateaus that lower the learning rate before one stops the run [0]; factor :
-    what each multiplies it by [0.5].
+    what each multiplies it by [0.5]; floor, floor_steps : while the best loss is above
+    ``floor`` (a baseline the model has not yet beaten: a plateau of a collapsed model),
+    patience stops the run only from step ``floor_steps`` on [None, 0].
     """
 
     def __init__(self, patience=10, every=1, min_steps=0, max_steps=None, min_delta=0.0,
-                 restore_best=True, decays=0, factor=0.5, rel_delta=0.0):
+                 restore_best=True, decays=0, factor=0.5, rel_delta=0.0, floor=None,
+                 floor_steps=0):
         self.patience = positive_int(patience, "patience")
         self.every = positive_int(every, "every")
         self.min_steps = nonneg_int(min_steps, "min_steps")
@@ -54,6 +57,8 @@ class EarlyStopping:
         self.restore_best = boolean(restore_best, "restore_best")
         self.decays = nonneg_int(decays, "decays")
         self.factor = real(factor, "factor", above=0, below=1)
+        self.floor = None if floor is None else real(floor, "floor")
+        self.floor_steps = nonneg_int(floor_steps, "floor_steps")
         self.decayed = 0  # plateaus that lowered the learning rate so far
         self.best = math.inf
         self.best_epoch = self.best_step = None
@@ -64,7 +69,7 @@ class EarlyStopping:
     def config(self):
         return {k: getattr(self, k) for k in ("patience", "every", "min_steps", "max_steps",
                                               "min_delta", "rel_delta", "restore_best",
-                                              "decays", "factor")}
+                                              "decays", "factor", "floor", "floor_steps")}
 
     def due(self, epoch):
         """Whether epoch ``epoch`` (counted from 1) is validated."""
@@ -88,7 +93,8 @@ class EarlyStopping:
         why = None
         if self.max_steps is not None and step >= self.max_steps:
             why = f"max_steps ({self.max_steps}) reached"
-        elif step >= self.min_steps and self.waited >= self.patience:
+        elif step >= self.min_steps and self.waited >= self.patience and (
+                self.floor is None or self.best <= self.floor or step >= self.floor_steps):
             if self.decayed < self.decays:  # a plateau: a smaller step, from the best
                 self.decayed += 1
                 self.waited = 0
