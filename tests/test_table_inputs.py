@@ -515,6 +515,25 @@ def test_labels_that_are_mostly_numbers_are_categories_and_a_stray_text_is_a_typ
         fitted(typo)
 
 
+def test_a_long_tail_of_rare_integers_is_not_cut_to_the_frequent_values():
+    """An amount that is mostly 0 with a tail of values in a row or two each has 10 rows
+    per value on average, but its frequent values hold under DISCRETE_COVER of the rows:
+    it is sampled as numbers, not snapped to its few frequent values (which cut the tail
+    to the largest of them)."""
+    from fastvae.tabular import kinds
+    rng = np.random.default_rng(24)
+    n = 4000
+    amount = np.where(rng.random(n) < 0.94, 0, rng.integers(1, 200_000, n))
+    amount[:150] = np.repeat([100, 250, 500], 50)  # a few frequent round values
+    df = base(n).assign(amount=amount)
+    vals, counts = np.unique(amount, return_counts=True)
+    assert n >= kinds.DISCRETE_ROWS * vals.size
+    assert counts[counts >= tabular.RARE_MIN].sum() < kinds.DISCRETE_COVER * n
+    tv, s = round_trip(df, n=4000, epochs=5)
+    assert next(c for c in tv.schema.columns if c.name == "amount").support is None
+    assert s["amount"].max() > 10 * 500, s["amount"].describe()  # (snapped: 500 at most)
+
+
 # ------------------------------------------------------------------ whole-table checks
 def test_infinite_cells_name_column_and_row_label():
     df = base().set_axis([f"r{i}" for i in range(200)])
