@@ -513,6 +513,17 @@ def test_labels_that_are_mostly_numbers_are_categories_and_a_stray_text_is_a_typ
     typo.loc[17, "y"] = "1,5"
     with pytest.raises(TableError, match=r"column 'y', row 17: '1,5' is not a number"):
         fitted(typo)
+    # a word that recurs among numbers (a school grade, or "other") is a label; a
+    # recurring mark with no letter or digit still marks missing numbers: an error
+    grade = rng.choice(["9", "10", "11", "12"], 200).astype(object)
+    grade[rng.permutation(200)[:8]] = "other"
+    tv, s = round_trip(base(200).assign(grade=grade))
+    assert next(c for c in tv.schema.columns if c.name == "grade").kind == "categorical"
+    assert set(s["grade"]) <= {"9", "10", "11", "12", "other"}
+    marks = base(200).assign(y=pd.Series([str(v) for v in rng.normal(size=200)], dtype=object))
+    marks.loc[[3, 30, 60, 90, 120, 150], "y"] = "-"
+    with pytest.raises(TableError, match=r"column 'y', row 3: '-' is not a number"):
+        fitted(marks)
 
 
 def test_a_long_tail_of_rare_integers_is_not_cut_to_the_frequent_values():

@@ -329,13 +329,21 @@ def _numbers_as_text(col, s, miss, where):
     them: a typo, a marker such as "-" in a CSV file, which makes pandas read the whole
     column as text) is an error naming the first one: modelled as text it would come back
     as categories or identifiers.  More than that is a column of labels (playing cards'
-    2..10, J, Q, K, A; course numbers 101A): categorical."""
+    2..10, J, Q, K, A; course numbers 101A): categorical.  So is a column whose texts are
+    words or codes each seen in RARE_MIN rows or more (a school grade 9..12 or "other"; a
+    family number or "136A"): a label that recurs is no typo.  A recurring token with no
+    letter or digit ("-", "?") still marks a missing number: an error."""
     pd = pandas_module()
     num = pd.to_numeric(s.where(~pd.Series(miss, index=s.index)), errors="coerce")
     ok = num.notna().to_numpy()
     n = int((~miss).sum())
     bad = ~ok & ~miss
-    if n and bad.any() and bad.sum() <= STRAY_SHARE * n:
+    if not (n and bad.any() and bad.sum() <= STRAY_SHARE * n):
+        return
+    counts = pd.Series(s[bad].astype(str)).value_counts()
+    labels = all(c >= RARE_MIN and any(ch.isalnum() for ch in str(t))
+                 for t, c in counts.items())
+    if not labels:
         i = int(np.flatnonzero(bad)[0])
         raise TableError(f"column {col.name!r}, {where(i)}: {s.iloc[i]!r} is not a number, "
                          f"but {int(ok.sum())} of the column's {n} values are; fix or blank "
