@@ -437,6 +437,25 @@ def test_a_column_fixed_by_several_columns_together_keeps_that_relation(tmp_path
     assert [row[c] for c in a] not in [p[0] for p in pairs]
 
 
+def test_a_rule_set_column_keeps_its_shares():
+    """A value rule (failures = 0 -> bankrupt = 0) overwrites the column it sets on the rows
+    where its key holds; the calibration fits that column's shares among the rows no rule
+    sets, so the sampled shares stay the table's even where the decoder did not learn
+    the relation (it drew bankrupt = 1 beside failures = 0, and the rule took it away)."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    failures = np.where(rng.random(n) < 0.85, 0, rng.integers(1, 4, n))
+    bankrupt = np.where(failures == 0, 0, (rng.random(n) < 0.8).astype(int))
+    df = pd.DataFrame({"failures": failures, "bankrupt": bankrupt,
+                       "x": rng.standard_normal(n), "y": rng.standard_normal(n)})
+    tv = fitted(df, epochs=2)
+    assert any(r[:2] == ["failures", "bankrupt"] for r in tv.rules_)
+    s = tv.sample(20000, seed=0)
+    assert (s.loc[s["failures"] == 0, "bankrupt"] == 0).all()
+    assert abs((s["bankrupt"] == 1).mean() - (df["bankrupt"] == 1).mean()) < 0.02
+    assert abs((s["failures"] > 0).mean() - (df["failures"] > 0).mean()) < 0.02
+
+
 def test_a_key_of_tiny_groups_is_not_a_rule():
     """Any column is a function of enough columns when their groups hold a row or two:
     with most rows in groups below RARE_MIN rows there is no key rule."""
