@@ -327,15 +327,21 @@ def test_given_condition_keeps_its_training_dtype():
 
 @pytest.mark.parametrize("column, given, want", [
     ("age", 30, 30.0), ("kids", {"kids": 2}, 2), ("since", "2020-02-01",
-                                                   pd.Timestamp("2020-02-01", tz="UTC"))])
+                                                   pd.Timestamp("2020-02-01", tz="UTC")),
+    ("local", "2020-02-01 12:00", pd.Timestamp("2020-02-01 12:00", tz="America/New_York")),
+    ("local", pd.Timestamp("2020-02-01 17:00", tz="UTC"),
+     pd.Timestamp("2020-02-01 12:00", tz="America/New_York"))])
 def test_a_given_numeric_or_time_condition_takes_the_training_dtype(column, given, want):
     """A number or time given as a condition comes back in the training column's dtype
-    (float64, Int64, a zoned datetime), not in the given value's (int, str)."""
+    (float64, Int64, a zoned datetime), not in the given value's (int, str); a time
+    given without a zone is a time in the column's zone."""
     rng = np.random.default_rng(0)
     n = 300
     df = pd.DataFrame({"age": rng.uniform(20, 60, n), "x": rng.standard_normal(n),
                        "kids": pd.array(rng.integers(0, 60, n), dtype="Int64"),
                        "since": pd.Timestamp("2020-01-01", tz="UTC")
+                       + pd.to_timedelta(rng.integers(0, 100, n), unit="D"),
+                       "local": pd.Timestamp("2020-01-01", tz="America/New_York")
                        + pd.to_timedelta(rng.integers(0, 100, n), unit="D")})
     tv = fit(tvae(), df, conditions=column, epochs=2)
     s = tv.sample(5, conditions=given, seed=0)

@@ -140,7 +140,8 @@ def given_conditions(schema, n, conditions):
 
 def _given(c, s):
     """Condition column c's given values (a Series, checked) in the training column's
-    dtype: a category stays a category, a time keeps its unit and zone, an integer column's
+    dtype: a category stays a category, a time keeps its unit and zone (a time given
+    without a zone is in the column's), an integer column's
     values are its integers (a fraction is an error naming it); a numeric condition is not
     clipped to the training range."""
     if c.kind == "categorical":
@@ -148,6 +149,10 @@ def _given(c, s):
     keep = np.zeros(len(s), dtype=bool)
     where = lambda i: f"given value {i}"  # noqa: E731
     if c.is_time:
+        if c.source == "datetime" and c.tz:  # (a time given without a zone: the column's)
+            t = pandas_module().to_datetime(s)
+            if getattr(t.dt, "tz", None) is None:
+                s = t.dt.tz_localize(c.tz)
         return c.series(c.nanoseconds(s, keep, where))
     if c.source == "int":
         return c.series(c.integers(s, keep, where))
