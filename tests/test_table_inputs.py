@@ -331,6 +331,9 @@ def test_dates_written_as_text_come_back_as_text_in_their_layout(fmt, text):
     lambda t: f"{t.month}/{t.day}/{t.year}",                         # 8/6/2021
     lambda t: f"{t.month}/{t.day}/{t.year} {t.hour}:{t.minute:02d}",  # 8/6/2021 9:05
     lambda t: f"{t.day}.{t.month}.{t.year}",                          # 6.8.2021
+    lambda t: f"{t:%B} {t.day}, {t.year}",                            # March 5, 2024
+    lambda t: f"{t.day}-{t:%b}-{t:%y}",                               # 18-Mar-21
+    lambda t: f"{t.month}/{t.day}/{t:%y} {t.hour}:{t.minute:02d}",    # 8/6/20 18:57
 ])
 def test_dates_without_leading_zeros_come_back_without_them(write):
     rng = np.random.default_rng(12)

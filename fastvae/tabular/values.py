@@ -85,6 +85,10 @@ DATE_FORMATS = (
     "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y",
     "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
     "%m-%d-%Y", "%d-%m-%Y", "%d %b %Y", "%b %d %Y", "%d %B %Y", "%B %d %Y",
+    "%b %d, %Y", "%B %d, %Y", "%d-%b-%Y", "%d-%b-%y",
+    # two-digit years (%y never reads four digits, nor %Y two: the order does not matter)
+    "%m/%d/%y %H:%M:%S", "%m/%d/%y %H:%M", "%m/%d/%y", "%d/%m/%y %H:%M", "%d/%m/%y",
+    "%d.%m.%y",
 )
 _DATEISH = re.compile(r"^\s*\d{1,4}[-/.T :]|^\s*\d{1,2} [A-Za-z]|^\s*[A-Za-z]{3,9} \d")
 
