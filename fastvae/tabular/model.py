@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from ..core.validate import positive_int
+from ..core.validate import nonneg_int, positive_int
 from . import policy
 from .column import TableError, pandas_module
 from .kinds import check_label
@@ -115,14 +115,13 @@ class TabularVAE:
         hidden = self.hidden
         if hidden is not None and (isinstance(hidden, (str, bytes)) or np.ndim(hidden) != 1
                                    or len(hidden) == 0
-                                   or not all(_positive_int(w) for w in hidden)):
+                                   or not all(_passes(positive_int, w) for w in hidden)):
             raise ValueError(f"hidden must be None (by the row count) or a sequence of layer "
                              f"widths, positive integers such as (64, 64), got {hidden!r}")
-        if self.latent_dim is not None and not _positive_int(self.latent_dim):
+        if self.latent_dim is not None and not _passes(positive_int, self.latent_dim):
             raise ValueError(f"latent_dim must be None (by the row count) or a positive "
                              f"integer, got {self.latent_dim!r}")
-        if not _positive_int(self.seed) and not (_is_int(self.seed) and self.seed == 0):
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        nonneg_int(self.seed, "seed")
         if self.numeric not in ("quantile", "standard"):
             raise ValueError(f"numeric must be 'quantile' or 'standard', got {self.numeric!r}")
         if self.missing not in (None, True, False):
@@ -224,12 +223,13 @@ class TabularVAE:
             if vX is None:  # a small table: a fixed number of steps
                 rule, cap = False, policy.fixed_epochs(len(X), B)
             else:
-                rule, cap = policy.plan(len(X), B, policy.independent_loss(
-                    self.schema_, np.asarray(vX, np.float64)))
                 if st is not None and st.stopper is not None:
                     if st.stopper.stopped:  # the policy has ended this run: what follows
                         return self._finish(X, C, vX, vC, checkpoint)  # training, once
-                    rule = None  # continue the saved rule
+                    rule, cap = None, policy.plan(len(X), B)[1]  # (the saved rule goes on)
+                else:
+                    rule, cap = policy.plan(len(X), B, policy.independent_loss(
+                        self.schema_, np.asarray(vX, np.float64)))
             epochs = max(0, cap - (st.epoch if st is not None else 0))
             fit_kw["early_stopping"] = rule
         else:
@@ -388,7 +388,7 @@ class TabularVAE:
         table does not grow with n."""
         from .sampling import assemble, sample_chunks
         self._need()
-        n = _count(n)
+        n = positive_int(n, "n")
         return assemble(sample_chunks(self, n, conditions, seed, mean), n)
 
     def iter_sample(self, n, conditions=None, seed=None, mean=False, chunk=None):
@@ -396,8 +396,8 @@ class TabularVAE:
         sample as it is drawn); together they are ``sample(n, ...)``'s table."""
         from .sampling import CHUNK, sample_chunks
         self._need()
-        return sample_chunks(self, _count(n), conditions, seed, mean,
-                             CHUNK if chunk is None else _count(chunk, "chunk"))
+        return sample_chunks(self, positive_int(n, "n"), conditions, seed, mean,
+                             CHUNK if chunk is None else positive_int(chunk, "chunk"))
 
     def _host(self, a):
         return np.asarray(self.model_.kernels.to_numpy(a), dtype=np.float64)
@@ -577,18 +577,13 @@ def _json_settings(kw):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items() if ok(v)}
 
 
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _positive_int(v):
-    return _is_int(v) and v >= 1
-
-
-def _count(n, what="n"):
-    if not _positive_int(n):
-        raise ValueError(f"{what} must be a positive integer, got {n!r}")
-    return int(n)
+def _passes(check, v):
+    """Whether value ``v`` passes one of fastvae.core.validate's checks."""
+    try:
+        check(v, "")
+    except ValueError:
+        return False
+    return True
 
 
 def _deadline(seconds):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.validate import nonneg_int
 from . import rules
 from .column import RARE_MIN, TableError, pandas_module
 from .free import FreeDraws
@@ -28,12 +29,12 @@ def generators(seed):
     NumPy Generator)."""
     if isinstance(seed, np.random.Generator):
         root = np.random.SeedSequence(seed.integers(0, 2**63))
-    elif seed is None or (isinstance(seed, (int, np.integer)) and
-                          not isinstance(seed, (bool, np.bool_)) and seed >= 0):
-        root = np.random.SeedSequence(seed)
     else:
-        raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator, got "
-                         f"{seed!r}")
+        try:
+            root = np.random.SeedSequence(None if seed is None else nonneg_int(seed, "seed"))
+        except ValueError:
+            raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator, "
+                             f"got {seed!r}") from None
     run = np.random.default_rng(root.spawn(1)[0])
     return run, lambda k: np.random.default_rng(
         np.random.SeedSequence(root.entropy, spawn_key=(1, k)))
