@@ -103,3 +103,27 @@ def test_em_without_the_outer_products_table_fits_the_same_mixture(monkeypatch):
     loop = fit_mixture(x, 3, np.random.default_rng(1))
     for a, b in zip(table, loop):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_the_mixture_never_has_more_numbers_than_training_rows():
+    """components(): at most one free number per training row (d means, d (d + 1) / 2
+    covariances and a weight per component), at least one component, at most the cap."""
+    from fastvae.tabular.latent import components
+    for rows in (1, 30, 247, 384, 1530, 5071, 10**6):
+        for d in (1, 3, 7, 16, 32):
+            K = components(rows, d, 10)
+            per = d + d * (d + 1) // 2 + 1
+            assert 1 <= K <= 10
+            assert K == 1 or K * per <= rows
+            assert K == 10 or (K + 1) * per > rows  # (the most the rows allow)
+
+
+def test_fit_latent_on_few_rows_fits_fewer_components():
+    """Thirty rows' codes in 3 dimensions (10 numbers a component) get 3 components, not
+    the 10 asked for; 3,000 rows get all 10."""
+    from fastvae.tabular.latent import fit_latent
+    rng = np.random.default_rng(6)
+    for rows, K in ((30, 3), (3000, 10)):
+        mu = rng.standard_normal((rows, 3))
+        g = fit_latent(mu, np.full_like(mu, -2.0), np.ones(3), 10, np.random.default_rng(7))
+        assert g.K == K and g.dims.tolist() == [0, 1, 2]

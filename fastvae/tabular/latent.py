@@ -147,14 +147,29 @@ def fit_mixture(x, K, rng, iters=100, tol=1e-4):
     return weights, means, chol, ll
 
 
+def components(rows, d, most):
+    """The mixture's size for codes of ``rows`` training rows over d active dimensions:
+    ``most``, or fewer, so that the mixture has at least one training row per free number
+    (a component's d means, d (d + 1) / 2 covariances and weight).  A mixture with more
+    numbers than rows fits around single rows, and samples drawn from it copy them.  On
+    penguins (247 rows, 3 to 10 active dimensions: 3 to 10 components; 3 seeds, each judged
+    on 8 holdout-sized subsamples) the DCR share (samples nearer a training row than a
+    holdout row) was 0.629 with 10 components and 0.619 with this bound, at the same
+    accuracy (0.800, 0.801); the tables of thousands of rows keep 10."""
+    per = d + d * (d + 1) // 2 + 1
+    return int(max(1, min(int(most), rows // per)))
+
+
 def fit_latent(mu, logvar, kl_per_dim, K, rng):
     """The :class:`GaussianMixture` of the codes of training rows with posterior means mu
     (N, Z) and log-variances logvar (N, Z): DRAWS draws per row (at most MAX_POINTS in
-    all), on the dimensions whose mean KL ``kl_per_dim`` (Z,) exceeds ACTIVE_KL."""
+    all), on the dimensions whose mean KL ``kl_per_dim`` (Z,) exceeds ACTIVE_KL; K
+    components at most (fewer on few rows: :func:`components`)."""
     N, Z = mu.shape
     dims = np.flatnonzero(np.asarray(kl_per_dim) > ACTIVE_KL)
     if dims.size == 0:
         return GaussianMixture(Z, dims, [1.0], np.zeros((1, 0)), np.zeros((1, 0, 0)))
+    K = components(N, dims.size, K)
     rows = np.repeat(np.arange(N), DRAWS)
     if rows.size > MAX_POINTS:
         rows = rng.choice(rows, MAX_POINTS, replace=False)
@@ -164,4 +179,4 @@ def fit_latent(mu, logvar, kl_per_dim, K, rng):
     return GaussianMixture(Z, dims, w, means, chol)
 
 
-__all__ = ["GaussianMixture", "fit_latent", "fit_mixture", "DRAWS", "MAX_POINTS"]
+__all__ = ["GaussianMixture", "components", "fit_latent", "fit_mixture", "DRAWS", "MAX_POINTS"]
