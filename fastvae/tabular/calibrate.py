@@ -53,8 +53,8 @@ def _ruled(tv, X):
     out = {}
     for rule in tv.rules_ or []:
         a, b, pairs = rule
-        if isinstance(a, list) or a not in pos or b not in pos:
-            continue  # (a key rule, or a column the model does not hold)
+        if isinstance(a, (list, dict)) or a not in pos or b not in pos:
+            continue  # (a key or interval rule, or a column the model does not hold)
         ja, jb = pos[a], pos[b]
         if cl.cols[ja, 0] != BLK_CATEGORICAL or cl.cols[jb, 0] != BLK_CATEGORICAL:
             continue

@@ -69,7 +69,8 @@ class TabularVAE:
         on the training rows' posterior draws, :mod:`fastvae.tabular.latent`) or "prior"
         (z ~ N(0, I)).
     rules : True (the default): relations that hold on every training row (a column's
-        value fixes another's: :mod:`fastvae.tabular.rules`) hold exactly in samples;
+        value fixes another's: :mod:`fastvae.tabular.rules`; a number's interval fixes a
+        label: :mod:`fastvae.tabular.intervals`) hold exactly in samples;
         False: every cell as the decoder draws it.
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
@@ -293,8 +294,9 @@ class TabularVAE:
         schema.encode(df, self.unknown, where)  # every cell checked, before the model
         schema.encode_conditions(df, where)
         if self.rules:
-            from . import rules
-            self.rules_ = rules.find(df, schema)
+            from . import intervals, rules
+            found = rules.find(df, schema)
+            self.rules_ = intervals.find(df, schema, found) + found
         self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
                           latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,

@@ -350,11 +350,18 @@ def _ordered(rules, rank):
 
 def apply(frame, rules):
     """Set, in DataFrame ``frame`` (a sample, in place), each rule's column B to b where
-    its column A holds a (a key rule: its columns hold a1, ..., ak); a cell already set by
-    an earlier rule keeps that value."""
+    its column A holds a (a key rule: its columns hold a1, ..., ak; an interval rule:
+    :func:`fastvae.tabular.intervals.apply`); a cell already set by an earlier rule keeps
+    that value."""
+    from . import intervals
     pd = pandas_module()
     done = {}
-    for a, b, pairs in rules:
+    for rule in rules:
+        a, b, pairs = rule
+        if intervals.is_interval(rule):  # (first in the list: nothing has set b yet)
+            if b in frame:
+                done[b] = done.get(b, np.zeros(len(frame), bool)) | intervals.apply(frame, rule)
+            continue
         reads = a if isinstance(a, list) else [a]
         if b not in frame or any(c not in frame for c in reads):
             continue
