@@ -477,8 +477,17 @@ class TabularVAE:
                 from .free import constant_cells
                 filled = c.series(constant_cells(c, len(df))[0])
             col = out[c.name]
+            if gap.all():  # (a column of gaps only reads as float64 whatever it held)
+                out[c.name] = filled.set_axis(col.index)
+                continue
+            if col.dtype.kind == "M" and getattr(col.dt, "tz", None) is None and \
+                    getattr(filled.dt, "tz", None) is not None:  # (naive times given for
+                filled = filled.dt.tz_localize(None)  # a zoned column: its wall times)
             if col.dtype != filled.dtype and str(col.dtype) == "float64":
-                filled = filled.astype("float64")
+                filled = filled.astype("float64") if filled.dtype.kind in "iufb" else \
+                    filled.astype(object)
+                if filled.dtype == object:
+                    col = col.astype(object)
             col = col.copy()
             col[gap] = filled.to_numpy()[gap]
             out[c.name] = col

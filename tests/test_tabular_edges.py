@@ -1,0 +1,89 @@
+"""Table models at the edges a new user reaches: samples beyond a column's protected range,
+imputing a column given as nothing but gaps, times without a zone for a zoned column, and
+conditions outside their training range."""
+import warnings
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+from fastvae.tabular import TabularVAE  # noqa: E402
+from fastvae.tabular.column import RARE_MIN  # noqa: E402
+
+
+def _fit(df, epochs=30, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TabularVAE(seed=0, **kw).fit(df, progress=False, epochs=epochs)
+
+
+def test_draws_beyond_the_protected_range_do_not_pile_on_its_edge_rows():
+    """A small heavy-tailed table (like MASS Animals, 28 rows): the draws beyond the
+    RARE_MIN-th smallest and largest values come back inside the range, not as the edge
+    rows' values, and no sample copies a training row."""
+    rng = np.random.default_rng(0)
+    body = np.round(np.exp(rng.normal(3, 3, 28)), 3)
+    df = pd.DataFrame({"body": body, "brain": np.round(body ** 0.75 * np.exp(
+        rng.normal(0, 0.3, 28)), 1)})
+    s = _fit(df, epochs=200).sample(2000, seed=1)
+    for c in df:
+        v = np.sort(df[c].to_numpy())
+        lo, hi = v[RARE_MIN - 1], v[-RARE_MIN]
+        assert s[c].min() >= lo and s[c].max() <= hi
+        # about 4/28 of the mass lies beyond each edge: as one value it would be ~14%
+        assert (s[c] == lo).mean() < 0.02 and (s[c] == hi).mean() < 0.02, c
+    assert len(s.merge(df)) == 0
+
+
+def test_impute_a_column_given_as_gaps_only_keeps_its_dtype():
+    rng = np.random.default_rng(1)
+    n = 200
+    df = pd.DataFrame({
+        "a": rng.normal(size=n), "flag": rng.random(n) < 0.3, "sex": rng.choice(["M", "F"], n),
+        "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10 ** 6, n), "min"),
+        "dur": pd.to_timedelta(rng.integers(0, 1000, n), unit="s"),
+        "day": pd.Series(pd.date_range("2020-01-01", periods=n)).dt.strftime("%d/%m/%Y")})
+    tv = _fit(df, missing=True, epochs=2)
+    for c in ["flag", "sex", "when", "dur", "day"]:
+        out = tv.impute(df.head(4).assign(**{c: np.nan}))  # (an all-NaN column is float64)
+        assert out[c].notna().all(), c
+        assert out[c].dtype.kind == df[c].dtype.kind or (
+            c in ("sex", "day") and isinstance(out[c].iloc[0], str)), (c, out[c].dtype)
+        if c == "day":
+            pd.to_datetime(out[c], format="%d/%m/%Y")  # (in the column's layout)
+
+
+def test_times_without_a_zone_are_the_zoned_column_s_wall_times():
+    rng = np.random.default_rng(2)
+    n = 300
+    df = pd.DataFrame({"a": rng.normal(size=n),
+                       "e": pd.Timestamp("2024-01-01", tz="US/Eastern")
+                       + pd.to_timedelta(rng.integers(0, 10 ** 4, n), unit="min")})
+    tv = _fit(df, missing=True, epochs=2)
+    naive = df.assign(e=df.e.dt.tz_localize(None))
+    np.testing.assert_array_equal(tv.transform(naive), tv.transform(df))
+    np.testing.assert_array_equal(tv.score_samples(naive), tv.score_samples(df))
+    gap = naive.head(3).copy()
+    gap.loc[0, "e"] = pd.NaT
+    out = tv.impute(gap)
+    zoned = tv.impute(df.head(3).assign(e=[pd.NaT] + df.e.iloc[1:3].tolist()))
+    assert out.e.dt.tz is None
+    assert out.e.iloc[0] == zoned.e.iloc[0].tz_localize(None)  # (the same wall time)
+    assert (out.e.iloc[1:] == gap.e.iloc[1:]).all()
+
+
+def test_a_condition_outside_its_training_range_is_warned_of():
+    rng = np.random.default_rng(3)
+    n = 300
+    yrs = rng.integers(1, 57, n)
+    df = pd.DataFrame({"yrs": yrs, "pay": 50 + yrs + rng.normal(0, 5, n)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tv = TabularVAE(seed=0).fit(df, conditions=["yrs"], epochs=2, progress=False)
+    lo, hi = int(yrs.min()), int(yrs.max())
+    with pytest.warns(UserWarning, match=rf"'yrs'.*500.*\[{lo}, {hi}\]"):
+        tv.sample(10, conditions=500, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tv.sample(10, conditions=30, seed=0)
