@@ -87,3 +87,22 @@ def test_a_condition_outside_its_training_range_is_warned_of():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tv.sample(10, conditions=30, seed=0)
+
+
+def test_messages_name_what_is_wrong():
+    from fastvae.tabular.column import TableError
+    rng = np.random.default_rng(4)
+    d = pd.DataFrame({"a": rng.normal(size=100), "b": ["x", "y"] * 50,
+                      "d": pd.Series(pd.date_range("2020-01-01", periods=100)).dt.strftime(
+                          "%d/%m/%Y")})
+    tv = _fit(d, missing=True, epochs=1)
+    for f in (tv.impute, tv.score_samples, tv.transform, tv.reconstruct):
+        with pytest.raises(TableError, match="^the table has no rows$"):
+            f(d.iloc[:0])
+    with pytest.raises(TableError, match=r"'2024-01-05' is not a date in the column's layout "
+                                         r"\(%d/%m/%Y\)"):
+        tv.score_samples(d.head(1).assign(d="2024-01-05"))
+    # a numeric column of two values is withheld, not "empty"
+    with pytest.raises(TableError, match=r"'a': fewer than 10 values.*'c': empty"):
+        TabularVAE().fit(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"], "c": [None, None]}),
+                         progress=False)

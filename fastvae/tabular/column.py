@@ -213,6 +213,8 @@ class Column:
             bad = _first_bad(s, miss, self.source, self.layout)
             what = f"{s.iloc[bad]!r} is not a {'duration' if self.source == 'timedelta' else 'date'}" \
                 if bad is not None else f"not {'durations' if self.source == 'timedelta' else 'dates'} ({e})"
+            if self.source == "datetext" and self.layout.get("format"):
+                what += f" in the column's layout ({self.layout['format']})"
             raise TableError(self._at(where, bad, what)) from None
         unit = "timedelta64[ns]" if self.source == "timedelta" else "datetime64[ns]"
         raw = t.to_numpy()

@@ -366,6 +366,7 @@ def _withheld(col):
     col.gaps = False
     col = _constant(col, None)
     col.missing_share = 1.0
+    col.withheld = True  # (for the messages only: not saved)
     return col
 
 

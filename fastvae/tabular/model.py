@@ -347,6 +347,8 @@ class TabularVAE:
     def _rows(self, df, unknown=None, where=None, check_missing=False, encoder=False):
         """(X (N, D), conditions (N, C) or None) in the model's dtype."""
         where = where or row_names(None, df)
+        if len(df) == 0:
+            raise TableError("the table has no rows")
         X = self.schema_.encode(df, unknown or self.unknown, where, encoder=encoder)
         if check_missing and self.model_ is not None and self.model_.missing is None and \
                 np.isnan(X).any():

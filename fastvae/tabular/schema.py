@@ -312,6 +312,9 @@ def _what(col):
     """What an unmodelled column is, in a message's words."""
     if col.kind == "constant" and col.value == RARE and col.source in ("object", "mixed"):
         return f"every value in fewer than {RARE_MIN} rows (written as {RARE!r})"
+    if getattr(col, "withheld", False):
+        return (f"fewer than {2 * RARE_MIN} values, or one in fewer than {RARE_MIN} rows "
+                f"(written back as missing cells)")
     if col.kind == "constant" and col.missing_share == 1.0:
         return "empty"
     return "identifier" if col.kind == "id" else col.kind
