@@ -354,7 +354,7 @@ class Column:
 
     def _reflect(self, v, to=None):
         """Samples beyond the sample range [slo, shi] mirrored back into it at the edge
-        they passed (what is still beyond, clipped after): ``v`` the mapped values and
+        they passed (again at the other edge, should they pass it): ``v`` the mapped values and
         ``to`` the map (the mirror is in its space, where the tails are a normal's), or
         the store's numbers (a count column).  Clipped instead, every draw beyond an edge
         took its value, one training row's: on MASS Animals (28 rows: the 5th of 28
@@ -366,8 +366,13 @@ class Column:
             self.kind not in COUNT_KINDS else 0.0
         edges = np.array([float(self.slo) - off, float(self.shi) - off])
         a, b = (to(edges) if to is not None else edges).tolist()
-        v = np.where(v < a, 2 * a - v, v)
-        return np.clip(np.where(v > b, 2 * b - v, v), a, b)
+        # (folded to and fro, a draw far beyond lands anywhere in the range, not on the
+        # other edge: a count column's heavy tail piled there)
+        w = b - a
+        if w <= 0:
+            return np.full_like(v, a)
+        t = np.mod(v - a, 2 * w)
+        return a + np.where(t > w, 2 * w - t, t)
 
     def _redraw(self, c, rng, probs, rare):
         """Rare-bucket codes (``rare``) replaced by a frequent value: drawn from the row's
