@@ -545,3 +545,64 @@ def test_csv_dash_is_standard_output(run, capsys, tmp_path, monkeypatch):
     scores = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(scores.columns) == ["row", "score"] and len(scores) == 400
     assert not (tmp_path / "-").exists()
+
+
+# ----------------------------------------------------------------------------- sweep 6
+def test_out_that_is_a_file_is_one_line(workdir, capsys):
+    for out in ("t.csv", "t.csv/x"):
+        assert main(["train", "--data", "t.csv", "--out", out, *SMALL]) == 2
+        assert "cannot make the run directory" in one_error_line(capsys, "train")
+
+
+def test_a_condition_typed_ignore_and_names_with_equals_signs(workdir, capsys):
+    assert main(["train", "--data", "t.csv", "--out", "r", "--condition", "group",
+                 "--column", "group=ignore", *SMALL]) == 2
+    assert "'group' is a condition and typed 'ignore'" in one_error_line(capsys, "train")
+    df = table().rename(columns={"color": "color=hue", "group": "g=1"})
+    df.to_csv("eq.csv", index=False)
+    assert main(["train", "--data", "eq.csv", "--out", "req", "--condition", "g=1",
+                 "--column", "color=hue=categorical", "--no-pictures", *SMALL]) == 0
+    assert main(["sample", "req/model.npz", "-n", "5", "--condition", "g=1=b",
+                 "--csv", "s.csv"]) == 0
+    assert (pd.read_csv("s.csv")["g=1"] == "b").all()
+
+
+def test_a_date_text_condition_from_the_command_line(workdir, capsys):
+    df = table()
+    df["day"] = pd.Series(pd.date_range("2020-01-01", periods=len(df))).dt.strftime(
+        "%Y-%m-%d")
+    df.to_csv("d.csv", index=False)
+    assert main(["train", "--data", "d.csv", "--out", "rd", "--condition", "day",
+                 "--no-pictures", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["sample", "rd/model.npz", "-n", "4", "--condition", "day=2020-03-01",
+                 "--csv", "s.csv"]) == 0
+    assert (pd.read_csv("s.csv").day == "2020-03-01").all()
+
+
+def test_a_sample_cut_short_leaves_no_half_written_file(run, tmp_path):
+    """Ctrl-C in the middle of `fastvae sample -n huge --csv keep.csv`: keep.csv keeps its
+    old rows, and no part file is left beside it."""
+    import time
+    keep = tmp_path / "keep.csv"
+    keep.write_text("old\n1\n")
+    cmd = [sys.executable, "-m", "fastvae", "sample", str(run[0] / "model.npz"), "-n",
+           "50000000", "--csv", str(keep)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    while p.poll() is None and not any(f.name.startswith(".keep.csv.part")
+                                       for f in tmp_path.iterdir()):
+        time.sleep(0.2)  # (until it writes)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode != 0 and "interrupted" in err
+    assert keep.read_text() == "old\n1\n"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["keep.csv"]
+
+
+def test_score_s_unknown_category_message_names_the_flag(run, tmp_path, capsys):
+    df = table()
+    df.loc[5, "color"] = "mauve"
+    df.to_csv(tmp_path / "u.csv", index=False)
+    assert main(["score", str(run[0] / "model.npz"), str(tmp_path / "u.csv")]) == 2
+    assert "pass --unknown missing" in one_error_line(capsys, "score")

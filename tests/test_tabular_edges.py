@@ -106,3 +106,22 @@ def test_messages_name_what_is_wrong():
     with pytest.raises(TableError, match=r"'a': fewer than 10 values.*'c': empty"):
         TabularVAE().fit(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"], "c": [None, None]}),
                          progress=False)
+
+
+def test_free_text_is_no_identifier():
+    """Notes of several words each, all different: not drawn as identifiers from their
+    characters' classes (garbage), but as rare values: "_RARE_"; names of a word or two
+    are still identifiers."""
+    from fastvae.tabular.column import RARE
+    rng = np.random.default_rng(5)
+    words = ["custom", "version", "not", "available", "on", "amazon", "used", "copy", "ok"]
+    notes = [" ".join(rng.choice(words, rng.integers(4, 9))).capitalize() + f" {i}."
+             for i in range(60)]
+    names = [f"{a} {b}" for a, b in zip(rng.choice(["Ann", "Bo", "Cy"], 60),
+                                        [f"Smith{i}" for i in range(60)])]
+    df = pd.DataFrame({"x": rng.normal(size=60), "notes": notes, "name": names})
+    tv = _fit(df, epochs=2)
+    kinds = {c.name: c.kind for c in tv.schema_.columns}
+    assert kinds["name"] == "id" and kinds["notes"] != "id"
+    s = tv.sample(50, seed=0)
+    assert set(s.notes) == {RARE}

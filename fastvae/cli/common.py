@@ -73,6 +73,16 @@ def checkpoint_args(p):
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
 
 
+def make_run_dir(out):
+    """Create the run directory ``out`` (and its parents), or a UsageError naming it."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        why = "a file of that name exists" if os.path.exists(out) and not os.path.isdir(out) \
+            else (e.strerror or str(e)).lower()
+        raise UsageError(f"--out {out}: cannot make the run directory ({why})") from None
+
+
 def next_run_dir(name):
     """runs/<name>-<n> for the first n that does not exist yet."""
     base = os.path.join("runs", name)

@@ -24,8 +24,8 @@ import os
 import sys
 import warnings
 
-from .common import (FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError, next_run_dir,
-                     set_threads, write_pictures)
+from .common import (FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError, make_run_dir,
+                     next_run_dir, set_threads, write_pictures)
 
 #: a table run's defaults where they differ from an image run's (epochs None: the policy)
 DEFAULTS = {"epochs": None, "hidden": None, "latent": None, "lr": 1e-3, "seed": 0,
@@ -99,7 +99,7 @@ def parse_columns(specs):
     from ..tabular.schema import TYPES
     out = {}
     for spec in specs or ():
-        name, eq, kind = spec.partition("=")
+        name, eq, kind = spec.rpartition("=")  # (no type holds "=", a name may)
         name, kind = name.strip(), kind.strip().lower()
         if not eq or not name or not kind:
             raise UsageError(f"--column {spec!r}: expected COL=TYPE, e.g. --column "
@@ -279,7 +279,7 @@ def cmd_train(args, given):
     st = tv.model.train_state
     done = st.epoch if st else 0
     policy = opts["epochs"] is None
-    os.makedirs(out, exist_ok=True)
+    make_run_dir(out)
     keep = ("data", "conditions", "columns", "val_fraction", "seed", "hidden", "latent",
             "epochs", "missing", *MODEL_OPTIONS)
     with open(os.path.join(out, RUN_FILE), "w") as f:
@@ -346,6 +346,7 @@ def cli_words(message):
                          flag + r" \1, but none was given: name one with --condition COL",
                          message)
     message = message.replace("train it with missing=True", "train it with --missing")
+    message = message.replace("pass unknown='missing'", "pass --unknown missing")
     # a fix in pandas' words has its file's words here
     message = re.sub(r"make it one type \(pd\.to_numeric\(df\[[^]]*\], errors='coerce'\) "
                      r"reads the strings as missing\)", "make it one type in the file (a blank "

@@ -20,7 +20,7 @@ def _write(df, path, fmt=None):
 
 def _condition_value(col, text):
     """``text`` read as a value of condition Column ``col``: one of its categories (matched
-    by str(), then ignoring case), or a number (a datetime condition: the text)."""
+    by str(), then ignoring case), or a number (a time condition: the text)."""
     if col.kind == "categorical":
         cats = col.categories
         for match in (lambda c: str(c) == text, lambda c: str(c).lower() == text.lower()):
@@ -30,7 +30,7 @@ def _condition_value(col, text):
         shown = ", ".join(map(str, cats[:20])) + (", ..." if len(cats) > 20 else "")
         raise UsageError(f"--condition {col.name}={text}: {text!r} is not one of the "
                          f"column's {len(cats)} categories ({shown})")
-    if col.source in ("datetime", "timedelta"):
+    if col.is_time:  # (date text, a datetime, a date or a duration: the text, read as one)
         return text
     try:
         v = float(text)
@@ -47,7 +47,9 @@ def sample(args, model):
     conds = {c.name: c for c in tv.schema.conditions}
     fixed = {}
     for spec in args.condition or ():
-        name, eq, text = spec.partition("=")
+        # (a condition's name may hold "=": the longest name the spec starts with)
+        name = max((c for c in conds if spec.startswith(f"{c}=")), key=len, default=None)
+        name, eq, text = (name, "=", spec[len(name) + 1:]) if name else spec.partition("=")
         if not eq or not name:
             raise UsageError(f"--condition {spec!r}: expected COL=VALUE")
         if name not in conds:
@@ -78,9 +80,12 @@ def sample(args, model):
                 chunk.to_csv(sys.stdout, index=False, header=k == 0)
             for w in writers:
                 w.write(chunk)
-    finally:
+    except BaseException:  # (an error or a Ctrl-C: no half-written file, an old one kept)
         for w in writers:
-            w.close()
+            w.abort()
+        raise
+    for w in writers:
+        w.close()
     if not writers:
         return 0
     print(f"wrote {' and '.join(p for p, _ in targets)} ({rows} rows, {len(tv.schema.order)} "

@@ -18,7 +18,7 @@ import warnings
 
 from . import table
 from .common import (BACKEND_HELP, BACKENDS, FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError,
-                     binarized, ints, load_data, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
+                     binarized, ints, load_data, make_run_dir, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {
@@ -357,7 +357,7 @@ def _prepare(args, comm):
 def _start_run(args, prepared):
     """The run directory and its run.json, and the run's first lines (rank 0 only)."""
     model, opts, out, _, _, train, test, comm, t_data = prepared
-    os.makedirs(out, exist_ok=True)
+    make_run_dir(out)
     # run.json: what the checkpoint does not hold (the data to load again, the run's
     # total); the training settings live in the checkpoint's training state only, so
     # that the two can never disagree

@@ -10,7 +10,9 @@ Inference, each step overridable with ``types={column: TYPE}`` (:data:`TYPES`):
   categories are a fixed vocabulary, not personal values: each is a category of its own;
 - a string column whose values are all different (at least :data:`MIN_ID_ROWS` of them),
   or all rare with at least :data:`ID_LIKE_SHARE` of them distinct -> ``id``: written back
-  as new identifiers of the values' shapes, never a training value;
+  as new identifiers of the values' shapes, never a training value; but free text (half
+  its values of :data:`TEXT_WORDS` words or more, whose shapes are no identifier's) is a
+  categorical column like any other: its rare values come back as the rare bucket;
 - a string column whose values all parse as dates or date-times in one layout (plain
   numbers and years do not) -> a datetime, written back as text in that layout;
 - integer, float, datetime (with or without a time zone), timedelta and date columns ->
@@ -57,6 +59,10 @@ MIN_ID_ROWS = 20
 #: a few repeats come back as new values of their shapes, not as one "_RARE_" (a string
 #: column of few values, each rare, still does)
 ID_LIKE_SHARE = 0.5
+#: a string column whose values are mostly of this many words or more is free text, not an
+#: identifier (drawn from its characters' classes, "Custom version, not available on
+#: Amazon.com" came back as "LnrOoxdjvghtwAaaAAaaaaaAAaaaa...")
+TEXT_WORDS = 4
 #: quantiles kept of an ignored numeric column (it is drawn by interpolating them)
 FREE_QUANTILES = 1001
 #: a text column of numbers whose other values are at most this share of its cells is a
@@ -292,7 +298,8 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         return _identifier(col, present, miss, salt)
     if asked == "categorical" or (asked is None and source in ("bool", "category", "object",
                                                                "mixed")):
-        if asked is None and source == "object" and len(present) >= MIN_ID_ROWS:
+        if asked is None and source == "object" and len(present) >= MIN_ID_ROWS and \
+                not _free_text(present):
             k = present.nunique()
             if k == len(present):
                 return _identifier(col, present, miss, salt)
@@ -309,6 +316,12 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
     if asked is None and source in ("int", "float") and _few_values(present):
         return _categorical(col, present)  # a number of a few values: one of them, exactly
     return _numbers(col, s, miss, asked, numeric, where, word)
+
+
+def _free_text(present):
+    """Whether at least half of a string column's values have TEXT_WORDS words or more."""
+    words = present.astype(str).str.split().str.len()
+    return bool((words >= TEXT_WORDS).mean() >= 0.5)
 
 
 def _few_values(present):

@@ -278,6 +278,9 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
         if c not in labels:
             raise TableError(f"condition column {c!r} is not in the table (its columns: "
                              f"{labels})")
+        if str(types.get(c, "")).lower() in ("ignore", "id"):
+            raise TableError(f"column {c!r} is a condition and typed {types[c]!r}: a "
+                             f"condition is read by the model; drop one of the two")
     if len(df) < 2:
         raise TableError(f"the table has {len(df)} row(s); a model needs at least 2")
     salt = os.urandom(16) if salt is None else salt

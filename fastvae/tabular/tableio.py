@@ -174,7 +174,11 @@ def row_names(data, df):
 class TableWriter:
     """Writes a table to ``path`` chunk by chunk: ``fmt`` "csv", "tsv" or "parquet" (None:
     by the extension, CSV for anything that is not .tsv, .parquet or .pq).  A failure
-    names the file; use as a context manager."""
+    names the file; use as a context manager.
+
+    The chunks go to a hidden file beside ``path`` that :meth:`close` renames to it, so a
+    write cut short (an error, a Ctrl-C: :meth:`abort`) leaves no half-written table and
+    an older file of that name as it was."""
 
     def __init__(self, path, fmt=None):
         self.path = os.fspath(path)
@@ -192,13 +196,14 @@ class TableWriter:
             raise TableError(f"cannot write {self.path}: directory {d} does not exist")
         if os.path.isdir(self.path):
             raise TableError(f"cannot write {self.path}: it is a directory")
+        self._tmp = os.path.join(d, f".{os.path.basename(self.path)}.part{os.getpid()}")
 
     def write(self, df):
         try:
             if self.fmt == "parquet":
                 self._parquet(df)
             else:
-                df.to_csv(self.path, index=False, sep="\t" if self.fmt == "tsv" else ",",
+                df.to_csv(self._tmp, index=False, sep="\t" if self.fmt == "tsv" else ",",
                           mode="a" if self._started else "w", header=not self._started)
         except OSError as e:
             raise TableError(f"cannot write {self.path} ({e.strerror or e})") from None
@@ -213,19 +218,41 @@ class TableWriter:
             raise ImportError(f"{self.path}: writing Parquet needs pyarrow ({e})") from None
         table = pa.Table.from_pandas(df, preserve_index=False)
         if self._pq is None:
-            self._pq = pq.ParquetWriter(self.path, table.schema)
+            self._pq = pq.ParquetWriter(self._tmp, table.schema)
         self._pq.write_table(table.cast(self._pq.schema))
 
     def close(self):
+        """Finish the file and put it in place (nothing written: no file)."""
         if self._pq is not None:
             self._pq.close()
             self._pq = None
+        if os.path.exists(self._tmp):
+            try:
+                os.replace(self._tmp, self.path)
+            except OSError as e:
+                raise TableError(f"cannot write {self.path} ({e.strerror or e})") from None
+
+    def abort(self):
+        """Drop what was written (``path`` is left as it was)."""
+        if self._pq is not None:
+            try:
+                self._pq.close()
+            except Exception:  # noqa: BLE001  (the file goes anyway)
+                pass
+            self._pq = None
+        try:
+            os.remove(self._tmp)
+        except OSError:
+            pass
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, *exc):
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_table(df, path, fmt=None):
