@@ -10,7 +10,7 @@ import pytest
 
 pd = pytest.importorskip("pandas")
 
-from fastvae.tabular import rules  # noqa: E402
+from fastvae.tabular import cells, rules  # noqa: E402
 from fastvae.tabular.column import RARE_MIN  # noqa: E402
 from fastvae.tabular.schema import infer  # noqa: E402
 
@@ -18,7 +18,7 @@ from fastvae.tabular.schema import infer  # noqa: E402
 # -- the search as it was before the pruning (the reference) ---------------------------
 
 def _reference_find(df, schema):
-    cols = [c for c in schema.columns if rules._eligible(c)]
+    cols = [c for c in schema.columns if cells.eligible(c)]
     if len(cols) < 2:
         return []
     sample = df if len(df) <= rules.SEARCH_ROWS else df.sample(rules.SEARCH_ROWS,
@@ -48,7 +48,7 @@ def _reference_find(df, schema):
                 if p ** int(n.at[av]) >= rules.ALPHA:
                     continue
                 try:
-                    pairs.append([rules._json(av), rules._json(bv)])
+                    pairs.append([cells.json_cell(av), cells.json_cell(bv)])
                 except TypeError:
                     continue
             pairs = rules._verified(df, a, b, pairs) if len(df) > len(sample) else pairs

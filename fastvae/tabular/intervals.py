@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cells import SEARCH_ROWS, cast_like, eligible, json_cell
 from .column import RARE_MIN, pandas_module
-from .rules import SEARCH_ROWS, _eligible, _json
 
 #: a rule's label column has at most this many values, and its X at most this many runs
 MAX_LABELS, MAX_RUNS = 10, 10
@@ -50,7 +50,7 @@ def find(df, schema, rules=()):
     """The interval rules of training table ``df`` (see the module docstring), none with an
     X that one of ``rules`` (the value and key rules found) sets."""
     pd = pandas_module()
-    cols = [c for c in schema.columns if _eligible(c)]
+    cols = [c for c in schema.columns if eligible(c)]
     set_by = {r[1] for r in rules}
     xs = [c.name for c in cols if c.modeled and c.source in ("int", "float")
           and c.name not in set_by]  # (numbers of few values too: their rare ones)
@@ -151,7 +151,7 @@ def _rule(df, x, y):
     out = []
     for i, (first, _, c) in enumerate(runs):
         try:
-            lab = _json(values[c])
+            lab = json_cell(values[c])
         except TypeError:
             return None
         out.append([None if i == 0 else first, lab])
@@ -161,7 +161,6 @@ def _rule(df, x, y):
 def apply(frame, rule):
     """Set, in DataFrame ``frame`` (a sample, in place), interval rule ``rule``'s column Y
     from its column X's interval where X is present; returns the rows set (bool)."""
-    from .rules import _cast
     pd = pandas_module()
     x, y, pairs = rule[0]["interval"], rule[1], rule[2]
     if x not in frame or y not in frame:
@@ -177,7 +176,7 @@ def apply(frame, rule):
     if miss.any():
         col.iloc[where[miss]] = None
     if (~miss).any():
-        col.iloc[where[~miss]] = _cast(new[~miss], col)
+        col.iloc[where[~miss]] = cast_like(new[~miss], col)
     frame[y] = col
     return hit
 

@@ -50,14 +50,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .column import RARE_MIN, pandas_module, plain
+from . import intervals
+from .cells import SEARCH_ROWS, cast_like, eligible, json_cell
+from .column import RARE_MIN, pandas_module
 
 #: a rule must be this unlikely to hold by chance (B's frequencies, independence)
 ALPHA = 1e-4
 #: columns with more distinct values than this are not searched as determinants
 MAX_VALUES = 5000
-#: rows the search reads (a rule found on them is then checked on every row)
-SEARCH_ROWS = 20000
 #: the value rules' search reads at most this many cells of the sample (each determinant's
 #: rows of frequent values times the columns after it; 100 columns of 20,000 rows take at
 #: most 99,000,000): a second or two
@@ -76,32 +76,10 @@ KEY_COLUMNS, KEY_VALUES, KEY_COVER = 4, 100, 0.5
 KEY_SLACK = 0.001
 
 
-def _json(v):
-    """A cell as a JSON value, or raise TypeError (NaN/None/NaT: None)."""
-    if v is None:
-        return None
-    try:
-        pd = pandas_module()
-        if pd.isna(v):
-            return None
-    except (TypeError, ValueError):
-        pass
-    v = plain(v)
-    if isinstance(v, (str, bool, int, float)):
-        return v
-    raise TypeError(type(v).__name__)
-
-
-def _eligible(col):
-    """Whether column ``col`` may take part in rules (cells that JSON writes exactly)."""
-    return (col.modeled or col.kind == "constant") and col.source in (
-        "object", "bool", "int", "float", "category", "datetext", "mixed")
-
-
 def find(df, schema):
     """The value rules of training table ``df`` (see the module docstring): a list of
     [A, B, [[a, b], ...]] in the order they are applied."""
-    cols = [c for c in schema.columns if _eligible(c)]
+    cols = [c for c in schema.columns if eligible(c)]
     if len(cols) < 2:
         return []
     sample = df if len(df) <= SEARCH_ROWS else df.sample(SEARCH_ROWS, random_state=0)
@@ -181,7 +159,7 @@ def _value_rules(df, sample, order, card, freq):
                     if chance[c] ** int(n[g]) >= ALPHA:
                         continue
                     try:
-                        pairs.append([_json(av), _json(bv)])
+                        pairs.append([json_cell(av), json_cell(bv)])
                     except TypeError:
                         continue
                 pairs = _verified(df, a, b, pairs) if len(df) > N else pairs
@@ -297,10 +275,10 @@ def _key_pairs(df, S, b, key, bcode, freq):
         if _frequency(freq, row[-1]) ** int(n[g]) >= ALPHA:
             continue
         try:
-            ks = [_json(v) for v in row[:-1]]
+            ks = [json_cell(v) for v in row[:-1]]
             if any(v is None for v in ks):
                 continue
-            pairs.append([ks, _json(row[-1])])
+            pairs.append([ks, json_cell(row[-1])])
         except TypeError:
             continue
         rows += int(n[g])
@@ -353,7 +331,6 @@ def apply(frame, rules):
     its column A holds a (a key rule: its columns hold a1, ..., ak; an interval rule:
     :func:`fastvae.tabular.intervals.apply`); a cell already set by an earlier rule keeps
     that value."""
-    from . import intervals
     pd = pandas_module()
     done = {}
     for rule in rules:
@@ -386,24 +363,13 @@ def apply(frame, rules):
             col = col.copy()
             col.iloc[where[miss]] = None
             if (~miss).any():
-                col.iloc[where[~miss]] = _cast(new[~miss], col)
+                col.iloc[where[~miss]] = cast_like(new[~miss], col)
         else:
             col = col.copy()
-            col.iloc[np.flatnonzero(hit)] = _cast(new, col)
+            col.iloc[np.flatnonzero(hit)] = cast_like(new, col)
         frame[b] = col
         done[b] = done.get(b, np.zeros(len(frame), bool)) | hit
     return frame
-
-
-def _cast(values, col):
-    """values (object array) in the dtype of Series col, for assignment."""
-    pd = pandas_module()
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return pd.Categorical(values, dtype=col.dtype)
-    try:
-        return pd.array(list(values), dtype=col.dtype) if col.dtype != object else values
-    except (TypeError, ValueError):
-        return values
 
 
 __all__ = ["find", "apply", "ALPHA", "MAX_VALUES", "KEY_COLUMNS", "KEY_VALUES", "KEY_COVER",

@@ -1,0 +1,45 @@
+"""What the rules (:mod:`~fastvae.tabular.rules`, :mod:`~fastvae.tabular.intervals`) read
+and write: the columns that take part, their cells as JSON values, and values cast back to
+a column's dtype."""
+from __future__ import annotations
+
+from .column import pandas_module, plain
+
+#: rows a rule search reads (a rule found on them is then checked on every row)
+SEARCH_ROWS = 20000
+
+
+def json_cell(v):
+    """A cell as a JSON value, or raise TypeError (NaN/None/NaT: None)."""
+    if v is None:
+        return None
+    try:
+        pd = pandas_module()
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    v = plain(v)
+    if isinstance(v, (str, bool, int, float)):
+        return v
+    raise TypeError(type(v).__name__)
+
+
+def eligible(col):
+    """Whether column ``col`` may take part in rules (cells that JSON writes exactly)."""
+    return (col.modeled or col.kind == "constant") and col.source in (
+        "object", "bool", "int", "float", "category", "datetext", "mixed")
+
+
+def cast_like(values, col):
+    """values (object array) in the dtype of Series col, for assignment."""
+    pd = pandas_module()
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return pd.Categorical(values, dtype=col.dtype)
+    try:
+        return pd.array(list(values), dtype=col.dtype) if col.dtype != object else values
+    except (TypeError, ValueError):
+        return values
+
+
+__all__ = ["SEARCH_ROWS", "eligible", "json_cell", "cast_like"]
