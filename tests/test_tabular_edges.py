@@ -125,3 +125,27 @@ def test_free_text_is_no_identifier():
     assert kinds["name"] == "id" and kinds["notes"] != "id"
     s = tv.sample(50, seed=0)
     assert set(s.notes) == {RARE}
+
+
+def test_a_csv_column_of_integers_with_gaps_stays_integers(tmp_path):
+    """pandas reads "19" beside an empty cell as 19.0: the table's reader makes such a
+    column Int64 (whole numbers written without a point), and samples write "19"; a column
+    written "19.0" stays float."""
+    from fastvae.tabular import read_table
+    rng = np.random.default_rng(6)
+    n = 200
+    yrs = pd.array(rng.integers(1, 40, n), dtype="Int64")
+    yrs[rng.random(n) < 0.1] = pd.NA
+    df = pd.DataFrame({"yrs": yrs, "pay": rng.normal(size=n).round(2),
+                       "f": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 9, n) * 1.0)})
+    path = tmp_path / "t.csv"
+    df.to_csv(path, index=False)
+    assert "19.0" not in path.read_text().split("\n")[1].split(",")[0]
+    back = read_table(str(path))
+    assert str(back.yrs.dtype) == "Int64" and back.f.dtype == np.float64
+    assert back.yrs.isna().sum() == df.yrs.isna().sum()
+    s = _fit(back, epochs=2).sample(50, seed=0)
+    assert str(s.yrs.dtype) == "Int64"
+    out = tmp_path / "s.csv"
+    s.to_csv(out, index=False)
+    assert not any(v.endswith(".0") for v in pd.read_csv(out, dtype=str).yrs.dropna())

@@ -23,6 +23,8 @@ import lzma
 import os
 import zipfile
 
+import numpy as np
+
 from .column import TableError, pandas_module
 
 #: what read_table reads, by extension
@@ -86,13 +88,31 @@ def read_table(data, what="data"):
                              f"({type(e).__name__}: {_short(e)})") from None
     sep = _check_header(path, "\t" if kind == "tsv" else ",", what)
     try:
-        return pd.read_csv(path, sep=sep)
+        return _integer_gaps(pd.read_csv(path, sep=sep), path, sep, pd)
     except UnicodeDecodeError as e:
         raise TableError(_not_utf8(path, what, e)) from None
     except pd.errors.EmptyDataError:
         raise TableError(f"{what}: {path} is empty (no header line)") from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise TableError(f"{what}: cannot read {path} ({_short(e)})") from None
+
+
+def _integer_gaps(df, path, sep, pd):
+    """``df`` read from a CSV file, its columns of integers with gaps as Int64: pandas reads
+    them as float64 (NaN has no int64), and "19" came back as "19.0".  A column is one
+    when its present cells are whole numbers written without a point or an exponent."""
+    cand = [c for c in df.columns if df[c].dtype == np.float64 and df[c].isna().any()
+            and df[c].notna().any()]
+    cand = [c for c in cand if np.all(np.mod(df[c].dropna().to_numpy(), 1) == 0)
+            and np.abs(df[c].dropna().to_numpy()).max() < 2.0 ** 53]
+    if not cand:
+        return df
+    raw = pd.read_csv(path, sep=sep, usecols=cand, dtype=str)
+    for c in cand:
+        text = raw[c].dropna().str.strip()
+        if not text.str.contains(r"[.eE]", regex=True).any():
+            df[c] = df[c].astype("Int64")
+    return df
 
 
 def _short(e):
