@@ -18,7 +18,8 @@ import warnings
 
 from . import table
 from .common import (BACKEND_HELP, BACKENDS, FIT_OPTIONS, MODEL_FILE, RUN_FILE, UsageError,
-                     binarized, ints, load_data, make_run_dir, next_run_dir, nonneg, positive, seed, set_threads, write_pictures)
+                     binarized, ints, load_data, make_run_dir, next_run_dir, nonneg, positive,
+                     seed, set_threads, write_pictures)
 
 #: the defaults of a new run; on --resume an option not given keeps the run's value
 DEFAULTS = {

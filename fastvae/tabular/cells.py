@@ -3,6 +3,8 @@ and write: the columns that take part, their cells as JSON values, and values ca
 a column's dtype."""
 from __future__ import annotations
 
+import numpy as np
+
 from .column import pandas_module, plain
 
 #: rows a rule search reads (a rule found on them is then checked on every row)
@@ -42,4 +44,16 @@ def cast_like(values, col):
         return values
 
 
-__all__ = ["SEARCH_ROWS", "eligible", "json_cell", "cast_like"]
+def put(col, rows, values):
+    """Series ``col`` (a copy) with its rows at positions ``rows`` set to ``values`` (an
+    object array of JSON cells: None is a missing cell), in the column's dtype."""
+    col = col.copy()
+    miss = np.array([v is None for v in values], dtype=bool)
+    if miss.any():
+        col.iloc[rows[miss]] = None
+    if (~miss).any():
+        col.iloc[rows[~miss]] = cast_like(values[~miss], col)
+    return col
+
+
+__all__ = ["SEARCH_ROWS", "eligible", "json_cell", "cast_like", "put"]

@@ -324,7 +324,7 @@ class Column:
                 c[hit] = k + np.minimum((np.cumsum(p / p.sum()) < u).sum(1), len(p) - 1)
             return c
         if self.kind in COUNT_KINDS:
-            return self.finish(v, mode)
+            return self.finish(self._reflect(v) if mode == "sample" else v, mode)
         if mode == "sample":
             v = self._reflect(v, self.map.forward)
         return self.finish(self.map.inverse(v), mode)
@@ -336,8 +336,6 @@ class Column:
         (``mode`` "sample") or the training range, exact in integer space."""
         lo, hi = (self.slo, self.shi) if mode == "sample" else (self.lo, self.hi)
         signed = self.signed is not False
-        if mode == "sample" and self.kind in COUNT_KINDS:
-            u = self._reflect(u)
         if self.kind in COUNT_KINDS:
             return ints_from_offsets(u - float(lo), lo, hi, signed)
         if self.support:  # a discrete column: its nearest value

@@ -14,9 +14,9 @@ value) fall into at most :data:`MAX_RUNS` runs of one label each, every run of a
 RARE_MIN rows, with no value of X in two runs, but for :data:`SLACK` of the rows.  The
 cut between two runs is the first X of the later one (``x >= c_i``: a threshold is mostly
 a round number the data holds, births14's 35 years, 37 weeks and 5.50 pounds; a midpoint
-would fall on a value between two of the data's, 5.49 between 5.48 and 5.50).  A random labelling gives such runs by
-chance with probability below 1 / C(20, 5) (6e-5, under ALPHA) on the fewest rows the
-rule allows (4 RARE_MIN of X present).  The rows where X is missing take no part, and a
+would fall on a value between two of the data's, 5.49 between 5.48 and 5.50).  A random
+labelling gives such runs by chance with probability below 1 / C(20, 5) (6e-5, under
+ALPHA) on the fewest rows the rule allows (4 RARE_MIN of X present).  The rows where X is missing take no part, and a
 sample's cell of Y is set only where its X is present.
 
 Interval rules are applied before the value and key rules (:func:`apply`), so a label
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cells import SEARCH_ROWS, cast_like, eligible, json_cell
+from .cells import SEARCH_ROWS, eligible, json_cell, put
 from .column import RARE_MIN, pandas_module
 
 #: a rule's label column has at most this many values, and its X at most this many runs
@@ -76,7 +76,7 @@ def find(df, schema, rules=()):
                 return out
             if _runs(xv, starts, code[order]) is None:
                 continue
-            rule = _rule(df, x, y) if len(df) > len(sample) else _rule(sample, x, y)
+            rule = _rule(df, x, y)  # (checked on every row when the search read a sample)
             if rule is not None:
                 out.append([{"interval": x}, y, rule])
     return out
@@ -93,7 +93,7 @@ def _sorted(col):
 
 def _runs(xv, starts, yc):
     """The runs of one label of labels ``yc`` (int codes) along X sorted ``xv`` (``starts``:
-    the first row of each value of X), as [(first X, last X, code)], or None when they are
+    the first row of each value of X), as [(first X, code)], or None when they are
     no interval rule's.  Each value of X takes its most common label; the rows of another
     (mislabelled), and the runs under RARE_MIN rows, which join their neighbours, may be
     at most SLACK of the rows; then 2 to MAX_RUNS runs must be left."""
@@ -111,15 +111,14 @@ def _runs(xv, starts, yc):
     off = n - int(count.max(1).sum())
     if off > allowed:
         return None
-    # runs of one label over the values of X: [label, rows, first value, last value]; a
+    # runs of one label over the values of X: [label, rows, first value]; a
     # run dropped below spends a row of the slack at least and joins at most two: more runs
     # than MAX_RUNS + 2 SLACK rows can leave none
     first = np.flatnonzero(np.diff(lab, prepend=-1))
     if first.size > MAX_RUNS + 2 * allowed:
         return None
-    last = np.append(first[1:], starts.size) - 1
     rows = np.add.reduceat(ends - starts, first)
-    runs = [[int(lab[f]), int(r), int(f), int(t)] for f, t, r in zip(first, last, rows)]
+    runs = [[int(lab[f]), int(r), int(f)] for f, r in zip(first, rows)]
     while len(runs) > 1:
         i = min(range(len(runs)), key=lambda k: runs[k][1])
         if runs[i][1] >= RARE_MIN:
@@ -130,11 +129,10 @@ def _runs(xv, starts, yc):
         del runs[i]  # (its rows go to the runs around it; equal labels join)
         if 0 < i < len(runs) and runs[i - 1][0] == runs[i][0]:
             runs[i - 1][1] += runs[i][1]
-            runs[i - 1][3] = runs[i][3]
             del runs[i]
     if not 2 <= len(runs) <= MAX_RUNS or runs[0][1] < RARE_MIN:
         return None
-    return [(float(xv[starts[r[2]]]), float(xv[starts[r[3]]]), r[0]) for r in runs]
+    return [(float(xv[starts[r[2]]]), r[0]) for r in runs]
 
 
 def _rule(df, x, y):
@@ -149,7 +147,7 @@ def _rule(df, x, y):
     if runs is None:
         return None
     out = []
-    for i, (first, _, c) in enumerate(runs):
+    for i, (first, c) in enumerate(runs):
         try:
             lab = json_cell(values[c])
         except TypeError:
@@ -169,15 +167,8 @@ def apply(frame, rule):
     hit = ~np.isnan(v)
     idx = np.searchsorted(np.array([p[0] for p in pairs[1:]], np.float64), v[hit],
                           side="right")
-    new = np.array([p[1] for p in pairs], dtype=object)[idx]
-    col = frame[y].copy()
-    where = np.flatnonzero(hit)
-    miss = np.array([n is None for n in new], dtype=bool)
-    if miss.any():
-        col.iloc[where[miss]] = None
-    if (~miss).any():
-        col.iloc[where[~miss]] = cast_like(new[~miss], col)
-    frame[y] = col
+    labels = np.array([p[1] for p in pairs], dtype=object)
+    frame[y] = put(frame[y], np.flatnonzero(hit), labels[idx])
     return hit
 
 

@@ -486,10 +486,10 @@ class TabularVAE:
                     getattr(filled.dt, "tz", None) is not None:  # (naive times given for
                 filled = filled.dt.tz_localize(None)  # a zoned column: its wall times)
             if col.dtype != filled.dtype and str(col.dtype) == "float64":
-                filled = filled.astype("float64") if filled.dtype.kind in "iufb" else \
-                    filled.astype(object)
-                if filled.dtype == object:
-                    col = col.astype(object)
+                if filled.dtype.kind in "iufb":
+                    filled = filled.astype("float64")
+                else:  # (text or times given beside floats: both as objects)
+                    col, filled = col.astype(object), filled.astype(object)
             col = col.copy()
             col[gap] = filled.to_numpy()[gap]
             out[c.name] = col

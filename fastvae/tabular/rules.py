@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import intervals
-from .cells import SEARCH_ROWS, cast_like, eligible, json_cell
+from .cells import SEARCH_ROWS, eligible, json_cell, put
 from .column import RARE_MIN, pandas_module
 
 #: a rule must be this unlikely to hold by chance (B's frequencies, independence)
@@ -355,19 +355,7 @@ def apply(frame, rules):
             hit &= ~done[b]
         if not hit.any():
             continue
-        new = np.array(vals, dtype=object)[idx[hit]]
-        col = frame[b]
-        if any(v is None for v in new):
-            miss = np.array([v is None for v in new])
-            where = np.flatnonzero(hit)
-            col = col.copy()
-            col.iloc[where[miss]] = None
-            if (~miss).any():
-                col.iloc[where[~miss]] = cast_like(new[~miss], col)
-        else:
-            col = col.copy()
-            col.iloc[np.flatnonzero(hit)] = cast_like(new, col)
-        frame[b] = col
+        frame[b] = put(frame[b], np.flatnonzero(hit), np.array(vals, dtype=object)[idx[hit]])
         done[b] = done.get(b, np.zeros(len(frame), bool)) | hit
     return frame
 
