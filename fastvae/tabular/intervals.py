@@ -16,8 +16,8 @@ cut between two runs is the first X of the later one (``x >= c_i``: a threshold 
 a round number the data holds, births14's 35 years, 37 weeks and 5.50 pounds; a midpoint
 would fall on a value between two of the data's, 5.49 between 5.48 and 5.50).  A random
 labelling gives such runs by chance with probability below 1 / C(20, 5) (6e-5, under
-ALPHA) on the fewest rows the rule allows (4 RARE_MIN of X present).  The rows where X is missing take no part, and a
-sample's cell of Y is set only where its X is present.
+ALPHA) on the fewest rows the rule allows (4 RARE_MIN of X present).  The rows where X is
+missing take no part, and a sample's cell of Y is set only where its X is present.
 
 Interval rules are applied before the value and key rules (:func:`apply`), so a label
 they set is final before it sets another column; a column that another rule sets is
