@@ -275,6 +275,11 @@ def test_bad_input_is_one_clear_line(workdir, capsys):
         assert "--seed: must be an integer >= 0, got -1" in capsys.readouterr().err
     assert main(["eval", "nothing.npz"]) == 2
     assert "nothing.npz: no such checkpoint file" in capsys.readouterr().err
+    os.makedirs("rundir")
+    open(os.path.join("rundir", "model.npz"), "wb").close()
+    assert main(["sample", "rundir"]) == 2  # a run directory: its model named
+    inside = os.path.join("rundir", "model.npz")
+    assert f"a directory, not a checkpoint file; its model is {inside}" in capsys.readouterr().err
     if fastvae.backends.cuda_status() is not None:  # no GPU here: one line saying what is missing
         assert main(["train", "--out", "gpu", *SMALL, "--backend", "cuda"]) == 2
         err = capsys.readouterr().err

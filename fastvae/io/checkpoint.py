@@ -86,6 +86,10 @@ def atomic_write(path, write):
 def read(path):
     """(meta dict, arrays dict) of a checkpoint, checked; raises :class:`CheckpointError`."""
     path = os.fspath(path)
+    if os.path.isdir(path):  # (a run directory given for the model it holds)
+        inside = os.path.join(path, "model.npz")
+        hint = f"; its model is {inside}" if os.path.isfile(inside) else ""
+        raise FileNotFoundError(f"{path}: a directory, not a checkpoint file{hint}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
