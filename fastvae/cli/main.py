@@ -54,7 +54,7 @@ def build_parser():
                    help="a table model: write the rows as Parquet here")
     s.add_argument("--condition", action="append", default=None, metavar="COL=VALUE",
                    help="a table model: fix a condition column's value (repeatable; the "
-                   "others are drawn from their training frequencies)")
+                   "others are drawn from their training joint, given these)")
     s.add_argument("--mean", action="store_true",
                    help="a table model: each cell's mean (most probable category) instead "
                    "of a draw")

@@ -56,7 +56,7 @@ def sample(args, model):
             raise UsageError(f"--condition {spec!r}: {name!r} is not a condition column of "
                              f"this model (its conditions: {list(conds) or 'none'})")
         fixed[name] = _condition_value(conds[name], text)
-    # (conditions not fixed are drawn from their training distributions, chunk by chunk:
+    # (conditions not fixed are drawn from their training joint given these, chunk by chunk:
     # one value per column, so memory does not grow with -n)
     given = fixed or None
     out = getattr(args, "out", None)

@@ -387,7 +387,9 @@ class TabularVAE:
         :data:`~fastvae.tabular.column.RARE` instead (numbers are clipped to their
         RARE_MIN-th smallest and largest values).  ``conditions``: None (drawn from the
         training distributions), one value (a model with one condition), a dict {column:
-        value or n values} or a DataFrame with the condition columns.  Rows are drawn
+        value or n values} or a DataFrame with the condition columns; conditions not given
+        are drawn from the training joint given the ones given
+        (:mod:`~fastvae.tabular.condjoint`).  Rows are drawn
         :data:`~fastvae.tabular.sampling.CHUNK` at a time: the memory beyond the returned
         table does not grow with n."""
         from .sampling import assemble, sample_chunks

@@ -8,8 +8,9 @@ rows depend on the seed alone, not on the chunk size: chunk k draws from its own
 generator, spawned from the seed.
 
 Codes come from the model's latent density (:mod:`fastvae.tabular.latent`) when it has
-one, else from N(0, I); conditions not given are drawn from their training frequencies
-(or quantiles), under the rare-value rule.
+one, else from N(0, I); conditions not given are drawn from their training joint given the
+ones given (:mod:`fastvae.tabular.condjoint`; a lone condition from its frequencies or
+quantiles), under the rare-value rule.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import numpy as np
 
 from ..core.validate import nonneg_int
 from . import rules
-from .column import RARE_MIN, TableError, pandas_module
+from .column import TableError, pandas_module
+from .condjoint import marginal_codes
 from .free import FreeDraws
 
 #: rows per chunk: the model's work for a sample is this many rows at a time
@@ -42,26 +44,23 @@ def generators(seed):
         np.random.SeedSequence(root.entropy, spawn_key=(1, k)))
 
 
-def draw_conditions(schema, n, rng, skip=()):
-    """A DataFrame (n rows) of condition values drawn from the training distributions: a
+def draw_conditions(schema, n, rng, skip=(), given=None):
+    """A DataFrame (n rows) of condition values drawn from the training distribution: the
+    conditions' joint (:mod:`fastvae.tabular.condjoint`) given ``given`` (a DataFrame of
+    the given columns, 1 or n rows) when the model has two conditions or more; else a
     categorical condition's frequencies (string values seen in fewer than RARE_MIN rows
     left out, unless that leaves none), a numeric one's quantiles (its protected range).
-    The columns named in ``skip`` (given by the caller) are neither drawn nor returned."""
+    The columns named in ``skip`` (given by the caller) are not returned."""
+    if schema.joint is not None:
+        frame = schema.joint.draw(schema.conditions, n, rng, given)
+        return frame.drop(columns=[k for k in skip if k in frame.columns])
     pd = pandas_module()
     cols = {}
     for c in schema.conditions:
         if c.name in skip:
             continue
         if c.kind == "categorical":
-            p = np.asarray(c.freq["p"], dtype=np.float64)
-            if c.strings:
-                keep = np.asarray(c.freq["counts"]) >= RARE_MIN
-                if keep.any():
-                    p = np.where(keep, p, 0.0)
-            p = p / p.sum()
-            idx = np.minimum((np.cumsum(p)[None, :] < rng.random(n)[:, None]).sum(1),
-                             len(p) - 1).astype(np.int32)
-            cols[c.name] = c.series(idx)
+            cols[c.name] = c.series(marginal_codes(c, n, rng))
         else:
             q = np.asarray(c.freq["quantiles"], dtype=np.float64)
             u = np.interp(rng.random(n), np.linspace(0.0, 1.0, q.size), q)
@@ -74,7 +73,7 @@ class Given:
     and unknown names are errors naming them) and handed out a chunk at a time: one value
     per column (a model with one condition may take it bare) is kept as one row, so that
     memory does not grow with n; a column of n values (a dict's lists, a DataFrame) as
-    given.  Conditions not given are drawn from their training distributions
+    given.  Conditions not given are drawn from their training joint given these
     (:func:`draw_conditions`), chunk by chunk.
 
     names: the given columns; frame: their values (1 or n rows), in the training dtypes."""
@@ -130,7 +129,9 @@ class Given:
         given = self.rows(start, m)
         if len(self.names) == len(schema.conditions):
             return given
-        drawn = draw_conditions(schema, m, rng, skip=self.names)
+        # (one row of given values stands for every row: the joint reads it once)
+        drawn = draw_conditions(schema, m, rng, skip=self.names,
+                                given=self.frame if len(self.frame) == 1 else given)
         return pd.DataFrame({c.name: (given[c.name] if c.name in self.names else
                                       drawn[c.name]) for c in schema.conditions})
 

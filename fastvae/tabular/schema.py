@@ -23,6 +23,7 @@ import numpy as np
 
 from .column import (RARE, RARE_MIN, Column, TableError, pandas_module)  # noqa: F401
 from .blocktypes import BY_KIND, COUNT_KINDS, MODELED
+from .condjoint import ConditionJoint
 from .kinds import TYPES, check_labels, make_column
 from .transforms import MAPS
 
@@ -47,8 +48,10 @@ class Schema:
     the table, in its order.
     """
 
-    def __init__(self, columns, conditions, order, salt=None):
+    def __init__(self, columns, conditions, order, salt=None, joint=None):
         self.columns, self.conditions, self.order = list(columns), list(conditions), list(order)
+        #: the conditions' joint (two conditions or more; None: each drawn on its own)
+        self.joint = joint
         #: the key of the id columns' hashes of their training values (bytes)
         self.salt = salt
         self.data = sorted((c for c in self.columns if c.modeled), key=lambda c: _RANK[c.kind])
@@ -231,7 +234,8 @@ class Schema:
     def config(self):
         return {"version": VERSION, "columns": [c.config() for c in self.columns],
                 "conditions": [c.config() for c in self.conditions], "order": self.order,
-                "salt": None if self.salt is None else self.salt.hex()}
+                "salt": None if self.salt is None else self.salt.hex(),
+                "joint": None if self.joint is None else self.joint.config()}
 
     @classmethod
     def from_config(cls, d):
@@ -241,10 +245,11 @@ class Schema:
         if d["version"] > VERSION:
             raise TableError(f"this table model's schema is version {d['version']}; this "
                              f"fastvae reads up to {VERSION}: upgrade fastvae")
-        salt = d.get("salt")
+        salt, joint = d.get("salt"), d.get("joint")  # (no joint: written before it was kept)
         return cls([Column.from_config(c) for c in d["columns"]],
                    [Column.from_config(c) for c in d["conditions"]], d["order"],
-                   None if salt is None else bytes.fromhex(salt))
+                   None if salt is None else bytes.fromhex(salt),
+                   None if joint is None else ConditionJoint.from_config(joint))
 
     def __repr__(self):
         kinds = {}
@@ -285,11 +290,12 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
         raise TableError(f"the table has {len(df)} row(s); a model needs at least 2")
     salt = os.urandom(16) if salt is None else salt
     where = where or row_namer(df)
-    data, conds, masks = [], [], {}
+    data, conds, masks, cond_cells = [], [], {}, {}
     for pos, n in enumerate(labels):
         s = df.iloc[:, pos]
         if n in conditions:
             conds.append(make_column(n, s, types.get(n), "condition", numeric, salt, where))
+            cond_cells[n] = s.reset_index(drop=True)
         else:
             col = make_column(n, s, types.get(n), "data", numeric, salt, where)
             if col.gaps:  # columns whose gaps fall on the same rows share a head
@@ -305,7 +311,10 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
                          + ("ignored, a condition, " if types or conditions else "")
                          + "constant, empty, an identifier or rare values only ("
                          + ", ".join(f"{c.name!r}: {_what(c)}" for c in data[:10]) + ")")
-    return Schema(data, conds, labels, salt)
+    joint = None
+    if len(conds) > 1:  # (one condition drawn alone is its own marginal)
+        joint = ConditionJoint.fit(conds, pandas_module().DataFrame(cond_cells))
+    return Schema(data, conds, labels, salt, joint)
 
 
 __all__ = ["Schema", "TableError", "infer", "row_namer", "TYPES", "VERSION"]

@@ -38,7 +38,7 @@ GAP_SPACINGS, MAX_GAP_KNOTS = 8.0, 2000
 ZMAX = 1e15
 
 
-def _normal_ppf(p):
+def normal_ppf(p):
     """Standard normal quantiles of p (n,) in (0, 1), float64 (the standard library's)."""
     nd = NormalDist()
     return np.array([nd.inv_cdf(float(v)) for v in p])
@@ -70,7 +70,7 @@ class QuantileNormal:
         q = np.quantile(v, p)
         p, q = _gap_knots(v, p, q)
         lo = 0.5 / n
-        z = _normal_ppf(lo + (1.0 - 2.0 * lo) * p)
+        z = normal_ppf(lo + (1.0 - 2.0 * lo) * p)
         keep = np.r_[True, np.diff(z) > 0]  # (levels a float step apart can share a z)
         return cls(q[keep], z[keep])
 

@@ -1,0 +1,149 @@
+"""The conditions' joint (fastvae.tabular.condjoint): conditions a sample does not give are
+drawn from their training joint given the ones given, under the rare-value rule, and the
+joint is saved with the model."""
+import json
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+from fastvae.tabular import TabularVAE, load  # noqa: E402
+from fastvae.tabular.schema import Schema, infer  # noqa: E402
+from fastvae.tabular.sampling import draw_conditions  # noqa: E402
+from fastvae.tabular.column import RARE_MIN  # noqa: E402
+
+
+def _staff(n=3000, seed=0):
+    """rank -> discipline (shares differ by rank), rank -> years (means differ by rank),
+    years ~ age (correlated numbers), and a value column."""
+    rng = np.random.default_rng(seed)
+    rank = rng.choice(["asst", "assoc", "prof"], n, p=[0.2, 0.2, 0.6])
+    disc = np.where(rng.random(n) < np.select([rank == "asst", rank == "assoc"], [0.2, 0.5],
+                                              0.8), "A", "B")
+    years = np.round(np.select([rank == "asst", rank == "assoc"], [4.0, 12.0], 25.0)
+                     + rng.normal(0, 2, n), 1)
+    age = np.round(30 + years + rng.normal(0, 1.5, n), 1)
+    return pd.DataFrame({"rank": rank, "disc": disc, "years": years, "age": age,
+                         "pay": rng.normal(100, 10, n)})
+
+
+def _draw(schema, n, given=None, seed=1):
+    frame = None if given is None else pd.DataFrame({k: [v] for k, v in given.items()})
+    return draw_conditions(schema, n, np.random.default_rng(seed),
+                           skip=() if given is None else list(given), given=frame)
+
+
+def test_drawn_categories_follow_the_given_one():
+    df = _staff()
+    schema = infer(df, conditions=["rank", "disc"])
+    for r in ("asst", "assoc", "prof"):
+        s = _draw(schema, 20000, {"rank": r})
+        assert list(s.columns) == ["disc"]
+        real = (df.disc[df["rank"] == r] == "A").mean()
+        assert abs((s.disc == "A").mean() - real) < 0.02, r
+
+
+def test_nothing_given_keeps_the_joint_of_categories():
+    df = _staff()
+    schema = infer(df, conditions=["rank", "disc"])
+    s = _draw(schema, 40000)
+    got = pd.crosstab(s["rank"], s.disc, normalize=True)
+    real = pd.crosstab(df["rank"], df.disc, normalize=True)
+    assert np.abs(got.to_numpy() - real.to_numpy()).max() < 0.015
+    # the independent product of the marginals is far from it (what was drawn before)
+    indep = np.outer(real.sum(axis=1), real.sum(axis=0))
+    assert np.abs(indep - real.to_numpy()).max() > 0.05
+
+
+def test_numbers_follow_categories_and_each_other():
+    df = _staff()
+    schema = infer(df, conditions=["rank", "years", "age"])
+    s = _draw(schema, 20000)
+    means = s.groupby("rank")["years"].mean()
+    real = df.groupby("rank")["years"].mean()
+    assert np.abs(means - real).max() < 1.0
+    assert np.corrcoef(s.years, s.age)[0, 1] > 0.9
+    # each number keeps its marginal
+    for c in ("years", "age"):
+        assert abs(s[c].median() - df[c].median()) < 0.05 * df[c].std() + 0.5
+        assert abs(s[c].std() - df[c].std()) < 0.1 * df[c].std()
+    # a given category moves the numbers; a given number moves the category and the other number
+    young = _draw(schema, 5000, {"rank": "asst"})
+    assert abs(young.years.mean() - real["asst"]) < 1.0
+    old = _draw(schema, 5000, {"years": 26.0})
+    assert (old["rank"] == "prof").mean() > 0.95
+    assert abs(old.age.mean() - df.age[df.years.between(25, 27)].mean()) < 1.5
+
+
+def test_per_row_given_values_condition_each_row():
+    df = _staff()
+    schema = infer(df, conditions=["rank", "disc"])
+    given = pd.DataFrame({"rank": ["asst", "prof"] * 5000})
+    s = draw_conditions(schema, 10000, np.random.default_rng(0), skip=["rank"], given=given)
+    for r in ("asst", "prof"):
+        got = (s.disc[given["rank"] == r] == "A").mean()
+        assert abs(got - (df.disc[df["rank"] == r] == "A").mean()) < 0.02, r
+
+
+def test_rare_combinations_are_never_drawn():
+    rng = np.random.default_rng(0)
+    n = 2000
+    df = pd.DataFrame({"site": rng.choice(["x", "y"], n), "kind": rng.choice(["p", "q"], n),
+                       "v": rng.normal(size=n)})
+    df.loc[:RARE_MIN - 2, ["site", "kind"]] = ["z", "r"]  # one combination in 4 rows
+    df.loc[RARE_MIN - 1:RARE_MIN + 1, "site"] = "z"  # z also with other kinds, 3 rows
+    schema = infer(df, conditions=["site", "kind"])
+    s = _draw(schema, 50000)
+    assert not ((s.site == "z") & (s.kind == "r")).any()
+    assert not (s.site == "z").any()  # (z holds no combination in RARE_MIN rows)
+    # a given rare value: the other condition from its own frequencies, no error
+    s = _draw(schema, 2000, {"site": "z"})
+    assert set(s.kind) <= {"p", "q", "r"} and len(s) == 2000
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sample_with_one_condition_given_and_the_joint_saved(tmp_path):
+    df = _staff(1500)
+    tv = TabularVAE(seed=0).fit(df, conditions=["rank", "disc"], epochs=1, progress=False)
+    s = tv.sample(3000, conditions={"rank": "asst"}, seed=2)
+    assert (s["rank"] == "asst").all()
+    assert abs((s.disc == "A").mean() - (df.disc[df["rank"] == "asst"] == "A").mean()) < 0.03
+    path = tmp_path / "m.npz"
+    tv.save(path)
+    back = load(path)
+    pd.testing.assert_frame_equal(back.sample(500, conditions={"rank": "asst"}, seed=3),
+                                  tv.sample(500, conditions={"rank": "asst"}, seed=3))
+    pd.testing.assert_frame_equal(back.sample(500, seed=4), tv.sample(500, seed=4))
+
+
+def test_a_schema_saved_without_the_joint_draws_each_on_its_own():
+    df = _staff()
+    schema = infer(df, conditions=["rank", "disc"])
+    cfg = json.loads(json.dumps(schema.config()))
+    assert cfg["joint"] is not None
+    cfg.pop("joint")
+    old = Schema.from_config(cfg)
+    assert old.joint is None
+    s = _draw(old, 20000, {"rank": "asst"})
+    assert abs((s.disc == "A").mean() - (df.disc == "A").mean()) < 0.02  # the marginal
+
+
+def test_one_condition_keeps_no_joint():
+    df = _staff()
+    assert infer(df, conditions=["rank"]).joint is None
+    assert infer(df, conditions=["rank", "years"]).joint is not None
+
+
+def test_time_and_integer_conditions_come_back_in_their_dtypes():
+    rng = np.random.default_rng(0)
+    n = 1000
+    day = pd.Timestamp("2024-01-01", tz="Europe/Paris") + pd.to_timedelta(
+        rng.integers(0, 300, n), unit="D")
+    df = pd.DataFrame({"day": day, "count": rng.integers(0, 9, n),
+                       "site": rng.choice(["a", "b"], n), "v": rng.normal(size=n)})
+    schema = infer(df, conditions=["day", "count", "site"])
+    s = _draw(schema, 500, {"site": "a"})
+    assert s["day"].dtype == df["day"].dtype
+    assert s["count"].dtype == df["count"].dtype
+    assert s["day"].between(df["day"].min(), df["day"].max()).all()
