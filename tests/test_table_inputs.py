@@ -742,5 +742,20 @@ def test_errors_in_a_file_name_its_line(tmp_path):
     with pytest.raises(TableError, match="column 'x', line 9 of u.csv: inf"):
         tiny().fit(tmp_path / "u.csv", epochs=1)
     good.to_parquet(tmp_path / "u.parquet")
-    with pytest.raises(TableError, match="column 'x', row 8 of u.parquet: inf"):
+    with pytest.raises(TableError, match=r"column 'x', row 7 \(from 0\) of u.parquet: inf"):
         tiny().fit(tmp_path / "u.parquet", epochs=1)
+
+
+def test_a_blank_header_cell_comes_back_blank(tmp_path):
+    """pandas' to_csv with its index writes a header whose first cell is blank; pandas reads
+    it back as 'Unnamed: 0', which samples wrote as a header.  A label written so keeps it."""
+    df = base(120)
+    df.to_csv(tmp_path / "i.csv")  # (",x,y,c")
+    got = tabular.read_table(tmp_path / "i.csv")
+    assert list(got.columns) == ["", "x", "y", "c"]
+    s = fitted(got).sample(20, seed=0)
+    s.to_csv(tmp_path / "s.csv", index=False)
+    assert (tmp_path / "s.csv").read_text().splitlines()[0] == ",x,y,c"
+    # a header that says 'Unnamed: 0' is a name like any other
+    pd.DataFrame({"Unnamed: 0": [1, 2], "x": [3, 4]}).to_csv(tmp_path / "u.csv", index=False)
+    assert list(tabular.read_table(tmp_path / "u.csv").columns) == ["Unnamed: 0", "x"]

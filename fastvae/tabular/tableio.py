@@ -8,8 +8,9 @@ writing them whole or chunk by chunk, and naming a row the way its file does.
   ``.csv`` whose header has no comma but a ``;`` or ``|`` is read with that separator (a
   semicolon-separated export would otherwise be one column).
 - :func:`row_names` gives ``where(i)``, the name of row i of a frame for messages: "line 7
-  of t.csv" for a CSV or TSV file (the header is line 1, one line per row), "row 6 of
-  t.parquet" (from 1) for Parquet, and the index label for a DataFrame.
+  of t.csv" for a CSV or TSV file (the header is line 1, one line per row), "row 5 (from
+  0) of t.parquet" for Parquet (counted as pandas and score's ``row`` column count), and
+  the index label for a DataFrame.
 - :class:`TableWriter` writes a table chunk by chunk (CSV, TSV or Parquet), so a sample of
   ten million rows goes to disk in constant memory.
 """
@@ -86,9 +87,9 @@ def read_table(data, what="data"):
         except Exception as e:  # noqa: BLE001  (pyarrow's errors share no base class)
             raise TableError(f"{what}: cannot read {path} as Parquet "
                              f"({type(e).__name__}: {_short(e)})") from None
-    sep = _check_header(path, "\t" if kind == "tsv" else ",", what)
+    sep, header = _check_header(path, "\t" if kind == "tsv" else ",", what)
     try:
-        return _integer_gaps(pd.read_csv(path, sep=sep), path, sep, pd)
+        return _blank_labels(_integer_gaps(pd.read_csv(path, sep=sep), path, sep, pd), header)
     except UnicodeDecodeError as e:
         raise TableError(_not_utf8(path, what, e)) from None
     except pd.errors.EmptyDataError:
@@ -144,14 +145,27 @@ def _open_text(path):
     return open(path, **kw)
 
 
+def _blank_labels(df, header):
+    """``df`` with the columns its file's header left blank labelled "" again (pandas
+    names them 'Unnamed: 0' and so on, which samples would then write), given the
+    header's cells (None: unknown)."""
+    if header is None or len(header) != df.shape[1]:
+        return df
+    blank = [h.strip() == "" and str(c).startswith("Unnamed: ")
+             for h, c in zip(header, df.columns)]
+    if any(blank):
+        df.columns = ["" if b else c for b, c in zip(blank, df.columns)]
+    return df
+
+
 def _check_header(path, sep, what):
-    """The separator to read ``path`` with (``sep``, or for a .csv whose header has no
-    comma one of OTHER_SEPARATORS it holds); refuses a header that names a column twice
-    (pandas would rename it silently)."""
+    """(the separator to read ``path`` with, the header's cells or None): ``sep``, or for
+    a .csv whose header has no comma one of OTHER_SEPARATORS it holds.  Refuses a header
+    that names a column twice (pandas would rename it silently)."""
     try:
         f = _open_text(path)
         if f is None:
-            return sep
+            return sep, None
         with f:
             line = f.readline()
     except UnicodeDecodeError as e:
@@ -165,7 +179,7 @@ def _check_header(path, sep, what):
     except csv.Error as e:
         raise TableError(f"{what}: cannot read the header of {path} ({e})") from None
     if header is None:
-        return sep
+        return sep, None
     seen, dup = set(), []
     for h in header:
         if h in seen and h not in dup:
@@ -174,7 +188,7 @@ def _check_header(path, sep, what):
     if dup:
         raise TableError(f"{what}: {path} names column(s) {dup} twice in its header; every "
                          f"column needs a name of its own")
-    return sep
+    return sep, header
 
 
 def row_names(data, df):
@@ -187,7 +201,8 @@ def row_names(data, df):
         name = os.path.basename(os.fspath(data))
         if table_kind(data) in ("csv", "tsv"):
             return lambda i: f"line {int(index[i]) + 2} of {name}"
-        return lambda i: f"row {int(index[i]) + 1} of {name}"
+        # (counted from 0, as pandas, pyarrow and score's 'row' column count them)
+        return lambda i: f"row {int(index[i])} (from 0) of {name}"
     return lambda i: f"row {index[i]!r}"
 
 
