@@ -349,6 +349,24 @@ def test_sample_condition_errors_name_the_problem(run, capsys):
         in one_error_line(capsys, "sample")
     assert main(["sample", model, "--condition", "group"]) == 2
     assert "expected COL=VALUE" in one_error_line(capsys, "sample")
+    assert main(["sample", model, "--condition", "group=a", "--condition", "group=b"]) == 2
+    assert "'group' is given twice" in one_error_line(capsys, "sample")
+
+
+def test_sample_warnings_are_one_line_each(workdir, capsys):
+    """A condition outside its training range is warned of in one line, not as a Python
+    warning with the package's file and source line."""
+    table().assign(z=lambda d: d.k * 1.5).to_csv("w.csv", index=False)
+    assert main(["train", "--data", "w.csv", "--out", "w", "--condition", "group",
+                 "--condition", "z", "--no-pictures", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["sample", "w/model.npz", "-n", "5", "--condition", "z=99",
+                 "--csv", "s.csv"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == ("warning: condition 'z': given value 99 is outside its training range "
+                      "[0, 13.5]; the model extrapolates there, and the samples may be poor "
+                      "(far out, alike)"), err
+    assert err[1].startswith("wrote s.csv (5 rows")
 
 
 def test_sample_without_a_file_prints_csv_and_out_picks_the_format(run, tmp_path, capsys):

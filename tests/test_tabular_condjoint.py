@@ -13,6 +13,8 @@ from fastvae.tabular.schema import Schema, infer  # noqa: E402
 from fastvae.tabular.sampling import draw_conditions  # noqa: E402
 from fastvae.tabular.column import RARE_MIN  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore::fastvae.tabular.CollapseWarning")
+
 
 def _staff(n=3000, seed=0):
     """rank -> discipline (shares differ by rank), rank -> years (means differ by rank),
@@ -102,7 +104,6 @@ def test_rare_combinations_are_never_drawn():
     assert set(s.kind) <= {"p", "q", "r"} and len(s) == 2000
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_sample_with_one_condition_given_and_the_joint_saved(tmp_path):
     df = _staff(1500)
     tv = TabularVAE(seed=0).fit(df, conditions=["rank", "disc"], epochs=1, progress=False)
@@ -147,3 +148,64 @@ def test_time_and_integer_conditions_come_back_in_their_dtypes():
     assert s["day"].dtype == df["day"].dtype
     assert s["count"].dtype == df["count"].dtype
     assert s["day"].between(df["day"].min(), df["day"].max()).all()
+
+
+def test_no_common_combination_draws_each_on_its_own():
+    """Every combination in fewer than RARE_MIN rows (datasets' esoph): the category with
+    the most values leaves the joint; sampling works, given any of them or none."""
+    rng = np.random.default_rng(0)
+    n = 80
+    df = pd.DataFrame({"age": np.repeat([f"a{i}" for i in range(20)], 4),
+                       "tob": np.tile(["t0", "t1", "t2", "t3"], 20),
+                       "v": rng.normal(size=n)})
+    schema = infer(df, conditions=["age", "tob"])
+    assert [schema.conditions[i].name for i in schema.joint.lone] == ["age"]
+    s = _draw(schema, 4000)
+    assert set(s.age) == set(df.age) and set(s.tob) == set(df.tob)
+    assert len(_draw(schema, 10, {"age": "a3"})) == 10
+    tv = TabularVAE(seed=0).fit(df, conditions=["age", "tob"], epochs=1, progress=False)
+    assert len(tv.sample(5, conditions={"age": "a3", "tob": "t1"}, seed=0)) == 5
+
+
+def test_a_condition_of_many_values_leaves_the_joint_and_the_shares_hold():
+    """A categorical condition of thousands of values (flights' tail numbers) would leave a
+    joint of its few common combinations; it is drawn on its own, and the other
+    conditions keep their shares and their joint."""
+    rng = np.random.default_rng(1)
+    n = 6000
+    origin = rng.choice(["EWR", "JFK", "LGA"], n, p=[0.36, 0.33, 0.31])
+    carrier = np.where(origin == "EWR", rng.choice(["UA", "EV"], n), rng.choice(["B6", "DL"], n))
+    df = pd.DataFrame({"origin": origin, "carrier": carrier,
+                       "tail": [f"N{v}" for v in rng.integers(0, 2000, n)],
+                       "delay": rng.normal(size=n)})
+    schema = infer(df, conditions=["origin", "carrier", "tail"])
+    assert [schema.conditions[i].name for i in schema.joint.lone] == ["tail"]
+    s = _draw(schema, 30000)
+    got = s.origin.value_counts(normalize=True).sort_index()
+    real = df.origin.value_counts(normalize=True).sort_index()
+    assert np.abs(got - real).max() < 0.015
+    assert (s.carrier[s.origin == "EWR"].isin(["UA", "EV"])).all()
+
+
+def test_empty_and_positional_conditions():
+    df = _staff(800)
+    tv = TabularVAE(seed=0).fit(df, conditions=["rank", "disc"], epochs=1, progress=False)
+    pd.testing.assert_frame_equal(tv.sample(4, conditions={}, seed=5), tv.sample(4, seed=5))
+    s = tv.sample(3, conditions={"rank": pd.Series(["prof", "asst", "assoc"], index=[7, 8, 9]),
+                                 "disc": pd.Series(["A", "B", "A"])}, seed=0)
+    assert list(s["rank"]) == ["prof", "asst", "assoc"] and list(s.disc) == ["A", "B", "A"]
+
+
+def test_time_conditions_refuse_numbers_and_warn_outside_their_range():
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"day": pd.date_range("2001-01-01", periods=n, freq="D"),
+                       "site": rng.choice(["a", "b"], n), "v": rng.normal(size=n)})
+    tv = TabularVAE(seed=0).fit(df, conditions=["day", "site"], epochs=1, progress=False)
+    with pytest.raises(ValueError, match="condition column 'day', the given value: 5 is a "
+                                         "number, not a date"):
+        tv.sample(2, conditions={"day": 5})
+    with pytest.warns(UserWarning, match=r"given value 2100-01-01 00:00:00 is outside its "
+                                         r"training range \[2001-01-01") as rec:
+        tv.sample(2, conditions={"day": "2100-01-01"})
+    assert rec[0].filename == __file__  # (the warning points at the caller's line)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 
 from .common import UsageError, checkpoint_args, positive, seed
 
@@ -55,6 +56,8 @@ def sample(args, model):
         if name not in conds:
             raise UsageError(f"--condition {spec!r}: {name!r} is not a condition column of "
                              f"this model (its conditions: {list(conds) or 'none'})")
+        if name in fixed:
+            raise UsageError(f"--condition {spec!r}: {name!r} is given twice")
         fixed[name] = _condition_value(conds[name], text)
     # (conditions not fixed are drawn from their training joint given these, chunk by chunk:
     # one value per column, so memory does not grow with -n)
@@ -74,16 +77,20 @@ def sample(args, model):
     chunks = tv.iter_sample(args.n, conditions=given, seed=args.seed, mean=args.mean)
     rows = 0
     try:
-        for k, chunk in enumerate(chunks):  # written as drawn: memory does not grow with -n
-            rows += len(chunk)
-            if stdout or not writers:  # CSV on stdout, for a pipe
-                chunk.to_csv(sys.stdout, index=False, header=k == 0)
-            for w in writers:
-                w.write(chunk)
+        with warnings.catch_warnings(record=True) as caught:  # (one line each, below)
+            warnings.simplefilter("always")
+            for k, chunk in enumerate(chunks):  # written as drawn: memory stays flat in -n
+                rows += len(chunk)
+                if stdout or not writers:  # CSV on stdout, for a pipe
+                    chunk.to_csv(sys.stdout, index=False, header=k == 0)
+                for w in writers:
+                    w.write(chunk)
     except BaseException:  # (an error or a Ctrl-C: no half-written file, an old one kept)
         for w in writers:
             w.abort()
         raise
+    for w in dict.fromkeys(str(w.message) for w in caught):
+        print(f"warning: {w}", file=sys.stderr)
     for w in writers:
         w.close()
     if not writers:

@@ -4,8 +4,10 @@ They run before any kernel, so a kernel never sees a wrong shape, dtype or value
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -15,6 +17,16 @@ from ..backends.codes import ACT_ELU, ACT_LEAKY_RELU, LIK_BERNOULLI, LIK_GAUSSIA
 class DataError(ValueError):
     """A data file or array that cannot be used, with the reason (also
     ``fastvae.data.DataError``)."""
+
+
+def user_stacklevel():
+    """warnings.warn's stacklevel, for its caller, of the first frame outside fastvae: the
+    user's own call, however many of the package's layers lie between."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def positive_int(v, what):

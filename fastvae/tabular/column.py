@@ -48,6 +48,29 @@ FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values"
           "missing_share", "gap_group", "support", "calendar")
 
 
+def shown(v):
+    """repr of a cell for a message: a NumPy number as the Python number it holds (30.5,
+    not np.float64(30.5))."""
+    number = isinstance(v, (np.number, np.bool_)) and not isinstance(v, np.timedelta64)
+    return repr(plain(v) if number else v)
+
+
+def _first_number(s, miss):
+    """Position of the first present cell of Series ``s`` that is a number (not a bool,
+    a time or text), or None."""
+    if s.dtype.kind in "iuf":
+        present = np.flatnonzero(~miss & s.notna().to_numpy())
+        return int(present[0]) if present.size else None
+    if s.dtype != object:
+        return None
+    for i, v in enumerate(s.to_numpy()):
+        # (np.timedelta64 is a NumPy integer)
+        if not miss[i] and isinstance(v, (int, float, np.integer, np.floating)) and \
+                not isinstance(v, (bool, np.bool_, np.timedelta64)) and v == v:
+            return i
+    return None
+
+
 class TableError(ValueError):
     """A table the model cannot take, naming the column (and the row) and the problem."""
 
@@ -179,7 +202,7 @@ class Column:
                     dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
             except (ValueError, TypeError, OverflowError):
                 i = next(i for i, x in enumerate(s) if not miss[i] and not _number(x))
-                raise TableError(self._at(where, i, f"{s.iloc[i]!r} is not a number")) \
+                raise TableError(self._at(where, i, f"{shown(s.iloc[i])} is not a number")) \
                     from None
         out[miss] = np.nan
         return out
@@ -197,6 +220,11 @@ class Column:
         without a zone given for a zoned column are times in its zone (pandas reads them
         as UTC)."""
         pd = pandas_module()
+        number = _first_number(s, miss)
+        if number is not None:  # (pandas would read 5 as 5 ns after 1970: silently wrong)
+            what = "duration" if self.source == "timedelta" else "date"
+            raise TableError(self._at(where, number, f"{shown(s.iloc[number])} is a number, "
+                                                     f"not a {what}"))
         try:
             if self.source == "datetext":
                 t = parse_dates(s, self.layout["format"], pd)
@@ -211,7 +239,8 @@ class Column:
                     t = t.dt.tz_convert("UTC").dt.tz_localize(None)
         except (ValueError, TypeError, OverflowError) as e:
             bad = _first_bad(s, miss, self.source, self.layout)
-            what = f"{s.iloc[bad]!r} is not a {'duration' if self.source == 'timedelta' else 'date'}" \
+            what = f"{shown(s.iloc[bad])} is not a " \
+                f"{'duration' if self.source == 'timedelta' else 'date'}" \
                 if bad is not None else f"not {'durations' if self.source == 'timedelta' else 'dates'} ({e})"
             if self.source == "datetext" and self.layout.get("format"):
                 what += f" in the column's layout ({self.layout['format']})"
@@ -227,7 +256,7 @@ class Column:
             what = "duration" if self.source == "timedelta" else "time"
             span = ("292 years" if self.source == "timedelta" else
                     "the years 1678 to 2261")
-            raise TableError(self._at(where, i, f"{s.iloc[i]!r} is a {what} beyond what "
+            raise TableError(self._at(where, i, f"{shown(s.iloc[i])} is a {what} beyond what "
                                                 f"fastvae holds exactly ({span}, in "
                                                 f"nanoseconds); give the column as "
                                                 f"numbers (a year, days since a date)"))
@@ -245,7 +274,7 @@ class Column:
                 bad = ~miss & (vals != np.floor(vals)) | ~miss & ~np.isfinite(vals)
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
-                    raise TableError(self._at(where, i, f"{vals[i]!r} is not an integer"))
+                    raise TableError(self._at(where, i, f"{shown(vals[i])} is not an integer"))
             out = np.where(miss, 0, vals).astype(dt)
             return out
         out = np.zeros(len(vals), dtype=dt)
@@ -256,11 +285,12 @@ class Column:
                 if isinstance(v, (float, np.floating)) and float(v).is_integer():
                     v = int(v)
                 else:
-                    raise TableError(self._at(where, i, f"{v!r} is not an integer"))
+                    raise TableError(self._at(where, i, f"{shown(v)} is not an integer"))
             try:
                 out[i] = int(v)
             except OverflowError:
-                raise TableError(self._at(where, i, f"{v!r} does not fit in 64 bits")) from None
+                raise TableError(self._at(where, i,
+                                          f"{shown(v)} does not fit in 64 bits")) from None
         return out
 
     def codes(self, s, unknown="error", where=None):
@@ -280,7 +310,7 @@ class Column:
             n = int(new.sum())
             more = f" (and {n - 1} more row{'s' if n > 2 else ''})" if n > 1 else ""
             raise TableError(self._at(where, i, (
-                f"{s.iloc[i]!r} is not one of the {len(self.categories)} categories seen "
+                f"{shown(s.iloc[i])} is not one of the {len(self.categories)} categories seen "
                 f"in training{more}; " + ("conditions must be known values"
                                           if self.role == "condition" else
                                           "pass unknown='missing' to score such cells as "
@@ -526,4 +556,5 @@ def _first_bad(s, miss, source, layout):
     return None
 
 
-__all__ = ["Column", "TableError", "RARE", "RARE_MIN", "MODELED", "pandas_module", "plain"]
+__all__ = ["Column", "TableError", "RARE", "RARE_MIN", "MODELED", "pandas_module", "plain",
+           "shown"]

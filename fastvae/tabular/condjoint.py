@@ -9,8 +9,11 @@ joint, and drawing from it given the conditions that are given is exact for that
 
 - **Components.**  Every combination of the categorical conditions' values held by at least
   RARE_MIN training rows is a component, weighted by its rows.  Rarer combinations are left
-  out under the rare-value rule (a combination in 2 rows can point at a person).  With no
-  categorical condition there is one component.
+  out under the rare-value rule (a combination in 2 rows can point at a person).  When the
+  kept combinations hold less than MIN_COVER of the rows, the categorical condition with
+  the most values leaves the joint and is drawn on its own (from its frequencies, under
+  the rare-value rule), until they do.  With no categorical condition in the joint there
+  is one component.
 - **Numbers.**  A numeric condition is sent to a normal score through its own quantiles (the
   protected range its lone draws already use), standardized over the training rows.  The
   scores are Gaussian within a component, with the component's mean and covariance; the
@@ -23,6 +26,10 @@ joint, and drawing from it given the conditions that are given is exact for that
   Gaussian's regression on it.  Given values that no kept component holds (a rare or unseen
   combination) leave the categorical draws to their own frequencies and the numbers to the
   scores' overall Gaussian, given the numbers that are given.
+
+So a combination the joint draws is one held by RARE_MIN rows or more; where given values
+leave the joint, or a condition is drawn on its own, the conditions meet as their own
+frequencies make them, and may meet in a combination a few training rows hold.
 
 A model with one condition keeps no joint: its lone draw is its marginal.  Fitting reads at
 most FIT_ROWS rows (a seeded subsample).  Shapes: :meth:`ConditionJoint.draw` gives m rows.
@@ -40,6 +47,11 @@ from .transforms import normal_ppf
 FIT_ROWS = 50_000
 #: components kept, at most (the most frequent combinations)
 MAX_COMPONENTS = 2000
+#: the share of the rows the kept combinations must hold: below it, the categorical
+#: condition with the most values leaves the joint and is drawn on its own (a column of
+#: thousands of values, e.g. flights' tail numbers, would leave a joint of its few common
+#: combinations, which skews every other condition's shares)
+MIN_COVER = 0.9
 #: rows x components evaluated at once when given numbers reweight the components
 BLOCK_CELLS = 1 << 20
 #: added to the covariances' diagonal (a numeric condition constant within a component
@@ -70,15 +82,17 @@ class ConditionJoint:
     """The joint of condition columns (see the module docstring).
 
     names : every condition's name, in the schema's order; cats, nums : the positions in
-    names of the categorical and the numeric ones; combos (K, len(cats)) int : each
+    names of the categorical ones in the joint and of the numeric ones; lone : of the
+    categorical ones drawn on their own (too many values to combine); combos (K, len(cats)) int : each
     component's category codes; weights (K,) : the components' shares; means (K, len(nums)),
     covs (K, len(nums), len(nums)) and total (len(nums), len(nums)) : the scores' component
     means and covariances, and their overall covariance; shift, scale (len(nums),) : the
     raw scores' standardization; eps : the unit interval's clip (half a row's share)."""
 
     def __init__(self, names, cats, nums, combos, weights, means, covs, total, shift, scale,
-                 eps):
+                 eps, lone=()):
         self.names, self.cats, self.nums = list(names), list(cats), list(nums)
+        self.lone = list(lone)
         self.combos = np.asarray(combos, dtype=np.int64).reshape(-1, len(self.cats))
         self.weights = np.asarray(weights, dtype=np.float64)
         k, d = self.weights.size, len(self.nums)
@@ -113,26 +127,18 @@ class ConditionJoint:
         scale = Z.std(0) if nums else np.zeros(0)
         scale = np.where(scale > 0, scale, 1.0)
         Z = (Z - shift) / scale
-        if cats:
-            codes = np.stack([conditions[i].codes(sub[conditions[i].name]).astype(np.int64)
-                              for i in cats], axis=1)
-            combos, inverse, counts = np.unique(codes, axis=0, return_inverse=True,
-                                                return_counts=True)
-            inverse = inverse.reshape(-1)
-            keep = np.flatnonzero(counts >= RARE_MIN)
-            if keep.size > MAX_COMPONENTS:
-                keep = np.sort(keep[np.argsort(-counts[keep], kind="stable")[:MAX_COMPONENTS]])
-            place = np.full(len(combos), -1)
-            place[keep] = np.arange(keep.size)
-            comp = place[inverse]
-            combos, counts = combos[keep], counts[keep]
-        else:
-            combos, counts, comp = np.zeros((1, 0), np.int64), np.array([m]), np.zeros(m, int)
+        codes = {i: conditions[i].codes(sub[conditions[i].name]).astype(np.int64) for i in cats}
+        joint = list(cats)
+        while joint:  # (the categories with the most values leave until combinations cover)
+            combos, comp, counts = _components(np.stack([codes[i] for i in joint], axis=1))
+            if counts.sum() >= MIN_COVER * m:
+                break
+            joint.remove(max(reversed(joint), key=lambda i: len(conditions[i].categories)))
+        if not joint:  # one component: every row
+            combos, comp, counts = np.zeros((1, 0), np.int64), np.zeros(m, int), np.array([m])
+        lone = [i for i in cats if i not in joint]
         d = len(nums)
         total = np.cov(Z, rowvar=False).reshape(d, d) if m > 1 and d else np.eye(d)
-        if counts.size == 0:  # (no combination in RARE_MIN rows: categories on their own)
-            return cls(names, cats, nums, np.zeros((0, len(cats))), [], np.zeros((0, d)),
-                       np.zeros((0, d, d)), total + RIDGE * np.eye(d), shift, scale, eps)
         K = counts.size
         inside = comp >= 0
         means, covs = np.zeros((K, d)), np.zeros((K, d, d))
@@ -144,8 +150,8 @@ class ConditionJoint:
             np.add.at(covs, comp[inside], R[:, :, None] * R[:, None, :])  # (scatter)
             pooled = covs.sum(0) / max(1, int(inside.sum()) - K)
             covs = (covs + PRIOR_ROWS * pooled) / (counts + PRIOR_ROWS)[:, None, None] + ridge
-        return cls(names, cats, nums, combos, counts / counts.sum(), means, covs,
-                   total + ridge, shift, scale, eps)
+        return cls(names, joint, nums, combos, counts / counts.sum(), means, covs,
+                   total + ridge, shift, scale, eps, lone)
 
     # ------------------------------------------------------------------ draw
     def draw(self, conditions, m, rng, given=None):
@@ -171,11 +177,16 @@ class ConditionJoint:
         out = {}
         for j in dcat:
             c = conditions[self.cats[j]]
-            codes = np.where(comp >= 0, self.combos[np.maximum(comp, 0), j], 0)
-            lone = comp < 0
-            if lone.any():
-                codes[lone] = marginal_codes(c, int(lone.sum()), rng)
+            codes = np.zeros(m, dtype=np.int64)
+            inside = comp >= 0
+            codes[inside] = self.combos[comp[inside], j]
+            if not inside.all():
+                codes[~inside] = marginal_codes(c, int((~inside).sum()), rng)
             out[c.name] = c.series(codes.astype(np.int32))
+        for i in self.lone:
+            c = conditions[i]
+            if c.name not in given.columns:
+                out[c.name] = c.series(marginal_codes(c, m, rng))
         if dnum:
             z = self._scores(comp, gz[rows], gnum, dnum, rng)
             for k, j in enumerate(dnum):
@@ -252,7 +263,7 @@ class ConditionJoint:
 
     # ------------------------------------------------------------------ files
     def config(self):
-        return {"names": self.names, "cats": self.cats, "nums": self.nums,
+        return {"names": self.names, "cats": self.cats, "nums": self.nums, "lone": self.lone,
                 "combos": self.combos.tolist(), "weights": self.weights.tolist(),
                 "means": self.means.tolist(), "covs": self.covs.tolist(),
                 "total": self.total.tolist(), "shift": self.shift.tolist(),
@@ -261,7 +272,20 @@ class ConditionJoint:
     @classmethod
     def from_config(cls, d):
         return cls(d["names"], d["cats"], d["nums"], d["combos"], d["weights"], d["means"],
-                   d["covs"], d["total"], d["shift"], d["scale"], d["eps"])
+                   d["covs"], d["total"], d["shift"], d["scale"], d["eps"], d.get("lone", ()))
+
+
+def _components(codes):
+    """(combos (K, c), each row's component (n,) or -1, counts (K,)) of category codes
+    (n, c): the combinations in RARE_MIN rows or more (the MAX_COMPONENTS most frequent)."""
+    combos, inverse, counts = np.unique(codes, axis=0, return_inverse=True,
+                                        return_counts=True)
+    keep = np.flatnonzero(counts >= RARE_MIN)
+    if keep.size > MAX_COMPONENTS:
+        keep = np.sort(keep[np.argsort(-counts[keep], kind="stable")[:MAX_COMPONENTS]])
+    place = np.full(len(combos), -1)
+    place[keep] = np.arange(keep.size)
+    return combos[keep], place[inverse.reshape(-1)], counts[keep]
 
 
 def _quantiles(col):

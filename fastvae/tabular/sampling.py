@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from ..core.validate import nonneg_int
+from ..core.validate import nonneg_int, user_stacklevel
 from . import rules
 from .column import TableError, pandas_module
 from .condjoint import marginal_codes
@@ -91,8 +91,10 @@ class Given:
                     raise TableError(f"conditions[{k!r}] has {len(v)} values, and {n} rows "
                                      f"are asked for: give one value or {n}")
             rows = n if any(np.ndim(v) for v in conditions.values()) else 1
-            frame = pd.DataFrame({k: (v if np.ndim(v) else [v] * rows) for k, v in
-                                  conditions.items()})
+            # (a Series counts by position: pandas would align two Series' indexes)
+            frame = pd.DataFrame({k: (v.reset_index(drop=True) if isinstance(v, pd.Series)
+                                      else v if np.ndim(v) else [v] * rows)
+                                  for k, v in conditions.items()}, index=range(rows))
         elif len(names) == 1:
             one = np.ndim(conditions) and not isinstance(conditions, str)
             frame = pd.DataFrame({names[0]: conditions if one else [conditions]})
@@ -112,7 +114,8 @@ class Given:
                                 skip=self.names)
         for k in self.names:
             check[k] = frame[k].to_numpy()
-        schema.encode_conditions(check)
+        schema.encode_conditions(check, where=lambda i: "the given value" if len(frame) == 1
+                                 else f"given value {i}")
         self.frame = pd.DataFrame({c.name: _given(c, frame[c.name]) for c in
                                    schema.conditions if c.name in self.names})
 
@@ -126,6 +129,8 @@ class Given:
         """Every condition column of rows start..start+m: the given ones, and the others
         drawn with ``rng`` (none drawn when every one is given)."""
         pd = pandas_module()
+        if not self.names:  # (an empty dict or frame: every condition drawn)
+            return draw_conditions(schema, m, rng)
         given = self.rows(start, m)
         if len(self.names) == len(schema.conditions):
             return given
@@ -153,7 +158,10 @@ def _given(c, s):
     keep = np.zeros(len(s), dtype=bool)
     where = lambda i: f"given value {i}"  # noqa: E731
     if c.is_time:
-        out = c.series(c.nanoseconds(s, keep, where))
+        ns = c.nanoseconds(s, keep, where)
+        out = c.series(ns)
+        _outside(c, ns)
+        return out
     elif c.source == "int":
         out = c.series(c.integers(s, keep, where))
     else:
@@ -166,15 +174,23 @@ def _outside(c, given):
     """Warn (once per call) when a numeric condition's given values leave its training
     range: the decoder extrapolates there, and far out its rows all come out alike
     (Salaries' yrs.since.phd, trained on 1 to 56: at 500, 200 samples were one row)."""
-    if c.kind != "numeric" or c.is_time or c.lo is None or c.hi is None:
+    if c.kind != "numeric" or c.lo is None or c.hi is None:
         return
-    v = pandas_module().to_numeric(given, errors="coerce").to_numpy(dtype=np.float64)
-    out = (v < float(c.lo)) | (v > float(c.hi))
+    if c.is_time:  # (nanoseconds: compared exactly, shown as the column's values)
+        v = np.asarray(given, dtype=np.int64)
+        out = (v < int(c.lo)) | (v > int(c.hi))
+        show = lambda x: str(c.series(np.array([x], dtype=np.int64)).iloc[0])  # noqa: E731
+    else:
+        v = pandas_module().to_numeric(given, errors="coerce").to_numpy(dtype=np.float64)
+        out = (v < float(c.lo)) | (v > float(c.hi))
+        show = lambda x: f"{x:g}"  # noqa: E731
     if out.any():
         i = int(np.flatnonzero(out)[0])
-        warnings.warn(f"condition {c.name!r}: given value {v[i]:g} is outside its training "
-                      f"range [{c.lo:g}, {c.hi:g}]; the model extrapolates there, and the "
-                      f"samples may be poor (far out, alike)", UserWarning, stacklevel=4)
+        warnings.warn(f"condition {c.name!r}: given value {show(v[i])} is outside its "
+                      f"training range [{show(c.lo)}, {show(c.hi)}]; the model extrapolates "
+                      f"there, and the "
+                      f"samples may be poor (far out, alike)", UserWarning,
+                      stacklevel=user_stacklevel())
 
 
 def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from .column import (RARE, RARE_MIN, Column, TableError, pandas_module)  # noqa: F401
+from .column import (RARE, RARE_MIN, Column, TableError, pandas_module, shown)  # noqa: F401
 from .blocktypes import BY_KIND, COUNT_KINDS, MODELED
 from .condjoint import ConditionJoint
 from .kinds import TYPES, check_labels, make_column
@@ -35,7 +35,7 @@ _RANK = {kind: i for i, kind in enumerate(MODELED)}
 def row_namer(df):
     """where(i) for a DataFrame's rows: its index label."""
     index = df.index
-    return lambda i: f"row {index[i]!r}"
+    return lambda i: f"row {shown(index[i])}"
 
 
 class Schema:
@@ -132,7 +132,7 @@ class Schema:
                 bad = ~np.isnan(v) & ((v < 0) | (v != np.floor(v)))
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
-                    raise TableError(f"column {c.name!r}, {where(i)}: {s.iloc[i]!r} is not a "
+                    raise TableError(f"column {c.name!r}, {where(i)}: {shown(s.iloc[i])} is not a "
                                      f"count (an integer >= 0)")
                 if encoder:
                     v = np.clip(v, c.lo, c.hi)
@@ -181,7 +181,7 @@ class Schema:
             bad = ~np.isfinite(v)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise TableError(f"condition column {c.name!r}, {where(i)}: {s.iloc[i]!r} "
+                raise TableError(f"condition column {c.name!r}, {where(i)}: {shown(s.iloc[i])} "
                                  f"is not a finite number")
             parts.append((v / (c.std or 1.0) - c.mean / (c.std or 1.0))[:, None])
         return np.concatenate(parts, axis=1)

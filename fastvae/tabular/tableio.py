@@ -26,7 +26,7 @@ import zipfile
 
 import numpy as np
 
-from .column import TableError, pandas_module
+from .column import TableError, pandas_module, shown
 
 #: what read_table reads, by extension
 READERS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".parquet": "parquet",
@@ -203,7 +203,7 @@ def row_names(data, df):
             return lambda i: f"line {int(index[i]) + 2} of {name}"
         # (counted from 0, as pandas, pyarrow and score's 'row' column count them)
         return lambda i: f"row {int(index[i])} (from 0) of {name}"
-    return lambda i: f"row {index[i]!r}"
+    return lambda i: f"row {shown(index[i])}"
 
 
 class TableWriter:

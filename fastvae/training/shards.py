@@ -19,23 +19,12 @@ in shard order.  One thread runs the shards one after another, to the same bits.
 """
 from __future__ import annotations
 
-import inspect
-import os
 import warnings
 
 import numpy as np
 
 from ..core.step import StepContext
-
-
-def _user_level():
-    """warnings.warn's stacklevel, from its caller, of the first frame outside fastvae:
-    the user's call (fit is reached through several of the package's layers)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-    frame, level = inspect.currentframe().f_back, 1
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
+from ..core.validate import user_stacklevel
 
 
 class ShardThreadsWarning(UserWarning):
@@ -61,7 +50,7 @@ class Shards:
                           f"pass over the batch; give the backend a thread per shard "
                           f"(fastvae.backends.cpu.set_num_threads({n}) or "
                           f"FASTVAE_NUM_THREADS={n}), or leave shards at 1",
-                          ShardThreadsWarning, stacklevel=_user_level())
+                          ShardThreadsWarning, stacklevel=user_stacklevel())
 
     def step(self, xb, row0, batch):
         """Forward and backward of the rows ``xb`` (m, width): rows ``row0 .. row0 + m`` of
