@@ -756,6 +756,10 @@ def test_a_blank_header_cell_comes_back_blank(tmp_path):
     s = fitted(got).sample(20, seed=0)
     s.to_csv(tmp_path / "s.csv", index=False)
     assert (tmp_path / "s.csv").read_text().splitlines()[0] == ",x,y,c"
+    # a model trained when the blank cell was read as 'Unnamed: 0' still reads the file
+    old = fitted(got.rename(columns={"": "Unnamed: 0"}))
+    assert len(old.score_samples(tmp_path / "i.csv")) == len(df)
+    assert list(old.reconstruct(tmp_path / "i.csv").columns) == ["Unnamed: 0", "x", "y", "c"]
     # a header that says 'Unnamed: 0' is a name like any other
     pd.DataFrame({"Unnamed: 0": [1, 2], "x": [3, 4]}).to_csv(tmp_path / "u.csv", index=False)
     assert list(tabular.read_table(tmp_path / "u.csv").columns) == ["Unnamed: 0", "x"]

@@ -209,3 +209,35 @@ def test_time_conditions_refuse_numbers_and_warn_outside_their_range():
                                          r"training range \[2001-01-01") as rec:
         tv.sample(2, conditions={"day": "2100-01-01"})
     assert rec[0].filename == __file__  # (the warning points at the caller's line)
+
+
+def test_numeric_conditions_only_and_a_category_that_leaves_the_joint():
+    df = _staff(1000)
+    schema = infer(df, conditions=["years", "age"])
+    assert schema.joint.cats == [] and schema.joint.weights.size == 1
+    s = _draw(schema, 5000)
+    # (a Gaussian copula: the ranks' correlation is kept)
+    rank = [x[["years", "age"]].corr(method="spearman").iloc[0, 1] for x in (s, df)]
+    assert abs(rank[0] - rank[1]) < 0.03
+    df["id"] = [f"t{i % 400}" for i in range(len(df))]  # (400 values of 2-3 rows each)
+    schema = infer(df, conditions=["id", "years"])
+    assert [schema.conditions[i].name for i in schema.joint.lone] == ["id"]
+    assert len(_draw(schema, 100, {"years": 10.0})) == 100
+
+
+def test_discrete_numbers_keep_their_shares():
+    """A 0/1 flag and a small count as numeric conditions: each value at its training share
+    (a value's rows spread over its run of the quantiles, not at its middle)."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    g = rng.choice(["a", "b"], n)
+    df = pd.DataFrame({"g": g, "flag": (rng.random(n) < np.where(g == "a", 0.05, 0.15))
+                       .astype(int), "k": rng.poisson(0.7, n), "v": rng.normal(size=n)})
+    schema = infer(df, conditions=["g", "flag", "k"])
+    s = _draw(schema, 60000)
+    assert abs(s.flag.mean() - df.flag.mean()) < 0.01
+    for v in range(4):
+        assert abs((s.k == v).mean() - (df.k == v).mean()) < 0.015, v
+    for lab in ("a", "b"):  # and given the category, its own share
+        got = _draw(schema, 20000, {"g": lab}).flag.mean()
+        assert abs(got - df.flag[df.g == lab].mean()) < 0.02, lab

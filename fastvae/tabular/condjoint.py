@@ -15,7 +15,8 @@ joint, and drawing from it given the conditions that are given is exact for that
   the rare-value rule), until they do.  With no categorical condition in the joint there
   is one component.
 - **Numbers.**  A numeric condition is sent to a normal score through its own quantiles (the
-  protected range its lone draws already use), standardized over the training rows.  The
+  protected range its lone draws already use; a repeated value's rows spread over its run of
+  the quantiles, so that the scores are standard normal however discrete the values).  The
   scores are Gaussian within a component, with the component's mean and covariance; the
   covariance is shrunk toward the one pooled over all components by PRIOR_ROWS rows' worth
   (a component of 5 rows does not get a covariance of its own 5 points).  Left alone,
@@ -69,13 +70,20 @@ def _normal_cdf(z):
     return _erfc(-z / math.sqrt(2.0)).astype(np.float64) * 0.5
 
 
-def _to_unit(v, q):
-    """Where numbers v (n,) sit in the quantiles q (G,) on the grid 0..1: linear between
-    quantiles, the middle of a run of equal ones (a repeated value), 0 or 1 past the ends."""
+def _unit_run(v, q):
+    """(start, end) (n,) each of where numbers v (n,) sit in the quantiles q (G,) on the
+    grid 0..1: linear between quantiles (start = end), the ends of a run of equal ones (a
+    repeated value), 0 or 1 past the ends."""
     g = np.linspace(0.0, 1.0, q.size)
-    up = np.interp(v, q, g)
     down = 1.0 - np.interp(-v, -q[::-1], g)  # (the decreasing interpolation: a run's start)
-    return 0.5 * (up + down)
+    return np.minimum(down, np.interp(v, q, g)), np.maximum(down, np.interp(v, q, g))
+
+
+def _to_unit(v, q):
+    """Where numbers v (n,) sit in the quantiles q (G,) on the grid 0..1: the middle of a
+    run of equal ones (a repeated value), see :func:`_unit_run`."""
+    lo, hi = _unit_run(v, q)
+    return 0.5 * (lo + hi)
 
 
 class ConditionJoint:
@@ -86,21 +94,19 @@ class ConditionJoint:
     categorical ones drawn on their own (too many values to combine); combos (K, len(cats)) int : each
     component's category codes; weights (K,) : the components' shares; means (K, len(nums)),
     covs (K, len(nums), len(nums)) and total (len(nums), len(nums)) : the scores' component
-    means and covariances, and their overall covariance; shift, scale (len(nums),) : the
-    raw scores' standardization; eps : the unit interval's clip (half a row's share)."""
+    means and covariances, and their overall covariance; eps : the unit interval's clip
+    (half a row's share)."""
 
-    def __init__(self, names, cats, nums, combos, weights, means, covs, total, shift, scale,
-                 eps, lone=()):
+    def __init__(self, names, cats, nums, combos, weights, means, covs, total, eps, lone=()):
         self.names, self.cats, self.nums = list(names), list(cats), list(nums)
         self.lone = list(lone)
-        self.combos = np.asarray(combos, dtype=np.int64).reshape(-1, len(self.cats))
         self.weights = np.asarray(weights, dtype=np.float64)
+        self.combos = np.asarray(combos, dtype=np.int64).reshape(self.weights.size,
+                                                                 len(self.cats))
         k, d = self.weights.size, len(self.nums)
         self.means = np.asarray(means, dtype=np.float64).reshape(k, d)
         self.covs = np.asarray(covs, dtype=np.float64).reshape(k, d, d)
         self.total = np.asarray(total, dtype=np.float64).reshape(d, d)
-        self.shift = np.asarray(shift, dtype=np.float64).reshape(d)
-        self.scale = np.asarray(scale, dtype=np.float64).reshape(d)
         self.eps = float(eps)
 
     # ------------------------------------------------------------------ fit
@@ -119,14 +125,17 @@ class ConditionJoint:
         m = len(rows)
         eps = 0.5 / m
         Z = np.empty((m, len(nums)))
+        jitter = np.random.default_rng(0x5C0E)
         for j, i in enumerate(nums):
             c = conditions[i]
-            u = _to_unit(c.numbers(sub[c.name]), _quantiles(c))
+            q = _quantiles(c)
+            # a repeated value's rows spread evenly over its run of the unit interval (a
+            # value outside the protected range is its end's), so that the scores are
+            # standard normal and a draw's Phi(z) lands in each run at its share: at the
+            # run's middle, a 0/1 flag of 10% ones came back as 1.3% ones
+            lo, hi = _unit_run(np.clip(c.numbers(sub[c.name]), q[0], q[-1]), q)
+            u = lo + (hi - lo) * jitter.random(m)
             Z[:, j] = normal_ppf(np.clip(u, eps, 1.0 - eps))
-        shift = Z.mean(0) if nums else np.zeros(0)
-        scale = Z.std(0) if nums else np.zeros(0)
-        scale = np.where(scale > 0, scale, 1.0)
-        Z = (Z - shift) / scale
         codes = {i: conditions[i].codes(sub[conditions[i].name]).astype(np.int64) for i in cats}
         joint = list(cats)
         while joint:  # (the categories with the most values leave until combinations cover)
@@ -151,7 +160,7 @@ class ConditionJoint:
             pooled = covs.sum(0) / max(1, int(inside.sum()) - K)
             covs = (covs + PRIOR_ROWS * pooled) / (counts + PRIOR_ROWS)[:, None, None] + ridge
         return cls(names, joint, nums, combos, counts / counts.sum(), means, covs,
-                   total + ridge, shift, scale, eps, lone)
+                   total + ridge, eps, lone)
 
     # ------------------------------------------------------------------ draw
     def draw(self, conditions, m, rng, given=None):
@@ -166,11 +175,11 @@ class ConditionJoint:
         dcat = [j for j in range(len(self.cats)) if j not in gcat]
         dnum = [j for j in range(len(self.nums)) if j not in gnum]
         g_rows = len(given) if len(given.columns) else 1
-        # the given values: category codes and standardized scores, (g_rows, .)
+        # the given values: category codes and normal scores, (g_rows, .)
         gc = np.stack([conditions[self.cats[j]].codes(given[self.names[self.cats[j]]])
                        .astype(np.int64) for j in gcat], axis=1) if gcat else \
             np.zeros((g_rows, 0), np.int64)
-        gz = np.stack([self._score(conditions[self.nums[j]], given[self.names[self.nums[j]]], j)
+        gz = np.stack([self._score(conditions[self.nums[j]], given[self.names[self.nums[j]]])
                        for j in gnum], axis=1) if gnum else np.zeros((g_rows, 0))
         comp = self._components(gc, gz, gcat, gnum, g_rows, m, rng)  # (m,), -1: none holds
         rows = np.zeros(m, dtype=np.intp) if g_rows == 1 else np.arange(m)
@@ -191,17 +200,17 @@ class ConditionJoint:
             z = self._scores(comp, gz[rows], gnum, dnum, rng)
             for k, j in enumerate(dnum):
                 c = conditions[self.nums[j]]
-                u = _normal_cdf(z[:, k] * self.scale[j] + self.shift[j])
+                u = _normal_cdf(z[:, k])
                 q = _quantiles(c)
                 v = np.interp(u, np.linspace(0.0, 1.0, q.size), q)
                 out[c.name] = c.series(c.finish(v))
         return pd.DataFrame({n: out[n] for n in self.names if n in out})
 
-    def _score(self, col, values, j):
-        """Given numbers (a Series) of numeric condition j as standardized scores."""
+    def _score(self, col, values):
+        """Given numbers (a Series) of numeric condition ``col`` as normal scores (a
+        repeated value: its run's middle)."""
         u = _to_unit(col.numbers(values), _quantiles(col))
-        z = normal_ppf(np.clip(u, self.eps, 1.0 - self.eps))
-        return (z - self.shift[j]) / self.scale[j]
+        return normal_ppf(np.clip(u, self.eps, 1.0 - self.eps))
 
     def _components(self, gc, gz, gcat, gnum, g_rows, m, rng):
         """Each of the m rows' component (-1 where no kept component holds its given
@@ -266,13 +275,12 @@ class ConditionJoint:
         return {"names": self.names, "cats": self.cats, "nums": self.nums, "lone": self.lone,
                 "combos": self.combos.tolist(), "weights": self.weights.tolist(),
                 "means": self.means.tolist(), "covs": self.covs.tolist(),
-                "total": self.total.tolist(), "shift": self.shift.tolist(),
-                "scale": self.scale.tolist(), "eps": self.eps}
+                "total": self.total.tolist(), "eps": self.eps}
 
     @classmethod
     def from_config(cls, d):
         return cls(d["names"], d["cats"], d["nums"], d["combos"], d["weights"], d["means"],
-                   d["covs"], d["total"], d["shift"], d["scale"], d["eps"], d.get("lone", ()))
+                   d["covs"], d["total"], d["eps"], d.get("lone", ()))
 
 
 def _components(codes):

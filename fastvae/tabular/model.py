@@ -193,7 +193,7 @@ class TabularVAE:
         shards, ...)."""
         if batch_size is not None:  # (0 would read as "the default" below)
             batch_size = positive_int(batch_size, "batch_size")
-        df = read_table(data)
+        df = self._read(data)
         where = row_names(data, df)
         conds = [conditions] if isinstance(conditions, (str, int)) else list(conditions or ())
         if self.model_ is None:
@@ -206,7 +206,7 @@ class TabularVAE:
         X, C = self._rows(df, where=where, check_missing=True)
         vX = vC = None
         if val is not None:
-            vdf = read_table(val, "val")
+            vdf = self._read(val, "val")
             vX, vC = self._rows(vdf, where=row_names(val, vdf), check_missing=True)
         model, st = self.model_, self.model_.train_state
         if st is None and "lr" not in fit_kw:
@@ -408,11 +408,17 @@ class TabularVAE:
     def _host(self, a):
         return np.asarray(self.model_.kernels.to_numpy(a), dtype=np.float64)
 
+    def _read(self, data, what="data"):
+        """read_table(data), with a blank column label ("", a blank CSV header cell) named
+        as a model trained before blank cells were read so knows it ('Unnamed: 0')."""
+        df = read_table(data, what)
+        return df if self.schema_ is None else self.schema_.blank_label(df)
+
     def transform(self, data):
         """The posterior means of the rows, (N, latent_dim) float array (numbers beyond the
         training range are read at its edge)."""
         self._need()
-        df = read_table(data)
+        df = self._read(data)
         X, C = self._rows(df, where=row_names(data, df), check_missing=True, encoder=True)
         mu, _ = self.model_.encode(X, conditions=C)
         return self._host(mu)
@@ -423,7 +429,7 @@ class TabularVAE:
         table, how a batch effect is removed), as a DataFrame (the sample's rules apply)."""
         from .sampling import Given
         self._need()
-        df = read_table(data)
+        df = self._read(data)
         X, C = self._rows(df, where=row_names(data, df), check_missing=True, encoder=True)
         mu, _ = self.model_.encode(X, conditions=C)
         own = None if C is None else df[[c.name for c in self.schema_.conditions]].reset_index(
@@ -459,7 +465,7 @@ class TabularVAE:
         if self.model_.missing is None:
             raise TableError("this model was trained without the missing-cell mask: train "
                              "it with missing=True to impute")
-        df = read_table(data)
+        df = self._read(data)
         X, C = self._rows(df, where=row_names(data, df), encoder=True)
         if seed is None:
             z, _ = self.model_.encode(X, conditions=C)
@@ -518,7 +524,7 @@ class TabularVAE:
         this call's policy for unseen categories (default: the model's)."""
         self._need()
         pd = pandas_module()
-        df = read_table(data)
+        df = self._read(data)
         where = row_names(data, df)
         X, C = self._rows(df, unknown=unknown, where=where, check_missing=True)
         Xe, _ = self._rows(df, unknown=unknown, where=where, encoder=True)
@@ -564,7 +570,7 @@ class TabularVAE:
     def elbo(self, data, n_samples=1, seed=0):
         """The ELBO over the table (:meth:`fastvae.VAE.elbo`)."""
         self._need()
-        df = read_table(data)
+        df = self._read(data)
         X, C = self._rows(df, where=row_names(data, df), check_missing=True)
         return self.model_.elbo(X, n_samples=n_samples, seed=seed, conditions=C)
 

@@ -18,6 +18,7 @@ original labels, order, dtypes and categories.  Every check names the column and
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -96,6 +97,16 @@ class Schema:
                    for c in self.conditions)
 
     # ---------------------------------------------------------------- tables in
+    def blank_label(self, df):
+        """``df`` with its blank column label "" renamed to the pandas name ('Unnamed: N')
+        this schema has in its place: models trained before fastvae kept a blank CSV header
+        cell blank read it so, and must still read their own files."""
+        if "" not in df.columns or "" in self.order:
+            return df
+        old = [c for c in self.order if isinstance(c, str) and
+               re.fullmatch(r"Unnamed: \d+", c) and c not in df.columns]
+        return df.rename(columns={"": old[0]}) if len(old) == 1 else df
+
     def check_columns(self, df, need_data=True, need_conditions=True):
         have = set(df.columns)
         want = ([c.name for c in self.data] + [c.name for g in self.heads for c in g
