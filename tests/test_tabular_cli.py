@@ -624,3 +624,35 @@ def test_score_s_unknown_category_message_names_the_flag(run, tmp_path, capsys):
     df.to_csv(tmp_path / "u.csv", index=False)
     assert main(["score", str(run[0] / "model.npz"), str(tmp_path / "u.csv")]) == 2
     assert "pass --unknown missing" in one_error_line(capsys, "score")
+
+
+def test_impute_fills_the_gaps_and_keeps_the_rest(run, tmp_path, capsys):
+    model = str(run[0] / "model.npz")
+    df = table(80, seed=3)
+    df.to_csv(tmp_path / "g.csv", index=False)
+    assert main(["impute", model, str(tmp_path / "g.csv"), "--csv",
+                 str(tmp_path / "f.csv")]) == 0
+    assert capsys.readouterr().err.strip() == f"wrote {tmp_path / 'f.csv'} (80 rows)"
+    out = pd.read_csv(tmp_path / "f.csv")
+    assert list(out.columns) == COLUMNS and not out.isna().any().any()
+    seen = df.notna()
+    for c in ("x", "y", "k"):  # observed cells as they were
+        np.testing.assert_allclose(out[c][seen[c]], df[c][seen[c]])
+    assert (out["color"][seen["color"]] == df["color"][seen["color"]]).all()
+    assert set(out["color"]) <= {"red", "green", "blue"}
+    # --seed draws (the same draw for the same seed); stdout without --csv
+    assert main(["impute", model, str(tmp_path / "g.csv"), "--seed", "1"]) == 0
+    a = capsys.readouterr().out
+    assert main(["impute", model, str(tmp_path / "g.csv"), "--seed", "1", "--csv", "-"]) == 0
+    assert capsys.readouterr().out == a and a.splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_impute_errors_are_one_line(run, workdir, capsys):
+    model = str(run[0] / "model.npz")
+    assert main(["impute", model, "nothere.csv"]) == 2
+    assert "nothere.csv" in one_error_line(capsys, "impute")
+    table().dropna().to_csv("full.csv", index=False)
+    assert main(["train", "--data", "full.csv", "--out", "f", "--no-pictures", *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["impute", "f/model.npz", "full.csv"]) == 2
+    assert "trained without the missing-cell mask" in one_error_line(capsys, "impute")

@@ -1,4 +1,5 @@
-"""The ``fastvae`` command: train, sample, reconstruct, eval, score, export, bench, info.
+"""The ``fastvae`` command: train, sample, reconstruct, eval, score, impute, export, bench,
+info.
 
     fastvae train                         # built-in shapes, writes runs/shapes28-1/
     fastvae train --data /usr/share/datasets/fashion-mnist --epochs 10
@@ -8,6 +9,7 @@
     fastvae train --data diamonds.csv     # a table: a TabularVAE, writes runs/diamonds-1/
     fastvae sample runs/diamonds-1/model.npz -n 1000 --csv synthetic.csv
     fastvae score runs/diamonds-1/model.npz new.csv --csv scores.csv
+    fastvae impute runs/diamonds-1/model.npz gappy.csv --csv filled.csv
 
 Errors in the user's input (paths, data, options) print one line naming the problem and
 exit with status 2; Ctrl-C during training saves a checkpoint and exits with status 130.
@@ -22,7 +24,7 @@ import sys
 import time
 
 from .common import RUN_FILE, UsageError, binarized, checkpoint_args, load_data, positive, seed
-from .table_commands import add_score_parser
+from .table_commands import add_impute_parser, add_score_parser
 from .train import add_parser as add_train_parser
 
 
@@ -92,6 +94,7 @@ def build_parser():
     e.set_defaults(func=cmd_eval)
 
     add_score_parser(sub)
+    add_impute_parser(sub)
 
     # defaults are written into the help: ArgumentDefaultsHelpFormatter would print
     # "(default: None)" for the required --onnx, and fastvae.io.export (NumPy) must not be

@@ -1,7 +1,8 @@
 """The commands that read a table model: ``sample`` (rows to CSV or Parquet, with fixed
-conditions), ``eval`` (the test negative ELBO and each column's log-likelihood) and
-``score`` (per-row anomaly scores).  ``fastvae.cli.main`` hands a checkpoint whose metadata
-holds a table's schema to these; pandas is imported only here."""
+conditions), ``eval`` (the test negative ELBO and each column's log-likelihood), ``score``
+(per-row anomaly scores) and ``impute`` (missing cells filled).  ``fastvae.cli.main``
+hands a checkpoint whose metadata holds a table's schema to these; pandas is imported only
+here."""
 from __future__ import annotations
 
 import json
@@ -251,3 +252,53 @@ def cmd_score(args):
           f"{'k=' + str(args.k) if args.k else 'negative ELBO'})")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
+
+
+def add_impute_parser(sub):
+    s = sub.add_parser(
+        "impute", help="fill a table's missing cells with a table model",
+        description="Fill the missing cells of a table with a model trained by 'fastvae "
+        "train --data table.csv' on a table with gaps: each row is encoded from its "
+        "observed cells and its gaps decoded (the most likely value, or with --seed a "
+        "draw).  Observed cells are kept as they are; ignored and id columns keep their "
+        "gaps.  Writes the whole table, in its columns' order and types.")
+    checkpoint_args(s)
+    s.add_argument("table", help="the table to fill (.csv, .tsv, .parquet, .pq), with the "
+                   "model's columns")
+    s.add_argument("--csv", default=None, metavar="PATH",
+                   help="write the filled table here (CSV; .tsv: tab-separated; "
+                   ".parquet/.pq: Parquet; default or '-': CSV on standard output)")
+    s.add_argument("--seed", type=seed, default=None,
+                   help="draw the filled cells with this seed (default: the most likely "
+                   "values, the same on every run)")
+    s.set_defaults(func=cmd_impute)
+    return s
+
+
+def cmd_impute(args):
+    from .. import load
+    from ..tabular import from_model, is_tabular, read_table
+    model = load(args.model, backend=args.backend)
+    if not is_tabular(model):
+        raise UsageError(f"{args.model} is a model of arrays (images), not of a table: "
+                         "'fastvae impute' fills table cells")
+    tv = from_model(model)
+    read_table(args.table, "table")  # (a missing or unreadable file, named as given)
+    if tv.model.missing is None:
+        raise UsageError(f"{args.model} was trained without the missing-cell mask (its "
+                         f"training table had no gaps); train it with --missing to impute")
+    try:  # (the path: an error names the file's line)
+        filled = tv.impute(args.table, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e) if os.path.basename(args.table) in str(e) else
+                         f"{args.table}: {e}") from None
+    gaps = int(sum(filled[c].isna().sum() for c in filled.columns))
+    if args.csv in (None, "-"):  # (standard output, as the usual "-" means)
+        filled.to_csv(sys.stdout, index=False)
+        return 0
+    _write(filled, args.csv)
+    print(f"wrote {args.csv} ({len(filled)} rows"
+          + (f"; {gaps} cells of ignored or id columns left empty" if gaps else "")
+          + ")", file=sys.stderr)
+    return 0
+
