@@ -527,6 +527,15 @@ def test_labels_that_are_mostly_numbers_are_categories_and_a_stray_text_is_a_typ
     marks.loc[[3, 30, 60, 90, 120, 150], "y"] = "-"
     with pytest.raises(TableError, match=r"column 'y', row 3: '-' is not a number"):
         fitted(marks)
+    # codes whose shape recurs are labels too (ZIP+4 among five-digit ZIP codes: each in
+    # one row, the shape 99999-9999 in 6); a stray word among them is still a typo, named
+    zips = rng.choice(["98103", "98115", "98117"], 200).astype(object)
+    zips[[4, 9, 40, 80, 120, 160]] = [f"9810{k}-{1000 + k}" for k in range(6)]
+    tv, s = round_trip(base(200).assign(zip=zips))
+    assert next(c for c in tv.schema.columns if c.name == "zip").kind == "categorical"
+    zips[100] = "oops"
+    with pytest.raises(TableError, match=r"column 'zip', row 100: 'oops' is not a number"):
+        fitted(base(200).assign(zip=zips))
 
 
 def test_a_long_tail_of_rare_integers_is_not_cut_to_the_frequent_values():

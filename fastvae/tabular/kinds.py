@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import numbers
+import re
 
 import numpy as np
 
@@ -68,6 +69,7 @@ FREE_QUANTILES = 1001
 #: a text column of numbers whose other values are at most this share of its cells is a
 #: column of numbers with typos (an error naming the first), not a column of labels
 STRAY_SHARE = 0.1
+_SHAPE_DIGITS, _SHAPE_LETTERS = re.compile(r"[0-9]"), re.compile(r"[^\W\d_]")
 #: a numeric column is discrete (its samples take its own values) when it has at most
 #: DISCRETE_MAX distinct values and DISCRETE_ROWS rows per value on average: a minute of
 #: the hour, a year, a count of children, a distance between two airports ...
@@ -344,8 +346,10 @@ def _numbers_as_text(col, s, miss, where):
     as categories or identifiers.  More than that is a column of labels (playing cards'
     2..10, J, Q, K, A; course numbers 101A): categorical.  So is a column whose texts are
     words or codes each seen in RARE_MIN rows or more (a school grade 9..12 or "other"; a
-    family number or "136A"): a label that recurs is no typo.  A recurring token with no
-    letter or digit ("-", "?") still marks a missing number: an error."""
+    family number or "136A"): a label that recurs is no typo, and neither is a code whose
+    shape recurs (ZIP+4 codes "98121-1334" among five-digit ones: each in one row, the
+    shape 99999-9999 in 29).  A recurring token with no letter or digit ("-", "?") still
+    marks a missing number: an error."""
     pd = pandas_module()
     num = pd.to_numeric(s.where(~pd.Series(miss, index=s.index)), errors="coerce")
     ok = num.notna().to_numpy()
@@ -354,10 +358,15 @@ def _numbers_as_text(col, s, miss, where):
     if not (n and bad.any() and bad.sum() <= STRAY_SHARE * n):
         return
     counts = pd.Series(s[bad].astype(str)).value_counts()
-    labels = all(c >= RARE_MIN and any(ch.isalnum() for ch in str(t))
-                 for t, c in counts.items())
-    if not labels:
-        i = int(np.flatnonzero(bad)[0])
+    shapes = {}  # (a text's shape: its digits 9, its letters a: "98121-1334" 99999-9999)
+    for t, c in counts.items():
+        k = _SHAPE_LETTERS.sub("a", _SHAPE_DIGITS.sub("9", str(t)))
+        shapes[k] = shapes.get(k, 0) + c
+    typos = {t for t, c in counts.items() if not (any(ch.isalnum() for ch in str(t)) and (
+        c >= RARE_MIN or shapes[_SHAPE_LETTERS.sub("a", _SHAPE_DIGITS.sub("9", str(t)))]
+        >= RARE_MIN and any(ch.isdigit() for ch in str(t))))}
+    if typos:
+        i = next(int(j) for j in np.flatnonzero(bad) if str(s.iloc[j]) in typos)
         raise TableError(f"column {col.name!r}, {where(i)}: {s.iloc[i]!r} is not a number, "
                          f"but {int(ok.sum())} of the column's {n} values are; fix or blank "
                          f"the cell (a blank cell is a missing one), or pass "
