@@ -149,6 +149,25 @@ def test_progress_lines(shapes):
     assert "val -elbo" in lines[0] and "samples/s" in lines[0]  # no bar: not a terminal
 
 
+def test_short_epochs_do_not_flood_the_progress_lines(shapes, monkeypatch):
+    """Epochs closer together than LINE_EVERY_S write no line but the first, the last and
+    one that stops the run (a policy of 950 tiny epochs wrote 950 lines)."""
+    import io
+
+    from fastvae.training import loop
+    monkeypatch.setattr(loop, "LINE_EVERY_S", 1e9)
+    s = io.StringIO()
+    small_model().fit(shapes[0], epochs=6, batch_size=256, stream=s)
+    lines = s.getvalue().splitlines()
+    assert [ln.split()[1] for ln in lines] == ["1", "6"], lines
+    s = io.StringIO()
+    stop = fastvae.EarlyStopping(patience=1, min_delta=1e9)  # (stops at the 2nd validation)
+    small_model().fit(shapes[0], epochs=6, batch_size=256, val=shapes[1],
+                      early_stopping=stop, stream=s)
+    lines = s.getvalue().splitlines()
+    assert [ln.split()[1] for ln in lines[:2]] == ["1", "2"] and "early stopping" in lines[2]
+
+
 def test_elbo_batching_and_noise_independence():
     m = fastvae.VAE(20, hidden=(8,), latent_dim=3, dtype="float64", backend="numpy", seed=1)
     x = np.random.default_rng(0).random((53, 20))

@@ -83,7 +83,8 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         act again.
     callbacks : callables ``cb(model, record)`` run after each epoch; raise
         :class:`~fastvae.training.loop.StopTraining` to stop.
-    progress : True (a bar on a terminal and one line per epoch), False (silent).
+    progress : True (a bar on a terminal and a line per epoch, at most one a second:
+        loop.LINE_EVERY_S), False (silent).
     checkpoint : a path (in an existing directory) written atomically after every epoch
         and when Ctrl-C stops the run.
     comm : an mpi4py communicator for data-parallel training (:mod:`fastvae.training.distributed`):

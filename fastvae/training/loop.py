@@ -21,6 +21,10 @@ from .distributed import DistributedError
 #: on a GPU the loss is checked for NaN/inf every this many steps (and whenever the
 #: progress bar redraws), not every step: reading it would make the host wait each time
 DEVICE_CHECK_EVERY = 100
+#: seconds between two epochs' progress lines at least (the first and the last epoch of a
+#: fit, and one that stops it, always have theirs): a policy of thousands of short epochs
+#: printed a line each (950 for airquality's 122 rows)
+LINE_EVERY_S = 1.0
 
 
 class StopTraining(Exception):
@@ -36,6 +40,7 @@ class Loop:
         self.model, self.st, self.train, self.valset = model, st, train, valset
         self.settings, self.callbacks, self.checkpoint = settings, callbacks, checkpoint
         self.out, self.ag, self.guard = out, ag, guard
+        self.shown = None  # (when the last epoch line was written)
         self.opt = st.optimizer
         B, N = settings["batch_size"], len(train)
         self.B, self.N = B, N
@@ -88,11 +93,11 @@ class Loop:
     def run(self, epochs):
         """Train ``epochs`` epochs (or until stopped); True when all of them finished."""
         try:
-            for _ in range(epochs):
+            for k in range(epochs):
                 self.epoch()
                 if self.stopping():
                     return False
-                if self.end_epoch():
+                if self.end_epoch(last=k == epochs - 1):
                     return False
             return True
         finally:
@@ -262,15 +267,20 @@ class Loop:
             st.sums[1] += sums[1]
             st.sums[2] += sums[2]
 
-    def end_epoch(self):
-        """Validation, the record, callbacks and the checkpoint; True to stop."""
+    def end_epoch(self, last=False):
+        """Validation, the record, callbacks and the checkpoint; True to stop.  ``last``:
+        the fit's last epoch (its progress line is written whatever LINE_EVERY_S says)."""
         model, st, warm, ag = self.model, self.st, self.warm_steps, self.ag
         beta = model.beta * (kl_scale(st.step, warm) if warm > 0 else 1.0)
         rec = self.close_epoch(beta)
         if self.acc is not None:
             self.acc[...] = 0
         st.order_rng = self.order_after
-        ag.side(self.out.finish, summary(rec))
+        now = time.perf_counter()
+        shown = last or self.shown is None or now - self.shown >= LINE_EVERY_S
+        if shown:
+            self.shown = now
+            ag.side(self.out.finish, summary(rec))
         stop, failure = False, None
         try:
             for cb in self.callbacks:
@@ -278,11 +288,17 @@ class Loop:
                     cb(model, rec)
                 except StopTraining:
                     stop = True
+            if stop and not shown:  # (a callback's last epoch has its line)
+                shown = True
+                ag.side(self.out.finish, summary(rec))
             stopper = st.stopper
             if stopper is not None and not stopper.stopped:
                 why = stopper.update(model, rec, st.step)
                 if why is not None:
                     stop = True
+                    if not shown:  # (the epoch that stops the run has its line)
+                        shown = True
+                        ag.side(self.out.finish, summary(rec))
                     ag.side(self.out.note, f"early stopping after epoch {rec['epoch']}: "
                             f"{why}" + (f"; the weights of epoch {stopper.best_epoch} are "
                                         f"restored" if stopper.restore_best and

@@ -1,4 +1,5 @@
-"""A dependency-free progress bar: throughput and ETA on a terminal, one line per epoch.
+"""A dependency-free progress bar: throughput and ETA on a terminal, and epoch lines (the
+loop writes at most one a second: fastvae.training.loop.LINE_EVERY_S).
 
 On a terminal the bar redraws in place at most ten times a second; elsewhere (a log file,
 CI) only the summary lines are written, so logs stay readable.
