@@ -89,6 +89,9 @@ DATE_FORMATS = (
     # two-digit years (%y never reads four digits, nor %Y two: the order does not matter)
     "%m/%d/%y %H:%M:%S", "%m/%d/%y %H:%M", "%m/%d/%y", "%d/%m/%y %H:%M", "%d/%m/%y",
     "%d.%m.%y",
+    # a time of day alone (a pizza order's "11:38:36"): a time on 1900-01-01, written back
+    # as the time alone ("%H:%M" is left out: it would read a score such as 3:2 as a time)
+    "%H:%M:%S", "%H:%M:%S.%f",
 )
 _DATEISH = re.compile(r"^\s*\d{1,4}[-/.T :]|^\s*\d{1,2} [A-Za-z]|^\s*[A-Za-z]{3,9} \d")
 
