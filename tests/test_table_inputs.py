@@ -794,3 +794,22 @@ def test_a_blank_header_cell_comes_back_blank(tmp_path):
     # a header that says 'Unnamed: 0' is a name like any other
     pd.DataFrame({"Unnamed: 0": [1, 2], "x": [3, 4]}).to_csv(tmp_path / "u.csv", index=False)
     assert list(tabular.read_table(tmp_path / "u.csv").columns) == ["Unnamed: 0", "x"]
+
+
+def test_integers_that_number_the_rows_are_identifiers():
+    """A row number (0..n-1 or 1..n, the index a CSV export writes) and record ids that
+    fill most of their span come back as new identifiers, never a training one; a run of
+    years and sparse distinct integers stay numbers."""
+    from fastvae.tabular.schema import infer
+    rng = np.random.default_rng(31)
+    df = base(400)
+    kind = lambda v: infer(df.assign(c=v)).columns[-1].kind  # noqa: E731
+    assert kind(np.arange(400)) == "id" and kind(rng.permutation(400) + 1) == "id"
+    assert kind(pd.array(np.arange(1, 401), dtype="Int64")) == "id"
+    assert kind(np.arange(1700, 2100)) == "numeric"  # (years, one row each)
+    assert kind(rng.choice(10**6, 400, replace=False)) == "numeric"
+    big = base(3000).assign(rid=rng.choice(5000, 3000, replace=False))
+    assert infer(big).columns[-1].kind == "id"
+    tv, s = round_trip(big, n=500)
+    assert s["rid"].is_unique and not set(s["rid"]) & set(big["rid"])
+    assert infer(big, types={"rid": "numeric"}).columns[-1].kind == "numeric"
