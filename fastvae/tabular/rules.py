@@ -10,10 +10,13 @@ nearly, not exactly, and a discriminator finds the rows where it breaks.
 rows where column A holds a, column B always holds b (a missing cell counts as a value).
 A rule is kept when a holds in at least :data:`~fastvae.tabular.column.RARE_MIN` rows and
 the chance of so many rows agreeing on b by accident, P(B = b) ** count(A = a) under B's
-own frequencies, is below :data:`ALPHA`.  Rules go from a column with at least as many
-values as the column they set (a determinant has more values than what it determines;
-ties in table order), and are applied in that order (:func:`apply`), so every column is
-final before it sets another: no cycle, and a chain A -> B -> C holds.
+own frequencies, is below :data:`ALPHA`.  Every column is searched as a determinant of
+every other.  The rules from a column of at least as many values as the column they set
+(ties in table order) are all kept; a rule the other way (a column of few values setting
+one of more: every single employee has stock option level 0) is kept unless it would
+close a cycle of columns, the rules of more rows first (:func:`_acyclic`).  Rules are
+applied (:func:`apply`) in an order where every column is final before it sets another:
+no cycle, and a chain A -> B -> C holds.
 
 *Key rules* ``(A1, ..., Ak) = (a1, ..., ak)  ->  B = b`` do the same for a column that
 is a function of a few others together and of none alone: a flight's timestamp of its
@@ -32,14 +35,14 @@ as text) and are saved with the model as JSON.  Only modelled and constant colum
 part (identifiers, ignored and condition columns do not), and the search skips columns of
 more than :data:`MAX_VALUES` values as determinants.
 
-The search pits each column against the columns after it, so its work grows with the
-square of the columns; it passes over what can hold no rule, and bounds the rest.  A
+The search pits each column against every other, so its work grows with the square of
+the columns; it passes over what can hold no rule, and bounds the rest.  A
 column with no value in RARE_MIN rows of the search's sample (a continuous one) neither
 reads nor sets a value rule, and a determinant's search reads only its rows of such
 values; a column whose values of RARE_MIN rows cover under KEY_COVER of the rows sets no
 key rule, and a key that takes it is dropped.  None of this changes what is found.  Then
 each determinant in turn is searched only if the cells it reads (its rows times the
-columns after it) fit in what is left of :data:`SEARCH_CELLS`, and key rules are sought
+other columns) fit in what is left of :data:`SEARCH_CELLS`, and key rules are sought
 column by column until the keys tried could pass :data:`KEY_TRIES`.  A table of thousands
 of few-valued columns keeps the rules of its columns of most values (searched first); the
 others, whose search would hold the fit for minutes or hours, are not sought.  A table of
@@ -59,8 +62,8 @@ ALPHA = 1e-4
 #: columns with more distinct values than this are not searched as determinants
 MAX_VALUES = 5000
 #: the value rules' search reads at most this many cells of the sample (each determinant's
-#: rows of frequent values times the columns after it; 100 columns of 20,000 rows take at
-#: most 99,000,000): a second or two
+#: rows of frequent values times the other columns; 100 columns of 20,000 rows take at
+#: most 200,000,000): a few seconds
 SEARCH_CELLS = 10 ** 9
 #: the key rules' search tries at most this many keys (a column added to a key for a
 #: column, each a pass over the rows; 100 columns take at most 39,000): seconds on 200 rows,
@@ -88,8 +91,8 @@ def find(df, schema):
     order = sorted((c.name for c in cols), key=lambda n: (-card[n], pos[n]))
     rank = {n: i for i, n in enumerate(order)}
     freq = _Frequencies(sample)
-    rules = _value_rules(df, sample, order, card, freq)
-    return _ordered(rules, rank) + _key_rules(df, order, freq, rules)
+    rules = _acyclic(_value_rules(df, sample, order, card, freq), rank)
+    return _ordered(rules, _topological(rules, order)) + _key_rules(df, order, freq, rules)
 
 
 def _value_rules(df, sample, order, card, freq):
@@ -118,12 +121,10 @@ def _value_rules(df, sample, order, card, freq):
     codes = np.empty((N, len(names)), np.int16 if N < 2 ** 15 else np.int32)
     for j, c in enumerate(cols):
         codes[:, j] = c
-    rank = {n: i for i, n in enumerate(order)}
-    after = np.searchsorted([rank[n] for n in names], [rank[n] for n in order], "right")
     rules, cells, cell, chance = [], 0, {}, {}
     for i, a in enumerate(order):
-        j0 = int(after[i])  # the targets: the columns after a that have a frequent value
-        if card[a] > MAX_VALUES or a not in frequent or j0 == len(names):
+        j0 = 0  # the targets: every other column that has a frequent value
+        if card[a] > MAX_VALUES or a not in frequent or len(names) < 2:
             continue
         # groupby's groups of a (its missing cells in none)
         key, keys = pd.factorize(sample[a].astype(object).to_numpy())
@@ -132,7 +133,7 @@ def _value_rules(df, sample, order, card, freq):
         rows = rows[size[key[rows]] >= RARE_MIN]
         if rows.size == 0:
             continue
-        cost = rows.size * (len(names) - j0)
+        cost = rows.size * (len(names) - 1)
         if cells + cost > SEARCH_CELLS:
             continue
         cells += cost
@@ -143,6 +144,8 @@ def _value_rules(df, sample, order, card, freq):
         for j1 in range(j0, len(names), step):
             lo, one = _constant(codes[rows, j1:j1 + step], starts)
             for j in np.flatnonzero(one.any(axis=0)):
+                if names[j1 + j] == a:
+                    continue
                 hit = np.flatnonzero(one[:, j])
                 # the chance test on the codes' counts first (with room for rounding),
                 # then as it reads the cells
@@ -321,8 +324,65 @@ def _verified(df, a, b, pairs):
     return keep
 
 
+def _acyclic(rules, rank):
+    """The value rules that can be applied in one order: every rule from a column ranked
+    before the one it sets (more values, or as many and earlier in the table), then each
+    rule the other way (a column of few values setting one of more: every single employee
+    has stock option level 0) unless it would close a cycle of columns, the rules of more
+    rows first."""
+    ahead = [r for r in rules if rank[r[0]] < rank[r[1]]]
+    back = sorted((r for r in rules if rank[r[0]] > rank[r[1]]),
+                  key=lambda r: (-len(r[2]), rank[r[0]], rank[r[1]]))
+    edges = {}
+    for r in ahead:
+        edges.setdefault(r[0], set()).add(r[1])
+    out = list(ahead)
+    for r in back:
+        if not _reaches(edges, r[1], r[0]):
+            edges.setdefault(r[0], set()).add(r[1])
+            out.append(r)
+    return out
+
+
+def _reaches(edges, a, b):
+    """Whether column b can be reached from column a along ``edges`` (column -> set)."""
+    seen, stack = {a}, [a]
+    while stack:
+        for n in edges.get(stack.pop(), ()):
+            if n == b:
+                return True
+            if n not in seen:
+                seen.add(n)
+                stack.append(n)
+    return False
+
+
+def _topological(rules, order):
+    """{column: position} in an order where every rule's column A comes before the column
+    B it sets (the rules are acyclic), ties in ``order``."""
+    import heapq
+    rank = {n: i for i, n in enumerate(order)}
+    into = {n: 0 for n in order}
+    edges = {}
+    for a, b, _ in rules:
+        if b not in edges.setdefault(a, set()):
+            edges[a].add(b)
+            into[b] += 1
+    ready = [(rank[n], n) for n in order if into[n] == 0]
+    heapq.heapify(ready)
+    out = {}
+    while ready:
+        _, n = heapq.heappop(ready)
+        out[n] = len(out)
+        for m in edges.get(n, ()):
+            into[m] -= 1
+            if into[m] == 0:
+                heapq.heappush(ready, (rank[m], m))
+    return out
+
+
 def _ordered(rules, rank):
-    """Rules sorted by the rank of the column they set, then of the one they read."""
+    """Rules sorted by the position of the column they set, then of the one they read."""
     return sorted(rules, key=lambda r: (rank[r[1]], rank[r[0]]))
 
 
