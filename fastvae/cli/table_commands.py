@@ -165,6 +165,15 @@ def evaluate(args, model):
     return 0
 
 
+def _table_args(s, verb, written):
+    """The model, the table a command reads and its --csv output (``written``: what goes
+    there)."""
+    checkpoint_args(s)
+    s.add_argument("table", help=f"the table to {verb} (.csv, .tsv, .parquet, .pq), with "
+                   f"the model's columns")
+    s.add_argument("--csv", default=None, metavar="PATH", help=f"write {written}")
+
+
 def add_score_parser(sub):
     s = sub.add_parser(
         "score", help="per-row anomaly scores of a table under a table model",
@@ -174,12 +183,8 @@ def add_score_parser(sub):
         "input row: 'row' (its number, from 0), 'score', and with --per-column 'kl' and "
         "'column:<name>' for each column's share (the prefix keeps them apart from any "
         "data column's name); without, prints the 10 highest-scoring rows.")
-    checkpoint_args(s)
-    s.add_argument("table", help="the table to score (.csv, .tsv, .parquet, .pq), with the "
-                   "model's columns")
-    s.add_argument("--csv", default=None, metavar="PATH",
-                   help="write the scores here (CSV; .parquet/.pq: Parquet; '-': CSV on "
-                   "standard output)")
+    _table_args(s, "score", "the scores here (CSV; .parquet/.pq: Parquet; '-': CSV on "
+                "standard output)")
     s.add_argument("--per-column", action="store_true",
                    help="add each column's share of the score (which cells made the row "
                    "unlikely) and the KL")
@@ -197,17 +202,29 @@ def add_score_parser(sub):
     return s
 
 
+def _table_model(args, what):
+    """The TabularVAE of checkpoint ``args.model``; a model of arrays is a UsageError that
+    says ``what`` the command does instead."""
+    from .. import load
+    from ..tabular import from_model, is_tabular
+    model = load(args.model, backend=args.backend)
+    if not is_tabular(model):
+        raise UsageError(f"{args.model} is a model of arrays (images), not of a table: {what}")
+    return from_model(model)
+
+
+def _usage(e, path):
+    """UsageError of a table model's ValueError ``e`` on file ``path`` (named once)."""
+    msg = str(e).replace("missing=True", "--missing")
+    return UsageError(msg if os.path.basename(path) in msg else f"{path}: {msg}")
+
+
 def cmd_score(args):
     import numpy as np
 
-    from .. import load
-    from ..tabular import from_model, is_tabular, read_table
-    model = load(args.model, backend=args.backend)
-    if not is_tabular(model):
-        raise UsageError(f"{args.model} is a model of arrays (images), not of a table: "
-                         "'fastvae score' scores table rows (for arrays use "
-                         "fastvae.VAE.score_samples)")
-    tv = from_model(model)
+    from ..tabular import read_table
+    tv = _table_model(args, "'fastvae score' scores table rows (for arrays use "
+                            "fastvae.VAE.score_samples)")
     df = read_table(args.table, "table")
     if args.unknown == "missing" and tv.model.missing is None:
         raise UsageError(f"--unknown missing reads unseen categories as missing cells, but "
@@ -217,9 +234,7 @@ def cmd_score(args):
         sc = tv.score_samples(args.table, k=args.k, per_column=args.per_column,
                               seed=args.seed, unknown=args.unknown)
     except ValueError as e:
-        msg = str(e).replace("missing=True", "--missing")
-        raise UsageError(msg if os.path.basename(args.table) in msg else
-                         f"{args.table}: {msg}") from None
+        raise _usage(e, args.table) from None
     import pandas as pd
     cols = {"row": np.arange(len(df)), "score": (sc["score"] if args.per_column
                                                  else sc).to_numpy()}
@@ -262,12 +277,8 @@ def add_impute_parser(sub):
         "observed cells and its gaps decoded (the most likely value, or with --seed a "
         "draw).  Observed cells are kept as they are; ignored and id columns keep their "
         "gaps.  Writes the whole table, in its columns' order and types.")
-    checkpoint_args(s)
-    s.add_argument("table", help="the table to fill (.csv, .tsv, .parquet, .pq), with the "
-                   "model's columns")
-    s.add_argument("--csv", default=None, metavar="PATH",
-                   help="write the filled table here (CSV; .tsv: tab-separated; "
-                   ".parquet/.pq: Parquet; default or '-': CSV on standard output)")
+    _table_args(s, "fill", "the filled table here (CSV; .tsv: tab-separated; .parquet/.pq: "
+                "Parquet; default or '-': CSV on standard output)")
     s.add_argument("--seed", type=seed, default=None,
                    help="draw the filled cells with this seed (default: the most likely "
                    "values, the same on every run)")
@@ -276,13 +287,8 @@ def add_impute_parser(sub):
 
 
 def cmd_impute(args):
-    from .. import load
-    from ..tabular import from_model, is_tabular, read_table
-    model = load(args.model, backend=args.backend)
-    if not is_tabular(model):
-        raise UsageError(f"{args.model} is a model of arrays (images), not of a table: "
-                         "'fastvae impute' fills table cells")
-    tv = from_model(model)
+    from ..tabular import read_table
+    tv = _table_model(args, "'fastvae impute' fills table cells")
     read_table(args.table, "table")  # (a missing or unreadable file, named as given)
     if tv.model.missing is None:
         raise UsageError(f"{args.model} was trained without the missing-cell mask (its "
@@ -290,8 +296,7 @@ def cmd_impute(args):
     try:  # (the path: an error names the file's line)
         filled = tv.impute(args.table, seed=args.seed)
     except ValueError as e:
-        raise UsageError(str(e) if os.path.basename(args.table) in str(e) else
-                         f"{args.table}: {e}") from None
+        raise _usage(e, args.table) from None
     gaps = int(sum(filled[c].isna().sum() for c in filled.columns))
     if args.csv in (None, "-"):  # (standard output, as the usual "-" means)
         filled.to_csv(sys.stdout, index=False)

@@ -43,7 +43,7 @@ SEARCH_CELLS = 2 * 10 ** 8
 
 def is_interval(rule):
     """Whether ``rule`` (an entry of a model's rules) is an interval rule."""
-    return isinstance(rule[0], dict)
+    return isinstance(rule[0], dict) and "interval" in rule[0]
 
 
 def find(df, schema, rules=()):

@@ -70,7 +70,8 @@ class TabularVAE:
         (z ~ N(0, I)).
     rules : True (the default): relations that hold on every training row (a column's
         value fixes another's: :mod:`fastvae.tabular.rules`; a number's interval fixes a
-        label: :mod:`fastvae.tabular.intervals`) hold exactly in samples;
+        label: :mod:`fastvae.tabular.intervals`; a column is a part of a date column:
+        :mod:`fastvae.tabular.components`) hold exactly in samples;
         False: every cell as the decoder draws it.
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
@@ -294,9 +295,10 @@ class TabularVAE:
         schema.encode(df, self.unknown, where)  # every cell checked, before the model
         schema.encode_conditions(df, where)
         if self.rules:
-            from . import intervals, rules
+            from . import components, intervals, rules
             found = rules.find(df, schema)
-            self.rules_ = intervals.find(df, schema, found) + found
+            self.rules_ = (components.find(df, schema, found) +
+                           intervals.find(df, schema, found) + found)
         self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
                           latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import intervals
+from . import components, intervals
 from .cells import SEARCH_ROWS, eligible, json_cell, put
 from .column import RARE_MIN, pandas_module
 
@@ -395,9 +395,10 @@ def apply(frame, rules):
     done = {}
     for rule in rules:
         a, b, pairs = rule
-        if intervals.is_interval(rule):  # (first in the list: nothing has set b yet)
-            if b in frame:
-                done[b] = done.get(b, np.zeros(len(frame), bool)) | intervals.apply(frame, rule)
+        if intervals.is_interval(rule) or components.is_component(rule):
+            if b in frame:  # (first in the list: nothing has set b yet)
+                how = intervals if intervals.is_interval(rule) else components
+                done[b] = done.get(b, np.zeros(len(frame), bool)) | how.apply(frame, rule)
             continue
         reads = a if isinstance(a, list) else [a]
         if b not in frame or any(c not in frame for c in reads):
