@@ -168,6 +168,16 @@ def test_short_epochs_do_not_flood_the_progress_lines(shapes, monkeypatch):
     assert [ln.split()[1] for ln in lines[:2]] == ["1", "2"] and "early stopping" in lines[2]
 
 
+    def fails(model, rec):  # (a run that ends in an error: its last epoch's line first)
+        if rec["epoch"] == 4:
+            raise RuntimeError("stop here")
+
+    s = io.StringIO()
+    with pytest.raises(RuntimeError, match="stop here"):
+        small_model().fit(shapes[0], epochs=6, batch_size=256, callbacks=[fails], stream=s)
+    assert [ln.split()[1] for ln in s.getvalue().splitlines()] == ["1", "4"]
+
+
 def test_elbo_batching_and_noise_independence():
     m = fastvae.VAE(20, hidden=(8,), latent_dim=3, dtype="float64", backend="numpy", seed=1)
     x = np.random.default_rng(0).random((53, 20))

@@ -352,7 +352,8 @@ def test_dates_without_leading_zeros_come_back_without_them(write):
 
 def test_a_time_of_day_as_text_comes_back_as_times_of_day():
     """pizzaplace's order times ("11:38:36"): a time column written back in its layout
-    (it came back _RARE_ in 83% of the rows, modelled as labels); "3:2" is not a time."""
+    (it came back _RARE_ in 83% of the rows, modelled as labels); a score 3:2 and a mix
+    ratio 1:2:4 are no times."""
     rng = np.random.default_rng(13)
     secs = rng.integers(11 * 3600, 23 * 3600, 200)
     text = [f"{v // 3600:02d}:{v // 60 % 60:02d}:{v % 60:02d}" for v in secs]
@@ -361,9 +362,10 @@ def test_a_time_of_day_as_text_comes_back_as_times_of_day():
     assert col.source == "datetext" and col.layout["format"] == "%H:%M:%S"
     assert s["t"].str.fullmatch(r"\d\d:\d\d:\d\d").all()
     assert min(text) <= s["t"].min() and s["t"].max() <= max(text)
-    score = pd.Series([f"{a}:{b}" for a, b in rng.integers(0, 6, (200, 2))], dtype=object)
-    tv = fitted(base().assign(t=score))
-    assert next(c for c in tv.schema.columns if c.name == "t").source == "object"
+    for odd in ([f"{a}:{b}" for a, b in rng.integers(0, 6, (200, 2))],  # a score 3:2
+                ["1:2:4", "2:3:5", "1:1:2", "3:4:6"] * 50):  # mix ratios
+        tv = fitted(base().assign(t=pd.Series(odd, dtype=object)))
+        assert next(c for c in tv.schema.columns if c.name == "t").source == "object"
 
 
 @pytest.mark.parametrize("strings", [["2020", "2021", "2022"], ["1", "2", "3"],
@@ -543,15 +545,15 @@ def test_labels_that_are_mostly_numbers_are_categories_and_a_stray_text_is_a_typ
     marks.loc[[3, 30, 60, 90, 120, 150], "y"] = "-"
     with pytest.raises(TableError, match=r"column 'y', row 3: '-' is not a number"):
         fitted(marks)
-    # codes whose shape recurs are labels too (ZIP+4 among five-digit ZIP codes: each in
-    # one row, the shape 99999-9999 in 6); a stray word among them is still a typo, named
-    zips = rng.choice(["98103", "98115", "98117"], 200).astype(object)
-    zips[[4, 9, 40, 80, 120, 160]] = [f"9810{k}-{1000 + k}" for k in range(6)]
-    tv, s = round_trip(base(200).assign(zip=zips))
-    assert next(c for c in tv.schema.columns if c.name == "zip").kind == "categorical"
-    zips[100] = "oops"
-    with pytest.raises(TableError, match=r"column 'zip', row 100: 'oops' is not a number"):
-        fitted(base(200).assign(zip=zips))
+    # the error names the first stray that is no recurring label; texts that only share a
+    # shape are numbers written otherwise (thousands "1,031"), no labels
+    grade[150] = "oops"
+    with pytest.raises(TableError, match=r"column 'grade', row 150: 'oops' is not a number"):
+        fitted(base(200).assign(grade=grade))
+    income = pd.Series([f"{v:,}" for v in rng.integers(100, 1060, 200)], dtype=object)
+    assert (income.str.contains(",")).sum() >= 5
+    with pytest.raises(TableError, match=r"'1,0\d\d' is not a number"):
+        fitted(base(200).assign(income=income))
 
 
 def test_a_long_tail_of_rare_integers_is_not_cut_to_the_frequent_values():
@@ -798,7 +800,8 @@ def test_a_blank_header_cell_comes_back_blank(tmp_path):
 
 def test_integers_that_number_the_rows_are_identifiers():
     """A row number (0..n-1 or 1..n, the index a CSV export writes) and record ids that
-    fill most of their span come back as new identifiers, never a training one; a run of
+    fill most of their span come back as new identifiers, never a training one, when no
+    other number follows them; a rank beside its score, a trend's time index, a run of
     years and sparse distinct integers stay numbers."""
     from fastvae.tabular.schema import infer
     rng = np.random.default_rng(31)
@@ -813,3 +816,8 @@ def test_integers_that_number_the_rows_are_identifiers():
     tv, s = round_trip(big, n=500)
     assert s["rid"].is_unique and not set(s["rid"]) & set(big["rid"])
     assert infer(big, types={"rid": "numeric"}).columns[-1].kind == "numeric"
+    score = np.sort(rng.normal(size=400))[::-1]
+    assert infer(base(400).assign(rank=np.arange(1, 401), score=score)).columns[-2].kind \
+        == "numeric"
+    trend = pd.DataFrame({"t": np.arange(1, 61), "y": np.arange(60) + rng.normal(size=60)})
+    assert infer(trend).columns[0].kind == "numeric"

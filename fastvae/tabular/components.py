@@ -17,7 +17,9 @@ and that is not constant there.  One rule per C: the first D in the table's orde
 first part in PARTS' order.  A column that a value or key rule sets is never D.
 
 Component rules are applied first (:func:`apply`), before the interval, value and key
-rules, so a part is final before it sets another column.  Saved with the model as
+rules, so a part is final before it sets another column, and no interval rule sets a
+part.  A sampled date whose part a categorical column never held (a month the training
+dates do not reach) leaves that cell as drawn.  Saved with the model as
 ``[{"component": D, "layout": L}, C, part]`` in the list of rules (L: D's date text
 layout, "" for a datetime column).
 """
@@ -127,10 +129,15 @@ def apply(frame, rule):
     t = _times(frame[d], rule[0]["layout"])
     hit = t.notna().to_numpy()
     vals = PARTS[part][1](t[hit]).to_numpy()
-    if PARTS[part][0] == "number":
-        vals = np.array([int(v) for v in vals], dtype=object)
-    else:
-        vals = np.array(list(vals), dtype=object)
+    vals = np.array([int(v) for v in vals] if PARTS[part][0] == "number" else list(vals),
+                    dtype=object)
+    cats = getattr(frame[c].dtype, "categories", None)
+    if cats is not None:  # (a category the column never had stays as drawn, not NaN)
+        known = np.isin(vals, np.asarray(cats, dtype=object))
+        rows = np.flatnonzero(hit)
+        hit = np.zeros(len(frame), bool)
+        hit[rows[known]] = True
+        vals = vals[known]
     frame[c] = put(frame[c], np.flatnonzero(hit), vals)
     return hit
 

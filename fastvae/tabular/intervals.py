@@ -46,9 +46,10 @@ def is_interval(rule):
     return isinstance(rule[0], dict) and "interval" in rule[0]
 
 
-def find(df, schema, rules=()):
+def find(df, schema, rules=(), fixed=()):
     """The interval rules of training table ``df`` (see the module docstring), none with an
-    X that one of ``rules`` (the value and key rules found) sets."""
+    X that one of ``rules`` (the value and key rules found) sets, nor a Y in ``fixed``
+    (the columns that rules applied before them set: components')."""
     pd = pandas_module()
     cols = [c for c in schema.columns if eligible(c)]
     set_by = {r[1] for r in rules}
@@ -59,6 +60,8 @@ def find(df, schema, rules=()):
     sample = df if len(df) <= SEARCH_ROWS else df.sample(SEARCH_ROWS, random_state=0)
     ys = []
     for c in cols:
+        if c.name in fixed:
+            continue
         code, values = pd.factorize(sample[c.name], use_na_sentinel=False)
         if 2 <= len(values) <= MAX_LABELS:
             ys.append((c.name, code))

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import numbers
-import re
 
 import numpy as np
 
@@ -64,6 +63,9 @@ ID_LIKE_SHARE = 0.5
 #: are 0..n-1 or 1..n, or from this many rows on when they fill at least ID_DENSE of the
 #: span between their smallest and largest (see kinds._enumeration)
 ID_DENSE_ROWS, ID_DENSE = 1000, 0.5
+#: ... and no other numeric column's ranks correlate with its ranks by this much or more
+#: (a rank 1..n beside its score, -0.985, is a number; a row index of shuffled rows is not)
+ENUM_RELATED = 0.3
 #: a string column whose values are mostly of this many words or more is free text, not an
 #: identifier (drawn from its characters' classes, "Custom version, not available on
 #: Amazon.com" came back as "LnrOoxdjvghtwAaaAAaaaaaAAaaaa...")
@@ -73,7 +75,6 @@ FREE_QUANTILES = 1001
 #: a text column of numbers whose other values are at most this share of its cells is a
 #: column of numbers with typos (an error naming the first), not a column of labels
 STRAY_SHARE = 0.1
-_SHAPE_DIGITS, _SHAPE_LETTERS = re.compile(r"[0-9]"), re.compile(r"[^\W\d_]")
 #: a numeric column is discrete (its samples take its own values) when it has at most
 #: DISCRETE_MAX distinct values and DISCRETE_ROWS rows per value on average: a minute of
 #: the hour, a year, a count of children, a distance between two airports ...
@@ -319,8 +320,8 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         raise TableError(f"column {name!r} holds {source if source != 'object' else 'string'} "
                          f"values; it can be 'categorical', 'id' or 'ignore', not "
                          f"{asked!r}")
-    if asked is None and source == "int" and _enumeration(present):
-        return _identifier(col, present, miss, salt)  # (a row number, a record's id)
+    if asked is None and source == "int" and role == "data" and _enumeration(present):
+        col.enumeration = True  # (an identifier unless it follows another column: infer)
     if asked is None and source in ("int", "float") and _few_values(present):
         return _categorical(col, present)  # a number of a few values: one of them, exactly
     return _numbers(col, s, miss, asked, numeric, where, word)
@@ -332,7 +333,9 @@ def _enumeration(present):
     ID_DENSE_ROWS rows on, at least ID_DENSE of the integers between their smallest and
     largest (draws of a measurement that many that close together would repeat many times:
     these are enumerated, record ids).  Modelled as a number, such a column came back as
-    training ids (ratdat's record_id: 68.7% of the samples)."""
+    training ids (ratdat's record_id: 68.7% of the samples).  The schema makes it an
+    identifier only when no other number follows it (a rank beside its score, a trend's
+    time index stay numbers: :data:`ENUM_RELATED`)."""
     n = len(present)
     if n < MIN_ID_ROWS:
         return False
@@ -377,10 +380,11 @@ def _numbers_as_text(col, s, miss, where):
     as categories or identifiers.  More than that is a column of labels (playing cards'
     2..10, J, Q, K, A; course numbers 101A): categorical.  So is a column whose texts are
     words or codes each seen in RARE_MIN rows or more (a school grade 9..12 or "other"; a
-    family number or "136A"): a label that recurs is no typo, and neither is a code whose
-    shape recurs (ZIP+4 codes "98121-1334" among five-digit ones: each in one row, the
-    shape 99999-9999 in 29).  A recurring token with no letter or digit ("-", "?") still
-    marks a missing number: an error."""
+    family number or "136A"): a label that recurs is no typo.  A recurring token with no
+    letter or digit ("-", "?") still marks a missing number, and the error names the first
+    stray that is no such label.  (Texts that only share a shape are no labels: "1,031"
+    thousands, "72kg", "66,6" are numbers written otherwise; ZIP+4 codes "98121-1334"
+    among five-digit ones are too, for this rule: pass the column as categorical.)"""
     pd = pandas_module()
     num = pd.to_numeric(s.where(~pd.Series(miss, index=s.index)), errors="coerce")
     ok = num.notna().to_numpy()
@@ -389,13 +393,8 @@ def _numbers_as_text(col, s, miss, where):
     if not (n and bad.any() and bad.sum() <= STRAY_SHARE * n):
         return
     counts = pd.Series(s[bad].astype(str)).value_counts()
-    shapes = {}  # (a text's shape: its digits 9, its letters a: "98121-1334" 99999-9999)
-    for t, c in counts.items():
-        k = _SHAPE_LETTERS.sub("a", _SHAPE_DIGITS.sub("9", str(t)))
-        shapes[k] = shapes.get(k, 0) + c
-    typos = {t for t, c in counts.items() if not (any(ch.isalnum() for ch in str(t)) and (
-        c >= RARE_MIN or shapes[_SHAPE_LETTERS.sub("a", _SHAPE_DIGITS.sub("9", str(t)))]
-        >= RARE_MIN and any(ch.isdigit() for ch in str(t))))}
+    typos = {t for t, c in counts.items()
+             if not (c >= RARE_MIN and any(ch.isalnum() for ch in str(t)))}
     if typos:
         i = next(int(j) for j in np.flatnonzero(bad) if str(s.iloc[j]) in typos)
         raise TableError(f"column {col.name!r}, {where(i)}: {s.iloc[i]!r} is not a number, "
@@ -662,5 +661,5 @@ def _condition(col, s, present, asked, where):
     return col
 
 
-__all__ = ["TYPES", "MAX_CATEGORIES", "MIN_ID_ROWS", "check_label", "check_labels",
-           "source_of", "make_column", "TableError"]
+__all__ = ["TYPES", "MAX_CATEGORIES", "MIN_ID_ROWS", "ENUM_RELATED", "check_label",
+           "check_labels", "source_of", "make_column", "TableError"]

@@ -27,7 +27,7 @@ from ..core.validate import nonneg_int, positive_int
 from . import policy
 from .column import TableError, pandas_module
 from .kinds import check_label
-from .schema import Schema, infer
+from .schema import VERSION, Schema, infer
 from .tableio import read_table, row_names
 
 #: the learning rate a table model trains with unless told otherwise (its size comes from
@@ -297,8 +297,9 @@ class TabularVAE:
         if self.rules:
             from . import components, intervals, rules
             found = rules.find(df, schema)
-            self.rules_ = (components.find(df, schema, found) +
-                           intervals.find(df, schema, found) + found)
+            parts = components.find(df, schema, found)
+            self.rules_ = (parts + intervals.find(df, schema, found, {r[1] for r in parts})
+                           + found)
         self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
                           latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,
@@ -330,7 +331,11 @@ class TabularVAE:
 
     def _meta(self):
         types = [[k, v] for k, v in (self.types or {}).items()]
-        return {"schema": self.schema_.config(), "rules": self.rules_,
+        from .components import is_component
+        schema = self.schema_.config()
+        if any(is_component(r) for r in self.rules_ or ()):
+            schema["version"] = VERSION  # (older readers cannot apply component rules)
+        return {"schema": schema, "rules": self.rules_,
                 "latent": None if self.latent_ is None else self.latent_.config(),
                 "calibration": (None if self.calibration_ is None else
                                 [float(v) for v in self.calibration_]),

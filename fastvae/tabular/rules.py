@@ -14,7 +14,7 @@ own frequencies, is below :data:`ALPHA`.  Every column is searched as a determin
 every other.  The rules from a column of at least as many values as the column they set
 (ties in table order) are all kept; a rule the other way (a column of few values setting
 one of more: every single employee has stock option level 0) is kept unless it would
-close a cycle of columns, the rules of more rows first (:func:`_acyclic`).  Rules are
+close a cycle of columns, the rules of more values first (:func:`_acyclic`).  Rules are
 applied (:func:`apply`) in an order where every column is final before it sets another:
 no cycle, and a chain A -> B -> C holds.
 
@@ -329,7 +329,8 @@ def _acyclic(rules, rank):
     before the one it sets (more values, or as many and earlier in the table), then each
     rule the other way (a column of few values setting one of more: every single employee
     has stock option level 0) unless it would close a cycle of columns, the rules of more
-    rows first."""
+    values (pairs) first.  Where two rules set one column of a sample's row (a row the
+    training table never had), the one applied first keeps its value."""
     ahead = [r for r in rules if rank[r[0]] < rank[r[1]]]
     back = sorted((r for r in rules if rank[r[0]] > rank[r[1]]),
                   key=lambda r: (-len(r[2]), rank[r[0]], rank[r[1]]))
@@ -396,7 +397,7 @@ def apply(frame, rules):
     for rule in rules:
         a, b, pairs = rule
         if intervals.is_interval(rule) or components.is_component(rule):
-            if b in frame:  # (first in the list: nothing has set b yet)
+            if b in frame:  # (first in the list, each column set by one of them at most)
                 how = intervals if intervals.is_interval(rule) else components
                 done[b] = done.get(b, np.zeros(len(frame), bool)) | how.apply(frame, rule)
             continue

@@ -25,11 +25,15 @@ import numpy as np
 from .column import (RARE, RARE_MIN, Column, TableError, pandas_module, shown)  # noqa: F401
 from .blocktypes import BY_KIND, COUNT_KINDS, MODELED
 from .condjoint import ConditionJoint
-from .kinds import TYPES, check_labels, make_column
+from .kinds import ENUM_RELATED, TYPES, check_labels, make_column
 from .transforms import MAPS
 
-#: the schema's format in a checkpoint (1: fastvae 0.x before observed heads)
-VERSION = 2
+#: the schema's format in a checkpoint (1: fastvae 0.x before observed heads; 3: a model
+#: with component rules, fastvae.tabular.components)
+VERSION = 3
+#: the version a schema is written with when its model has no component rules (which a
+#: reader of version 2 cannot apply: it says to upgrade instead of failing)
+PLAIN_VERSION = 2
 _RANK = {kind: i for i, kind in enumerate(MODELED)}
 
 
@@ -243,7 +247,7 @@ class Schema:
 
     # ---------------------------------------------------------------- files
     def config(self):
-        return {"version": VERSION, "columns": [c.config() for c in self.columns],
+        return {"version": PLAIN_VERSION, "columns": [c.config() for c in self.columns],
                 "conditions": [c.config() for c in self.conditions], "order": self.order,
                 "salt": None if self.salt is None else self.salt.hex(),
                 "joint": None if self.joint is None else self.joint.config()}
@@ -313,6 +317,7 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
                 key = np.packbits(s.isna().to_numpy()).tobytes()
                 col.gap_group = masks.setdefault(key, len(masks))
             data.append(col)
+    data = [_unrelated_ids(c, df, labels, data, numeric, salt, where) for c in data]
     if not data:
         raise TableError("the table has no columns" + (
             f" besides its conditions ({', '.join(map(repr, conditions))})"
@@ -329,6 +334,34 @@ def infer(df, types=None, conditions=(), numeric="quantile", where=None, salt=No
 
 
 __all__ = ["Schema", "TableError", "infer", "row_namer", "TYPES", "VERSION"]
+
+
+def _unrelated_ids(col, df, labels, data, numeric, salt, where):
+    """``col``, or when it is an enumeration of the rows (kinds: integers 0..n-1, 1..n or
+    dense record ids) whose ranks no other number's follow (by ENUM_RELATED), the
+    identifier it then is: a row index of shuffled rows, not a rank beside its score."""
+    if not getattr(col, "enumeration", False):
+        return col
+    pd = pandas_module()
+    rows = np.random.default_rng(0).permutation(len(df))[:5000]
+    mine = df.iloc[rows, labels.index(col.name)]
+    mine = pd.to_numeric(mine, errors="coerce").astype(np.float64).rank()
+    for c in data:
+        if c is col or not (c.source in ("int", "float") or c.is_time):
+            continue
+        other = df.iloc[rows, labels.index(c.name)]
+        if c.is_time and c.source != "datetext":
+            other = pd.to_datetime(other, errors="coerce", utc=True).astype("int64").where(
+                other.notna().to_numpy())
+        other = pd.to_numeric(other, errors="coerce").astype(np.float64)
+        both = mine.notna().to_numpy() & other.notna().to_numpy()
+        if both.sum() > 2 and abs(np.corrcoef(mine[both], other[both].rank())[0, 1]) >= \
+                ENUM_RELATED:
+            return col
+    out = make_column(col.name, df.iloc[:, labels.index(col.name)], "id", "data", numeric,
+                      salt, where)
+    out.gap_group = col.gap_group
+    return out
 
 
 def _what(col):

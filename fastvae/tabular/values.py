@@ -89,10 +89,12 @@ DATE_FORMATS = (
     # two-digit years (%y never reads four digits, nor %Y two: the order does not matter)
     "%m/%d/%y %H:%M:%S", "%m/%d/%y %H:%M", "%m/%d/%y", "%d/%m/%y %H:%M", "%d/%m/%y",
     "%d.%m.%y",
-    # a time of day alone (a pizza order's "11:38:36"): a time on 1900-01-01, written back
-    # as the time alone ("%H:%M" is left out: it would read a score such as 3:2 as a time)
+    # a time of day alone (a pizza order's "11:38:36"; race times "1:05:09"): a time on
+    # 1900-01-01, written back as the time alone.  Only with two-digit minutes and seconds
+    # (_CLOCK): "%H:%M" would read a score 3:2, and loose fields a mix ratio 1:2:4
     "%H:%M:%S", "%H:%M:%S.%f",
 )
+_CLOCK = re.compile(r"^\d{1,2}:\d\d:\d\d(\.\d+)?$")
 _DATEISH = re.compile(r"^\s*\d{1,4}[-/.T :]|^\s*\d{1,2} [A-Za-z]|^\s*[A-Za-z]{3,9} \d")
 
 
@@ -102,7 +104,10 @@ def date_format(strings, pd):
     if not all(_DATEISH.match(s) for s in strings[:50]):
         return None
     sample = pd.Series(strings[:200])
+    clock = all(_CLOCK.match(s) for s in strings)
     for fmt in DATE_FORMATS:
+        if fmt.startswith("%H") and not clock:
+            continue
         if _parses(sample, fmt, pd) and _parses(pd.Series(strings), fmt, pd):
             return fmt
     return None

@@ -41,6 +41,7 @@ class Loop:
         self.settings, self.callbacks, self.checkpoint = settings, callbacks, checkpoint
         self.out, self.ag, self.guard = out, ag, guard
         self.shown = None  # (when the last epoch line was written)
+        self.pending = None  # (the last epoch's line when it was not written)
         self.opt = st.optimizer
         B, N = settings["batch_size"], len(train)
         self.B, self.N = B, N
@@ -101,6 +102,9 @@ class Loop:
                     return False
             return True
         finally:
+            if self.pending is not None:  # (a run that ends between lines: its last one)
+                self.ag.side(self.out.finish, self.pending)
+                self.pending = None
             self.model.kl_scale = 1.0
             if self.acc is not None:
                 try:
@@ -278,6 +282,7 @@ class Loop:
         st.order_rng = self.order_after
         now = time.perf_counter()
         shown = last or self.shown is None or now - self.shown >= LINE_EVERY_S
+        self.pending = None if shown else summary(rec)
         if shown:
             self.shown = now
             ag.side(self.out.finish, summary(rec))
@@ -288,17 +293,17 @@ class Loop:
                     cb(model, rec)
                 except StopTraining:
                     stop = True
-            if stop and not shown:  # (a callback's last epoch has its line)
-                shown = True
-                ag.side(self.out.finish, summary(rec))
+            if stop and self.pending is not None:  # (a callback's last epoch has its line)
+                ag.side(self.out.finish, self.pending)
+                self.pending = None
             stopper = st.stopper
             if stopper is not None and not stopper.stopped:
                 why = stopper.update(model, rec, st.step)
                 if why is not None:
                     stop = True
-                    if not shown:  # (the epoch that stops the run has its line)
-                        shown = True
-                        ag.side(self.out.finish, summary(rec))
+                    if self.pending is not None:  # (the epoch that stops the run: its line)
+                        ag.side(self.out.finish, self.pending)
+                        self.pending = None
                     ag.side(self.out.note, f"early stopping after epoch {rec['epoch']}: "
                             f"{why}" + (f"; the weights of epoch {stopper.best_epoch} are "
                                         f"restored" if stopper.restore_best and
