@@ -71,7 +71,8 @@ class TabularVAE:
     rules : True (the default): relations that hold on every training row (a column's
         value fixes another's: :mod:`fastvae.tabular.rules`; a number's interval fixes a
         label: :mod:`fastvae.tabular.intervals`; a column is a part of a date column:
-        :mod:`fastvae.tabular.components`) hold exactly in samples;
+        :mod:`fastvae.tabular.components`; a value says a group of cells is present:
+        :mod:`fastvae.tabular.presence`) hold exactly in samples;
         False: every cell as the decoder draws it.
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
@@ -295,11 +296,11 @@ class TabularVAE:
         schema.encode(df, self.unknown, where)  # every cell checked, before the model
         schema.encode_conditions(df, where)
         if self.rules:
-            from . import components, intervals, rules
+            from . import components, intervals, presence, rules
             found = rules.find(df, schema)
             parts = components.find(df, schema, found)
-            self.rules_ = (parts + intervals.find(df, schema, found, {r[1] for r in parts})
-                           + found)
+            found = parts + intervals.find(df, schema, found, {r[1] for r in parts}) + found
+            self.rules_ = found + presence.find(df, schema, found)
         self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
                           latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,

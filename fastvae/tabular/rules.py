@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import components, intervals
+from . import components, intervals, presence
 from .cells import SEARCH_ROWS, eligible, json_cell, put
 from .column import RARE_MIN, pandas_module
 
@@ -387,15 +387,25 @@ def _ordered(rules, rank):
     return sorted(rules, key=lambda r: (rank[r[1]], rank[r[0]]))
 
 
-def apply(frame, rules):
+def apply(frame, rules, drawn=None):
     """Set, in DataFrame ``frame`` (a sample, in place), each rule's column B to b where
     its column A holds a (a key rule: its columns hold a1, ..., ak; an interval rule:
-    :func:`fastvae.tabular.intervals.apply`); a cell already set by an earlier rule keeps
-    that value."""
+    :func:`fastvae.tabular.intervals.apply`; a component rule:
+    :func:`fastvae.tabular.components.apply`); a cell already set by an earlier rule keeps
+    that value.  Presence rules (:func:`fastvae.tabular.presence.apply`) fill cells from
+    ``drawn`` (name -> the decoder's draws of a column, a Series), and are passed over
+    without it."""
     pd = pandas_module()
     done = {}
     for rule in rules:
         a, b, pairs = rule
+        if presence.is_presence(rule):  # (last in the list; passed over without draws)
+            if drawn is not None:
+                hit = presence.apply(frame, rule, drawn, np.any(
+                    [done[c] for c in b if c in done] or [np.zeros(len(frame), bool)], axis=0))
+                for c in b:
+                    done[c] = done.get(c, np.zeros(len(frame), bool)) | hit
+            continue
         if intervals.is_interval(rule) or components.is_component(rule):
             if b in frame:  # (first in the list, each column set by one of them at most)
                 how = intervals if intervals.is_interval(rule) else components

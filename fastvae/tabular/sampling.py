@@ -200,6 +200,7 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
     run, gen = generators(seed)
     given = None if conditions is None else Given(schema, n, conditions)
     free = FreeDraws(schema, run, salt=schema.salt)
+    by_name = {c.name: c for c in schema.columns}
     for k, start in enumerate(range(0, n, CHUNK)):
         rng = gen(k)
         m = min(CHUNK, n - start)
@@ -214,7 +215,7 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
         cells = schema.cells(v, rng, "mean" if mean else "sample", free)
         out = schema.frame(cells, frame)
         if tv.rules_:  # relations that hold on every training row, kept exactly
-            rules.apply(out, tv.rules_)
+            rules.apply(out, tv.rules_, lambda name: by_name[name].series(cells[name][0]))
         if chunk >= CHUNK:
             yield out
         else:  # (smaller pieces for a caller that asked: the rows are the same)
