@@ -48,6 +48,13 @@ FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values"
           "missing_share", "gap_group", "support", "calendar")
 
 
+def pick(p, u):
+    """Indices (n,) int64 of categories drawn with probabilities ``p`` (K,) (any positive
+    scale: normalised here) by uniforms ``u`` (n,): the first category whose cumulative
+    share reaches u."""
+    return np.minimum((np.cumsum(p / p.sum())[None, :] < u[:, None]).sum(1), len(p) - 1)
+
+
 def shown(v):
     """repr of a cell for a message: a NumPy number as the Python number it holds (30.5,
     not np.float64(30.5))."""
@@ -350,8 +357,7 @@ class Column:
             if others:  # one of the others, by their training frequencies
                 hit = np.flatnonzero(c == k)
                 p = np.asarray(self.freq["others_p"], dtype=np.float64)
-                u = (rng or np.random.default_rng(0)).random(hit.size)[:, None]
-                c[hit] = k + np.minimum((np.cumsum(p / p.sum()) < u).sum(1), len(p) - 1)
+                c[hit] = k + pick(p, (rng or np.random.default_rng(0)).random(hit.size))
             return c
         if self.kind in COUNT_KINDS:
             return self.finish(self._reflect(v) if mode == "sample" else v, mode)
@@ -557,4 +563,4 @@ def _first_bad(s, miss, source, layout):
 
 
 __all__ = ["Column", "TableError", "RARE", "RARE_MIN", "MODELED", "pandas_module", "plain",
-           "shown"]
+           "pick", "shown"]

@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from .column import RARE_MIN, pandas_module
+from .column import RARE_MIN, pandas_module, pick
 from .transforms import normal_ppf
 
 #: rows the joint is fit on, at most (a seeded subsample beyond)
@@ -309,9 +309,7 @@ def marginal_codes(col, n, rng):
         keep = np.asarray(col.freq["counts"]) >= RARE_MIN
         if keep.any():
             p = np.where(keep, p, 0.0)
-    p = p / p.sum()
-    return np.minimum((np.cumsum(p)[None, :] < rng.random(n)[:, None]).sum(1),
-                      len(p) - 1).astype(np.int32)
+    return pick(p, rng.random(n)).astype(np.int32)
 
 
 __all__ = ["ConditionJoint", "marginal_codes", "FIT_ROWS", "MAX_COMPONENTS"]

@@ -18,7 +18,7 @@ import base64
 
 import numpy as np
 
-from .column import TableError
+from .column import TableError, pick
 from .values import IdDrawer, Taken
 
 
@@ -56,8 +56,7 @@ class FreeDraws:
         p = np.asarray(f["p"], dtype=np.float64)
         if p.size == 0:
             return np.full(n, -1, dtype=np.int32), np.ones(n, dtype=bool)
-        codes = np.minimum((np.cumsum(p / p.sum())[None, :] < rng.random(n)[:, None]).sum(1),
-                           p.size - 1).astype(np.int32)
+        codes = pick(p, rng.random(n)).astype(np.int32)
         return codes, gap
 
     def _ids(self, col, n, rng):
