@@ -2,6 +2,7 @@
 //
 //   adam_step       p, m, v, g (P,): Adam (L2 decay into the gradient) or AdamW (decoupled)
 //   sgd_step        p, buf, g (P,): SGD with optional (Nesterov) momentum, torch semantics
+//   average_step    avg, p (P,): avg += weight * (p - avg), the weights' moving average
 //   sq_norm_partial part (n_blocks,) float64 = per-block sums of g^2
 //   clip_scale      part -> norm[0] = sqrt(sum), scale (1,) = min(1, clip / (norm + 1e-6)),
 //                   or NaN when the norm is not finite, then also norm[1] += 1 (a count of
@@ -62,6 +63,11 @@ __device__ void sgd_step_impl(T* p, T* buf, const T* g, i64 n, T lr, T momentum,
 }
 
 template <class T>
+__device__ void average_step_impl(T* avg, const T* p, i64 n, T weight) {
+    for (i64 i = grid_start(); i < n; i += grid_stride()) avg[i] += weight * (p[i] - avg[i]);
+}
+
+template <class T>
 __device__ void sq_norm_partial_impl(double* part, const T* g, i64 n) {
     double s = 0;
     for (i64 i = grid_start(); i < n; i += grid_stride()) {
@@ -100,6 +106,12 @@ extern "C" __global__ void sgd_step_f32(float* p, float* buf, const float* g, lo
 }
 extern "C" __global__ void sgd_step_f64(double* p, double* buf, const double* g, long long n, double lr, double momentum, double weight_decay, int nesterov, int first, double grad_scale, const double* scale) {
     sgd_step_impl(p, buf, g, n, lr, momentum, weight_decay, nesterov, first, grad_scale, scale);
+}
+extern "C" __global__ void average_step_f32(float* avg, const float* p, long long n, float weight) {
+    average_step_impl(avg, p, n, weight);
+}
+extern "C" __global__ void average_step_f64(double* avg, const double* p, long long n, double weight) {
+    average_step_impl(avg, p, n, weight);
 }
 extern "C" __global__ void clip_scale_f64(double* scale, double* norm, const double* part, int n_parts, double clip) {
     clip_scale_impl(scale, norm, part, n_parts, clip);

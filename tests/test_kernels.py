@@ -608,6 +608,19 @@ def test_sgd_step(kb, momentum, nesterov, step, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("P", [1, 1001, 70_001])
+def test_average_step(kb, P, dtype):
+    skip_large_on_the_emulator(kb, P)
+    rng = np.random.default_rng(9)
+    avg, p = rnd(rng, P, dtype), rnd(rng, P, dtype)
+    (o_r, _, _), (o_c, _, _) = kb.run("average_step", [avg], p, 1e-3)
+    np.testing.assert_allclose(o_c[0], o_r[0], **tol(dtype, scale=np.abs(o_r[0]).max()))
+    # the reference is the moving average's definition, in float64
+    want = avg.astype(np.float64) + 1e-3 * (p.astype(np.float64) - avg)
+    np.testing.assert_allclose(o_r[0], want, **tol(dtype, scale=np.abs(want).max()))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_sq_norm(kb, dtype):
     g = np.random.default_rng(8).standard_normal(12345).astype(dtype)
     # accumulated in float64 by every backend: 12345 terms in another order, 1e-12

@@ -419,6 +419,15 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
     p -= lr * gg
 
 
+def average_step(avg, p, weight):
+    """avg (P,) += weight * (p - avg), in place, in avg's precision: one step of an
+    exponential moving average of the flat parameters p (P,) (``weight``: 1 - the decay)."""
+    T = avg.dtype.type
+    d = p - avg
+    d *= T(weight)
+    avg += d
+
+
 def loss_stats(stats, acc, loss_rows, kl, kl_dim, free_bits, kl_coef, weight, obj_rows):
     """The step's loss statistics, summed in float64 where they are computed.
 

@@ -29,7 +29,7 @@ from .data import scatter_rows, binarize_rows, gather_rows  # noqa: F401
 # run on every core (split.py; the same contracts)
 from .split import (bias_act_fwd, act_bias_bwd, likelihood_fwd, likelihood_fwd_bwd,  # noqa: F401
                     blocks_fwd, blocks_fwd_bwd, encoder_input, normal_eps, adam_step,
-                    sgd_step, check_data, to_bf16)
+                    sgd_step, average_step, check_data, to_bf16)
 from .pool import get_num_threads, set_num_threads  # noqa: F401
 # the thread pool and thread limits a sharded step (fastvae.training.shards) runs under
 from . import blas_threads, onednn, pool  # noqa: F401,E402

@@ -1,5 +1,5 @@
-"""Numba kernels: the gradient's norm and clipping scale, Adam and SGD over the flat buffer
-(kernels/optim.cu)."""
+"""Numba kernels: the gradient's norm and clipping scale, Adam and SGD over the flat buffer,
+and the weights' moving average (kernels/optim.cu)."""
 from __future__ import annotations
 
 import math
@@ -81,3 +81,11 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
             buf[i] = bi
             gi = gi + mom * bi if nesterov else bi
         p[i] -= lr_ * gi
+
+
+@jit
+def average_step(avg, p, weight):
+    """avg (P,) += weight * (p - avg), in place (contract: reference.average_step)."""
+    w = avg.dtype.type(weight)
+    for i in range(avg.shape[0]):
+        avg[i] += w * (p[i] - avg[i])

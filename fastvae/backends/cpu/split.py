@@ -197,6 +197,14 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
                           for c in _chunk_views(p, buf, g)])
 
 
+def average_step(avg, p, weight):
+    """One step of the weights' moving average (contract: reference.average_step)."""
+    if len(_spread(avg.shape[0], 2)) == 1:
+        _optim.average_step(avg, p, weight)
+        return
+    run(_optim.average_step, [c + (weight,) for c in _chunk_views(avg, p)])
+
+
 def check_data(x, lo, hi):
     """(non-finite entries, finite entries outside [lo, hi]) of x (contract: reference)."""
     parts = _spread(*x.shape)  # (counts: exact in any order)

@@ -38,7 +38,7 @@ from .reparam import (reparam_kl_fwd, reparam_kl_bwd, iwae_fwd, reparam_iw_bwd, 
                       normal_eps)
 from .likelihood import (likelihood_fwd_bwd, likelihood_fwd, likelihood_bwd,  # noqa: F401
                          logscale_fwd, logscale_bwd, loss_stats)
-from .optim import sq_norm, clip_scale, adam_step, sgd_step  # noqa: F401
+from .optim import sq_norm, clip_scale, adam_step, sgd_step, average_step  # noqa: F401
 from .data import check_data, check_data_into, gather_rows  # noqa: F401
 from .blocks import (blocks_fwd_bwd, blocks_fwd, blocks_bwd, encoder_input,  # noqa: F401
                      embed_fwd, embed_bwd, decoder_input)

@@ -1,5 +1,5 @@
-"""Launchers of kernels/optim.cu: the squared norm, clipping by global norm, and the Adam
-and SGD updates over the flat buffers."""
+"""Launchers of kernels/optim.cu: the squared norm, clipping by global norm, the Adam and
+SGD updates over the flat buffers, and the weights' moving average."""
 from __future__ import annotations
 
 import math
@@ -68,3 +68,12 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
     dev.launch(kernel_name("sgd_step", T), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
                (p, buf, g, np.int64(n), scalar(T, lr), scalar(T, momentum), scalar(T, weight_decay),
                 np.int32(bool(nesterov)), np.int32(step == 1), *_scale_args(T, grad_scale)))
+
+
+def average_step(avg, p, weight):
+    """avg (P,) += weight * (p - avg), in place (contract: reference.average_step)."""
+    dev = device()
+    T = avg.dtype
+    n = avg.size
+    dev.launch(kernel_name("average_step", T), (grid_1d(n, dev.sm_count),), (BLOCK_1D,),
+               (avg, p, np.int64(n), scalar(T, weight)))
