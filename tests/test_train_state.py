@@ -20,7 +20,7 @@ RUNS = {
     "adam": dict(optimizer="adam", lr=3e-3, weight_decay=1e-4, clip_norm=5.0, batch_size=48,
                  kl_warmup=0.5, binarize="dynamic", val_samples=2),
     "adamw": dict(optimizer="adamw", lr=2e-3, weight_decay=0.05, batch_size=40, kl_warmup=1,
-                  binarize="dynamic", drop_last=True),
+                  binarize="dynamic", drop_last=True, average=0.98),
 }
 
 

@@ -9,7 +9,7 @@ RUN_FILE = "run.json"     # the data and model options of a run, read back by --
 MODEL_FILE = "model.npz"
 #: the training options that go to fit by name, for image and table runs alike
 FIT_OPTIONS = ("batch_size", "optimizer", "lr", "weight_decay", "clip_norm", "momentum",
-               "kl_warmup", "val_samples", "shards")
+               "kl_warmup", "val_samples", "shards", "average")
 
 BACKENDS = ("auto", "cpu", "numpy", "cuda")
 BACKEND_HELP = ("cpu (Numba), numpy (the reference), cuda (CuPy, NVIDIA GPU) or auto "

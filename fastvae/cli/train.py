@@ -34,6 +34,7 @@ DEFAULTS = {
     # optimisation (saved in the checkpoint's training state)
     "epochs": 10, "batch_size": 128, "optimizer": "adam", "lr": 1e-3, "weight_decay": None,
     "clip_norm": None, "momentum": None, "kl_warmup": 0.0, "val_samples": 1, "shards": 1,
+    "average": None,
 }
 DATA_OPTIONS = ("data", "image_size", "n_images", "val_fraction", "binarize", "seed")
 #: command-line option -> VAE constructor argument
@@ -133,6 +134,10 @@ def add_parser(sub):
     add(o, "shards", "cut each batch into this many data-parallel shards, one per cpu "
         "thread (with --threads N): faster at small batches; the results depend on the "
         "shard count, not on the threads (cpu backend, no --free-bits)", type=positive(int))
+    add(o, "average", "keep a moving average of the weights with this decay, in [0, 1) "
+        "(0.999: about the last 1,000 steps): validation, the checkpoint and the model "
+        "are the average's, the steps go on from the raw weights", type=nonneg,
+        shown="0, none; 0.999 for a table of 10,000 rows or more")
     r = t.add_argument_group("run")
     r.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     add(r, "seed", "seeds the data, the initial weights and the noise: same seed, same run",

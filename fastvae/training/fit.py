@@ -19,6 +19,7 @@ from .evaluate import as_dataset
 from ..core.validate import boolean, nonneg_int
 from ..io.dataset import DataError
 from .agreement import agreement
+from .average import AVERAGE, WeightAverage
 from .interrupt import SigintGuard
 from .loop import Loop, StopTraining  # noqa: F401  (StopTraining: fastvae.StopTraining)
 from .progress import Progress
@@ -44,7 +45,8 @@ class History(list):
 def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
         kl_warmup=None, shuffle=None, callbacks=(), progress=True, checkpoint=None, *,
         weight_decay=None, clip_norm=None, momentum=None, binarize=None, val_samples=None,
-        drop_last=None, shards=None, early_stopping=None, stream=None, comm=None):
+        drop_last=None, shards=None, average=None, early_stopping=None, stream=None,
+        comm=None):
     """Train ``model`` on X for ``epochs`` more epochs, from wherever its training state
     stands (an epoch in progress counts as the first of them); returns the :class:`History`
     of every epoch so far (``model.history``).
@@ -74,6 +76,10 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     machine the scVI-sized step at batch 128 ran 1.15-1.3x faster with 2 shards on 2
     threads.  The results depend on the shard count (like a change of MPI ranks: to the
     rounding of the gradient sums), never on the thread count; cpu backend, free_bits=0.
+    average [0: none]: keep a moving average of the weights with this decay (0.999: about
+    the last 1,000 steps; :mod:`fastvae.training.average`).  The steps go on from the raw
+    weights; validation, early stopping's best weights, callbacks, checkpoints and the
+    weights fit leaves are the average's.  A run saves both, and resumes both to the bit.
 
     early_stopping : an :class:`~fastvae.training.stopping.EarlyStopping` (needs ``val``):
         stop when the validation loss stops improving, within ``epochs``, and keep the best
@@ -108,7 +114,7 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
                                     weight_decay=weight_decay, clip_norm=clip_norm,
                                     momentum=momentum, kl_warmup=kl_warmup, binarize=binarize,
                                     val_samples=val_samples, shuffle=shuffle,
-                                    drop_last=drop_last, shards=shards))
+                                    drop_last=drop_last, shards=shards, average=average))
         except KeyboardInterrupt:
             # a second Ctrl-C means "abort now": on every rank, or the others would wait
             # for this one in their next collective for ever
@@ -169,6 +175,11 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
         st = model.train_state = TrainState(model)
     st.settings, st.settings_saved = settings, True
     st.optimizer = make_optimizer()
+    if settings["average"] > 0 and st.average is None:
+        # (both vectors start as the weights the model holds)
+        st.average = WeightAverage(model, holds=AVERAGE)
+    elif settings["average"] == 0:
+        st.average = None  # (the model keeps the weights it holds: the average, if any)
     if stopper is not False:
         st.stopper = stopper
     if restart:

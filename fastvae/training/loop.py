@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from .average import AVERAGE, RAW
 from .evaluate import elbo
 from ..core.step import StepContext
 from .batches import Batches
@@ -102,6 +103,7 @@ class Loop:
                     return False
             return True
         finally:
+            self.hold(AVERAGE)  # (however the run ends, the model gives back the average)
             if self.pending is not None:  # (a run that ends between lines: its last one)
                 self.ag.side(self.out.finish, self.pending)
                 self.pending = None
@@ -112,9 +114,16 @@ class Loop:
                 except Exception:  # noqa: BLE001  (the error in flight is the one to report)
                     pass
 
+    def hold(self, which):
+        """With a weight average (fit's ``average``): the model's parameters become the
+        raw weights (RAW: for the steps) or their average (AVERAGE: everything else)."""
+        if self.st.average is not None:
+            self.st.average.hold(which)
+
     def epoch(self):
         """The steps of one epoch (the rest of the one in progress), until stopped."""
         st, B, N, out, ag = self.st, self.B, self.N, self.out, self.ag
+        self.hold(RAW)
         # an epoch in progress keeps the order it started with
         shuffled = st.epoch_shuffle if st.row else self.settings["shuffle"]
         order, self.order_after = st.epoch_order(N, shuffled)
@@ -179,6 +188,8 @@ class Loop:
         self.guard.hold()  # a second Ctrl-C now lands after the record
         try:
             opt.step()  # the gradient buffer backward (and the Allreduce) filled
+            if st.average is not None:
+                st.average.update(self.settings["average"], st.step + 1)
         except BaseException as e:
             if opt.step_count == count:
                 self.rollback(mark)
@@ -276,6 +287,7 @@ class Loop:
         the fit's last epoch (its progress line is written whatever LINE_EVERY_S says)."""
         model, st, warm, ag = self.model, self.st, self.warm_steps, self.ag
         beta = model.beta * (kl_scale(st.step, warm) if warm > 0 else 1.0)
+        self.hold(AVERAGE)  # validated, kept, given to callbacks and saved: the average
         rec = self.close_epoch(beta)
         if self.acc is not None:
             self.acc[...] = 0
@@ -299,6 +311,9 @@ class Loop:
             stopper = st.stopper
             if stopper is not None and not stopper.stopped:
                 why = stopper.update(model, rec, st.step)
+                if "lr" in rec and st.average is not None:
+                    # (a plateau's decay restored the best average: the steps go on from it)
+                    st.average.other[...] = model.flat_params
                 if why is not None:
                     stop = True
                     if self.pending is not None:  # (the epoch that stops the run: its line)

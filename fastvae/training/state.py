@@ -20,7 +20,7 @@ from ..core.validate import boolean, choice, positive_int, real
 
 #: fit's loop settings and their defaults (a first fit uses these for what it is not given)
 DEFAULTS = {"batch_size": 128, "kl_warmup": 0.0, "binarize": "none", "val_samples": 1,
-            "shuffle": True, "drop_last": False, "shards": 1}
+            "shuffle": True, "drop_last": False, "shards": 1, "average": 0.0}
 #: the optimizer settings fit accepts by name (the optimizer keeps them)
 OPTIMIZER_SETTINGS = ("optimizer", "lr", "weight_decay", "clip_norm", "momentum")
 DEFAULT_LR = 1e-3
@@ -30,7 +30,8 @@ class TrainState:
     """Everything a training run adds to a model.
 
     settings      fit's loop settings: batch_size, kl_warmup (epochs), binarize ("none" |
-                  "dynamic"), val_samples, shuffle, drop_last, shards.
+                  "dynamic"), val_samples, shuffle, drop_last, shards, average (the
+                  weights' moving average's decay; 0: none).
     optimizer     the :class:`~fastvae.training.optim.Optimizer`: its settings (lr, weight decay,
                   clipping, betas or momentum), moments and step count.
     epoch         epochs completed.
@@ -48,6 +49,8 @@ class TrainState:
     history       one dict per completed epoch.
     stopper       the run's :class:`~fastvae.training.stopping.EarlyStopping` (its rule and
                   state: best loss, best weights), or None.
+    average       the weights' moving average (:class:`~fastvae.training.average.WeightAverage`:
+                  the vector the model does not hold), or None when ``average`` is 0.
     """
 
     def __init__(self, model):
@@ -65,6 +68,7 @@ class TrainState:
         self.settings_saved = True  # False for a version 1 checkpoint, which kept none
         self.history = []
         self.stopper = None
+        self.average = None
 
     def __repr__(self):
         opt = self.optimizer
@@ -101,13 +105,17 @@ class TrainState:
         if self.stopper is not None:
             smeta, sarrays = self.stopper.to_checkpoint()
             arrays.update({f"stop.{k}": v for k, v in sarrays.items()})
+        ameta = None
+        if self.average is not None:
+            ameta, aarrays = self.average.to_checkpoint()
+            arrays.update({f"avg.{k}": v for k, v in aarrays.items()})
         meta = {"settings": dict(self.settings), "optimizer": opt_meta, "epoch": self.epoch,
                 "row": self.row, "epoch_steps": self.epoch_steps, "n_rows": self.n_rows,
                 "step": self.step, "seconds": self.seconds, "sums": list(self.sums),
                 "order_rng": self.order_rng, "epoch_shuffle": self.epoch_shuffle,
                 "binarize_rng": self.binarize_rng.bit_generator.state,
                 "history": list(self.history),
-                "stopper": None if self.stopper is None else smeta}
+                "stopper": None if self.stopper is None else smeta, "average": ameta}
         return meta, arrays
 
     @classmethod
@@ -132,6 +140,11 @@ class TrainState:
             from .stopping import EarlyStopping
             st.stopper = EarlyStopping.from_checkpoint(
                 meta["stopper"], {k[5:]: v for k, v in arrays.items() if k.startswith("stop.")})
+        if meta.get("average"):
+            from .average import WeightAverage
+            st.average = WeightAverage.from_checkpoint(
+                model, meta["average"], {k[4:]: v for k, v in arrays.items()
+                                         if k.startswith("avg.")})
         if meta.get("optimizer"):
             conf = dict(meta["optimizer"]["config"])
             opt = make_optimizer(conf.pop("name"), model, **conf)
@@ -190,6 +203,8 @@ def _check(name, v, model):
         return real(v, "clip_norm (math.inf switches clipping off)", above=0)
     if name == "momentum":
         return real(v, "momentum", at_least=0, below=1)
+    if name == "average":
+        return real(v, "average (the weight average's decay; 0: none)", at_least=0, below=1)
     raise KeyError(name)
 
 
