@@ -18,6 +18,8 @@ def quick(monkeypatch):
     monkeypatch.setattr(policy, "MAX_STEPS", 600)
     monkeypatch.setattr(policy, "EVAL_STEPS", 10)
     monkeypatch.setattr(policy, "PATIENCE", 4)
+    monkeypatch.setattr(policy, "PATIENCE_STEPS", 40)
+    monkeypatch.setattr(policy, "AVERAGED_MAX_STEPS", 600)
 
 
 def tiny(**kw):
@@ -216,3 +218,55 @@ def test_fit_refuses_a_bad_batch_size(bad):
     df = pd.DataFrame({"a": np.arange(200.0), "b": np.arange(200) % 3})
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         TabularVAE().fit(df, batch_size=bad, progress=False)
+
+
+# ------------------------------------------------------------------ the weight average
+def test_a_large_table_trains_with_the_weight_average_by_default(monkeypatch):
+    assert policy.average(policy.LARGE_TABLE - 1) == 0
+    assert policy.average(policy.LARGE_TABLE) == policy.AVERAGE_DECAY
+    monkeypatch.setattr(policy, "LARGE_TABLE", 300)  # correlated() has 400 rows
+    tv = fit(tiny(seed=2), correlated())
+    st = tv.model.train_state
+    assert st.settings["average"] == policy.AVERAGE_DECAY and st.average.holds == "average"
+    assert st.stopper.stopped
+    np.testing.assert_array_equal(params(tv), st.stopper.best_params)  # the best average
+    small = fit(tiny(seed=2), correlated(250))
+    assert small.model.train_state.settings["average"] == 0
+    assert small.model.train_state.average is None
+    # explicit settings win: epochs= keeps the table's average, average=0 drops it
+    assert fit(tiny(), correlated(), epochs=2).model.train_state.settings["average"] > 0
+    assert fit(tiny(), correlated(), average=0).model.train_state.average is None
+
+
+def test_the_averaged_policy_resumes_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(policy, "LARGE_TABLE", 300)
+    df = correlated()
+    straight = fit(tiny(seed=1), df)
+    calls = {"n": 0}
+
+    def stop_early(model, rec):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            from fastvae import StopTraining
+            raise StopTraining
+    cut = fit(tiny(seed=1), df, callbacks=[stop_early])
+    back = tabular.load(cut.save(tmp_path / "m.npz"))
+    fit(back, df)
+    assert back.model.train_state.step == straight.model.train_state.step
+    np.testing.assert_array_equal(params(back), params(straight))
+    np.testing.assert_array_equal(back.model.train_state.average.other,
+                                  straight.model.train_state.average.other)
+
+
+@pytest.mark.parametrize("steps", [5, 49, 50, 120, 174, 1050])
+def test_an_averaged_plan_waits_patience_steps(steps):
+    batch = 256
+    rule, epochs = policy.plan(steps * batch, batch, averaged=True)
+    waited = rule.patience * rule.every * steps  # steps between the last best and a stop
+    assert policy.MIN_PATIENCE <= rule.patience <= policy.PATIENCE
+    assert waited >= policy.PATIENCE_STEPS or rule.patience == policy.PATIENCE
+    assert rule.patience == policy.MIN_PATIENCE or \
+        (rule.patience - 1) * rule.every * steps < policy.PATIENCE_STEPS
+    assert rule.max_steps == policy.AVERAGED_MAX_STEPS and epochs * steps >= rule.max_steps
+    raw, _ = policy.plan(steps * batch, batch)
+    assert raw.patience == policy.PATIENCE and raw.max_steps == policy.MAX_STEPS

@@ -213,6 +213,10 @@ class TabularVAE:
         model, st = self.model_, self.model_.train_state
         if st is None and "lr" not in fit_kw:
             fit_kw["lr"] = DEFAULTS["lr"]
+        if st is None and fit_kw.get("average") is None:
+            fit_kw["average"] = policy.average(len(df))
+        decay = fit_kw.get("average")
+        averaged = bool(decay) if decay is not None else st.settings["average"] > 0
         # (a run's batch size, once it has trained: a build fit of 0 epochs saw every row,
         # before the policy held out its own)
         saved_batch = None if st is None or not st.step else st.settings.get("batch_size")
@@ -229,10 +233,11 @@ class TabularVAE:
                 if st is not None and st.stopper is not None:
                     if st.stopper.stopped:  # the policy has ended this run: what follows
                         return self._finish(X, C, vX, vC, checkpoint)  # training, once
-                    rule, cap = None, policy.plan(len(X), B)[1]  # (the saved rule goes on)
+                    # (the saved rule goes on)
+                    rule, cap = None, policy.plan(len(X), B, averaged=averaged)[1]
                 else:
                     rule, cap = policy.plan(len(X), B, policy.independent_loss(
-                        self.schema_, np.asarray(vX, np.float64)))
+                        self.schema_, np.asarray(vX, np.float64)), averaged=averaged)
             epochs = max(0, cap - (st.epoch if st is not None else 0))
             fit_kw["early_stopping"] = rule
         else:
