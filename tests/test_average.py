@@ -56,16 +56,41 @@ def test_it_is_the_moving_average_of_the_steps_weights():
 
 
 def test_early_stopping_keeps_the_best_average():
-    X, V = data(), data(80, seed=1)
+    """One step an epoch: the best weights early stopping keeps are the hand-made average
+    of a run without one at the best epoch, and the raw weights restart from them."""
+    X, V = data(64), data(80, seed=1)
+    seen = []
+    plain = model()
+    plain.fit(X, epochs=40, batch_size=64, lr=0.05, progress=False,
+              callbacks=[lambda m, rec: seen.append(flat(m).astype(np.float64))])
     m = model()
     rule = EarlyStopping(patience=2, every=1, min_steps=6)
-    hist = m.fit(X, epochs=200, batch_size=40, val=V, lr=0.03, average=0.8,
+    hist = m.fit(X, epochs=40, batch_size=64, val=V, lr=0.05, average=0.8,
                  early_stopping=rule, progress=False)
     es = m.train_state.stopper
-    assert es.stopped and len(hist) < 200
+    assert es.stopped and len(hist) < 40
+    want = flat(model()).astype(np.float64)
+    for t, w in enumerate(seen[:es.best_epoch], start=1):
+        want += WeightAverage.weight(0.8, t) * (w - want)
+    np.testing.assert_allclose(es.best_params, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(flat(m), es.best_params)
+    np.testing.assert_array_equal(m.train_state.average.other, es.best_params)
     # validation read the averaged weights: they give the best validation loss again
     assert m.elbo(V).neg_elbo == pytest.approx(es.best, rel=1e-6)
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_a_plateaus_decay_restarts_the_raw_weights_only_from_a_restored_best(restore):
+    X, V = data(), data(80, seed=1)
+    kw = dict(epochs=4, batch_size=40, val=V, lr=0.05, progress=False)
+    rule = dict(patience=1, every=1, min_steps=0, decays=5, restore_best=restore)
+    plain, avg = model(), model()
+    plain.fit(X, early_stopping=EarlyStopping(**rule), **kw)
+    avg.fit(X, early_stopping=EarlyStopping(**rule), average=0.9, **kw)
+    decayed = any("lr" in r for r in plain.history)
+    assert decayed
+    if not restore:  # nothing was put back: the steps are a run without the average
+        np.testing.assert_array_equal(avg.train_state.average.other, flat(plain))
 
 
 def test_save_load_and_continue(tmp_path):

@@ -18,8 +18,8 @@ def quick(monkeypatch):
     monkeypatch.setattr(policy, "MAX_STEPS", 600)
     monkeypatch.setattr(policy, "EVAL_STEPS", 10)
     monkeypatch.setattr(policy, "PATIENCE", 4)
-    monkeypatch.setattr(policy, "PATIENCE_STEPS", 40)
-    monkeypatch.setattr(policy, "AVERAGED_MAX_STEPS", 600)
+    monkeypatch.setattr(policy, "PATIENCE_STEPS", 25)
+    monkeypatch.setattr(policy, "AVERAGED_MAX_STEPS", 400)
 
 
 def tiny(**kw):
@@ -228,9 +228,13 @@ def test_a_large_table_trains_with_the_weight_average_by_default(monkeypatch):
     tv = fit(tiny(seed=2), correlated())
     st = tv.model.train_state
     assert st.settings["average"] == policy.AVERAGE_DECAY and st.average.holds == "average"
-    assert st.stopper.stopped
+    assert st.stopper.stopped and st.stopper.max_steps == policy.AVERAGED_MAX_STEPS
+    steps = -(-st.n_rows // st.settings["batch_size"])
+    assert st.stopper.patience == max(policy.MIN_PATIENCE, min(policy.PATIENCE, -(
+        -policy.PATIENCE_STEPS // (st.stopper.every * steps))))
     np.testing.assert_array_equal(params(tv), st.stopper.best_params)  # the best average
     small = fit(tiny(seed=2), correlated(250))
+    assert small.model.train_state.stopper.max_steps == policy.MAX_STEPS
     assert small.model.train_state.settings["average"] == 0
     assert small.model.train_state.average is None
     # explicit settings win: epochs= keeps the table's average, average=0 drops it

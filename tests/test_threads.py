@@ -185,6 +185,11 @@ def test_split_kernels_match_the_serial_ones_for_every_thread_count(n, threads):
     K.adam_step(*s2, g, *args)
     for u, w in zip(s1, s2):
         np.testing.assert_array_equal(w, u)
+    # the weight average over parameter ranges
+    a1, a2 = m.copy(), m.copy()
+    optim.average_step(a1, p, 1e-3)
+    K.average_step(a2, p, 1e-3)
+    np.testing.assert_array_equal(a2, a1)
     # the data check's counts, and the bf16 rounding
     xb = x.copy()
     xb[5, 3], xb[1400, 2], xb[700, 9] = np.nan, 2.0, -np.inf
@@ -240,5 +245,5 @@ def test_fit_with_a_block_model_is_the_same_for_any_thread_count(threads):
 def test_split_module_covers_what_the_backend_exports():
     for name in ("bias_act_fwd", "act_bias_bwd", "likelihood_fwd", "likelihood_fwd_bwd",
                  "blocks_fwd", "blocks_fwd_bwd", "encoder_input", "normal_eps", "adam_step",
-                 "sgd_step", "check_data", "to_bf16"):
+                 "sgd_step", "average_step", "check_data", "to_bf16"):
         assert getattr(K, name) is getattr(split, name), name

@@ -135,7 +135,7 @@ def add_parser(sub):
         "thread (with --threads N): faster at small batches; the results depend on the "
         "shard count, not on the threads (cpu backend, no --free-bits)", type=positive(int))
     add(o, "average", "keep a moving average of the weights with this decay, in [0, 1) "
-        "(0.999: about the last 1,000 steps): validation, the checkpoint and the model "
+        "(0.999: about the last 1,000 steps, once warmed up): validation, the checkpoint and the model "
         "are the average's, the steps go on from the raw weights", type=nonneg,
         shown="0, none; 0.999 for a table of 10,000 rows or more")
     r = t.add_argument_group("run")

@@ -76,10 +76,14 @@ def fit(model, X, epochs=1, batch_size=None, optimizer=None, lr=None, val=None,
     machine the scVI-sized step at batch 128 ran 1.15-1.3x faster with 2 shards on 2
     threads.  The results depend on the shard count (like a change of MPI ranks: to the
     rounding of the gradient sums), never on the thread count; cpu backend, free_bits=0.
-    average [0: none]: keep a moving average of the weights with this decay (0.999: about
-    the last 1,000 steps; :mod:`fastvae.training.average`).  The steps go on from the raw
-    weights; validation, early stopping's best weights, callbacks, checkpoints and the
-    weights fit leaves are the average's.  A run saves both, and resumes both to the bit.
+    average [0: none]: keep a moving average of the weights with this decay (0.999: the
+    last 1,000 steps or so once warmed up, the last t/9 before step 9,000;
+    :mod:`fastvae.training.average`).  The steps go on from the raw weights; validation,
+    early stopping's best weights, callbacks, checkpoints and the weights fit leaves are
+    the average's.  A run saves both, and resumes both to the bit.  When early stopping
+    puts the best average back (a stop, or a plateau's decay), the raw weights restart
+    from it too; a later fit with average=0 goes on from the average and drops the raw
+    weights.
 
     early_stopping : an :class:`~fastvae.training.stopping.EarlyStopping` (needs ``val``):
         stop when the validation loss stops improving, within ``epochs``, and keep the best

@@ -118,7 +118,11 @@ class Loop:
         """With a weight average (fit's ``average``): the model's parameters become the
         raw weights (RAW: for the steps) or their average (AVERAGE: everything else)."""
         if self.st.average is not None:
-            self.st.average.hold(which)
+            self.guard.hold()  # (a second Ctrl-C lands after the exchange and its label)
+            try:
+                self.st.average.hold(which)
+            finally:
+                self.guard.release()
 
     def epoch(self):
         """The steps of one epoch (the rest of the one in progress), until stopped."""
@@ -311,8 +315,10 @@ class Loop:
             stopper = st.stopper
             if stopper is not None and not stopper.stopped:
                 why = stopper.update(model, rec, st.step)
-                if "lr" in rec and st.average is not None:
-                    # (a plateau's decay restored the best average: the steps go on from it)
+                if (st.average is not None and (why is not None or "lr" in rec)
+                        and stopper.restore_best and stopper.best_params is not None):
+                    # (a stop or a plateau's decay put the best average back: the raw
+                    # weights go on from it too, as a run without an average would)
                     st.average.other[...] = model.flat_params
                 if why is not None:
                     stop = True

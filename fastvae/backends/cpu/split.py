@@ -199,7 +199,7 @@ def sgd_step(p, buf, g, lr, momentum, nesterov, weight_decay, step, grad_scale):
 
 def average_step(avg, p, weight):
     """One step of the weights' moving average (contract: reference.average_step)."""
-    if len(_spread(avg.shape[0], 2)) == 1:
+    if len(_spread(avg.shape[0], 4)) == 1:
         _optim.average_step(avg, p, weight)
         return
     run(_optim.average_step, [c + (weight,) for c in _chunk_views(avg, p)])
