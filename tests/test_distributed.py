@@ -107,6 +107,8 @@ CONFIGS = {
     # each rank's 25 rows cut into 3 shards (9 + 8 + 8), the last batch's 15 into 5 + 5 + 5,
     # with dynamic binarization and KL warm-up (fit's shards: no free bits)
     "shards-3": (2, dict(MODEL, free_bits=0.0), dict(FIT, shards=3)),
+    # a weight average (the ranks' parameters: the average; their steps: the raw weights)
+    "average-2": (2, MODEL, dict(FIT, average=0.9)),
 }
 
 

@@ -233,8 +233,10 @@ class TabularVAE:
                 if st is not None and st.stopper is not None:
                     if st.stopper.stopped:  # the policy has ended this run: what follows
                         return self._finish(X, C, vX, vC, checkpoint)  # training, once
-                    # (the saved rule goes on)
-                    rule, cap = None, policy.plan(len(X), B, averaged=averaged)[1]
+                    # (the saved rule goes on, to its own step cap)
+                    most = st.stopper.max_steps
+                    rule, cap = None, (policy.plan(len(X), B, averaged=averaged)[1]
+                                       if most is None else -(-most // -(-len(X) // B)))
                 else:
                     rule, cap = policy.plan(len(X), B, policy.independent_loss(
                         self.schema_, np.asarray(vX, np.float64)), averaged=averaged)

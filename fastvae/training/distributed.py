@@ -307,6 +307,9 @@ class Distributed:
                 "the model": repr(sorted(model.config().items())),
                 "the backend": model.kernels.NAME,
                 "the parameters": _digest(self.bk.to_numpy(model.flat_params)),
+                # (with a weight average the raw weights, which the steps go on from)
+                "the weight average": None if st is None or st.average is None else (
+                    st.average.holds, _digest(self.bk.to_numpy(st.average.other))),
                 "the training state": (model.noise.counter, None if st is None else
                                        (st.step, st.epoch, st.row)),
                 "the settings": repr((sorted(settings.items()), epochs, opt,
