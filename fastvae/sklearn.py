@@ -69,7 +69,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
     weighted bound with ``n_samples`` samples, and :meth:`score` still reports the ELBO).
     Fit parameters: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``weight_decay``,
     ``clip_norm``, ``momentum``, ``kl_warmup``, ``binarize``, ``shuffle``, ``drop_last``,
-    ``shards`` (see :func:`fastvae.training.fit.fit`; None means fit's default).
+    ``shards``, ``average`` (see :func:`fastvae.training.fit.fit`; None means fit's
+    default).
 
     Attributes after fit: ``model_`` (the trained :class:`fastvae.VAE`), ``history_`` (one
     dict per epoch), ``n_features_in_`` and, for DataFrames, ``feature_names_in_``.
@@ -81,7 +82,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                  activation_alpha=None, objective="elbo", epochs=100, batch_size=64,
                  optimizer="adam", lr=1e-3, weight_decay=None, clip_norm=None, momentum=None,
                  kl_warmup=0, binarize="none", shuffle=True, drop_last=False,
-                 precision="full", shards=1):
+                 precision="full", shards=1, average=0.0):
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.activation = activation
@@ -109,6 +110,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
         self.drop_last = drop_last
         self.precision = precision
         self.shards = shards
+        self.average = average
 
     # ------------------------------------------------------------------- fitting
     def fit(self, X, y=None):
@@ -129,7 +131,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEsti
                      weight_decay=self.weight_decay, clip_norm=self.clip_norm,
                      momentum=self.momentum, kl_warmup=self.kl_warmup,
                      binarize=self.binarize, shuffle=self.shuffle, drop_last=self.drop_last,
-                     shards=self.shards)
+                     shards=self.shards, average=self.average)
         history = model.fit(X, epochs=self.epochs, progress=False,
                             **{k: v for k, v in given.items() if v is not None})
         self.model_ = model

@@ -165,3 +165,15 @@ def test_shards_pass_to_fit_and_train_what_one_pass_trains():
                                atol=1e-12)
     with pytest.raises(ValueError, match="shards must be a positive integer"):
         VAETransformer(**SMALL, shards=0).fit(X)
+
+
+def test_average_passes_to_fit():
+    X = np.random.default_rng(3).random((120, 6))
+    avg = VAETransformer(**SMALL, average=0.9).fit(X)
+    assert avg.get_params()["average"] == 0.9
+    st = avg.model_.train_state
+    assert st.settings["average"] == 0.9 and st.average.holds == "average"
+    plain = VAETransformer(**SMALL).fit(X)
+    np.testing.assert_array_equal(st.average.other, plain.model_.flat_params)
+    with pytest.raises(ValueError, match="average"):
+        VAETransformer(**SMALL, average=1.0).fit(X)
