@@ -13,7 +13,10 @@ each candidate the issue names:
   (``pip install mkl``, about 1 GB; ``--mkl PATH``);
 - ``torch``: PyTorch's bf16 ``torch.mm`` (bf16 out: half the bytes written, and the
   rounding of the result that autocast makes), when torch is installed;
-- ``numpy-f32``: NumPy's float32 product (OpenBLAS here), the path bf16 replaces.
+- ``numpy-f32``: NumPy's float32 product (OpenBLAS here), the path bf16 replaces;
+- ``onednn-f32`` and ``torch-f32``: oneDNN's and PyTorch's float32 products, the
+  alternatives to OpenBLAS for a float32 step (issue 31: PyTorch's float32 products are
+  faster than OpenBLAS's on the deep model).
 
 Each library runs in its own process (an OpenMP or BLAS pool left spinning by one library
 slows the next), the processes take turns for ``--rounds`` rounds, and each product's time
@@ -33,7 +36,8 @@ import subprocess
 import sys
 import time
 
-LIBRARIES = ("numpy-f32", "onednn", "onednn-blocked", "mkl", "torch")
+LIBRARIES = ("numpy-f32", "onednn-f32", "torch-f32", "onednn", "onednn-blocked", "mkl",
+             "torch")
 #: (model name, layer widths from the input, batch)
 MODELS = (("canonical", (784, 400, 20), 512), ("canonical", (784, 400, 20), 2048),
           ("deep", (784, 1024, 1024, 64), 512))
@@ -98,12 +102,18 @@ def _runner(lib, mkl_path):
             A, B = (a.T if ta else a), (b.T if tb else b)
             return lambda: np.matmul(A, B, out=out)
         return make
-    if lib in ("onednn", "onednn-blocked"):
+    if lib in ("onednn", "onednn-blocked", "onednn-f32"):
         from fastvae.backends.cpu import onednn
         try:
             L = onednn.library()
         except RuntimeError:  # not installed: a missing column, said under the table
             return None
+        if lib == "onednn-f32":
+            def make(M, K, N, ta, tb, weight, a, b):
+                out = np.empty((M, N), np.float32)
+                A, B = (a.T if ta else a), (b.T if tb else b)
+                return lambda: L.matmul(out, A, B)
+            return make
         if lib == "onednn":
             def make(M, K, N, ta, tb, weight, a, b):
                 out = np.empty((M, N), np.float32)
@@ -136,16 +146,17 @@ def _runner(lib, mkl_path):
             keep = (A, B, out)  # (args holds their addresses, not the arrays)
             return lambda: (f(*args), keep)
         return make
-    if lib == "torch":
+    if lib in ("torch", "torch-f32"):
         try:
             import torch
         except ImportError:
             return None
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
+        dt = torch.bfloat16 if lib == "torch" else torch.float32
 
         def make(M, K, N, ta, tb, weight, a, b):
-            A = torch.from_numpy(a).to(torch.bfloat16)
-            B = torch.from_numpy(b).to(torch.bfloat16)
+            A = torch.from_numpy(a).to(dt)
+            B = torch.from_numpy(b).to(dt)
             A, B = (A.t() if ta else A), (B.t() if tb else B)
             return lambda: torch.mm(A, B)
         return make
@@ -293,7 +304,8 @@ def markdown(res):
              f"library in its own process, taking turns) of medians of {res['reps']} calls.  "
              f"Not run: {', '.join(res['missing']) or 'none'}.", ""]
     lines.append("GFLOP/s per product (dW: the weight gradient h^T d, dX: the input gradient "
-                 "d W^T; torch writes bf16, the others float32):")
+                 "d W^T; torch writes bf16, the others float32; the -f32 columns multiply "
+                 "float32 operands, the others bf16):")
     lines.append("")
     lines.append("| model | batch | product | M x K x N | " + " | ".join(libs) + " |")
     lines.append("|---|---:|---|---|" + "---:|" * len(libs))
