@@ -164,6 +164,10 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
         # (the replicas' buffers are allocated here, before anything changes)
         shards = (Shards(model, settings["shards"]) if settings["shards"] > 1 and epochs
                   else None)
+        # (a new weight average's buffers too; both start as the weights the model holds)
+        saved = model.train_state
+        average = (WeightAverage(model, holds=AVERAGE) if settings["average"] > 0 and (
+            saved is None or saved.average is None) else None)
         out = Progress(stream or sys.stderr, enabled=progress)
         guard.out = out
         if changes and ag.lead:  # (a warning that is an error stops every rank, here)
@@ -179,9 +183,8 @@ def _fit(model, X, epochs, val, callbacks, progress, checkpoint, stream, ag, gua
         st = model.train_state = TrainState(model)
     st.settings, st.settings_saved = settings, True
     st.optimizer = make_optimizer()
-    if settings["average"] > 0 and st.average is None:
-        # (both vectors start as the weights the model holds)
-        st.average = WeightAverage(model, holds=AVERAGE)
+    if average is not None:
+        st.average = average
     elif settings["average"] == 0:
         st.average = None  # (the model keeps the weights it holds: the average, if any)
     if stopper is not False:
