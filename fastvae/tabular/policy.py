@@ -83,7 +83,7 @@ LARGE_TABLE = 10_000
 #: the weight average's decay (about the last 1,000 steps; fit's ``average``), from
 #: LARGE_TABLE rows on.  Measured on the suite (seed 0, the same run judged with its raw
 #: and its averaged weights): gss_wages' averaged weights after 5,000 steps were as
-#: accurate as its raw ones after 10,000 (0.950 and 0.949), and after 8,000 better than
+#: accurate as its raw ones after 8,000 (0.950 and 0.949), and after 8,000 as its raw ones
 #: after 12,000 (0.953 and 0.953); wa_churn (7,043 rows) gained 0.003-0.006 too, but its
 #: DCR share rose by 0.02-0.03 (penguins: by up to 0.07): on small tables the average
 #: fits the training rows more closely than the holdout, so they keep the raw weights

@@ -4,7 +4,7 @@ back, while its steps go on from the raw weights.
 An exponential moving average of the parameters over the last ~1 / (1 - decay) steps
 (Polyak averaging) smooths out the last steps' noise: on stevedata gss_wages (61,697
 rows) the averaged weights after 5,000 steps sampled tables as accurate as the raw ones
-after 10,000.  A smooth validation curve is also one an early-stopping rule can read
+after 8,000.  A smooth validation curve is also one an early-stopping rule can read
 with little patience.
 
 Two parameter vectors live in the run: the raw weights, which the optimizer steps, and
