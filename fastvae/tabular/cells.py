@@ -11,6 +11,11 @@ from .column import pandas_module, plain
 SEARCH_ROWS = 20000
 
 
+def search_sample(df, rows=SEARCH_ROWS):
+    """The rows a rule search reads: the table, or a seeded ``rows`` of its rows."""
+    return df if len(df) <= rows else df.sample(rows, random_state=0)
+
+
 def json_cell(v):
     """A cell as a JSON value, or raise TypeError (NaN/None/NaT: None)."""
     if v is None:
@@ -56,4 +61,4 @@ def put(col, rows, values):
     return col
 
 
-__all__ = ["SEARCH_ROWS", "eligible", "json_cell", "cast_like", "put"]
+__all__ = ["SEARCH_ROWS", "search_sample", "eligible", "json_cell", "cast_like", "put"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cells import SEARCH_ROWS, eligible, json_cell, put
+from .cells import SEARCH_ROWS, eligible, json_cell, put, search_sample
 from .column import RARE_MIN, pandas_module
 
 #: a rule's label column has at most this many values, and its X at most this many runs
@@ -57,7 +57,7 @@ def find(df, schema, rules=(), fixed=()):
           and c.name not in set_by]  # (numbers of few values too: their rare ones)
     if not xs:
         return []
-    sample = df if len(df) <= SEARCH_ROWS else df.sample(SEARCH_ROWS, random_state=0)
+    sample = search_sample(df, SEARCH_ROWS)
     ys = []
     for c in cols:
         if c.name in fixed:

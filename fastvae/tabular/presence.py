@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cells import SEARCH_ROWS, eligible, json_cell, put
+from .cells import SEARCH_ROWS, eligible, json_cell, put, search_sample
 from .column import RARE_MIN, pandas_module
 
 #: a rule must be this unlikely to hold by chance (the value rules' level)
@@ -48,7 +48,7 @@ def find(df, schema, rules=()):
               if all(c.modeled for c in g) and not reads.intersection(c.name for c in g)]
     if not groups:
         return []
-    sample = df if len(df) <= SEARCH_ROWS else df.sample(SEARCH_ROWS, random_state=0)
+    sample = search_sample(df, SEARCH_ROWS)
     dets = [c.name for c in schema.columns if eligible(c)]
     out = []
     for g in groups:

@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import components, intervals, presence
-from .cells import SEARCH_ROWS, eligible, json_cell, put
+from .cells import SEARCH_ROWS, eligible, json_cell, put, search_sample
 from .column import RARE_MIN, pandas_module
 
 #: a rule must be this unlikely to hold by chance (B's frequencies, independence)
@@ -85,7 +85,7 @@ def find(df, schema):
     cols = [c for c in schema.columns if eligible(c)]
     if len(cols) < 2:
         return []
-    sample = df if len(df) <= SEARCH_ROWS else df.sample(SEARCH_ROWS, random_state=0)
+    sample = search_sample(df, SEARCH_ROWS)
     card = {c.name: int(sample[c.name].nunique(dropna=False)) for c in cols}
     pos = {c.name: i for i, c in enumerate(schema.columns)}
     order = sorted((c.name for c in cols), key=lambda n: (-card[n], pos[n]))
@@ -122,8 +122,7 @@ def _value_rules(df, sample, order, card, freq):
     for j, c in enumerate(cols):
         codes[:, j] = c
     rules, cells, cell, chance = [], 0, {}, {}
-    for i, a in enumerate(order):
-        j0 = 0  # the targets: every other column that has a frequent value
+    for a in order:  # (its targets: every other column that has a frequent value)
         if card[a] > MAX_VALUES or a not in frequent or len(names) < 2:
             continue
         # groupby's groups of a (its missing cells in none)
@@ -141,7 +140,7 @@ def _value_rules(df, sample, order, card, freq):
         starts = np.flatnonzero(np.diff(key[rows], prepend=-1))
         group, n = key[rows[starts]], size[key[rows[starts]]]
         step = max(1, CHUNK // rows.size)
-        for j1 in range(j0, len(names), step):
+        for j1 in range(0, len(names), step):
             lo, one = _constant(codes[rows, j1:j1 + step], starts)
             for j in np.flatnonzero(one.any(axis=0)):
                 if names[j1 + j] == a:
