@@ -146,3 +146,26 @@ def test_hold_exchanges_the_two_vectors():
     a.hold(AVERAGE)
     with pytest.raises(RuntimeError, match="raw"):
         a.update(0.9, 1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pickle_and_both_precisions_keep_the_average_to_the_bit(backend, dtype):
+    import copy
+    import pickle
+    X = data().astype(dtype)
+
+    def make():
+        return fastvae.VAE(20, hidden=(16,), latent_dim=3, backend=backend, seed=2,
+                           dtype=dtype)
+    straight = make()
+    straight.fit(X, epochs=3, batch_size=40, average=0.9, progress=False)
+    m = make()
+    m.fit(X, epochs=1, batch_size=40, average=0.9, progress=False)
+    for c in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m)):
+        assert c.train_state.average.holds == AVERAGE
+        assert c.train_state.average.other.dtype == np.dtype(dtype)
+        c.fit(X, epochs=2, progress=False)
+        np.testing.assert_array_equal(flat(c), flat(straight))
+        np.testing.assert_array_equal(c.train_state.average.other,
+                                      straight.train_state.average.other)
