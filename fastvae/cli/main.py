@@ -360,6 +360,7 @@ def cmd_info(args):
     try:
         import numba
         from ..backends import cpu
+        bf16 = cpu.bf16_support()  # (loading oneDNN may change the default thread count)
         lines.append(f"numba {numba.__version__}; cpu kernels on {cpu.get_num_threads()} "
                      "thread(s)")
         from ..backends.cpu import blas_threads
@@ -368,9 +369,11 @@ def cmd_info(args):
             f"{', '.join(str(get()) for get, _ in blas)}; fit's shards run each product on "
             "one" if blas else "not settable here (OpenBLAS, MKL or BLIS not found): "
             "fit's shards leave the BLAS library's threads alone"))
-        bf16 = cpu.bf16_support()
         lines.append("precision='bf16' on the cpu backend: " + (
             f"yes (oneDNN: {cpu.onednn.library().path})" if bf16 is None else f"no ({bf16})"))
+        waits = cpu.onednn.openmp_waits()
+        if waits is not None:
+            lines.append(f"oneDNN's OpenMP threads between products: {waits[0]} ({waits[1]})")
     except ImportError:
         lines.append("numba: not installed (the cpu backend needs it)")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "FASTVAE_BACKEND",

@@ -15,13 +15,16 @@ shape alone, a chunk's work is the same whichever thread runs it, and partial re
 chunks one after another.
 
 The thread count: :func:`set_num_threads`, else the environment variable
-``FASTVAE_NUM_THREADS``, else **1**.  One, because that measured best inside a training step
-on the 2-core machines we have: with 2 threads the step took 1.00-1.07x as long as with 1
-(batch 512 and 2048, float32 and bf16), though a split kernel alone ran 1.9x faster.  Right
-after each matrix product the BLAS library's own threads (OpenBLAS's; OpenMP's under
-oneDNN) keep spinning on the other core for a while, and the pool's worker gets it late.
-Where the kernels' cores are not the BLAS threads' (more cores than BLAS uses, or BLAS
-limited to fewer threads), set more.
+``FASTVAE_NUM_THREADS``, else **1**, or every core this process may use once oneDNN is
+loaded with its OpenMP threads asleep between products (:func:`default_to_cores`).  One,
+because that measured best inside a float32 training step on the 2-core machines we have:
+with 2 threads the step took 1.00-1.07x as long as with 1 (batch 512 and 2048), though a
+split kernel alone ran 1.9x faster.  Right after each matrix product OpenBLAS's threads keep
+spinning on the other core for a while (``OPENBLAS_THREAD_TIMEOUT``, read when NumPy loads
+it), and the pool's worker gets it late.  oneDNN's OpenMP threads are told not to spin
+(:mod:`fastvae.backends.cpu.onednn`), and then 2 threads made the bf16 step at batch 2048
+1.3x faster.  Where the kernels' cores are not the BLAS threads' (more cores than BLAS
+uses, or BLAS limited to fewer threads), set more.
 """
 from __future__ import annotations
 
@@ -160,13 +163,14 @@ def _restore(mask):
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-_pool = {"n": None, "pool": None}
+_pool = {"n": None, "pool": None, "chosen": False}
 
 
 def get_num_threads():
     """The threads the cpu backend's kernels use."""
     if _pool["n"] is None:
         _pool["n"] = _default_threads()
+        _pool["chosen"] = os.environ.get(ENV_VAR) is not None
     return _pool["n"]
 
 
@@ -175,8 +179,29 @@ def set_num_threads(n):
     same bits for every n."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"the thread count must be a positive integer, got {n!r}")
+    _pool["chosen"] = True
     if n != _pool["n"]:
         _pool["n"], _pool["pool"] = n, None
+
+
+def usable_cores():
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_to_cores():
+    """The default thread count becomes every usable core (at most MAX_CHUNKS: no kernel
+    is cut finer), unless a count was chosen (:func:`set_num_threads`,
+    ``FASTVAE_NUM_THREADS``).  Called when the products' library stops competing for the
+    cores between products (see the module docstring)."""
+    get_num_threads()
+    if not _pool["chosen"]:
+        n = max(1, min(MAX_CHUNKS, usable_cores()))
+        if n != _pool["n"]:
+            _pool["n"], _pool["pool"] = n, None
 
 
 def pool():

@@ -1,0 +1,120 @@
+"""oneDNN's OpenMP threads are loaded asleep between products (GOMP_SPINCOUNT=0 while the
+library loads, the environment put back after), and the cpu backend's kernels then take
+every core by default; a user's setting, or a GNU OpenMP already loaded, is left alone."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastvae.backends.cpu import onednn, pool
+
+
+def _library_or_skip():
+    try:
+        return onednn.library()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """The pool's settings as in a new process (restored after)."""
+    monkeypatch.setattr(pool, "_pool", {"n": None, "pool": None, "chosen": False})
+    monkeypatch.delenv(pool.ENV_VAR, raising=False)
+
+
+@pytest.mark.parametrize("loaded", [False, True, None])
+def test_the_spin_is_set_only_while_oneDNN_loads_and_only_when_it_can_take_effect(
+        monkeypatch, loaded):
+    for v in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(onednn, "_gomp_loaded", lambda: loaded)
+    with onednn._quiet_openmp() as (state, why):
+        inside = os.environ.get("GOMP_SPINCOUNT")
+    assert "GOMP_SPINCOUNT" not in os.environ
+    if loaded is False:
+        assert (state, inside) == ("sleeps", onednn.QUIET_SPINCOUNT)
+    else:  # (already loaded, or not knowable: the setting would not reach it)
+        assert (state, inside) == ("spins", None)
+        assert "loaded before oneDNN" in why
+
+
+@pytest.mark.parametrize("var, value, state", [
+    ("GOMP_SPINCOUNT", "300000", "spins"), ("GOMP_SPINCOUNT", "0", "sleeps"),
+    ("OMP_WAIT_POLICY", "PASSIVE", "sleeps"), ("OMP_WAIT_POLICY", "active", "spins")])
+def test_a_users_openmp_setting_is_kept_and_read(monkeypatch, var, value, state):
+    for v in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv(var, value)
+    monkeypatch.setattr(onednn, "_gomp_loaded", lambda: False)
+    with onednn._quiet_openmp() as (got, why):
+        assert os.environ[var] == value
+    assert got == state and f"{var}={value}" in why
+    assert os.environ[var] == value
+
+
+def test_default_to_cores_respects_a_chosen_count(fresh_pool, monkeypatch):
+    monkeypatch.setattr(pool, "usable_cores", lambda: 3)
+    assert pool.get_num_threads() == 1
+    pool.default_to_cores()
+    assert pool.get_num_threads() == 3
+    pool.set_num_threads(1)
+    pool.default_to_cores()
+    assert pool.get_num_threads() == 1
+
+
+def test_default_to_cores_keeps_the_environments_count(fresh_pool, monkeypatch):
+    monkeypatch.setenv(pool.ENV_VAR, "1")
+    monkeypatch.setattr(pool, "usable_cores", lambda: 4)
+    pool.default_to_cores()
+    assert pool.get_num_threads() == 1
+
+
+def test_default_to_cores_is_capped_at_the_finest_cut(fresh_pool, monkeypatch):
+    monkeypatch.setattr(pool, "usable_cores", lambda: 64)
+    pool.default_to_cores()
+    assert pool.get_num_threads() == pool.MAX_CHUNKS
+
+
+PROBE = """
+import json, os, sys
+from fastvae.backends.cpu import onednn, pool
+before = pool.get_num_threads()
+onednn.library()
+print(json.dumps({"before": before, "after": pool.get_num_threads(),
+                  "waits": onednn.openmp_waits(), "cores": pool.usable_cores(),
+                  "left": os.environ.get("GOMP_SPINCOUNT"),
+                  "gomp": onednn._gomp_loaded()}))
+"""
+
+
+def _probe(env_extra, drop=()):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", pool.ENV_VAR, *drop)}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_new_process_loads_oneDNN_asleep_and_takes_every_core():
+    _library_or_skip()
+    got = _probe({})
+    assert got["gomp"] is True  # (oneDNN brought GNU OpenMP with it)
+    assert got["waits"][0] == "sleeps" and got["left"] is None
+    assert got["before"] == 1 and got["after"] == min(pool.MAX_CHUNKS, got["cores"])
+
+
+@pytest.mark.parametrize("env, state", [({"GOMP_SPINCOUNT": "300000"}, "spins"),
+                                        ({pool.ENV_VAR: "1"}, "sleeps")])
+def test_a_new_process_keeps_what_the_user_set(env, state):
+    _library_or_skip()
+    got = _probe(env)
+    assert got["waits"][0] == state
+    assert got["left"] == env.get("GOMP_SPINCOUNT")
+    assert got["after"] == 1
