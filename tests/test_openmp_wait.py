@@ -118,3 +118,18 @@ def test_a_new_process_keeps_what_the_user_set(env, state):
     assert got["waits"][0] == state
     assert got["left"] == env.get("GOMP_SPINCOUNT")
     assert got["after"] == 1
+
+
+def test_the_cli_gives_each_mpi_rank_one_thread(fresh_pool, monkeypatch):
+    from types import SimpleNamespace
+
+    from fastvae.cli.common import set_threads
+    monkeypatch.setattr(pool, "usable_cores", lambda: 2)
+    pool.default_to_cores()  # (as a bf16 model's oneDNN would)
+    model = SimpleNamespace(train_state=None)
+    set_threads(SimpleNamespace(threads=None), model, {}, ranks=2)
+    assert pool.get_num_threads() == 1
+    set_threads(SimpleNamespace(threads=None), model, {"shards": 2}, ranks=1)
+    assert pool.get_num_threads() == 2
+    set_threads(SimpleNamespace(threads=3), model, {}, ranks=2)
+    assert pool.get_num_threads() == 3

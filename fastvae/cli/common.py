@@ -140,13 +140,18 @@ def write_pictures(write, out, quiet):
 def set_threads(args, model, fit_kw, ranks=1):
     """The cpu backend's threads for this run: --threads, else $FASTVAE_NUM_THREADS, else
     (one process alone: MPI ranks share the machine's cores) the run's shard count
-    (--shards, or the resumed run's), since shards on one thread run one after another.
-    No bit depends on the count."""
+    (--shards, or the resumed run's), since shards on one thread run one after another;
+    MPI ranks take one each (they share the machine's cores; a bf16 model would otherwise
+    take every core in every rank).  No bit depends on the count."""
     from ..backends.cpu import pool
     if args.threads is not None:
         pool.set_num_threads(args.threads)
         return
+    if os.environ.get(pool.ENV_VAR) is not None:
+        return
     st = model.train_state
     shards = fit_kw.get("shards") or (st.settings["shards"] if st is not None else 1)
-    if os.environ.get(pool.ENV_VAR) is None and shards > 1 and ranks == 1:
+    if ranks > 1:
+        pool.set_num_threads(1)
+    elif shards > 1:
         pool.set_num_threads(shards)
