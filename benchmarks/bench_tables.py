@@ -382,7 +382,7 @@ def main(argv=None):
     if args.peers_from:
         with open(args.peers_from) as f:
             old = json.load(f)
-        names = [t.split("/")[-1] if "/" in t else t for t in args.tables]
+        names = list(args.tables)  # (rows name a table as --tables did: package/dataset)
         peers = [r for r in old["rows"] if r["impl"] not in args.impls
                  and r["table"] in names and r["seed"] < args.seeds]
         args.peers_note = (f"  {', '.join(sorted({NAMES[r['impl']] for r in peers}))}: "

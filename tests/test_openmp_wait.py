@@ -27,34 +27,52 @@ def fresh_pool(monkeypatch):
     monkeypatch.delenv(pool.ENV_VAR, raising=False)
 
 
-@pytest.mark.parametrize("loaded", [False, True, None])
+@pytest.mark.parametrize("before, after, state", [
+    (False, True, "sleeps"),    # oneDNN brought GNU OpenMP: it read the 0
+    (False, False, "spins"),    # a oneDNN on another runtime: nothing read it
+    (True, True, "spins"),      # already loaded (PyTorch's): too late to set
+    (None, None, "spins")])     # not knowable (no /proc): not set
 def test_the_spin_is_set_only_while_oneDNN_loads_and_only_when_it_can_take_effect(
-        monkeypatch, loaded):
+        monkeypatch, before, after, state):
     for v in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setattr(onednn, "_gomp_loaded", lambda: loaded)
-    with onednn._quiet_openmp() as (state, why):
+    answers = iter([before, after])
+    monkeypatch.setattr(onednn, "_gomp_loaded", lambda: next(answers))
+    with onednn._quiet_openmp() as waits:
         inside = os.environ.get("GOMP_SPINCOUNT")
     assert "GOMP_SPINCOUNT" not in os.environ
-    if loaded is False:
-        assert (state, inside) == ("sleeps", onednn.QUIET_SPINCOUNT)
-    else:  # (already loaded, or not knowable: the setting would not reach it)
-        assert (state, inside) == ("spins", None)
-        assert "loaded before oneDNN" in why
+    assert waits[0][0] == state
+    assert inside == (onednn.QUIET_SPINCOUNT if before is False else None)
 
 
-@pytest.mark.parametrize("var, value, state", [
-    ("GOMP_SPINCOUNT", "300000", "spins"), ("GOMP_SPINCOUNT", "0", "sleeps"),
-    ("OMP_WAIT_POLICY", "PASSIVE", "sleeps"), ("OMP_WAIT_POLICY", "active", "spins")])
-def test_a_users_openmp_setting_is_kept_and_read(monkeypatch, var, value, state):
+def test_a_failed_load_puts_the_environment_back(monkeypatch):
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(onednn, "_gomp_loaded", lambda: False)
+    with pytest.raises(OSError):
+        with onednn._quiet_openmp():
+            raise OSError("no such library")
+    assert "GOMP_SPINCOUNT" not in os.environ
+
+
+@pytest.mark.parametrize("env, state", [
+    ({"GOMP_SPINCOUNT": "300000"}, "spins"), ({"GOMP_SPINCOUNT": "0"}, "sleeps"),
+    ({"GOMP_SPINCOUNT": "0k"}, "sleeps"), ({"GOMP_SPINCOUNT": "infinite"}, "spins"),
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, "sleeps"), ({"OMP_WAIT_POLICY": "active"}, "spins"),
+    # (libgomp: the spin count wins over the policy)
+    ({"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "300000"}, "spins"),
+    ({"OMP_WAIT_POLICY": "active", "GOMP_SPINCOUNT": "0"}, "sleeps")])
+def test_a_users_openmp_setting_is_kept_and_read(monkeypatch, env, state):
     for v in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setenv(var, value)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     monkeypatch.setattr(onednn, "_gomp_loaded", lambda: False)
-    with onednn._quiet_openmp() as (got, why):
-        assert os.environ[var] == value
-    assert got == state and f"{var}={value}" in why
-    assert os.environ[var] == value
+    with onednn._quiet_openmp() as waits:
+        assert {k: os.environ[k] for k in env} == env
+    assert waits[0][0] == state
+    assert all(f"{k}={v}" in waits[0][1] for k, v in env.items())
+    assert {k: os.environ[k] for k in env} == env
 
 
 def test_default_to_cores_respects_a_chosen_count(fresh_pool, monkeypatch):
@@ -99,21 +117,30 @@ def _probe(env_extra, drop=()):
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got["stderr"] = out.stderr
+    return got
+
+
+def _gnu_openmp_or_skip():
+    lib = _library_or_skip()
+    if not onednn._gomp_loaded():
+        pytest.skip(f"the oneDNN found ({lib.path}) does not run on GNU OpenMP")
 
 
 def test_a_new_process_loads_oneDNN_asleep_and_takes_every_core():
-    _library_or_skip()
-    got = _probe({})
-    assert got["gomp"] is True  # (oneDNN brought GNU OpenMP with it)
+    _gnu_openmp_or_skip()
+    # (libgomp prints the settings it read at load, to stderr)
+    got = _probe({"OMP_DISPLAY_ENV": "VERBOSE"})
     assert got["waits"][0] == "sleeps" and got["left"] is None
+    assert "GOMP_SPINCOUNT = '0'" in got["stderr"]
     assert got["before"] == 1 and got["after"] == min(pool.MAX_CHUNKS, got["cores"])
 
 
 @pytest.mark.parametrize("env, state", [({"GOMP_SPINCOUNT": "300000"}, "spins"),
                                         ({pool.ENV_VAR: "1"}, "sleeps")])
 def test_a_new_process_keeps_what_the_user_set(env, state):
-    _library_or_skip()
+    _gnu_openmp_or_skip()
     got = _probe(env)
     assert got["waits"][0] == state
     assert got["left"] == env.get("GOMP_SPINCOUNT")

@@ -147,7 +147,7 @@ def set_threads(args, model, fit_kw, ranks=1):
     if args.threads is not None:
         pool.set_num_threads(args.threads)
         return
-    if os.environ.get(pool.ENV_VAR) is not None:
+    if os.environ.get(pool.ENV_VAR):  # (empty: unset, as the pool reads it)
         return
     st = model.train_state
     shards = fit_kw.get("shards") or (st.settings["shards"] if st is not None else 1)

@@ -150,7 +150,9 @@ def add_parser(sub):
                    "settings, until it has --epochs epochs in all")
     r.add_argument("--threads", type=positive(int), default=None,
                    help="the cpu backend's threads (not saved: the results do not depend on "
-                   "them; default: $FASTVAE_NUM_THREADS, else the run's --shards)")
+                   "them; default: $FASTVAE_NUM_THREADS, else the run's --shards, else 1 "
+                   "per MPI rank, else 1, or every core (at most 8) for a bf16 model, whose "
+                   "oneDNN threads sleep between products)")
     r.add_argument("--no-pictures", action="store_true", help="do not write PNG pictures")
     r.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     r.add_argument("--no-distributed", action="store_true",

@@ -205,6 +205,7 @@ class _ThreadState:
 
 
 _state = {}
+_load_lock = threading.Lock()
 
 #: what GNU OpenMP reads when it loads, set (unless the user set either) while oneDNN loads
 _OMP_VARS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
@@ -222,27 +223,48 @@ def _gomp_loaded():
                for line in maps.splitlines() if "/" in line)
 
 
+def _user_spins(env):
+    """Whether GNU OpenMP spins between parallel regions under the user's settings ``env``
+    (GOMP_SPINCOUNT wins over OMP_WAIT_POLICY, as in libgomp; a count with libgomp's k, M,
+    G or T suffix is zero when its number is)."""
+    count = env.get("GOMP_SPINCOUNT")
+    if count is not None:
+        text = count.strip().lower().rstrip("kmgt")
+        try:
+            return float(text) != 0
+        except ValueError:  # ("infinite", or what libgomp would not read either)
+            return True
+    return env.get("OMP_WAIT_POLICY", "").strip().lower() != "passive"
+
+
 @contextlib.contextmanager
 def _quiet_openmp():
     """Within: ``GOMP_SPINCOUNT=0`` in the environment, when this load of oneDNN will be
     what loads GNU OpenMP (which reads it once, then) and the user set neither variable;
-    the environment is as before after.  Yields the wait state for :func:`openmp_waits`."""
+    the environment is as before after.  Yields a list that holds, after the block, the
+    wait state for :func:`openmp_waits`: (state, why)."""
     user = {v: os.environ[v] for v in _OMP_VARS if v in os.environ}
+    out = []
     if user:
-        passive = (user.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
-                   or user.get("GOMP_SPINCOUNT", "").strip() == "0")
-        yield ("sleeps" if passive else "spins",
-               "as " + ", ".join(f"{k}={v}" for k, v in user.items()) + " say")
+        out.append(("spins" if _user_spins(user) else "sleeps",
+                    "as " + ", ".join(f"{k}={v}" for k, v in user.items()) + " say"))
+        yield out
         return
     if _gomp_loaded() is not False:
-        yield ("spins", "GNU OpenMP was loaded before oneDNN (PyTorch brings one), with its "
-               "default spin")
+        out.append(("spins", "GNU OpenMP was loaded before oneDNN (PyTorch brings one), "
+                    "with its default spin"))
+        yield out
         return
     os.environ["GOMP_SPINCOUNT"] = QUIET_SPINCOUNT
     try:
-        yield ("sleeps", f"fastvae loaded oneDNN with GOMP_SPINCOUNT={QUIET_SPINCOUNT}")
+        yield out
     finally:
         os.environ.pop("GOMP_SPINCOUNT", None)
+    # (a oneDNN built on another threading runtime loads no libgomp: nothing read the 0)
+    out.append(("sleeps", f"fastvae loaded oneDNN with GOMP_SPINCOUNT={QUIET_SPINCOUNT}")
+               if _gomp_loaded() else
+               ("spins", "this oneDNN does not run on GNU OpenMP; its threads were left "
+                "as its runtime keeps them"))
 
 
 def openmp_waits():
@@ -269,18 +291,21 @@ def library():
     if "lib" in _state:
         return _state["lib"]
     errors = []
-    for path in _candidates():
-        try:
-            with _quiet_openmp() as waits:
-                lib = OneDNN(path)
-        except OSError as e:
-            errors.append(f"{path}: {e}")
-            continue
-        _state["lib"], _state["waits"] = lib, waits
-        if waits[0] == "sleeps":  # (its threads leave the cores to the kernels')
-            from . import pool
-            pool.default_to_cores()
-        return lib
+    with _load_lock:  # (two threads building the first bf16 models: one load)
+        if "lib" in _state:
+            return _state["lib"]
+        for path in _candidates():
+            try:
+                with _quiet_openmp() as waits:
+                    lib = OneDNN(path)
+            except OSError as e:
+                errors.append(f"{path}: {e}")
+                continue
+            _state["lib"], _state["waits"] = lib, waits[0]
+            if waits[0][0] == "sleeps":  # (its threads leave the cores to the kernels')
+                from . import pool
+                pool.default_to_cores()
+            return lib
     raise RuntimeError("precision='bf16' on the cpu backend needs oneDNN, which was not "
                        f"found ({'; '.join(errors) or 'no candidate path'}); install it with "
                        f"{INSTALL}, or point {ENV_LIB} at libdnnl.so")

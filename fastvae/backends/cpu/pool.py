@@ -170,7 +170,7 @@ def get_num_threads():
     """The threads the cpu backend's kernels use."""
     if _pool["n"] is None:
         _pool["n"] = _default_threads()
-        _pool["chosen"] = os.environ.get(ENV_VAR) is not None
+        _pool["chosen"] = bool(os.environ.get(ENV_VAR))  # (empty: unset, as above)
     return _pool["n"]
 
 
