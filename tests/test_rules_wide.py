@@ -55,8 +55,8 @@ def _reference_find(df, schema):
             if pairs:
                 found.append([a, b, pairs])
     found = rules._acyclic(found, rank)
-    return rules._ordered(found, rules._topological(found, order)) + \
-        _reference_key_rules(df, order, freq, found)
+    keys, found = _reference_key_rules(df, order, freq, found)
+    return rules._ordered(found + keys, rules._topological(found + keys, order))
 
 
 def _reference_mismatches(key, b):
@@ -69,8 +69,21 @@ def _reference_mismatches(key, b):
     return len(key) - int(top.sum())
 
 
+def _reaches(edges, a, b):
+    seen, todo = set(), [a]
+    while todo:
+        n = todo.pop()
+        if n == b:
+            return True
+        if n not in seen:
+            seen.add(n)
+            todo.extend(edges.get(n, ()))
+    return False
+
+
 def _reference_key_rules(df, order, freq, found):
-    taken = {r[0] for r in found} | {r[1] for r in found}
+    """(key rules, the value rules kept): a value rule from a key rule's B that sets a
+    column reaching the key's columns is dropped."""
     codes = {n: pd.factorize(df[n].astype(object), use_na_sentinel=False)[0]
              for n in order}
     card = {n: int(codes[n].max()) + 1 for n in order}
@@ -79,7 +92,7 @@ def _reference_key_rules(df, order, freq, found):
              present[n].mean() >= rules.KEY_COVER]
     out, read = [], set()
     for b in order:
-        if b in taken or b in read or card[b] < 2:
+        if b in read or card[b] < 2:
             continue
         key, S, ok = np.zeros(len(df), np.int64), [], np.ones(len(df), bool)
         left = _reference_mismatches(key, codes[b])
@@ -101,10 +114,16 @@ def _reference_key_rules(df, order, freq, found):
             continue
         pairs = rules._key_pairs(df, S, b, key, codes[b], freq[b])
         if pairs:
+            edges = {}
+            for a_, b_, _ in found + out:
+                for c in (a_ if isinstance(a_, list) else [a_]):
+                    edges.setdefault(c, set()).add(b_)
+            found = [r for r in found
+                     if not (r[0] == b and any(_reaches(edges, r[1], c) for c in S))]
             out.append([S, b, pairs])
             read.update(S)
             parts = [n for n in parts if n != b]
-    return out
+    return out, found
 
 
 # -- tables ----------------------------------------------------------------------------

@@ -437,6 +437,44 @@ def test_a_column_fixed_by_several_columns_together_keeps_that_relation(tmp_path
     assert [row[c] for c in a] not in [p[0] for p in pairs]
 
 
+def menu(n=4000, seed=13):
+    """A pizza shop's orders: price is a function of (name, size); a name sold in one size
+    fixes its price alone (value rules name -> price), and some prices belong to one size
+    only (value rules price -> size, which close a cycle with the key)."""
+    rng = np.random.default_rng(seed)
+    names = [f"p{i}" for i in range(8)]
+    sizes = {nm: (["M"] if i < 2 else ["S", "M", "L"]) for i, nm in enumerate(names)}
+    # (names share prices: no price fixes a name)
+    price = {(nm, sz): 10.0 + i % 3 + {"S": 0.0, "M": 4.25, "L": 9.5}[sz]
+             for i, nm in enumerate(names) for sz in sizes[nm]}
+    name = rng.choice(names, n)
+    size = np.array([rng.choice(sizes[nm]) for nm in name])
+    return pd.DataFrame({"name": name, "size": size,
+                         "price": [price[(a, b)] for a, b in zip(name, size)],
+                         "x": rng.standard_normal(n)})
+
+
+def test_a_key_rule_sets_a_column_that_value_rules_also_read_and_set(tmp_path):
+    """price is set by value rules (a name sold in one size) and read by others (a price
+    only one size has): the key rule (name, size) -> price is kept all the same, the
+    value rules that would close a cycle with it (price -> size) are dropped, and every
+    sampled price is its name's and size's; saved with the model."""
+    df = menu()
+    tv = fitted(df, epochs=3)
+    keyed = [r for r in tv.rules_ if isinstance(r[0], list)]
+    assert [(sorted(a), b) for a, b, _ in keyed] == [(["name", "size"], "price")]
+    assert not [r for r in tv.rules_ if r[:2] == ["price", "size"]]
+    assert [r for r in tv.rules_ if r[:2] == ["name", "price"]]
+    s = tv.sample(4000, seed=0)
+    table = df.groupby(["name", "size"])["price"].first()
+    got = s.join(table.rename("want"), on=["name", "size"])
+    assert got["want"].notna().mean() > 0.99
+    seen = got["want"].notna()
+    assert (got.loc[seen, "price"] == got.loc[seen, "want"]).all()
+    back = tabular.load(tv.save(tmp_path / "menu.npz"))
+    pd.testing.assert_frame_equal(back.sample(500, seed=1), tv.sample(500, seed=1))
+
+
 def test_a_rule_set_column_keeps_its_shares():
     """A value rule (failures = 0 -> bankrupt = 0) overwrites the column it sets on the rows
     where its key holds; the calibration fits that column's shares among the rows no rule

@@ -20,15 +20,22 @@ no cycle, and a chain A -> B -> C holds.
 
 *Key rules* ``(A1, ..., Ak) = (a1, ..., ak)  ->  B = b`` do the same for a column that
 is a function of a few others together and of none alone: a flight's timestamp of its
-month, day and hour, a fee of a region and a tier.  For each column B that takes no part
-in a value rule, :func:`find` adds, greedily, the column of at most :data:`KEY_VALUES`
+month, day and hour, a fee of a region and a tier, a pizza's price of its name and size.
+For each column B, :func:`find` adds, greedily, the column of at most :data:`KEY_VALUES`
 values that leaves the fewest rows off their group's most common B, up to
 :data:`KEY_COLUMNS` columns, until B is constant in every group but a few rows'
 (:data:`KEY_SLACK`).  The rule keeps the groups of at least RARE_MIN rows where B is
 constant that pass the chance test above, and only when they hold
 at least :data:`KEY_COVER` of the rows (groups of a row or two each would make any column a
-function of enough others).  A column set by a key rule reads no other rule's output and
-sets none: key rules come after the value rules, in any order.
+function of enough others).  B may also be set by value rules (a pizza name sold in one
+size has one price), which come first, and read by them (price 20.75 -> size L): a value
+rule from B that would close a cycle, setting a column the key reads (or one that sets
+it), is dropped, as the key rule implies it on its rows.  Measured on gt's pizzaplace
+(20,000 rows): the samples' price was the one of their name and size on 86.6% of rows,
+without the key rule (price was read by value rules); nycflights13's flights gets
+(hour, minute) -> sched_dep_time and dplyr's storms (wind, status) -> category.  A key
+rule's columns are no other key rule's B.  All rules are applied in one order in which
+every column is final before a rule reads it.
 
 Rules read and write the cells as the table holds them (labels, strings, numbers, times
 as text) and are saved with the model as JSON.  Only modelled and constant columns take
@@ -92,7 +99,9 @@ def find(df, schema):
     rank = {n: i for i, n in enumerate(order)}
     freq = _Frequencies(sample)
     rules = _acyclic(_value_rules(df, sample, order, card, freq), rank)
-    return _ordered(rules, _topological(rules, order)) + _key_rules(df, order, freq, rules)
+    keys, rules = _key_rules(df, order, freq, rules)
+    both = rules + keys
+    return _ordered(both, _topological(both, order))
 
 
 def _value_rules(df, sample, order, card, freq):
@@ -196,12 +205,14 @@ def _mismatches(key, b, nk=None, nb=None):
 
 
 def _key_rules(df, order, freq, rules):
-    """The key rules of table ``df`` (see the module docstring): [[A1, ..., Ak], B, [[[a1,
-    ..., ak], b], ...]] each; ``order`` the eligible columns by falling cardinality (on
-    the value rules' sample), ``freq`` their value frequencies, ``rules`` the value rules
-    found.  Every row is read: a key's groups are small on a sample."""
+    """(the key rules of table ``df``, the value rules kept) (see the module docstring):
+    [[A1, ..., Ak], B, [[[a1, ..., ak], b], ...]] each; ``order`` the eligible columns by
+    falling cardinality (on the value rules' sample), ``freq`` their value frequencies,
+    ``rules`` the value rules found.  Every row is read: a key's groups are small on a
+    sample.  A key rule's B may also be set by value rules (for the keys that fix it
+    alone), and read by value rules: those that would close a cycle, setting a column its
+    key reads, are dropped (the key rule implies them on its rows)."""
     pd = pandas_module()
-    taken = {r[0] for r in rules} | {r[1] for r in rules}
     codes = {n: pd.factorize(df[n].astype(object), use_na_sentinel=False)[0]
              for n in order}
     card = {n: int(codes[n].max()) + 1 for n in order}
@@ -215,7 +226,7 @@ def _key_rules(df, order, freq, rules):
     thin = {n for n in parts if _often(codes[n][present[n]]) < KEY_COVER * len(df)}
     out, read, tries = [], set(), 0
     for b in order:
-        if b in taken or b in read or card[b] < 2:
+        if b in read or card[b] < 2:
             continue
         if _often(codes[b]) < KEY_COVER * len(df):
             continue
@@ -249,11 +260,25 @@ def _key_rules(df, order, freq, rules):
         if left > KEY_SLACK * len(df) or len(S) < 2 or thin.intersection(S):
             continue
         pairs = _key_pairs(df, S, b, key, codes[b], freq[b])
-        if pairs:
-            out.append([S, b, pairs])
-            read.update(S)
-            parts = [n for n in parts if n != b]
-    return out
+        if not pairs:
+            continue
+        edges = _edges(rules + out)
+        cycle = [r for r in rules if r[0] == b and (r[1] in S or any(
+            _reaches(edges, r[1], c) for c in S))]
+        rules = [r for r in rules if not any(r is c for c in cycle)]
+        out.append([S, b, pairs])
+        read.update(S)
+        parts = [n for n in parts if n != b]
+    return out, rules
+
+
+def _edges(rules):
+    """{column: the columns the rules reading it set} of value and key rules."""
+    edges = {}
+    for a, b, _ in rules:
+        for c in (a if isinstance(a, list) else [a]):
+            edges.setdefault(c, set()).add(b)
+    return edges
 
 
 def _often(code):
@@ -358,15 +383,14 @@ def _reaches(edges, a, b):
 
 
 def _topological(rules, order):
-    """{column: position} in an order where every rule's column A comes before the column
-    B it sets (the rules are acyclic), ties in ``order``."""
+    """{column: position} in an order where every rule's columns A (a key rule's, each)
+    come before the column B it sets (the rules are acyclic), ties in ``order``."""
     import heapq
     rank = {n: i for i, n in enumerate(order)}
     into = {n: 0 for n in order}
-    edges = {}
-    for a, b, _ in rules:
-        if b not in edges.setdefault(a, set()):
-            edges[a].add(b)
+    edges = _edges(rules)
+    for targets in edges.values():
+        for b in targets:
             into[b] += 1
     ready = [(rank[n], n) for n in order if into[n] == 0]
     heapq.heapify(ready)
@@ -382,8 +406,10 @@ def _topological(rules, order):
 
 
 def _ordered(rules, rank):
-    """Rules sorted by the position of the column they set, then of the one they read."""
-    return sorted(rules, key=lambda r: (rank[r[1]], rank[r[0]]))
+    """Rules sorted by the position of the column they set, then of the one they read (a
+    key rule: its last), a key rule after the value rules setting its column."""
+    return sorted(rules, key=lambda r: (rank[r[1]], isinstance(r[0], list), max(
+        rank[c] for c in (r[0] if isinstance(r[0], list) else [r[0]]))))
 
 
 def apply(frame, rules, drawn=None):
