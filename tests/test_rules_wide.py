@@ -55,8 +55,9 @@ def _reference_find(df, schema):
             if pairs:
                 found.append([a, b, pairs])
     found = rules._acyclic(found, rank)
-    keys, found = _reference_key_rules(df, order, freq, found)
-    return rules._ordered(found + keys, rules._topological(found + keys, order))
+    found = rules._ordered(found, rules._topological(found, order))
+    keys, before = _reference_key_rules(df, order, freq, found)
+    return rules._in_order(found, keys, before)
 
 
 def _reference_mismatches(key, b):
@@ -82,15 +83,16 @@ def _reaches(edges, a, b):
 
 
 def _reference_key_rules(df, order, freq, found):
-    """(key rules, the value rules kept): a value rule from a key rule's B that sets a
-    column reaching the key's columns is dropped."""
+    """(key rules, {id of a value rule from a key rule's column to one of its key's: that
+    key rule}); no key rule where a value rule from its column reaches its key's columns
+    by way of other rules."""
     codes = {n: pd.factorize(df[n].astype(object), use_na_sentinel=False)[0]
              for n in order}
     card = {n: int(codes[n].max()) + 1 for n in order}
     present = {n: df[n].notna().to_numpy() for n in order}
     parts = [n for n in order if 2 <= card[n] <= rules.KEY_VALUES and
              present[n].mean() >= rules.KEY_COVER]
-    out, read = [], set()
+    out, read, before = [], set(), {}
     for b in order:
         if b in read or card[b] < 2:
             continue
@@ -118,12 +120,15 @@ def _reference_key_rules(df, order, freq, found):
             for a_, b_, _ in found + out:
                 for c in (a_ if isinstance(a_, list) else [a_]):
                     edges.setdefault(c, set()).add(b_)
-            found = [r for r in found
-                     if not (r[0] == b and any(_reaches(edges, r[1], c) for c in S))]
-            out.append([S, b, pairs])
+            if any(r[0] == b and r[1] not in S and any(_reaches(edges, r[1], c) for c in S)
+                   for r in found):
+                continue
+            rule = [S, b, pairs]
+            before.update((id(r), rule) for r in found if r[0] == b and r[1] in S)
+            out.append(rule)
             read.update(S)
             parts = [n for n in parts if n != b]
-    return out, found
+    return out, before
 
 
 # -- tables ----------------------------------------------------------------------------
