@@ -31,7 +31,8 @@ import numpy as np
 
 from .blocktypes import COUNT_KINDS, MODELED
 from .transforms import map_from_config, round_calendar
-from .values import format_dates, int_offsets, ints_from_offsets, parse_dates
+from .values import (format_dates, int_offsets, ints_from_offsets, parse_dates,
+                     wall_times, zoned_times)
 
 #: a value seen in fewer training rows than this is never copied into a sampled row
 #: (copying it can identify a person): categories rarer than this are one bucket, sampled
@@ -376,7 +377,15 @@ class Column:
             return ints_from_offsets(u - float(lo), lo, hi, signed)
         if self.support:  # a discrete column: its nearest value
             u = snap(u, np.asarray(self.support, dtype=np.float64))
-        if self.is_time:
+        if self.is_time and self.tz:  # (rounded on the zone's wall clock)
+            pd = pandas_module()
+            t = np.clip(np.rint(u), float(lo - self.lo), float(hi - self.lo)).astype(np.int64)
+            wall = wall_times(t + self.lo, self.tz, pd)
+            wall = (wall + self.unit // 2) // self.unit * self.unit  # (exact in int64)
+            if self.calendar:
+                wall = np.rint(round_calendar(wall, self.calendar)).astype(np.int64)
+            u = (zoned_times(wall, self.tz, pd) - self.lo).astype(np.float64)
+        elif self.is_time:
             u = np.rint(u / self.unit) * self.unit
             if self.calendar:  # monthly or yearly data: the first of the nearest one
                 u = round_calendar(u + float(self.lo), self.calendar) - float(self.lo)

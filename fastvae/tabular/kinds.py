@@ -42,7 +42,7 @@ import numpy as np
 from .blocktypes import COUNT_KINDS
 from .column import (Column, RARE, RARE_MIN, TableError, pandas_module, plain)
 from .transforms import MAPS, calendar_unit, decimals, time_unit
-from .values import date_format, date_layout, id_hashes, id_pattern
+from .values import date_format, date_layout, id_hashes, id_pattern, wall_times
 
 #: the column types a user can ask for, and what each is called inside
 TYPES = {"numeric": "numeric", "categorical": "categorical", "category": "categorical",
@@ -457,18 +457,21 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
                               lambda i: where(rows[i]))
         ns = np.sort(ns)
         col.lo, col.hi = int(ns[0]), int(ns[-1])
-        col.unit = time_unit(ns)
-        col.slo, col.shi = (int(v) for v in _protected(ns))
         if col.source == "datetime":
             tz = getattr(s.dt, "tz", None) if hasattr(s, "dt") else None
             col.tz = None if tz is None else str(tz)
+        # (a zoned column's unit and calendar are its wall clock's: local midnights are
+        # dates, though their UTC times are hours apart across a clock change)
+        wall = ns if not col.tz else wall_times(ns, col.tz, pandas_module())
+        col.unit = time_unit(wall)
+        col.slo, col.shi = (int(v) for v in _protected(ns))
         if len(ns) < 2 * RARE_MIN and col.role != "condition":
             return _constant(col, col.lo) if col.lo == col.hi and len(ns) >= RARE_MIN \
                 else _withheld(col)
         if col.lo == col.hi:
             return _constant(col, col.lo)
-        if col.unit == 86_400 * 10**9 and col.tz is None and col.source != "timedelta":
-            col.calendar = calendar_unit(ns)
+        if col.unit == 86_400 * 10**9 and col.source != "timedelta":
+            col.calendar = calendar_unit(wall)
         off = np.sort((ns - ns[0]).astype(np.uint64).astype(np.float64))
         col.map = MAPS[numeric].fit(off)
         col.support = _support(off, float(col.slo - col.lo), float(col.shi - col.lo))

@@ -184,6 +184,22 @@ def date_layout(strings, fmt, pd=None):
     return out
 
 
+def wall_times(ns, tz, pd):
+    """int64 nanoseconds (n,): the wall-clock times in zone ``tz`` of the UTC times ``ns``
+    (a zoned column's dates are local midnights, not UTC ones)."""
+    t = pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).astype("datetime64[ns]"))
+    return t.tz_localize("UTC").tz_convert(tz).tz_localize(None).asi8.copy()
+
+
+def zoned_times(wall, tz, pd):
+    """int64 nanoseconds (n,): the UTC times of the wall-clock times ``wall`` in zone
+    ``tz``; a wall time a clock change repeats is read as standard time, and one it skips
+    is moved forward to the change's end."""
+    t = pd.DatetimeIndex(np.asarray(wall, dtype=np.int64).astype("datetime64[ns]"))
+    t = t.tz_localize(tz, ambiguous=np.zeros(len(t), dtype=bool), nonexistent="shift_forward")
+    return t.tz_convert("UTC").tz_localize(None).asi8.copy()
+
+
 def format_dates(ns, layout, pd):
     """int64 nanoseconds (N,) since the epoch as text in ``layout`` (:func:`date_layout`),
     an object array; a layout with an offset writes the column's most common offset
