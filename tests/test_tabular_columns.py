@@ -546,3 +546,38 @@ def test_zoned_times_keep_their_wall_clock_unit(tmp_path):
     assert s["day"].nunique() > 300  # (not snapped to a few values)
     back = tabular.load(tv.save(tmp_path / "tz.npz"))
     pd.testing.assert_frame_equal(back.sample(300, seed=1), tv.sample(300, seed=1))
+
+
+def test_wall_clock_times_round_trip_through_clock_changes():
+    """Both instants of a repeated wall time come back as themselves (the one nearer the
+    time before rounding); a skipped wall time moves to the change's end."""
+    from fastvae.tabular.values import wall_times, zoned_times
+    ns = np.array(["2024-11-03T05:30", "2024-11-03T06:30", "2024-03-10T07:00",
+                   "2024-06-01T04:00"], dtype="datetime64[ns]").astype(np.int64)
+    wall = wall_times(ns, "US/Eastern", pd)
+    assert wall[0] == wall[1]  # (01:30 twice)
+    np.testing.assert_array_equal(zoned_times(wall, "US/Eastern", pd, near=ns), ns)
+    skipped = np.array(["2024-03-10T02:30"], dtype="datetime64[ns]").astype(np.int64)
+    assert zoned_times(skipped, "US/Eastern", pd)[0] == \
+        np.datetime64("2024-03-10T07:00", "ns").astype(np.int64)
+
+
+def test_a_zoned_column_saved_before_the_wall_clock_rounds_as_it_did():
+    """A column config without ``wall`` (saved before it) keeps its unit on UTC times."""
+    rng = np.random.default_rng(1)
+    days = pd.Timestamp("2019-01-01") + pd.to_timedelta(rng.integers(0, 400, 300), unit="D")
+    df = pd.DataFrame({"day": days.tz_localize("US/Eastern"), "x": rng.standard_normal(300)})
+    tv = fitted(df, epochs=2)
+    col = next(c for c in tv.schema_.columns if c.name == "day")
+    assert col.wall is True
+    old = dict(col.config())
+    old.pop("wall")
+    old["unit"] = 3_600 * 10**9  # (local midnights are 4 or 5 AM UTC: an hour on UTC)
+    from fastvae.tabular.column import Column
+    before = Column.from_config(old)
+    assert before.wall is None
+    u = np.array([0.0, 3.6e12 * 7.4, 3.6e12 * 30.2])  # (offsets from lo, ns)
+    hours = np.rint(u / 3.6e12).astype(np.int64) * 3_600 * 10**9
+    np.testing.assert_array_equal(before.finish(u, "fit"), before.lo + hours)
+    now = col.finish(u, "fit")  # (the wall clock's day: local midnights)
+    assert (pd.to_datetime(now).tz_localize("UTC").tz_convert("US/Eastern").hour == 0).all()

@@ -46,7 +46,7 @@ TIMES = ("datetime", "timedelta", "datetext", "date")
 FIELDS = ("name", "kind", "source", "dtype", "role", "categories", "rare_values",
           "declared", "ordered", "lo", "hi", "slo", "shi", "signed", "decimals", "unit",
           "tz", "layout", "mean", "std", "gaps", "value", "freq", "pattern",
-          "missing_share", "gap_group", "support", "calendar")
+          "missing_share", "gap_group", "support", "calendar", "wall")
 
 
 def pick(p, u):
@@ -113,7 +113,9 @@ class Column:
         offsets from lo.  support : a discrete numeric column's values (raw units, seen in at
         least RARE_MIN rows each), which its samples are snapped to.  calendar : "month"
         or "year" when a naive time column holds only firsts of months (or of years),
-        which its samples are rounded to.  gaps : the column has an observed head.  value : a constant's
+        which its samples are rounded to.  wall : a zoned time column's unit and calendar
+        are its wall clock's, and its samples are rounded on it (None: on UTC, as models
+        saved before 2026-12-07 have it).  gaps : the column has an observed head.  value : a constant's
         value; freq : an independent column's values and frequencies (or quantiles);
         pattern : an id column's shape; missing_share : the share of missing cells of a
         column that has no head.
@@ -377,14 +379,15 @@ class Column:
             return ints_from_offsets(u - float(lo), lo, hi, signed)
         if self.support:  # a discrete column: its nearest value
             u = snap(u, np.asarray(self.support, dtype=np.float64))
-        if self.is_time and self.tz:  # (rounded on the zone's wall clock)
+        if self.is_time and self.tz and self.wall:  # (rounded on the zone's wall clock)
             pd = pandas_module()
-            t = np.clip(np.rint(u), float(lo - self.lo), float(hi - self.lo)).astype(np.int64)
-            wall = wall_times(t + self.lo, self.tz, pd)
+            t = np.clip(np.rint(np.nan_to_num(u)), float(lo - self.lo),
+                        float(hi - self.lo)).astype(np.int64) + self.lo
+            wall = wall_times(t, self.tz, pd)
             wall = (wall + self.unit // 2) // self.unit * self.unit  # (exact in int64)
             if self.calendar:
                 wall = np.rint(round_calendar(wall, self.calendar)).astype(np.int64)
-            u = (zoned_times(wall, self.tz, pd) - self.lo).astype(np.float64)
+            u = (zoned_times(wall, self.tz, pd, near=t) - self.lo).astype(np.float64)
         elif self.is_time:
             u = np.rint(u / self.unit) * self.unit
             if self.calendar:  # monthly or yearly data: the first of the nearest one

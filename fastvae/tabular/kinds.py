@@ -463,6 +463,7 @@ def _numbers(col, s, miss, asked, numeric, where, word=None):
         # (a zoned column's unit and calendar are its wall clock's: local midnights are
         # dates, though their UTC times are hours apart across a clock change)
         wall = ns if not col.tz else wall_times(ns, col.tz, pandas_module())
+        col.wall = True if col.tz else None
         col.unit = time_unit(wall)
         col.slo, col.shi = (int(v) for v in _protected(ns))
         if len(ns) < 2 * RARE_MIN and col.role != "condition":

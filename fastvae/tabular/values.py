@@ -191,13 +191,20 @@ def wall_times(ns, tz, pd):
     return t.tz_localize("UTC").tz_convert(tz).tz_localize(None).asi8.copy()
 
 
-def zoned_times(wall, tz, pd):
+def zoned_times(wall, tz, pd, near=None):
     """int64 nanoseconds (n,): the UTC times of the wall-clock times ``wall`` in zone
-    ``tz``; a wall time a clock change repeats is read as standard time, and one it skips
-    is moved forward to the change's end."""
+    ``tz``.  A wall time a clock change repeats is the one of its two instants nearer
+    ``near`` (n,) (UTC nanoseconds: the time before rounding; standard time without it),
+    and one the change skips is moved forward to the change's end."""
     t = pd.DatetimeIndex(np.asarray(wall, dtype=np.int64).astype("datetime64[ns]"))
-    t = t.tz_localize(tz, ambiguous=np.zeros(len(t), dtype=bool), nonexistent="shift_forward")
-    return t.tz_convert("UTC").tz_localize(None).asi8.copy()
+    out = []
+    for dst in (False, True):
+        z = t.tz_localize(tz, ambiguous=np.full(len(t), dst), nonexistent="shift_forward")
+        out.append(z.tz_convert("UTC").tz_localize(None).asi8.copy())
+    if near is None:
+        return out[0]
+    near = np.asarray(near, dtype=np.int64)
+    return np.where(np.abs(out[1] - near) < np.abs(out[0] - near), out[1], out[0])
 
 
 def format_dates(ns, layout, pd):
