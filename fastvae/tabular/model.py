@@ -400,7 +400,8 @@ class TabularVAE:
         stay within the training ranges, and a string seen in fewer than
         :data:`~fastvae.tabular.column.RARE_MIN` training rows is written
         :data:`~fastvae.tabular.column.RARE` instead (numbers are clipped to their
-        RARE_MIN-th smallest and largest values).  ``conditions``: None (drawn from the
+        RARE_MIN-th smallest and largest values; a Categorical's declared categories are
+        a fixed vocabulary and keep every value).  ``conditions``: None (drawn from the
         training distributions), one value (a model with one condition), a dict {column:
         value or n values} or a DataFrame with the condition columns; conditions not given
         are drawn from the training joint given the ones given
