@@ -26,7 +26,10 @@ alternating turns, the canonical bf16 step at batch 2048 took 13.4-13.5 ms again
 against 1.18.  Where the user set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``, or GNU OpenMP
 was already loaded (PyTorch brings its own libgomp.so.1, which oneDNN then shares), the
 setting is left as it is and the kernels keep the default thread count:
-:func:`openmp_waits` says which.
+:func:`openmp_waits` says which.  A library loaded later that needs libgomp.so.1 shares
+this one, asleep too: PyTorch imported after a bf16 model was built ran its own steps
+1.04-1.17x as long (canonical model, batch 128 and 2048); import it first, or set
+``GOMP_SPINCOUNT=300000`` (libgomp's default) to keep the spin.
 """
 from __future__ import annotations
 
