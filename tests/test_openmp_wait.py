@@ -160,3 +160,13 @@ def test_the_cli_gives_each_mpi_rank_one_thread(fresh_pool, monkeypatch):
     assert pool.get_num_threads() == 2
     set_threads(SimpleNamespace(threads=3), model, {}, ranks=2)
     assert pool.get_num_threads() == 3
+
+
+def test_info_names_a_bad_thread_count_instead_of_a_traceback():
+    env = {k: v for k, v in os.environ.items() if k != pool.ENV_VAR}
+    env[pool.ENV_VAR] = "abc"
+    out = subprocess.run([sys.executable, "-m", "fastvae", "info"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "FASTVAE_NUM_THREADS must be a positive integer, got 'abc'" in out.stdout
+    assert "Traceback" not in out.stderr

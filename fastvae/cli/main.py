@@ -376,6 +376,8 @@ def cmd_info(args):
             lines.append(f"oneDNN's OpenMP threads between products: {waits[0]} ({waits[1]})")
     except ImportError:
         lines.append("numba: not installed (the cpu backend needs it)")
+    except ValueError as e:  # (a bad FASTVAE_NUM_THREADS: said, not a traceback)
+        lines.append(f"cpu backend: {e}")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "FASTVAE_BACKEND",
                 "FASTVAE_NUM_THREADS"):
         if os.environ.get(var):
