@@ -115,6 +115,25 @@ def test_bench_scvi_smoke(tmp_path, capsys, likelihood):
     assert "| fastvae | 2 |" in capsys.readouterr().out
 
 
+def test_bench_scvi_runs_bf16_in_a_process_of_its_own(tmp_path):
+    """--bf16's rows come from a worker process that never imports PyTorch, so oneDNN's
+    OpenMP threads sleep between products there (they spin where PyTorch's OpenMP was
+    loaded first, as in pytest's process)."""
+    pytest.importorskip("sklearn")
+    from fastvae.backends import cpu
+    if cpu.bf16_support() is not None:
+        pytest.skip(cpu.bf16_support())
+    import bench_scvi
+    out = tmp_path / "b.json"
+    bench_scvi.main(["--no-scvi", "--bf16", "--cells", "300", "--epochs", "1",
+                     "--more-epochs", "0", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    bf = [r for r in rows if r["impl"] == "fastvae (bf16)"]
+    assert [(r["epochs"], r["process"], r["shards"]) for r in bf] == [(1, "own", 1)]
+    assert bf[0]["openmp"] == "sleeps"
+    assert bf[0]["heldout_recon_ll"] < 0
+
+
 def test_bench_gemm_smoke(tmp_path, capsys):
     """The bf16 product libraries, one tiny round: every library that is here ran every
     product it can (a blocked weight layout only where the operand is a weight), and the
