@@ -70,18 +70,6 @@ def _reference_mismatches(key, b):
     return len(key) - int(top.sum())
 
 
-def _reaches(edges, a, b):
-    seen, todo = set(), [a]
-    while todo:
-        n = todo.pop()
-        if n == b:
-            return True
-        if n not in seen:
-            seen.add(n)
-            todo.extend(edges.get(n, ()))
-    return False
-
-
 def _reference_key_rules(df, order, freq, found):
     """(key rules, {id of a value rule from a key rule's column to one of its key's: that
     key rule}); no key rule where a value rule from its column reaches its key's columns
@@ -116,12 +104,9 @@ def _reference_key_rules(df, order, freq, found):
             continue
         pairs = rules._key_pairs(df, S, b, key, codes[b], freq[b])
         if pairs:
-            edges = {}
-            for a_, b_, _ in found + out:
-                for c in (a_ if isinstance(a_, list) else [a_]):
-                    edges.setdefault(c, set()).add(b_)
-            if any(r[0] == b and r[1] not in S and any(_reaches(edges, r[1], c) for c in S)
-                   for r in found):
+            edges = rules._edges(found + out)  # (the graph helpers are the search's own)
+            if any(r[0] == b and r[1] not in S and any(rules._reaches(edges, r[1], c)
+                                                       for c in S) for r in found):
                 continue
             rule = [S, b, pairs]
             before.update((id(r), rule) for r in found if r[0] == b and r[1] in S)
