@@ -27,12 +27,17 @@ multiplies its probability by the same factor in every row, so what the decoder 
 how columns go together is kept.  A class that no training row holds is left alone.  The
 shift is the table model's ``calibration_`` (P,), saved with it, and only ``sample`` reads
 it: the parameters, and so training, resuming and the scores, are the ELBO's.
+
+**Gaps.** An observed head (a Bernoulli output: the chance that a group of columns is
+present) is shifted the same way, by the log-odds of the training rows' present share
+over the decoder's mean.  (Rules set some gap cells afterwards, as they set classes; where
+two rules from different columns disagree on a sampled row, the first one's cell stands.)
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..backends.codes import BLK_CATEGORICAL
+from ..backends.codes import BLK_BERNOULLI, BLK_CATEGORICAL
 from .column import pandas_module
 
 #: rounds of proportional fitting, codes decoded per round, codes per decoder call
@@ -82,15 +87,16 @@ def _ruled(tv, X):
 
 def calibrate(tv, X, C, seed):
     """The shift (P,) float64 of TabularVAE ``tv``'s output biases under which sampled class
-    shares match the training rows X (N, D) (conditions C (N, C) or None), or None when
-    the table has no categorical column; ``seed``: an int, so that a fit is the same run
-    every time."""
+    shares and present shares match the training rows X (N, D) (conditions C (N, C) or
+    None), or None when the table has neither a categorical column nor gaps; ``seed``: an
+    int, so that a fit is the same run every time."""
     model = tv.model_
     cl = model.columns
     cats = [j for j in range(cl.D) if cl.cols[j, 0] == BLK_CATEGORICAL]
-    if not cats:
-        return None
     X = np.asarray(X, dtype=np.float64)
+    heads = _head_shares(tv, X)
+    if not cats and not heads:
+        return None
     shares = {}
     for j in cats:
         v = X[:, j]
@@ -129,8 +135,32 @@ def calibrate(tv, X, C, seed):
             o, w = int(cl.cols[j, 1]), int(cl.cols[j, 2])
             seen = share > 0
             shift[o:o + w][seen] = np.log(share[seen] / np.maximum(mean[o:o + w][seen], 1e-30))
+        for o, share in heads.items():  # (one logit: moved by its log-odds)
+            shift[o] = _logit(share) - _logit(mean[o])
         total_shift += shift
     return total_shift
+
+
+def _logit(p):
+    p = np.clip(p, 1e-9, 1.0 - 1e-9)
+    return np.log(p) - np.log1p(-p)
+
+
+def _head_shares(tv, X):
+    """{output offset: the training rows' present share} for each observed head of ``tv``
+    whose share in X (N, D) is strictly between 0 and 1."""
+    schema, cl = tv.schema_, tv.model_.columns
+    out = {}
+    for k in range(len(schema.heads)):
+        j = len(schema.data) + k
+        if cl.cols[j, 0] != BLK_BERNOULLI:
+            continue
+        v = X[:, j]
+        v = v[~np.isnan(v)]
+        share = float(v.mean()) if v.size else 0.0
+        if 0.0 < share < 1.0:
+            out[int(cl.cols[j, 1])] = share
+    return out
 
 
 __all__ = ["calibrate", "ROUNDS", "CODES", "MIN_FREE"]

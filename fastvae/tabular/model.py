@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 
 from ..core.validate import nonneg_int, positive_int
-from . import policy
+from . import margins, policy
 from .column import TableError, pandas_module
 from .kinds import check_label
 from .schema import VERSION, Schema, infer
@@ -93,6 +93,8 @@ class TabularVAE:
                                                                         backend, dtype)
         self.vae_kw = dict(vae_kw)
         self.schema_ = self.model_ = self.latent_ = self.calibration_ = None
+        #: the numeric columns' maps to their training distributions (:mod:`.margins`)
+        self.margins_ = None
         #: the training step whose weights the latent density and the calibration were
         #: fit for (None: not yet; an interrupted run's resume fits them)
         self.after_step_ = None
@@ -316,8 +318,9 @@ class TabularVAE:
 
     def _after_training(self, X, C, vX, vC):
         """The latent density, fit on the training rows' posterior draws, the categorical
-        biases shifted to the training class shares (:mod:`fastvae.tabular.calibrate`), and
-        the collapse note, from the held-out rows (the training rows when none were held
+        biases shifted to the training class shares (:mod:`fastvae.tabular.calibrate`), the
+        numeric columns' maps to their training distributions
+        (:mod:`fastvae.tabular.margins`), and the collapse note, from the held-out rows (the training rows when none were held
         out)."""
         from .calibrate import calibrate
         from .latent import fit_latent
@@ -327,8 +330,9 @@ class TabularVAE:
             mu, logvar = model.encode(X, conditions=C)
             self.latent_ = fit_latent(self._host(mu), self._host(logvar), diag.kl_per_dim,
                                       MIXTURE_COMPONENTS, np.random.default_rng(self.seed))
-        self.calibration_ = calibrate(self, self._host(X), None if C is None else
-                                      self._host(C), self.seed)
+        hC = None if C is None else self._host(C)
+        self.calibration_ = calibrate(self, self._host(X), hC, self.seed)
+        self.margins_ = margins.fit(self, self._host(X), hC, self.calibration_, self.seed)
         hX, hC = (X, C) if vX is None else (vX, vC)
         ev = model.elbo(hX, conditions=hC)
         note = policy.collapse_note(float(ev.kl), float(ev.neg_elbo),
@@ -347,6 +351,7 @@ class TabularVAE:
                 "latent": None if self.latent_ is None else self.latent_.config(),
                 "calibration": (None if self.calibration_ is None else
                                 [float(v) for v in self.calibration_]),
+                "margins": margins.config(self.margins_),
                 "after_step": self.after_step_,
                 "settings": {"hidden": None if self.hidden is None else list(self.hidden),
                              "latent_dim": self.latent_dim,
@@ -661,6 +666,7 @@ def from_model(model):
     tv.latent_ = None if lat is None else GaussianMixture.from_config(lat)
     cal = meta.get("calibration")
     tv.calibration_ = None if cal is None else np.asarray(cal, dtype=np.float64)
+    tv.margins_ = margins.from_config(meta.get("margins"))  # (None: saved before them)
     # (a model saved before after_step was: fit for its last weights, as fit then did)
     tv.after_step_ = meta["after_step"] if "after_step" in meta else (
         None if model.train_state is None else model.train_state.step)

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from ..core.validate import nonneg_int, user_stacklevel
-from . import rules
+from . import margins, rules
 from .column import TableError, pandas_module
 from .condjoint import marginal_codes
 from .free import FreeDraws
@@ -212,6 +212,8 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
         z = tv.draw_codes(m, rng).astype(model.dtype)
         v = np.asarray(model.kernels.to_numpy(model.decode_values(
             z, mean=mean, seed=rng, conditions=C, shift=tv.calibration_)), dtype=np.float64)
+        if tv.margins_:
+            margins.apply(v, tv.margins_)
         cells = schema.cells(v, rng, "mean" if mean else "sample", free)
         out = schema.frame(cells, frame)
         if tv.rules_:  # relations that hold on every training row, kept exactly
