@@ -95,6 +95,8 @@ class TabularVAE:
         self.schema_ = self.model_ = self.latent_ = self.calibration_ = None
         #: the numeric columns' maps to their training distributions (:mod:`.margins`)
         self.margins_ = None
+        #: the orderings of numeric columns kept in samples (:mod:`.orders`)
+        self.orders_ = []
         #: the training step whose weights the latent density and the calibration were
         #: fit for (None: not yet; an interrupted run's resume fits them)
         self.after_step_ = None
@@ -305,11 +307,12 @@ class TabularVAE:
         schema.encode(df, self.unknown, where)  # every cell checked, before the model
         schema.encode_conditions(df, where)
         if self.rules:
-            from . import components, intervals, presence, rules
+            from . import components, intervals, orders, presence, rules
             found = rules.find(df, schema)
             parts = components.find(df, schema, found)
             found = parts + intervals.find(df, schema, found, {r[1] for r in parts}) + found
             self.rules_ = found + presence.find(df, schema, found)
+            self.orders_ = orders.find(df, schema, self.rules_)
         self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
                           latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,
@@ -352,6 +355,7 @@ class TabularVAE:
                 "calibration": (None if self.calibration_ is None else
                                 [float(v) for v in self.calibration_]),
                 "margins": margins.config(self.margins_),
+                "orders": self.orders_,
                 "after_step": self.after_step_,
                 "settings": {"hidden": None if self.hidden is None else list(self.hidden),
                              "latent_dim": self.latent_dim,
@@ -667,6 +671,7 @@ def from_model(model):
     cal = meta.get("calibration")
     tv.calibration_ = None if cal is None else np.asarray(cal, dtype=np.float64)
     tv.margins_ = margins.from_config(meta.get("margins"))  # (None: saved before them)
+    tv.orders_ = [list(o) for o in meta.get("orders") or []]
     # (a model saved before after_step was: fit for its last weights, as fit then did)
     tv.after_step_ = meta["after_step"] if "after_step" in meta else (
         None if model.train_state is None else model.train_state.step)

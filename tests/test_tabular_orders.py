@@ -1,0 +1,121 @@
+"""Orderings that hold on every training row are kept in samples (fastvae.tabular.orders):
+found where chance cannot explain them and nowhere else, kept by swapping a broken row's
+two cells (each as the other column holds it), for numbers and times, and saved."""
+import warnings
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+import fastvae.tabular as tabular  # noqa: E402
+from fastvae.tabular import CollapseWarning, TabularVAE, orders  # noqa: E402
+
+warnings.filterwarnings("ignore", category=CollapseWarning)
+
+
+def fitted(df, epochs=2, **kw):
+    kw.setdefault("hidden", (32,))
+    kw.setdefault("latent_dim", 4)
+    kw.setdefault("backend", "cpu")
+    return TabularVAE(**kw).fit(df, epochs=epochs, batch_size=64, progress=False)
+
+
+def spans(n=2000, seed=0):
+    """A start and an end a short while after it (floats of 2 decimals), a low and a high
+    count (integers), an unrelated number whose range overlaps them, and a number far
+    above every other (no draw can break its order: not an order)."""
+    rng = np.random.default_rng(seed)
+    start = np.round(rng.uniform(0, 100, n), 2)
+    low = rng.integers(0, 500, n)
+    return pd.DataFrame({"start": start, "end": np.round(start + rng.exponential(3.0, n), 2),
+                         "low": low, "high": low + rng.integers(0, 30, n),
+                         "other": rng.uniform(0, 100, n),
+                         "far": rng.uniform(1000, 2000, n)})
+
+
+def test_orders_are_found_where_chance_cannot_explain_them():
+    tv = fitted(spans())
+    assert sorted(tv.orders_) == [["low", "high"], ["start", "end"]]
+
+
+def test_sampled_rows_keep_the_orders_and_the_draws():
+    """Without the orders, the decoder's draws break start <= end and low <= high on many
+    rows; with them on none, and each column's values are the draws moved between the
+    two columns (a row's pair of values is the same pair)."""
+    df = spans()
+    tv = fitted(df)
+    s = tv.sample(5000, seed=1)
+    keep, tv.orders_ = tv.orders_, []
+    r = tv.sample(5000, seed=1)
+    tv.orders_ = keep
+    for a, b in (("start", "end"), ("low", "high")):
+        assert (r[a] > r[b]).sum() > 100
+        assert (s[a] > s[b]).sum() == 0
+        np.testing.assert_array_equal(np.minimum(r[a], r[b]), s[a])
+        np.testing.assert_array_equal(np.maximum(r[a], r[b]), s[b])
+    assert s["start"].dtype == df["start"].dtype and s["low"].dtype == df["low"].dtype
+    pd.testing.assert_series_equal(s["other"], r["other"])
+
+
+def test_no_order_where_it_breaks_once_or_the_columns_are_equal_or_a_rule_writes_one():
+    df = spans()
+    once = df.copy()
+    once.loc[7, "end"] = once.loc[7, "start"] - 1.0
+    assert ["start", "end"] not in fitted(once, epochs=1).orders_
+    same = df.assign(end=df["start"])
+    assert ["start", "end"] not in fitted(same, epochs=1).orders_
+    # (a rule: a flat plan fixes high, which some metered rows share; a swap would break it)
+    ruled = df.assign(plan=np.where(np.arange(len(df)) % 5 == 0, "flat", "metered"))
+    ruled.loc[(ruled["plan"] == "flat") | (np.arange(len(df)) % 7 == 1), "high"] = 600
+    tv = fitted(ruled, epochs=1)
+    assert any(r[1] == "high" for r in tv.rules_)
+    assert not [o for o in tv.orders_ if "high" in o]
+    assert ["start", "end"] in tv.orders_
+
+
+def test_times_keep_their_order_and_zone():
+    rng = np.random.default_rng(2)
+    n = 1500
+    start = pd.Timestamp("2024-01-01", tz="Europe/Paris") + pd.to_timedelta(
+        rng.integers(0, 300 * 24, n), unit="h")
+    df = pd.DataFrame({"opened": start,
+                       "closed": start + pd.to_timedelta(rng.integers(1, 72, n), unit="h"),
+                       "x": rng.standard_normal(n)})
+    tv = fitted(df)
+    assert tv.orders_ == [["opened", "closed"]]
+    s = tv.sample(3000, seed=0)
+    assert (s["opened"] <= s["closed"]).all()
+    assert str(s["closed"].dtype) == str(df["closed"].dtype)
+
+
+def test_a_time_and_a_number_or_two_zones_are_never_paired():
+    rng = np.random.default_rng(3)
+    n = 800
+    t = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 1000, n), unit="D")
+    df = pd.DataFrame({"a": t, "b": (t + pd.Timedelta(days=2)).tz_localize("UTC"),
+                       "c": t + pd.Timedelta(days=1)})
+    tv = fitted(df, epochs=1)
+    assert tv.orders_ == [["a", "c"]]  # (b is zoned: its instants are not a and c's)
+
+
+def test_orders_are_saved_and_an_older_model_has_none(tmp_path):
+    tv = fitted(spans(600))
+    back = tabular.load(tv.save(tmp_path / "m.npz"))
+    assert back.orders_ == tv.orders_
+    pd.testing.assert_frame_equal(back.sample(300, seed=2), tv.sample(300, seed=2))
+    back.model_.metadata["tabular"].pop("orders")
+    assert tabular.from_model(back.model_).orders_ == []
+
+
+def test_passes_bound_and_a_chain():
+    """Three columns in a chain broken every way: one apply sorts every row."""
+    rng = np.random.default_rng(4)
+    n = 1000
+    a = rng.uniform(0, 10, n)
+    df = pd.DataFrame({"a": a, "b": a + rng.uniform(0, 1, n), "c": a + rng.uniform(1, 2, n)})
+    tv = fitted(df, epochs=1)
+    assert sorted(tv.orders_) == [["a", "b"], ["a", "c"], ["b", "c"]]
+    assert orders.passes(tv.orders_) == 4
+    s = tv.sample(4000, seed=0)
+    assert ((s["a"] <= s["b"]) & (s["b"] <= s["c"])).all()
