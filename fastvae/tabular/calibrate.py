@@ -30,7 +30,9 @@ it: the parameters, and so training, resuming and the scores, are the ELBO's.
 
 **Gaps.** An observed head (a Bernoulli output: the chance that a group of columns is
 present) is shifted the same way, by the log-odds of the training rows' present share
-over the decoder's mean.  (Rules set some gap cells afterwards, as they set classes; where
+over the decoder's mean; a head that other heads' gaps are passed on to
+(:mod:`~fastvae.tabular.gaps`), by its share among the rows where those heads are present
+(the decoder's mean weighted by their chance of being present).  (Rules set some gap cells afterwards, as they set classes; where
 two rules from different columns disagree on a sampled row, the first one's cell stands.)
 """
 from __future__ import annotations
@@ -111,6 +113,7 @@ def calibrate(tv, X, C, seed):
     for _ in range(ROUNDS):
         total = np.zeros(cl.P)
         free = {j: [np.zeros(int(cl.cols[j, 2])), 0.0] for j in ruled}
+        implied = {o: [0.0, 0.0] for o, (_, up) in heads.items() if up}
         for start in range(0, CODES, CHUNK):
             n = min(CHUNK, CODES - start)
             z = tv.draw_codes(n, rng).astype(model.dtype)
@@ -118,6 +121,11 @@ def calibrate(tv, X, C, seed):
             p = np.asarray(model.kernels.to_numpy(model.decode(
                 z, conditions=cond, shift=total_shift)), dtype=np.float64)
             total += p.sum(0)
+            for o, (_, up) in heads.items():  # (where the heads above it are present)
+                if up:
+                    w = np.prod(p[:, up], axis=1)
+                    implied[o][0] += (w * p[:, o]).sum()
+                    implied[o][1] += w.sum()
             for j, (_, rules) in ruled.items():  # (the chance no rule sets the row's B)
                 w = np.ones(n)
                 for o, width, key in rules:
@@ -135,7 +143,10 @@ def calibrate(tv, X, C, seed):
             o, w = int(cl.cols[j, 1]), int(cl.cols[j, 2])
             seen = share > 0
             shift[o:o + w][seen] = np.log(share[seen] / np.maximum(mean[o:o + w][seen], 1e-30))
-        for o, share in heads.items():  # (one logit: moved by its log-odds)
+        for o, (acc, wsum) in implied.items():
+            if wsum > 0:
+                mean[o] = acc / wsum
+        for o, (share, _) in heads.items():  # (one logit: moved by its log-odds)
             shift[o] = _logit(share) - _logit(mean[o])
         total_shift += shift
     return total_shift
@@ -147,19 +158,27 @@ def _logit(p):
 
 
 def _head_shares(tv, X):
-    """{output offset: the training rows' present share} for each observed head of ``tv``
-    whose share in X (N, D) is strictly between 0 and 1."""
+    """{output offset: (the training rows' present share, [the output offsets of the
+    heads whose gaps are passed on to it])} for each observed head of ``tv`` whose share
+    in X (N, D) is strictly between 0 and 1; a head that others' gaps are passed on to
+    (:mod:`~fastvae.tabular.gaps`) has its share among the rows where they are present."""
+    from .gaps import implied_by
     schema, cl = tv.schema_, tv.model_.columns
+    nd = len(schema.data)
+    names = [[c.name for c in g] for g in schema.heads]
+    above = implied_by(getattr(tv, "gaps_", None), names)
     out = {}
     for k in range(len(schema.heads)):
-        j = len(schema.data) + k
+        j = nd + k
         if cl.cols[j, 0] != BLK_BERNOULLI:
             continue
         v = X[:, j]
-        v = v[~np.isnan(v)]
-        share = float(v.mean()) if v.size else 0.0
+        rows = ~np.isnan(v)
+        for a in above.get(k, ()):
+            rows &= X[:, nd + a] == 1.0
+        share = float(v[rows].mean()) if rows.any() else 0.0
         if 0.0 < share < 1.0:
-            out[int(cl.cols[j, 1])] = share
+            out[int(cl.cols[j, 1])] = (share, [int(cl.cols[nd + a, 1]) for a in above.get(k, ())])
     return out
 
 

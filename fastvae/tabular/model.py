@@ -72,7 +72,9 @@ class TabularVAE:
         value fixes another's: :mod:`fastvae.tabular.rules`; a number's interval fixes a
         label: :mod:`fastvae.tabular.intervals`; a column is a part of a date column:
         :mod:`fastvae.tabular.components`; a value says a group of cells is present:
-        :mod:`fastvae.tabular.presence`) hold exactly in samples;
+        :mod:`fastvae.tabular.presence`; one column is at most another:
+        :mod:`fastvae.tabular.orders`; a group is missing wherever another is:
+        :mod:`fastvae.tabular.gaps`) hold exactly in samples;
         False: every cell as the decoder draws it.
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
@@ -97,6 +99,8 @@ class TabularVAE:
         self.margins_ = None
         #: the orderings of numeric columns kept in samples (:mod:`.orders`)
         self.orders_ = []
+        #: the gaps that imply gaps, kept in samples (:mod:`.gaps`)
+        self.gaps_ = []
         #: the training step whose weights the latent density and the calibration were
         #: fit for (None: not yet; an interrupted run's resume fits them)
         self.after_step_ = None
@@ -307,12 +311,13 @@ class TabularVAE:
         schema.encode(df, self.unknown, where)  # every cell checked, before the model
         schema.encode_conditions(df, where)
         if self.rules:
-            from . import components, intervals, orders, presence, rules
+            from . import components, gaps, intervals, orders, presence, rules
             found = rules.find(df, schema)
             parts = components.find(df, schema, found)
             found = parts + intervals.find(df, schema, found, {r[1] for r in parts}) + found
             self.rules_ = found + presence.find(df, schema, found)
             self.orders_ = orders.find(df, schema, self.rules_)
+            self.gaps_ = gaps.find(df, schema)
         self.model_ = VAE(likelihood=schema.blocks(), hidden=hidden,
                           latent_dim=latent, n_conditions=schema.n_conditions,
                           missing="mask" if mask else None, seed=self.seed,
@@ -356,6 +361,7 @@ class TabularVAE:
                                 [float(v) for v in self.calibration_]),
                 "margins": margins.config(self.margins_),
                 "orders": self.orders_,
+                "gaps": self.gaps_,
                 "after_step": self.after_step_,
                 "settings": {"hidden": None if self.hidden is None else list(self.hidden),
                              "latent_dim": self.latent_dim,
@@ -672,6 +678,7 @@ def from_model(model):
     tv.calibration_ = None if cal is None else np.asarray(cal, dtype=np.float64)
     tv.margins_ = margins.from_config(meta.get("margins"))  # (None: saved before them)
     tv.orders_ = [list(o) for o in meta.get("orders") or []]
+    tv.gaps_ = [[list(g), list(h)] for g, h in meta.get("gaps") or []]
     # (a model saved before after_step was: fit for its last weights, as fit then did)
     tv.after_step_ = meta["after_step"] if "after_step" in meta else (
         None if model.train_state is None else model.train_state.step)

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from ..core.validate import nonneg_int, user_stacklevel
-from . import margins, orders, rules
+from . import gaps, margins, orders, rules
 from .column import TableError, pandas_module
 from .condjoint import marginal_codes
 from .free import FreeDraws
@@ -215,6 +215,8 @@ def sample_chunks(tv, n, conditions=None, seed=None, mean=False, chunk=CHUNK):
         if tv.margins_:
             margins.apply(v, tv.margins_)
         cells = schema.cells(v, rng, "mean" if mean else "sample", free)
+        if tv.gaps_:  # (gaps passed on, before the orders and the rules read them)
+            gaps.apply(cells, tv.gaps_)
         if tv.orders_:  # (before the rules, which read the swapped cells)
             orders.apply(cells, tv.orders_, schema)
         out = schema.frame(cells, frame)

@@ -1,0 +1,90 @@
+"""Gaps that imply gaps are kept in samples (fastvae.tabular.gaps): a follow-up question is
+unanswered wherever the first one is, in samples as in the table, at the table's shares;
+found where chance cannot explain it and nowhere else; saved."""
+import warnings
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+import fastvae.tabular as tabular  # noqa: E402
+from fastvae.tabular import CollapseWarning, TabularVAE, gaps  # noqa: E402
+
+warnings.filterwarnings("ignore", category=CollapseWarning)
+
+
+def fitted(df, epochs=3, **kw):
+    kw.setdefault("hidden", (32,))
+    kw.setdefault("latent_dim", 4)
+    kw.setdefault("backend", "cpu")
+    return TabularVAE(**kw).fit(df, epochs=epochs, batch_size=64, progress=False)
+
+
+def survey(n=3000, seed=0):
+    """uses (missing on 20% of rows), days (missing wherever uses is, and on 15% more),
+    hours (missing wherever days is, and on 10% more), an unrelated gappy score."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n)
+    df = pd.DataFrame({"uses": np.where(x > 0, "yes", "no").astype(object),
+                       "days": np.round(np.abs(10 * x + rng.standard_normal(n)), 1),
+                       "hours": np.round(np.abs(3 * x + rng.standard_normal(n)), 2),
+                       "score": rng.standard_normal(n)})
+    first = rng.random(n) < 0.2
+    second = first | (rng.random(n) < 0.15)
+    third = second | (rng.random(n) < 0.10)
+    df.loc[first, "uses"] = None
+    df.loc[second, "days"] = np.nan
+    df.loc[third, "hours"] = np.nan
+    df.loc[rng.random(n) < 0.3, "score"] = np.nan
+    return df
+
+
+def test_implied_gaps_are_found_and_ordered():
+    tv = fitted(survey(), epochs=1)
+    assert tv.gaps_ == [[["uses"], ["days"]], [["uses"], ["hours"]], [["days"], ["hours"]]]
+
+
+def test_samples_keep_the_implied_gaps_at_the_tables_shares():
+    df = survey()
+    tv = fitted(df)
+    s = tv.sample(20000, seed=0)
+    assert not (s["uses"].isna() & s["days"].notna()).any()
+    assert not (s["days"].isna() & s["hours"].notna()).any()
+    for c in df.columns:
+        assert abs(s[c].isna().mean() - df[c].isna().mean()) < 0.015, c
+    keep, tv.gaps_ = tv.gaps_, []  # (the heads alone: days without uses on many rows)
+    r = tv.sample(20000, seed=0)
+    tv.gaps_ = keep
+    assert (r["uses"].isna() & r["days"].notna()).sum() > 200
+
+
+def test_no_implication_when_broken_once_or_by_chance():
+    df = survey()
+    once = df.copy()
+    i = int(np.flatnonzero(once["uses"].isna().to_numpy())[0])
+    once.loc[i, "days"] = 1.5
+    assert [["uses"], ["days"]] not in fitted(once, epochs=1).gaps_
+    # (a column missing on nearly every row: being missing where another is, by chance)
+    rng = np.random.default_rng(1)
+    n = 400
+    few = pd.DataFrame({"a": rng.standard_normal(n), "b": rng.standard_normal(n)})
+    few.loc[:5, "a"] = np.nan
+    few.loc[rng.random(n) < 0.9, "b"] = np.nan
+    few.loc[:5, "b"] = np.nan
+    assert fitted(few, epochs=1).gaps_ == []
+
+
+def test_implied_by_follows_chains():
+    heads = [["a"], ["b"], ["c"], ["d"]]
+    imp = [[["a"], ["b"]], [["b"], ["c"]]]
+    assert gaps.implied_by(imp, heads) == {1: [0], 2: [0, 1]}
+
+
+def test_gaps_are_saved_and_an_older_model_has_none(tmp_path):
+    tv = fitted(survey(800), epochs=1)
+    back = tabular.load(tv.save(tmp_path / "m.npz"))
+    assert back.gaps_ == tv.gaps_
+    pd.testing.assert_frame_equal(back.sample(300, seed=2), tv.sample(300, seed=2))
+    back.model_.metadata["tabular"].pop("gaps")
+    assert tabular.from_model(back.model_).gaps_ == []
