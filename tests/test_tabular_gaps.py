@@ -88,3 +88,33 @@ def test_gaps_are_saved_and_an_older_model_has_none(tmp_path):
     pd.testing.assert_frame_equal(back.sample(300, seed=2), tv.sample(300, seed=2))
     back.model_.metadata["tabular"].pop("gaps")
     assert tabular.from_model(back.model_).gaps_ == []
+
+
+def test_a_presence_rule_keeps_the_groups_share():
+    """A group present on every row of one status and on 30% of the other's: the presence
+    rule fills it on the first status's rows, and the head, fit through the sampler,
+    draws fewer elsewhere (without that: present on 0.73 of samples against 0.58)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    st = rng.choice(["h", "s"], n, p=[0.4, 0.6])
+    cat = rng.normal(50, 10, n)
+    cat[~((st == "h") | (rng.random(n) < 0.3))] = np.nan
+    df = pd.DataFrame({"status": st, "cat": cat, "z": rng.standard_normal(n)})
+    tv = fitted(df, epochs=1)
+    assert [{"presence": "status"}, ["cat"]] in [r[:2] for r in tv.rules_]
+    s = tv.sample(20000, seed=0)
+    assert abs(s["cat"].notna().mean() - df["cat"].notna().mean()) < 0.015
+    assert s.loc[s["status"] == "h", "cat"].notna().all()
+
+
+def test_a_model_pickled_before_the_maps_orders_and_gaps_samples():
+    import pickle
+    tv = fitted(survey(600), epochs=1)
+    want = tv.sample(200, seed=3)
+    for k in ("margins_", "orders_", "gaps_"):
+        del tv.__dict__[k]  # (what such a pickle holds)
+    back = pickle.loads(pickle.dumps(tv))
+    tv2 = fitted(survey(600), epochs=1)
+    tv2.margins_, tv2.orders_, tv2.gaps_ = None, [], []
+    pd.testing.assert_frame_equal(back.sample(200, seed=3), tv2.sample(200, seed=3))
+    assert len(want) == 200

@@ -134,3 +134,17 @@ def test_maps_are_saved_and_an_older_model_samples_without(tmp_path):
     assert old.margins_ is None
     tv.margins_ = None
     pd.testing.assert_frame_equal(old.sample(300, seed=2), tv.sample(300, seed=2))
+
+
+def test_a_float32_model_maps_onto_the_training_values_themselves():
+    """A column that is 0 on 70% of rows: the map piles draws on the training rows' own
+    value (fit on the rows in float64; the standard map's round trip is float64's), not
+    on its float32 rounding (1.8e-08)."""
+    rng = np.random.default_rng(6)
+    n = 2000
+    v = np.where(rng.random(n) < 0.7, 0.0, rng.standard_normal(n) * 3.7)
+    df = pd.DataFrame({"v": v, "w": v + rng.standard_normal(n)})
+    tv = fitted(df, numeric="standard", rules=False)
+    assert tv.model_.dtype == np.float32
+    s = tv.sample(20000, seed=0)
+    assert abs((s["v"].abs() < 1e-12).mean() - 0.7) < 0.03

@@ -21,8 +21,14 @@ them; beyond the outer knots a draw moves by the outer knot's shift, so the tail
 decoder's shape (and the protected range still bounds them).  Draws where the column's
 observed head said "missing" are left out of the draws' quantiles.  A monotone map keeps
 every row's rank in each column, so the rank correlations between columns are the
-decoder's.  Saved with the model as ``margins``; only ``sample`` reads it (training,
-resuming, scores and imputation are the ELBO's).
+decoder's, before the orders (:mod:`~fastvae.tabular.orders`) swap a broken row's two cells:
+a pair of columns whose draws break their order on many rows then comes back with the
+smaller draws in A and the larger in B, and the two distributions move apart by about the
+decoder's noise (on planted start <= end spans whose draws broke the order on 38% of rows,
+a Kolmogorov-Smirnov gap of 0.05 each; on Kershaw's and mlb_teams' orders, broken on 2%
+of rows at most, no change above 0.003).  ``sample(mean=True)`` maps the decoder's means
+through the same maps.  Saved with the model as ``margins``; only ``sample`` reads it
+(training, resuming, scores, reconstruction and imputation are the ELBO's).
 """
 from __future__ import annotations
 

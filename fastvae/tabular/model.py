@@ -85,6 +85,9 @@ class TabularVAE:
     ``model`` still read them).
     """
 
+    #: what a model pickled before these were fit holds (none: its samples as then)
+    margins_, orders_, gaps_ = None, (), ()
+
     def __init__(self, hidden=None, latent_dim=None, *,
                  types=None, numeric="quantile", missing=None, unknown="error",
                  latent="mixture", rules=True, seed=0, backend=None, dtype="float32",
@@ -213,7 +216,8 @@ class TabularVAE:
                 str(c.name) for c in self.schema_.conditions):  # (kept in the table's order)
             raise TableError(f"this model's conditions are "
                              f"{[c.name for c in self.schema_.conditions]}; got {conds}")
-        X, C = self._rows(df, where=where, check_missing=True)
+        X64, C = self._rows(df, where=where, check_missing=True, exact=True)
+        X = X64.astype(self.model_.dtype, copy=False)
         vX = vC = None
         if val is not None:
             vdf = self._read(val, "val")
@@ -233,14 +237,14 @@ class TabularVAE:
                 (np.arange(len(X)), None)
             if vX is None and vrows.size:
                 vX, vC = X[vrows], None if C is None else C[vrows]
-            X, C = X[train], None if C is None else C[train]
+            X, X64, C = X[train], X64[train], None if C is None else C[train]
             B = batch_size or saved_batch or policy.batch_size(len(X))
             if vX is None:  # a small table: a fixed number of steps
                 rule, cap = False, policy.fixed_epochs(len(X), B)
             else:
                 if st is not None and st.stopper is not None:
                     if st.stopper.stopped:  # the policy has ended this run: what follows
-                        return self._finish(X, C, vX, vC, checkpoint)  # training, once
+                        return self._finish(X, C, vX, vC, checkpoint, X64)  # training, once
                     # (the saved rule goes on, to its own step cap)
                     most = st.stopper.max_steps
                     rule, cap = None, (policy.plan(len(X), B, averaged=averaged)[1]
@@ -267,9 +271,9 @@ class TabularVAE:
             if checkpoint is not None and (epochs > 0 or not os.path.exists(checkpoint)):
                 self.model_.save(checkpoint)
             return self
-        return self._finish(X, C, vX, vC, checkpoint, fresh=epochs > 0)
+        return self._finish(X, C, vX, vC, checkpoint, X64, fresh=epochs > 0)
 
-    def _finish(self, X, C, vX, vC, checkpoint, fresh=False):
+    def _finish(self, X, C, vX, vC, checkpoint, X64=None, fresh=False):
         """What follows training, for the weights training left (``fresh``: a fit that
         trained): the latent density, the calibration and the collapse note, unless they
         were fit for these weights already (a run interrupted after its last step, or in
@@ -277,7 +281,7 @@ class TabularVAE:
         st = self.model_.train_state
         step = None if st is None else st.step
         if step and (fresh or self.after_step_ != step):  # (no step yet: nothing to fit)
-            self._after_training(X, C, vX, vC)
+            self._after_training(X, C, vX, vC, X64)
             self.after_step_ = step
         elif not fresh and checkpoint is not None and os.path.exists(checkpoint):
             return self
@@ -324,12 +328,12 @@ class TabularVAE:
                           backend=self.backend, dtype=self.dtype, **self.vae_kw)
         self.model_.metadata["tabular"] = self._meta()
 
-    def _after_training(self, X, C, vX, vC):
+    def _after_training(self, X, C, vX, vC, X64=None):
         """The latent density, fit on the training rows' posterior draws, the categorical
         biases shifted to the training class shares (:mod:`fastvae.tabular.calibrate`), the
-        numeric columns' maps to their training distributions
-        (:mod:`fastvae.tabular.margins`), and the collapse note, from the held-out rows (the training rows when none were held
-        out)."""
+        numeric columns' maps to their training distributions (:mod:`fastvae.tabular.margins`,
+        from X64, the training rows in float64, when given), and the collapse note, from
+        the held-out rows (the training rows when none were held out)."""
         from .calibrate import calibrate
         from .latent import fit_latent
         model = self.model_
@@ -340,7 +344,10 @@ class TabularVAE:
                                       MIXTURE_COMPONENTS, np.random.default_rng(self.seed))
         hC = None if C is None else self._host(C)
         self.calibration_ = calibrate(self, self._host(X), hC, self.seed)
-        self.margins_ = margins.fit(self, self._host(X), hC, self.calibration_, self.seed)
+        # (the training values as float64: a float32 model's would pile the maps' draws
+        # on rounded values that no training row holds)
+        self.margins_ = margins.fit(self, self._host(X) if X64 is None else X64, hC,
+                                    self.calibration_, self.seed)
         hX, hC = (X, C) if vX is None else (vX, vC)
         ev = model.elbo(hX, conditions=hC)
         note = policy.collapse_note(float(ev.kl), float(ev.neg_elbo),
@@ -374,8 +381,10 @@ class TabularVAE:
         if self.model_ is None:
             raise RuntimeError("this TabularVAE is not fitted yet: call fit(table) first")
 
-    def _rows(self, df, unknown=None, where=None, check_missing=False, encoder=False):
-        """(X (N, D), conditions (N, C) or None) in the model's dtype."""
+    def _rows(self, df, unknown=None, where=None, check_missing=False, encoder=False,
+              exact=False):
+        """(X (N, D), conditions (N, C) or None) in the model's dtype (X in float64 with
+        ``exact``)."""
         where = where or row_names(None, df)
         if len(df) == 0:
             raise TableError("the table has no rows")
@@ -389,7 +398,8 @@ class TabularVAE:
                              f"category read as one), and this model was trained without "
                              f"the missing-cell mask: train it with missing=True")
         C = self.schema_.encode_conditions(df, where)
-        return X.astype(self.model_.dtype), None if C is None else C.astype(self.model_.dtype)
+        return (X if exact else X.astype(self.model_.dtype),
+                None if C is None else C.astype(self.model_.dtype))
 
     @property
     def history(self):
@@ -457,7 +467,9 @@ class TabularVAE:
     def reconstruct(self, data, conditions=None, mean=True, seed=None):
         """The rows encoded (z = the posterior mean, under their own conditions) and decoded
         under ``conditions`` (default: their own; another value gives the counterfactual
-        table, how a batch effect is removed), as a DataFrame (the sample's rules apply)."""
+        table, how a batch effect is removed), as a DataFrame (the sample's rules, orders and
+        implied gaps apply; not its numeric maps, which fit the sample's distributions, not
+        a row's)."""
         from .sampling import Given
         self._need()
         df = self._read(data)
@@ -476,6 +488,8 @@ class TabularVAE:
         rng = np.random.default_rng(seed)
         v = self._host(self.model_.decode_values(mu, mean=mean, seed=rng, conditions=C2))
         cells = self.schema_.cells(v, rng, "mean" if mean else "sample")
+        from . import gaps, orders
+        orders.apply(gaps.apply(cells, self.gaps_), self.orders_, self.schema_)
         keep = {c.name: cells[c.name] for c in self.schema_.columns if c.name in cells}
         out = self.schema_.frame(keep, frame)
         if self.rules_:

@@ -31,10 +31,11 @@ import numpy as np
 
 from .cells import SEARCH_ROWS, search_sample
 from .column import pandas_module
+from .values import int_offsets
 
 #: an order must be this unlikely to hold by chance (the rules' level)
 ALPHA = 1e-4
-#: the most columns whose pairs are searched (their widest range of values first)
+#: the most columns whose pairs are searched (those with the most cells first)
 MAX_COLUMNS = 200
 
 
@@ -53,8 +54,8 @@ def eligible(c):
 def _held(c, store):
     """``store`` (M,) (another column's cells) as column c holds them: its own rounding,
     discrete values and sample range."""
-    if c.is_time or c.source == "int":
-        raw = (store - np.asarray(c.lo, dtype=store.dtype)).astype(np.float64)
+    if c.is_time or c.source == "int":  # (offsets from lo: below it too, unsigned or not)
+        raw = int_offsets(store, int(c.lo), c.is_time or c.signed is not False)
     else:
         raw = store
     return c.finish(raw)
@@ -73,8 +74,8 @@ def _values(c, s):
 
 
 def _chance(a, b):
-    """The chance that a draw of a's values is at most an independent draw of b's."""
-    b = np.sort(b)
+    """The chance that a draw of a's values is at most an independent draw of b's (both
+    sorted)."""
     return float(np.mean(1.0 - np.searchsorted(b, a, side="left") / b.size))
 
 
@@ -90,6 +91,7 @@ def find(df, schema, rules=()):
     sample = search_sample(df, SEARCH_ROWS)
     vals = {c.name: _values(c, sample[c.name]) for c in cols}
     cols = sorted(cols, key=lambda c: -int(vals[c.name][1].sum()))[:MAX_COLUMNS]
+    ranked = {c.name: np.sort(vals[c.name][0][vals[c.name][1]]) for c in cols}
     out = []
     for i, ca in enumerate(cols):
         for cb in cols:
@@ -100,7 +102,7 @@ def find(df, schema, rules=()):
             n = int(both.sum())
             if n == 0 or np.any(a[both] > b[both]) or np.all(a[both] == b[both]):
                 continue
-            p = _chance(a[pa], b[pb])
+            p = _chance(ranked[ca.name], ranked[cb.name])
             if not 0.0 < p < 1.0 or n * np.log(p) >= np.log(ALPHA):
                 continue
             if len(df) > len(sample):  # (broken on a row the search left out)
