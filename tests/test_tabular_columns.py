@@ -3,7 +3,6 @@ ignored, identifier and high-cardinality columns with their dtypes, dates throug
 Parquet; sampling in chunks whose memory does not grow with n; an absurd cell blamed on
 its own column."""
 import tracemalloc
-import warnings
 
 import numpy as np
 import pytest
@@ -12,17 +11,13 @@ pd = pytest.importorskip("pandas")
 
 import fastvae  # noqa: E402
 import fastvae.tabular as tabular  # noqa: E402
-from fastvae.tabular import RARE, CollapseWarning, TabularVAE  # noqa: E402
+from fastvae.tabular import RARE, TabularVAE  # noqa: E402
 from fastvae.tabular import sampling  # noqa: E402
-
-warnings.filterwarnings("ignore", category=CollapseWarning)
+from tables_util import fitted as fit_small  # noqa: E402
 
 
 def fitted(df, epochs=60, **kw):
-    kw.setdefault("hidden", (32,))
-    kw.setdefault("latent_dim", 4)
-    kw.setdefault("backend", "cpu")
-    return TabularVAE(**kw).fit(df, epochs=epochs, batch_size=64, progress=False)
+    return fit_small(df, epochs, **kw)
 
 
 def gappy(n=2000, seed=0):

@@ -1,24 +1,18 @@
 """Gaps that imply gaps are kept in samples (fastvae.tabular.gaps): a follow-up question is
 unanswered wherever the first one is, in samples as in the table, at the table's shares;
 found where chance cannot explain it and nowhere else; saved."""
-import warnings
 
 import numpy as np
 import pytest
 
 pd = pytest.importorskip("pandas")
 
-import fastvae.tabular as tabular  # noqa: E402
-from fastvae.tabular import CollapseWarning, TabularVAE, gaps  # noqa: E402
-
-warnings.filterwarnings("ignore", category=CollapseWarning)
+from fastvae.tabular import gaps  # noqa: E402
+from tables_util import fitted as fit_small, saved_and_older  # noqa: E402
 
 
 def fitted(df, epochs=3, **kw):
-    kw.setdefault("hidden", (32,))
-    kw.setdefault("latent_dim", 4)
-    kw.setdefault("backend", "cpu")
-    return TabularVAE(**kw).fit(df, epochs=epochs, batch_size=64, progress=False)
+    return fit_small(df, epochs, **kw)
 
 
 def survey(n=3000, seed=0):
@@ -82,12 +76,7 @@ def test_implied_by_follows_chains():
 
 
 def test_gaps_are_saved_and_an_older_model_has_none(tmp_path):
-    tv = fitted(survey(800), epochs=1)
-    back = tabular.load(tv.save(tmp_path / "m.npz"))
-    assert back.gaps_ == tv.gaps_
-    pd.testing.assert_frame_equal(back.sample(300, seed=2), tv.sample(300, seed=2))
-    back.model_.metadata["tabular"].pop("gaps")
-    assert tabular.from_model(back.model_).gaps_ == []
+    saved_and_older(fitted(survey(800), epochs=1), "gaps", tmp_path)
 
 
 def test_a_presence_rule_keeps_the_groups_share():

@@ -2,7 +2,6 @@
 the observed heads in fastvae.tabular.calibrate): after a short fit, whose decoder alone
 gets them wrong, the sampled distributions are the training rows'; the maps keep each
 column's order of the draws; they are saved with the model."""
-import warnings
 
 import numpy as np
 import pytest
@@ -10,16 +9,12 @@ import pytest
 pd = pytest.importorskip("pandas")
 
 import fastvae.tabular as tabular  # noqa: E402
-from fastvae.tabular import CollapseWarning, TabularVAE, margins  # noqa: E402
-
-warnings.filterwarnings("ignore", category=CollapseWarning)
+from fastvae.tabular import margins  # noqa: E402
+from tables_util import fitted as fit_small  # noqa: E402
 
 
 def fitted(df, epochs=2, **kw):
-    kw.setdefault("hidden", (32,))
-    kw.setdefault("latent_dim", 4)
-    kw.setdefault("backend", "cpu")
-    return TabularVAE(**kw).fit(df, epochs=epochs, batch_size=64, progress=False)
+    return fit_small(df, epochs, **kw)
 
 
 def skewed(n=3000, seed=3):

@@ -1,24 +1,18 @@
 """Orderings that hold on every training row are kept in samples (fastvae.tabular.orders):
 found where chance cannot explain them and nowhere else, kept by swapping a broken row's
 two cells (each as the other column holds it), for numbers and times, and saved."""
-import warnings
 
 import numpy as np
 import pytest
 
 pd = pytest.importorskip("pandas")
 
-import fastvae.tabular as tabular  # noqa: E402
-from fastvae.tabular import CollapseWarning, TabularVAE, orders  # noqa: E402
-
-warnings.filterwarnings("ignore", category=CollapseWarning)
+from fastvae.tabular import orders  # noqa: E402
+from tables_util import fitted as fit_small, saved_and_older  # noqa: E402
 
 
 def fitted(df, epochs=2, **kw):
-    kw.setdefault("hidden", (32,))
-    kw.setdefault("latent_dim", 4)
-    kw.setdefault("backend", "cpu")
-    return TabularVAE(**kw).fit(df, epochs=epochs, batch_size=64, progress=False)
+    return fit_small(df, epochs, **kw)
 
 
 def spans(n=2000, seed=0):
@@ -100,12 +94,7 @@ def test_a_time_and_a_number_or_two_zones_are_never_paired():
 
 
 def test_orders_are_saved_and_an_older_model_has_none(tmp_path):
-    tv = fitted(spans(600))
-    back = tabular.load(tv.save(tmp_path / "m.npz"))
-    assert back.orders_ == tv.orders_
-    pd.testing.assert_frame_equal(back.sample(300, seed=2), tv.sample(300, seed=2))
-    back.model_.metadata["tabular"].pop("orders")
-    assert tabular.from_model(back.model_).orders_ == []
+    saved_and_older(fitted(spans(600)), "orders", tmp_path)
 
 
 def test_passes_bound_and_a_chain():
