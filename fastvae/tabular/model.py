@@ -348,6 +348,9 @@ class TabularVAE:
         # on rounded values that no training row holds)
         self.margins_ = margins.fit(self, self._host(X) if X64 is None else X64, hC,
                                     self.calibration_, self.seed)
+        if self.orders_:
+            from .orders import kept
+            self.orders_ = kept(self, self.seed)
         hX, hC = (X, C) if vX is None else (vX, vC)
         ev = model.elbo(hX, conditions=hC)
         note = policy.collapse_note(float(ev.kl), float(ev.neg_elbo),
