@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.codes import BLK_BERNOULLI, BLK_CATEGORICAL
+from . import cells
 from .column import pandas_module
 
 #: rounds of proportional fitting, codes decoded per round, codes per decoder call
@@ -176,7 +177,7 @@ def _head_shares(tv, X):
     schema, cl = tv.schema_, tv.model_.columns
     nd = len(schema.data)
     names = [[c.name for c in g] for g in schema.heads]
-    above = implied_by(getattr(tv, "gaps_", None), names)
+    above = implied_by(tv.gaps_, names)
     out = {}
     for k in range(len(schema.heads)):
         j = nd + k
@@ -192,21 +193,13 @@ def _head_shares(tv, X):
     return out
 
 
-def _written(rules):
-    """The names of the columns that ``rules`` (a model's list) write cells of."""
-    out = set()
-    for r in rules or ():
-        out.update(r[1] if isinstance(r[1], list) else [r[1]])
-    return out
-
-
 def _fit_ruled_gaps(tv, shift, X, seed):
     """``shift`` (P,) with the log-odds of each head some rule writes cells of moved so
     that the present share of ``sample``'s rows is the training rows' X (N, D) (see the
     module docstring): secant steps, each judged on the same rows (one seed)."""
     from .sampling import assemble, sample_chunks
     schema, cl = tv.schema_, tv.model_.columns
-    written = _written(tv.rules_)
+    written = cells.written(tv.rules_)
     todo = {}
     for k, group in enumerate(schema.heads):
         names = [c.name for c in group]

@@ -16,6 +16,15 @@ def search_sample(df, rows=SEARCH_ROWS):
     return df if len(df) <= rows else df.sample(rows, random_state=0)
 
 
+def written(rules):
+    """The names of the columns that ``rules`` (a model's list) write cells of: each rule's
+    B (a presence rule's group)."""
+    out = set()
+    for r in rules or ():
+        out.update(r[1] if isinstance(r[1], list) else [r[1]])
+    return out
+
+
 def json_cell(v):
     """A cell as a JSON value, or raise TypeError (NaN/None/NaT: None)."""
     if v is None:
@@ -61,4 +70,5 @@ def put(col, rows, values):
     return col
 
 
-__all__ = ["SEARCH_ROWS", "search_sample", "eligible", "json_cell", "cast_like", "put"]
+__all__ = ["SEARCH_ROWS", "search_sample", "written", "eligible", "json_cell", "cast_like",
+           "put"]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cells import SEARCH_ROWS, search_sample
+from .cells import SEARCH_ROWS, search_sample, written
 from .column import pandas_module
 from .values import int_offsets
 
@@ -92,10 +92,8 @@ def _chance(a, b):
 def find(df, schema, rules=()):
     """The orders [[A, B], ...] of training table ``df`` (see the module docstring), given
     the model's ``rules`` (no column they write takes part)."""
-    written = set()
-    for r in rules or ():
-        written.update(r[1] if isinstance(r[1], list) else [r[1]])
-    cols = [c for c in schema.data if eligible(c) and c.name not in written]
+    taken = written(rules)
+    cols = [c for c in schema.data if eligible(c) and c.name not in taken]
     if len(cols) < 2:
         return []
     sample = search_sample(df, SEARCH_ROWS)
