@@ -74,8 +74,11 @@ class TabularVAE:
         :mod:`fastvae.tabular.components`; a value says a group of cells is present:
         :mod:`fastvae.tabular.presence`; one column is at most another:
         :mod:`fastvae.tabular.orders`; a group is missing wherever another is:
-        :mod:`fastvae.tabular.gaps`) hold exactly in samples;
-        False: every cell as the decoder draws it.
+        :mod:`fastvae.tabular.gaps`) hold exactly in samples, but for those the trained
+        decoder's own draws break often (an order broken on over 5% of sampled rows; a
+        rule keyed on a few values of a numeric column whose rows the decoder draws as
+        it would any others: :mod:`fastvae.tabular.keycheck`), which are dropped after
+        training; False: every cell as the decoder draws it.
     seed, backend, dtype and any other keyword go to :class:`fastvae.VAE` (activation,
         beta, n_samples, objective, ...).
 
@@ -332,7 +335,10 @@ class TabularVAE:
         """The latent density, fit on the training rows' posterior draws, the categorical
         biases shifted to the training class shares (:mod:`fastvae.tabular.calibrate`), the
         numeric columns' maps to their training distributions (:mod:`fastvae.tabular.margins`,
-        from X64, the training rows in float64, when given), and the collapse note, from
+        from X64, the training rows in float64, when given), the rules and orders the
+        decoder disagrees with dropped (:mod:`fastvae.tabular.keycheck`,
+        :func:`fastvae.tabular.orders.kept`; calibration and maps fit again without the
+        rules dropped), and the collapse note, from
         the held-out rows (the training rows when none were held out)."""
         from .calibrate import calibrate
         from .latent import fit_latent
@@ -343,11 +349,18 @@ class TabularVAE:
             self.latent_ = fit_latent(self._host(mu), self._host(logvar), diag.kl_per_dim,
                                       MIXTURE_COMPONENTS, np.random.default_rng(self.seed))
         hC = None if C is None else self._host(C)
-        self.calibration_ = calibrate(self, self._host(X), hC, self.seed)
         # (the training values as float64: a float32 model's would pile the maps' draws
         # on rounded values that no training row holds)
-        self.margins_ = margins.fit(self, self._host(X) if X64 is None else X64, hC,
-                                    self.calibration_, self.seed)
+        hX, X64 = self._host(X), self._host(X) if X64 is None else X64
+        self.calibration_ = calibrate(self, hX, hC, self.seed)
+        self.margins_ = margins.fit(self, X64, hC, self.calibration_, self.seed)
+        if self.rules_:
+            from .keycheck import kept as keys_kept
+            rules = keys_kept(self, self.seed)
+            if len(rules) < len(self.rules_):  # (the gap heads were fit through them)
+                self.rules_ = rules
+                self.calibration_ = calibrate(self, hX, hC, self.seed)
+                self.margins_ = margins.fit(self, X64, hC, self.calibration_, self.seed)
         if self.orders_:
             from .orders import kept
             self.orders_ = kept(self, self.seed)
