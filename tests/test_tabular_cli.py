@@ -654,5 +654,8 @@ def test_impute_errors_are_one_line(run, workdir, capsys):
     table().dropna().to_csv("full.csv", index=False)
     assert main(["train", "--data", "full.csv", "--out", "f", "--no-pictures", *SMALL]) == 0
     capsys.readouterr()
-    assert main(["impute", "f/model.npz", "full.csv"]) == 2
+    assert main(["impute", "f/model.npz", "full.csv"]) == 0  # (nothing to fill)
+    capsys.readouterr()
+    table().to_csv("g.csv", index=False)  # (gaps in y and color)
+    assert main(["impute", "f/model.npz", "g.csv"]) == 2
     assert "trained without the missing-cell mask" in one_error_line(capsys, "impute")

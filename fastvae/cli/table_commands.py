@@ -289,9 +289,13 @@ def add_impute_parser(sub):
 def cmd_impute(args):
     from ..tabular import read_table
     tv = _table_model(args, "'fastvae impute' fills table cells")
-    read_table(args.table, "table")  # (a missing or unreadable file, named as given)
-    if tv.model.missing is None:
-        raise UsageError(f"{args.model} was trained without the missing-cell mask (its "
+    df = read_table(args.table, "table")  # (a missing or unreadable file, named as given)
+    gap = None if tv.model.missing is not None else next(
+        (c.name for c in tv.schema.columns if c.modeled and c.name in df
+         and df[c.name].isna().any()), None)
+    if gap is not None:  # (a table without gaps in its modelled columns: nothing to fill)
+        raise UsageError(f"column {gap!r} of {args.table} has missing cells, and "
+                         f"{args.model} was trained without the missing-cell mask (its "
                          f"training table had no gaps); train it with --missing to impute")
     try:  # (the path: an error names the file's line)
         filled = tv.impute(args.table, seed=args.seed)

@@ -521,12 +521,18 @@ class TabularVAE:
         """A copy of the table with its missing cells filled from the posterior: the
         decoder's mean at z = the posterior mean (``seed=None``), or with a seed a draw of z
         from q(z|x) and of the cells from p(x|z).  Observed cells are kept as they are; a
-        constant column's gaps get its value; ignored and id columns keep their gaps."""
+        constant column's gaps get its value; ignored and id columns keep their gaps.
+        A model trained without the missing-cell mask (its table had no gaps) imputes
+        tables whose modelled columns have none (it fills the constant columns' gaps)."""
         self._need()
-        if self.model_.missing is None:
-            raise TableError("this model was trained without the missing-cell mask: train "
-                             "it with missing=True to impute")
         df = self._read(data)
+        if self.model_.missing is None:
+            gap = next((c.name for c in self.schema_.columns
+                        if c.modeled and c.name in df and df[c.name].isna().any()), None)
+            if gap is not None:
+                raise TableError(f"column {gap!r} has missing cells, and this model was "
+                                 f"trained without the missing-cell mask (its table had "
+                                 f"none): train it with missing=True to impute")
         X, C = self._rows(df, where=row_names(data, df), encoder=True)
         if seed is None:
             z, _ = self.model_.encode(X, conditions=C)
