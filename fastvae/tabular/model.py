@@ -337,8 +337,8 @@ class TabularVAE:
         numeric columns' maps to their training distributions (:mod:`fastvae.tabular.margins`,
         from X64, the training rows in float64, when given), the rules and orders the
         decoder disagrees with dropped (:mod:`fastvae.tabular.keycheck`,
-        :func:`fastvae.tabular.orders.kept`; calibration and maps fit again without the
-        rules dropped), and the collapse note, from
+        :func:`fastvae.tabular.orders.kept`; the rules' check reads maps fit before the
+        calibration, which then sees the rules kept), and the collapse note, from
         the held-out rows (the training rows when none were held out)."""
         from .calibrate import calibrate
         from .latent import fit_latent
@@ -352,15 +352,16 @@ class TabularVAE:
         # (the training values as float64: a float32 model's would pile the maps' draws
         # on rounded values that no training row holds)
         hX, X64 = self._host(X), self._host(X) if X64 is None else X64
+        from . import keycheck
+        if self.rules_ and keycheck.numeric_keyed(self.rules_, self.schema_):
+            # (the check samples numbers as sample does, through maps, here fit before
+            # the calibration: the calibration, which fits gap heads through the rules,
+            # then sees the rules kept)
+            self.calibration_ = None
+            self.margins_ = margins.fit(self, X64, hC, None, self.seed)
+            self.rules_ = keycheck.kept(self, self.seed)
         self.calibration_ = calibrate(self, hX, hC, self.seed)
         self.margins_ = margins.fit(self, X64, hC, self.calibration_, self.seed)
-        if self.rules_:
-            from .keycheck import kept as keys_kept
-            rules = keys_kept(self, self.seed)
-            if len(rules) < len(self.rules_):  # (the gap heads were fit through them)
-                self.rules_ = rules
-                self.calibration_ = calibrate(self, hX, hC, self.seed)
-                self.margins_ = margins.fit(self, X64, hC, self.calibration_, self.seed)
         if self.orders_:
             from .orders import kept
             self.orders_ = kept(self, self.seed)
