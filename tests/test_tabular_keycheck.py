@@ -82,3 +82,16 @@ def test_models_without_numeric_keys_are_left_alone():
     tv = fitted(df, 3, seed=0)
     assert keycheck.numeric_keyed(tv.rules_, tv.schema_) == []
     assert keyed(tv, "kind", "flag")
+
+
+def test_only_rules_keyed_on_a_number_and_setting_no_time_are_checked():
+    """Rules hold times as text and samples hold times: a time takes no part, as key or
+    as target (a presence rule's group may hold one: its cells are only tested for gaps)."""
+    from types import SimpleNamespace as Col
+    schema = Col(columns=[Col(name="n", kind="numeric", is_time=False),
+                          Col(name="t", kind="numeric", is_time=True),
+                          Col(name="c", kind="categorical", is_time=False)])
+    rules = [["n", "c", [[1.0, "x"]]], ["n", "t", [[1.0, "2024-01-01"]]],
+             ["t", "c", [["2024-01-01", "x"]]], [{"presence": "n"}, ["t"], [1.0]],
+             ["c", "n", [["x", 1.0]]], [{"presence": "c"}, ["n"], ["x"]]]
+    assert keycheck.numeric_keyed(rules, schema) == [0, 3]

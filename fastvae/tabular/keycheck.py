@@ -43,12 +43,14 @@ MAX_DISAGREE = 0.5
 
 def numeric_keyed(rules, schema):
     """The positions in ``rules`` of the value and presence rules whose key is a numeric
-    column of ``schema``."""
-    numeric = {c.name for c in schema.columns if c.kind == "numeric"}
+    column of ``schema`` (not a time: rules hold times as text, samples as times; a
+    time's value is one row's, and sets no rule) and whose target is not a time."""
+    numeric = {c.name for c in schema.columns if c.kind == "numeric" and not c.is_time}
+    times = {c.name for c in schema.columns if c.is_time}
     out = []
     for i, r in enumerate(rules):
         a = r[0]["presence"] if is_presence(r) else r[0]
-        if isinstance(a, str) and a in numeric:
+        if isinstance(a, str) and a in numeric and (is_presence(r) or r[1] not in times):
             out.append(i)
     return out
 
@@ -120,7 +122,7 @@ def kept(tv, seed):
         frame = assemble(sample_chunks(tv, CHECK_ROWS, seed=int(rows)), CHECK_ROWS)
     finally:
         tv.rules_ = rules
-    numeric = {c.name for c in tv.schema_.columns if c.kind == "numeric"}
+    numeric = {c.name for c in tv.schema_.columns if c.kind == "numeric" and not c.is_time}
     drop = set()
     for i in check:
         if coverage(frame, rules[i]) >= FULL_COVER:
