@@ -208,11 +208,23 @@ def test_interrupted_table_run_loads_and_resumes_to_the_straight_run(workdir, mo
     assert json.load(open("b/run.json"))["epochs"] == 3
 
 
+
+def sigint_as_python_starts():
+    """Ctrl-C raises KeyboardInterrupt in this process and reaches its children: no earlier
+    test (or code it ran) left another handler, an ignored SIGINT or a blocked one (these
+    tests once failed together in a whole-suite run, not alone: this names the leak)."""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, \
+        signal.getsignal(signal.SIGINT)
+    if hasattr(signal, "pthread_sigmask"):
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 def test_a_run_cut_after_its_last_step_gets_its_sampler_on_resume(workdir, monkeypatch,
                                                                     capsys):
     """Ctrl-C after the policy's last step, while the latent density and the calibration
     are fit: the run says how to continue, and --resume fits them for the saved weights
     (training nothing more); the samples are the straight run's."""
+    sigint_as_python_starts()
     import fastvae.tabular.calibrate as cal
     from fastvae.tabular import policy
     monkeypatch.setattr(policy, "MIN_STEPS", 30)
@@ -601,6 +613,7 @@ def test_a_date_text_condition_from_the_command_line(workdir, capsys):
 def test_a_sample_cut_short_leaves_no_half_written_file(run, tmp_path):
     """Ctrl-C in the middle of `fastvae sample -n huge --csv keep.csv`: keep.csv keeps its
     old rows, and no part file is left beside it."""
+    sigint_as_python_starts()
     import time
     keep = tmp_path / "keep.csv"
     keep.write_text("old\n1\n")

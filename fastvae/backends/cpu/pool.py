@@ -122,9 +122,11 @@ class Pool:
             chunks = iter(tasks)
             self._job = (fn, chunks)
             mask = _block_sigint()  # (so that the count of woken workers is exact)
-            for k in range(used):
-                self._go[k].release()
-            _restore(mask)
+            try:
+                for k in range(used):
+                    self._go[k].release()
+            finally:  # (never leave the caller's thread deaf to Ctrl-C, nor its children)
+                _restore(mask)
             error = None
             try:
                 for t in chunks:
