@@ -209,22 +209,29 @@ def test_interrupted_table_run_loads_and_resumes_to_the_straight_run(workdir, mo
 
 
 
-def sigint_as_python_starts():
-    """Ctrl-C raises KeyboardInterrupt in this process and reaches its children: no earlier
-    test (or code it ran) left another handler, an ignored SIGINT or a blocked one (these
-    tests once failed together in a whole-suite run, not alone: this names the leak)."""
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, \
-        signal.getsignal(signal.SIGINT)
-    if hasattr(signal, "pthread_sigmask"):
-        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raising KeyboardInterrupt, as in a terminal's foreground, for this test: a
+    shell starts a background job with SIGINT ignored (CI run as `bash .ci/run &` made these
+    tests fail), and Python then keeps it ignored."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _sigint_default():
+    """(for a child process, before exec) SIGINT back to its default, whatever this process
+    inherited: Python in the child then turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_a_run_cut_after_its_last_step_gets_its_sampler_on_resume(workdir, monkeypatch,
-                                                                    capsys):
+                                                                    capsys, ctrl_c):
     """Ctrl-C after the policy's last step, while the latent density and the calibration
     are fit: the run says how to continue, and --resume fits them for the saved weights
     (training nothing more); the samples are the straight run's."""
-    sigint_as_python_starts()
     import fastvae.tabular.calibrate as cal
     from fastvae.tabular import policy
     monkeypatch.setattr(policy, "MIN_STEPS", 30)
@@ -610,16 +617,16 @@ def test_a_date_text_condition_from_the_command_line(workdir, capsys):
     assert (pd.read_csv("s.csv").day == "2020-03-01").all()
 
 
-def test_a_sample_cut_short_leaves_no_half_written_file(run, tmp_path):
+def test_a_sample_cut_short_leaves_no_half_written_file(run, tmp_path, ctrl_c):
     """Ctrl-C in the middle of `fastvae sample -n huge --csv keep.csv`: keep.csv keeps its
     old rows, and no part file is left beside it."""
-    sigint_as_python_starts()
     import time
     keep = tmp_path / "keep.csv"
     keep.write_text("old\n1\n")
     cmd = [sys.executable, "-m", "fastvae", "sample", str(run[0] / "model.npz"), "-n",
            "50000000", "--csv", str(keep)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_sigint_default)
     time.sleep(1)
     while p.poll() is None and not any(f.name.startswith(".keep.csv.part")
                                        for f in tmp_path.iterdir()):
