@@ -290,9 +290,7 @@ def cmd_impute(args):
     from ..tabular import read_table
     tv = _table_model(args, "'fastvae impute' fills table cells")
     df = read_table(args.table, "table")  # (a missing or unreadable file, named as given)
-    gap = None if tv.model.missing is not None else next(
-        (c.name for c in tv.schema.columns if c.modeled and c.name in df
-         and df[c.name].isna().any()), None)
+    gap = None if tv.model.missing is not None else tv.schema.gap_column(df)
     if gap is not None:  # (a table without gaps in its modelled columns: nothing to fill)
         raise UsageError(f"column {gap!r} of {args.table} has missing cells, and "
                          f"{args.model} was trained without the missing-cell mask (its "

@@ -21,12 +21,14 @@ whose key is a numeric column, and each such rule that fires on fewer than
 :data:`FULL_COVER` of them is kept only when, on the rows where it
 fires, the decoder's own B is at most :data:`MAX_DISAGREE` times as far from the rule's b
 as chance puts it (each firing row's b against all the sampled rows' B; the distance of
-two values is 0 or 1, of two numbers their difference, see :func:`disagreement`).  A rule that fires on no sampled row is kept (it changes nothing there).
+two values is 0 or 1, of two numbers their difference, see :func:`disagreement`).  A rule
+that fires on no sampled row is kept (it changes nothing there).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .column import pandas_module
 from .presence import is_presence
 
 #: rows sampled for the check
@@ -41,11 +43,16 @@ FULL_COVER = 0.9
 MAX_DISAGREE = 0.5
 
 
+def _numbers(schema):
+    """The names of ``schema``'s numeric columns that are not times."""
+    return {c.name for c in schema.columns if c.kind == "numeric" and not c.is_time}
+
+
 def numeric_keyed(rules, schema):
     """The positions in ``rules`` of the value and presence rules whose key is a numeric
     column of ``schema`` (not a time: rules hold times as text, samples as times; a
     time's value is one row's, and sets no rule) and whose target is not a time."""
-    numeric = {c.name for c in schema.columns if c.kind == "numeric" and not c.is_time}
+    numeric = _numbers(schema)
     times = {c.name for c in schema.columns if c.is_time}
     out = []
     for i, r in enumerate(rules):
@@ -86,9 +93,8 @@ def disagreement(frame, rule, numeric=()):
     a, b, pairs = rule
     seen = chance = 0.0
     cells = frame[b]
-    if b in numeric and not (cells.dtype.kind in "iuf" or str(cells.dtype) in
-                             ("Int64", "Int32", "Float64", "Float32")):
-        numeric = ()  # (times and numbers held as text: the same value or not)
+    if b in numeric and not pandas_module().api.types.is_numeric_dtype(cells.dtype):
+        numeric = ()  # (numbers held as text: the same value or not)
     for av, bv in pairs:
         fires = frame[a].isin([av]).to_numpy()
         if not fires.any():
@@ -111,18 +117,14 @@ def coverage(frame, rule):
 def kept(tv, seed):
     """TabularVAE ``tv``'s rules (``rules_``) without the numeric-keyed ones its decoder's
     draws disagree with (see the module docstring; ``seed``: an int)."""
-    from .sampling import assemble, sample_chunks
+    from .sampling import check_rows
     rules = list(tv.rules_ or ())
     check = numeric_keyed(rules, tv.schema_)
     if not check:
         return rules
-    tv.rules_ = [r for i, r in enumerate(rules) if i not in set(check)]
-    try:
-        rows = np.random.SeedSequence((int(seed), 0x4E75)).generate_state(1)[0]
-        frame = assemble(sample_chunks(tv, CHECK_ROWS, seed=int(rows)), CHECK_ROWS)
-    finally:
-        tv.rules_ = rules
-    numeric = {c.name for c in tv.schema_.columns if c.kind == "numeric" and not c.is_time}
+    frame = check_rows(tv, CHECK_ROWS, seed, 0x4E75,
+                       rules_=[r for i, r in enumerate(rules) if i not in set(check)])
+    numeric = _numbers(tv.schema_)
     drop = set()
     for i in check:
         if coverage(frame, rules[i]) >= FULL_COVER:

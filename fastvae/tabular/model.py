@@ -351,7 +351,8 @@ class TabularVAE:
         hC = None if C is None else self._host(C)
         # (the training values as float64: a float32 model's would pile the maps' draws
         # on rounded values that no training row holds)
-        hX, X64 = self._host(X), self._host(X) if X64 is None else X64
+        hX = self._host(X)
+        X64 = hX if X64 is None else X64
         from . import keycheck
         if self.rules_ and keycheck.numeric_keyed(self.rules_, self.schema_):
             # (the check samples numbers as sample does, through maps, here fit before
@@ -528,8 +529,7 @@ class TabularVAE:
         self._need()
         df = self._read(data)
         if self.model_.missing is None:
-            gap = next((c.name for c in self.schema_.columns
-                        if c.modeled and c.name in df and df[c.name].isna().any()), None)
+            gap = self.schema_.gap_column(df)
             if gap is not None:
                 raise TableError(f"column {gap!r} has missing cells, and this model was "
                                  f"trained without the missing-cell mask (its table had "

@@ -125,16 +125,11 @@ def find(df, schema, rules=()):
 def kept(tv, seed):
     """The orders of TabularVAE ``tv`` (``orders_``) that its decoder's draws break on at
     most MAX_BROKEN of CHECK_ROWS rows sampled without them (``seed``: an int)."""
-    from .sampling import assemble, sample_chunks
+    from .sampling import check_rows
     found = list(tv.orders_ or ())
     if not found:
         return []
-    tv.orders_ = []
-    try:
-        rows = np.random.SeedSequence((int(seed), 0x0DE5)).generate_state(1)[0]
-        frame = assemble(sample_chunks(tv, CHECK_ROWS, seed=int(rows)), CHECK_ROWS)
-    finally:
-        tv.orders_ = found
+    frame = check_rows(tv, CHECK_ROWS, seed, 0x0DE5, orders_=[])
     out = []
     for a, b in found:
         both = frame[a].notna() & frame[b].notna()

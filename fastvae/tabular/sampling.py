@@ -267,5 +267,21 @@ def assemble(chunks, n):
     return out
 
 
-__all__ = ["CHUNK", "Given", "sample_chunks", "assemble", "draw_conditions", "given_conditions",
-           "generators"]
+def check_rows(tv, n, seed, salt, **held):
+    """n rows sampled as ``sample`` makes them (a DataFrame), for the checks after
+    training: TabularVAE ``tv``'s attributes named in ``held`` take the values given for
+    the draw and are put back after it; the draw's seed is ``seed`` (an int) with ``salt``
+    (each check its own)."""
+    old = {k: getattr(tv, k) for k in held}
+    for k, v in held.items():
+        setattr(tv, k, v)
+    try:
+        rows = np.random.SeedSequence((int(seed), salt)).generate_state(1)[0]
+        return assemble(sample_chunks(tv, n, seed=int(rows)), n)
+    finally:
+        for k, v in old.items():
+            setattr(tv, k, v)
+
+
+__all__ = ["CHUNK", "Given", "sample_chunks", "assemble", "check_rows", "draw_conditions",
+           "given_conditions", "generators"]

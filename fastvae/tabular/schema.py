@@ -87,6 +87,12 @@ class Schema:
             out.append(Bernoulli(len(self.heads)))
         return out
 
+    def gap_column(self, df):
+        """The label of the first modelled column with a missing cell in DataFrame ``df``
+        (None if none has one)."""
+        return next((c.name for c in self.columns
+                     if c.modeled and c.name in df and df[c.name].isna().any()), None)
+
     def parts(self):
         """For each model column, the table columns its score belongs to (a list of labels
         per model column, length D): a modelled column's own, then each head's group (its
