@@ -203,6 +203,16 @@ def _mismatches(key, b, nk=None, nb=None):
     return len(key) - int(top.sum())
 
 
+def _ranks(k, bound):
+    """Each int code of k (N,), all in [0, bound), as its rank among k's distinct codes:
+    np.unique(k, return_inverse=True)[1], without a sort when a flag per code fits."""
+    if bound > 4 * k.size + 1024:
+        return np.unique(k, return_inverse=True)[1].reshape(-1)
+    seen = np.zeros(bound, np.int64)
+    seen[k] = 1
+    return (np.cumsum(seen) - 1)[k]
+
+
 def _key_rules(df, order, freq, rules):
     """(the key rules of table ``df``, {id of a value rule: the key rule it comes
     before}) (see the module docstring): [[A1, ..., Ak], B, [[[a1, ..., ak], b], ...]]
@@ -255,7 +265,7 @@ def _key_rules(df, order, freq, rules):
             S.append(c)
             if c in thin:
                 break
-            key = np.unique(k2, return_inverse=True)[1].reshape(-1)
+            key = _ranks(k2, nk * card[c])
             nk = int(key.max()) + 1
         if left > KEY_SLACK * len(df) or len(S) < 2 or thin.intersection(S):
             continue
