@@ -114,6 +114,8 @@ def _runner(lib, mkl_path):
                 A, B = (a.T if ta else a), (b.T if tb else b)
                 return lambda: L.matmul(out, A, B)
             return make
+        if onednn.support() is not None:  # no bf16 units: oneDNN has no bf16 matmul here
+            return None
         if lib == "onednn":
             def make(M, K, N, ta, tb, weight, a, b):
                 out = np.empty((M, N), np.float32)
@@ -291,6 +293,7 @@ def run(rounds=3, reps=20, threads=None, mkl_path=None, quiet=False, tiny=False)
         info["onednn"] = "%d.%d.%d" % onednn.library().version()
     except Exception:  # noqa: BLE001  (the table says what ran; a missing library is a row)
         info["onednn"] = None
+    info["bf16_units"] = sorted(onednn.cpu_bf16_flags() or ()) or None
     return {"machine": info, "threads": threads, "rounds": rounds, "reps": reps,
             "libraries": libs, "missing": sorted(missing), "seconds": med}
 
@@ -298,11 +301,13 @@ def run(rounds=3, reps=20, threads=None, mkl_path=None, quiet=False, tiny=False)
 def markdown(res):
     libs = res["libraries"]
     m = res["machine"]
+    why = "" if m.get("bf16_units") else (" (this CPU has no bf16 units: oneDNN runs no bf16 "
+                                          "product on it)")
     lines = [f"Machine: {m['cpu']} ({', '.join(m.get('cpu_flags') or [])}), {m['cores']} cores; "
              f"threads {res['threads'] or 'default'}; oneDNN {m.get('onednn')}, "
              f"torch {m.get('torch')}; {m['date']}.  Medians of {res['rounds']} rounds (each "
              f"library in its own process, taking turns) of medians of {res['reps']} calls.  "
-             f"Not run: {', '.join(res['missing']) or 'none'}.", ""]
+             f"Not run: {', '.join(res['missing']) or 'none'}{why}.", ""]
     lines.append("GFLOP/s per product (dW: the weight gradient h^T d, dX: the input gradient "
                  "d W^T; torch writes bf16, the others float32; the -f32 columns multiply "
                  "float32 operands, the others bf16):")
