@@ -480,3 +480,19 @@ def test_conditions_injected_into_every_decoder_layer(backend, tmp_path):
     with pytest.raises((TypeError, ValueError), match="inject_conditions"):
         fastvae.VAE(likelihood=[NegBinomial(3)], n_conditions=2, inject_conditions="yes",
                     backend=backend)
+
+
+@pytest.mark.parametrize("classes", [[3], [2, 4], [5, 1 + 1, 3]])
+def test_categorical_means_leave_the_logits_alone(classes):
+    """The readout's softmax works on copies: the logits it is given (one column spanning
+    them all included, whose slice is the whole array) come back unchanged, and each
+    column's probabilities are its logits' softmax."""
+    a = np.random.default_rng(0).normal(size=(6, sum(classes))) * 4
+    before = a.copy()
+    m = Categorical(classes).means(a, None, np)
+    assert np.array_equal(a, before)
+    o = 0
+    for w in classes:
+        e = np.exp(before[:, o:o + w] - before[:, o:o + w].max(axis=1, keepdims=True))
+        np.testing.assert_allclose(m[:, o:o + w], e / e.sum(axis=1, keepdims=True), rtol=1e-12)
+        o += w

@@ -210,9 +210,10 @@ class Categorical(Block):
     def means(self, a, log_exposure, xp):
         m, o = a.copy(), 0
         for w in self.classes:  # a softmax per column
-            # (on a contiguous copy of the column's logits: the same operations, 1.4x
-            # faster than on the strided slice of a wide row)
-            g = xp.ascontiguousarray(a[:, o:o + w])
+            # (on a C-ordered copy of the column's logits: the same operations, 1.4x
+            # faster than on the strided slice of a wide row; a copy always, since a
+            # column that spans a is contiguous and ascontiguousarray would hand back a)
+            g = a[:, o:o + w].copy()
             g -= g.max(axis=1, keepdims=True)
             xp.exp(g, out=g)
             g /= g.sum(axis=1, keepdims=True)
