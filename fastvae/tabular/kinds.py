@@ -269,11 +269,11 @@ def make_column(name, s, asked, role, numeric, salt, where=None):
         _numbers_as_text(col, s, miss, where)
     if source == "object" and asked in (None, "datetime", "numeric"):  # (a time is numeric)
         strings = present.astype(object).to_numpy(dtype=object)
+        pd = pandas_module()
         # (the distinct values, sorted: hashed first, so that only they are sorted)
-        fmt = date_format(np.sort(pandas_module().unique(strings)), pandas_module()) \
-            if strings.size else None
+        fmt = date_format(np.sort(pd.unique(strings)), pd) if strings.size else None
         if fmt is not None:
-            col.source, col.layout = "datetext", date_layout(strings, fmt, pandas_module())
+            col.source, col.layout = "datetext", date_layout(strings, fmt, pd)
             source = "datetext"
         elif asked == "datetime":
             first = strings[0] if strings.size else None
@@ -360,8 +360,9 @@ def _free_text(present):
     """Whether at least half of a string column's values have TEXT_WORDS words or more.
     (Words are counted once per distinct value, weighted by its rows: a column of 50,000
     rows and a few hundred values is read in milliseconds.)"""
-    codes, uniq = pandas_module().factorize(present)
-    words = pandas_module().Series(uniq, dtype=object).astype(str).str.split().str.len()
+    pd = pandas_module()
+    codes, uniq = pd.factorize(present)
+    words = pd.Series(uniq, dtype=object).astype(str).str.split().str.len()
     rows = np.bincount(codes, minlength=len(uniq))
     return bool(rows[(words >= TEXT_WORDS).to_numpy()].sum() >= 0.5 * len(codes))
 
